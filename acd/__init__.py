@@ -1,0 +1,1 @@
+"""ACD: queues, agents, routing strategies, expected-wait estimates and stores."""

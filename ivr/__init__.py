@@ -1,0 +1,1 @@
+"""IVR: YAML call flows, their validator and engine, intents and sentiment."""

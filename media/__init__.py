@@ -1,0 +1,1 @@
+"""Media: RTP, codecs, DTMF, VAD endpointing, speech recognition, prompts, bridging."""

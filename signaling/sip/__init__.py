@@ -1,0 +1,1 @@
+"""SIP: message syntax, transactions, dialogs, digest authentication and transports."""

@@ -1,0 +1,1 @@
+"""WebRTC: JSON-over-WebSocket signaling and aiortc peers."""
