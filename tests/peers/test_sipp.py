@@ -138,7 +138,7 @@ def test_unanswered_call_fails_at_global_timeout(tmp_path: Path) -> None:
     assert not result.timed_out
     # -timeout_error turns SIPp's global timeout into a fatal error (exit -1).
     assert result.returncode == EXIT_FATAL_ERROR, result.describe()
-    assert "timed out after '2.000' seconds" in result.error_log
+    assert "timed out after" in result.error_log
 
 
 def test_busy_sip_port_exits_with_bind_failure(tmp_path: Path) -> None:

@@ -42,3 +42,31 @@ def free_udp_port_pair(tries: int = 200) -> int:
                 probe.close()
         return base
     raise RuntimeError(f"no four free consecutive UDP ports found in {tries} tries")
+
+
+def free_port_block(
+    *, udp_offsets: tuple[int, ...] = (0,), tcp_offsets: tuple[int, ...] = (), tries: int = 200
+) -> int:
+    """Return a port P such that P + each UDP offset and P + each TCP offset are free on 127.0.0.1.
+
+    baresip needs this for its SIP port: it binds UDP P, TCP P and TLS on TCP P + 1.
+    """
+    for _ in range(tries):
+        base = random.randrange(20_000, 60_000)
+        probes: list[socket.socket] = []
+        try:
+            for kind, offsets in (
+                (socket.SOCK_DGRAM, udp_offsets),
+                (socket.SOCK_STREAM, tcp_offsets),
+            ):
+                for offset in offsets:
+                    probe = socket.socket(socket.AF_INET, kind)
+                    probes.append(probe)
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
+    raise RuntimeError(f"no free block of ports found in {tries} tries")
