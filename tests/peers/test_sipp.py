@@ -89,9 +89,11 @@ def test_render_rejects_missing_and_unknown_values(tmp_path: Path) -> None:
 
 
 def test_call_with_digits_passes_on_both_sides(tmp_path: Path, needs_capture: None) -> None:
+    # SIPp cancels a pcap that is still playing when the call ends, so the
+    # callee waits well beyond the caller's digits (about 1.4 s) to hang up.
     callee = SippProcess(
         render_scenario(SCENARIO_DIR / "uas_echo_hangup.xml", tmp_path / "callee.xml",
-                        {"HANGUP_AFTER_MS": 1500}),
+                        {"HANGUP_AFTER_MS": 4000}),
         tmp_path,
         rtp_echo=True,
     )  # fmt: skip
