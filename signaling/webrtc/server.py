@@ -1,0 +1,595 @@
+"""The WebSocket signaling edge: aiohttp routes, sessions, calls and agents.
+
+Theory of operation. `add_routes` mounts the login endpoints, the WebSocket
+at /ws and the browser pages, and returns the `WebRtcServer` that owns every
+call, agent record and background task. Each WebSocket is one `_Session`:
+its first message must be a valid `login` within `login_timeout_s`; later
+messages are rate-limited, parsed and dispatched one at a time, and every
+bad message is answered with an `error` message on the same socket.
+
+Calls and agent records belong to the server, not to a socket, so that a
+browser can reconnect its signaling without losing them: messages for a
+user go to that user's newest session. When a user has had no session for
+`reconnect_grace_s`, their calls end and an agent goes offline.
+
+The application plugs in through `WebRtcCallHandler`: a caller's call runs
+in `on_call`, and `WebRtcServer.offer_call` offers a call to an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from ivr.channel import DtmfInput
+from signaling.webrtc.agents import AgentPresence
+from signaling.webrtc.auth import AuthError, Claims, LoginHandlers, TokenSigner
+from signaling.webrtc.call import LegState, WebRtcCall, WebRtcTransport
+from signaling.webrtc.config import WebRtcConfig
+from signaling.webrtc.peer import accept_offer, add_remote_candidate, create_peer
+from signaling.webrtc.protocol import (
+    CLIENT_TYPES,
+    AgentState,
+    AgentStateMessage,
+    Answer,
+    Call,
+    CallState,
+    CallStateMessage,
+    Candidate,
+    Dtmf,
+    ErrorCode,
+    Hangup,
+    Hold,
+    Incoming,
+    Login,
+    Message,
+    Mute,
+    Offer,
+    Presence,
+    ProtocolError,
+    Role,
+    Session,
+    Transfer,
+    TransferKind,
+    Unhold,
+    encode_message,
+    error_message,
+    parse_message,
+)
+from signaling.webrtc.ratelimit import TokenBucket
+
+logger = logging.getLogger("webrtc")
+
+SERVER_KEY: web.AppKey[WebRtcServer] = web.AppKey("webrtc_server")
+
+_CALL_STATES = {
+    LegState.CONNECTING: CallState.RINGING,
+    LegState.CONNECTED: CallState.CONNECTED,
+    LegState.HELD: CallState.HELD,
+    LegState.ENDED: CallState.ENDED,
+}
+
+
+class WebRtcCallHandler(Protocol):
+    """How the application takes part in browser calls."""
+
+    async def on_call(self, call: WebRtcCall) -> None:
+        """Run a browser caller's call; the server hangs up when this returns."""
+        ...
+
+    async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
+        """Blind-transfer `call`; True once accepted (the server then ends this leg)."""
+        ...
+
+    def on_call_state(self, call: WebRtcCall) -> None:
+        """Learn that a call was connected, held, resumed or ended."""
+        ...
+
+    def on_agent_state(self, presence: Presence) -> None:
+        """Learn an agent's new state."""
+        ...
+
+
+def _default_static_dir() -> Path:
+    return Path(str(importlib.resources.files("voxgate"))) / "static"
+
+
+def add_routes(
+    app: web.Application, config: WebRtcConfig, handler: WebRtcCallHandler
+) -> WebRtcServer:
+    """Mount the signaling edge on `app` and return the server that owns its calls.
+
+    Routes: POST /api/webrtc/login, POST /api/webrtc/guest, GET /ws, GET /
+    (caller page), GET /agent (agent page) and /static/ (page assets).
+    The server closes its calls when the application shuts down.
+    """
+    server = WebRtcServer(config, handler)
+    app[SERVER_KEY] = server
+    static_dir = Path(config.static_dir) if config.static_dir else _default_static_dir()
+    logins = server.logins
+    app.router.add_post("/api/webrtc/login", logins.login)
+    app.router.add_post("/api/webrtc/guest", logins.guest)
+    app.router.add_get("/ws", server.websocket)
+
+    async def caller_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(static_dir / "caller.html")
+
+    async def agent_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(static_dir / "agent.html")
+
+    app.router.add_get("/", caller_page)
+    app.router.add_get("/agent", agent_page)
+    app.router.add_static("/static/", static_dir)
+
+    async def close_server(app: web.Application) -> None:
+        await server.close()
+
+    app.on_shutdown.append(close_server)
+    return server
+
+
+class WebRtcServer:
+    """Owns the sessions, calls, agent records and tasks of the signaling edge."""
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        handler: WebRtcCallHandler,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.clock = clock
+        self.signer = TokenSigner(config.token_secret, config.token_ttl_s, clock)
+        self.logins = LoginHandlers(
+            self.signer,
+            config.users,
+            guest_callers=config.guest_callers,
+            origin_allowed=self.origin_allowed,
+            clock=clock,
+        )
+        self.calls: dict[str, WebRtcCall] = {}
+        self.agents: dict[str, AgentPresence] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._pending_offers: dict[str, tuple[str, asyncio.Future[Offer | None]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        return origin is not None and origin in self.config.allowed_origins
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade to a signaling WebSocket after checking the Origin header."""
+        if not self.origin_allowed(request.headers.get("Origin")):
+            logger.warning("websocket rejected: origin not allowed")
+            raise web.HTTPForbidden(text="origin not allowed")
+        ws = web.WebSocketResponse(
+            heartbeat=30.0,
+            max_msg_size=4 * self.config.max_message_bytes,
+        )
+        await ws.prepare(request)
+        session = _Session(self, ws)
+        try:
+            await session.run()
+        finally:
+            self._session_closed(session)
+        return ws
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a task owned by the server; it is cancelled in `close`."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def close(self) -> None:
+        """End every call and stop every task."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for call in list(self.calls.values()):
+            await call.hangup("server shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- sessions -------------------------------------------------------
+
+    def session_started(self, session: _Session, claims: Claims) -> None:
+        previous = self._sessions.get(claims.user)
+        self._sessions[claims.user] = session
+        grace = self._timers.pop(f"grace:{claims.user}", None)
+        if grace is not None:
+            grace.cancel()
+        if previous is not None and previous is not session:
+            logger.info("session replaced by a newer login")
+            self.spawn(previous.close(4000, "replaced by a newer session"), "webrtc-close-old")
+        if claims.role is Role.AGENT:
+            agent = self.agents.get(claims.user)
+            if agent is None:
+                agent = AgentPresence(user=claims.user, wrap_up_s=self.config.wrap_up_s)
+                self.agents[claims.user] = agent
+                agent.change(AgentState.AWAY, "logged in", self.clock())
+                self.handler.on_agent_state(agent.presence())
+            session.send(agent.presence())
+        for call in self.calls.values():
+            if call.user == claims.user:
+                session.send(CallStateMessage(call.call_id, _CALL_STATES[call.state], call.reason))
+
+    def _session_closed(self, session: _Session) -> None:
+        user = session.claims.user if session.claims else None
+        if user is None or self._sessions.get(user) is not session:
+            return
+        del self._sessions[user]
+        loop = asyncio.get_running_loop()
+        self._timers[f"grace:{user}"] = loop.call_later(
+            self.config.reconnect_grace_s, self._grace_expired, user
+        )
+
+    def _grace_expired(self, user: str) -> None:
+        self._timers.pop(f"grace:{user}", None)
+        if user in self._sessions:
+            return
+        logger.info("signaling did not come back, ending the user's calls")
+        for call in list(self.calls.values()):
+            if call.user == user:
+                self.spawn(call.hangup("signaling lost"), f"webrtc-hangup-{call.call_id}")
+        agent = self.agents.pop(user, None)
+        if agent is not None:
+            self._cancel_timer(f"wrap:{user}")
+            agent.change(AgentState.OFFLINE, "signaling lost", self.clock())
+            self.handler.on_agent_state(agent.presence())
+
+    def send_to(self, user: str, message: Message) -> bool:
+        session = self._sessions.get(user)
+        if session is None:
+            return False
+        session.send(message)
+        return True
+
+    # -- calls ----------------------------------------------------------
+
+    async def open_call(self, user: str, role: Role, call_id: str, to: str, sdp: str) -> WebRtcCall:
+        """Create the peer connection for a browser's offer and send the answer."""
+        if call_id in self.calls:
+            raise ProtocolError(
+                ErrorCode.BAD_STATE, "call_id is already in use", field="call_id", call_id=call_id
+            )
+        pc = create_peer(self.config)
+        transport = WebRtcTransport(pc, self.config.audio_rate, call_id=call_id)
+        call = WebRtcCall(
+            call_id=call_id,
+            role=role,
+            user=user,
+            to=to,
+            transport=transport,
+            notify=self._call_changed,
+        )
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            transport.start_receiving(track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            logger.debug("peer state %s call_id=%s", pc.connectionState, call_id)
+            if pc.connectionState == "connected":
+                call.connected()
+            elif pc.connectionState in ("failed", "closed"):
+                await call.hangup("media " + pc.connectionState)
+
+        try:
+            accepted = await accept_offer(pc, sdp, transport.outbound, self.config, call_id=call_id)
+        except ProtocolError:
+            await pc.close()
+            raise
+        transport.intercept_telephone_events(accepted.transceiver, accepted.telephone_events)
+        self.calls[call_id] = call
+        self.send_to(user, Answer(call_id=call_id, sdp=accepted.sdp))
+        logger.info("call answered call_id=%s role=%s", call_id, role.value)
+        return call
+
+    def _call_changed(self, call: WebRtcCall) -> None:
+        self.send_to(
+            call.user, CallStateMessage(call.call_id, _CALL_STATES[call.state], call.reason)
+        )
+        if call.state is LegState.ENDED:
+            self.calls.pop(call.call_id, None)
+            self.send_to(call.user, Hangup(call_id=call.call_id, reason=call.reason))
+            agent = self.agents.get(call.user)
+            if call.role is Role.AGENT and agent is not None and agent.state is AgentState.BUSY:
+                self.set_agent_state(agent, AgentState.WRAP_UP, "after call")
+        self.handler.on_call_state(call)
+
+    async def run_caller_call(self, call: WebRtcCall) -> None:
+        try:
+            await self.handler.on_call(call)
+        except Exception:
+            logger.exception("call handler failed call_id=%s", call.call_id)
+        finally:
+            await call.hangup("completed")
+
+    def find_call(self, user: str, call_id: str) -> WebRtcCall:
+        call = self.calls.get(call_id)
+        if call is None or call.user != user:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, "no such call", field="call_id", call_id=call_id
+            )
+        return call
+
+    # -- agents ---------------------------------------------------------
+
+    def set_agent_state(self, agent: AgentPresence, state: AgentState, reason: str) -> None:
+        """Change an agent's state, arm or cancel the wrap-up timer and publish it."""
+        agent.change(state, reason, self.clock())
+        key = f"wrap:{agent.user}"
+        self._cancel_timer(key)
+        if state is AgentState.WRAP_UP:
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(agent.wrap_up_s, self._wrap_up_over, agent)
+        self.send_to(agent.user, agent.presence())
+        self.handler.on_agent_state(agent.presence())
+
+    def _wrap_up_over(self, agent: AgentPresence) -> None:
+        self._timers.pop(f"wrap:{agent.user}", None)
+        if agent.state is AgentState.WRAP_UP:
+            self.set_agent_state(agent, AgentState.AVAILABLE, "wrap-up time over")
+
+    def _cancel_timer(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def offer_call(
+        self, user: str, incoming: Incoming, timeout_s: float | None = None
+    ) -> WebRtcCall | None:
+        """Ring an available agent with `incoming`; return the answered call or None.
+
+        None when the agent is not available, rejects, or does not answer in
+        `timeout_s` (default `ring_timeout_s`; the agent then goes away with
+        reason "missed call").
+        """
+        agent = self.agents.get(user)
+        if agent is None or agent.state is not AgentState.AVAILABLE:
+            return None
+        if user not in self._sessions:
+            return None
+        call_id = incoming.call_id
+        future: asyncio.Future[Offer | None] = asyncio.get_running_loop().create_future()
+        self._pending_offers[call_id] = (user, future)
+        self.set_agent_state(agent, AgentState.RINGING, "")
+        self.send_to(user, incoming)
+        timeout = self.config.ring_timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                offer = await future
+        except TimeoutError:
+            offer = None
+            self.send_to(user, Hangup(call_id=call_id, reason="not answered"))
+            self.set_agent_state(agent, AgentState.AWAY, "missed call")
+            return None
+        finally:
+            self._pending_offers.pop(call_id, None)
+        if offer is None:
+            if agent.presence().state is AgentState.RINGING:
+                self.set_agent_state(agent, AgentState.AVAILABLE, "rejected a call")
+            return None
+        try:
+            call = await self.open_call(user, Role.AGENT, call_id, incoming.caller, offer.sdp)
+        except ProtocolError as exc:
+            self.send_to(user, error_message(exc))
+            self.set_agent_state(agent, AgentState.AVAILABLE, "call setup failed")
+            return None
+        call.context = {"incoming": incoming}
+        self.set_agent_state(agent, AgentState.BUSY, "")
+        return call
+
+    def resolve_pending(self, user: str, call_id: str, offer: Offer | None) -> bool:
+        pending = self._pending_offers.get(call_id)
+        if pending is None or pending[0] != user or pending[1].done():
+            return False
+        pending[1].set_result(offer)
+        return True
+
+
+class _Session:
+    """One signaling WebSocket: login, rate limit, parse and dispatch."""
+
+    def __init__(self, server: WebRtcServer, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        self.config = server.config
+        self.claims: Claims | None = None
+        self.session_id = secrets.token_hex(8)
+        self._bucket = TokenBucket(self.config.rate_per_s, self.config.rate_burst, time.monotonic())
+        self._violations = 0
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=256)
+        self._writer: asyncio.Task[None] | None = None
+
+    def send(self, message: Message) -> None:
+        """Queue a message for this socket; a full queue means a stalled client, which is closed."""
+        try:
+            self._outbox.put_nowait(encode_message(message))
+        except asyncio.QueueFull:
+            logger.warning("signaling client is not reading, closing its session")
+            self.server.spawn(self.close(1008, "not reading"), "webrtc-close-stalled")
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None or self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                logger.debug("signaling send failed, peer gone")
+                return
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode())
+
+    async def run(self) -> None:
+        self._writer = asyncio.create_task(self._write(), name=f"webrtc-ws-{self.session_id}")
+        try:
+            await self._loop()
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._writer, timeout=2.0)
+            self._writer.cancel()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        login_deadline = loop.time() + self.config.login_timeout_s
+        while not self.ws.closed:
+            timeout = None if self.claims else max(0.0, login_deadline - loop.time())
+            try:
+                msg = await self.ws.receive(timeout=timeout)
+            except TimeoutError:
+                self.send(self._error(ErrorCode.UNAUTHORIZED, "login timed out"))
+                await self._drain_and_close(4001, "login timed out")
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            if msg.type is WSMsgType.ERROR:
+                logger.debug("signaling socket error: %s", self.ws.exception())
+                return
+            if not self._bucket.allow(time.monotonic()):
+                self._violations += 1
+                self.send(self._error(ErrorCode.RATE_LIMITED, "too many messages, slow down"))
+                if self._violations >= self.config.max_rate_violations:
+                    await self._drain_and_close(1008, "rate limit exceeded")
+                    return
+                continue
+            try:
+                if msg.type is not WSMsgType.TEXT:
+                    raise ProtocolError(ErrorCode.BAD_MESSAGE, "only text frames are accepted")
+                message = parse_message(
+                    msg.data, max_bytes=self.config.max_message_bytes, accept=CLIENT_TYPES
+                )
+                await self._dispatch(message)
+            except ProtocolError as exc:
+                logger.debug("signaling error sent: %s", exc.code.value)
+                self.send(error_message(exc))
+                if exc.code is ErrorCode.UNAUTHORIZED and self.claims is None:
+                    await self._drain_and_close(4001, "unauthorized")
+                    return
+            except Exception:
+                logger.exception("signaling message handling failed")
+                self.send(self._error(ErrorCode.INTERNAL, "internal error, message not processed"))
+
+    async def _drain_and_close(self, code: int, reason: str) -> None:
+        await asyncio.sleep(0)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(None)
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
+        await self.close(code, reason)
+
+    @staticmethod
+    def _error(code: ErrorCode, text: str) -> Message:
+        return error_message(ProtocolError(code, text))
+
+    async def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Login):
+            self._login(message)
+            return
+        if self.claims is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "login required first", field="type")
+        user = self.claims.user
+        server = self.server
+        match message:
+            case Call():
+                call = await server.open_call(
+                    user, self.claims.role, message.call_id, message.to, message.sdp
+                )
+                server.spawn(server.run_caller_call(call), f"webrtc-call-{call.call_id}")
+            case Offer():
+                self._require_agent()
+                if not server.resolve_pending(user, message.call_id, message):
+                    raise ProtocolError(
+                        ErrorCode.NOT_FOUND,
+                        "no incoming call with this call_id is ringing",
+                        field="call_id",
+                        call_id=message.call_id,
+                    )
+            case Candidate():
+                call = server.find_call(user, message.call_id)
+                await add_remote_candidate(
+                    call.transport.pc, message, allow_mdns=self.config.allow_mdns
+                )
+            case Hangup():
+                if not server.resolve_pending(user, message.call_id, None):
+                    await server.find_call(user, message.call_id).hangup(message.reason or "hangup")
+            case Dtmf():
+                call = server.find_call(user, message.call_id)
+                for digit in message.digits:
+                    call.transport.deliver_dtmf(DtmfInput(digit, message.duration_ms))
+            case Hold():
+                server.find_call(user, message.call_id).hold()
+            case Unhold():
+                server.find_call(user, message.call_id).unhold()
+            case Mute():
+                server.find_call(user, message.call_id).set_muted(message.muted)
+            case Transfer():
+                self._require_agent()
+                call = server.find_call(user, message.call_id)
+                if not await server.handler.on_transfer(call, message.target_kind, message.target):
+                    raise ProtocolError(
+                        ErrorCode.BAD_STATE,
+                        "transfer was not accepted",
+                        field="target",
+                        call_id=message.call_id,
+                    )
+                await call.hangup("transferred")
+            case AgentStateMessage():
+                self._require_agent()
+                agent = server.agents[user]
+                server.set_agent_state(agent, message.state, message.reason)
+            case _:
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_TYPE, f"unexpected message type '{message.type}'"
+                )
+
+    def _login(self, message: Login) -> None:
+        if self.claims is not None:
+            raise ProtocolError(ErrorCode.BAD_STATE, "already logged in", field="type")
+        try:
+            self.claims = self.server.signer.verify(message.token)
+        except AuthError as exc:
+            logger.info("signaling login rejected: %s", exc)
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, str(exc), field="token") from None
+        self.send(
+            Session(
+                session_id=self.session_id,
+                user=self.claims.user,
+                role=self.claims.role,
+                expires_at=self.claims.expires_at,
+            )
+        )
+        self.server.session_started(self, self.claims)
+
+    def _require_agent(self) -> None:
+        if self.claims is None or self.claims.role is not Role.AGENT:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "only agents may send this message", field="type"
+            )
