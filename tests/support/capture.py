@@ -2,7 +2,7 @@
 
 Some real peers (SIPp) cannot tell a test what audio they received. The
 test then watches the wire instead: it captures every IPv4 UDP datagram on
-`lo` whose destination port is the peer's RTP port. This needs root (or
+`lo` to or from the peer's RTP port. This needs root (or
 CAP_NET_RAW), which CI has.
 """
 
@@ -54,7 +54,7 @@ def parse_ipv4_udp(frame: bytes) -> tuple[tuple[str, int], tuple[str, int], byte
 
 
 class LoopbackCapture:
-    """Collects UDP datagrams sent to `port` on `lo` until stopped.
+    """Collects UDP datagrams sent to or from `port` on `lo` until stopped.
 
     Loopback frames are seen once per direction (outgoing and incoming), so
     only frames marked as incoming (PACKET_HOST) are kept.
@@ -88,6 +88,14 @@ class LoopbackCapture:
         with self._lock:
             return list(self.datagrams)
 
+    def received(self) -> list[Datagram]:
+        """Datagrams whose destination is the watched port."""
+        return [d for d in self.snapshot() if d.destination[1] == self.port]
+
+    def sent(self) -> list[Datagram]:
+        """Datagrams whose source is the watched port."""
+        return [d for d in self.snapshot() if d.source[1] == self.port]
+
     def _run(self) -> None:
         packet_host = 0
         while not self._stop.is_set() and len(self.datagrams) < self.max_datagrams:
@@ -100,7 +108,7 @@ class LoopbackCapture:
             if address[2] != packet_host:
                 continue
             parsed = parse_ipv4_udp(frame)
-            if parsed is None or parsed[1][1] != self.port:
+            if parsed is None or self.port not in (parsed[0][1], parsed[1][1]):
                 continue
             source, destination, payload = parsed
             with self._lock:
