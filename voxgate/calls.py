@@ -31,6 +31,7 @@ from voxgate.logs import call_id_var
 logger = logging.getLogger("voxgate.calls")
 
 SUPPORTED_CODECS = (sdp.PCMU, sdp.PCMA)
+PORT_ATTEMPTS = 8
 _session_ids = itertools.count(secrets.randbelow(1 << 30))
 
 
@@ -142,56 +143,10 @@ class SipCallHandler:
             logger.info("rejecting call: invalid SDP offer: %s", exc)
             await call.reject(400, "Invalid SDP offer")
             return
-        try:
-            port = self._port_pool.acquire()
-        except RuntimeError:
-            logger.warning("rejecting call: the RTP port pool is exhausted")
-            await call.reject(503, "No media port available")
+        media = await self._open_media(call, offer)
+        if media is None:
             return
-        try:
-            await self._answer_and_run(call, flow, offer, port)
-        finally:
-            self._port_pool.release(port)
-
-    async def _answer_and_run(
-        self, call: InboundCall, flow: Flow, offer: sdp.SessionDescription, port: int
-    ) -> None:
-        try:
-            answer = sdp.answer_audio(
-                offer,
-                SUPPORTED_CODECS,
-                local_host=self._advertised_address,
-                local_port=port,
-                session_id=next(_session_ids),
-                session_version=1,
-            )
-        except sdp.NoCommonCodec as exc:
-            logger.info("rejecting call: %s", exc)
-            await call.reject(488, "No common codec")
-            return
-        except sdp.SdpError as exc:
-            logger.info("rejecting call: unusable SDP offer: %s", exc)
-            await call.reject(400, "Invalid SDP offer")
-            return
-        config = RtpSessionConfig(
-            codec_name=answer.codec.name,
-            payload_type=_payload_type(answer.codec),
-            telephone_event_payload_type=(
-                _payload_type(answer.dtmf) if answer.dtmf is not None else None
-            ),
-        )
-        try:
-            session = await RtpSession.open(
-                config,
-                local_host=self._rtp_host,
-                local_port=port,
-                remote=(answer.remote_host, answer.remote_port),
-                call_id=call.call_id,
-            )
-        except OSError as exc:
-            logger.warning("rejecting call: RTP port %d unusable: %s", port, exc)
-            await call.reject(503, "No media port available")
-            return
+        answer, session, port = media
         leg = MediaLeg(session, call_id=call.call_id)
         try:
             if self._ring_s > 0 and not await self._ring(call):
@@ -202,6 +157,65 @@ class SipCallHandler:
         finally:
             await leg.close()
             await session.close()
+            self._port_pool.release(port)
+
+    async def _open_media(
+        self, call: InboundCall, offer: sdp.SessionDescription
+    ) -> tuple[sdp.AudioAnswer, RtpSession, int] | None:
+        """Answer the offer and bind its RTP session, or reject the call and return None.
+
+        A port from the pool may be held by another process; the next one is
+        tried, up to PORT_ATTEMPTS times.
+        """
+        for _ in range(PORT_ATTEMPTS):
+            try:
+                port = self._port_pool.acquire()
+            except RuntimeError:
+                logger.warning("rejecting call: the RTP port pool is exhausted")
+                await call.reject(503, "No media port available")
+                return None
+            try:
+                answer = sdp.answer_audio(
+                    offer,
+                    SUPPORTED_CODECS,
+                    local_host=self._advertised_address,
+                    local_port=port,
+                    session_id=next(_session_ids),
+                    session_version=1,
+                )
+            except sdp.NoCommonCodec as exc:
+                self._port_pool.release(port)
+                logger.info("rejecting call: %s", exc)
+                await call.reject(488, "No common codec")
+                return None
+            except sdp.SdpError as exc:
+                self._port_pool.release(port)
+                logger.info("rejecting call: unusable SDP offer: %s", exc)
+                await call.reject(400, "Invalid SDP offer")
+                return None
+            config = RtpSessionConfig(
+                codec_name=answer.codec.name,
+                payload_type=_payload_type(answer.codec),
+                telephone_event_payload_type=(
+                    _payload_type(answer.dtmf) if answer.dtmf is not None else None
+                ),
+            )
+            try:
+                session = await RtpSession.open(
+                    config,
+                    local_host=self._rtp_host,
+                    local_port=port,
+                    remote=(answer.remote_host, answer.remote_port),
+                    call_id=call.call_id,
+                )
+            except OSError as exc:
+                self._port_pool.release(port)
+                logger.warning("RTP port %d unusable, trying another: %s", port, exc)
+                continue
+            return answer, session, port
+        logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
+        await call.reject(503, "No media port available")
+        return None
 
     async def _ring(self, call: InboundCall) -> bool:
         """Send 180 and wait the ring time; False when the caller gave up meanwhile."""
