@@ -12,7 +12,6 @@ import pytest
 from aiohttp import web
 
 from ivr.events import EventKind
-
 from tests.ivr.helpers import flow_from_text, run_flow
 
 
