@@ -66,11 +66,11 @@ async def crm() -> AsyncIterator[Crm]:
     app.router.add_post("/echo/{rest:.*}", echo)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    site = web.SockSite(runner, listener)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     state.base = f"http://127.0.0.1:{port}"
     yield state
     state.release.set()
