@@ -362,6 +362,8 @@ class IvrSession:
                 attempt=no_input + no_match + 1,
             )
             if outcome.escalate_to is not None:
+                # Satisfaction rules belong to the main flow, so leave any subflow.
+                del self._frames[1:]
                 return outcome.escalate_to
             if outcome.result == "match":
                 if isinstance(step, GatherStep) and step.into is not None:
@@ -566,6 +568,8 @@ class IvrSession:
             log.error("call %s: subflow %s not found", self.call_id, step.flow)
             raise _SessionEnd(Outcome.FAILED, f"subflow {step.flow} not found")
         self._frames.append(_Frame(flow, self._renderer(flow), self._after(step_id, step)))
+        for name, value in flow.variables.items():
+            self.variables.setdefault(name, value)
         self._turns.add_flow(flow)
         return flow.start_step
 
