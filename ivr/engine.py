@@ -362,6 +362,8 @@ class IvrSession:
                 attempt=no_input + no_match + 1,
             )
             if outcome.escalate_to is not None:
+                # Satisfaction rules belong to the main flow, so leave any subflow.
+                del self._frames[1:]
                 return outcome.escalate_to
             if outcome.result == "match":
                 if isinstance(step, GatherStep) and step.into is not None:
@@ -447,16 +449,29 @@ class IvrSession:
 
     # -- leaving the IVR ----------------------------------------------------
 
+    def _render_list(self, step_id: str, sources: list[str]) -> list[str]:
+        rendered = []
+        for source in sources:
+            try:
+                rendered.append(self.render(source))
+            except TemplateError as exc:
+                self.emit(EventKind.WARNING, step_id, message=f"skipped: {exc}")
+        return rendered
+
     async def _enqueue(self, step_id: str, step: QueueStep) -> str | None:
         context = self.condition_context()
         priority = step.priority
-        skills = [self.render(skill) for skill in step.skills]
+        skills = self._render_list(step_id, step.skills)
         for rule in step.rules:
             if evaluate(rule.if_, context):
                 priority = max(priority, rule.priority)
-                skills.extend(self.render(skill) for skill in rule.skills)
+                skills.extend(self._render_list(step_id, rule.skills))
+        try:
+            name = self.render(step.queue)
+        except TemplateError as exc:
+            return await self._queue_failed(step_id, step, f"queue name: {exc}")
         request = QueueRequest(
-            queue=self.render(step.queue),
+            queue=name,
             priority=priority,
             skills=tuple(dict.fromkeys(s for s in skills if s)),
             language=self._frame.flow.language,
@@ -471,14 +486,7 @@ class IvrSession:
             try:
                 placement = await self._queue.enqueue(self.call_id, request)
             except QueueError as exc:
-                log.warning(
-                    "call %s: queue %s rejected the call: %s", self.call_id, request.queue, exc
-                )
-                self.emit(EventKind.WARNING, step_id, message=f"queue rejected: {exc}")
-                if step.on_error is not None:
-                    return step.on_error
-                await self._safe_hangup()
-                raise _SessionEnd(Outcome.FAILED, "queue rejected the call") from exc
+                return await self._queue_failed(step_id, step, f"queue rejected the call: {exc}")
             self.variables["queue"] = {
                 "name": request.queue,
                 "priority": request.priority,
@@ -493,6 +501,14 @@ class IvrSession:
             await self._play(step_id, step.announcement)
         self._queue_request = request
         raise _SessionEnd(Outcome.QUEUED, f"queued to {request.queue}")
+
+    async def _queue_failed(self, step_id: str, step: QueueStep, message: str) -> str | None:
+        log.warning("call %s: queue step %s failed: %s", self.call_id, step_id, message)
+        self.emit(EventKind.WARNING, step_id, message=message)
+        if step.on_error is not None:
+            return step.on_error
+        await self._safe_hangup()
+        raise _SessionEnd(Outcome.FAILED, message)
 
     def transfer_allowed(self, target: str) -> bool:
         return any(fnmatch.fnmatchcase(target, p) for p in self._frame.flow.transfer_allow)
@@ -552,6 +568,8 @@ class IvrSession:
             log.error("call %s: subflow %s not found", self.call_id, step.flow)
             raise _SessionEnd(Outcome.FAILED, f"subflow {step.flow} not found")
         self._frames.append(_Frame(flow, self._renderer(flow), self._after(step_id, step)))
+        for name, value in flow.variables.items():
+            self.variables.setdefault(name, value)
         self._turns.add_flow(flow)
         return flow.start_step
 

@@ -34,7 +34,7 @@ Matrix = npt.NDArray[np.float32]
 
 # Defaults picked on the example sets in tests/ivr/test_intents.py; flows can set
 # nlu.threshold and nlu.margin.
-DEFAULTS = {"e5": (0.86, 0.01), "tfidf": (0.25, 0.03)}
+DEFAULTS = {"e5": (0.83, 0.015), "tfidf": (0.35, 0.05)}
 
 
 class Embedder(Protocol):

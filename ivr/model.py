@@ -111,7 +111,8 @@ class SpeechSpec(FlowModel):
         default=None, description="Grammar phrases for the recognizer; null for free-form."
     )
     intents: list[str] | None = Field(
-        default=None, description="Flow intents to match the utterance against."
+        default=None,
+        description="Flow intents to match the utterance against; none means keep the words.",
     )
     min_confidence: float = Field(default=0.3, ge=0, le=1)
 

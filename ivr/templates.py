@@ -136,13 +136,23 @@ class Template:
         return self.render(variables)
 
     def render(self, variables: Mapping[str, Any], *, url_quote: bool = False) -> str:
-        """Substitute every expression; `url_quote` percent-encodes each substituted value."""
+        """Substitute every expression.
+
+        With `url_quote`, each substituted value is percent-encoded, except an
+        expression at the very start of the template, which is the base URL
+        (scheme, host and path prefix) and must start with http:// or https://.
+        """
         out = []
-        for piece in self._pieces:
+        for index, piece in enumerate(self._pieces):
             if isinstance(piece, str):
                 out.append(piece)
                 continue
             text = _to_text(self._value(piece, variables))
+            if url_quote and index == 1 and self._pieces[0] == "":
+                if not text.startswith(("http://", "https://")):
+                    raise TemplateError("a URL template must start with http:// or https://")
+                out.append(text)
+                continue
             out.append(quote(text, safe="") if url_quote else text)
         result = "".join(out)
         if len(result) > MAX_OUTPUT_CHARS:

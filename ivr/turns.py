@@ -168,7 +168,7 @@ class TurnInterpreter:
             if capture.confidence < speech.min_confidence:
                 outcome.result = "no_match"
                 return outcome
-            candidates = speech.intents if speech.intents is not None else list(flow.intents)
+            candidates = speech.intents or []
             if candidates:
                 result = await self._classify(capture.value, speech.language, flow, candidates)
                 self._record_intent(result, outcome)

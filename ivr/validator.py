@@ -158,7 +158,6 @@ class _Checker:
                         f"{step.type} has no '{outcome}' handling",
                         f"add 'on: {{{outcome}: STEP}}' for callers who "
                         + ("stay silent" if outcome == "no_input" else "give an invalid answer"),
-                        value=step_id,
                     )
 
     def check_loops(self) -> None:
@@ -180,7 +179,7 @@ class _Checker:
                 self.error(
                     ("steps", first),
                     f"loop with no exit: {members}",
-                    "give one of these steps a way out (a branch, a no_input target or a hangup)",
+                    "give one of these steps a way out: a branch, a no_input target or a hangup",
                     value=first,
                 )
 

@@ -61,3 +61,12 @@ def test_evaluate_keeps_type() -> None:
 def test_unbalanced_braces_rejected() -> None:
     with pytest.raises(TemplateError, match="unbalanced"):
         Template("hello {{ name")
+
+
+def test_url_base_expression_kept_but_checked() -> None:
+    variables = {"base": "http://127.0.0.1:8085/api", "id": "a/b"}
+    assert render("{{ base }}/o/{{ id }}", variables, url_quote=True) == (
+        "http://127.0.0.1:8085/api/o/a%2Fb"
+    )
+    with pytest.raises(TemplateError, match="must start with http"):
+        render("{{ base }}/o", {"base": "file:///etc/passwd"}, url_quote=True)
