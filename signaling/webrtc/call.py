@@ -62,7 +62,7 @@ class WebRtcTransport:
         self.inbound_muted = False
         self.outbound = OutboundAudioTrack(sample_rate, self._next_frame, call_id=call_id)
         self.frames_received = 0
-        self.dtmf_received = 0
+        self.rtp_digits_received = 0
 
     @property
     def sample_rate(self) -> int:
@@ -110,10 +110,11 @@ class WebRtcTransport:
             logger.debug("invalid telephone-event packet call_id=%s: %s", self.call_id, exc)
             return
         for digit in digits:
+            self.rtp_digits_received += 1
             self.deliver_dtmf(digit)
 
     def deliver_dtmf(self, digit: DtmfInput) -> None:
-        self.dtmf_received += 1
+        """Pass one key press (from RTP or from signaling) to the frame handler."""
         logger.debug("dtmf received call_id=%s", self.call_id)
         if self._handler is not None:
             self._handler.on_dtmf(digit)
