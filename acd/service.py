@@ -576,9 +576,7 @@ class Acd:
             self._local.pop(removed.entry.entry_id, None)
             self._report_removed(removed.entry, "node_lost", None)
         for agent in reaped.logged_out:
-            self._agent_changed(
-                agent.agent_id, AgentState.AVAILABLE, AgentState.LOGGED_OUT, "node_lost"
-            )
+            self._agent_changed(agent.agent_id, agent.state, AgentState.LOGGED_OUT, "node_lost")
 
     def _report_jump(self, inserted: Inserted, reason: str, now: float) -> None:
         if not inserted.passed:

@@ -124,7 +124,8 @@ class AcdStore(Protocol):
         ...
 
     async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
-        """Log an agent out; an offer it held goes back to the queue."""
+        """Log an agent out and return its last record (state before logout); an offer it
+        held goes back to the queue."""
         ...
 
     async def update_agent(

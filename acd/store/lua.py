@@ -131,12 +131,12 @@ REMOVE_AGENT = r"""
 local aid = ARGV[2]
 local a = akey(aid)
 if redis.call('EXISTS', a) == 0 then return false end
+local agent = redis.call('HGETALL', a)
 local released = false
 local eid = redis.call('HGET', a, 'entry')
 if redis.call('HGET', a, 'state') == 'offered' and eid ~= '' then
   released = release(eid, aid, 0, 0)
 end
-local agent = redis.call('HGETALL', a)
 redis.call('SREM', p .. 'agents', aid)
 redis.call('SREM', p .. 'na:' .. redis.call('HGET', a, 'node'), aid)
 redis.call('DEL', a)

@@ -193,14 +193,14 @@ class MemoryStore:
         agent = self._agents.get(agent_id)
         if agent is None:
             return None
+        last = _copy(agent)
         released = None
         if agent.state is AgentState.OFFERED and agent.entry_id is not None:
             released = await self.release_offer(agent.entry_id, agent_id, False, 0)
-        agent = self._agents.pop(agent_id)
-        agent.state = AgentState.LOGGED_OUT
+        del self._agents[agent_id]
         if released is not None:
             released = dataclasses.replace(released, agent=None)
-        return agent, released
+        return last, released
 
     async def update_agent(
         self, agent_id: str, expected: frozenset[AgentState], changes: Mapping[str, object]

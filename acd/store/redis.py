@@ -394,7 +394,6 @@ class RedisStore:
         if not result:
             return None
         agent = agent_from(_pairs(result[0]))
-        agent.state = AgentState.LOGGED_OUT
         released = None
         if result[1]:
             released = self._released(result[1])
