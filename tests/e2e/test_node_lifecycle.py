@@ -57,27 +57,13 @@ def test_health_and_options(tmp_path: Path) -> None:
 def test_sigterm_sends_bye_and_frees_ports(tmp_path: Path) -> None:
     media_port = free_port()
     with voxgate_node(tmp_path) as node, LoopbackCapture(media_port) as capture:
+        command = [
+            "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(SCENARIO), "-m", "1",
+            "-s", "1000", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(media_port),
+            "-nostdin", "-timeout", "90s", "-timeout_error",
+        ]  # fmt: skip
         sipp = subprocess.Popen(
-            [
-                "sipp",
-                f"127.0.0.1:{node.sip_port}",
-                "-sf",
-                str(SCENARIO),
-                "-m",
-                "1",
-                "-s",
-                "1000",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(free_port()),
-                "-mp",
-                str(media_port),
-                "-nostdin",
-                "-timeout",
-                "90s",
-                "-timeout_error",
-            ],  # fmt: skip
+            command,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
