@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from signaling.sdp.codecs import (
+    DTMF_EVENTS,
     FIRST_DYNAMIC_PAYLOAD_TYPE,
     MAX_PAYLOAD_TYPE,
     STATIC_AUDIO_PAYLOAD_TYPES,
     TELEPHONE_EVENT,
     Codec,
+    find_telephone_event,
     format_events,
     offered_codecs,
     parse_events,
@@ -40,7 +42,6 @@ from signaling.sdp.model import (
 from signaling.sdp.parser import parse
 
 RTP_PROFILES = ("RTP/AVP", "RTP/AVPF")
-DTMF_EVENTS = frozenset(range(16))
 DEFAULT_PTIME_MS = 20
 HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _OPUS_FRAME_MS = (10, 20, 40, 60, 80, 100, 120)
@@ -390,31 +391,17 @@ def _select_codec(
 def _select_dtmf(
     offered: Sequence[Codec], clock_rate: int, dtmf_offer: MediaDescription | None
 ) -> Codec | None:
-    """Pick the first telephone-event at `clock_rate` whose event list overlaps ours.
+    """Pick the telephone-event of `offered` at `clock_rate`.
 
-    RFC 4733 section 7.1.1: telephone-event runs on the clock of the audio
-    codec it goes with, so one at another rate is ignored.
+    With `dtmf_offer` (reading an answer), the events must also be in the
+    telephone-event at that rate of the section we offered.
     """
-    limit = DTMF_EVENTS
-    if dtmf_offer is not None:
-        ours = [
-            c
-            for c in offered_codecs(dtmf_offer)
-            if c.is_telephone_event and c.clock_rate == clock_rate
-        ]
-        if not ours:
-            return None
-        limit = parse_events(ours[0].fmtp) or frozenset()
-    for codec in offered:
-        if not codec.is_telephone_event or codec.clock_rate != clock_rate:
-            continue
-        events = parse_events(codec.fmtp)
-        if events is None:
-            continue
-        common = events & limit
-        if common:
-            return Codec(TELEPHONE_EVENT, clock_rate, 1, codec.payload_type, format_events(common))
-    return None
+    if dtmf_offer is None:
+        return find_telephone_event(offered, clock_rate)
+    ours = find_telephone_event(offered_codecs(dtmf_offer), clock_rate)
+    if ours is None:
+        return None
+    return find_telephone_event(offered, clock_rate, parse_events(ours.fmtp) or frozenset())
 
 
 def _answer_stream(

@@ -19,7 +19,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from signaling.sdp.codecs import parse_rtpmap, split_fmtp
+from signaling.sdp.codecs import is_number, parse_rtpmap, split_fmtp
 from signaling.sdp.errors import SdpError
 from signaling.sdp.model import (
     Attribute,
@@ -249,7 +249,7 @@ def _is_host_name(addrtype: str, host: str) -> bool:
     if not _HOSTNAME.fullmatch(host):
         return False
     if addrtype == "IP4":
-        return not host.replace(".", "").isdigit()
+        return not is_number(host.replace(".", ""))
     return ":" not in host
 
 
@@ -273,7 +273,7 @@ def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
 
 
 def _parse_number(text: str, maximum: int, what: str, line_number: int) -> int:
-    if not text.isdigit() or not text.isascii() or len(text) > len(str(maximum)):
+    if not is_number(text) or len(text) > len(str(maximum)):
         raise SdpError(f"{what} is not a number in 0-{maximum}", line_number)
     number = int(text)
     if number > maximum:
