@@ -55,9 +55,11 @@ class NegotiatedAudio:
     `codec` has the name, clock rate and channels of our supported entry, the
     payload type the peer receives on, and the peer's a=fmtp parameters.
     `dtmf` is the RFC 4733 telephone-event format at the codec's clock rate,
-    with the agreed event list as its fmtp, or None. `direction` is ours
-    (sendrecv, sendonly, recvonly or inactive). `media_index` is the position
-    of the audio m= line in the description.
+    with the agreed event list as its fmtp, or None. `remote_host` is an IP
+    address, or a host name when the peer's c= line gives one (RFC 8866
+    allows it), which the caller must resolve. `direction` is ours (sendrecv,
+    sendonly, recvonly or inactive). `media_index` is the position of the
+    audio m= line in the description.
     """
 
     codec: Codec
@@ -93,13 +95,16 @@ def answer_audio(
     session_version: int,
     username: str = "voxgate",
     accept_dtmf: bool = True,
+    prefer: Codec | None = None,
 ) -> AudioAnswer:
     """Answer an offer with one audio stream (RFC 3264 section 6).
 
     `supported` lists our audio codecs. Telephone-event entries in it are
     ignored: DTMF is accepted whenever the offer has a telephone-event format
     at the chosen codec's clock rate, unless `accept_dtmf` is False.
-    `local_host` must be an IPv4 or IPv6 literal.
+    `local_host` must be an IPv4 or IPv6 literal. `prefer` (the call's
+    current codec, when answering a re-offer) wins over the offerer's order
+    if the stream still offers it.
 
     Raises NoCommonCodec when no audio stream is usable (a SIP UAS answers 488)
     and SdpError when the chosen stream has no connection address. Raises
@@ -124,7 +129,7 @@ def answer_audio(
         if connection is None:
             problems.append(f"stream {index + 1}: connection address is not IPv4 or IPv6 unicast")
             continue
-        selection = _select_codec(media, ours, accept_dtmf)
+        selection = _select_codec(media, ours, accept_dtmf, prefer=prefer)
         if selection is None:
             offered = ", ".join(_describe(c) for c in offered_codecs(media)) or "nothing usable"
             problems.append(f"stream {index + 1} offers {offered}")
@@ -370,20 +375,24 @@ def _select_codec(
     ours: Sequence[Codec],
     accept_dtmf: bool,
     dtmf_offer: MediaDescription | None = None,
+    prefer: Codec | None = None,
 ) -> _Selection | None:
     """Pick the first codec of `media` that matches one of `ours`, and DTMF at its rate.
 
-    With `dtmf_offer` (reading an answer), DTMF must also appear in that
-    offered section at the same rate, and the event list is the intersection.
+    A codec matching `prefer` wins over the order of `media`. With
+    `dtmf_offer` (reading an answer), DTMF must also appear in that offered
+    section at the same rate, and the event list is the intersection.
     """
-    offered = offered_codecs(media)
+    offered = [c for c in offered_codecs(media) if not c.is_telephone_event]
+    if prefer is not None:
+        offered.sort(key=lambda codec: not codec.same_format(prefer))
     for codec in offered:
-        if codec.is_telephone_event:
-            continue
         match = next((c for c in ours if c.same_format(codec)), None)
         if match is None:
             continue
-        dtmf = _select_dtmf(offered, codec.clock_rate, dtmf_offer) if accept_dtmf else None
+        dtmf = None
+        if accept_dtmf:
+            dtmf = _select_dtmf(offered_codecs(media), codec.clock_rate, dtmf_offer)
         return _Selection(match, codec, dtmf)
     return None
 
