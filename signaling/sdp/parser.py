@@ -107,7 +107,7 @@ class _SessionBuilder:
 
     origin: Origin | None = None
     session_name: str | None = None
-    single: dict[str, str] = field(default_factory=dict)
+    text_fields: dict[str, str] = field(default_factory=dict)
     connection: Connection | None = None
     emails: list[str] = field(default_factory=list)
     phones: list[str] = field(default_factory=list)
@@ -127,7 +127,7 @@ class _SessionBuilder:
         elif kind == "c":
             self.connection = _parse_connection(value, line_number)
         elif kind in "iuzk":
-            self.single[kind] = value
+            self.text_fields[kind] = value
         elif kind == "e":
             self.emails.append(value)
         elif kind == "p":
@@ -151,7 +151,7 @@ class _SessionBuilder:
             return self.session_name is not None
         if kind == "c":
             return self.connection is not None
-        return kind in self.single
+        return kind in self.text_fields
 
     def build(self, media: list[_MediaBuilder]) -> SessionDescription:
         if self.origin is None:
@@ -161,15 +161,15 @@ class _SessionBuilder:
         return SessionDescription(
             origin=self.origin,
             session_name=self.session_name,
-            information=self.single.get("i"),
-            uri=self.single.get("u"),
+            information=self.text_fields.get("i"),
+            uri=self.text_fields.get("u"),
             emails=tuple(self.emails),
             phones=tuple(self.phones),
             connection=self.connection,
             bandwidths=tuple(self.bandwidths),
             timings=tuple(self.timings),
-            zone=self.single.get("z"),
-            key=self.single.get("k"),
+            zone=self.text_fields.get("z"),
+            key=self.text_fields.get("k"),
             attributes=tuple(self.attributes),
             media=tuple(builder.build() for builder in media),
         )
@@ -317,12 +317,12 @@ def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
     return _MediaBuilder(media, port, port_count, proto, tuple(formats))
 
 
-def _parse_number(text: str, maximum: int, what: str, line_number: int) -> int:
+def _parse_number(text: str, maximum: int, field_name: str, line_number: int) -> int:
     if not is_number(text) or len(text) > len(str(maximum)):
-        raise SdpError(f"{what} is not a number in 0-{maximum}", line_number)
+        raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
     number = int(text)
     if number > maximum:
-        raise SdpError(f"{what} is not a number in 0-{maximum}", line_number)
+        raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
     return number
 
 
