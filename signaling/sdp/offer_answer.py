@@ -115,7 +115,7 @@ def answer_audio(
         raise ValueError("supported codecs must include at least one audio codec")
     if not 0 < local_port <= 65535:
         raise ValueError(f"local port {local_port} is outside 1-65535")
-    addrtype = _addrtype(local_host)
+    origin, connection_line = _local_origin(username, session_id, session_version, local_host)
 
     chosen: tuple[int, _Selection, Connection] | None = None
     problems: list[str] = []
@@ -144,10 +144,10 @@ def answer_audio(
 
     index, selection, connection = chosen
     media = offer.media[index]
-    send, receive = _flags(offer.media_direction(media))
+    peer_sends, peer_receives = _flags(offer.media_direction(media))
     if connection.host in HOLD_ADDRESSES:
-        receive = False
-    direction = _direction(send=receive, receive=send)
+        peer_receives = False
+    direction = _direction(send=peer_receives, receive=peer_sends)
     ptime_ms = _choose_ptime(media, selection.ours)
 
     answer_media: list[MediaDescription] = []
@@ -158,10 +158,7 @@ def answer_audio(
             answer_media.append(_rejected_stream(offered_media))
 
     answer = SessionDescription(
-        origin=Origin(username, str(session_id), str(session_version), "IN", addrtype, local_host),
-        session_name="-",
-        connection=Connection("IN", addrtype, local_host),
-        media=tuple(answer_media),
+        origin=origin, session_name="-", connection=connection_line, media=tuple(answer_media)
     )
     codec = Codec(
         selection.ours.name,
@@ -208,7 +205,7 @@ def build_audio_offer(
         raise ValueError(f"invalid direction {direction!r}")
     if not 0 < local_port <= 65535:
         raise ValueError(f"local port {local_port} is outside 1-65535")
-    addrtype = _addrtype(local_host)
+    origin, connection = _local_origin(username, session_id, session_version, local_host)
 
     used: set[int] = {c.payload_type for c in audio if c.payload_type is not None}
     if len(used) != sum(c.payload_type is not None for c in audio):
@@ -236,10 +233,7 @@ def build_audio_offer(
     formats = tuple(str(c.payload_type) for c in numbered)
     media = MediaDescription("audio", local_port, "RTP/AVP", formats, attributes=tuple(attributes))
     return SessionDescription(
-        origin=Origin(username, str(session_id), str(session_version), "IN", addrtype, local_host),
-        session_name="-",
-        connection=Connection("IN", addrtype, local_host),
-        media=(media,),
+        origin=origin, session_name="-", connection=connection, media=(media,)
     )
 
 
@@ -511,12 +505,21 @@ def _direction(*, send: bool, receive: bool) -> str:
     return "inactive"
 
 
-def _addrtype(host: str) -> str:
+def _local_origin(
+    username: str, session_id: int, session_version: int, host: str
+) -> tuple[Origin, Connection]:
+    """Build our o= and c= lines. Raises ValueError for values RFC 8866 section 5.2 forbids."""
+    if not username or any(c.isspace() for c in username):
+        raise ValueError(f"o= username {username!r} is empty or contains whitespace")
+    if session_id < 0 or session_version < 0:
+        raise ValueError("session id and session version must not be negative")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"local host {host!r} is not an IPv4 or IPv6 address") from None
-    return "IP4" if address.version == 4 else "IP6"
+    addrtype = "IP4" if address.version == 4 else "IP6"
+    origin = Origin(username, str(session_id), str(session_version), "IN", addrtype, host)
+    return origin, Connection("IN", addrtype, host)
 
 
 def _describe(codec: Codec) -> str:

@@ -430,6 +430,30 @@ def test_answer_rejects_bad_arguments() -> None:
         )
 
 
+def test_answer_rejects_bad_origin_values() -> None:
+    description = offer("m=audio 5004 RTP/AVP 0\r\n")
+
+    with pytest.raises(ValueError, match="empty or contains whitespace"):
+        answer_audio(
+            description,
+            SIP_CODECS,
+            local_host="192.0.2.1",
+            local_port=1,
+            session_id=1,
+            session_version=1,
+            username="vox gate",
+        )
+    with pytest.raises(ValueError, match="must not be negative"):
+        answer_audio(
+            description,
+            SIP_CODECS,
+            local_host="192.0.2.1",
+            local_port=1,
+            session_id=1,
+            session_version=-1,
+        )
+
+
 def test_create_offer_body() -> None:
     body = create_audio_offer(
         (PCMU, PCMA, OPUS),
