@@ -16,6 +16,7 @@ telephone-event is added when the browser offered it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 
@@ -61,7 +62,6 @@ _INTEGER_FMTP_PARAMETERS = frozenset(
     {"apt", "max-fr", "max-fs", "maxplaybackrate", "minptime", "stereo", "useinbandfec"}
 )
 _RTCP_PAYLOAD_TYPES = range(72, 77)
-_PROFILE = re.compile(r"[A-Z/]+")
 _SEPARATORS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
@@ -330,16 +330,7 @@ def _check_attribute(name: str, value: str, where: str, media: MediaDescription)
     elif name == "setup":
         _check_setup(value, where)
     elif name == "candidate":
-        parts = value.split()
-        if len(parts) < 8 or not all(is_number(p) for p in (parts[1], parts[3], parts[5])):
-            problem = (
-                "a=candidate needs foundation, component, transport, priority, address, "
-                "port, 'typ' and type"
-            )
-        elif any(
-            parts[i] == "rport" and not is_number(parts[i + 1]) for i in range(8, len(parts) - 1)
-        ):
-            problem = "a=candidate has a non-numeric rport"
+        problem = _candidate_problem(value)
     elif name == "extmap":
         parts = value.split()
         ext_id = parts[0].split("/") if parts else []
@@ -368,6 +359,27 @@ def _check_attribute(name: str, value: str, where: str, media: MediaDescription)
             problem = str(exc)
     if problem is not None:
         raise SdpError(f"{where}: {problem}")
+
+
+def _candidate_problem(value: str) -> str | None:
+    """Check an a=candidate value (RFC 8839 section 5.1) as far as aiortc and aioice parse it."""
+    parts = value.split()
+    if len(parts) < 8 or not all(is_number(p) for p in (parts[1], parts[3], parts[5])):
+        return (
+            "a=candidate needs foundation, component, transport, priority, address, "
+            "port, 'typ' and type"
+        )
+    if int(parts[5]) > 65535 or int(parts[3]) > 0xFFFFFFFF:
+        return "a=candidate port or priority is out of range"
+    if not parts[4].lower().endswith(".local"):
+        try:
+            ipaddress.ip_address(parts[4])
+        except ValueError:
+            return "a=candidate address is not an IP address or an mDNS .local name"
+    for i in range(8, len(parts) - 1):
+        if parts[i] == "rport" and not is_number(parts[i + 1]):
+            return "a=candidate has a non-numeric rport"
+    return None
 
 
 def _fmtp_problem(value: str, media: MediaDescription) -> str | None:

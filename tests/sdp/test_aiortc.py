@@ -63,6 +63,14 @@ REPLACEMENTS = [
     "a=fingerprint:sha-256",
     "a=rtpmap:126 telephone-event/8000",
     "a=fmtp:126 0-16",
+    "a=candidate:1 1 udp 1 not-an-address 9 typ host",
+    "a=candidate:1 1 udp 1 192.0.2.1 99999 typ host",
+    "a=candidate:1 1 udp 99999999999 192.0.2.1 9 typ host",
+    "a=candidate:1 1 sctp 1 192.0.2.1 9 typ relay raddr 1.2.3.4 rport 5",
+    "a=candidate:1 1 udp 1 2001:db8::1 9 typ host",
+    "a=candidate:1 1 udp 1 abc.local 9 typ host",
+    "a=ssrc:99999999999 cname:x",
+    "a=extmap:300 urn:x",
 ]
 
 

@@ -145,6 +145,8 @@ INVALID = [
         "a=candidate needs",
     ),
     ("rport 46243", "rport x", "non-numeric rport"),
+    ("192.0.2.44 46243 typ host", "192.0.2.44 70000 typ host", "port or priority is out of range"),
+    ("192.0.2.44 46243 typ host", "host.example 46243 typ host", "not an IP address or an mDNS"),
     (
         "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
         "a=extmap:1 urn:x vad=on",
