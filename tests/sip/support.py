@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from signaling.sip.core import CoreConfig, UserAgent
 from signaling.sip.endpoint import InboundCall
+from signaling.sip.errors import SipSyntaxError
+from signaling.sip.events import CallOffered, CallTerminated, CoreEvent
+from signaling.sip.headers import Headers
+from signaling.sip.message import SipMessage, SipResponse
+from signaling.sip.parser import parse_datagram
+from signaling.sip.routing import Outgoing, Peer
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sip"
 SIPP = shutil.which("sipp")
@@ -147,3 +156,105 @@ async def open_udp_peer() -> UdpPeer:
     loop = asyncio.get_running_loop()
     _, peer = await loop.create_datagram_endpoint(UdpPeer, local_addr=("127.0.0.1", 0))
     return peer
+
+
+class CoreHarness:
+    """Drives a `UserAgent` in memory on a virtual clock, as one UDP peer would."""
+
+    def __init__(self, config: CoreConfig | None = None, peer: Peer | None = None) -> None:
+        self.core = UserAgent(config or CoreConfig(force_rport=True))
+        self.peer = peer or Peer("udp", "127.0.0.1", 5070)
+        self.now = 1000.0
+        self.sent: list[Outgoing] = []
+        self.events: list[CoreEvent] = []
+
+    def _collect(self) -> list[SipMessage]:
+        outgoing = self.core.take_outgoing()
+        self.sent += outgoing
+        self.events += self.core.take_events()
+        return [parse_loose(item.data) for item in outgoing]
+
+    def feed(self, data: bytes) -> list[SipMessage]:
+        """Deliver one datagram; return the messages the core sent in reaction."""
+        self.core.receive(data, self.peer, self.now)
+        return self._collect()
+
+    def run(self, command: Callable[[UserAgent, float], None]) -> list[SipMessage]:
+        command(self.core, self.now)
+        return self._collect()
+
+    def advance(self, seconds: float) -> list[SipMessage]:
+        """Move the virtual clock, firing timers in order; return what was sent."""
+        end = self.now + seconds
+        sent: list[SipMessage] = []
+        while True:
+            deadline = self.core.next_deadline()
+            if deadline is None or deadline > end:
+                break
+            self.now = max(self.now, deadline)
+            self.core.tick(self.now)
+            sent += self._collect()
+        self.now = end
+        return sent
+
+    def offered(self) -> list[CallOffered]:
+        return [event for event in self.events if isinstance(event, CallOffered)]
+
+    def ended(self) -> list[CallTerminated]:
+        return [event for event in self.events if isinstance(event, CallTerminated)]
+
+
+def parse_loose(data: bytes) -> SipMessage:
+    """Parse what the core sent; a response echoing a broken Via is kept unvalidated."""
+    try:
+        return parse_datagram(data)
+    except SipSyntaxError:
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        _, status, reason = lines[0].split(" ", 2)
+        headers = Headers([tuple(line.split(": ", 1)) for line in lines[1:]])  # type: ignore[misc]
+        return SipResponse(int(status), reason, headers, body)
+
+
+def responses(messages: list[SipMessage]) -> list[SipResponse]:
+    return [message for message in messages if isinstance(message, SipResponse)]
+
+
+def statuses(messages: list[SipMessage]) -> list[int]:
+    return [message.status for message in responses(messages)]
+
+
+_CALL_ID_LINE = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+_CONTENT_LENGTH_LINE = re.compile(rb"^(?:Content-Length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE | re.M)
+
+
+def call_id_of(data: bytes) -> bytes | None:
+    match = _CALL_ID_LINE.search(data.split(b"\r\n\r\n", 1)[0])
+    return match.group(1) if match else None
+
+
+def status_of(data: bytes) -> int | None:
+    """Return the status code of a response datagram, or None for a request."""
+    if not data.startswith(b"SIP/2.0 "):
+        return None
+    return int(data[8:11])
+
+
+def options_probe(port: int, call_id: str, transport: str = "UDP") -> bytes:
+    return (
+        f"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK-{call_id};rport\r\n"
+        f"From: <sip:probe@127.0.0.1>;tag=probe\r\nTo: <sip:probe@127.0.0.1>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def read_stream_message(reader: asyncio.StreamReader) -> bytes | None:
+    """Read one SIP message framed by Content-Length; None at end of stream."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    match = _CONTENT_LENGTH_LINE.search(head)
+    length = int(match.group(1)) if match else 0
+    return head + await reader.readexactly(length)
