@@ -258,3 +258,46 @@ async def read_stream_message(reader: asyncio.StreamReader) -> bytes | None:
     match = _CONTENT_LENGTH_LINE.search(head)
     length = int(match.group(1)) if match else 0
     return head + await reader.readexactly(length)
+
+
+OFFER_SDP = (
+    b"v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def sip_request(
+    method: str,
+    *,
+    call_id: str = "call-1",
+    branch: str = "z9hG4bK-b1",
+    from_tag: str = "caller1",
+    to_tag: str | None = None,
+    cseq: int = 1,
+    body: bytes = b"",
+    content_type: str = "application/sdp",
+    extra: tuple[str, ...] = (),
+    uri: str = "sip:15550100000@127.0.0.1",
+    port: int = 5070,
+) -> bytes:
+    """Build a request as the caller on 127.0.0.1:`port` would send it."""
+    to = "<sip:15550100000@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:15550100001@127.0.0.1>;tag={from_tag}",
+        f"To: {to}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:15550100001@127.0.0.1:{port}>",
+        *extra,
+    ]
+    if body:
+        lines.append(f"Content-Type: {content_type}")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def to_tag_of(message: SipMessage) -> str | None:
+    return message.parsed.to.tag if message.info else None
