@@ -223,9 +223,14 @@ class SipEndpoint:
         if self._core is None:
             return
         self._command(lambda core, now: core.shutdown(now))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.shutdown_timeout
         pending = [call._ended for call in self._calls.values() if not call.ended]
         if pending:
             await asyncio.wait(pending, timeout=self._config.shutdown_timeout)
+        # Handlers see their calls end and may finish on their own; the rest are cancelled.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -13,7 +13,7 @@ from typing import cast
 
 from signaling.sip.core import CoreConfig, UserAgent
 from signaling.sip.endpoint import InboundCall
-from signaling.sip.errors import SipSyntaxError
+from signaling.sip.errors import CallEnded, SipSyntaxError
 from signaling.sip.events import CallOffered, CallTerminated, CoreEvent
 from signaling.sip.headers import Headers
 from signaling.sip.message import SipMessage, SipResponse
@@ -38,16 +38,34 @@ class ScriptedHandler:
     reject_status: int = 486
     calls: asyncio.Queue[InboundCall] = field(default_factory=asyncio.Queue)
     reasons: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    reoffers: list[bytes | None] = field(default_factory=list)
+    infos: list[tuple[str, bytes]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
 
     async def on_invite(self, call: InboundCall) -> None:
         self.calls.put_nowait(call)
+        call.on_reoffer = self._answer_reoffer
+        call.on_info = lambda content_type, body: self.infos.append((content_type, body))
         if self.mode == "answer":
+            try:
+                await call.answer(ANSWER_SDP)
+            except CallEnded as error:
+                self.errors.append(error)
+        elif self.mode == "hangup":
             await call.answer(ANSWER_SDP)
+            await call.hangup()
         elif self.mode == "ring":
             await call.ring()
         elif self.mode == "reject":
             await call.reject(self.reject_status)
         self.reasons.put_nowait(await call.wait_ended())
+
+    async def _answer_reoffer(self, sdp: bytes | None) -> bytes:
+        """Answer hold (sendonly) with recvonly and anything else with sendrecv."""
+        self.reoffers.append(sdp)
+        if sdp is not None and b"a=sendonly" in sdp:
+            return ANSWER_SDP.replace(b"a=sendrecv", b"a=recvonly")
+        return ANSWER_SDP
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
