@@ -116,7 +116,7 @@ def digest_response(
 
 @dataclass(slots=True)
 class AuthConfig:
-    """Who may send INVITE and REGISTER.
+    """Access rules for inbound INVITE and REGISTER.
 
     `users` maps user names to passwords for digest. `trusted_networks` are
     trunk source networks (CIDR strings) let in without digest. With both

@@ -151,15 +151,21 @@ class UserAgent:
         try:
             message = parse_datagram(data, self.config.limits)
         except SipSyntaxError as error:
-            request = error.request if isinstance(error, InvalidRequest) else None
-            if request is None:
-                request = salvage_request(data, self.config.limits)
-            if request is None:
-                logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
-                return
-            self._send_stateless(request, error.status, error.reason, peer)
+            self._reject_unparsed(data, error, peer)
+            return
+        except Exception:
+            logger.exception("parser failed on a datagram from %s", peer.host)
             return
         self.receive_message(message, peer, now)
+
+    def _reject_unparsed(self, data: bytes, error: SipSyntaxError, peer: Peer) -> None:
+        request = error.request if isinstance(error, InvalidRequest) else None
+        if request is None:
+            request = salvage_request(data, self.config.limits)
+        if request is None:
+            logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
+            return
+        self._send_stateless(request, error.status, error.reason, peer)
 
     def receive_message(self, message: SipRequest | SipResponse, peer: Peer, now: float) -> None:
         """Handle one parsed message (from a stream transport or `receive`)."""
@@ -349,7 +355,11 @@ class UserAgent:
                 if to_uri is None or to_uri.user != decision.user:
                     return Rejection(403, "authenticated user does not own this address of record")
             return None
-        logger.info("%s from %s not authorized: %s", request.method, peer.host, decision.reason)
+        # The first request of every client has no credentials, so only failures are info.
+        level = logging.INFO if authorizations else logging.DEBUG
+        logger.log(
+            level, "%s from %s not authorized: %s", request.method, peer.host, decision.reason
+        )
         if decision.status == 403:
             return Rejection(403)
         return Rejection(401, headers=self.authenticator.challenges(self._now, decision.stale))

@@ -242,9 +242,9 @@ def salvage_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SipRequest 
 
     Return None for data that does not look like a request or has no Via.
     """
-    if data.startswith(b"SIP/") or len(data) > limits.max_message_bytes:
+    if data.startswith(b"SIP/"):
         return None
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    head = data[: limits.max_header_bytes].split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
     headers = Headers()
     for line in head.split("\r\n")[1 : limits.max_headers + 1]:
         match = _HEADER_NAME_RE.match(line)

@@ -1,4 +1,4 @@
-"""Where SIP messages go: transport peers and the response rules of §18.2.2 and RFC 3581."""
+"""Destinations of SIP messages: transport peers and the response rules of §18.2.2 and RFC 3581."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from signaling.sip.message import SipRequest
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """Where a message came from or goes to; `connection` names a stream connection."""
+    """A transport address that a message came from or goes to.
+
+    `connection` identifies the TCP connection for stream transports.
+    """
 
     transport: str
     host: str
@@ -87,8 +90,8 @@ def in_dialog_peer(dialog: Dialog, source: Peer) -> Peer:
     """Pick where in-dialog requests go.
 
     NOTE: the stack does not resolve host names. The first Route or the
-    remote target is used when its host is an IP address; otherwise (and on
-    streams) requests go back to where the dialog's INVITE came from.
+    remote target is used when its host is an IP address. Otherwise, and on
+    streams, requests go back to where the dialog's INVITE came from.
     """
     if source.reliable:
         return source

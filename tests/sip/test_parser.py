@@ -285,3 +285,16 @@ def test_stream_parser_keeps_going_after_invalid_request() -> None:
     assert isinstance(results[0], InvalidRequest)
     assert "CSeq method" in results[0].reason
     assert isinstance(results[1], SipRequest)
+
+
+def test_oversized_datagram_salvaged_for_513() -> None:
+    data = request_with(b"Subject: " + b"a" * 200 + b"\r\n", length=b"0")
+    limits = Limits(max_message_bytes=200)
+
+    with pytest.raises(SipSyntaxError) as caught:
+        parse_datagram(data, limits)
+    request = salvage_request(data, limits)
+
+    assert caught.value.status == 513
+    assert request is not None
+    assert request.headers.get("Call-ID") == "abc@127.0.0.1"
