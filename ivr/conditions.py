@@ -18,7 +18,7 @@ _MISSING = object()
 
 @dataclass(frozen=True, slots=True)
 class ConditionContext:
-    """What conditions may look at: variables, the caller's number and the current time (UTC)."""
+    """Inputs of a condition: variables, the caller's number and the current aware time."""
 
     variables: Mapping[str, Any]
     caller: str
@@ -90,7 +90,7 @@ def _minutes(text: str) -> int:
 
 
 def in_window(window: TimeWindow, now: dt.datetime) -> bool:
-    """Whether `now` (aware) falls in the window, in the window's time zone."""
+    """Return whether the aware time `now` falls in the window, in the window's time zone."""
     try:
         local = now.astimezone(ZoneInfo(window.timezone))
     except ZoneInfoNotFoundError:
@@ -115,7 +115,7 @@ def _caller_matches(match: CallerMatch, caller: str) -> bool:
 
 
 def evaluate(condition: Condition, context: ConditionContext) -> bool:
-    """Whether every test given in `condition` holds."""
+    """Return whether every test given in `condition` holds."""
     if condition.var is not None and not _compare(
         condition, lookup_path(context.variables, condition.var)
     ):

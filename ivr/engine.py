@@ -81,7 +81,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass
 class SessionResult:
-    """How the call left the IVR, the steps it took and the variables it ended with."""
+    """The way the call left the IVR, the steps it took and its final variables."""
 
     outcome: Outcome
     reason: str

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 BargeIn = Literal["none", "dtmf", "speech", "any"]
 DTMF_KEYS = frozenset("0123456789*#ABCD")
-RESERVED_OUTCOMES = frozenset({"no_input", "no_match", "default", "error"})
 
 
 class FlowModel(BaseModel):
@@ -79,7 +78,7 @@ class SayStep(StepBase):
 
 
 class DtmfSpec(FlowModel):
-    """How DTMF digits are collected."""
+    """DTMF collection settings of a gather step."""
 
     max_digits: int = Field(default=1, ge=1, le=64)
     min_digits: int = Field(default=1, ge=1, le=64)
@@ -104,7 +103,7 @@ class DtmfSpec(FlowModel):
 
 
 class SpeechSpec(FlowModel):
-    """How speech is recognized and understood."""
+    """Speech recognition and understanding settings of a gather step."""
 
     language: str | None = Field(default=None, description="BCP 47 tag; the flow's by default.")
     phrases: list[str] | None = Field(

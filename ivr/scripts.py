@@ -3,8 +3,8 @@
 A script is a YAML file with `cases`. Each case gives the caller's turns
 (words, `#digits`, null for silence) and what must hold afterwards. An
 optional `crm` block serves canned JSON responses from a local aiohttp server
-on 127.0.0.1 while the script runs; the flow reads its address from the
-variable `crm_url`.
+on 127.0.0.1 while the script runs. The flow reads that server's address from
+the variable `crm_url`.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
     """Return one readable line per expectation that does not hold."""
     problems: list[str] = []
 
-    def differ(what: str, expected: Any, actual: Any) -> None:
-        problems.append(f"{what}:\n    expected {expected!r}\n    actual   {actual!r}")
+    def differ(subject: str, expected: Any, actual: Any) -> None:
+        problems.append(f"{subject}:\n    expected {expected!r}\n    actual   {actual!r}")
 
     if expect.path is not None and expect.path != result.path:
         differ("path", expect.path, result.path)

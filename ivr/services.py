@@ -10,7 +10,7 @@ from media.audio import PcmAudio
 
 @dataclass(frozen=True, slots=True)
 class QueueRequest:
-    """What the flow asks of the ACD for this caller.
+    """The request a flow sends to the ACD for this caller.
 
     `priority` is 0 (normal) to 9 (highest). `skills` are the agent skills
     required. `attributes` carries flow variables the agent desktop may show.
@@ -25,7 +25,7 @@ class QueueRequest:
 
 @dataclass(frozen=True, slots=True)
 class QueuePlacement:
-    """Where the caller landed: 1-based position and the expected wait in seconds."""
+    """The caller's place in the queue: 1-based position and expected wait in seconds."""
 
     position: int
     expected_wait_s: float | None = None

@@ -1,8 +1,8 @@
 """A `CallChannel` driven by text: for the simulator, scripted flow tests and unit tests.
 
 Time is virtual. When the engine waits for input and no input is ready, the
-channel asks its input source for the next turn; a source that returns None
-means the caller stays silent, and the virtual clock jumps by the timeout.
+channel calls its turn source for the next turn. A source that returns None
+means the caller stays silent, so the virtual clock jumps by the timeout.
 Prompts are tracked by the engine's events, so the channel never needs audio.
 """
 
@@ -113,7 +113,7 @@ class TextChannel:
         if isinstance(item, SpeechInput | SpeechStarted) and (
             self.recognizer is None or not self.speech_available
         ):
-            # Nobody listens for speech now, so the caller's words go unheard.
+            # No recognizer is armed, so the caller's words are lost as on a real leg.
             self.pending.clear()
             self.clock.now += timeout_s
             return None

@@ -1,11 +1,11 @@
 """Static checks of a schema-valid flow.
 
-Each check returns `Diagnostic`s positioned on the key at fault: unknown step
-targets, unreachable steps, flows that run off the end, gathers without
-no-input or no-match handling, loops with no exit, unknown variables and bad
-template syntax, unknown intents and intents without examples, invalid
-regular expressions, missing or unreadable WAV files, and transfer targets
-outside the allow-list.
+Each check returns `Diagnostic`s positioned on the key at fault. The checks
+cover unknown step targets, unreachable steps, flows that run off the end,
+gathers without no-input or no-match handling, and loops with no exit. They
+also cover unknown variables, invalid templates, unknown intents, intents
+without examples, invalid regular expressions, missing or unreadable WAV
+files, and transfer targets outside the allow-list.
 """
 
 from __future__ import annotations
