@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.engine import IvrSession, Outcome
-from ivr.events import EventKind
+from ivr.events import EventKind, IvrEvent
 from ivr.prompts import SilentSynthesizer
 from ivr.services import QueueError, QueuePlacement, QueueRequest, Recording
 from ivr.textchannel import TextChannel, parse_turn, scripted
@@ -352,3 +352,68 @@ async def test_log_text_has_no_caller_digits(caplog: object) -> None:
     assert "987654321" not in text
     assert "+15550100042" not in text
     assert "sim-1" in text
+
+
+async def test_speech_barge_in_then_intent() -> None:
+    flow = flow_from_text(
+        "flow: t\nintents:\n  refund: {examples: {en: [I want a refund, money back]}}\n"
+        "  billing: {examples: {en: [question about my bill, invoice]}}\n"
+        "nlu: {engine: tfidf}\nsteps:\n"
+        "  ask:\n    type: gather\n    prompt: How can I help?\n"
+        "    speech: {intents: [refund, billing]}\n    barge_in: speech\n"
+        "    on: {refund: r, billing: b, no_input: bye, no_match: bye}\n"
+        "  r: {type: say, text: refund, next: bye}\n  b: {type: say, text: bill, next: bye}\n" + BYE
+    )
+    channel = TextChannel(scripted([]))
+    channel.pending.extend(parse_turn("I want a refund please"))
+    events: list[IvrEvent] = []
+    result = await IvrSession(
+        flow, channel, SilentSynthesizer(), events=events.append, clock=channel.clock
+    ).run()
+    assert result.path == ["ask", "r", "bye"]
+    assert result.variables["intent"] == "refund"
+    assert result.variables["transcript"] == "I want a refund please"
+    played = [e for e in events if e.kind is EventKind.PROMPT_PLAYED]
+    assert played[0].payload["interrupted"] is True
+    scored = [e for e in events if e.kind is EventKind.INTENT_SCORED]
+    assert scored[0].payload["engine"] == "tfidf"
+
+
+async def test_menu_without_speech_uses_keys_only() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  main:\n    type: menu\n    prompt: Press 1.\n"
+        "    options:\n      - {key: 1, phrases: [billing], goto: billing}\n"
+        "    retries: 0\n    on: {no_input: bye, no_match: bye}\n"
+        "  billing: {type: say, text: billing, next: bye}\n" + BYE
+    )
+    spoken = await run_flow(flow, ["billing"], channel_options={"speech_available": False})
+    assert spoken.result.path == ["main", "bye"]
+    assert spoken.channel is not None
+    assert all(config is None for config in spoken.channel.recognizer_history)
+    pressed = await run_flow(flow, ["#1"], channel_options={"speech_available": False})
+    assert pressed.result.path == ["main", "billing", "bye"]
+
+
+async def test_event_callback_error_does_not_stop_call() -> None:
+    flow = flow_from_text("flow: t\nsteps:\n  a: {type: say, text: hi}\n" + BYE)
+    channel = TextChannel(scripted([]))
+
+    def broken(event: IvrEvent) -> None:
+        raise RuntimeError("sink down")
+
+    result = await IvrSession(
+        flow, channel, SilentSynthesizer(), events=broken, clock=channel.clock
+    ).run()
+    assert result.outcome is Outcome.HANGUP
+    assert result.path == ["a", "bye"]
+
+
+async def test_session_runs_only_once() -> None:
+    import pytest
+
+    flow = flow_from_text("flow: t\nsteps:\n" + BYE)
+    channel = TextChannel(scripted([]))
+    session = IvrSession(flow, channel, SilentSynthesizer(), clock=channel.clock)
+    await session.run()
+    with pytest.raises(RuntimeError, match="cannot go from ended to running"):
+        await session.run()
