@@ -32,6 +32,7 @@ from ivr.model import (
     RecordStep,
     SayStep,
     SetStep,
+    SubflowStep,
     TransferStep,
 )
 from ivr.prompts import load_wav
@@ -70,10 +71,17 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"known steps: {shown}"
 
 
-def check_flow(flow: Flow, source: SourceMap, base_dir: Path) -> list[Diagnostic]:
-    """Run every static check; returns errors and warnings in file order."""
+def check_flow(
+    flow: Flow, source: SourceMap, base_dir: Path, known_flows: set[str] | None = None
+) -> list[Diagnostic]:
+    """Run every static check; returns errors and warnings in file order.
+
+    `known_flows` are the flow names a subflow step may use; None skips that check.
+    """
     checker = _Checker(flow, source, base_dir)
     checker.run()
+    if known_flows is not None:
+        checker.check_subflows(known_flows)
     return sorted(checker.found, key=lambda d: (d.line, d.column))
 
 
@@ -169,7 +177,7 @@ class _Checker:
                     continue
             exits = any(
                 self.flow.steps[node].type in TERMINAL_TYPES
-                or self.flow.steps[node].type in ("subflow", "record")
+                or self.flow.steps[node].type == "subflow"
                 or any(target not in component for target in adjacency[node])
                 for node in component
             )
@@ -181,6 +189,19 @@ class _Checker:
                     f"loop with no exit: {members}",
                     "give one of these steps a way out: a branch, a no_input target or a hangup",
                     value=first,
+                )
+
+    def check_subflows(self, known_flows: set[str]) -> None:
+        names = sorted(known_flows)
+        for step_id, step in self.flow.steps.items():
+            if isinstance(step, SubflowStep) and step.flow not in known_flows:
+                close = difflib.get_close_matches(step.flow, names, n=1)
+                self.error(
+                    ("steps", step_id, "flow"),
+                    "unknown flow",
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "add the flow file to the same folder",
                 )
 
     # -- templates and variables ------------------------------------------------
