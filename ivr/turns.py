@@ -234,10 +234,11 @@ class TurnInterpreter:
     async def _classify(
         self, text: str, language: str | None, flow: Flow, candidates: list[str]
     ) -> IntentResult:
-        matcher = self._matcher(flow)
-        return await asyncio.to_thread(
-            matcher.classify, text, language or flow.language, candidates
-        )
+        # Building a flow's classifier embeds all its examples, so it runs off the loop too.
+        def classify() -> IntentResult:
+            return self._matcher(flow).classify(text, language or flow.language, candidates)
+
+        return await asyncio.to_thread(classify)
 
     @staticmethod
     def _record_intent(result: IntentResult, outcome: TurnOutcome) -> None:
