@@ -337,6 +337,11 @@ class IvrSession:
         plan = self._turns.plan(step, self._frame.flow)
         if plan.recognizer is not None and not self._channel.speech_available:
             plan = CollectPlan(plan.dtmf, None, plan.timeout_s, plan.total_timeout_s, step.barge_in)
+            if plan.dtmf is None:
+                log.warning(
+                    "call %s: step %s needs speech, which this call lacks", self.call_id, step_id
+                )
+                self.emit(EventKind.WARNING, step_id, message="speech recognition unavailable")
         no_input = no_match = 0
         reprompt: PromptSpec | None = step.prompt
         while True:

@@ -417,3 +417,14 @@ async def test_session_runs_only_once() -> None:
     await session.run()
     with pytest.raises(RuntimeError, match="cannot go from ended to running"):
         await session.run()
+
+
+async def test_speech_gather_without_recognizer_warns() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  ask:\n    type: gather\n    speech: {}\n    retries: 0\n"
+        "    on: {no_input: bye, no_match: bye}\n" + BYE
+    )
+    run = await run_flow(flow, ["hello"], channel_options={"speech_available": False})
+    assert run.result.path == ["ask", "bye"]
+    messages = [e.payload["message"] for e in run.of_kind(EventKind.WARNING)]
+    assert "speech recognition unavailable" in messages
