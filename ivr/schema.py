@@ -13,7 +13,7 @@ from typing import Any
 
 from ivr.model import Flow
 
-SCHEMA_ID = "https://voxgate.example.com/schemas/flow.schema.json"
+SCHEMA_ID = "urn:voxgate:ivr-flow"
 
 
 def flow_json_schema() -> dict[str, Any]:

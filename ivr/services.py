@@ -36,7 +36,7 @@ class QueueError(Exception):
 
 
 class QueueService(Protocol):
-    """The ACD as the IVR sees it."""
+    """The ACD interface that the IVR calls."""
 
     async def enqueue(self, call_id: str, request: QueueRequest) -> QueuePlacement:
         """Put the call in a queue; raise QueueError when it cannot be queued."""
@@ -73,6 +73,6 @@ class RecordingChannel(Protocol):
 
 
 class RecordingStore(Protocol):
-    """Where voicemail recordings go; returns a reference stored in the flow variables."""
+    """Storage for voicemail recordings; `save` returns a reference for the flow variables."""
 
     async def save(self, call_id: str, flow: str, recording: Recording) -> str: ...
