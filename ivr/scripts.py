@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import Field, ValidationError
 
+from ivr.conditions import MISSING, lookup_path
 from ivr.engine import FlowResolver, IvrSession, SessionResult
 from ivr.events import IvrEvent
 from ivr.loader import Diagnostic, FlowError, SourceMap, _pydantic_diagnostics
@@ -147,7 +148,9 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
     if expect.outcome is not None and expect.outcome != result.outcome.value:
         differ("outcome", expect.outcome, result.outcome.value)
     for name, value in (expect.variables or {}).items():
-        actual = result.variables.get(name, "(unset)")
+        actual = lookup_path(result.variables, name)
+        if actual is MISSING:
+            actual = "(unset)"
         if actual != value and str(actual) != str(value):
             differ(f"variable {name}", value, actual)
     if expect.prompts is not None and not _contains_in_order(expect.prompts, result.prompts):

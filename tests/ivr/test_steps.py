@@ -7,6 +7,7 @@ import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, Outcome
 from ivr.events import EventKind, IvrEvent
 from ivr.prompts import SilentSynthesizer
@@ -428,3 +429,51 @@ async def test_speech_gather_without_recognizer_warns() -> None:
     assert run.result.path == ["ask", "bye"]
     messages = [e.payload["message"] for e in run.of_kind(EventKind.WARNING)]
     assert "speech recognition unavailable" in messages
+
+
+class KeysOnlyChannel:
+    """A call leg without recording, wrapping a text channel."""
+
+    def __init__(self, inner: TextChannel) -> None:
+        self.inner = inner
+        self.call_id = inner.call_id
+        self.caller = inner.caller
+        self.called = inner.called
+        self.speech_available = False
+
+    async def play(
+        self, audio: PcmAudio, *, interrupt_on_dtmf: bool = False, interrupt_on_speech: bool = False
+    ) -> CallerInput | None:
+        return await self.inner.play(audio, interrupt_on_dtmf=interrupt_on_dtmf)
+
+    def listen(self, config: RecognizerConfig | None) -> None:
+        self.inner.listen(config)
+
+    async def next_input(self, timeout_s: float) -> CallerInput | None:
+        return await self.inner.next_input(timeout_s)
+
+    def clear_inputs(self) -> None:
+        self.inner.clear_inputs()
+
+    async def hangup(self) -> None:
+        await self.inner.hangup()
+
+    async def transfer(self, target: str) -> bool:
+        return await self.inner.transfer(target)
+
+
+async def test_record_skipped_without_recording_channel() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  r: {type: record, prompt: Leave a message.}\n"
+        "  thanks: {type: hangup, prompt: Thanks.}\n"
+    )
+    inner = TextChannel(scripted(["hello"]))
+    events: list[IvrEvent] = []
+    result = await IvrSession(
+        flow, KeysOnlyChannel(inner), SilentSynthesizer(), events=events.append, clock=inner.clock
+    ).run()
+    assert result.path == ["r", "thanks"]
+    assert result.variables["recording"] is None
+    assert result.prompts == ["Thanks."]
+    warnings = [e.payload["message"] for e in events if e.kind is EventKind.WARNING]
+    assert warnings == ["channel cannot record"]
