@@ -277,9 +277,16 @@ class HttpStep(StepBase):
 
 
 class PriorityRule(FlowModel):
+    """Raise the priority and add skills when the condition holds."""
+
     if_: Condition = Field(alias="if")
     priority: int = Field(ge=0, le=9)
     skills: list[str] = Field(default_factory=list)
+    reason: str = Field(
+        default="priority",
+        pattern=r"^[a-z0-9_.-]{1,32}$",
+        description="Short token the ACD logs with the priority jump, such as vip.",
+    )
 
 
 class QueueStep(FlowModel):
@@ -290,6 +297,13 @@ class QueueStep(FlowModel):
     priority: int = Field(default=0, ge=0, le=9, description="0 is normal, 9 the highest.")
     skills: list[str] = Field(default_factory=list, description="Templates.")
     rules: list[PriorityRule] = Field(default_factory=list)
+    context: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Templates of the facts shown to the agent; by default caller, flow, language "
+            "and intent."
+        ),
+    )
     announcement: PromptSpec | None = None
     on_error: str | None = None
 

@@ -13,7 +13,9 @@ class QueueRequest:
     """The request a flow sends to the ACD for this caller.
 
     `priority` is 0 (normal) to 9 (highest). `skills` are the agent skills
-    required. `attributes` carries flow variables the agent desktop may show.
+    required. `reason` is a short token naming the rule that set the priority
+    (a-z, 0-9, `_`, `.`, `-`), safe to log. `attributes` are the facts the agent
+    desktop shows, and they may contain caller data.
     """
 
     queue: str
@@ -21,6 +23,7 @@ class QueueRequest:
     skills: tuple[str, ...] = ()
     language: str = "en-US"
     attributes: dict[str, str] = field(default_factory=dict)
+    reason: str = "priority"
 
 
 @dataclass(frozen=True, slots=True)

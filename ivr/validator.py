@@ -247,6 +247,8 @@ class _Checker:
                 for index, rule in enumerate(step.rules):
                     for number, skill in enumerate(rule.skills):
                         yield (*base, "rules", index, "skills", number), skill
+                for name, value in (step.context or {}).items():
+                    yield (*base, "context", name), value
             if isinstance(step, TransferStep):
                 yield (*base, "target"), step.target
 

@@ -194,7 +194,7 @@ QUEUE_FLOW = (
     "  q:\n    type: queue\n    queue: '{{ dept }}'\n    priority: 1\n"
     "    skills: ['{{ language }}']\n"
     "    rules:\n"
-    "      - {if: {caller: {in: ['+15550100099']}}, priority: 8, skills: [vip]}\n"
+    "      - {if: {caller: {in: ['+15550100099']}}, priority: 8, skills: [vip], reason: vip}\n"
     "      - {if: {var: intent, eq: payment}, priority: 5}\n"
     "    announcement: 'You are number {{ queue.position }}, about {{ queue.wait_minutes }}"
     " minutes.'\n"
@@ -217,6 +217,8 @@ async def test_queue_priority_from_vip_and_intent() -> None:
     assert request is not None
     assert request.priority == 8
     assert request.skills == ("en-US", "vip")
+    assert request.reason == "vip"
+    assert request.attributes == {"caller": "+15550100099", "flow": "t", "language": "en-US"}
     assert queue.requests == [request]
     assert run.result.prompts == ["You are number 3, about 4 minutes."]
 
@@ -227,7 +229,20 @@ async def test_queue_without_service_returns_request() -> None:
     assert run.result.queue_request is not None
     assert run.result.queue_request.queue == "sales"
     assert run.result.queue_request.priority == 1
+    assert run.result.queue_request.reason == "priority"
     assert run.result.prompts == []
+
+
+async def test_queue_context_templates_for_agent() -> None:
+    flow = flow_from_text(
+        QUEUE_FLOW.replace(
+            "    on_error: full\n",
+            "    on_error: full\n    context: {reason: 'Order {{ order | default(\"none\") }}'}\n",
+        )
+    )
+    run = await run_flow(flow, [])
+    assert run.result.queue_request is not None
+    assert run.result.queue_request.attributes == {"reason": "Order none"}
 
 
 async def test_queue_rejection_goes_to_on_error() -> None:
