@@ -164,6 +164,8 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
                 "queue": request.queue,
                 "priority": request.priority,
                 "skills": list(request.skills),
+                "reason": request.reason,
+                "attributes": dict(request.attributes),
             }
             for key, value in expect.queue.items():
                 if actual_queue.get(key) != value:
