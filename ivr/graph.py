@@ -59,12 +59,13 @@ def step_edges(flow: Flow, step_id: str) -> list[Edge]:
     explicit = getattr(step, "next", None)
     if explicit is not None:
         add(explicit, "next", "next")
-    elif _falls_through(step):
+    elif falls_through(step):
         add(flow.following(step_id), "next", "type")
     return edges
 
 
-def _falls_through(step: object) -> bool:
+def falls_through(step: object) -> bool:
+    """Return whether a step without `next` may continue with the following step."""
     if isinstance(step, MenuStep):
         return False
     if isinstance(step, BranchStep):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ivr.graph import _falls_through, flow_edges
+from ivr.graph import falls_through, flow_edges
 from ivr.loader import Diagnostic, SourceMap
 from ivr.model import (
     TERMINAL_TYPES,
@@ -121,7 +121,7 @@ class _Checker:
         for step_id, step in self.flow.steps.items():
             if step.type in TERMINAL_TYPES or getattr(step, "next", None) is not None:
                 continue
-            if _falls_through(step) and self.flow.following(step_id) is None:
+            if falls_through(step) and self.flow.following(step_id) is None:
                 self.error(
                     ("steps", step_id, "type"),
                     "the flow runs off its end after this step",
