@@ -313,7 +313,8 @@ class IvrSession:
     ) -> CallerInput | None:
         try:
             prompt = await self._frame.renderer.render(spec, self.variables)
-        except (TemplateError, ValueError, OSError) as exc:
+        except (TemplateError, ValueError, OSError, RuntimeError) as exc:
+            # A broken prompt should not drop the call: the flow goes on without it.
             log.warning("call %s: prompt of step %s skipped: %s", self.call_id, step_id, exc)
             self.emit(EventKind.WARNING, step_id, message=f"prompt skipped: {exc}")
             return None
