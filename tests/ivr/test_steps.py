@@ -492,3 +492,17 @@ async def test_record_skipped_without_recording_channel() -> None:
     assert result.prompts == ["Thanks."]
     warnings = [e.payload["message"] for e in events if e.kind is EventKind.WARNING]
     assert warnings == ["channel cannot record"]
+
+
+async def test_speech_phrase_found_inside_words() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  ask:\n    type: gather\n"
+        "    speech: {phrases: [yes, no]}\n    retries: 0\n"
+        "    on: {yes: y, no: n, no_input: bye, no_match: unclear}\n"
+        "  y: {type: say, text: agreed, next: bye}\n  n: {type: say, text: declined, next: bye}\n"
+        "  unclear: {type: say, text: unclear, next: bye}\n" + BYE
+    )
+    inside = await run_flow(flow, ["Yes, please."])
+    assert inside.result.path == ["ask", "y", "bye"]
+    both = await run_flow(flow, ["yes and no"])
+    assert both.result.path == ["ask", "unclear", "bye"]
