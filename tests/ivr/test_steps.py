@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, Outcome
@@ -45,7 +48,7 @@ async def test_gather_inter_digit_timeout_ends_entry() -> None:
     assert run.result.variables["n"] == "42"
 
 
-async def test_gather_pattern_mismatch_retries_with_no_match_prompt() -> None:
+async def test_gather_pattern_mismatch_reprompts() -> None:
     flow = flow_from_text(
         "flow: t\nsteps:\n  ask:\n    type: gather\n    prompt: Six digits please.\n"
         "    dtmf: {max_digits: 6, pattern: '[0-9]{6}'}\n    retries: 1\n"
@@ -72,7 +75,7 @@ async def test_gather_retries_exhausted_goes_to_no_match() -> None:
     assert len(run.of_kind(EventKind.GATHER_RESULT)) == 3
 
 
-async def test_gather_speech_phrase_list_armed_and_matched() -> None:
+async def test_gather_arms_phrase_list() -> None:
     flow = flow_from_text(
         "flow: t\nsteps:\n  ask:\n    type: gather\n    prompt: Say yes or no.\n"
         "    speech: {phrases: [yes, no], language: en-US}\n"
@@ -350,12 +353,7 @@ async def test_say_plays_wav_file(tmp_path: Path) -> None:
     assert played[0].payload["duration_ms"] == 500
 
 
-async def test_log_text_has_no_caller_digits(caplog: object) -> None:
-    import logging
-
-    import pytest
-
-    assert isinstance(caplog, pytest.LogCaptureFixture)
+async def test_log_text_has_no_caller_digits(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     flow = flow_from_text(
         "flow: t\nsteps:\n  ask:\n    type: gather\n    dtmf: {max_digits: 9}\n    into: n\n"
@@ -425,8 +423,6 @@ async def test_event_callback_error_does_not_stop_call() -> None:
 
 
 async def test_session_runs_only_once() -> None:
-    import pytest
-
     flow = flow_from_text("flow: t\nsteps:\n" + BYE)
     channel = TextChannel(scripted([]))
     session = IvrSession(flow, channel, SilentSynthesizer(), clock=channel.clock)
