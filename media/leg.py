@@ -334,7 +334,10 @@ class MediaLeg:
         assert config is not None and self._models is not None
         if self._recognizer is None:
             self._recognizer = CallRecognizer(
-                self._models, on_result=self._on_result, call_id=self.call_id
+                self._models,
+                on_result=self._on_result,
+                call_id=self.call_id,
+                partial_results=self.config.deliver_partial_results,
             )
         model_rate = self._models.sample_rate(config.language)
         utterance.resampler = StreamResampler(self.sample_rate, model_rate)
