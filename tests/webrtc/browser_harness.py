@@ -173,36 +173,35 @@ class Harness:
         reply: dict[str, Any] = {}
         for leg in self.legs.values():
             leg.phase = name
-        if name in ("caller-digits-sent", "caller-rtp-digits-sent"):
-            await self._wait_for_digits(len(str(body.get("expected", ""))))
-        elif name == "agent-available":
-            assert self.server is not None
-            incoming = Incoming(
-                call_id="acd-call-1",
-                caller="+15550100",
-                called="100",
-                queue="billing",
-                ivr_path=("main menu", "billing", "speak to agent"),
-                words="my invoice is wrong",
-                intent="billing",
-                priority=2,
-                waiting_s=42.0,
-            )
-            self.offer_task = asyncio.create_task(
-                self.server.offer_call("alice", incoming, timeout_s=60)
-            )
-        elif name == "agent-answered":
+        if "expected" in body:
+            await self._wait_for_digits(len(str(body["expected"])))
+        if name in ("agent-available", "agent-second-call"):
+            self.offer_task = asyncio.create_task(self._offer(len(self.legs) + 1))
+        elif name in ("agent-connected", "agent-connected-2"):
             assert self.offer_task is not None
             call = await asyncio.wait_for(self.offer_task, 30)
             reply["attached"] = call is not None
             if call is not None:
-                self._attach(call)
-                for leg in self.legs.values():
-                    leg.phase = name
+                self._attach(call).phase = name
         await self._screenshot(name)
         if isinstance(body.get("click"), str):
             self.click_task = asyncio.create_task(self._click(body["click"]))
         return web.json_response(reply)
+
+    async def _offer(self, number: int) -> WebRtcCall | None:
+        assert self.server is not None
+        incoming = Incoming(
+            call_id=f"acd-call-{number}",
+            caller="+15550100",
+            called="100",
+            queue="billing",
+            ivr_path=("main menu", "billing", "speak to agent"),
+            words="my invoice is wrong",
+            intent="billing",
+            priority=2,
+            waiting_s=42.0,
+        )
+        return await self.server.offer_call("alice", incoming, timeout_s=60)
 
     async def results_endpoint(self, request: web.Request) -> web.Response:
         body = await request.json()
