@@ -183,6 +183,8 @@ class Harness:
             reply["attached"] = call is not None
             if call is not None:
                 self._attach(call).phase = name
+        if body.get("permission") == "denied":
+            await self._deny_microphone()
         await self._screenshot(name)
         if isinstance(body.get("click"), str):
             self.click_task = asyncio.create_task(self._click(body["click"]))
@@ -226,6 +228,20 @@ class Harness:
             (self.out / f"{self.scenario}-{name}.png").write_bytes(data)
         except Exception as exc:
             logger.warning("screenshot %s failed: %r", name, exc)
+
+    async def _deny_microphone(self) -> None:
+        """Make getUserMedia fail as it does when the user blocks the microphone.
+
+        Fault injection: --use-fake-ui-for-media-stream grants every request,
+        even after Browser.setPermission denies it, so the page's
+        getUserMedia is replaced with one that rejects with NotAllowedError.
+        """
+        assert self.devtools is not None
+        expression = (
+            "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+            "new DOMException('Permission denied', 'NotAllowedError'))"
+        )
+        await self.devtools.call("Runtime.evaluate", {"expression": expression})
 
     async def _click(self, selector: str) -> None:
         """Click an element as a user would, so that audio playback is allowed."""
@@ -349,7 +365,7 @@ async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: f
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
             "--window-size=800,1000",
-            f"{origin}{page}?autotest=1&{url_query}",
+            f"{origin}{page}?{url_query}",
         ]
         log = (out / f"{scenario}-chromium.log").open("wb")
         browser = await asyncio.create_subprocess_exec(
@@ -382,7 +398,7 @@ async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: f
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["caller", "agent"])
+    parser.add_argument("scenario", choices=["caller", "caller-denied", "agent"])
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for results and screenshots"
     )

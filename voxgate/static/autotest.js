@@ -112,8 +112,31 @@ export function runCallerTest(params) {
     const expected = (params.get("rtp_keys") || "") + viaSignaling;
     await checkpoint("caller-digits-sent", { expected });
     results.measurements.afterDigits = await measure(remote, 1000);
+
+    const sessions = () => window.voxgateEvents.filter((e) => e === "session").length;
+    app.signaling.dropForTest();
+    await waitFor(() => text("message") !== "", 5000, "signaling lost message");
+    results.measurements.lostMessage = text("message");
+    await waitFor(() => sessions() === 2, 20000, "signaling reconnect");
+    await waitFor(() => text("message") === "", 5000, "message cleared after reconnect");
+    results.measurements.afterReconnect = await measure(remote, 1000);
+    results.measurements.statusAfterReconnect = text("status");
+    await checkpoint("caller-reconnected");
+
     document.getElementById("hangup").click();
     await checkpoint("caller-hung-up");
+  });
+}
+
+// The microphone permission is denied by the test server before the click.
+export function runCallerDeniedTest() {
+  finish(async () => {
+    await waitFor(() => window.voxgateEvents.includes("session"), 10000, "signaling session");
+    await checkpoint("caller-ready", { click: "#call", permission: "denied" });
+    await waitFor(() => text("message") !== "", 15000, "microphone error message");
+    results.measurements.deniedMessage = text("message");
+    results.measurements.callButtonEnabled = !document.getElementById("call").disabled;
+    await checkpoint("caller-mic-denied");
   });
 }
 
