@@ -248,7 +248,7 @@ async def accept_offer(
     except ProtocolError:
         raise
     except Exception as exc:
-        logger.debug("offer rejected by aiortc call_id=%s: %r", call_id, exc)
+        logger.debug("offer rejected by aiortc call_id=%s: %s", call_id, type(exc).__name__)
         raise _fail(f"offer rejected: {type(exc).__name__}: {exc}"[:300], call_id) from None
     answer_sdp = _splice_declined(pc.localDescription.sdp, offer.declined)
     return AcceptedOffer(sdp=answer_sdp, telephone_events=events, transceiver=transceiver)
@@ -293,7 +293,7 @@ async def add_remote_candidate(
         candidate.sdpMLineIndex = message.sdp_mline_index
         await pc.addIceCandidate(candidate)
     except Exception as exc:
-        logger.debug("candidate rejected call_id=%s: %r", message.call_id, exc)
+        logger.debug("candidate rejected call_id=%s: %s", message.call_id, type(exc).__name__)
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
             "invalid ICE candidate",

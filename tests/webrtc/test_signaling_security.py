@@ -291,3 +291,13 @@ async def test_other_users_call_not_found(
     error = await _receive(ws)
     assert error["code"] == "not_found"
     assert error["call_id"] == "someone-elses"
+
+
+async def test_huge_frame_closes_with_1009(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    ws = await _logged_in(client)
+    await ws.send_str(json.dumps({"type": "hangup", "call_id": "c1", "reason": "x" * 9000}))
+    closing = await ws.receive(timeout=10)
+    assert closing.type is aiohttp.WSMsgType.CLOSE
+    assert closing.data == 1009
