@@ -223,7 +223,9 @@ class Harness:
         if self.devtools is None:
             return
         try:
-            result = await self.devtools.call("Page.captureScreenshot", {})
+            result = await self.devtools.call(
+                "Page.captureScreenshot", {"captureBeyondViewport": True}
+            )
             data = base64.b64decode(result["data"])
             (self.out / f"{self.scenario}-{name}.png").write_bytes(data)
         except Exception as exc:
@@ -364,7 +366,6 @@ async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: f
             f"--use-file-for-fake-audio-capture={wav}",
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
-            "--window-size=800,1000",
             f"{origin}{page}?{url_query}",
         ]
         log = (out / f"{scenario}-chromium.log").open("wb")
