@@ -86,7 +86,7 @@ class WebRtcTransport:
         aiortc has no telephone-event support: it would hand these packets to
         the audio decoder. The receiver's `_handle_rtp_packet` is wrapped on
         this one instance (aiortc 1.16 calls it for every routed RTP packet).
-        NOTE: the jitter buffer then sees a gap in sequence numbers for each
+        NOTE: the jitter buffer then has a gap in sequence numbers for each
         event packet, which can delay inbound audio right after a key press.
         """
         if not payload_types:
@@ -154,7 +154,7 @@ class WebRtcTransport:
 
 
 class WebRtcCall:
-    """A browser's call as the application sees it."""
+    """A browser's call leg, as handed to the application."""
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 A browser's RTCDTMFSender sends each key press as a run of telephone-event
 packets sharing one RTP timestamp, ending with three copies of the end
-packet (RFC 4733 section 2.5.1.4); some senders never set the marker bit.
+packet (RFC 4733 section 2.5.1.4). Some senders never set the marker bit.
 So a key press is identified by (SSRC, timestamp) and reported once, at its
 first end packet, or when the next press starts if every end packet was lost.
 """

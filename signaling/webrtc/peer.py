@@ -55,7 +55,7 @@ def install_host_addresses(addresses: Sequence[str]) -> None:
     this replaces it for the whole process. An empty list restores the aioice
     default (every interface address except loopback).
     NOTE: aioice binds a socket to each address as well as advertising it, so
-    the addresses must be local; a 1:1 NAT mapping needs a TURN or STUN server.
+    the addresses must be local. A 1:1 NAT mapping needs a TURN or STUN server.
     """
     for address in addresses:
         ipaddress.ip_address(address)

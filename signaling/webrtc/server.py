@@ -80,7 +80,7 @@ _CALL_STATES = {
 
 
 class WebRtcCallHandler(Protocol):
-    """How the application takes part in browser calls."""
+    """Callbacks through which the application takes part in browser calls."""
 
     async def on_call(self, call: WebRtcCall) -> None:
         """Run a browser caller's call; the server hangs up when this returns."""

@@ -7,10 +7,10 @@ output into exact 20 ms frames, because the resampler returns a short first
 frame (304 instead of 320 samples at 16 kHz). Samples are read with
 `to_ndarray`, never `bytes(plane)`, which includes padding.
 
-Outbound, `OutboundAudioTrack` is the 20 ms clock of the leg: aiortc's
+Outbound, `OutboundAudioTrack` is the 20 ms clock of the leg. aiortc's
 sender calls `recv()`, which waits until the frame's due time
-(start + pts / rate) and pulls one frame from the frame handler, or sends
-silence when it has none.
+(start + pts / rate) and then pulls one frame from the frame handler. It
+sends silence when the handler has none.
 
 `WebRtcTransport` joins both around one peer connection and has the shape
 of the media package's `FrameTransport` (sample_rate, attach, close).

@@ -1,8 +1,8 @@
 """Runs the VoxGate signaling server and headless Chromium for one browser test.
 
-Run inside a loopback-only network namespace (see `run_in_namespace` in
-tests/webrtc/browser.py); it prints nothing useful and writes result.json,
-the page's reports and screenshots into the output folder. The page drives
+Run it inside a loopback-only network namespace, as `run_scenario` in
+tests/webrtc/browser.py does. It writes <scenario>-result.json, logs and
+screenshots into the output folder. The page drives
 itself (static/autotest.js) and reports to /test/checkpoint and
 /test/results; this script answers checkpoints, takes screenshots through
 the DevTools protocol and checks the server side of each step.

@@ -201,6 +201,8 @@ export function runAgentTest(params) {
     document.getElementById("hold").click();
     await waitForCallState("held");
     await checkpoint("agent-held");
+    // Audio already in the browser's jitter buffer still plays for a moment.
+    await waitFor(() => remote().rms() < 0.005, 5000, "silence on hold");
     m.held = await measure(remote, 1000);
     await checkpoint("agent-hold-measured");
     document.getElementById("hold").click();
