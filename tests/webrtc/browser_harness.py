@@ -26,8 +26,9 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from ivr.channel import DtmfInput
+from ivr.channel import CallEnded, DtmfInput
 from media.audio import PcmAudio
+from media.leg import MediaLeg
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.config import WebRtcConfig
@@ -123,13 +124,52 @@ class ToneLeg:
         }
 
 
+class MediaLegProbe:
+    """Runs a `media.leg.MediaLeg` on the call as the IVR would, and records its inputs.
+
+    The leg plays a long 440 Hz prompt and collects DTMF with `next_input`
+    until the call ends.
+    """
+
+    def __init__(self, call: WebRtcCall) -> None:
+        self.leg = MediaLeg(call.transport, call_id=call.call_id)
+        self.phase = "start"
+        self.digits: list[DtmfInput] = []
+        self.digit_received = asyncio.Event()
+        self.closed = False
+
+    async def run(self) -> None:
+        rate = self.leg.sample_rate
+        samples = np.arange(60 * rate)
+        prompt = PcmAudio(
+            (6000 * np.sin(2 * np.pi * SERVER_TONE_HZ * samples / rate)).astype("<i2").tobytes(),
+            rate,
+        )
+        player = asyncio.create_task(self.leg.play(prompt))
+        try:
+            while True:
+                item = await self.leg.next_input(120)
+                if isinstance(item, DtmfInput):
+                    self.digits.append(item)
+                    self.digit_received.set()
+        except CallEnded:
+            self.closed = True
+        finally:
+            player.cancel()
+            with contextlib.suppress(CallEnded, asyncio.CancelledError):
+                await player
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
 class Harness:
     """The test's call handler, checkpoint endpoints and Chromium control."""
 
     def __init__(self, scenario: str, out: Path) -> None:
         self.scenario = scenario
         self.out = out
-        self.legs: dict[str, ToneLeg] = {}
+        self.legs: dict[str, ToneLeg | MediaLegProbe] = {}
         self.calls: dict[str, WebRtcCall] = {}
         self.call_states: list[str] = []
         self.presence: list[dict[str, Any]] = []
@@ -144,7 +184,13 @@ class Harness:
     # -- WebRtcCallHandler --------------------------------------------------
 
     async def on_call(self, call: WebRtcCall) -> None:
-        self._attach(call)
+        if self.scenario == "caller-medialeg":
+            probe = MediaLegProbe(call)
+            self.legs[call.call_id] = probe
+            self.calls[call.call_id] = call
+            await probe.run()
+        else:
+            self._attach(call)
         await call.ended.wait()
 
     async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
@@ -399,7 +445,7 @@ async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: f
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["caller", "caller-denied", "agent"])
+    parser.add_argument("scenario", choices=["caller", "caller-medialeg", "caller-denied", "agent"])
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for results and screenshots"
     )
