@@ -1,4 +1,4 @@
-"""Agent presence as the WebRTC edge holds it, independent of any WebSocket.
+"""Agent presence as the WebRTC edge stores it, independent of any WebSocket.
 
 One `AgentPresence` per logged-in user name survives signaling reconnects:
 a new WebSocket for the same user takes over the record and is sent its

@@ -1,7 +1,7 @@
 """Session tokens, password hashes and the HTTP login endpoints.
 
 A token is `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, claims))`.
-Claims carry the user, the role and an expiry in Unix seconds; a token is
+Claims carry the user, the role and an expiry in Unix seconds. A token is
 valid only before its expiry and only with the server's secret. Passwords are
 stored as scrypt hashes ("scrypt$n$r$p$salt$hash", base64 salt and hash).
 """

@@ -28,11 +28,16 @@ from aiortc.rtp import RtpPacket
 
 from ivr.channel import DtmfInput
 from media.audio import PcmAudio
-from signaling.webrtc.dtmf import TelephoneEventReceiver
+from media.rfc4733 import DtmfReceiver
+from media.transport import FrameHandler
 from signaling.webrtc.protocol import Role
-from signaling.webrtc.tracks import FrameConverter, FrameHandler, OutboundAudioTrack
+from signaling.webrtc.tracks import FrameConverter, OutboundAudioTrack
 
 logger = logging.getLogger("webrtc")
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 class LegState(StrEnum):
@@ -45,8 +50,9 @@ class LegState(StrEnum):
 class WebRtcTransport:
     """Carries 20 ms frames and DTMF between one peer connection and a `FrameHandler`.
 
-    Same shape as the media package's `FrameTransport`. Until a handler is
-    attached, inbound audio is dropped and silence is sent.
+    A `media.transport.FrameTransport`, so a `media.leg.MediaLeg` can run on
+    it. Until a handler is attached, inbound audio is dropped and silence is
+    sent.
     """
 
     def __init__(self, pc: RTCPeerConnection, sample_rate: int, *, call_id: str) -> None:
@@ -56,7 +62,7 @@ class WebRtcTransport:
         self._handler: FrameHandler | None = None
         self._converter = FrameConverter(sample_rate)
         self._silence = PcmAudio(bytes(sample_rate * 2 // 50), sample_rate)
-        self._dtmf = TelephoneEventReceiver()
+        self._dtmf: dict[int, DtmfReceiver] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self.inbound_muted = False
@@ -86,32 +92,42 @@ class WebRtcTransport:
         aiortc has no telephone-event support: it would hand these packets to
         the audio decoder. The receiver's `_handle_rtp_packet` is wrapped on
         this one instance (aiortc 1.16 calls it for every routed RTP packet).
-        NOTE: the jitter buffer then sees a gap in sequence numbers for each
+        NOTE: the jitter buffer then has a gap in sequence numbers for each
         event packet, which can delay inbound audio right after a key press.
         """
         if not payload_types:
             return
+        for payload_type, clock_rate in payload_types.items():
+            self._dtmf[payload_type] = DtmfReceiver(clock_rate, call_id=self.call_id)
         receiver = transceiver.receiver
         original: Callable[..., Awaitable[None]] = receiver._handle_rtp_packet
 
         async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-            clock_rate = payload_types.get(packet.payload_type)
-            if clock_rate is None:
+            dtmf = self._dtmf.get(packet.payload_type)
+            if dtmf is None:
                 await original(packet, arrival_time_ms=arrival_time_ms)
                 return
-            self._on_telephone_event(packet, clock_rate)
+            self._on_telephone_event(dtmf, packet)
 
         setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010
 
-    def _on_telephone_event(self, packet: RtpPacket, clock_rate: int) -> None:
+    def _on_telephone_event(self, dtmf: DtmfReceiver, packet: RtpPacket) -> None:
         try:
-            digits = self._dtmf.receive(packet.ssrc, packet.timestamp, packet.payload, clock_rate)
+            digits = dtmf.receive(packet.ssrc, packet.timestamp, packet.payload, _now_ms())
         except ValueError as exc:
             logger.debug("invalid telephone-event packet call_id=%s: %s", self.call_id, exc)
             return
         for digit in digits:
             self.rtp_digits_received += 1
             self.deliver_dtmf(digit)
+
+    def _poll_telephone_events(self) -> None:
+        """Report a key press whose end packets were all lost (called every frame)."""
+        now_ms = _now_ms()
+        for dtmf in self._dtmf.values():
+            for digit in dtmf.poll(now_ms):
+                self.rtp_digits_received += 1
+                self.deliver_dtmf(digit)
 
     def deliver_dtmf(self, digit: DtmfInput) -> None:
         """Pass one key press (from RTP or from signaling) to the frame handler."""
@@ -133,6 +149,7 @@ class WebRtcTransport:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
+            self._poll_telephone_events()
             for audio in self._converter.push(frame):
                 self.frames_received += 1
                 if self._handler is not None:
@@ -154,7 +171,7 @@ class WebRtcTransport:
 
 
 class WebRtcCall:
-    """A browser's call as the application sees it."""
+    """A browser's call leg, as handed to the application."""
 
     def __init__(
         self,

@@ -55,7 +55,7 @@ def install_host_addresses(addresses: Sequence[str]) -> None:
     this replaces it for the whole process. An empty list restores the aioice
     default (every interface address except loopback).
     NOTE: aioice binds a socket to each address as well as advertising it, so
-    the addresses must be local; a 1:1 NAT mapping needs a TURN or STUN server.
+    the addresses must be local. A 1:1 NAT mapping needs a TURN or STUN server.
     """
     for address in addresses:
         ipaddress.ip_address(address)
@@ -248,7 +248,7 @@ async def accept_offer(
     except ProtocolError:
         raise
     except Exception as exc:
-        logger.debug("offer rejected by aiortc call_id=%s: %r", call_id, exc)
+        logger.debug("offer rejected by aiortc call_id=%s: %s", call_id, type(exc).__name__)
         raise _fail(f"offer rejected: {type(exc).__name__}: {exc}"[:300], call_id) from None
     answer_sdp = _splice_declined(pc.localDescription.sdp, offer.declined)
     return AcceptedOffer(sdp=answer_sdp, telephone_events=events, transceiver=transceiver)
@@ -293,7 +293,7 @@ async def add_remote_candidate(
         candidate.sdpMLineIndex = message.sdp_mline_index
         await pc.addIceCandidate(candidate)
     except Exception as exc:
-        logger.debug("candidate rejected call_id=%s: %r", message.call_id, exc)
+        logger.debug("candidate rejected call_id=%s: %s", message.call_id, type(exc).__name__)
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
             "invalid ICE candidate",

@@ -202,7 +202,7 @@ class AgentStateMessage:
 
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """An agent's state as the server holds it, sent after every change."""
+    """An agent's state as stored by the server, sent after every change."""
 
     type: ClassVar[str] = "presence"
     user: str

@@ -80,7 +80,7 @@ _CALL_STATES = {
 
 
 class WebRtcCallHandler(Protocol):
-    """How the application takes part in browser calls."""
+    """Callbacks through which the application takes part in browser calls."""
 
     async def on_call(self, call: WebRtcCall) -> None:
         """Run a browser caller's call; the server hangs up when this returns."""
@@ -162,6 +162,7 @@ class WebRtcServer:
         self.agents: dict[str, AgentPresence] = {}
         self._sessions: dict[str, _Session] = {}
         self._pending_offers: dict[str, tuple[str, asyncio.Future[Offer | None]]] = {}
+        self._early_candidates: dict[str, list[Candidate]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -302,6 +303,11 @@ class WebRtcServer:
             raise
         transport.intercept_telephone_events(accepted.transceiver, accepted.telephone_events)
         self.calls[call_id] = call
+        for candidate in self._early_candidates.pop(call_id, []):
+            try:
+                await add_remote_candidate(pc, candidate, allow_mdns=self.config.allow_mdns)
+            except ProtocolError as exc:
+                self.send_to(user, error_message(exc))
         self.send_to(user, Answer(call_id=call_id, sdp=accepted.sdp))
         logger.info("call answered call_id=%s role=%s", call_id, role.value)
         return call
@@ -388,12 +394,14 @@ class WebRtcServer:
         finally:
             self._pending_offers.pop(call_id, None)
         if offer is None:
+            self._early_candidates.pop(call_id, None)
             if agent.presence().state is AgentState.RINGING:
                 self.set_agent_state(agent, AgentState.AVAILABLE, "rejected a call")
             return None
         try:
             call = await self.open_call(user, Role.AGENT, call_id, incoming.caller, offer.sdp)
         except ProtocolError as exc:
+            self._early_candidates.pop(call_id, None)
             self.send_to(user, error_message(exc))
             self.set_agent_state(agent, AgentState.AVAILABLE, "call setup failed")
             return None
@@ -406,6 +414,22 @@ class WebRtcServer:
         if pending is None or pending[0] != user or pending[1].done():
             return False
         pending[1].set_result(offer)
+        if offer is not None:
+            self._early_candidates[call_id] = []
+        return True
+
+    def keep_early_candidate(self, user: str, message: Candidate) -> bool:
+        """Hold a candidate that arrived while its call's offer is still being applied.
+
+        An agent's browser trickles candidates right after its offer, but the
+        offer is applied by the task in `offer_call`, so they can arrive first.
+        """
+        early = self._early_candidates.get(message.call_id)
+        pending = self._pending_offers.get(message.call_id)
+        if early is None or (pending is not None and pending[0] != user):
+            return False
+        if len(early) < 32:
+            early.append(message)
         return True
 
 
@@ -533,6 +557,10 @@ class _Session:
                         call_id=message.call_id,
                     )
             case Candidate():
+                if message.call_id not in server.calls and server.keep_early_candidate(
+                    user, message
+                ):
+                    return
                 call = server.find_call(user, message.call_id)
                 await add_remote_candidate(
                     call.transport.pc, message, allow_mdns=self.config.allow_mdns

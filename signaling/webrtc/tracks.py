@@ -7,13 +7,13 @@ output into exact 20 ms frames, because the resampler returns a short first
 frame (304 instead of 320 samples at 16 kHz). Samples are read with
 `to_ndarray`, never `bytes(plane)`, which includes padding.
 
-Outbound, `OutboundAudioTrack` is the 20 ms clock of the leg: aiortc's
+Outbound, `OutboundAudioTrack` is the 20 ms clock of the leg. aiortc's
 sender calls `recv()`, which waits until the frame's due time
-(start + pts / rate) and pulls one frame from the frame handler, or sends
-silence when it has none.
+(start + pts / rate) and then pulls one frame from the frame handler. It
+sends silence when the handler has none.
 
-`WebRtcTransport` joins both around one peer connection and has the shape
-of the media package's `FrameTransport` (sample_rate, attach, close).
+`WebRtcTransport` in call.py joins both around one peer connection as a
+`media.transport.FrameTransport`.
 """
 
 from __future__ import annotations
@@ -23,34 +23,15 @@ import fractions
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ivr.channel import DtmfInput
 from media.audio import PcmAudio
+from media.transport import FRAME_MS
 
 logger = logging.getLogger("webrtc")
-
-FRAME_MS = 20
-
-
-class FrameHandler(Protocol):
-    """The receiving and sending side of one leg, driven by the transport's clock.
-
-    Same shape as the media package's FrameHandler; all calls happen on the
-    event loop thread.
-    """
-
-    def on_audio_frame(self, frame: PcmAudio) -> None: ...
-
-    def on_dtmf(self, digit: DtmfInput) -> None: ...
-
-    def next_frame(self) -> PcmAudio | None: ...
-
-    def on_transport_closed(self) -> None: ...
 
 
 class FrameConverter:

@@ -1,8 +1,8 @@
 """Runs the VoxGate signaling server and headless Chromium for one browser test.
 
-Run inside a loopback-only network namespace (see `run_in_namespace` in
-tests/webrtc/browser.py); it prints nothing useful and writes result.json,
-the page's reports and screenshots into the output folder. The page drives
+Run it inside a loopback-only network namespace, as `run_scenario` in
+tests/webrtc/browser.py does. It writes <scenario>-result.json, logs and
+screenshots into the output folder. The page drives
 itself (static/autotest.js) and reports to /test/checkpoint and
 /test/results; this script answers checkpoints, takes screenshots through
 the DevTools protocol and checks the server side of each step.
@@ -26,8 +26,9 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from ivr.channel import DtmfInput
+from ivr.channel import CallEnded, DtmfInput
 from media.audio import PcmAudio
+from media.leg import MediaLeg
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.config import WebRtcConfig
@@ -123,13 +124,52 @@ class ToneLeg:
         }
 
 
+class MediaLegProbe:
+    """Runs a `media.leg.MediaLeg` on the call as the IVR would, and records its inputs.
+
+    The leg plays a long 440 Hz prompt and collects DTMF with `next_input`
+    until the call ends.
+    """
+
+    def __init__(self, call: WebRtcCall) -> None:
+        self.leg = MediaLeg(call.transport, call_id=call.call_id)
+        self.phase = "start"
+        self.digits: list[DtmfInput] = []
+        self.digit_received = asyncio.Event()
+        self.closed = False
+
+    async def run(self) -> None:
+        rate = self.leg.sample_rate
+        samples = np.arange(60 * rate)
+        prompt = PcmAudio(
+            (6000 * np.sin(2 * np.pi * SERVER_TONE_HZ * samples / rate)).astype("<i2").tobytes(),
+            rate,
+        )
+        player = asyncio.create_task(self.leg.play(prompt))
+        try:
+            while True:
+                item = await self.leg.next_input(120)
+                if isinstance(item, DtmfInput):
+                    self.digits.append(item)
+                    self.digit_received.set()
+        except CallEnded:
+            self.closed = True
+        finally:
+            player.cancel()
+            with contextlib.suppress(CallEnded, asyncio.CancelledError):
+                await player
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
 class Harness:
     """The test's call handler, checkpoint endpoints and Chromium control."""
 
     def __init__(self, scenario: str, out: Path) -> None:
         self.scenario = scenario
         self.out = out
-        self.legs: dict[str, ToneLeg] = {}
+        self.legs: dict[str, ToneLeg | MediaLegProbe] = {}
         self.calls: dict[str, WebRtcCall] = {}
         self.call_states: list[str] = []
         self.presence: list[dict[str, Any]] = []
@@ -144,7 +184,13 @@ class Harness:
     # -- WebRtcCallHandler --------------------------------------------------
 
     async def on_call(self, call: WebRtcCall) -> None:
-        self._attach(call)
+        if self.scenario == "caller-medialeg":
+            probe = MediaLegProbe(call)
+            self.legs[call.call_id] = probe
+            self.calls[call.call_id] = call
+            await probe.run()
+        else:
+            self._attach(call)
         await call.ended.wait()
 
     async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
@@ -173,36 +219,37 @@ class Harness:
         reply: dict[str, Any] = {}
         for leg in self.legs.values():
             leg.phase = name
-        if name in ("caller-digits-sent", "caller-rtp-digits-sent"):
-            await self._wait_for_digits(len(str(body.get("expected", ""))))
-        elif name == "agent-available":
-            assert self.server is not None
-            incoming = Incoming(
-                call_id="acd-call-1",
-                caller="+15550100",
-                called="100",
-                queue="billing",
-                ivr_path=("main menu", "billing", "speak to agent"),
-                words="my invoice is wrong",
-                intent="billing",
-                priority=2,
-                waiting_s=42.0,
-            )
-            self.offer_task = asyncio.create_task(
-                self.server.offer_call("alice", incoming, timeout_s=60)
-            )
-        elif name == "agent-answered":
+        if "expected" in body:
+            await self._wait_for_digits(len(str(body["expected"])))
+        if name in ("agent-available", "agent-second-call"):
+            self.offer_task = asyncio.create_task(self._offer(len(self.legs) + 1))
+        elif name in ("agent-connected", "agent-connected-2"):
             assert self.offer_task is not None
             call = await asyncio.wait_for(self.offer_task, 30)
             reply["attached"] = call is not None
             if call is not None:
-                self._attach(call)
-                for leg in self.legs.values():
-                    leg.phase = name
+                self._attach(call).phase = name
+        if body.get("permission") == "denied":
+            await self._deny_microphone()
         await self._screenshot(name)
         if isinstance(body.get("click"), str):
             self.click_task = asyncio.create_task(self._click(body["click"]))
         return web.json_response(reply)
+
+    async def _offer(self, number: int) -> WebRtcCall | None:
+        assert self.server is not None
+        incoming = Incoming(
+            call_id=f"acd-call-{number}",
+            caller="+15550100",
+            called="100",
+            queue="billing",
+            ivr_path=("main menu", "billing", "speak to agent"),
+            words="my invoice is wrong",
+            intent="billing",
+            priority=2,
+            waiting_s=42.0,
+        )
+        return await self.server.offer_call("alice", incoming, timeout_s=60)
 
     async def results_endpoint(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -222,11 +269,27 @@ class Harness:
         if self.devtools is None:
             return
         try:
-            result = await self.devtools.call("Page.captureScreenshot", {})
+            result = await self.devtools.call(
+                "Page.captureScreenshot", {"captureBeyondViewport": True}
+            )
             data = base64.b64decode(result["data"])
             (self.out / f"{self.scenario}-{name}.png").write_bytes(data)
         except Exception as exc:
             logger.warning("screenshot %s failed: %r", name, exc)
+
+    async def _deny_microphone(self) -> None:
+        """Make getUserMedia fail as it does when the user blocks the microphone.
+
+        Fault injection: --use-fake-ui-for-media-stream grants every request,
+        even after Browser.setPermission denies it, so the page's
+        getUserMedia is replaced with one that rejects with NotAllowedError.
+        """
+        assert self.devtools is not None
+        expression = (
+            "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+            "new DOMException('Permission denied', 'NotAllowedError'))"
+        )
+        await self.devtools.call("Runtime.evaluate", {"expression": expression})
 
     async def _click(self, selector: str) -> None:
         """Click an element as a user would, so that audio playback is allowed."""
@@ -349,8 +412,7 @@ async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: f
             f"--use-file-for-fake-audio-capture={wav}",
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
-            "--window-size=800,1000",
-            f"{origin}{page}?autotest=1&{url_query}",
+            f"{origin}{page}?{url_query}",
         ]
         log = (out / f"{scenario}-chromium.log").open("wb")
         browser = await asyncio.create_subprocess_exec(
@@ -383,7 +445,7 @@ async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: f
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["caller", "agent"])
+    parser.add_argument("scenario", choices=["caller", "caller-medialeg", "caller-denied", "agent"])
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for results and screenshots"
     )

@@ -16,7 +16,7 @@ SIGNALING_KEYS = "#"
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    return run_scenario("caller", f"rtp_keys={RTP_KEYS}&signaling_keys=%23")
+    return run_scenario("caller", f"autotest=1&rtp_keys={RTP_KEYS}&signaling_keys=%23")
 
 
 def _leg(report: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +35,7 @@ def test_page_completed_every_step(report: dict[str, Any]) -> None:
         "caller-connected",
         "caller-rtp-digits-sent",
         "caller-digits-sent",
+        "caller-reconnected",
         "caller-hung-up",
     ]
 
@@ -83,3 +84,27 @@ def test_call_ends_cleanly(report: dict[str, Any]) -> None:
     assert "hangup" in report["page"]["events"]
     assert report["page"]["status"] == "Call ended"
     assert report["page"]["message"] == ""
+
+
+def test_lost_signaling_shown_then_cleared(report: dict[str, Any]) -> None:
+    measurements = report["page"]["measurements"]
+    assert measurements["lostMessage"] == "Connection to the server lost. Reconnecting…"
+    assert measurements["statusAfterReconnect"] == "Connected"
+    assert report["page"]["events"].count("session") == 2
+
+
+def test_call_survives_signaling_reconnect(report: dict[str, Any]) -> None:
+    after = report["page"]["measurements"]["afterReconnect"]
+    assert after["maxRms"] > 0.02
+    assert abs(after["peakHz"] - 440) < 30
+    assert _leg(report)["phases"]["caller-digits-sent"]["frames"] >= 50
+
+
+def test_denied_microphone_shows_clear_message() -> None:
+    report = run_scenario("caller-denied", "autotest=denied")
+    page = report["page"]
+    assert page["error"] is None
+    assert page["measurements"]["deniedMessage"].startswith("Microphone access was denied.")
+    assert page["measurements"]["callButtonEnabled"] is True
+    assert page["status"] == "Ready to call"
+    assert report["legs"] == {}

@@ -150,3 +150,17 @@ def test_mdns_candidates_dropped_unless_allowed() -> None:
     assert ".local" not in dropped
     assert "127.0.0.1 58471" in dropped
     assert ".local" in kept
+
+
+async def test_chromium_offer_answered_with_opus_and_dtmf(pc: RTCPeerConnection) -> None:
+    offer = (DATA / "chromium156-offer.sdp").read_text()
+    accepted = await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    audio_line = next(line for line in accepted.sdp.splitlines() if line.startswith("m=audio"))
+    formats = audio_line.split()[3:]
+    assert formats[0] == "111"
+    assert "110" in formats
+    assert "126" in formats
+    assert "13" not in formats
+    assert accepted.telephone_events == {110: 48000, 126: 8000}
+    assert "a=candidate:" in accepted.sdp
+    assert " 127.0.0.1 " in accepted.sdp

@@ -246,3 +246,58 @@ async def test_login_endpoint_rejects_oversized_body(
         "/api/webrtc/login", data=b"{" + b" " * 10_000 + b"}", headers={"Origin": ORIGIN}
     )
     assert response.status == 413
+
+
+async def test_login_without_token_names_field(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    ws = await _connect(client)
+    await ws.send_json({"type": "login"})
+    error = await _receive(ws)
+    assert error["code"] == "bad_message"
+    assert error["field"] == "token"
+    await ws.send_json({"type": "hold", "call_id": "c1"})
+    assert (await _receive(ws))["code"] == "unauthorized"
+
+
+async def test_silent_socket_closed_after_login_timeout() -> None:
+    app = web.Application()
+    add_routes(app, _config(login_timeout_s=0.5), RecordingHandler())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        ws = await _connect(test_client)
+        error = await _receive(ws)
+        assert error["code"] == "unauthorized"
+        assert error["message"] == "login timed out"
+        closing = await ws.receive(timeout=10)
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert closing.data == 4001
+
+
+async def test_second_login_on_same_socket_rejected(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    ws = await _logged_in(client)
+    await ws.send_json({"type": "login", "token": _token()})
+    error = await _receive(ws)
+    assert error["code"] == "bad_state"
+    assert error["field"] == "type"
+
+
+async def test_other_users_call_not_found(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    ws = await _logged_in(client)
+    await ws.send_json({"type": "dtmf", "call_id": "someone-elses", "digits": "1"})
+    error = await _receive(ws)
+    assert error["code"] == "not_found"
+    assert error["call_id"] == "someone-elses"
+
+
+async def test_huge_frame_closes_with_1009(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    ws = await _logged_in(client)
+    await ws.send_str(json.dumps({"type": "hangup", "call_id": "c1", "reason": "x" * 9000}))
+    closing = await ws.receive(timeout=10)
+    assert closing.type is aiohttp.WSMsgType.CLOSE
+    assert closing.data == 1009

@@ -129,6 +129,10 @@ setStatus("status.idle");
 await startSignaling();
 
 if (params.has("autotest")) {
-  const { runCallerTest } = await import("./autotest.js");
-  runCallerTest(params);
+  const { runCallerTest, runCallerDeniedTest } = await import("./autotest.js");
+  if (params.get("autotest") === "denied") {
+    runCallerDeniedTest();
+  } else {
+    runCallerTest(params);
+  }
 }
