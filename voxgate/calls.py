@@ -228,7 +228,7 @@ class SipCallHandler:
         return not call.ended
 
     async def _run_flow(self, call: InboundCall, flow: Flow, channel: SipCallChannel) -> None:
-        session = IvrSession(flow, channel, self._synthesizer)
+        session = IvrSession(flow, channel, self._synthesizer, flows=self._flows.get)
         flow_task = asyncio.ensure_future(session.run())
         ended_task = asyncio.ensure_future(call.wait_ended())
         try:
