@@ -45,6 +45,8 @@ class SipConfig:
     `force_rport` sends every UDP response to the source address and port, as
     if the peer had asked with rport (RFC 3581), which suits peers behind NAT.
     `max_calls` bounds concurrent calls; more get 503 with Retry-After.
+    A call without a final response after `answer_timeout` seconds gets 480
+    and ends with reason "timeout".
     `auth` names digest users and trusted trunk networks; when both are
     empty, every source may call.
     """
@@ -58,6 +60,7 @@ class SipConfig:
     max_calls: int | None = None
     retry_after: int = 5
     min_session_expires: int = 90
+    answer_timeout: float = 120.0
     shutdown_timeout: float = 2.0
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
@@ -213,6 +216,7 @@ class SipEndpoint:
                 max_calls=config.max_calls,
                 retry_after=config.retry_after,
                 min_session_expires=config.min_session_expires,
+                answer_timeout=config.answer_timeout,
                 auth=config.auth,
             )
         )
