@@ -547,7 +547,7 @@ def test_unanswered_call_times_out_with_480() -> None:
     harness.run(lambda core, now: core.ring(handle, now))
 
     early = harness.advance(29.0)
-    sent = harness.advance(0.2)
+    sent = harness.advance(1.2)
 
     assert statuses(early) == []
     assert statuses(sent) == [480]
