@@ -91,6 +91,7 @@ class CoreConfig:
     retry_after: int = 5
     min_session_expires: int = 90
     answer_timeout: float = 120.0
+    tls_port: int | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
 
 
@@ -554,13 +555,19 @@ class UserAgent:
         host = self.config.host
         return f"[{host}]" if ":" in host else host
 
+    def _port_for(self, peer: Peer | None) -> int:
+        if peer is not None and peer.transport == "tls" and self.config.tls_port:
+            return self.config.tls_port
+        return self.config.port
+
     def _via(self, branch: str, peer: Peer) -> str:
         transport = peer.transport.upper()
-        return f"SIP/2.0/{transport} {self._host()}:{self.config.port};branch={branch};rport"
+        port = self._port_for(peer)
+        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
         params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
-        return f"<sip:{self._host()}:{self.config.port}{params}>"
+        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
 
     def _respond(
         self,
