@@ -29,6 +29,10 @@ export function applyStrings(t, root = document) {
   for (const node of root.querySelectorAll("[data-i18n-placeholder]")) {
     node.placeholder = t(node.dataset.i18nPlaceholder);
   }
+  for (const node of root.querySelectorAll("[data-i18n-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  }
+  document.documentElement.lang = t("lang");
 }
 
 export function newCallId() {
