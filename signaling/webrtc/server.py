@@ -148,6 +148,7 @@ class WebRtcServer:
         self._sessions: dict[str, SignalingSession] = {}
         self._pending_offers: dict[str, tuple[str, asyncio.Future[Offer | None]]] = {}
         self._early_candidates: dict[str, list[Candidate]] = {}
+        self._opening: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -254,10 +255,32 @@ class WebRtcServer:
 
     async def open_call(self, user: str, role: Role, call_id: str, to: str, sdp: str) -> WebRtcCall:
         """Create the peer connection for a browser's offer and send the answer."""
-        if call_id in self.calls:
+        if call_id in self.calls or call_id in self._opening:
             raise ProtocolError(
                 ErrorCode.BAD_STATE, "call_id is already in use", field="call_id", call_id=call_id
             )
+        if len(self.calls) + len(self._opening) >= self.config.max_calls:
+            logger.warning("call rejected: node at max_calls=%d", self.config.max_calls)
+            raise ProtocolError(
+                ErrorCode.OVERLOADED, "server is at capacity, retry later", call_id=call_id
+            )
+        users_calls = sum(1 for call in self.calls.values() if call.user == user)
+        users_calls += sum(1 for owner in self._opening.values() if owner == user)
+        if users_calls >= self.config.max_calls_per_user:
+            raise ProtocolError(
+                ErrorCode.BAD_STATE,
+                f"at most {self.config.max_calls_per_user} calls per user",
+                call_id=call_id,
+            )
+        self._opening[call_id] = user
+        try:
+            return await self._open_call(user, role, call_id, to, sdp)
+        finally:
+            del self._opening[call_id]
+
+    async def _open_call(
+        self, user: str, role: Role, call_id: str, to: str, sdp: str
+    ) -> WebRtcCall:
         pc = create_peer(self.config)
         transport = WebRtcTransport(pc, self.config.audio_rate, call_id=call_id)
         call = WebRtcCall(
