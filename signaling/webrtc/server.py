@@ -235,6 +235,9 @@ class WebRtcServer:
         if user in self._sessions:
             return
         logger.info("signaling did not come back, ending the user's calls")
+        for owner, ringing in self._pending_offers.values():
+            if owner == user and not ringing.done():
+                ringing.set_result(None)
         for call in list(self.calls.values()):
             if call.user == user:
                 self.spawn(call.hangup("signaling lost"), f"webrtc-hangup-{call.call_id}")

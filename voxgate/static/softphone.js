@@ -85,6 +85,11 @@ export class Signaling {
         this.handlers.onRejected?.(event.reason || "unauthorized");
         return;
       }
+      if (event.code === 4000) {
+        // A newer login of the same user took over; reconnecting would take it back.
+        this.handlers.onReplaced?.();
+        return;
+      }
       this.handlers.onLost?.();
       setTimeout(() => this.connect(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, 8000);
