@@ -58,13 +58,35 @@ def _flow_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def flow_names_in(folder: Path) -> set[str]:
+    """Return the names of the valid flows in `folder`, which subflow steps may call."""
+    names = set()
+    for path in folder.iterdir():
+        if path.suffix not in FLOW_SUFFIXES:
+            continue
+        try:
+            flow, _ = load_flow_with_source(path)
+        except FlowError:
+            continue
+        names.add(flow.flow)
+    return names
+
+
 def validate_file(path: Path) -> list[Diagnostic]:
-    """Return every schema error, or every static-check finding, of one flow file."""
+    """Return every schema error, or every static-check finding, of one flow file.
+
+    Subflow steps must name a flow defined in the same folder.
+    """
     try:
         flow, source = load_flow_with_source(path)
     except FlowError as exc:
         return exc.diagnostics
-    return check_flow(flow, source, path.parent)
+    known = flow_names_in(path.parent) if _has_subflow(flow) else None
+    return check_flow(flow, source, path.parent, known)
+
+
+def _has_subflow(flow: Flow) -> bool:
+    return any(step.type == "subflow" for step in flow.steps.values())
 
 
 def run_validate(args: argparse.Namespace) -> int:

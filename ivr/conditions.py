@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ivr.model import CallerMatch, Condition, TimeWindow
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_MISSING = object()
+MISSING = object()
+"""Returned by `lookup_path` for a path that is not set."""
 
 
 @dataclass(frozen=True, slots=True)
 class ConditionContext:
-    """What conditions may look at: variables, the caller's number and the current time (UTC)."""
+    """Inputs of a condition: variables, the caller's number and the current aware time."""
 
     variables: Mapping[str, Any]
     caller: str
@@ -26,15 +27,15 @@ class ConditionContext:
 
 
 def lookup_path(variables: Mapping[str, Any], dotted: str) -> Any:
-    """Return the value at a dotted path of dict keys, or _MISSING."""
+    """Return the value at a dotted path of dict keys, or MISSING."""
     current: Any = variables
     for segment in dotted.split("."):
         if segment.startswith("_"):
-            return _MISSING
+            return MISSING
         if isinstance(current, Mapping) and segment in current:
             current = current[segment]
         else:
-            return _MISSING
+            return MISSING
     return current
 
 
@@ -57,9 +58,9 @@ def _same(left: Any, right: Any) -> bool:
 
 
 def _compare(condition: Condition, value: Any) -> bool:
-    if condition.exists is not None and (value is not _MISSING) != condition.exists:
+    if condition.exists is not None and (value is not MISSING) != condition.exists:
         return False
-    if value is _MISSING:
+    if value is MISSING:
         return condition.exists is False
     checks: list[bool] = []
     if condition.eq is not None:
@@ -90,7 +91,7 @@ def _minutes(text: str) -> int:
 
 
 def in_window(window: TimeWindow, now: dt.datetime) -> bool:
-    """Whether `now` (aware) falls in the window, in the window's time zone."""
+    """Return whether the aware time `now` falls in the window, in the window's time zone."""
     try:
         local = now.astimezone(ZoneInfo(window.timezone))
     except ZoneInfoNotFoundError:
@@ -115,7 +116,7 @@ def _caller_matches(match: CallerMatch, caller: str) -> bool:
 
 
 def evaluate(condition: Condition, context: ConditionContext) -> bool:
-    """Whether every test given in `condition` holds."""
+    """Return whether every test given in `condition` holds."""
     if condition.var is not None and not _compare(
         condition, lookup_path(context.variables, condition.var)
     ):

@@ -81,7 +81,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass
 class SessionResult:
-    """How the call left the IVR, the steps it took and the variables it ended with."""
+    """The way the call left the IVR, the steps it took and its final variables."""
 
     outcome: Outcome
     reason: str
@@ -313,7 +313,8 @@ class IvrSession:
     ) -> CallerInput | None:
         try:
             prompt = await self._frame.renderer.render(spec, self.variables)
-        except (TemplateError, ValueError, OSError) as exc:
+        except (TemplateError, ValueError, OSError, RuntimeError) as exc:
+            # A broken prompt should not drop the call: the flow goes on without it.
             log.warning("call %s: prompt of step %s skipped: %s", self.call_id, step_id, exc)
             self.emit(EventKind.WARNING, step_id, message=f"prompt skipped: {exc}")
             return None
@@ -337,6 +338,11 @@ class IvrSession:
         plan = self._turns.plan(step, self._frame.flow)
         if plan.recognizer is not None and not self._channel.speech_available:
             plan = CollectPlan(plan.dtmf, None, plan.timeout_s, plan.total_timeout_s, step.barge_in)
+            if plan.dtmf is None:
+                log.warning(
+                    "call %s: step %s needs speech, which this call lacks", self.call_id, step_id
+                )
+                self.emit(EventKind.WARNING, step_id, message="speech recognition unavailable")
         no_input = no_match = 0
         reprompt: PromptSpec | None = step.prompt
         while True:
@@ -460,11 +466,12 @@ class IvrSession:
 
     async def _enqueue(self, step_id: str, step: QueueStep) -> str | None:
         context = self.condition_context()
-        priority = step.priority
+        priority, reason = step.priority, "priority"
         skills = self._render_list(step_id, step.skills)
         for rule in step.rules:
             if evaluate(rule.if_, context):
-                priority = max(priority, rule.priority)
+                if rule.priority > priority:
+                    priority, reason = rule.priority, rule.reason
                 skills.extend(self._render_list(step_id, rule.skills))
         try:
             name = self.render(step.queue)
@@ -475,11 +482,8 @@ class IvrSession:
             priority=priority,
             skills=tuple(dict.fromkeys(s for s in skills if s)),
             language=self._frame.flow.language,
-            attributes={
-                k: str(v)
-                for k, v in self.variables.items()
-                if isinstance(v, str | int | float) and not isinstance(v, bool)
-            },
+            attributes=self._agent_context(step_id, step),
+            reason=reason,
         )
         self.variables["queue"] = {"name": request.queue, "priority": request.priority}
         if self._queue is not None:
@@ -501,6 +505,18 @@ class IvrSession:
             await self._play(step_id, step.announcement)
         self._queue_request = request
         raise _SessionEnd(Outcome.QUEUED, f"queued to {request.queue}")
+
+    def _agent_context(self, step_id: str, step: QueueStep) -> dict[str, str]:
+        if step.context is None:
+            names = ("caller", "flow", "language", "intent")
+            return {n: str(self.variables[n]) for n in names if self.variables.get(n) is not None}
+        facts = {}
+        for name, source in step.context.items():
+            try:
+                facts[name] = self.render(source)
+            except TemplateError as exc:
+                self.emit(EventKind.WARNING, step_id, message=f"context {name}: {exc}")
+        return facts
 
     async def _queue_failed(self, step_id: str, step: QueueStep, message: str) -> str | None:
         log.warning("call %s: queue step %s failed: %s", self.call_id, step_id, message)

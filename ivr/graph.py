@@ -32,7 +32,7 @@ class Edge:
 
 
 def step_edges(flow: Flow, step_id: str) -> list[Edge]:
-    """Every move out of one step, including the fall-through to the next step in the file."""
+    """Return every move out of one step, including the fall-through to the next step."""
     step = flow.steps[step_id]
     base: tuple[PathPart, ...] = ("steps", step_id)
     edges: list[Edge] = []
@@ -59,12 +59,13 @@ def step_edges(flow: Flow, step_id: str) -> list[Edge]:
     explicit = getattr(step, "next", None)
     if explicit is not None:
         add(explicit, "next", "next")
-    elif _falls_through(step):
+    elif falls_through(step):
         add(flow.following(step_id), "next", "type")
     return edges
 
 
-def _falls_through(step: object) -> bool:
+def falls_through(step: object) -> bool:
+    """Return whether a step without `next` may continue with the following step."""
     if isinstance(step, MenuStep):
         return False
     if isinstance(step, BranchStep):
@@ -155,18 +156,20 @@ def _simple_svg(flow: Flow) -> str:
     for edge in flow_edges(flow):
         adjacency.setdefault(edge.source, []).append(edge.target)
     while frontier:
-        nxt = []
+        reached = []
         for node in frontier:
             for target in adjacency.get(node, []):
                 if target in flow.steps and target not in depth:
                     depth[target] = depth[node] + 1
-                    nxt.append(target)
-        frontier = nxt
+                    reached.append(target)
+        frontier = reached
+
     for step_id in flow.steps:
         depth.setdefault(step_id, max(depth.values(), default=0) + 1)
     rows: dict[int, list[str]] = {}
     for step_id in flow.steps:
         rows.setdefault(depth[step_id], []).append(step_id)
+
     box_w, box_h, gap_x, gap_y = 170, 44, 30, 60
     width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x
     height = (max(rows) + 1) * (box_h + gap_y) + gap_y
@@ -174,6 +177,7 @@ def _simple_svg(flow: Flow) -> str:
     for row, ids in rows.items():
         for index, step_id in enumerate(ids):
             position[step_id] = (gap_x + index * (box_w + gap_x), gap_y + row * (box_h + gap_y))
+
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="Helvetica" font-size="12">',

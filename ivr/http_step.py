@@ -112,6 +112,7 @@ async def run_http_step(
         body = _render_json(session, step.json_body) if step.json_body is not None else None
     except TemplateError as exc:
         return _fail(session, step_id, f"template: {exc}", attempts=0)
+
     owned = http is None
     client = http if http is not None else aiohttp.ClientSession()
     policy = RetryPolicy(step.retries, step.backoff_s)
@@ -137,6 +138,7 @@ async def run_http_step(
     finally:
         if owned:
             await client.close()
+
     saved: dict[str, Any] = {}
     missing: list[str] = []
     for name, path in step.save.items():
@@ -144,6 +146,7 @@ async def run_http_step(
             saved[name] = dotted_get(data, path)
         except KeyError:
             missing.append(path)
+
     session.variables.update(saved)
     session.variables["http_status"] = status
     session.variables["http_error"] = None

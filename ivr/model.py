@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 BargeIn = Literal["none", "dtmf", "speech", "any"]
 DTMF_KEYS = frozenset("0123456789*#ABCD")
-RESERVED_OUTCOMES = frozenset({"no_input", "no_match", "default", "error"})
 
 
 class FlowModel(BaseModel):
@@ -79,7 +78,7 @@ class SayStep(StepBase):
 
 
 class DtmfSpec(FlowModel):
-    """How DTMF digits are collected."""
+    """DTMF collection settings of a gather step."""
 
     max_digits: int = Field(default=1, ge=1, le=64)
     min_digits: int = Field(default=1, ge=1, le=64)
@@ -104,7 +103,7 @@ class DtmfSpec(FlowModel):
 
 
 class SpeechSpec(FlowModel):
-    """How speech is recognized and understood."""
+    """Speech recognition and understanding settings of a gather step."""
 
     language: str | None = Field(default=None, description="BCP 47 tag; the flow's by default.")
     phrases: list[str] | None = Field(
@@ -278,9 +277,16 @@ class HttpStep(StepBase):
 
 
 class PriorityRule(FlowModel):
+    """Raise the priority and add skills when the condition holds."""
+
     if_: Condition = Field(alias="if")
     priority: int = Field(ge=0, le=9)
     skills: list[str] = Field(default_factory=list)
+    reason: str = Field(
+        default="priority",
+        pattern=r"^[a-z0-9_.-]{1,32}$",
+        description="Short token the ACD logs with the priority jump, such as vip.",
+    )
 
 
 class QueueStep(FlowModel):
@@ -291,6 +297,13 @@ class QueueStep(FlowModel):
     priority: int = Field(default=0, ge=0, le=9, description="0 is normal, 9 the highest.")
     skills: list[str] = Field(default_factory=list, description="Templates.")
     rules: list[PriorityRule] = Field(default_factory=list)
+    context: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Templates of the facts shown to the agent; by default caller, flow, language "
+            "and intent."
+        ),
+    )
     announcement: PromptSpec | None = None
     on_error: str | None = None
 

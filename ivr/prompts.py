@@ -19,7 +19,11 @@ class Synthesizer(Protocol):
     """Text-to-speech as the IVR needs it (media.tts.EspeakSynthesizer fits)."""
 
     async def synthesize(self, text: str, *, voice: str = "en-us", rate_wpm: int = 160) -> PcmAudio:
-        """Return `text` spoken as 16-bit mono PCM."""
+        """Return `text` spoken as 16-bit mono PCM.
+
+        Raises ValueError for invalid arguments (such as an unknown voice) and
+        RuntimeError when the engine fails.
+        """
         ...
 
 

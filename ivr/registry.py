@@ -29,10 +29,15 @@ class _Loaded:
 
 
 class FlowRegistry:
-    """Flows of one folder, by name and by called number."""
+    """Flows of one folder, by name and by called number.
 
-    def __init__(self, folder: str | Path) -> None:
+    With `prewarm_intents`, loading a flow also builds its intent classifier,
+    so the first caller turn does not wait for the examples to be embedded.
+    """
+
+    def __init__(self, folder: str | Path, *, prewarm_intents: bool = False) -> None:
         self.folder = Path(folder)
+        self._prewarm_intents = prewarm_intents
         self._files: dict[Path, _Loaded] = {}
         self._rejected: dict[Path, tuple[int, int]] = {}
         self.errors: dict[Path, FlowError] = {}
@@ -71,6 +76,10 @@ class FlowRegistry:
                     len(exc.diagnostics),
                 )
                 continue
+            if self._prewarm_intents and flow.intents:
+                from ivr.intents import classifier_for_flow
+
+                classifier_for_flow(flow)
             self._rejected.pop(path, None)
             self.errors.pop(path, None)
             self._files[path] = _Loaded(flow, *signature)

@@ -3,8 +3,8 @@
 A script is a YAML file with `cases`. Each case gives the caller's turns
 (words, `#digits`, null for silence) and what must hold afterwards. An
 optional `crm` block serves canned JSON responses from a local aiohttp server
-on 127.0.0.1 while the script runs; the flow reads its address from the
-variable `crm_url`.
+on 127.0.0.1 while the script runs. The flow reads that server's address from
+the variable `crm_url`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import Field, ValidationError
 
+from ivr.conditions import MISSING, lookup_path
 from ivr.engine import FlowResolver, IvrSession, SessionResult
 from ivr.events import IvrEvent
 from ivr.loader import Diagnostic, FlowError, SourceMap, _pydantic_diagnostics
@@ -134,8 +135,8 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
     """Return one readable line per expectation that does not hold."""
     problems: list[str] = []
 
-    def differ(what: str, expected: Any, actual: Any) -> None:
-        problems.append(f"{what}:\n    expected {expected!r}\n    actual   {actual!r}")
+    def differ(subject: str, expected: Any, actual: Any) -> None:
+        problems.append(f"{subject}:\n    expected {expected!r}\n    actual   {actual!r}")
 
     if expect.path is not None and expect.path != result.path:
         differ("path", expect.path, result.path)
@@ -147,7 +148,9 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
     if expect.outcome is not None and expect.outcome != result.outcome.value:
         differ("outcome", expect.outcome, result.outcome.value)
     for name, value in (expect.variables or {}).items():
-        actual = result.variables.get(name, "(unset)")
+        actual = lookup_path(result.variables, name)
+        if actual is MISSING:
+            actual = "(unset)"
         if actual != value and str(actual) != str(value):
             differ(f"variable {name}", value, actual)
     if expect.prompts is not None and not _contains_in_order(expect.prompts, result.prompts):
@@ -161,6 +164,8 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
                 "queue": request.queue,
                 "priority": request.priority,
                 "skills": list(request.skills),
+                "reason": request.reason,
+                "attributes": dict(request.attributes),
             }
             for key, value in expect.queue.items():
                 if actual_queue.get(key) != value:

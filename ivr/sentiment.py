@@ -1,9 +1,10 @@
 """Caller sentiment per turn, from -1 (angry) to 1 (pleased).
 
 English uses VADER's compound score. Other languages compare the utterance
-with anchor phrases of each class on the intent embeddings (e5 when it
-loads, else character n-gram TF-IDF): the score is the positive anchors'
-best similarity minus the negative anchors', scaled and clipped to [-1, 1].
+with anchor phrases of each class on the intent embeddings, e5 when it loads
+and character n-gram TF-IDF otherwise. The score is the best similarity to a
+positive anchor minus the best similarity to a negative anchor, scaled and
+clipped to [-1, 1].
 """
 
 from __future__ import annotations

@@ -10,10 +10,12 @@ from media.audio import PcmAudio
 
 @dataclass(frozen=True, slots=True)
 class QueueRequest:
-    """What the flow asks of the ACD for this caller.
+    """The request a flow sends to the ACD for this caller.
 
     `priority` is 0 (normal) to 9 (highest). `skills` are the agent skills
-    required. `attributes` carries flow variables the agent desktop may show.
+    required. `reason` is a short token naming the rule that set the priority
+    (a-z, 0-9, `_`, `.`, `-`), safe to log. `attributes` are the facts the agent
+    desktop shows, and they may contain caller data.
     """
 
     queue: str
@@ -21,11 +23,12 @@ class QueueRequest:
     skills: tuple[str, ...] = ()
     language: str = "en-US"
     attributes: dict[str, str] = field(default_factory=dict)
+    reason: str = "priority"
 
 
 @dataclass(frozen=True, slots=True)
 class QueuePlacement:
-    """Where the caller landed: 1-based position and the expected wait in seconds."""
+    """The caller's place in the queue: 1-based position and expected wait in seconds."""
 
     position: int
     expected_wait_s: float | None = None
@@ -36,7 +39,7 @@ class QueueError(Exception):
 
 
 class QueueService(Protocol):
-    """The ACD as the IVR sees it."""
+    """The ACD interface that the IVR calls."""
 
     async def enqueue(self, call_id: str, request: QueueRequest) -> QueuePlacement:
         """Put the call in a queue; raise QueueError when it cannot be queued."""
@@ -73,6 +76,6 @@ class RecordingChannel(Protocol):
 
 
 class RecordingStore(Protocol):
-    """Where voicemail recordings go; returns a reference stored in the flow variables."""
+    """Storage for voicemail recordings; `save` returns a reference for the flow variables."""
 
     async def save(self, call_id: str, flow: str, recording: Recording) -> str: ...

@@ -1,8 +1,8 @@
 """A `CallChannel` driven by text: for the simulator, scripted flow tests and unit tests.
 
 Time is virtual. When the engine waits for input and no input is ready, the
-channel asks its input source for the next turn; a source that returns None
-means the caller stays silent, and the virtual clock jumps by the timeout.
+channel calls its turn source for the next turn. A source that returns None
+means the caller stays silent, so the virtual clock jumps by the timeout.
 Prompts are tracked by the engine's events, so the channel never needs audio.
 """
 
@@ -20,6 +20,7 @@ from ivr.channel import (
     SpeechInput,
     SpeechStarted,
 )
+from ivr.services import Recording
 from media.audio import PcmAudio
 
 HANGUP = "(hangup)"
@@ -68,6 +69,7 @@ class TextChannel:
     ended: bool = False
     hung_up_by_us: bool = False
     transferred_to: str | None = None
+    recordings: list[str] = field(default_factory=list)
 
     async def _fill(self) -> bool:
         if self.pending:
@@ -113,7 +115,7 @@ class TextChannel:
         if isinstance(item, SpeechInput | SpeechStarted) and (
             self.recognizer is None or not self.speech_available
         ):
-            # Nobody listens for speech now, so the caller's words go unheard.
+            # No recognizer is armed, so the caller's words are lost as on a real leg.
             self.pending.clear()
             self.clock.now += timeout_s
             return None
@@ -125,6 +127,31 @@ class TextChannel:
     async def hangup(self) -> None:
         self.ended = True
         self.hung_up_by_us = True
+
+    async def record(
+        self,
+        *,
+        max_duration_s: float,
+        silence_timeout_s: float,
+        beep: bool,
+        terminator: str | None,
+    ) -> Recording:
+        """Take the next turn as the message: silent audio of 400 ms per word, at most max.
+
+        A hangup during recording returns what was said so far, as a real leg does.
+        """
+        self.pending.clear()
+        turn = await self.source()
+        if turn is None or turn.strip() in (SILENCE, HANGUP):
+            ended_by = "hangup" if turn is not None and turn.strip() == HANGUP else "silence"
+            self.clock.now += silence_timeout_s
+            self.recordings.append("")
+            return Recording(PcmAudio(b"", 8000), ended_by)
+        self.recordings.append(turn)
+        seconds = min(max_duration_s, 0.4 * len(turn.split()))
+        self.clock.now += seconds
+        audio = PcmAudio(b"\x00\x00" * int(8000 * seconds), 8000)
+        return Recording(audio, "terminator" if terminator is not None else "silence")
 
     async def transfer(self, target: str) -> bool:
         if self.ended:

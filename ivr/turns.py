@@ -44,6 +44,15 @@ def _phrase_in(phrase: str, text: str) -> bool:
     return f" {phrase} " in f" {text} "
 
 
+def _match_phrase(text: str, phrases: list[str]) -> str | None:
+    """Return the normalized phrase equal to `text`, else the only phrase inside it."""
+    normalized = [normalize_text(p) for p in phrases]
+    if text in normalized:
+        return text
+    inside = {p for p in normalized if _phrase_in(p, text)}
+    return inside.pop() if len(inside) == 1 else None
+
+
 @dataclass
 class TurnOutcome:
     """`result` is "match", "no_input" or "no_match"; `target` is set for a match."""
@@ -178,11 +187,12 @@ class TurnInterpreter:
                 value = result.intent
             else:
                 value = normalize_text(capture.value)
-                if speech.phrases is not None and value not in {
-                    normalize_text(p) for p in speech.phrases
-                }:
-                    outcome.result = "no_match"
-                    return outcome
+                if speech.phrases is not None:
+                    phrase = _match_phrase(value, speech.phrases)
+                    if phrase is None:
+                        outcome.result = "no_match"
+                        return outcome
+                    value = phrase
             outcome.value = value
             outcome.target = self._target(step, value, following)
             if outcome.target is None:
@@ -234,10 +244,11 @@ class TurnInterpreter:
     async def _classify(
         self, text: str, language: str | None, flow: Flow, candidates: list[str]
     ) -> IntentResult:
-        matcher = self._matcher(flow)
-        return await asyncio.to_thread(
-            matcher.classify, text, language or flow.language, candidates
-        )
+        # Building a flow's classifier embeds all its examples, so it runs off the loop too.
+        def classify() -> IntentResult:
+            return self._matcher(flow).classify(text, language or flow.language, candidates)
+
+        return await asyncio.to_thread(classify)
 
     @staticmethod
     def _record_intent(result: IntentResult, outcome: TurnOutcome) -> None:

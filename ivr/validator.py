@@ -1,11 +1,11 @@
 """Static checks of a schema-valid flow.
 
-Each check returns `Diagnostic`s positioned on the key at fault: unknown step
-targets, unreachable steps, flows that run off the end, gathers without
-no-input or no-match handling, loops with no exit, unknown variables and bad
-template syntax, unknown intents and intents without examples, invalid
-regular expressions, missing or unreadable WAV files, and transfer targets
-outside the allow-list.
+Each check returns `Diagnostic`s positioned on the key at fault. The checks
+cover unknown step targets, unreachable steps, flows that run off the end,
+gathers without no-input or no-match handling, and loops with no exit. They
+also cover unknown variables, invalid templates, unknown intents, intents
+without examples, invalid regular expressions, missing or unreadable WAV
+files, and transfer targets outside the allow-list.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ivr.graph import _falls_through, flow_edges
+from ivr.graph import falls_through, flow_edges
 from ivr.loader import Diagnostic, SourceMap
 from ivr.model import (
     TERMINAL_TYPES,
@@ -32,6 +32,7 @@ from ivr.model import (
     RecordStep,
     SayStep,
     SetStep,
+    SubflowStep,
     TransferStep,
 )
 from ivr.prompts import load_wav
@@ -70,10 +71,17 @@ def _suggest(name: str, known: list[str]) -> str:
     return f"known steps: {shown}"
 
 
-def check_flow(flow: Flow, source: SourceMap, base_dir: Path) -> list[Diagnostic]:
-    """Run every static check; returns errors and warnings in file order."""
+def check_flow(
+    flow: Flow, source: SourceMap, base_dir: Path, known_flows: set[str] | None = None
+) -> list[Diagnostic]:
+    """Run every static check; returns errors and warnings in file order.
+
+    `known_flows` are the flow names a subflow step may use; None skips that check.
+    """
     checker = _Checker(flow, source, base_dir)
     checker.run()
+    if known_flows is not None:
+        checker.check_subflows(known_flows)
     return sorted(checker.found, key=lambda d: (d.line, d.column))
 
 
@@ -113,7 +121,7 @@ class _Checker:
         for step_id, step in self.flow.steps.items():
             if step.type in TERMINAL_TYPES or getattr(step, "next", None) is not None:
                 continue
-            if _falls_through(step) and self.flow.following(step_id) is None:
+            if falls_through(step) and self.flow.following(step_id) is None:
                 self.error(
                     ("steps", step_id, "type"),
                     "the flow runs off its end after this step",
@@ -169,7 +177,7 @@ class _Checker:
                     continue
             exits = any(
                 self.flow.steps[node].type in TERMINAL_TYPES
-                or self.flow.steps[node].type in ("subflow", "record")
+                or self.flow.steps[node].type == "subflow"
                 or any(target not in component for target in adjacency[node])
                 for node in component
             )
@@ -181,6 +189,19 @@ class _Checker:
                     f"loop with no exit: {members}",
                     "give one of these steps a way out: a branch, a no_input target or a hangup",
                     value=first,
+                )
+
+    def check_subflows(self, known_flows: set[str]) -> None:
+        names = sorted(known_flows)
+        for step_id, step in self.flow.steps.items():
+            if isinstance(step, SubflowStep) and step.flow not in known_flows:
+                close = difflib.get_close_matches(step.flow, names, n=1)
+                self.error(
+                    ("steps", step_id, "flow"),
+                    "unknown flow",
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "add the flow file to the same folder",
                 )
 
     # -- templates and variables ------------------------------------------------
@@ -226,6 +247,8 @@ class _Checker:
                 for index, rule in enumerate(step.rules):
                     for number, skill in enumerate(rule.skills):
                         yield (*base, "rules", index, "skills", number), skill
+                for name, value in (step.context or {}).items():
+                    yield (*base, "context", name), value
             if isinstance(step, TransferStep):
                 yield (*base, "target"), step.target
 

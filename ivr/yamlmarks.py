@@ -19,6 +19,8 @@ Path = tuple[PathPart, ...]
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
 MAX_DOCUMENT_BYTES = 1_000_000
 MAX_NODES = 100_000
 
@@ -56,13 +58,24 @@ class _Builder:
             raise YamlSyntaxError(f"document has more than {MAX_NODES} nodes", _mark_of(node))
         self.marks.setdefault(path, _mark_of(node))
         if isinstance(node, yaml.MappingNode):
+            self._check_tag(node, _MAP_TAG)
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
+            self._check_tag(node, _SEQ_TAG)
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         if node.tag == _BOOL_TAG and node.value.lower() not in ("true", "false"):
             return node.value
-        return self._scalars.construct_object(node, deep=True)
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise YamlSyntaxError(f"invalid scalar: {problem}", _mark_of(node)) from exc
+
+    @staticmethod
+    def _check_tag(node: yaml.Node, expected: str) -> None:
+        if node.tag != expected:
+            raise YamlSyntaxError(f"unsupported YAML tag {node.tag}", _mark_of(node))
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -185,7 +185,9 @@ class CallRecognizer:
 
     Methods are called on the event loop and return at once. Results are
     delivered by calling `on_result` on the loop. Each utterance is
-    `begin` ... `feed` ... `end` (or `abandon`).
+    `begin` ... `feed` ... `end` (or `abandon`). Partial results are computed
+    only when `partial_results` is set, because calling Vosk's PartialResult
+    between chunks measurably changed final results (vosk 0.3.45).
     """
 
     def __init__(
@@ -195,8 +197,10 @@ class CallRecognizer:
         on_result: Callable[[int, SpeechInput], None],
         call_id: str = "-",
         config: AsrConfig | None = None,
+        partial_results: bool = False,
     ) -> None:
         self.catalog = catalog
+        self.partial_results = partial_results
         self.call_id = call_id
         self.config = config or catalog.config
         self._on_result = on_result
@@ -211,6 +215,7 @@ class CallRecognizer:
         self._utterance: tuple[int, int, RecognizerConfig] | None = None
         self._since_partial_ms = 0
         self._last_partial = ""
+        self._segments: list[dict[str, Any]] = []
         self.recognizers_created = 0
 
     def begin(self, utterance_id: int, start_ms: int, config: RecognizerConfig) -> None:
@@ -318,6 +323,7 @@ class CallRecognizer:
             self._active.recognizer.Reset()
         active = self._recognizer_for(config)
         self._utterance = (utterance_id, start_ms, config) if active is not None else None
+        self._segments = []
         self._since_partial_ms = 0
         self._last_partial = ""
 
@@ -325,7 +331,11 @@ class CallRecognizer:
         if self._utterance is None or self._active is None:
             return
         recognizer = self._active.recognizer
-        recognizer.AcceptWaveform(pcm)
+        if recognizer.AcceptWaveform(pcm):
+            # Vosk's own endpointer closed a segment inside our utterance; keep its words.
+            self._segments.append(json.loads(recognizer.Result()))
+        if not self.partial_results:
+            return
         self._since_partial_ms += 1000 * len(pcm) // 2 // self._active.sample_rate
         if self._since_partial_ms >= self.config.partial_interval_ms:
             self._since_partial_ms = 0
@@ -340,25 +350,83 @@ class CallRecognizer:
             return
         utterance_id, start_ms, _ = self._utterance
         self._utterance = None
-        result = json.loads(self._active.recognizer.FinalResult())
-        words = [w for w in result.get("result", []) if w.get("word") != "[unk]"]
-        text = _clean_text(result.get("text", ""))
-        confidence = sum(float(w.get("conf", 0.0)) for w in words) / len(words) if words else 0.0
+        segments = [*self._segments, json.loads(self._active.recognizer.FinalResult())]
+        self._segments = []
+        words = [
+            word
+            for segment in segments
+            for word in segment.get("result", [])
+            if word.get("word") != "[unk]"
+        ]
+        phrases = self._active.phrases
+        if phrases is None:
+            text = _clean_text(" ".join(segment.get("text", "") for segment in segments))
+            confidence = mean_confidence(words)
+            alternatives: tuple[str, ...] = ()
+        else:
+            text, confidence, alternatives = best_phrase(words, phrases)
         self._post(
             utterance_id,
-            SpeechInput(text, confidence, is_final=True, start_ms=start_ms, end_ms=end_ms),
+            SpeechInput(
+                text,
+                confidence,
+                is_final=True,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                alternatives=alternatives,
+            ),
         )
 
     def _abandon(self) -> None:
         if self._utterance is not None and self._active is not None:
             self._active.recognizer.Reset()
         self._utterance = None
+        self._segments = []
 
     def _post(self, utterance_id: int, result: SpeechInput) -> None:
         try:
             self._loop.call_soon_threadsafe(self._on_result, utterance_id, result)
         except RuntimeError:
             logger.debug("call %s: loop closed, asr result dropped", self.call_id)
+
+
+def mean_confidence(words: Sequence[dict[str, Any]]) -> float:
+    """Return the mean Vosk word confidence, 0.0 for no words."""
+    if not words:
+        return 0.0
+    return sum(float(word.get("conf", 0.0)) for word in words) / len(words)
+
+
+def best_phrase(
+    words: Sequence[dict[str, Any]], phrases: Sequence[str]
+) -> tuple[str, float, tuple[str, ...]]:
+    """Reduce a grammar-mode word sequence to the one phrase the caller most likely said.
+
+    Vosk's grammar lets phrases follow each other, so silence or noise before
+    an answer can add a phrase ("아니요 상담원" for "상담원"). The words are
+    split into phrases (longest match first), and the phrase with the most
+    evidence (mean confidence x duration) wins. Returns (text, confidence,
+    the other phrases found); ("", 0.0, ()) when no word was recognized.
+    """
+    split = sorted({tuple(p.split()) for p in phrases if p.split()}, key=len, reverse=True)
+    found: list[tuple[str, float, float]] = []
+    index = 0
+    while index < len(words):
+        tokens = [str(word.get("word", "")) for word in words]
+        length = next(
+            (len(p) for p in split if tuple(tokens[index : index + len(p)]) == p),
+            1,
+        )
+        group = words[index : index + length]
+        duration = float(group[-1].get("end", 0.0)) - float(group[0].get("start", 0.0))
+        text = " ".join(tokens[index : index + length])
+        found.append((text, mean_confidence(group), duration))
+        index += length
+    if not found:
+        return "", 0.0, ()
+    best = max(found, key=lambda item: item[1] * max(item[2], 0.01))
+    others = tuple(dict.fromkeys(text for text, _, _ in found if text != best[0]))
+    return best[0], best[1], others
 
 
 def _clean_text(text: str) -> str:

@@ -26,6 +26,7 @@ from ivr.channel import (
 )
 from media.asr import CallRecognizer, ModelCatalog
 from media.audio import PcmAudio
+from media.dtmf_inband import DtmfMerger, DtmfSource, InbandConfig, InbandDtmfDetector
 from media.resample import StreamResampler, resample
 from media.transport import FRAME_MS, SUPPORTED_RATES, FrameTransport, frame_samples
 from media.vad import Endpointer, EndpointState, UtteranceEnd, UtteranceStart, VadConfig
@@ -52,6 +53,9 @@ class LegConfig:
     deliver_partial_results: bool = False
     max_buffered_utterance_ms: int = 10_000
     vad: VadConfig = field(default_factory=VadConfig)
+    inband_dtmf: bool = True
+    inband: InbandConfig = field(default_factory=InbandConfig)
+    dtmf_merge_window_ms: int = 400
 
 
 @dataclass(slots=True)
@@ -65,6 +69,7 @@ class _Utterance:
     buffered: list[bytes] = field(default_factory=list)
     resampler: StreamResampler | None = None
     speech_reported: bool = False
+    contains_tones: bool = False
 
 
 class _Playback:
@@ -113,6 +118,13 @@ class MediaLeg:
         self._cleared_through = 0
         self._dropped_results: set[int] = set()
         self._recognizing_id = 0
+        self._bad_frames = 0
+        self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
+        self._inband = (
+            InbandDtmfDetector(self.sample_rate, self.config.inband)
+            if self.config.inband_dtmf
+            else None
+        )
         transport.attach(self)
 
     # -- CallChannel media half -----------------------------------------
@@ -225,13 +237,21 @@ class MediaLeg:
 
     def on_audio_frame(self, frame: PcmAudio) -> None:
         if frame.sample_rate != self.sample_rate or len(frame.pcm) != self._frame_bytes:
-            logger.warning(
-                "call %s: dropped inbound frame of %d bytes at %d Hz",
-                self.call_id,
-                len(frame.pcm),
-                frame.sample_rate,
-            )
+            self._bad_frames += 1
+            if self._bad_frames == 1 or self._bad_frames % 500 == 0:
+                logger.warning(
+                    "call %s: dropped %d inbound frames, last %d bytes at %d Hz",
+                    self.call_id,
+                    self._bad_frames,
+                    len(frame.pcm),
+                    frame.sample_rate,
+                )
             return
+        if self._inband is not None:
+            for digit in self._inband.process(frame.pcm):
+                self._accept_dtmf(digit, DtmfSource.INBAND)
+            if self._inband.tone_present and self._utterance is not None:
+                self._utterance.contains_tones = True
         for step in self._endpointer.feed(frame.pcm, frame.sample_rate):
             for event in step.events:
                 if isinstance(event, UtteranceStart):
@@ -243,6 +263,19 @@ class MediaLeg:
         self._check_barge_in()
 
     def on_dtmf(self, digit: DtmfInput) -> None:
+        """Take an RFC 4733 digit from the transport."""
+        self._accept_dtmf(digit, DtmfSource.RFC4733)
+
+    def on_sip_info_dtmf(self, digit: DtmfInput) -> None:
+        """Take a digit from a SIP INFO request of this call (see `parse_info_dtmf`)."""
+        self._accept_dtmf(digit, DtmfSource.SIP_INFO)
+
+    def _accept_dtmf(self, digit: DtmfInput, source: DtmfSource) -> None:
+        now_ms = int(asyncio.get_running_loop().time() * 1000)
+        if not self._dtmf_merger.accept(digit, source, now_ms):
+            logger.debug("call %s: duplicate dtmf from %s dropped", self.call_id, source.value)
+            return
+        logger.debug("call %s: dtmf digit from %s", self.call_id, source.value)
         playback = self._playback
         if playback is not None and playback.interrupt_on_dtmf and not playback.done.done():
             logger.debug("call %s: playback interrupted by dtmf", self.call_id)
@@ -301,7 +334,10 @@ class MediaLeg:
         assert config is not None and self._models is not None
         if self._recognizer is None:
             self._recognizer = CallRecognizer(
-                self._models, on_result=self._on_result, call_id=self.call_id
+                self._models,
+                on_result=self._on_result,
+                call_id=self.call_id,
+                partial_results=self.config.deliver_partial_results,
             )
         model_rate = self._models.sample_rate(config.language)
         utterance.resampler = StreamResampler(self.sample_rate, model_rate)
@@ -321,7 +357,7 @@ class MediaLeg:
         if utterance is None:
             return
         backchannel = event.voiced_ms < self.config.barge_in_min_speech_ms
-        if utterance.during_prompt and backchannel:
+        if (utterance.during_prompt and backchannel) or utterance.contains_tones:
             self._dropped_results.add(utterance.utterance_id)
         if self._recognizing_id == utterance.utterance_id and self._recognizer is not None:
             self._recognizer.end(event.end_ms)

@@ -8,14 +8,18 @@ so replies reach callers behind NAT. After latching, packets from any other
 source are dropped until `set_remote` starts a new latch (after a re-INVITE).
 
 Receive: each datagram is parsed (`RtpPacket.parse`), filtered by source and
-payload type, and then either decoded by the audio codec and re-chunked to
-20 ms frames, or handed to the RFC 4733 receiver. Malformed packets are
+payload type, and then either decoded into the jitter buffer (a new SSRC
+starts a new buffer), or handed to the RFC 4733 receiver. Each send tick
+also pops one 20 ms frame from the jitter buffer and hands it to the handler,
+so inbound audio reaches the leg at an even pace. Malformed packets are
 counted and dropped; they never stop the socket.
 
 Send: one task ticks every 20 ms on the loop's monotonic clock. Tick n is due
 at start + n * 20 ms, so a late wake-up never shifts later ticks (no drift).
-After a stall of more than `max_lag_ms`, the missed ticks are skipped and the
-RTP timestamp advances over them, keeping media time equal to wall time.
+After a short stall of the event loop, the missed ticks run back to back, so
+no audio is lost and the peer's jitter buffer absorbs the burst. After a
+stall of more than `max_lag_ms`, the missed ticks are skipped and the RTP
+timestamp advances over them, keeping media time equal to wall time.
 Each tick sends one telephone-event packet while a digit is being sent
 (RFC 4733 section 2.5.1.2: audio is suppressed during an event), otherwise the
 handler's next frame, otherwise an encoded silence frame. Silence keeps
@@ -40,8 +44,9 @@ from typing import cast
 from ivr.channel import DtmfInput
 from media.audio import PcmAudio
 from media.codecs import Codec, get_codec
+from media.jitter import JitterBuffer, JitterConfig
 from media.rfc4733 import DtmfReceiver, build_event_payloads
-from media.rtp import RtpPacket, sequence_delta
+from media.rtp import RtpPacket
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
@@ -93,9 +98,10 @@ class RtpSessionConfig:
     telephone_event_payload_type: int | None = 101
     telephone_event_clock_rate: int = 8000
     send_silence_when_idle: bool = True
-    max_lag_ms: int = 100
+    max_lag_ms: int = 300
     dtmf_gap_ms: int = 60
     dtmf_end_timeout_ms: int = 600
+    jitter: JitterConfig = field(default_factory=JitterConfig)
 
 
 class LatchState(enum.Enum):
@@ -112,7 +118,6 @@ class RtpStats:
     malformed: int = 0
     wrong_source: int = 0
     wrong_payload_type: int = 0
-    duplicates_or_late: int = 0
     rtcp_ignored: int = 0
     send_errors: int = 0
     ticks_skipped: int = 0
@@ -160,8 +165,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._events: deque[_OutgoingEvent] = deque()
         self._dtmf_queue: deque[tuple[str, int]] = deque()
         self._gap_ticks = 0
-        self._receive_buffer = b""
-        self._last_sequence: dict[int, int] = {}
+        self._audio_ssrc: int | None = None
+        self.jitter = self._new_jitter_buffer()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release_port: Callable[[], None] | None = None
 
@@ -336,29 +341,29 @@ class RtpSession(asyncio.DatagramProtocol):
             self.stats.wrong_source += 1
             return
 
-        last = self._last_sequence.get(packet.ssrc)
-        if last is not None and sequence_delta(packet.sequence_number, last) <= 0 and is_audio:
-            self.stats.duplicates_or_late += 1
-            return
         if is_audio:
-            self._last_sequence[packet.ssrc] = packet.sequence_number
             self._receive_audio(packet)
         else:
             self._receive_event(packet)
 
     def _receive_audio(self, packet: RtpPacket) -> None:
-        pcm = self.codec.decode(packet.payload)
-        handler = self._handler
-        if handler is None:
+        if packet.ssrc != self._audio_ssrc:
+            if self._audio_ssrc is not None:
+                logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
+            self._audio_ssrc = packet.ssrc
+            self.jitter = self._new_jitter_buffer()
+        try:
+            pcm = self.codec.decode(packet.payload)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("call %s: undecodable audio payload: %s", self.call_id, exc)
             return
-        frame_bytes = self._samples_per_frame * 2
-        buffered = self._receive_buffer + pcm
-        offset = 0
-        while len(buffered) - offset >= frame_bytes:
-            frame = PcmAudio(buffered[offset : offset + frame_bytes], self.codec.sample_rate)
-            offset += frame_bytes
-            handler.on_audio_frame(frame)
-        self._receive_buffer = buffered[offset:]
+        self.jitter.push(packet.timestamp, pcm, self._now_ms())
+
+    def _new_jitter_buffer(self) -> JitterBuffer:
+        return JitterBuffer(
+            self.codec.sample_rate, self.codec.clock_rate, config=self.config.jitter
+        )
 
     def _receive_event(self, packet: RtpPacket) -> None:
         try:
@@ -432,6 +437,9 @@ class RtpSession(asyncio.DatagramProtocol):
     def _tick(self) -> None:
         self._deliver_digits(self._dtmf.poll(self._now_ms()))
         handler = self._handler
+        inbound = self.jitter.pop()
+        if inbound is not None and handler is not None:
+            handler.on_audio_frame(PcmAudio(inbound[0], self.codec.sample_rate))
         frame = handler.next_frame() if handler is not None else None
         if self._send_event_packet():
             pass

@@ -23,6 +23,13 @@ from signaling.sdp.offer_answer import (
     create_audio_offer,
 )
 from signaling.sdp.parser import DEFAULT_LIMITS, SdpLimits, parse
+from signaling.sdp.webrtc import (
+    WebRtcOffer,
+    add_telephone_event,
+    check_webrtc_offer,
+    complete_webrtc_answer,
+    prepare_webrtc_offer,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -42,10 +49,15 @@ __all__ = [
     "SdpLimits",
     "SessionDescription",
     "Timing",
+    "WebRtcOffer",
     "accept_answer",
+    "add_telephone_event",
     "answer_audio",
     "build_audio_offer",
+    "check_webrtc_offer",
+    "complete_webrtc_answer",
     "create_audio_offer",
     "offered_codecs",
     "parse",
+    "prepare_webrtc_offer",
 ]

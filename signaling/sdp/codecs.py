@@ -9,6 +9,7 @@ a=rtpmap line. Any other payload type means nothing without an a=rtpmap line
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from signaling.sdp.model import MediaDescription
@@ -39,7 +40,16 @@ STATIC_AUDIO_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
 FIRST_DYNAMIC_PAYLOAD_TYPE = 96
 MAX_PAYLOAD_TYPE = 127
 
-_RTPMAP = re.compile(r"(\d{1,3}) +([^\s/]+)/(\d{1,9})(?:/(\d{1,3}))?")
+_RTPMAP = re.compile(r"([0-9]{1,3}) +([^\s/]+)/([0-9]{1,9})(?:/([0-9]{1,3}))?")
+DTMF_EVENTS = frozenset(range(16))
+
+
+def is_number(text: str) -> bool:
+    """True for a non-empty string of ASCII digits.
+
+    str.isdigit alone also accepts digits such as "²", which int() rejects.
+    """
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +124,7 @@ def split_fmtp(value: str) -> tuple[str, str]:
 
 def payload_type_of(format_: str) -> int | None:
     """Return the RTP payload type a format names, or None when it is not one (0-127)."""
-    if not format_.isdigit() or len(format_) > 3:
+    if not is_number(format_) or len(format_) > 3:
         return None
     payload_type = int(format_)
     return payload_type if payload_type <= MAX_PAYLOAD_TYPE else None
@@ -164,7 +174,7 @@ def offered_codecs(media: MediaDescription) -> list[Codec]:
 def parse_events(fmtp: str | None) -> frozenset[int] | None:
     """Parse the event list of a telephone-event a=fmtp, such as "0-15,66".
 
-    No fmtp means events 0-15 (RFC 4733 section 2.4.1). Returns None when the
+    No fmtp means events 0-15 (RFC 4733). Returns None when the
     list is invalid.
     """
     if fmtp is None or not fmtp.strip():
@@ -172,7 +182,7 @@ def parse_events(fmtp: str | None) -> frozenset[int] | None:
     events: set[int] = set()
     for item in fmtp.replace(" ", "").split(","):
         low, dash, high = item.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        if not is_number(low) or (dash and not is_number(high)):
             return None
         first, last = int(low), int(high) if dash else int(low)
         if first > last or last > 255:
@@ -194,3 +204,24 @@ def format_events(events: frozenset[int]) -> str:
         ranges.append(str(first) if first == last else f"{first}-{last}")
         start = end + 1
     return ",".join(ranges)
+
+
+def find_telephone_event(
+    codecs: Sequence[Codec], clock_rate: int, allowed: frozenset[int] = DTMF_EVENTS
+) -> Codec | None:
+    """Return the first telephone-event at `clock_rate` whose events overlap `allowed`.
+
+    The result carries the common events as its fmtp. Telephone-event runs on
+    the RTP clock of the audio codec it goes with (RFC 4733), so one at
+    another rate is skipped.
+    """
+    for codec in codecs:
+        if not codec.is_telephone_event or codec.clock_rate != clock_rate:
+            continue
+        events = parse_events(codec.fmtp)
+        if events is None:
+            continue
+        common = events & allowed
+        if common:
+            return Codec(TELEPHONE_EVENT, clock_rate, 1, codec.payload_type, format_events(common))
+    return None

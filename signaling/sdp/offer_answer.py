@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from signaling.sdp.codecs import (
+    DTMF_EVENTS,
     FIRST_DYNAMIC_PAYLOAD_TYPE,
     MAX_PAYLOAD_TYPE,
     STATIC_AUDIO_PAYLOAD_TYPES,
     TELEPHONE_EVENT,
     Codec,
+    find_telephone_event,
     format_events,
     offered_codecs,
     parse_events,
@@ -40,7 +42,6 @@ from signaling.sdp.model import (
 from signaling.sdp.parser import parse
 
 RTP_PROFILES = ("RTP/AVP", "RTP/AVPF")
-DTMF_EVENTS = frozenset(range(16))
 DEFAULT_PTIME_MS = 20
 HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _OPUS_FRAME_MS = (10, 20, 40, 60, 80, 100, 120)
@@ -54,9 +55,11 @@ class NegotiatedAudio:
     `codec` has the name, clock rate and channels of our supported entry, the
     payload type the peer receives on, and the peer's a=fmtp parameters.
     `dtmf` is the RFC 4733 telephone-event format at the codec's clock rate,
-    with the agreed event list as its fmtp, or None. `direction` is ours
-    (sendrecv, sendonly, recvonly or inactive). `media_index` is the position
-    of the audio m= line in the description.
+    with the agreed event list as its fmtp, or None. `remote_host` is an IP
+    address, or a host name when the peer's c= line gives one (RFC 8866
+    allows it), which the caller must resolve. `direction` is ours (sendrecv,
+    sendonly, recvonly or inactive). `media_index` is the position of the
+    audio m= line in the description.
     """
 
     codec: Codec
@@ -92,13 +95,16 @@ def answer_audio(
     session_version: int,
     username: str = "voxgate",
     accept_dtmf: bool = True,
+    prefer: Codec | None = None,
 ) -> AudioAnswer:
     """Answer an offer with one audio stream (RFC 3264 section 6).
 
     `supported` lists our audio codecs. Telephone-event entries in it are
     ignored: DTMF is accepted whenever the offer has a telephone-event format
     at the chosen codec's clock rate, unless `accept_dtmf` is False.
-    `local_host` must be an IPv4 or IPv6 literal.
+    `local_host` must be an IPv4 or IPv6 literal. `prefer` (the call's
+    current codec, when answering a re-offer) wins over the offerer's order
+    if the stream still offers it.
 
     Raises NoCommonCodec when no audio stream is usable (a SIP UAS answers 488)
     and SdpError when the chosen stream has no connection address. Raises
@@ -109,7 +115,7 @@ def answer_audio(
         raise ValueError("supported codecs must include at least one audio codec")
     if not 0 < local_port <= 65535:
         raise ValueError(f"local port {local_port} is outside 1-65535")
-    addrtype = _addrtype(local_host)
+    origin, connection_line = _local_origin(username, session_id, session_version, local_host)
 
     chosen: tuple[int, _Selection, Connection] | None = None
     problems: list[str] = []
@@ -123,7 +129,7 @@ def answer_audio(
         if connection is None:
             problems.append(f"stream {index + 1}: connection address is not IPv4 or IPv6 unicast")
             continue
-        selection = _select_codec(media, ours, accept_dtmf)
+        selection = _select_codec(media, ours, accept_dtmf, prefer=prefer)
         if selection is None:
             offered = ", ".join(_describe(c) for c in offered_codecs(media)) or "nothing usable"
             problems.append(f"stream {index + 1} offers {offered}")
@@ -138,10 +144,10 @@ def answer_audio(
 
     index, selection, connection = chosen
     media = offer.media[index]
-    send, receive = _flags(offer.media_direction(media))
+    peer_sends, peer_receives = _flags(offer.media_direction(media))
     if connection.host in HOLD_ADDRESSES:
-        receive = False
-    direction = _direction(send=receive, receive=send)
+        peer_receives = False
+    direction = _direction(send=peer_receives, receive=peer_sends)
     ptime_ms = _choose_ptime(media, selection.ours)
 
     answer_media: list[MediaDescription] = []
@@ -152,10 +158,7 @@ def answer_audio(
             answer_media.append(_rejected_stream(offered_media))
 
     answer = SessionDescription(
-        origin=Origin(username, str(session_id), str(session_version), "IN", addrtype, local_host),
-        session_name="-",
-        connection=Connection("IN", addrtype, local_host),
-        media=tuple(answer_media),
+        origin=origin, session_name="-", connection=connection_line, media=tuple(answer_media)
     )
     codec = Codec(
         selection.ours.name,
@@ -202,7 +205,7 @@ def build_audio_offer(
         raise ValueError(f"invalid direction {direction!r}")
     if not 0 < local_port <= 65535:
         raise ValueError(f"local port {local_port} is outside 1-65535")
-    addrtype = _addrtype(local_host)
+    origin, connection = _local_origin(username, session_id, session_version, local_host)
 
     used: set[int] = {c.payload_type for c in audio if c.payload_type is not None}
     if len(used) != sum(c.payload_type is not None for c in audio):
@@ -230,10 +233,7 @@ def build_audio_offer(
     formats = tuple(str(c.payload_type) for c in numbered)
     media = MediaDescription("audio", local_port, "RTP/AVP", formats, attributes=tuple(attributes))
     return SessionDescription(
-        origin=Origin(username, str(session_id), str(session_version), "IN", addrtype, local_host),
-        session_name="-",
-        connection=Connection("IN", addrtype, local_host),
-        media=(media,),
+        origin=origin, session_name="-", connection=connection, media=(media,)
     )
 
 
@@ -369,20 +369,24 @@ def _select_codec(
     ours: Sequence[Codec],
     accept_dtmf: bool,
     dtmf_offer: MediaDescription | None = None,
+    prefer: Codec | None = None,
 ) -> _Selection | None:
     """Pick the first codec of `media` that matches one of `ours`, and DTMF at its rate.
 
-    With `dtmf_offer` (reading an answer), DTMF must also appear in that
-    offered section at the same rate, and the event list is the intersection.
+    A codec matching `prefer` wins over the order of `media`. With
+    `dtmf_offer` (reading an answer), DTMF must also appear in that offered
+    section at the same rate, and the event list is the intersection.
     """
-    offered = offered_codecs(media)
+    offered = [c for c in offered_codecs(media) if not c.is_telephone_event]
+    if prefer is not None:
+        offered.sort(key=lambda codec: not codec.same_format(prefer))
     for codec in offered:
-        if codec.is_telephone_event:
-            continue
         match = next((c for c in ours if c.same_format(codec)), None)
         if match is None:
             continue
-        dtmf = _select_dtmf(offered, codec.clock_rate, dtmf_offer) if accept_dtmf else None
+        dtmf = None
+        if accept_dtmf:
+            dtmf = _select_dtmf(offered_codecs(media), codec.clock_rate, dtmf_offer)
         return _Selection(match, codec, dtmf)
     return None
 
@@ -390,31 +394,17 @@ def _select_codec(
 def _select_dtmf(
     offered: Sequence[Codec], clock_rate: int, dtmf_offer: MediaDescription | None
 ) -> Codec | None:
-    """Pick the first telephone-event at `clock_rate` whose event list overlaps ours.
+    """Pick the telephone-event of `offered` at `clock_rate`.
 
-    RFC 4733 section 7.1.1: telephone-event runs on the clock of the audio
-    codec it goes with, so one at another rate is ignored.
+    With `dtmf_offer` (reading an answer), the events must also be in the
+    telephone-event at that rate of the section we offered.
     """
-    limit = DTMF_EVENTS
-    if dtmf_offer is not None:
-        ours = [
-            c
-            for c in offered_codecs(dtmf_offer)
-            if c.is_telephone_event and c.clock_rate == clock_rate
-        ]
-        if not ours:
-            return None
-        limit = parse_events(ours[0].fmtp) or frozenset()
-    for codec in offered:
-        if not codec.is_telephone_event or codec.clock_rate != clock_rate:
-            continue
-        events = parse_events(codec.fmtp)
-        if events is None:
-            continue
-        common = events & limit
-        if common:
-            return Codec(TELEPHONE_EVENT, clock_rate, 1, codec.payload_type, format_events(common))
-    return None
+    if dtmf_offer is None:
+        return find_telephone_event(offered, clock_rate)
+    ours = find_telephone_event(offered_codecs(dtmf_offer), clock_rate)
+    if ours is None:
+        return None
+    return find_telephone_event(offered, clock_rate, parse_events(ours.fmtp) or frozenset())
 
 
 def _answer_stream(
@@ -515,12 +505,21 @@ def _direction(*, send: bool, receive: bool) -> str:
     return "inactive"
 
 
-def _addrtype(host: str) -> str:
+def _local_origin(
+    username: str, session_id: int, session_version: int, host: str
+) -> tuple[Origin, Connection]:
+    """Build our o= and c= lines. Raises ValueError for values RFC 8866 section 5.2 forbids."""
+    if not username or any(c.isspace() for c in username):
+        raise ValueError(f"o= username {username!r} is empty or contains whitespace")
+    if session_id < 0 or session_version < 0:
+        raise ValueError("session id and session version must not be negative")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"local host {host!r} is not an IPv4 or IPv6 address") from None
-    return "IP4" if address.version == 4 else "IP6"
+    addrtype = "IP4" if address.version == 4 else "IP6"
+    origin = Origin(username, str(session_id), str(session_version), "IN", addrtype, host)
+    return origin, Connection("IN", addrtype, host)
 
 
 def _describe(codec: Codec) -> str:

@@ -19,7 +19,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from signaling.sdp.codecs import parse_rtpmap, split_fmtp
+from signaling.sdp.codecs import is_number, parse_rtpmap, split_fmtp
 from signaling.sdp.errors import SdpError
 from signaling.sdp.model import (
     Attribute,
@@ -55,7 +55,8 @@ DEFAULT_LIMITS = SdpLimits()
 
 @dataclass(slots=True)
 class _MediaBuilder:
-    line_number: int
+    """The lines of one media section, collected until the next m= line."""
+
     media: str
     port: int
     port_count: int | None
@@ -66,6 +67,24 @@ class _MediaBuilder:
     bandwidths: list[str] = field(default_factory=list)
     key: str | None = None
     attributes: list[Attribute] = field(default_factory=list)
+
+    def add(self, kind: str, value: str, line_number: int) -> None:
+        if kind in _SESSION_ONLY:
+            raise SdpError(f"{kind}= line is not allowed in a media section", line_number)
+        if kind == "c":
+            self.connections.append(_parse_connection(value, line_number))
+        elif kind == "b":
+            self.bandwidths.append(value)
+        elif kind == "a":
+            self.attributes.append(_parse_attribute(value, line_number, in_media=True))
+        elif kind == "i":
+            if self.information is not None:
+                raise SdpError("duplicate i= line in a media section", line_number)
+            self.information = value
+        elif kind == "k":
+            if self.key is not None:
+                raise SdpError("duplicate k= line in a media section", line_number)
+            self.key = value
 
     def build(self) -> MediaDescription:
         return MediaDescription(
@@ -79,6 +98,80 @@ class _MediaBuilder:
             bandwidths=tuple(self.bandwidths),
             key=self.key,
             attributes=tuple(self.attributes),
+        )
+
+
+@dataclass(slots=True)
+class _SessionBuilder:
+    """The session-level lines, collected until the first m= line."""
+
+    origin: Origin | None = None
+    session_name: str | None = None
+    text_fields: dict[str, str] = field(default_factory=dict)
+    connection: Connection | None = None
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    bandwidths: list[str] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def add(self, kind: str, value: str, line_number: int) -> None:
+        if kind == "v":
+            raise SdpError("duplicate v= line", line_number)
+        if kind in "osciuzk" and self._has(kind):
+            raise SdpError(f"duplicate {kind}= line in the session section", line_number)
+        if kind == "o":
+            self.origin = _parse_origin(value, line_number)
+        elif kind == "s":
+            self.session_name = value
+        elif kind == "c":
+            self.connection = _parse_connection(value, line_number)
+        elif kind in "iuzk":
+            self.text_fields[kind] = value
+        elif kind == "e":
+            self.emails.append(value)
+        elif kind == "p":
+            self.phones.append(value)
+        elif kind == "b":
+            self.bandwidths.append(value)
+        elif kind == "t":
+            self.timings.append(Timing(value))
+        elif kind == "r":
+            if not self.timings:
+                raise SdpError("r= line without a preceding t= line", line_number)
+            last = self.timings[-1]
+            self.timings[-1] = Timing(last.value, (*last.repeats, value))
+        else:
+            self.attributes.append(_parse_attribute(value, line_number, in_media=False))
+
+    def _has(self, kind: str) -> bool:
+        if kind == "o":
+            return self.origin is not None
+        if kind == "s":
+            return self.session_name is not None
+        if kind == "c":
+            return self.connection is not None
+        return kind in self.text_fields
+
+    def build(self, media: list[_MediaBuilder]) -> SessionDescription:
+        if self.origin is None:
+            raise SdpError("missing o= line")
+        if self.session_name is None:
+            raise SdpError("missing s= line")
+        return SessionDescription(
+            origin=self.origin,
+            session_name=self.session_name,
+            information=self.text_fields.get("i"),
+            uri=self.text_fields.get("u"),
+            emails=tuple(self.emails),
+            phones=tuple(self.phones),
+            connection=self.connection,
+            bandwidths=tuple(self.bandwidths),
+            timings=tuple(self.timings),
+            zone=self.text_fields.get("z"),
+            key=self.text_fields.get("k"),
+            attributes=tuple(self.attributes),
+            media=tuple(builder.build() for builder in media),
         )
 
 
@@ -96,118 +189,70 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
     if len(raw_lines) > limits.max_lines:
         raise SdpError(f"session description has more than {limits.max_lines} lines")
 
-    session: dict[str, object] = {}
-    session_attributes: list[Attribute] = []
-    emails: list[str] = []
-    phones: list[str] = []
-    bandwidths: list[str] = []
-    timings: list[Timing] = []
+    session: _SessionBuilder | None = None
     media: list[_MediaBuilder] = []
-    seen_version = False
-
     for index, raw in enumerate(raw_lines):
         line_number = index + 1
         line = raw[:-1] if raw.endswith("\r") else raw
         if not line.strip(" \t"):
             continue
-        if "\r" in line or "\0" in line:
-            raise SdpError("line contains a CR or NUL character", line_number)
-        if len(line) < 2 or line[1] != "=":
-            raise SdpError("line is not of the form '<type>=<value>'", line_number)
-        kind, value = line[0], line[2:]
-        if kind not in _FREE_TEXT:
-            value = value.rstrip(" \t")
-        if kind not in _KNOWN:
-            raise SdpError(f"unknown line type '{kind}='", line_number)
+        kind, value = _split_line(line, line_number)
 
-        if not seen_version:
+        if session is None:
             if kind != "v":
                 raise SdpError("session description does not start with v=", line_number)
             if value != "0":
                 raise SdpError("unsupported SDP version, expected v=0", line_number)
-            seen_version = True
-            continue
-
-        if kind == "m":
+            session = _SessionBuilder()
+        elif kind == "m":
             if len(media) >= limits.max_media:
                 raise SdpError(f"more than {limits.max_media} media sections", line_number)
             media.append(_parse_media_line(value, line_number))
-            continue
-
-        if media:
-            _add_media_line(media[-1], kind, value, line_number)
-            continue
-
-        if kind in "osiuczk":
-            if kind in session:
-                raise SdpError(f"duplicate {kind}= line in the session section", line_number)
-            if kind == "o":
-                session[kind] = _parse_origin(value, line_number)
-            elif kind == "c":
-                session[kind] = _parse_connection(value, line_number)
-            else:
-                session[kind] = value
-        elif kind == "v":
-            raise SdpError("duplicate v= line", line_number)
-        elif kind == "e":
-            emails.append(value)
-        elif kind == "p":
-            phones.append(value)
-        elif kind == "b":
-            bandwidths.append(value)
-        elif kind == "t":
-            timings.append(Timing(value))
-        elif kind == "r":
-            if not timings:
-                raise SdpError("r= line without a preceding t= line", line_number)
-            last = timings[-1]
-            timings[-1] = Timing(last.value, (*last.repeats, value))
+        elif media:
+            media[-1].add(kind, value, line_number)
         else:
-            session_attributes.append(_parse_attribute(value, line_number, in_media=False))
+            session.add(kind, value, line_number)
 
-    if not seen_version:
+    if session is None:
         raise SdpError("session description is empty")
-    origin = session.get("o")
-    if not isinstance(origin, Origin):
-        raise SdpError("missing o= line")
-    session_name = session.get("s")
-    if not isinstance(session_name, str):
-        raise SdpError("missing s= line")
-    connection = session.get("c")
+    return session.build(media)
 
-    return SessionDescription(
-        origin=origin,
-        session_name=session_name,
-        information=_optional_text(session.get("i")),
-        uri=_optional_text(session.get("u")),
-        emails=tuple(emails),
-        phones=tuple(phones),
-        connection=connection if isinstance(connection, Connection) else None,
-        bandwidths=tuple(bandwidths),
-        timings=tuple(timings),
-        zone=_optional_text(session.get("z")),
-        key=_optional_text(session.get("k")),
-        attributes=tuple(session_attributes),
-        media=tuple(builder.build() for builder in media),
-    )
+
+def _split_line(line: str, line_number: int) -> tuple[str, str]:
+    """Split a line into its type letter and value (RFC 8866 section 5)."""
+    if "\r" in line or "\0" in line:
+        raise SdpError("line contains a CR or NUL character", line_number)
+    if len(line) < 2 or line[1] != "=":
+        raise SdpError("line is not of the form '<type>=<value>'", line_number)
+    kind, value = line[0], line[2:]
+    if kind not in _KNOWN:
+        raise SdpError(f"unknown line type '{kind}='", line_number)
+    if kind not in _FREE_TEXT:
+        value = value.rstrip(" \t")
+    return kind, value
 
 
 def _decode(body: bytes | str, limits: SdpLimits) -> str:
+    too_large = SdpError(f"session description is larger than {limits.max_body_bytes} bytes")
     if isinstance(body, str):
+        # A character is at least one byte, so only a short string needs encoding.
         if len(body) > limits.max_body_bytes:
-            raise SdpError(f"session description is larger than {limits.max_body_bytes} bytes")
+            raise too_large
+        try:
+            encoded = body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            line_number = body.count("\n", 0, exc.start) + 1
+            raise SdpError("line is not valid UTF-8", line_number) from None
+        if len(encoded) > limits.max_body_bytes:
+            raise too_large
         return body
     if len(body) > limits.max_body_bytes:
-        raise SdpError(f"session description is larger than {limits.max_body_bytes} bytes")
+        raise too_large
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_number = body.count(b"\n", 0, exc.start) + 1
         raise SdpError("line is not valid UTF-8", line_number) from None
-
-
-def _optional_text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _parse_origin(value: str, line_number: int) -> Origin:
@@ -249,7 +294,7 @@ def _is_host_name(addrtype: str, host: str) -> bool:
     if not _HOSTNAME.fullmatch(host):
         return False
     if addrtype == "IP4":
-        return not host.replace(".", "").isdigit()
+        return not is_number(host.replace(".", ""))
     return ":" not in host
 
 
@@ -269,34 +314,16 @@ def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
         raise SdpError("m= port count is 0", line_number)
     if not all(_TOKEN.fullmatch(p) for p in proto.split("/")):
         raise SdpError("invalid transport protocol on m= line", line_number)
-    return _MediaBuilder(line_number, media, port, port_count, proto, tuple(formats))
+    return _MediaBuilder(media, port, port_count, proto, tuple(formats))
 
 
-def _parse_number(text: str, maximum: int, what: str, line_number: int) -> int:
-    if not text.isdigit() or not text.isascii() or len(text) > len(str(maximum)):
-        raise SdpError(f"{what} is not a number in 0-{maximum}", line_number)
+def _parse_number(text: str, maximum: int, field_name: str, line_number: int) -> int:
+    if not is_number(text) or len(text) > len(str(maximum)):
+        raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
     number = int(text)
     if number > maximum:
-        raise SdpError(f"{what} is not a number in 0-{maximum}", line_number)
+        raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
     return number
-
-
-def _add_media_line(builder: _MediaBuilder, kind: str, value: str, line_number: int) -> None:
-    if kind in _SESSION_ONLY:
-        raise SdpError(f"{kind}= line is not allowed in a media section", line_number)
-    if kind == "c":
-        builder.connections.append(_parse_connection(value, line_number))
-    elif kind == "b":
-        builder.bandwidths.append(value)
-    elif kind == "a":
-        builder.attributes.append(_parse_attribute(value, line_number, in_media=True))
-    elif kind in "ik":
-        if getattr(builder, "information" if kind == "i" else "key") is not None:
-            raise SdpError(f"duplicate {kind}= line in a media section", line_number)
-        if kind == "i":
-            builder.information = value
-        else:
-            builder.key = value
 
 
 def _parse_attribute(value: str, line_number: int, *, in_media: bool) -> Attribute:

@@ -9,22 +9,30 @@ application's commands (`ring`, `answer`, `reject`, `hangup`,
 monotonic clock, and `next_deadline()` tells the adapter when to call
 `tick` again, so tests run timers on a virtual clock.
 
-Requests pass the checks of RFC 3261 §8.2 in order: Max-Forwards, method,
-To tag and merged requests, Require, content; each failure gets its
-response. Peer input never raises out of `receive`.
+A new request passes the checks of RFC 3261 §8.2 (`signaling.sip.checks`),
+then merged-request detection and authentication, before it reaches a
+dialog or the application. Peer input never raises out of `receive`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
 
+from signaling.sip import checks
+from signaling.sip.auth import AuthConfig, Authenticator
+from signaling.sip.checks import Rejection
 from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch, new_tag
-from signaling.sip.errors import SipSyntaxError, SipUsageError
-from signaling.sip.headers import media_type, parse_name_addr, parse_tokens, parse_via, split_list
+from signaling.sip.errors import FramingError, SipSyntaxError, SipUsageError
+from signaling.sip.events import (
+    CallConfirmed,
+    CallOffered,
+    CallTerminated,
+    CoreEvent,
+    InfoReceived,
+    ReofferReceived,
+)
 from signaling.sip.message import (
     REASON_PHRASES,
     SipRequest,
@@ -41,6 +49,8 @@ from signaling.sip.parser import (
     parse_datagram,
     salvage_request,
 )
+from signaling.sip.registrar import Registrar
+from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
 from signaling.sip.transaction import (
     ClientNonInviteTransaction,
     Deliver,
@@ -62,73 +72,9 @@ from signaling.sip.transaction import (
 
 logger = logging.getLogger("sip.core")
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
-# Methods we recognize but do not serve get 405 with Allow; any other gets 501.
-KNOWN_METHODS = frozenset(
-    {*ALLOWED_METHODS, "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
-)
-SUPPORTED_OPTIONS = ("timer",)
-ACCEPTED_BODIES = ("application/sdp", "multipart/mixed")
+CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
 
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from or goes to; `connection` names a stream connection."""
-
-    transport: str
-    host: str
-    port: int
-    connection: int | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    data: bytes
-    peer: Peer
-
-
-@dataclass(frozen=True, slots=True)
-class CallOffered:
-    """A new INVITE created a session; the application must answer or reject it."""
-
-    session: InviteSession
-    source: Peer
-
-
-@dataclass(frozen=True, slots=True)
-class CallConfirmed:
-    """The ACK for our 2xx arrived; `sdp` is the answer it carried (delayed offer)."""
-
-    handle: str
-    sdp: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class CallTerminated:
-    handle: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class InfoReceived:
-    handle: str
-    content_type: str
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ReofferReceived:
-    """A re-INVITE or UPDATE with an offer (or none); answer with `answer_reoffer`."""
-
-    handle: str
-    sdp: bytes | None
-
-
-CoreEvent = CallOffered | CallConfirmed | CallTerminated | InfoReceived | ReofferReceived
+TimerKey = tuple[str, str, Timer | str]
 
 
 @dataclass(slots=True)
@@ -144,6 +90,7 @@ class CoreConfig:
     max_calls: int | None = None
     retry_after: int = 5
     min_session_expires: int = 90
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 class UserAgent:
@@ -151,15 +98,18 @@ class UserAgent:
 
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
+        self.allowed = CALL_METHODS + (("REGISTER",) if config.auth.users else ())
+        self.authenticator = Authenticator(config.auth)
+        self.registrar = Registrar()
+        self.calls: dict[str, InviteSession] = {}
         self._outgoing: list[Outgoing] = []
         self._events: list[CoreEvent] = []
-        self._timers: dict[tuple[str, str, Timer | str], float] = {}
+        self._timers: dict[TimerKey, float] = {}
         self._server: dict[str, ServerTransaction] = {}
         self._server_peer: dict[str, Peer] = {}
         self._client: dict[str, ClientNonInviteTransaction] = {}
         self._client_peer: dict[str, Peer] = {}
         self._merge_keys: dict[tuple[str, str, int, str], str] = {}
-        self.calls: dict[str, InviteSession] = {}
         self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
         self._call_peer: dict[str, Peer] = {}
@@ -189,12 +139,12 @@ class UserAgent:
             del self._timers[key]
             kind, owner, name = key
             try:
-                self._fire(kind, owner, name, now)
+                self._fire(kind, owner, name)
             except Exception:
                 logger.exception("timer %s for %s %s failed", name, kind, owner)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
-        """Handle one datagram or framed stream message; never raises for peer input."""
+        """Handle one datagram; never raises for peer input."""
         self._now = max(self._now, now)
         if is_keepalive(data):
             return
@@ -203,24 +153,42 @@ class UserAgent:
         except SipSyntaxError as error:
             self._reject_unparsed(data, error, peer)
             return
+        except Exception:
+            logger.exception("parser failed on a datagram from %s", peer.host)
+            return
         self.receive_message(message, peer, now)
 
+    def _reject_unparsed(self, data: bytes, error: SipSyntaxError, peer: Peer) -> None:
+        request = error.request if isinstance(error, InvalidRequest) else None
+        if request is None:
+            request = salvage_request(data, self.config.limits)
+        if request is None:
+            logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
+            return
+        self._send_stateless(request, error.status, error.reason, peer)
+
     def receive_message(self, message: SipRequest | SipResponse, peer: Peer, now: float) -> None:
+        """Handle one parsed message (from a stream transport or `receive`)."""
         self._now = max(self._now, now)
         try:
             if isinstance(message, SipResponse):
                 self._on_response(message)
             else:
-                self._on_request(message, peer, now)
+                self._on_request(message, peer)
         except SipSyntaxError as error:
             logger.debug("invalid message from %s: %s", peer.host, error.reason)
         except Exception:
             logger.exception("failed to handle a message from %s", peer.host)
 
     def reject_invalid(self, error: SipSyntaxError, peer: Peer) -> None:
-        """Answer a request that a stream parser rejected, if its headers allow."""
-        if isinstance(error, InvalidRequest):
-            self._send_stateless(error.request, error.status, error.reason, peer)
+        """Answer a request that a stream parser rejected, when its headers allow it."""
+        request: object | None = None
+        if isinstance(error, (InvalidRequest, FramingError)):
+            request = error.request
+        if isinstance(request, SipRequest):
+            self._send_stateless(request, error.status, error.reason, peer)
+        else:
+            logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
 
     # ----- application commands
 
@@ -237,40 +205,34 @@ class UserAgent:
         self._now = max(self._now, now)
         session = self._session(handle)
         if session.state not in (CallState.INCOMING, CallState.EARLY):
-            raise SipUsageError(
-                f"call {handle}: answer is not allowed in state {session.state.value}"
-            )
-        invite = session.invite
-        info = invite.parsed
-        remote_target = info.contact[0].uri_text if info.contact else info.from_.uri_text
+            raise SipUsageError(f"call {handle}: answer not allowed in state {session.state.value}")
+        info = session.invite.parsed
         session.dialog = Dialog(
             call_id=info.call_id,
             local_tag=session.local_tag,
             remote_tag=info.from_.tag or "",
             local_uri=info.to.uri_text,
             remote_uri=info.from_.uri_text,
-            remote_target=remote_target,
+            remote_target=info.contact[0].uri_text if info.contact else info.from_.uri_text,
             route_set=[str(route) for route in info.record_route],
             remote_seq=info.cseq.number,
         )
         self._dialogs[session.dialog.id] = handle
         session.local_sdp = sdp
-        extra = self._session_timer_headers(session)
-        response = self._respond(
+        session.answer = self._respond(
             session.transaction_key,
             200,
             to_tag=session.local_tag,
             contact=True,
-            extra=extra,
+            extra=self._session_timer_headers(session),
             body=sdp,
             record_route=True,
         )
-        session.answer = response
         session.change(CallState.ANSWERED, "answer")
         if not self._call_peer[handle].reliable:
             session.retransmit_interval = self.config.timers.t1
-            self._arm("call", handle, "2xx", now + session.retransmit_interval)
-        self._arm("call", handle, "ack", now + 64 * self.config.timers.t1)
+            self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
+        self._arm("call", handle, "ack", self._now + 64 * self.config.timers.t1)
 
     def reject(self, handle: str, status: int, reason: str | None, now: float) -> None:
         self._now = max(self._now, now)
@@ -278,9 +240,7 @@ class UserAgent:
         if not 300 <= status <= 699:
             raise SipUsageError(f"call {handle}: reject needs a status 300-699, not {status}")
         if session.state not in (CallState.INCOMING, CallState.EARLY):
-            raise SipUsageError(
-                f"call {handle}: reject is not allowed in state {session.state.value}"
-            )
+            raise SipUsageError(f"call {handle}: reject not allowed in state {session.state.value}")
         self._respond(session.transaction_key, status, reason, to_tag=session.local_tag)
         self._end(session, "hangup")
 
@@ -305,8 +265,9 @@ class UserAgent:
             self._respond(key, 488)
             return
         session.local_sdp = sdp
-        self._respond(key, 200, contact=True, body=sdp, extra=self._session_timer_headers(session))
-        self._arm_session_timer(session, now)
+        extra = self._session_timer_headers(session)
+        self._respond(key, 200, contact=True, body=sdp, extra=extra)
+        self._arm_session_timer(session)
 
     def shutdown(self, now: float) -> None:
         """End every call: BYE for answered calls (after their ACK), 487 for unanswered ones."""
@@ -330,102 +291,99 @@ class UserAgent:
 
     # ----- requests
 
-    def _on_request(self, request: SipRequest, peer: Peer, now: float) -> None:
+    def _on_request(self, request: SipRequest, peer: Peer) -> None:
         info = request.parsed
-        self._stamp_via(request, peer)
+        stamp_via(request, peer)
         key = server_key(request)
         logger.debug("request %s cseq %s from %s", request.method, info.cseq.number, peer.host)
         if request.method == "ACK":
-            self._on_ack(request, key, now)
+            self._on_ack(request, key)
             return
         transaction = self._server.get(key)
         if transaction is not None:
             self._apply(key, transaction.on_request(request))
             return
-        if request.method == "CANCEL":
-            self._on_cancel(request, key, peer, now)
-            return
-        reliable = peer.reliable
         created: ServerTransaction
         if request.method == "INVITE":
-            created = ServerInviteTransaction(key, request, reliable, self.config.timers)
+            created = ServerInviteTransaction(key, request, peer.reliable, self.config.timers)
         else:
-            created = ServerNonInviteTransaction(key, request, reliable, self.config.timers)
+            created = ServerNonInviteTransaction(key, request, peer.reliable, self.config.timers)
         self._server[key] = created
-        self._server_peer[key] = self._response_peer(request, peer)
+        self._server_peer[key] = response_peer(request, peer, self.config.force_rport)
+        if request.method == "CANCEL":
+            self._on_cancel(key)
+            return
         if request.method == "INVITE":
             self._respond(key, 100)
-        if self._check_request(request, key):
-            return
-        in_dialog = info.to.tag is not None
-        if request.method == "OPTIONS":
-            self._respond(key, 200, extra=self._capabilities())
-        elif request.method == "INVITE" and not in_dialog:
-            self._new_call(request, key, peer, now)
-        elif in_dialog:
-            self._on_dialog_request(request, key, now)
+        rejection = checks.check_request(request, self.allowed) or self._check_merged(request, key)
+        if rejection is None and info.to.tag is None and request.method in ("INVITE", "REGISTER"):
+            rejection = self._authenticate(request, peer)
+        if rejection is not None:
+            self._respond(key, rejection.status, rejection.reason, extra=rejection.headers)
+        elif request.method == "OPTIONS":
+            self._respond(key, 200, extra=checks.capabilities(self.allowed))
+        elif request.method == "REGISTER":
+            self._on_register(request, key)
+        elif info.to.tag is not None:
+            self._on_dialog_request(request, key)
+        elif request.method == "INVITE":
+            self._new_call(request, key, peer)
         else:
-            # BYE, INFO or UPDATE outside a dialog (§12.2.2, §15.1.2).
+            # BYE, INFO or UPDATE outside a dialog (§12.2.2).
             self._respond(key, 481)
 
-    def _check_request(self, request: SipRequest, key: str) -> bool:
-        """Apply the §8.2 checks; send the error response and return True on a failure."""
+    def _check_merged(self, request: SipRequest, key: str) -> Rejection | None:
+        """Detect a request that forked back to us by another path (§8.2.2.2)."""
         info = request.parsed
-        method = request.method
-        if info.max_forwards == 0 and method != "OPTIONS":
-            # VoxGate bridges calls onward as a B2BUA, so a spent hop budget ends here.
-            return self._refuse(key, 483)
-        if method not in ALLOWED_METHODS:
-            status = 405 if method in KNOWN_METHODS else 501
-            return self._refuse(key, status, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
-        if info.to.tag is None:
-            merge = (info.from_.tag or "", info.call_id, info.cseq.number, method)
-            other = self._merge_keys.get(merge)
-            if other is not None and other != key and other in self._server:
-                return self._refuse(key, 482)  # merged request, §8.2.2.2
-            self._merge_keys[merge] = key
-        if method != "CANCEL":
-            try:
-                required = parse_tokens(request.headers.get_list("Require"))
-            except SipSyntaxError:
-                return self._refuse(key, 400, "invalid Require header")
-            unsupported = [tag for tag in required if tag.lower() not in SUPPORTED_OPTIONS]
-            if unsupported:
-                return self._refuse(key, 420, extra=[("Unsupported", ", ".join(unsupported))])
-        if method in ("INVITE", "UPDATE"):
-            return self._check_content(request, key)
-        return False
+        if info.to.tag is not None:
+            return None
+        merge = (info.from_.tag or "", info.call_id, info.cseq.number, request.method)
+        other = self._merge_keys.get(merge)
+        if other is not None and other != key and other in self._server:
+            return Rejection(482)
+        self._merge_keys[merge] = key
+        return None
 
-    def _check_content(self, request: SipRequest, key: str) -> bool:
-        headers = request.headers
-        accept = [media_type(item) for item in headers.get_list("Accept")]
-        if "Accept" in headers and not {"application/sdp", "application/*", "*/*"} & set(accept):
-            return self._refuse(key, 406, extra=[("Accept", "application/sdp")])
-        if not request.body:
-            return False
-        encoding = [item.lower() for item in headers.get_list("Content-Encoding")]
-        if any(item != "identity" for item in encoding):
-            return self._refuse(key, 415, extra=[("Accept-Encoding", "identity")])
-        content_type = headers.get("Content-Type")
-        accepted = [("Accept", ", ".join(ACCEPTED_BODIES))]
-        if content_type is None or media_type(content_type) not in ACCEPTED_BODIES:
-            return self._refuse(key, 415, extra=accepted)
-        try:
-            sdp_body(content_type, request.body)
-        except SipSyntaxError as error:
-            return self._refuse(key, 400, error.reason)
-        return False
+    def _authenticate(self, request: SipRequest, peer: Peer) -> Rejection | None:
+        authorizations = request.headers.raw("Authorization")
+        decision = self.authenticator.check(
+            request.method, request.uri, authorizations, peer.host, self._now
+        )
+        if decision.status is None:
+            if request.method == "REGISTER" and decision.user is not None:
+                to_uri = request.parsed.to.uri
+                if to_uri is None or to_uri.user != decision.user:
+                    return Rejection(403, "authenticated user does not own this address of record")
+            return None
+        # The first request of every client has no credentials, so only failures are info.
+        level = logging.INFO if authorizations else logging.DEBUG
+        logger.log(
+            level, "%s from %s not authorized: %s", request.method, peer.host, decision.reason
+        )
+        if decision.status == 403:
+            return Rejection(403)
+        return Rejection(401, headers=self.authenticator.challenges(self._now, decision.stale))
 
-    def _new_call(self, request: SipRequest, key: str, peer: Peer, now: float) -> None:
+    def _on_register(self, request: SipRequest, key: str) -> None:
+        result = self.registrar.register(request, self._now)
+        if isinstance(result, Rejection):
+            self._respond(key, result.status, result.reason, extra=result.headers)
+            return
+        status, headers = result
+        self._respond(key, status, extra=headers)
+
+    def _new_call(self, request: SipRequest, key: str, peer: Peer) -> None:
         active = sum(1 for session in self.calls.values() if not session.ended)
         if self.config.max_calls is not None and active >= self.config.max_calls:
+            logger.warning("call limit %d reached; rejecting an INVITE", self.config.max_calls)
             self._respond(key, 503, extra=[("Retry-After", str(self.config.retry_after))])
             return
-        expires = self._requested_session_expires(request, key)
-        if expires == -1:
+        expires = checks.session_expires(request, self.config.min_session_expires)
+        if isinstance(expires, Rejection):
+            self._respond(key, expires.status, expires.reason, extra=expires.headers)
             return
         handle = secrets.token_hex(4)  # short id for logs, unrelated to the Call-ID
-        session = InviteSession(handle, request, key, new_tag(), session_expires=expires or None)
+        session = InviteSession(handle, request, key, new_tag(), session_expires=expires)
         session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle
@@ -433,70 +391,72 @@ class UserAgent:
         logger.info("call %s: INVITE received over %s", handle, peer.transport)
         self._events.append(CallOffered(session, peer))
 
-    def _on_dialog_request(self, request: SipRequest, key: str, now: float) -> None:
+    def _dialog_session(self, request: SipRequest) -> InviteSession | None:
         info = request.parsed
         handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
-        session = self.calls.get(handle) if handle else None
+        return self.calls.get(handle) if handle else None
+
+    def _on_dialog_request(self, request: SipRequest, key: str) -> None:
+        session = self._dialog_session(request)
         if session is None or session.dialog is None or session.ended:
             self._respond(key, 481)
             return
-        if not session.dialog.accept_remote_cseq(info.cseq.number):
+        if not session.dialog.accept_remote_cseq(request.parsed.cseq.number):
             self._respond(key, 500, "CSeq out of order")
             return
         method = request.method
         if method == "BYE":
             self._respond(key, 200)
-            logger.info("call %s: BYE received", handle)
+            logger.info("call %s: BYE received", session.handle)
             self._end(session, "bye")
         elif method == "INFO":
             self._respond(key, 200)
             content_type = request.headers.get("Content-Type") or ""
             self._events.append(InfoReceived(session.handle, content_type, request.body))
         elif method in ("INVITE", "UPDATE"):
-            self._on_reoffer(session, request, key, now)
+            self._on_reoffer(session, request, key)
         else:
-            self._respond(key, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+            self._respond(key, 405, extra=[("Allow", ", ".join(self.allowed))])
 
-    def _on_reoffer(
-        self, session: InviteSession, request: SipRequest, key: str, now: float
-    ) -> None:
+    def _on_reoffer(self, session: InviteSession, request: SipRequest, key: str) -> None:
         pending = session.pending_offer_key
         if pending is not None and pending in self._server:
             if request.method == "INVITE" and pending.endswith("|INVITE"):
                 # §14.2: a second re-INVITE before the first has its final response.
                 self._respond(key, 500, extra=[("Retry-After", "1")])
             else:
+                # RFC 3311 §5.2: an offer while another offer is pending.
                 self._respond(key, 491)
             return
         if request.method == "UPDATE" and session.state is not CallState.CONFIRMED:
+            # NOTE: an UPDATE before the ACK would race the 2xx answer; RFC 3311
+            # allows it in early dialogs, but we have no early offer/answer.
             self._respond(key, 491)
             return
-        expires = self._requested_session_expires(request, key)
-        if expires == -1:
+        if request.method == "INVITE" and session.state is not CallState.CONFIRMED:
+            self._respond(key, 491)
             return
-        if expires:
-            session.session_expires = expires
-        if request.method == "INVITE" and session.dialog is not None:
-            contacts = request.parsed.contact
-            if contacts:
-                session.dialog.remote_target = contacts[0].uri_text
+        expires = checks.session_expires(request, self.config.min_session_expires)
+        if isinstance(expires, Rejection):
+            self._respond(key, expires.status, expires.reason, extra=expires.headers)
+            return
+        session.session_expires = expires
+        self._disarm("call", session.handle, "session")
+        contacts = request.parsed.contact
+        if contacts and session.dialog is not None:
+            session.dialog.remote_target = contacts[0].uri_text  # §12.2.2 target refresh
         session.pending_offer_key = key
         sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         if sdp is not None:
             session.remote_sdp = sdp
-        logger.info(
-            "call %s: %s with %s", session.handle, request.method, "offer" if sdp else "no offer"
-        )
-        self._events.append(ReofferReceived(session.handle, sdp))
+        offer = "an offer" if sdp else "no offer"
+        logger.info("call %s: %s with %s", session.handle, request.method, offer)
+        self._events.append(ReofferReceived(session.handle, request.method, sdp))
 
-    def _on_cancel(self, request: SipRequest, key: str, peer: Peer, now: float) -> None:
-        transaction = ServerNonInviteTransaction(key, request, peer.reliable, self.config.timers)
-        self._server[key] = transaction
-        self._server_peer[key] = self._response_peer(request, peer)
-        parts = key.split("|")
+    def _on_cancel(self, key: str) -> None:
         # The INVITE's key differs from the CANCEL's only in the method (§9.2).
-        method_index = -2 if key.startswith("2543|") else -1
-        parts[method_index] = "INVITE"
+        parts = key.split("|")
+        parts[-2 if key.startswith("2543|") else -1] = "INVITE"
         invite_key = "|".join(parts)
         invite = self._server.get(invite_key)
         if invite is None:
@@ -511,7 +471,7 @@ class UserAgent:
             logger.info("call %s: cancelled by the caller", session.handle)
             self._end(session, "cancel")
 
-    def _on_ack(self, request: SipRequest, key: str, now: float) -> None:
+    def _on_ack(self, request: SipRequest, key: str) -> None:
         transaction = self._server.get(key)
         if isinstance(transaction, ServerInviteTransaction) and transaction.state in (
             State.COMPLETED,
@@ -519,12 +479,10 @@ class UserAgent:
         ):
             self._apply(key, transaction.on_request(request))
             return
-        info = request.parsed
-        handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
-        session = self.calls.get(handle) if handle else None
+        session = self._dialog_session(request)
         if session is None or session.state is not CallState.ANSWERED:
-            return
-        if info.cseq.number != session.invite.parsed.cseq.number:
+            return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
+        if request.parsed.cseq.number != session.invite.parsed.cseq.number:
             return
         self._disarm("call", session.handle, "2xx")
         self._disarm("call", session.handle, "ack")
@@ -538,23 +496,20 @@ class UserAgent:
             self._send_bye(session)
             self._end(session, session.pending_end)
             return
-        self._arm_session_timer(session, now)
+        self._arm_session_timer(session)
 
     # ----- responses
 
     def _on_response(self, response: SipResponse) -> None:
-        info = response.parsed
-        branch = info.top_via.branch
-        if branch is None:
-            return
-        key = client_key(branch, info.cseq.method)
+        branch = response.parsed.top_via.branch
+        key = client_key(branch or "", response.parsed.cseq.method)
         transaction = self._client.get(key)
         if transaction is None:
             logger.debug("dropped a response that matches no client transaction")
             return
         self._apply(key, transaction.on_response(response), client=True)
 
-    # ----- helpers
+    # ----- sending
 
     def _session(self, handle: str) -> InviteSession:
         session = self.calls.get(handle)
@@ -565,23 +520,26 @@ class UserAgent:
     def _end(self, session: InviteSession, reason: str) -> None:
         if session.ended:
             return
-        if session.state is CallState.ANSWERED and reason == "cancel":
-            return
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
         for name in ("2xx", "ack", "session"):
             self._disarm("call", session.handle, name)
+        if session.dialog is not None:
+            self._dialogs.pop(session.dialog.id, None)
         logger.info("call %s: ended (%s)", session.handle, reason)
         self._events.append(CallTerminated(session.handle, reason))
+        self.calls.pop(session.handle, None)
+        self._call_peer.pop(session.handle, None)
 
     def _send_bye(self, session: InviteSession) -> None:
         dialog = session.dialog
-        if dialog is None:
+        source = self._call_peer.get(session.handle)
+        if dialog is None or source is None:
             return
+        peer = in_dialog_peer(dialog, source)
         branch = new_branch()
-        via = self._via(branch)
-        request = dialog.build_request("BYE", via, extra=[("User-Agent", self.config.user_agent)])
-        peer = self._request_peer(session)
+        extra = [("User-Agent", self.config.user_agent)]
+        request = dialog.build_request("BYE", self._via(branch, peer), extra=extra)
         key = client_key(branch, "BYE")
         transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
         self._client[key] = transaction
@@ -589,42 +547,17 @@ class UserAgent:
         logger.info("call %s: sending BYE", session.handle)
         self._apply(key, transaction.start(), client=True)
 
-    def _request_peer(self, session: InviteSession) -> Peer:
-        """Pick where in-dialog requests go.
+    def _host(self) -> str:
+        host = self.config.host
+        return f"[{host}]" if ":" in host else host
 
-        NOTE: the stack does not resolve host names. A first Route or the remote
-        target is used when its host is an IP address; otherwise requests go
-        back to the address the INVITE came from.
-        """
-        source = self._call_peer[session.handle]
-        dialog = session.dialog
-        if dialog is None or source.reliable:
-            return source
-        target_text = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
-        try:
-            uri = parse_name_addr(target_text).uri
-        except SipSyntaxError:
-            return source
-        if uri is None or not _is_ip(uri.bare_host):
-            return source
-        return Peer("udp", uri.bare_host, uri.effective_port())
+    def _via(self, branch: str, peer: Peer) -> str:
+        transport = peer.transport.upper()
+        return f"SIP/2.0/{transport} {self._host()}:{self.config.port};branch={branch};rport"
 
-    def _via(self, branch: str, transport: str = "UDP") -> str:
-        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        return f"SIP/2.0/{transport} {host}:{self.config.port};branch={branch};rport"
-
-    def _contact(self) -> str:
-        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        return f"<sip:{host}:{self.config.port}>"
-
-    def _capabilities(self) -> list[tuple[str, str]]:
-        return [
-            ("Allow", ", ".join(ALLOWED_METHODS)),
-            ("Accept", ", ".join(ACCEPTED_BODIES)),
-            ("Accept-Encoding", "identity"),
-            ("Accept-Language", "en"),
-            ("Supported", ", ".join(SUPPORTED_OPTIONS)),
-        ]
+    def _contact(self, peer: Peer | None) -> str:
+        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
+        return f"<sip:{self._host()}:{self.config.port}{params}>"
 
     def _respond(
         self,
@@ -638,24 +571,24 @@ class UserAgent:
         body: bytes = b"",
         record_route: bool = False,
     ) -> SipResponse | None:
+        """Send a response through the server transaction `key` and return it."""
         transaction = self._server.get(key)
         if transaction is None:
             return None
+        request = transaction.request
         headers = list(extra or ())
         if contact:
-            headers.append(("Contact", self._contact()))
+            headers.append(("Contact", self._contact(self._server_peer.get(key))))
         if record_route:
-            headers += [
-                ("Record-Route", value) for value in transaction.request.headers.raw("Record-Route")
-            ]
-        if status >= 200 and transaction.request.method == "INVITE":
-            headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
-            headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
+            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
+        if status >= 200 and request.method == "INVITE":
+            headers.append(("Allow", ", ".join(self.allowed)))
+            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
         headers.append(("Server", self.config.user_agent))
-        if status > 100 and to_tag is None and transaction.request.parsed.to.tag is None:
+        if status > 100 and to_tag is None and request.parsed.to.tag is None:
             to_tag = new_tag()
         response = build_response(
-            transaction.request,
+            request,
             status,
             reason,
             to_tag=to_tag,
@@ -666,11 +599,16 @@ class UserAgent:
         self._apply(key, transaction.send_response(response))
         return response
 
-    def _refuse(self, key: str, status: int, reason: str | None = None, **kwargs: Any) -> bool:
-        self._respond(key, status, reason, **kwargs)
-        return True
+    def _send_stateless(self, request: SipRequest, status: int, reason: str, peer: Peer) -> None:
+        """Answer a request that failed to parse, outside any transaction (§8.2.6)."""
+        logger.debug("rejecting an invalid request from %s with %s: %s", peer.host, status, reason)
+        headers: list[tuple[str, str]] = [("Server", self.config.user_agent)]
+        response = build_response(request, status, _reason_phrase(status, reason), headers=headers)
+        destination = response_peer(request, peer, self.config.force_rport)
+        self._outgoing.append(Outgoing(to_bytes(response), destination))
 
     def _apply(self, key: str, effects: list[Effect], client: bool = False) -> None:
+        """Carry out a transaction's effects."""
         peer = (self._client_peer if client else self._server_peer).get(key)
         kind = "client" if client else "server"
         for effect in effects:
@@ -688,10 +626,10 @@ class UserAgent:
                 logger.debug("response %s for %s", effect.response.status, key)
 
     def _on_timed_out(self, key: str, timer: Timer) -> None:
-        handle = self._call_by_invite.get(key)
-        session = self.calls.get(handle) if handle else None
-        if timer is Timer.H and session is not None and not session.ended:
-            logger.warning("call %s: no ACK for the final response", session.handle)
+        if timer is Timer.H:
+            logger.debug("no ACK for a non-2xx final response (%s)", key)
+        elif timer is Timer.F:
+            logger.debug("no response to our request (%s)", key)
 
     def _forget(self, kind: str, key: str) -> None:
         if kind == "server":
@@ -700,12 +638,8 @@ class UserAgent:
             self._call_by_invite.pop(key, None)
             if transaction is not None:
                 info = transaction.request.parsed
-                merge = (
-                    info.from_.tag or "",
-                    info.call_id,
-                    info.cseq.number,
-                    transaction.request.method,
-                )
+                method = transaction.request.method
+                merge = (info.from_.tag or "", info.call_id, info.cseq.number, method)
                 if self._merge_keys.get(merge) == key:
                     del self._merge_keys[merge]
         else:
@@ -714,13 +648,15 @@ class UserAgent:
         for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
             del self._timers[timer_key]
 
+    # ----- timers
+
     def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
         self._timers[(kind, owner, name)] = deadline
 
     def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
         self._timers.pop((kind, owner, name), None)
 
-    def _fire(self, kind: str, owner: str, name: Timer | str, now: float) -> None:
+    def _fire(self, kind: str, owner: str, name: Timer | str) -> None:
         if kind == "server" and isinstance(name, Timer):
             server = self._server.get(owner)
             if server is not None:
@@ -730,50 +666,28 @@ class UserAgent:
             if client is not None:
                 self._apply(owner, client.on_timer(name), client=True)
         elif kind == "call":
-            self._fire_call_timer(owner, str(name), now)
+            self._fire_call_timer(owner, str(name))
 
-    def _fire_call_timer(self, handle: str, name: str, now: float) -> None:
+    def _fire_call_timer(self, handle: str, name: str) -> None:
         session = self.calls.get(handle)
         if session is None or session.ended:
             return
         if name == "2xx" and session.state is CallState.ANSWERED and session.answer is not None:
-            peer = self._call_peer[handle]
-            assert isinstance(session.answer, SipResponse)
-            self._outgoing.append(
-                Outgoing(to_bytes(session.answer), self._response_peer(session.invite, peer))
-            )
-            session.retransmit_interval = min(
-                2 * session.retransmit_interval, self.config.timers.t2
-            )
-            self._arm("call", handle, "2xx", now + session.retransmit_interval)
+            source = self._call_peer[handle]
+            peer = response_peer(session.invite, source, self.config.force_rport)
+            self._outgoing.append(Outgoing(to_bytes(session.answer), peer))
+            interval = min(2 * session.retransmit_interval, self.config.timers.t2)
+            session.retransmit_interval = interval
+            self._arm("call", handle, "2xx", self._now + interval)
         elif name == "ack" and session.state is CallState.ANSWERED:
+            # §13.3.1.4: no ACK within 64*T1 ends the dialog with a BYE.
             logger.warning("call %s: no ACK for the 2xx, sending BYE", handle)
             self._send_bye(session)
             self._end(session, session.pending_end or "timeout")
         elif name == "session":
-            logger.warning("call %s: session timer expired without refresh, sending BYE", handle)
+            logger.warning("call %s: session timer expired without a refresh", handle)
             self._send_bye(session)
             self._end(session, "timeout")
-
-    # ----- session timers (RFC 4028)
-
-    def _requested_session_expires(self, request: SipRequest, key: str) -> int | None:
-        """Return the Session-Expires interval to use, None, or -1 after sending 422."""
-        value = request.headers.get("Session-Expires")
-        if value is None:
-            return None
-        text = value.split(";", 1)[0].strip()
-        if not text.isdigit() or len(text) > 9:
-            self._respond(key, 400, "invalid Session-Expires")
-            return -1
-        interval = int(text)
-        if interval < self.config.min_session_expires:
-            self._respond(key, 422, extra=[("Min-SE", str(self.config.min_session_expires))])
-            return -1
-        supported = [item.lower() for item in request.headers.get_list("Supported")]
-        # RFC 4028 §9: without 'timer' support the UAS would have to refresh; we
-        # decline the timer then, which the RFC allows.
-        return interval if "timer" in supported else 0
 
     def _session_timer_headers(self, session: InviteSession) -> list[tuple[str, str]]:
         if not session.session_expires:
@@ -783,85 +697,17 @@ class UserAgent:
             ("Require", "timer"),
         ]
 
-    def _arm_session_timer(self, session: InviteSession, now: float) -> None:
+    def _arm_session_timer(self, session: InviteSession) -> None:
         if session.session_expires:
-            # RFC 4028 §10: without a refresh, BYE after the interval minus
-            # min(32 s, a third of it).
+            # RFC 4028 §10: without a refresh, the refreshee sends BYE at the
+            # interval minus min(32 s, a third of it).
             interval = session.session_expires
-            self._arm("call", session.handle, "session", now + interval - min(32, interval / 3))
-
-    # ----- addressing (§18.2.2, RFC 3581)
-
-    def _stamp_via(self, request: SipRequest, peer: Peer) -> None:
-        """Add received and rport to the top Via as RFC 3581 asks."""
-        via = request.parsed.top_via
-        changed = False
-        if via.host.strip("[]") != peer.host:
-            via.params["received"] = peer.host
-            changed = True
-        if "rport" in via.params:
-            via.params["rport"] = str(peer.port)
-            changed = True
-        if not changed:
-            return
-        fields = request.headers.raw("Via")
-        elements = split_list(fields[0])
-        elements[0] = str(via)
-        fields[0] = ", ".join(elements)
-        request.headers.remove("Via")
-        for value in fields:
-            request.headers.add("Via", value)
-
-    def _response_peer(self, request: SipRequest, peer: Peer) -> Peer:
-        if peer.reliable:
-            return peer
-        try:
-            via = request.parsed.top_via
-        except SipSyntaxError:
-            return peer
-        if self.config.force_rport or "rport" in via.params:
-            return peer
-        return Peer(peer.transport, peer.host, via.port or 5060)
-
-    def _reject_unparsed(self, data: bytes, error: SipSyntaxError, peer: Peer) -> None:
-        if isinstance(error, InvalidRequest):
-            request: SipRequest | None = error.request
-        else:
-            request = salvage_request(data, self.config.limits)
-        if request is None:
-            logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
-            return
-        self._send_stateless(request, error.status, error.reason, peer)
-
-    def _send_stateless(self, request: SipRequest, status: int, reason: str, peer: Peer) -> None:
-        logger.debug("rejecting an invalid request from %s with %s: %s", peer.host, status, reason)
-        headers: list[tuple[str, str]] = [("Server", self.config.user_agent)]
-        if status == 505:
-            headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
-        response = build_response(request, status, _reason_phrase(status, reason), headers=headers)
-        self._outgoing.append(Outgoing(to_bytes(response), self._stateless_peer(request, peer)))
-
-    def _stateless_peer(self, request: SipRequest, peer: Peer) -> Peer:
-        """Route a response to a request whose headers may not parse: Via if possible."""
-        if peer.reliable or self.config.force_rport:
-            return peer
-        try:
-            via = parse_via(request.headers.get_list("Via")[0])
-        except (SipSyntaxError, IndexError):
-            return peer
-        return peer if "rport" in via.params else Peer(peer.transport, peer.host, via.port or 5060)
+            deadline = self._now + interval - min(32, interval / 3)
+            self._arm("call", session.handle, "session", deadline)
 
 
 def _reason_phrase(status: int, reason: str) -> str:
-    """Put the parser's reason into the status line; it names the problem for the peer."""
+    """Put the parser's reason into the status line so that it names the problem."""
     cleaned = "".join(char if char.isprintable() else "?" for char in reason)[:120]
     base = REASON_PHRASES.get(status, "Bad Request")
     return f"{base} ({cleaned})" if cleaned else base
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

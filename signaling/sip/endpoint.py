@@ -16,22 +16,21 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote
 
-from signaling.sip.core import (
+from signaling.sip.auth import AuthConfig
+from signaling.sip.core import CoreConfig, UserAgent
+from signaling.sip.dialog import CallState, InviteSession
+from signaling.sip.errors import CallEnded, SipSyntaxError
+from signaling.sip.events import (
     CallConfirmed,
     CallOffered,
     CallTerminated,
-    CoreConfig,
     CoreEvent,
     InfoReceived,
-    Outgoing,
-    Peer,
     ReofferReceived,
-    UserAgent,
 )
-from signaling.sip.dialog import CallState, InviteSession
-from signaling.sip.errors import CallEnded, SipSyntaxError
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.routing import Outgoing, Peer
 from signaling.sip.transaction import TimerConfig
 from signaling.sip.transport import TcpServer, UdpTransport
 
@@ -46,6 +45,8 @@ class SipConfig:
     `force_rport` sends every UDP response to the source address and port, as
     if the peer had asked with rport (RFC 3581), which suits peers behind NAT.
     `max_calls` bounds concurrent calls; more get 503 with Retry-After.
+    `auth` names digest users and trusted trunk networks; when both are
+    empty, every source may call.
     """
 
     host: str = "127.0.0.1"
@@ -60,6 +61,7 @@ class SipConfig:
     shutdown_timeout: float = 2.0
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 class CallHandler(Protocol):
@@ -181,18 +183,25 @@ class SipEndpoint:
         """Bind UDP (and TCP on the same port); port 0 picks a free port."""
         config = self._config
         self._loop = asyncio.get_running_loop()
-        _, protocol = await self._loop.create_datagram_endpoint(
-            lambda: UdpTransport(self._on_datagram), local_addr=(config.host, config.port)
-        )
-        self._udp = protocol
-        self._port = protocol.port
-        if config.tcp:
+        # With port 0 the UDP port is free but its TCP twin may be taken (for
+        # example by an outgoing connection), so pick again a few times.
+        attempts = 5 if config.port == 0 else 1
+        for attempt in range(attempts):
+            _, protocol = await self._loop.create_datagram_endpoint(
+                lambda: UdpTransport(self._on_datagram), local_addr=(config.host, config.port)
+            )
+            self._udp = protocol
+            self._port = protocol.port
+            if not config.tcp:
+                break
             self._tcp = TcpServer(self._on_message, self._on_invalid, config.limits)
             try:
                 await self._tcp.start(config.host, self._port)
+                break
             except OSError:
                 protocol.close()
-                raise
+                if attempt == attempts - 1:
+                    raise
         self._core = UserAgent(
             CoreConfig(
                 host=config.advertised_host or config.host,
@@ -204,6 +213,7 @@ class SipEndpoint:
                 max_calls=config.max_calls,
                 retry_after=config.retry_after,
                 min_session_expires=config.min_session_expires,
+                auth=config.auth,
             )
         )
         logger.info("SIP endpoint listening on %s port %d", config.host, self._port)
@@ -213,9 +223,14 @@ class SipEndpoint:
         if self._core is None:
             return
         self._command(lambda core, now: core.shutdown(now))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.shutdown_timeout
         pending = [call._ended for call in self._calls.values() if not call.ended]
         if pending:
             await asyncio.wait(pending, timeout=self._config.shutdown_timeout)
+        # Handlers see their calls end and may finish on their own; the rest are cancelled.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -22,7 +22,15 @@ class SipSyntaxError(ValueError):
 
 
 class FramingError(SipSyntaxError):
-    """The byte stream cannot be split into messages, so the connection must close."""
+    """The byte stream cannot be split into messages, so the connection must close.
+
+    `request` is the failed request (a `SipRequest` with the headers a 400
+    copies) when enough of it was readable to answer, else None.
+    """
+
+    def __init__(self, reason: str, status: int = 400, request: object | None = None) -> None:
+        super().__init__(reason, status)
+        self.request = request
 
 
 class SipUsageError(RuntimeError):

@@ -35,6 +35,7 @@ REASON_PHRASES = {
     420: "Bad Extension",
     421: "Extension Required",
     422: "Session Interval Too Small",
+    423: "Interval Too Brief",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",

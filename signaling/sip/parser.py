@@ -95,9 +95,10 @@ def parse_datagram(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SipMessage:
 class StreamParser:
     """Split a TCP or TLS byte stream into messages (§18.3: Content-Length is mandatory).
 
-    `feed` returns complete messages. A `FramingError` means the stream cannot
-    be resynchronized and the connection must be closed; an `InvalidRequest`
-    or other `SipSyntaxError` for one message leaves the stream usable.
+    `feed` returns complete messages and per-message errors in stream order.
+    A `FramingError` is always the last item: the stream cannot be
+    resynchronized, the connection must be closed, and later data is ignored.
+    An `InvalidRequest` for one message leaves the stream usable.
     """
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -105,36 +106,49 @@ class StreamParser:
         self._buffer = bytearray()
         self._pending: SipMessage | None = None
         self._body_length = 0
+        self._pending_error: InvalidRequest | None = None
+        self.broken = False
 
     def feed(self, data: bytes) -> list[SipMessage | SipSyntaxError]:
-        self._buffer += data
         results: list[SipMessage | SipSyntaxError] = []
+        if self.broken:
+            return results
+        self._buffer += data
+        try:
+            self._drain(results)
+        except FramingError as error:
+            self.broken = True
+            self._buffer.clear()
+            results.append(error)
+        return results
+
+    def _drain(self, results: list[SipMessage | SipSyntaxError]) -> None:
+        limit = self._limits.max_header_bytes
         while True:
-            if self._pending is None:
+            if self._pending is None and self._pending_error is None:
                 while self._buffer.startswith(b"\r\n"):
                     del self._buffer[:2]
                 end = self._buffer.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(self._buffer) > self._limits.max_header_bytes:
-                        raise FramingError(self._header_overflow())
-                    return results
+                    if len(self._buffer) > limit:
+                        raise FramingError(f"header section exceeds max_header_bytes={limit}")
+                    return
                 head = bytes(self._buffer[:end])
                 del self._buffer[: end + 4]
-                if len(head) > self._limits.max_header_bytes:
-                    raise FramingError(self._header_overflow())
-                message = _parse_head(head, self._limits)
-                length = _content_length(message.headers)
-                if length is None:
-                    raise FramingError("missing Content-Length on a stream transport")
-                if length > self._limits.max_body_bytes:
-                    limit = self._limits.max_body_bytes
-                    raise FramingError(f"Content-Length {length} exceeds max_body_bytes={limit}")
-                self._pending, self._body_length = message, length
+                if len(head) > limit:
+                    raise FramingError(f"header section exceeds max_header_bytes={limit}")
+                self._start_message(head)
             if len(self._buffer) < self._body_length:
-                return results
-            message, self._pending = self._pending, None
-            message.body = bytes(self._buffer[: self._body_length])
+                return
+            body = bytes(self._buffer[: self._body_length])
             del self._buffer[: self._body_length]
+            if self._pending_error is not None:
+                results.append(self._pending_error)
+                self._pending_error = None
+                continue
+            message, self._pending = self._pending, None
+            assert message is not None
+            message.body = body
             try:
                 validate(message)
             except SipSyntaxError as error:
@@ -142,8 +156,34 @@ class StreamParser:
             else:
                 results.append(message)
 
-    def _header_overflow(self) -> str:
-        return f"header section exceeds max_header_bytes={self._limits.max_header_bytes}"
+    def _start_message(self, head: bytes) -> None:
+        """Parse a header section and learn the body length, or raise `FramingError`."""
+        try:
+            message: SipMessage = _parse_head(head, self._limits)
+            headers = message.headers
+        except InvalidRequest as error:
+            # Only the start line is bad: the headers still frame the body.
+            message, headers = error.request, error.request.headers
+            self._pending_error = error
+        except SipSyntaxError as error:
+            raise FramingError(error.reason, request=salvage_request(head + b"\r\n\r\n")) from None
+        try:
+            length = _content_length(headers)
+        except SipSyntaxError as error:
+            raise FramingError(error.reason, request=_as_request(message)) from None
+        if length is None:
+            reason = "missing Content-Length on a stream transport"
+            raise FramingError(reason, request=_as_request(message))
+        if length > self._limits.max_body_bytes:
+            reason = f"Content-Length {length} exceeds max_body_bytes={self._limits.max_body_bytes}"
+            raise FramingError(reason, status=413, request=_as_request(message))
+        if self._pending_error is None:
+            self._pending = message
+        self._body_length = length
+
+
+def _as_request(message: SipMessage) -> SipRequest | None:
+    return message if isinstance(message, SipRequest) else None
 
 
 def _split_head(data: bytes, limits: Limits) -> tuple[bytes, int]:
@@ -202,9 +242,9 @@ def salvage_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SipRequest 
 
     Return None for data that does not look like a request or has no Via.
     """
-    if data.startswith(b"SIP/") or len(data) > limits.max_message_bytes:
+    if data.startswith(b"SIP/"):
         return None
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    head = data[: limits.max_header_bytes].split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
     headers = Headers()
     for line in head.split("\r\n")[1 : limits.max_headers + 1]:
         match = _HEADER_NAME_RE.match(line)

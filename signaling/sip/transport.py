@@ -15,10 +15,10 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from signaling.sip.core import Peer
-from signaling.sip.errors import FramingError, SipSyntaxError
+from signaling.sip.errors import SipSyntaxError
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import Limits, StreamParser
+from signaling.sip.routing import Peer
 
 logger = logging.getLogger("sip.transport")
 
@@ -134,17 +134,15 @@ class TcpServer:
                 if data in (b"\r\n\r\n",):
                     writer.write(b"\r\n")  # RFC 5626 §3.5.1 keep-alive pong
                     continue
-                try:
-                    items = parser.feed(data)
-                except FramingError as error:
-                    logger.debug("TCP connection %d: framing error: %s", connection, error.reason)
-                    break
-                for item in items:
+                for item in parser.feed(data):
                     if isinstance(item, SipSyntaxError):
                         self._on_invalid(item, peer)
                     else:
                         self._on_message(item, peer)
                 await writer.drain()
+                if parser.broken:
+                    logger.debug("TCP connection %d: framing error, closing", connection)
+                    break
         except (TimeoutError, ConnectionError, OSError) as error:
             logger.debug("TCP connection %d closed: %s", connection, error)
         except asyncio.CancelledError:

@@ -1,8 +1,8 @@
 """SIP and SIPS URIs (RFC 3261 §19.1, §25.1) and the generic absolute-URI check.
 
-Parsing keeps escaped octets as they arrive: comparison rules (§19.1.4) are
-applied by `SipUri.same_user` and friends where the stack needs them, and the
-application sees the raw user part.
+Parsing keeps escaped octets as they arrive, so `SipUri.user` is the raw
+user part; `InboundCall` unescapes it for the application. The comparison
+rules of §19.1.4 are not implemented because the UAS never compares URIs.
 """
 
 from __future__ import annotations

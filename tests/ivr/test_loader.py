@@ -78,3 +78,12 @@ def test_load_flow_runs_static_checks(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as caught:
         load_flow(path)
     assert str(caught.value.diagnostics[0]).startswith(f"{path}:6:5: steps.a.next: 'nowhere': ")
+
+
+def test_custom_tags_rejected() -> None:
+    errors = _errors("flow: t\nsteps:\n  a: !!python/object:os.system {type: say}\n")
+    assert errors == [
+        "f.yaml:3:6: (file): (yaml): unsupported YAML tag tag:yaml.org,2002:python/object:os.system"
+    ]
+    scalar = _errors("flow: !0 x\nsteps: {}\n")
+    assert scalar[0].startswith("f.yaml:1:7: (file): (yaml): invalid scalar: could not determine")

@@ -142,3 +142,15 @@ async def test_watch_picks_up_changes(tmp_path: Path) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_prewarm_builds_intent_classifier(flows_dir: Path, tmp_path: Path) -> None:
+    from ivr.intents import _CACHE
+
+    shutil.copy(flows_dir / "contact_center_zh.yaml", tmp_path / "zh.yaml")
+    registry = FlowRegistry(tmp_path, prewarm_intents=True)
+    flow = registry.get("contact_center_zh")
+    assert flow is not None
+    cached = _CACHE.get(id(flow))
+    assert cached is not None
+    assert cached[0] is flow

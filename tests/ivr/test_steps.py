@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, Outcome
-from ivr.events import EventKind
+from ivr.events import EventKind, IvrEvent
 from ivr.prompts import SilentSynthesizer
 from ivr.services import QueueError, QueuePlacement, QueueRequest, Recording
 from ivr.textchannel import TextChannel, parse_turn, scripted
@@ -44,7 +48,7 @@ async def test_gather_inter_digit_timeout_ends_entry() -> None:
     assert run.result.variables["n"] == "42"
 
 
-async def test_gather_pattern_mismatch_retries_with_no_match_prompt() -> None:
+async def test_gather_pattern_mismatch_reprompts() -> None:
     flow = flow_from_text(
         "flow: t\nsteps:\n  ask:\n    type: gather\n    prompt: Six digits please.\n"
         "    dtmf: {max_digits: 6, pattern: '[0-9]{6}'}\n    retries: 1\n"
@@ -71,7 +75,7 @@ async def test_gather_retries_exhausted_goes_to_no_match() -> None:
     assert len(run.of_kind(EventKind.GATHER_RESULT)) == 3
 
 
-async def test_gather_speech_phrase_list_armed_and_matched() -> None:
+async def test_gather_arms_phrase_list() -> None:
     flow = flow_from_text(
         "flow: t\nsteps:\n  ask:\n    type: gather\n    prompt: Say yes or no.\n"
         "    speech: {phrases: [yes, no], language: en-US}\n"
@@ -193,7 +197,7 @@ QUEUE_FLOW = (
     "  q:\n    type: queue\n    queue: '{{ dept }}'\n    priority: 1\n"
     "    skills: ['{{ language }}']\n"
     "    rules:\n"
-    "      - {if: {caller: {in: ['+15550100099']}}, priority: 8, skills: [vip]}\n"
+    "      - {if: {caller: {in: ['+15550100099']}}, priority: 8, skills: [vip], reason: vip}\n"
     "      - {if: {var: intent, eq: payment}, priority: 5}\n"
     "    announcement: 'You are number {{ queue.position }}, about {{ queue.wait_minutes }}"
     " minutes.'\n"
@@ -216,6 +220,8 @@ async def test_queue_priority_from_vip_and_intent() -> None:
     assert request is not None
     assert request.priority == 8
     assert request.skills == ("en-US", "vip")
+    assert request.reason == "vip"
+    assert request.attributes == {"caller": "+15550100099", "flow": "t", "language": "en-US"}
     assert queue.requests == [request]
     assert run.result.prompts == ["You are number 3, about 4 minutes."]
 
@@ -226,7 +232,20 @@ async def test_queue_without_service_returns_request() -> None:
     assert run.result.queue_request is not None
     assert run.result.queue_request.queue == "sales"
     assert run.result.queue_request.priority == 1
+    assert run.result.queue_request.reason == "priority"
     assert run.result.prompts == []
+
+
+async def test_queue_context_templates_for_agent() -> None:
+    flow = flow_from_text(
+        QUEUE_FLOW.replace(
+            "    on_error: full\n",
+            "    on_error: full\n    context: {reason: 'Order {{ order | default(\"none\") }}'}\n",
+        )
+    )
+    run = await run_flow(flow, [])
+    assert run.result.queue_request is not None
+    assert run.result.queue_request.attributes == {"reason": "Order none"}
 
 
 async def test_queue_rejection_goes_to_on_error() -> None:
@@ -334,12 +353,7 @@ async def test_say_plays_wav_file(tmp_path: Path) -> None:
     assert played[0].payload["duration_ms"] == 500
 
 
-async def test_log_text_has_no_caller_digits(caplog: object) -> None:
-    import logging
-
-    import pytest
-
-    assert isinstance(caplog, pytest.LogCaptureFixture)
+async def test_log_text_has_no_caller_digits(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     flow = flow_from_text(
         "flow: t\nsteps:\n  ask:\n    type: gather\n    dtmf: {max_digits: 9}\n    into: n\n"
@@ -352,3 +366,139 @@ async def test_log_text_has_no_caller_digits(caplog: object) -> None:
     assert "987654321" not in text
     assert "+15550100042" not in text
     assert "sim-1" in text
+
+
+async def test_speech_barge_in_then_intent() -> None:
+    flow = flow_from_text(
+        "flow: t\nintents:\n  refund: {examples: {en: [I want a refund, money back]}}\n"
+        "  billing: {examples: {en: [question about my bill, invoice]}}\n"
+        "nlu: {engine: tfidf}\nsteps:\n"
+        "  ask:\n    type: gather\n    prompt: How can I help?\n"
+        "    speech: {intents: [refund, billing]}\n    barge_in: speech\n"
+        "    on: {refund: r, billing: b, no_input: bye, no_match: bye}\n"
+        "  r: {type: say, text: refund, next: bye}\n  b: {type: say, text: bill, next: bye}\n" + BYE
+    )
+    channel = TextChannel(scripted([]))
+    channel.pending.extend(parse_turn("I want a refund please"))
+    events: list[IvrEvent] = []
+    result = await IvrSession(
+        flow, channel, SilentSynthesizer(), events=events.append, clock=channel.clock
+    ).run()
+    assert result.path == ["ask", "r", "bye"]
+    assert result.variables["intent"] == "refund"
+    assert result.variables["transcript"] == "I want a refund please"
+    played = [e for e in events if e.kind is EventKind.PROMPT_PLAYED]
+    assert played[0].payload["interrupted"] is True
+    scored = [e for e in events if e.kind is EventKind.INTENT_SCORED]
+    assert scored[0].payload["engine"] == "tfidf"
+
+
+async def test_menu_without_speech_uses_keys_only() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  main:\n    type: menu\n    prompt: Press 1.\n"
+        "    options:\n      - {key: 1, phrases: [billing], goto: billing}\n"
+        "    retries: 0\n    on: {no_input: bye, no_match: bye}\n"
+        "  billing: {type: say, text: billing, next: bye}\n" + BYE
+    )
+    spoken = await run_flow(flow, ["billing"], channel_options={"speech_available": False})
+    assert spoken.result.path == ["main", "bye"]
+    assert spoken.channel is not None
+    assert all(config is None for config in spoken.channel.recognizer_history)
+    pressed = await run_flow(flow, ["#1"], channel_options={"speech_available": False})
+    assert pressed.result.path == ["main", "billing", "bye"]
+
+
+async def test_event_callback_error_does_not_stop_call() -> None:
+    flow = flow_from_text("flow: t\nsteps:\n  a: {type: say, text: hi}\n" + BYE)
+    channel = TextChannel(scripted([]))
+
+    def broken(event: IvrEvent) -> None:
+        raise RuntimeError("sink down")
+
+    result = await IvrSession(
+        flow, channel, SilentSynthesizer(), events=broken, clock=channel.clock
+    ).run()
+    assert result.outcome is Outcome.HANGUP
+    assert result.path == ["a", "bye"]
+
+
+async def test_session_runs_only_once() -> None:
+    flow = flow_from_text("flow: t\nsteps:\n" + BYE)
+    channel = TextChannel(scripted([]))
+    session = IvrSession(flow, channel, SilentSynthesizer(), clock=channel.clock)
+    await session.run()
+    with pytest.raises(RuntimeError, match="cannot go from ended to running"):
+        await session.run()
+
+
+async def test_speech_gather_without_recognizer_warns() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  ask:\n    type: gather\n    speech: {}\n    retries: 0\n"
+        "    on: {no_input: bye, no_match: bye}\n" + BYE
+    )
+    run = await run_flow(flow, ["hello"], channel_options={"speech_available": False})
+    assert run.result.path == ["ask", "bye"]
+    messages = [e.payload["message"] for e in run.of_kind(EventKind.WARNING)]
+    assert "speech recognition unavailable" in messages
+
+
+class KeysOnlyChannel:
+    """A call leg without recording, wrapping a text channel."""
+
+    def __init__(self, inner: TextChannel) -> None:
+        self.inner = inner
+        self.call_id = inner.call_id
+        self.caller = inner.caller
+        self.called = inner.called
+        self.speech_available = False
+
+    async def play(
+        self, audio: PcmAudio, *, interrupt_on_dtmf: bool = False, interrupt_on_speech: bool = False
+    ) -> CallerInput | None:
+        return await self.inner.play(audio, interrupt_on_dtmf=interrupt_on_dtmf)
+
+    def listen(self, config: RecognizerConfig | None) -> None:
+        self.inner.listen(config)
+
+    async def next_input(self, timeout_s: float) -> CallerInput | None:
+        return await self.inner.next_input(timeout_s)
+
+    def clear_inputs(self) -> None:
+        self.inner.clear_inputs()
+
+    async def hangup(self) -> None:
+        await self.inner.hangup()
+
+    async def transfer(self, target: str) -> bool:
+        return await self.inner.transfer(target)
+
+
+async def test_record_skipped_without_recording_channel() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  r: {type: record, prompt: Leave a message.}\n"
+        "  thanks: {type: hangup, prompt: Thanks.}\n"
+    )
+    inner = TextChannel(scripted(["hello"]))
+    events: list[IvrEvent] = []
+    result = await IvrSession(
+        flow, KeysOnlyChannel(inner), SilentSynthesizer(), events=events.append, clock=inner.clock
+    ).run()
+    assert result.path == ["r", "thanks"]
+    assert result.variables["recording"] is None
+    assert result.prompts == ["Thanks."]
+    warnings = [e.payload["message"] for e in events if e.kind is EventKind.WARNING]
+    assert warnings == ["channel cannot record"]
+
+
+async def test_speech_phrase_found_inside_words() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  ask:\n    type: gather\n"
+        "    speech: {phrases: [yes, no]}\n    retries: 0\n"
+        "    on: {yes: y, no: n, no_input: bye, no_match: unclear}\n"
+        "  y: {type: say, text: agreed, next: bye}\n  n: {type: say, text: declined, next: bye}\n"
+        "  unclear: {type: say, text: unclear, next: bye}\n" + BYE
+    )
+    inside = await run_flow(flow, ["Yes, please."])
+    assert inside.result.path == ["ask", "y", "bye"]
+    both = await run_flow(flow, ["yes and no"])
+    assert both.result.path == ["ask", "unclear", "bye"]

@@ -6,6 +6,7 @@ line, with the file name in place of its path and BROKEN in place of the folder.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,12 @@ def test_loop_with_exit_is_accepted(tmp_path: Path) -> None:
         "  bye: {type: hangup}\n"
     )
     assert validate_file(path) == []
+
+
+def test_subflow_name_checked_in_folder(flows_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(flows_dir / "contact_center.yaml", tmp_path / "contact_center.yaml")
+    found = [str(d) for d in validate_file(tmp_path / "contact_center.yaml")]
+    assert len(found) == 1
+    assert "steps.order_status.flow: 'order_status': unknown flow" in found[0]
+    shutil.copy(flows_dir / "order_status.yaml", tmp_path / "order_status.yaml")
+    assert validate_file(tmp_path / "contact_center.yaml") == []

@@ -8,7 +8,14 @@ import pytest
 
 from ivr.channel import RecognizerConfig, SpeechInput
 from media import g711
-from media.asr import AsrConfig, CallRecognizer, ModelCatalog, model_sample_rate, primary_language
+from media.asr import (
+    AsrConfig,
+    CallRecognizer,
+    ModelCatalog,
+    best_phrase,
+    model_sample_rate,
+    primary_language,
+)
 from media.audio import PcmAudio
 from media.resample import StreamResampler, resample
 from media.tts import EspeakSynthesizer
@@ -137,3 +144,24 @@ async def test_missing_model_gives_no_result(catalog: ModelCatalog) -> None:
     await recognizer.drain()
     await recognizer.close()
     assert results == []
+
+
+def word(text: str, start: float, end: float, conf: float = 1.0) -> dict[str, object]:
+    return {"word": text, "start": start, "end": end, "conf": conf}
+
+
+def test_best_phrase_drops_phrase_added_by_silence() -> None:
+    words = [word("아니요", 0.1, 0.2), word("상담원", 0.4, 0.9)]
+    assert best_phrase(words, KOREAN_MENU) == ("상담원", 1.0, ("아니요",))
+
+
+def test_best_phrase_keeps_multi_word_phrase() -> None:
+    words = [word("상담원", 0.2, 0.6), word("연결", 0.6, 0.9, 0.8), word("네", 1.0, 1.05, 0.5)]
+    text, confidence, others = best_phrase(words, ["네", "상담원 연결"])
+    assert text == "상담원 연결"
+    assert confidence == pytest.approx(0.9)
+    assert others == ("네",)
+
+
+def test_best_phrase_without_words() -> None:
+    assert best_phrase([], KOREAN_MENU) == ("", 0.0, ())

@@ -71,6 +71,35 @@ def test_offerer_codec_order_wins() -> None:
     assert result.codec.payload_type == 8
 
 
+def test_preferred_codec_kept_on_reoffer() -> None:
+    result = answer_audio(
+        offer("m=audio 5004 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"),
+        SIP_CODECS,
+        local_host="198.51.100.7",
+        local_port=40000,
+        session_id=555,
+        session_version=2,
+        prefer=PCMU,
+    )
+
+    assert result.codec == Codec("PCMU", 8000, 1, 0)
+    assert result.dtmf == Codec("telephone-event", 8000, 1, 101, "0-15")
+
+
+def test_preferred_codec_absent_falls_back() -> None:
+    result = answer_audio(
+        offer("m=audio 5004 RTP/AVP 8\r\n"),
+        SIP_CODECS,
+        local_host="198.51.100.7",
+        local_port=40000,
+        session_id=555,
+        session_version=2,
+        prefer=PCMU,
+    )
+
+    assert result.codec == Codec("PCMA", 8000, 1, 8)
+
+
 def test_unsupported_codecs_are_skipped() -> None:
     result = answer(offer("m=audio 5004 RTP/AVP 18 3 9\r\n"))
 
@@ -398,6 +427,30 @@ def test_answer_rejects_bad_arguments() -> None:
             local_port=0,
             session_id=1,
             session_version=1,
+        )
+
+
+def test_answer_rejects_bad_origin_values() -> None:
+    description = offer("m=audio 5004 RTP/AVP 0\r\n")
+
+    with pytest.raises(ValueError, match="empty or contains whitespace"):
+        answer_audio(
+            description,
+            SIP_CODECS,
+            local_host="192.0.2.1",
+            local_port=1,
+            session_id=1,
+            session_version=1,
+            username="vox gate",
+        )
+    with pytest.raises(ValueError, match="must not be negative"):
+        answer_audio(
+            description,
+            SIP_CODECS,
+            local_host="192.0.2.1",
+            local_port=1,
+            session_id=1,
+            session_version=-1,
         )
 
 

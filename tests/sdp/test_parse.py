@@ -257,3 +257,16 @@ def test_default_limits_reject_oversized_body() -> None:
 
     with pytest.raises(SdpError, match="larger than 65536 bytes"):
         parse(body)
+
+
+def test_str_with_lone_surrogate_rejected() -> None:
+    with pytest.raises(SdpError, match=r"^line 5: line is not valid UTF-8$"):
+        parse(HEAD + "a=x:\ud800\r\n")
+
+
+def test_str_limit_counts_utf8_bytes() -> None:
+    body = HEAD + "a=x:" + "é" * 60 + "\r\n"
+
+    assert len(body) < 160 < len(body.encode())
+    with pytest.raises(SdpError, match="larger than 160 bytes"):
+        parse(body, limits=SdpLimits(max_body_bytes=160))

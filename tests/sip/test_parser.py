@@ -240,13 +240,40 @@ def test_stream_parser_splits_and_joins() -> None:
 
 
 def test_stream_parser_requires_content_length() -> None:
-    with pytest.raises(FramingError, match="missing Content-Length"):
-        StreamParser().feed(request_with())
+    parser = StreamParser()
+
+    results = parser.feed(request_with())
+
+    assert isinstance(results[-1], FramingError)
+    assert "missing Content-Length" in results[-1].reason
+    assert isinstance(results[-1].request, SipRequest)
+    assert parser.broken
 
 
 def test_stream_parser_rejects_huge_content_length() -> None:
-    with pytest.raises(FramingError, match="max_body_bytes"):
-        StreamParser().feed(request_with(length=b"4294967295"))
+    results = StreamParser().feed(request_with(length=b"4294967295"))
+
+    assert isinstance(results[-1], FramingError)
+    assert "max_body_bytes" in results[-1].reason
+
+
+def test_stream_parser_keeps_messages_before_garbage() -> None:
+    parser = StreamParser()
+
+    results = parser.feed(request_with(length=b"0") + b"garbage line\r\n\r\n")
+
+    assert isinstance(results[0], SipRequest)
+    assert isinstance(results[1], FramingError)
+    assert parser.feed(request_with(length=b"0")) == []
+
+
+def test_stream_parser_bad_start_line_keeps_stream() -> None:
+    bad = request_with(length=b"0").replace(b"OPTIONS sip", b"OPTIONS  sip", 1)
+
+    results = StreamParser().feed(bad + request_with(length=b"0"))
+
+    assert isinstance(results[0], InvalidRequest)
+    assert isinstance(results[1], SipRequest)
 
 
 def test_stream_parser_keeps_going_after_invalid_request() -> None:
@@ -258,3 +285,16 @@ def test_stream_parser_keeps_going_after_invalid_request() -> None:
     assert isinstance(results[0], InvalidRequest)
     assert "CSeq method" in results[0].reason
     assert isinstance(results[1], SipRequest)
+
+
+def test_oversized_datagram_salvaged_for_513() -> None:
+    data = request_with(b"Subject: " + b"a" * 200 + b"\r\n", length=b"0")
+    limits = Limits(max_message_bytes=200)
+
+    with pytest.raises(SipSyntaxError) as caught:
+        parse_datagram(data, limits)
+    request = salvage_request(data, limits)
+
+    assert caught.value.status == 513
+    assert request is not None
+    assert request.headers.get("Call-ID") == "abc@127.0.0.1"

@@ -1,0 +1,325 @@
+"""Run SIPp (3.6.1, Debian sip-tester) scenarios from tests with bounded waits.
+
+A scenario is an XML template under `tests/data/peers/` with UPPER_CASE
+placeholders. `render_scenario` fills them in, `SippProcess` starts SIPp
+on free loopback ports and `wait` or `stop` returns a `SippResult` with the
+exit code and the error log. SIPp's own exit codes:
+
+    0   every call passed          97  stopped by an internal command
+    1   at least one call failed   99  exited without processing a call
+    255 fatal error (exit -1)      254 could not bind a socket (exit -2)
+
+RFC 4733 digits are played with `<exec play_pcap_audio=FILE/>`, which sends
+the pcap's UDP payloads from the media port through a raw socket (root
+only). `write_dtmf_pcap` builds one pcap per digit with its own RTP
+timestamp, so that two presses of the same digit are two events; the
+Debian files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one
+timestamp and SSRC.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tests.support.dtmf import check_digits, telephone_event_packets
+from tests.support.ports import free_udp_port, free_udp_port_pair
+
+SIPP_BINARY = Path("/usr/bin/sipp")
+DEBIAN_PCAP_DIR = Path("/usr/share/sip-tester")
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "data" / "peers"
+STOP_TIMEOUT_S = 5.0
+
+EXIT_ALL_CALLS_PASSED = 0
+EXIT_SOME_CALL_FAILED = 1
+EXIT_INTERNAL_COMMAND = 97
+EXIT_NO_CALL_PROCESSED = 99
+EXIT_FATAL_ERROR = 255
+EXIT_BIND_FAILED = 254
+
+PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
+
+
+def debian_dtmf_pcap(digit: str) -> Path:
+    """Return Debian's pcap of one RFC 4733 digit (payload type 101)."""
+    name = {"*": "star", "#": "pound"}.get(digit, digit)
+    path = DEBIAN_PCAP_DIR / f"dtmf_2833_{name}.pcap"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SIPp DTMF pcap for digit {digit!r} at {path}")
+    return path
+
+
+def write_dtmf_pcap(
+    path: Path,
+    digit: str,
+    *,
+    rtp_timestamp: int,
+    first_sequence: int = 1,
+    ssrc: int = 0x5EED0001,
+    payload_type: int = 101,
+    duration_s: float = 0.1,
+) -> Path:
+    """Write a pcap (Ethernet, IPv4, UDP) of the RFC 4733 packets of one digit.
+
+    Packets are 20 ms apart, and the three end packets too. SIPp rewrites
+    the addresses and ports when it plays the file, so those are fixed here.
+    """
+    records = []
+    packets = telephone_event_packets(digit, duration_s=duration_s)
+    for index, packet in enumerate(packets):
+        rtp = struct.pack(
+            "!BBHII",
+            0x80,
+            (0x80 if packet.marker else 0) | payload_type,
+            (first_sequence + index) & 0xFFFF,
+            rtp_timestamp & 0xFFFFFFFF,
+            ssrc,
+        )
+        udp_payload = rtp + packet.payload
+        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(udp_payload), 0) + udp_payload
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        )  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+        microseconds = index * 20_000
+        records.append(
+            struct.pack(
+                "<IIII", microseconds // 1_000_000, microseconds % 1_000_000, len(frame), len(frame)
+            )
+            + frame
+        )
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path.write_bytes(header + b"".join(records))
+    return path
+
+
+def render_scenario(template: Path, destination: Path, values: Mapping[str, object]) -> Path:
+    """Fill the UPPER_CASE placeholders of `template` and write the result to `destination`.
+
+    Raises ValueError when a value has no placeholder in the template or a
+    placeholder of the template has no value.
+    """
+    text = template.read_text(encoding="utf-8")
+    expected = set(PLACEHOLDER.findall(text))
+    missing = expected - set(values)
+    unknown = set(values) - expected
+    if missing or unknown:
+        raise ValueError(
+            f"{template.name}: placeholders without a value {sorted(missing)}, "
+            f"values without a placeholder {sorted(unknown)}"
+        )
+    rendered = PLACEHOLDER.sub(lambda m: str(values.get(m.group(0), m.group(0))), text)
+    destination.write_text(rendered, encoding="utf-8")
+    return destination
+
+
+def dtmf_actions(work_dir: Path, digits: str, *, gap_ms: int = 400, duration_s: float = 0.1) -> str:
+    """Return scenario XML that plays `digits` as RFC 4733 events, `gap_ms` apart.
+
+    Each digit gets its own pcap in `work_dir` with an RTP timestamp 8000
+    units (1 s) after the previous digit's.
+    """
+    steps = []
+    for index, digit in enumerate(check_digits(digits)):
+        pcap = write_dtmf_pcap(
+            work_dir / f"dtmf_{index}.pcap",
+            digit,
+            rtp_timestamp=160_000 + 8000 * index,
+            first_sequence=1 + 10 * index,
+            duration_s=duration_s,
+        )
+        if index:
+            steps.append(f'<pause milliseconds="{gap_ms}"/>')
+        steps.append(f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
+    return "\n  ".join(steps)
+
+
+@dataclass(frozen=True, slots=True)
+class SippResult:
+    """How a SIPp run ended: exit code, whether the wait timed out, and its logs."""
+
+    returncode: int
+    timed_out: bool
+    error_log: str
+    message_log: str
+    screen: str
+    command: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == EXIT_ALL_CALLS_PASSED and not self.timed_out
+
+    def describe(self) -> str:
+        """Return a report for assertion messages: exit code, errors and the SIP trace."""
+        return (
+            f"sipp exit code {self.returncode} (timed out: {self.timed_out})\n"
+            f"command: {' '.join(self.command)}\n"
+            f"--- errors ---\n{self.error_log[-4000:]}\n"
+            f"--- messages ---\n{self.message_log[-6000:]}\n"
+            f"--- screen ---\n{self.screen[-3000:]}"
+        )
+
+
+class SippProcess:
+    """One SIPp process on 127.0.0.1, stopped by its PID.
+
+    With `remote` set SIPp is a UAC that calls `sip:<service>@<remote>`;
+    without it SIPp waits for calls. `sip_port` and `media_port` default to
+    free ports. `calls` maps to `-m` (None runs until stopped), and
+    `global_timeout_s` to `-timeout`, which makes SIPp exit by itself.
+    """
+
+    def __init__(
+        self,
+        scenario: Path,
+        work_dir: Path,
+        *,
+        remote: tuple[str, int] | None = None,
+        service: str = "ivr",
+        sip_port: int | None = None,
+        media_port: int | None = None,
+        calls: int | None = 1,
+        rtp_echo: bool = False,
+        global_timeout_s: float = 60.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.scenario = scenario
+        self.work_dir = work_dir
+        self.sip_port = sip_port or free_udp_port()
+        # SIPp also uses media_port + 2 for video echo, so reserve a pair.
+        self.media_port = media_port or free_udp_port_pair()
+        self.error_path = work_dir / f"{scenario.stem}_errors.log"
+        self.message_path = work_dir / f"{scenario.stem}_messages.log"
+        self.screen_path = work_dir / f"{scenario.stem}_screen.log"
+        self.stdout_path = work_dir / f"{scenario.stem}_stdout.log"
+        command = [
+            str(SIPP_BINARY),
+            *([f"{remote[0]}:{remote[1]}"] if remote else []),
+            "-sf", str(scenario),
+            "-i", "127.0.0.1", "-mi", "127.0.0.1",
+            "-p", str(self.sip_port), "-mp", str(self.media_port),
+            "-s", service,
+            "-timeout", f"{global_timeout_s:g}s", "-timeout_error",
+            "-trace_err", "-error_file", str(self.error_path),
+            "-trace_msg", "-message_file", str(self.message_path),
+            "-trace_screen", "-screen_file", str(self.screen_path),
+            "-nostdin",
+        ]  # fmt: skip
+        if calls is not None:
+            command += ["-m", str(calls)]
+        if rtp_echo:
+            command.append("-rtp_echo")
+        command += list(extra_args)
+        self.command = tuple(command)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> SippProcess:
+        with self.stdout_path.open("wb") as stdout:
+            self._process = subprocess.Popen(
+                self.command,
+                cwd=self.work_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_until_listening(self, timeout_s: float = 10.0) -> None:
+        """Wait until SIPp's SIP socket is bound, so a peer's first request is not lost."""
+        deadline = time.monotonic() + timeout_s
+        needle = f"{self.sip_port:04X}"
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"sipp exited early:\n{self.result(False).describe()}")
+            with open("/proc/net/udp", encoding="ascii") as table:
+                if any(f"0100007F:{needle}" in line for line in table):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"sipp did not bind 127.0.0.1:{self.sip_port} within {timeout_s} s")
+
+    def wait(self, timeout_s: float) -> SippResult:
+        """Wait up to `timeout_s` for SIPp to exit; stop it and mark the result timed out if not."""
+        process = self._require_process()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._terminate()
+            return self.result(True)
+        return self.result(False)
+
+    def stop(self) -> SippResult:
+        """Ask SIPp to quit (SIGUSR1, like pressing q), then end it by PID if it lingers."""
+        process = self._require_process()
+        if process.poll() is None:
+            process.send_signal(signal.SIGUSR1)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._terminate()
+        return self.result(False)
+
+    def result(self, timed_out: bool) -> SippResult:
+        process = self._require_process()
+        returncode = process.returncode if process.returncode is not None else -1
+        return SippResult(
+            returncode=returncode % 256,
+            timed_out=timed_out,
+            error_log=_read(self.error_path),
+            message_log=_read(self.message_path),
+            screen=_read(self.screen_path) or _read(self.stdout_path),
+            command=self.command,
+        )
+
+    def __enter__(self) -> SippProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._terminate()
+
+    def _terminate(self) -> None:
+        process = self._require_process()
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+
+    def _require_process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("SippProcess.start() was not called")
+        return self._process
+
+
+def run_sipp(
+    scenario: Path, work_dir: Path, *, timeout_s: float = 30.0, **options: object
+) -> SippResult:
+    """Run SIPp until it exits or `timeout_s` passes; options are those of SippProcess."""
+    process = SippProcess(scenario, work_dir, **options)  # type: ignore[arg-type]
+    with process:
+        return process.wait(timeout_s)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
