@@ -94,7 +94,7 @@ def test_digits_go_out_as_rfc4733_events(tmp_path: Path, needs_capture: None) ->
             sent = phone.send_digits("1#", after_answer_s=0.5)
 
             def end_packets() -> int:
-                events = telephone_events(packets_from_datagrams(capture.snapshot()))
+                events = telephone_events(packets_from_datagrams(capture.received()))
                 return sum(event.end for event in events)
 
             wait_until(lambda: end_packets() >= 6, 10, "the end packets of two digits")
@@ -103,7 +103,7 @@ def test_digits_go_out_as_rfc4733_events(tmp_path: Path, needs_capture: None) ->
         phone.wait_closed(10)
         callee.wait(10)
 
-    events = telephone_events(packets_from_datagrams(capture.snapshot()))
+    events = telephone_events(packets_from_datagrams(capture.received()))
     assert digits_from_events(events) == "1#"
     assert sum(event.end for event in events) == 6
     assert sum(event.marker for event in events) == 2

@@ -324,7 +324,7 @@ class BaresipClient:
         """Return the RTP packets captured on their way to baresip's RTP port."""
         if self._capture is None:
             raise BaresipError("RTP capture is off: create the client with capture_rtp=True")
-        return packets_from_datagrams(self._capture.snapshot())
+        return packets_from_datagrams(self._capture.received())
 
     def received_audio(self) -> Timeline:
         """Return the G.711 audio sent to baresip, laid out by RTP timestamp."""

@@ -2,7 +2,7 @@
 
 Some real peers (SIPp) cannot tell a test what audio they received. The
 test then watches the wire instead: it captures every IPv4 UDP datagram on
-`lo` whose destination port is the peer's RTP port. This needs root (or
+`lo` to or from the peer's RTP port. This needs root (or
 CAP_NET_RAW), which CI has.
 """
 
@@ -82,7 +82,7 @@ def udp_port_filter(port: int) -> bytes:
 
 
 class LoopbackCapture:
-    """Collects UDP datagrams sent to `port` on `lo` until stopped.
+    """Collects UDP datagrams sent to or from `port` on `lo` until stopped.
 
     Loopback frames are seen once per direction (outgoing and incoming), so
     only frames marked as incoming (PACKET_HOST) are kept.
@@ -124,9 +124,22 @@ class LoopbackCapture:
         _, drops = struct.unpack("II", self._socket.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
         return int(drops)
 
-    def snapshot(self) -> list[Datagram]:
+    def everything(self) -> list[Datagram]:
+        """Datagrams to or from the watched port, in capture order."""
         with self._lock:
             return list(self.datagrams)
+
+    def received(self) -> list[Datagram]:
+        """Datagrams whose destination is the watched port."""
+        return [d for d in self.everything() if d.destination[1] == self.port]
+
+    def snapshot(self) -> list[Datagram]:
+        """The same as `received`: what the peer on the watched port was sent."""
+        return self.received()
+
+    def sent(self) -> list[Datagram]:
+        """Datagrams whose source is the watched port."""
+        return [d for d in self.everything() if d.source[1] == self.port]
 
     def _run(self) -> None:
         packet_host = 0
@@ -140,7 +153,7 @@ class LoopbackCapture:
             if address[2] != packet_host:
                 continue
             parsed = parse_ipv4_udp(frame)
-            if parsed is None or parsed[1][1] != self.port:
+            if parsed is None or self.port not in (parsed[0][1], parsed[1][1]):
                 continue
             source, destination, payload = parsed
             with self._lock:

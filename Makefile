@@ -1,0 +1,58 @@
+# VoxGate developer commands. `make help` lists them.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/voxgate.yaml
+VOSK_MODELS_URL := https://alphacephei.com/vosk/models
+VOSK_MODELS := vosk-model-small-en-us-0.15 vosk-model-small-cn-0.22
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-packages run test check format bench models demo clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(BIN)/voxgate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/voxgate ## create .venv and install VoxGate with its test tools
+
+system-packages: ## install the Debian packages the tests need (redis, SIPp, baresip, Chromium)
+	sh scripts/install-system-packages.sh
+
+run: install ## run one node on the default settings (SIP 5060/udp, HTTP 8080)
+	$(BIN)/voxgate serve --config $(CONFIG)
+
+test: system-packages install ## set up everything and run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: install ## ruff lint, ruff format check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: system-packages install ## run the benchmarks under bench/ (slow; prints ratios)
+	@for script in bench/*.py; do \
+		[ -e "$$script" ] || { echo "no benchmarks in bench/"; break; }; \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+models: ## download the small English and Chinese Vosk models into asr_models/
+	@mkdir -p asr_models
+	@for model in $(VOSK_MODELS); do \
+		if [ -d asr_models/$$model ]; then echo "$$model: present"; continue; fi; \
+		echo "$$model: downloading"; \
+		curl -fL --retry 3 -o asr_models/$$model.zip $(VOSK_MODELS_URL)/$$model.zip && \
+		(cd asr_models && $(PYTHON) -m zipfile -e $$model.zip . && rm $$model.zip) || exit 1; \
+	done
+
+clean: ## remove caches and build output (keeps .venv and asr_models)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info var test-artifacts

@@ -1,0 +1,640 @@
+"""The ACD facade that the IVR, the agent softphones and the wallboards call.
+
+Theory of operation. One `Acd` runs per node. Callers are entries in a store shared by all
+nodes (`acd.store`); the node that enqueued a caller owns it and runs its timers
+(announcements, maximum wait). Each node dispatches only to the agents logged in on it: its
+dispatcher plans matches with `acd.routing` and commits each with the store's atomic
+`try_offer`, which puts a lease on the caller. The agent's answer is `claim_bridge`, which
+succeeds once per entry, so a redelivered offer never connects a caller twice. Any node's
+reaper returns expired leases (ring timeout, or the agent's node died) with the caller's
+original position, and closes out callers and agents of nodes whose heartbeat stopped.
+
+All timing comes from the injected clock. `step()` does one round of work (heartbeat, reaper,
+due timers, dispatch); `start()` runs it in a background task on the wall clock, while tests
+and the simulator call `step()` themselves on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from acd import eta
+from acd.agents import CHOOSABLE, CHOOSABLE_FROM, AgentStateError, check_transition, log_transition
+from acd.clock import Clock
+from acd.events import (
+    AgentStateChanged,
+    CallbackRequested,
+    CallerAnswered,
+    CallerJoined,
+    CallerJumped,
+    CallerLeft,
+    CallerOffered,
+    EventBus,
+    OfferReturned,
+    PositionChanged,
+)
+from acd.model import (
+    AcdSettings,
+    Agent,
+    AgentState,
+    Entry,
+    Offer,
+    OfferKind,
+    PositionInfo,
+    QueueTicket,
+    check_reason,
+)
+from acd.routing import plan_offers
+from acd.store.base import AcdStore, DuplicateCall, Inserted, QueueFull, ReapResult, Released
+
+log = logging.getLogger("queues")
+
+ABANDON_REASONS = frozenset({"hangup", "node_lost"})
+JOINS_FOR_MIX = 100
+STAFFING_CACHE_S = 1.0
+WAITING_WINDOW = 20
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    due: float
+    order: int
+    kind: str
+    target: str
+
+
+class Acd:
+    """Queues, agents and dispatch for one node.
+
+    `node_id` must be unique per process start: a restarted node is a new node, and the
+    reaper closes out the callers of the old one.
+    """
+
+    def __init__(
+        self,
+        store: AcdStore,
+        clock: Clock,
+        settings: AcdSettings,
+        node_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.node_id = node_id or f"node-{uuid.uuid4().hex[:12]}"
+        self.events = EventBus()
+        self._entry_numbers = itertools.count(1)
+        self._timer_order = itertools.count()
+        self._timers: list[_Timer] = []
+        self._local: dict[str, str] = {}
+        self._offers: asyncio.Queue[Offer] = asyncio.Queue()
+        self._joins: dict[str, deque[bool]] = {}
+        self._staffing: dict[str, tuple[float, eta.Staffing]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- callers ---
+
+    async def enqueue(
+        self,
+        call_id: str,
+        queue: str,
+        priority: int = 0,
+        skills: Mapping[str, int] | None = None,
+        context: Mapping[str, str] | None = None,
+        *,
+        reason: str = "priority",
+        position: int | None = None,
+        joined_at: float | None = None,
+    ) -> QueueTicket:
+        """Queue a caller; `reason` (a short token such as `vip`) is logged with any jump.
+
+        `position` asks for a 1-based place (still bounded by the jump settings). Returns a
+        ticket without entry id and with the overflow target when the queue is full.
+        Raises KeyError for an unknown queue and ValueError for a bad reason or duplicate call.
+        """
+        settings = self.settings.queue(queue)
+        check_reason(reason)
+        now = self.clock.now()
+        entry = Entry(
+            entry_id=f"{self.node_id}.{next(self._entry_numbers):010d}",
+            call_id=call_id,
+            queue=queue,
+            priority=priority,
+            joined_at=now if joined_at is None else joined_at,
+            key=0,
+            skills=dict(skills or {}),
+            context=dict(context or {}),
+            owner_node=self.node_id,
+        )
+        try:
+            inserted = await self.store.add_entry(
+                entry, self.settings.jump, position, settings.max_length
+            )
+        except QueueFull:
+            log.info(
+                "call %s: queue %s is full, overflow to %s",
+                call_id,
+                queue,
+                settings.overflow_target or "-",
+            )
+            return QueueTicket(call_id, queue, None, None, None, settings.overflow_target)
+        except DuplicateCall as exc:
+            raise ValueError(str(exc)) from None
+        entry = inserted.entry
+        self._local[entry.entry_id] = call_id
+        self._note_join(queue, bool(inserted.passed))
+        log.info(
+            "call %s: joined queue %s at position %d (priority %d)",
+            call_id,
+            queue,
+            inserted.position,
+            priority,
+        )
+        self.events.publish(
+            CallerJoined(now, call_id, entry.entry_id, queue, priority, inserted.position)
+        )
+        self._report_jump(inserted, reason, now)
+        if settings.announce_first_s is not None:
+            self._arm(entry.joined_at + settings.announce_first_s, "announce", entry.entry_id)
+        if settings.max_wait_s is not None:
+            self._arm(entry.joined_at + settings.max_wait_s, "max_wait", entry.entry_id)
+        info = await self._position_info(entry, inserted.position)
+        return QueueTicket(call_id, queue, entry.entry_id, inserted.position, info.eta_s)
+
+    async def update_priority(self, call_id: str, priority: int, reason: str) -> PositionInfo:
+        """Change a waiting caller's priority and re-sort it at once.
+
+        Raises KeyError when the call is not queued.
+        """
+        check_reason(reason)
+        entry_id = await self._entry_id(call_id)
+        inserted = await self.store.reprioritize(entry_id, priority, self.settings.jump)
+        if inserted is None:
+            raise KeyError(f"call {call_id} is not queued")
+        log.info(
+            "call %s: priority %d (%s), position %d", call_id, priority, reason, inserted.position
+        )
+        self._report_jump(inserted, reason, self.clock.now())
+        return await self._position_info(inserted.entry, inserted.position)
+
+    async def leave(self, call_id: str, reason: str = "hangup") -> bool:
+        """Take a caller out of its queue (`hangup` counts as abandoned). Returns False when
+        the call was not waiting or offered."""
+        check_reason(reason)
+        entry_id = await self.store.entry_id_for_call(call_id)
+        if entry_id is None:
+            return False
+        return await self._remove(entry_id, reason, None)
+
+    async def position(self, call_id: str) -> PositionInfo:
+        """Return the caller's position and expected wait. Raises KeyError when not queued."""
+        entry, position = await self._entry_and_position(call_id)
+        return await self._position_info(entry, position)
+
+    async def announce(self, call_id: str) -> PositionInfo:
+        """Compute the position to announce now, record it, and publish PositionChanged."""
+        entry, position = await self._entry_and_position(call_id)
+        info = await self._position_info(entry, position)
+        await self.store.mark_announced(entry.entry_id, position, entry.passes)
+        if position > entry.announced_position > 0 and info.jumped_ahead == 0:
+            log.warning(
+                "call %s: position went from %d to %d without a jump",
+                call_id,
+                entry.announced_position,
+                position,
+            )
+        self.events.publish(
+            PositionChanged(
+                self.clock.now(), call_id, entry.queue, position, info.eta_s, info.jumped_ahead
+            )
+        )
+        return info
+
+    async def request_callback(self, call_id: str, context: Mapping[str, str]) -> PositionInfo:
+        """Keep the caller's place while it hangs up; at the head an agent is reserved and
+        CallbackRequested is published. `context` (such as the number to call) goes only to
+        the agent's node. Raises KeyError when the call is not waiting."""
+        entry_id = await self._entry_id(call_id)
+        entry = await self.store.set_callback(entry_id, context)
+        if entry is None:
+            raise KeyError(f"call {call_id} is not waiting")
+        self._local.pop(entry_id, None)
+        log.info("call %s: callback requested in queue %s", call_id, entry.queue)
+        position = await self.store.position(entry_id) or 1
+        return await self._position_info(entry, position)
+
+    # --- agents ---
+
+    async def login(
+        self,
+        agent_id: str,
+        queues: tuple[str, ...] | list[str],
+        skills: Mapping[str, int] | None = None,
+        state: AgentState = AgentState.AVAILABLE,
+        reason: str = "",
+    ) -> Agent:
+        """Log an agent in on this node, serving `queues` with `skills` (name -> level)."""
+        for queue in queues:
+            self.settings.queue(queue)
+        if state not in CHOOSABLE:
+            raise AgentStateError(f"agent {agent_id}: cannot log in as {state.value}")
+        if reason:
+            check_reason(reason)
+        now = self.clock.now()
+        agent = Agent(
+            agent_id=agent_id,
+            node_id=self.node_id,
+            queues=tuple(queues),
+            skills=dict(skills or {}),
+            state=state,
+            away_reason=reason if state is AgentState.AWAY else "",
+            idle_since=now,
+        )
+        await self.store.put_agent(agent)
+        self._agent_changed(agent_id, AgentState.LOGGED_OUT, state, reason or "login")
+        return agent
+
+    async def logout(self, agent_id: str) -> bool:
+        outcome = await self.store.remove_agent(agent_id, self.clock.now())
+        if outcome is None:
+            return False
+        agent, released = outcome
+        if released is not None:
+            self._report_release(released, "logout")
+        self._agent_changed(agent_id, agent.state, AgentState.LOGGED_OUT, "logout")
+        return True
+
+    async def set_state(self, agent_id: str, state: AgentState, reason: str = "") -> Agent:
+        """Set an agent AVAILABLE or AWAY (with a reason token) by the agent's own choice."""
+        if reason:
+            check_reason(reason)
+        current = await self.store.get_agent(agent_id)
+        if current is None:
+            raise KeyError(f"agent {agent_id} is not logged in")
+        if state not in CHOOSABLE or current.state not in CHOOSABLE_FROM:
+            raise AgentStateError(
+                f"agent {agent_id}: cannot choose {state.value} while {current.state.value}"
+            )
+        changes: dict[str, object] = {"state": state, "away_reason": reason}
+        if state is AgentState.AVAILABLE and current.state is not AgentState.AVAILABLE:
+            changes["idle_since"] = self.clock.now()
+        if state is AgentState.AVAILABLE:
+            changes["missed_in_row"] = 0
+        updated = await self.store.update_agent(agent_id, CHOOSABLE_FROM, changes)
+        if updated is None:
+            raise AgentStateError(f"agent {agent_id}: state changed, try again")
+        self._agent_changed(agent_id, current.state, state, reason)
+        return updated
+
+    async def answer_offer(self, agent_id: str, entry_id: str) -> bool:
+        """Connect the offered caller to the agent; True only for the first successful claim."""
+        now = self.clock.now()
+        entry = await self.store.claim_bridge(entry_id, agent_id, now)
+        if entry is None:
+            log.info(
+                "agent %s: answer for entry %s refused (not offered to it)", agent_id, entry_id
+            )
+            return False
+        self._local.pop(entry_id, None)
+        waited = now - entry.joined_at
+        log.info("call %s: answered by agent %s after %.1f s", entry.call_id, agent_id, waited)
+        self.events.publish(
+            CallerAnswered(now, entry.call_id, entry_id, entry.queue, agent_id, waited)
+        )
+        self._agent_changed(agent_id, AgentState.OFFERED, AgentState.ON_CALL, "answer")
+        return True
+
+    async def decline_offer(self, agent_id: str, entry_id: str) -> bool:
+        """Return an offered caller to its place; the decline counts as a missed offer."""
+        released = await self.store.release_offer(
+            entry_id, agent_id, True, self.settings.away_after_missed
+        )
+        if released is None:
+            return False
+        self._report_release(released, "declined")
+        return True
+
+    async def hangup(self, agent_id: str) -> Agent | None:
+        """End the agent's call and start its queue's wrap-up time."""
+        current = await self.store.get_agent(agent_id)
+        if current is None or current.state is not AgentState.ON_CALL:
+            return None
+        queue = current.call_queue
+        wrap_up_s = 0.0
+        if queue is not None and queue in self.settings.queues:
+            wrap_up_s = self.settings.queue(queue).wrap_up_s
+        now = self.clock.now()
+        agent = await self.store.finish_call(agent_id, now, wrap_up_s)
+        if agent is None:
+            return None
+        if queue is not None:
+            await self.store.record_handle_time(queue, now - current.call_started)
+        self._agent_changed(agent_id, AgentState.ON_CALL, agent.state, "hangup")
+        if agent.state is AgentState.WRAP_UP:
+            self._arm(agent.wrap_until, "wrap_up", agent_id)
+        return agent
+
+    # --- offers and events ---
+
+    async def offers(self, node_id: str | None = None) -> AsyncIterator[Offer]:
+        """Yield the offers (and callback reservations) made to this node's agents."""
+        if node_id is not None and node_id != self.node_id:
+            raise ValueError(f"this ACD runs node {self.node_id}, not {node_id}")
+        while True:
+            yield await self._offers.get()
+
+    # --- the work loop ---
+
+    async def step(self) -> None:
+        """Do one round: heartbeat, reaper, due timers, dispatch."""
+        now = self.clock.now()
+        await self.store.heartbeat(self.node_id, now)
+        reaped = await self.store.reap(
+            now, self.settings.node_ttl_s, self.settings.away_after_missed
+        )
+        self._report_reap(reaped)
+        await self._run_timers(now)
+        await self.dispatch()
+
+    async def next_due(self) -> float | None:
+        """Return the clock time of the next timer or lease expiry, if any."""
+        lease = await self.store.next_lease_expiry()
+        timer = self._timers[0].due if self._timers else None
+        dues = [due for due in (lease, timer) if due is not None]
+        return min(dues) if dues else None
+
+    def start(self) -> None:
+        """Run `step()` in a background task until `close()`."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"acd-{self.node_id}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        log.info("node %s: ACD started", self.node_id)
+        while True:
+            try:
+                await self.step()
+                due = await self.next_due()
+                wait_s = self.settings.poll_every_s
+                if due is not None:
+                    wait_s = min(wait_s, max(due - self.clock.now(), 0.0))
+                await self.store.wait_changed(wait_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: ACD step failed", self.node_id)
+                await self.clock.sleep(self.settings.poll_every_s)
+
+    async def dispatch(self) -> int:
+        """Offer waiting callers to this node's free agents; return the number of offers."""
+        made = 0
+        for _ in range(3):
+            now = self.clock.now()
+            free = [agent for agent in await self.store.agents(self.node_id) if agent.is_free(now)]
+            if not free:
+                return made
+            queues = sorted({queue for agent in free for queue in agent.queues})
+            waiting = {
+                queue: await self.store.waiting(queue, len(free) + WAITING_WINDOW)
+                for queue in queues
+            }
+            plan = plan_offers(free, waiting, self.settings, await self.store.cursors(queues))
+            if not plan.matches:
+                return made
+            refused = 0
+            for match in plan.matches:
+                if await self._offer(match.entry, match.agent, now):
+                    made += 1
+                else:
+                    refused += 1
+            if plan.round_robin_cursors:
+                await self.store.set_cursors(plan.round_robin_cursors)
+            if refused == 0:
+                return made
+        return made
+
+    async def _offer(self, entry: Entry, agent: Agent, now: float) -> bool:
+        settings = self.settings.queue(entry.queue)
+        timeout = settings.callback_timeout_s if entry.callback else settings.ring_timeout_s
+        offered = await self.store.try_offer(entry.entry_id, agent.agent_id, now, now + timeout)
+        if offered is None:
+            return False
+        kind = OfferKind.CALLBACK if offered.callback else OfferKind.CALL
+        offer = Offer(
+            entry_id=offered.entry_id,
+            call_id=offered.call_id,
+            queue=offered.queue,
+            agent_id=agent.agent_id,
+            node_id=self.node_id,
+            kind=kind,
+            offered_at=now,
+            lease_until=now + timeout,
+            context=dict(offered.context),
+        )
+        self._agent_changed(agent.agent_id, agent.state, AgentState.OFFERED, kind.value)
+        log.info("call %s: offered to agent %s (%s)", offered.call_id, agent.agent_id, kind.value)
+        if kind is OfferKind.CALLBACK:
+            self.events.publish(CallbackRequested(now, offer))
+        else:
+            self.events.publish(CallerOffered(now, offer))
+        self._offers.put_nowait(offer)
+        return True
+
+    # --- timers ---
+
+    def _arm(self, due: float, kind: str, target: str) -> None:
+        heapq.heappush(self._timers, _Timer(due, next(self._timer_order), kind, target))
+
+    async def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0].due <= now:
+            timer = heapq.heappop(self._timers)
+            if timer.kind == "wrap_up":
+                await self._end_wrap_up(timer.target, now)
+            elif timer.target not in self._local:
+                continue
+            elif timer.kind == "announce":
+                await self._announce_timer(timer.target, timer.due)
+            elif timer.kind == "max_wait":
+                entry = await self.store.get_entry(timer.target)
+                target = None
+                if entry is not None:
+                    target = self.settings.queue(entry.queue).overflow_target
+                await self._remove(timer.target, "max_wait", target)
+
+    async def _announce_timer(self, entry_id: str, due: float) -> None:
+        entry = await self.store.get_entry(entry_id)
+        if entry is None or entry.callback:
+            return
+        with contextlib.suppress(KeyError):
+            await self.announce(entry.call_id)
+        every = self.settings.queue(entry.queue).announce_every_s
+        if every is not None:
+            self._arm(due + every, "announce", entry_id)
+
+    async def _end_wrap_up(self, agent_id: str, now: float) -> None:
+        agent = await self.store.update_agent(
+            agent_id,
+            frozenset({AgentState.WRAP_UP}),
+            {"state": AgentState.AVAILABLE, "idle_since": now},
+        )
+        if agent is not None:
+            self._agent_changed(agent_id, AgentState.WRAP_UP, AgentState.AVAILABLE, "wrap_up_end")
+
+    # --- helpers ---
+
+    async def _entry_id(self, call_id: str) -> str:
+        entry_id = await self.store.entry_id_for_call(call_id)
+        if entry_id is None:
+            raise KeyError(f"call {call_id} is not queued")
+        return entry_id
+
+    async def _entry_and_position(self, call_id: str) -> tuple[Entry, int]:
+        entry_id = await self._entry_id(call_id)
+        entry = await self.store.get_entry(entry_id)
+        position = await self.store.position(entry_id)
+        if entry is None or position is None:
+            raise KeyError(f"call {call_id} is not queued")
+        return entry, position
+
+    async def _remove(self, entry_id: str, reason: str, overflow_target: str | None) -> bool:
+        removed = await self.store.remove_entry(entry_id)
+        if removed is None:
+            return False
+        self._local.pop(entry_id, None)
+        self._report_removed(removed.entry, reason, overflow_target)
+        if removed.freed_agent is not None:
+            agent_id = removed.freed_agent.agent_id
+            self.events.publish(
+                OfferReturned(
+                    self.clock.now(),
+                    removed.entry.call_id,
+                    entry_id,
+                    removed.entry.queue,
+                    agent_id,
+                    False,
+                )
+            )
+            self._agent_changed(agent_id, AgentState.OFFERED, AgentState.AVAILABLE, "caller_left")
+        return True
+
+    def _report_removed(self, entry: Entry, reason: str, overflow_target: str | None) -> None:
+        now = self.clock.now()
+        waited = now - entry.joined_at
+        abandoned = reason in ABANDON_REASONS
+        log.info(
+            "call %s: left queue %s after %.1f s (%s)", entry.call_id, entry.queue, waited, reason
+        )
+        self.events.publish(
+            CallerLeft(
+                now,
+                entry.call_id,
+                entry.entry_id,
+                entry.queue,
+                reason,
+                waited,
+                abandoned,
+                overflow_target,
+            )
+        )
+
+    def _report_release(self, released: Released, reason: str) -> None:
+        entry = released.entry
+        agent_id = entry.missed_by[-1] if entry.missed_by else ""
+        if released.agent is not None:
+            agent_id = released.agent.agent_id
+        log.info("call %s: offer to agent %s returned (%s)", entry.call_id, agent_id, reason)
+        self.events.publish(
+            OfferReturned(
+                self.clock.now(),
+                entry.call_id,
+                entry.entry_id,
+                entry.queue,
+                agent_id,
+                reason != "logout",
+            )
+        )
+        if released.agent is not None:
+            self._agent_changed(agent_id, released.old_agent_state, released.agent.state, reason)
+
+    def _report_reap(self, reaped: ReapResult) -> None:
+        for released in reaped.returned:
+            self._report_release(released, "ring_timeout")
+        for removed in reaped.abandoned:
+            self._local.pop(removed.entry.entry_id, None)
+            self._report_removed(removed.entry, "node_lost", None)
+        for agent in reaped.logged_out:
+            self._agent_changed(agent.agent_id, agent.state, AgentState.LOGGED_OUT, "node_lost")
+
+    def _report_jump(self, inserted: Inserted, reason: str, now: float) -> None:
+        if not inserted.passed:
+            return
+        entry = inserted.entry
+        log.info(
+            "call %s: jumped %d callers in queue %s (%s)",
+            entry.call_id,
+            len(inserted.passed),
+            entry.queue,
+            reason,
+        )
+        self.events.publish(
+            CallerJumped(
+                now, entry.call_id, entry.queue, reason, len(inserted.passed), inserted.position
+            )
+        )
+
+    def _agent_changed(self, agent_id: str, old: AgentState, new: AgentState, reason: str) -> None:
+        try:
+            check_transition(agent_id, old, new, reason or "change")
+        except AgentStateError:
+            log.warning("agent %s: unexpected %s -> %s", agent_id, old.value, new.value)
+        log_transition(agent_id, old, new, reason)
+        self.events.publish(AgentStateChanged(self.clock.now(), agent_id, old, new, reason))
+
+    def _note_join(self, queue: str, jumped: bool) -> None:
+        self._joins.setdefault(queue, deque(maxlen=JOINS_FOR_MIX)).append(jumped)
+
+    async def _staffing_for(self, queue: str) -> eta.Staffing:
+        now = self.clock.now()
+        cached = self._staffing.get(queue)
+        if cached is not None and now - cached[0] < STAFFING_CACHE_S:
+            return cached[1]
+        serving = [agent for agent in await self.store.agents() if queue in agent.queues]
+        staffing = eta.Staffing(
+            staffed=sum(agent.state is not AgentState.AWAY for agent in serving),
+            free=sum(agent.is_free(now) for agent in serving),
+        )
+        self._staffing[queue] = (now, staffing)
+        return staffing
+
+    async def _position_info(self, entry: Entry, position: int) -> PositionInfo:
+        settings = self.settings.queue(entry.queue)
+        staffing = await self._staffing_for(entry.queue)
+        handle_time = eta.mean_handle_time(
+            await self.store.handle_times(entry.queue), settings.default_handle_time_s
+        )
+        joins = self._joins.get(entry.queue)
+        share = sum(joins) / len(joins) if joins else 0.0
+        jumpers = eta.expected_jumpers(
+            position - 1, share, self.settings.jump.max_passes - entry.passes
+        )
+        wait = eta.estimate_wait(position, staffing, handle_time, jumpers)
+        return PositionInfo(
+            call_id=entry.call_id,
+            queue=entry.queue,
+            position=position,
+            eta_s=None if wait is None else round(wait, 1),
+            jumped_ahead=max(entry.passes - entry.announced_passes, 0),
+        )

@@ -1,0 +1,184 @@
+"""The contract every ACD store keeps (in-memory for one node, Redis for many).
+
+Each method is atomic: no other node sees a half-done change. Methods that need a state take
+it as an argument and return None when the entry or agent is not in that state, so a stale or
+redelivered request is refused without side effects. Times are seconds on the caller's clock.
+
+Entry life: WAITING -> OFFERED (`try_offer`, with a lease) -> BRIDGED (`claim_bridge`, once)
+or back to WAITING with the same key (`release_offer`, `reap` of an expired lease). Any WAITING
+or OFFERED entry can be removed (`remove_entry`, `reap` of a dead owner node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from acd.model import Agent, AgentState, Entry, JumpSettings
+
+
+class QueueFull(Exception):
+    """The queue already holds its maximum number of callers."""
+
+
+class DuplicateCall(Exception):
+    """The call is already waiting in a queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """A caller placed in its queue: its stored entry, position and the ids it passed."""
+
+    entry: Entry
+    position: int
+    passed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A caller taken out of its queue; `freed_agent` had an offer for it that was cancelled."""
+
+    entry: Entry
+    freed_agent: Agent | None
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """An offer that ended unanswered: the caller back in place and the agent's new record."""
+
+    entry: Entry
+    agent: Agent | None
+    old_agent_state: AgentState
+
+
+@dataclass(slots=True)
+class ReapResult:
+    returned: list[Released] = field(default_factory=list)
+    abandoned: list[Removed] = field(default_factory=list)
+    logged_out: list[Agent] = field(default_factory=list)
+
+
+class AcdStore(Protocol):
+    # --- callers ---
+    async def add_entry(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None = None,
+        max_length: int | None = None,
+    ) -> Inserted:
+        """Insert a WAITING entry, computing its key from its priority, `joined_at` and
+        `position` with the jump bounds of `acd.ordering`.
+
+        Raises QueueFull when the queue holds `max_length` callers (waiting or offered) and
+        DuplicateCall when the call id already has a waiting or offered entry.
+        """
+        ...
+
+    async def reprioritize(
+        self, entry_id: str, priority: int, jump: JumpSettings
+    ) -> Inserted | None:
+        """Set a WAITING or OFFERED entry's priority and re-sort it at once."""
+        ...
+
+    async def remove_entry(self, entry_id: str) -> Removed | None:
+        """Remove a WAITING or OFFERED entry; an offered one frees its agent (AVAILABLE)."""
+        ...
+
+    async def get_entry(self, entry_id: str) -> Entry | None: ...
+
+    async def entry_id_for_call(self, call_id: str) -> str | None:
+        """Return the id of the call's WAITING or OFFERED entry."""
+        ...
+
+    async def position(self, entry_id: str) -> int | None:
+        """Return the 1-based position among WAITING and OFFERED entries of the queue."""
+        ...
+
+    async def queue_entries(self, queue: str, limit: int | None = None) -> list[Entry]:
+        """Return WAITING and OFFERED entries in queue order."""
+        ...
+
+    async def waiting(self, queue: str, limit: int) -> list[Entry]:
+        """Return the first `limit` WAITING entries in queue order."""
+        ...
+
+    async def queue_length(self, queue: str) -> int: ...
+
+    async def mark_announced(self, entry_id: str, position: int, passes: int) -> None: ...
+
+    async def set_callback(self, entry_id: str, context: Mapping[str, str]) -> Entry | None:
+        """Turn a WAITING entry into a callback: it keeps its key and loses its owner node."""
+        ...
+
+    # --- agents ---
+    async def put_agent(self, agent: Agent) -> None:
+        """Store a logged-in agent, replacing any record of the same id."""
+        ...
+
+    async def get_agent(self, agent_id: str) -> Agent | None: ...
+
+    async def agents(self, node_id: str | None = None) -> list[Agent]:
+        """Return the agents logged in on `node_id`, or on every node."""
+        ...
+
+    async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
+        """Log an agent out and return its last record (state before logout); an offer it
+        held goes back to the queue."""
+        ...
+
+    async def update_agent(
+        self, agent_id: str, expected: frozenset[AgentState], changes: Mapping[str, object]
+    ) -> Agent | None:
+        """Apply `changes` (Agent field names) if the agent's state is in `expected`."""
+        ...
+
+    # --- offers ---
+    async def try_offer(
+        self, entry_id: str, agent_id: str, now: float, lease_until: float
+    ) -> Entry | None:
+        """Reserve a WAITING entry for a free agent until `lease_until`."""
+        ...
+
+    async def claim_bridge(self, entry_id: str, agent_id: str, now: float) -> Entry | None:
+        """Mark an entry offered to `agent_id` as BRIDGED; succeeds once per entry."""
+        ...
+
+    async def release_offer(
+        self, entry_id: str, agent_id: str, missed: bool, away_after: int
+    ) -> Released | None:
+        """Put an offered entry back with its key; the agent becomes AVAILABLE, or AWAY with
+        reason `missed_offers` after `away_after` missed offers in a row (0: never)."""
+        ...
+
+    async def finish_call(self, agent_id: str, now: float, wrap_up_s: float) -> Agent | None:
+        """End an agent's call: WRAP_UP until `now + wrap_up_s`, or AVAILABLE when 0."""
+        ...
+
+    async def reap(self, now: float, node_ttl_s: float, away_after: int) -> ReapResult:
+        """Return expired leases to their queues and close out dead nodes: their callers are
+        removed (abandoned) and their agents logged out."""
+        ...
+
+    async def next_lease_expiry(self) -> float | None: ...
+
+    # --- nodes, statistics, wake-ups ---
+    async def heartbeat(self, node_id: str, now: float) -> None: ...
+
+    async def record_handle_time(self, queue: str, seconds: float) -> None: ...
+
+    async def handle_times(self, queue: str) -> list[float]: ...
+
+    async def cursors(self, queues: Sequence[str]) -> dict[str, str]: ...
+
+    async def set_cursors(self, cursors: Mapping[str, str]) -> None: ...
+
+    async def wait_changed(self, max_wait_s: float) -> None:
+        """Return when callers or agents changed anywhere, or after `max_wait_s` wall seconds."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+HANDLE_TIMES_KEPT = 50

@@ -1,0 +1,531 @@
+"""The Redis store: the same contract as the in-memory store, shared by many nodes.
+
+Layout (every key starts with the prefix, default `acd:`):
+
+    e:<entry>        hash   one queue entry (kept for a day after it is bridged)
+    w:<queue>        zset   waiting entries, score = sort key
+    o:<queue>        zset   offered entries, score = sort key (they keep their place)
+    leases           zset   offered entries, score = lease expiry
+    call:<call id>   string the call's waiting or offered entry
+    a:<agent>        hash   one logged-in agent
+    agents, na:<node>, ne:<node>   sets of agents, agents per node, entries per owner node
+    nodes            zset   node heartbeats
+    ht:<queue>       list   recent handle times;  rr  hash  round-robin cursors
+    wake             pub/sub channel published on every change that may allow an offer
+
+Offers, answers, releases and removals are Lua scripts (`acd.store.lua`), so a node killed at
+any moment leaves each entry either waiting, offered under a lease, or bridged. Inserts and
+re-sorts run the shared Python ordering code inside WATCH/MULTI and retry on conflict.
+
+Redis must run with `appendonly yes` and `appendfsync everysec` (or `always`): with RDB
+snapshots alone a Redis crash loses every caller queued since the last snapshot, while
+`everysec` loses at most about one second of writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, time_key
+from acd.ordering import Slot, desired_key, plan_insert
+from acd.store import lua
+from acd.store.base import (
+    HANDLE_TIMES_KEPT,
+    DuplicateCall,
+    Inserted,
+    QueueFull,
+    ReapResult,
+    Released,
+    Removed,
+)
+
+log = logging.getLogger("queues")
+
+BRIDGED_TTL_S = 86_400
+MAX_WATCH_RETRIES = 100
+REAP_BATCH = 200
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _list_of_ids(text: str) -> list[str]:
+    value = json.loads(text or "[]")
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def entry_fields(entry: Entry) -> dict[str, str]:
+    return {
+        "id": entry.entry_id,
+        "call": entry.call_id,
+        "queue": entry.queue,
+        "prio": str(entry.priority),
+        "joined": _num(entry.joined_at),
+        "key": str(entry.key),
+        "skills": json.dumps(entry.skills),
+        "ctx": json.dumps(entry.context),
+        "status": entry.status.value,
+        "passes": str(entry.passes),
+        "owner": entry.owner_node or "",
+        "cb": "1" if entry.callback else "0",
+        "agent": entry.agent_id or "",
+        "lease": "" if entry.lease_until is None else _num(entry.lease_until),
+        "missed": json.dumps(entry.missed_by),
+        "ann_pos": str(entry.announced_position),
+        "ann_passes": str(entry.announced_passes),
+    }
+
+
+def entry_from(fields: Mapping[str, str]) -> Entry:
+    return Entry(
+        entry_id=fields["id"],
+        call_id=fields["call"],
+        queue=fields["queue"],
+        priority=int(fields["prio"]),
+        joined_at=float(fields["joined"]),
+        key=int(fields["key"]),
+        skills={k: int(v) for k, v in json.loads(fields["skills"]).items()},
+        context={k: str(v) for k, v in (json.loads(fields["ctx"]) or {}).items()},
+        status=EntryStatus(fields["status"]),
+        passes=int(fields["passes"]),
+        owner_node=fields["owner"] or None,
+        callback=fields["cb"] == "1",
+        agent_id=fields["agent"] or None,
+        lease_until=float(fields["lease"]) if fields["lease"] else None,
+        missed_by=_list_of_ids(fields["missed"]),
+        announced_position=int(fields["ann_pos"]),
+        announced_passes=int(fields["ann_passes"]),
+    )
+
+
+def agent_fields(agent: Agent) -> dict[str, str]:
+    return {
+        "id": agent.agent_id,
+        "node": agent.node_id,
+        "queues": json.dumps(list(agent.queues)),
+        "skills": json.dumps(agent.skills),
+        "state": agent.state.value,
+        "reason": agent.away_reason,
+        "idle": _num(agent.idle_since),
+        "wrap": _num(agent.wrap_until),
+        "calls": str(agent.calls),
+        "missed": str(agent.missed_offers),
+        "missed_row": str(agent.missed_in_row),
+        "entry": agent.entry_id or "",
+        "cqueue": agent.call_queue or "",
+        "cstart": _num(agent.call_started),
+    }
+
+
+AGENT_FIELD_NAMES = {
+    "state": "state",
+    "away_reason": "reason",
+    "idle_since": "idle",
+    "wrap_until": "wrap",
+    "missed_in_row": "missed_row",
+}
+
+
+def agent_from(fields: Mapping[str, str]) -> Agent:
+    return Agent(
+        agent_id=fields["id"],
+        node_id=fields["node"],
+        queues=tuple(json.loads(fields["queues"])),
+        skills={k: int(v) for k, v in json.loads(fields["skills"]).items()},
+        state=AgentState(fields["state"]),
+        away_reason=fields["reason"],
+        idle_since=float(fields["idle"]),
+        wrap_until=float(fields["wrap"]),
+        calls=int(fields["calls"]),
+        missed_offers=int(fields["missed"]),
+        missed_in_row=int(fields["missed_row"]),
+        entry_id=fields["entry"] or None,
+        call_queue=fields["cqueue"] or None,
+        call_started=float(fields["cstart"]),
+    )
+
+
+class RedisStore:
+    """An `AcdStore` on one Redis server (`redis.asyncio`, responses decoded as UTF-8)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "acd:") -> None:
+        self.client: Any = client
+        self.prefix = prefix
+        self._scripts = {
+            name: client.register_script(lua.COMMON + source)
+            for name, source in {
+                "try_offer": lua.TRY_OFFER,
+                "claim_bridge": lua.CLAIM_BRIDGE,
+                "release": lua.RELEASE,
+                "remove": lua.REMOVE,
+                "remove_agent": lua.REMOVE_AGENT,
+                "put_agent": lua.PUT_AGENT,
+                "update_agent": lua.UPDATE_AGENT,
+                "finish_call": lua.FINISH_CALL,
+                "position": lua.POSITION,
+                "mark_announced": lua.MARK_ANNOUNCED,
+                "set_callback": lua.SET_CALLBACK,
+            }.items()
+        }
+        self._pubsub: Any = None
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str = "acd:") -> RedisStore:
+        """Connect to the Redis server at `url` (redis://HOST:PORT/DB)."""
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        await client.ping()
+        return cls(client, prefix)
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _run(self, name: str, *args: str | int | float) -> Any:
+        return await self._scripts[name](keys=[], args=[self.prefix, *args])
+
+    # --- callers ---
+
+    async def _read_slots(self, queue: str, min_key: int, exclude: str | None) -> list[Slot]:
+        found: list[tuple[str, float]] = []
+        for name in ("w", "o"):
+            found += await self.client.zrangebyscore(
+                self._k(name, queue), min_key, "+inf", withscores=True
+            )
+        found = [(entry_id, score) for entry_id, score in found if entry_id != exclude]
+        if not found:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry_id, _ in found:
+                pipe.hmget(self._k("e", entry_id), "joined", "passes")
+            rows = await pipe.execute()
+        slots = []
+        for (entry_id, score), (joined, passes) in zip(found, rows, strict=True):
+            if joined is None:
+                continue
+            slots.append(Slot(entry_id, int(score), time_key(float(joined)), int(passes)))
+        return slots
+
+    async def _first_keys(self, queue: str, count: int) -> list[Slot]:
+        found: list[tuple[str, float]] = []
+        for name in ("w", "o"):
+            found += await self.client.zrange(self._k(name, queue), 0, count - 1, withscores=True)
+        return [Slot(entry_id, int(score), 0, 0) for entry_id, score in found]
+
+    async def add_entry(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None = None,
+        max_length: int | None = None,
+    ) -> Inserted:
+        waiting_key, offered_key = self._k("w", entry.queue), self._k("o", entry.queue)
+        call_key = self._k("call", entry.call_id)
+        for _ in range(MAX_WATCH_RETRIES):
+            async with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(waiting_key, offered_key, call_key)
+                    if await pipe.exists(call_key):
+                        raise DuplicateCall(f"call {entry.call_id} is already queued")
+                    length = await pipe.zcard(waiting_key) + await pipe.zcard(offered_key)
+                    if max_length is not None and length >= max_length:
+                        raise QueueFull(f"queue {entry.queue} holds {length} callers")
+                    heads = await self._first_keys(entry.queue, position or 0)
+                    wanted = desired_key(entry.joined_at, entry.priority, jump, heads, position)
+                    slots = await self._read_slots(entry.queue, wanted, None)
+                    placement = plan_insert(
+                        slots, entry.entry_id, time_key(entry.joined_at), wanted, jump.max_passes
+                    )
+                    stored = dataclasses.replace(
+                        entry, key=placement.key, status=EntryStatus.WAITING, passes=0
+                    )
+                    pipe.multi()
+                    pipe.hset(self._k("e", entry.entry_id), mapping=entry_fields(stored))
+                    pipe.zadd(waiting_key, {entry.entry_id: placement.key})
+                    pipe.set(call_key, entry.entry_id)
+                    if stored.owner_node:
+                        pipe.sadd(self._k("ne", stored.owner_node), entry.entry_id)
+                    for passed in placement.passed:
+                        pipe.hincrby(self._k("e", passed), "passes", 1)
+                    pipe.publish(self._k("wake"), "1")
+                    await pipe.execute()
+                except WatchError:
+                    continue
+            position_now = await self.position(entry.entry_id) or 0
+            return Inserted(entry=stored, position=position_now, passed=placement.passed)
+        raise RuntimeError(f"queue {entry.queue}: insert kept conflicting, gave up")
+
+    async def reprioritize(
+        self, entry_id: str, priority: int, jump: JumpSettings
+    ) -> Inserted | None:
+        entry_key = self._k("e", entry_id)
+        for _ in range(MAX_WATCH_RETRIES):
+            async with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(entry_key)
+                    fields = await pipe.hgetall(entry_key)
+                    if not fields or fields["status"] not in ("waiting", "offered"):
+                        return None
+                    entry = entry_from(fields)
+                    set_key = self._k(
+                        "w" if entry.status is EntryStatus.WAITING else "o", entry.queue
+                    )
+                    await pipe.watch(self._k("w", entry.queue), self._k("o", entry.queue))
+                    wanted = desired_key(entry.joined_at, priority, jump)
+                    slots = await self._read_slots(entry.queue, wanted, entry_id)
+                    placement = plan_insert(
+                        slots,
+                        entry_id,
+                        time_key(entry.joined_at),
+                        wanted,
+                        jump.max_passes,
+                        entry.key,
+                    )
+                    pipe.multi()
+                    pipe.zadd(set_key, {entry_id: placement.key})
+                    pipe.hset(entry_key, mapping={"prio": str(priority), "key": str(placement.key)})
+                    for passed in placement.passed:
+                        pipe.hincrby(self._k("e", passed), "passes", 1)
+                    pipe.publish(self._k("wake"), "1")
+                    await pipe.execute()
+                except WatchError:
+                    continue
+            entry.priority = priority
+            entry.key = placement.key
+            position_now = await self.position(entry_id) or 0
+            return Inserted(entry=entry, position=position_now, passed=placement.passed)
+        raise RuntimeError(f"entry {entry_id}: re-sort kept conflicting, gave up")
+
+    async def remove_entry(self, entry_id: str) -> Removed | None:
+        result = await self._run("remove", entry_id)
+        if not result:
+            return None
+        entry = entry_from(_pairs(result[0]))
+        freed = agent_from(_pairs(result[1])) if result[1] else None
+        return Removed(entry=entry, freed_agent=freed)
+
+    async def get_entry(self, entry_id: str) -> Entry | None:
+        fields = await self.client.hgetall(self._k("e", entry_id))
+        return entry_from(fields) if fields else None
+
+    async def entry_id_for_call(self, call_id: str) -> str | None:
+        value = await self.client.get(self._k("call", call_id))
+        return None if value is None else str(value)
+
+    async def position(self, entry_id: str) -> int | None:
+        result = await self._run("position", entry_id)
+        return int(result) if result else None
+
+    async def _entries(self, entry_ids: Sequence[str]) -> list[Entry]:
+        if not entry_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.hgetall(self._k("e", entry_id))
+            rows = await pipe.execute()
+        return [entry_from(row) for row in rows if row]
+
+    async def queue_entries(self, queue: str, limit: int | None = None) -> list[Entry]:
+        end = -1 if limit is None else limit - 1
+        found: list[tuple[str, float]] = []
+        for name in ("w", "o"):
+            found += await self.client.zrange(self._k(name, queue), 0, end, withscores=True)
+        found.sort(key=lambda pair: (int(pair[1]), pair[0]))
+        if limit is not None:
+            found = found[:limit]
+        return await self._entries([entry_id for entry_id, _ in found])
+
+    async def waiting(self, queue: str, limit: int) -> list[Entry]:
+        entry_ids = await self.client.zrange(self._k("w", queue), 0, limit - 1)
+        return await self._entries(entry_ids)
+
+    async def queue_length(self, queue: str) -> int:
+        waiting = await self.client.zcard(self._k("w", queue))
+        offered = await self.client.zcard(self._k("o", queue))
+        return int(waiting) + int(offered)
+
+    async def mark_announced(self, entry_id: str, position: int, passes: int) -> None:
+        await self._run("mark_announced", entry_id, position, passes)
+
+    async def set_callback(self, entry_id: str, context: Mapping[str, str]) -> Entry | None:
+        result = await self._run("set_callback", entry_id, json.dumps(dict(context)))
+        return entry_from(_pairs(result)) if result else None
+
+    # --- agents ---
+
+    async def put_agent(self, agent: Agent) -> None:
+        flat: list[str] = []
+        for name, value in agent_fields(agent).items():
+            flat += [name, value]
+        await self._run("put_agent", agent.agent_id, agent.node_id, *flat)
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        fields = await self.client.hgetall(self._k("a", agent_id))
+        return agent_from(fields) if fields else None
+
+    async def agents(self, node_id: str | None = None) -> list[Agent]:
+        members_key = self._k("agents") if node_id is None else self._k("na", node_id)
+        agent_ids = sorted(await self.client.smembers(members_key))
+        if not agent_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.hgetall(self._k("a", agent_id))
+            rows = await pipe.execute()
+        return [agent_from(row) for row in rows if row]
+
+    def _released(self, result: Any) -> Released:
+        agent = agent_from(_pairs(result[2])) if result[2] else None
+        old = AgentState(result[1]) if result[1] else AgentState.LOGGED_OUT
+        return Released(entry=entry_from(_pairs(result[0])), agent=agent, old_agent_state=old)
+
+    async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
+        result = await self._run("remove_agent", agent_id)
+        if not result:
+            return None
+        agent = agent_from(_pairs(result[0]))
+        released = None
+        if result[1]:
+            released = self._released(result[1])
+            released = Released(released.entry, None, released.old_agent_state)
+        return agent, released
+
+    async def update_agent(
+        self, agent_id: str, expected: frozenset[AgentState], changes: Mapping[str, object]
+    ) -> Agent | None:
+        flat: list[str] = []
+        for name, value in changes.items():
+            field = AGENT_FIELD_NAMES.get(name)
+            if field is None:
+                raise ValueError(f"agent field {name!r} cannot be changed with update_agent")
+            if isinstance(value, AgentState):
+                text = value.value
+            elif isinstance(value, float | int) and not isinstance(value, bool):
+                text = _num(value) if isinstance(value, float) else str(value)
+            else:
+                text = str(value)
+            flat += [field, text]
+        states = json.dumps(sorted(state.value for state in expected))
+        result = await self._run("update_agent", agent_id, states, *flat)
+        return agent_from(_pairs(result)) if result else None
+
+    # --- offers ---
+
+    async def try_offer(
+        self, entry_id: str, agent_id: str, now: float, lease_until: float
+    ) -> Entry | None:
+        result = await self._run("try_offer", entry_id, agent_id, _num(now), _num(lease_until))
+        return entry_from(_pairs(result)) if result else None
+
+    async def claim_bridge(self, entry_id: str, agent_id: str, now: float) -> Entry | None:
+        result = await self._run("claim_bridge", entry_id, agent_id, _num(now), BRIDGED_TTL_S)
+        return entry_from(_pairs(result)) if result else None
+
+    async def release_offer(
+        self, entry_id: str, agent_id: str, missed: bool, away_after: int
+    ) -> Released | None:
+        result = await self._run("release", entry_id, agent_id, int(missed), away_after, "")
+        return self._released(result) if result else None
+
+    async def finish_call(self, agent_id: str, now: float, wrap_up_s: float) -> Agent | None:
+        result = await self._run(
+            "finish_call", agent_id, _num(now), _num(wrap_up_s), _num(now + wrap_up_s)
+        )
+        return agent_from(_pairs(result)) if result else None
+
+    async def reap(self, now: float, node_ttl_s: float, away_after: int) -> ReapResult:
+        result = ReapResult()
+        expired = await self.client.zrangebyscore(
+            self._k("leases"), "-inf", _num(now), start=0, num=REAP_BATCH
+        )
+        for entry_id in expired:
+            agent_id = await self.client.hget(self._k("e", entry_id), "agent")
+            if not agent_id:
+                continue
+            released = await self._run("release", entry_id, agent_id, 1, away_after, _num(now))
+            if released:
+                result.returned.append(self._released(released))
+        dead = await self.client.zrangebyscore(self._k("nodes"), "-inf", f"({now - node_ttl_s!r}")
+        for node in dead:
+            await self._close_out_node(str(node), now, result)
+        return result
+
+    async def _close_out_node(self, node: str, now: float, result: ReapResult) -> None:
+        log.warning("node %s: heartbeat lost, closing out its callers and agents", node)
+        for entry_id in await self.client.smembers(self._k("ne", node)):
+            removed = await self.remove_entry(entry_id)
+            if removed is not None:
+                result.abandoned.append(removed)
+        for agent_id in await self.client.smembers(self._k("na", node)):
+            outcome = await self.remove_agent(agent_id, now)
+            if outcome is not None:
+                result.logged_out.append(outcome[0])
+                if outcome[1] is not None:
+                    result.returned.append(outcome[1])
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._k("nodes"), node)
+            pipe.delete(self._k("ne", node), self._k("na", node))
+            await pipe.execute()
+
+    async def next_lease_expiry(self) -> float | None:
+        first = await self.client.zrange(self._k("leases"), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    # --- nodes, statistics, wake-ups ---
+
+    async def heartbeat(self, node_id: str, now: float) -> None:
+        await self.client.zadd(self._k("nodes"), {node_id: now})
+
+    async def record_handle_time(self, queue: str, seconds: float) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self._k("ht", queue), _num(seconds))
+            pipe.ltrim(self._k("ht", queue), 0, HANDLE_TIMES_KEPT - 1)
+            await pipe.execute()
+
+    async def handle_times(self, queue: str) -> list[float]:
+        return [float(v) for v in await self.client.lrange(self._k("ht", queue), 0, -1)]
+
+    async def cursors(self, queues: Sequence[str]) -> dict[str, str]:
+        if not queues:
+            return {}
+        values = await self.client.hmget(self._k("rr"), list(queues))
+        return {queue: value for queue, value in zip(queues, values, strict=True) if value}
+
+    async def set_cursors(self, cursors: Mapping[str, str]) -> None:
+        if cursors:
+            await self.client.hset(self._k("rr"), mapping=dict(cursors))
+
+    async def wait_changed(self, max_wait_s: float) -> None:
+        if self._pubsub is None:
+            self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.subscribe(self._k("wake"))
+        message = await self._pubsub.get_message(timeout=max(max_wait_s, 0.0))
+        while message is not None:
+            message = await self._pubsub.get_message(timeout=0.0)
+
+    async def delete_all(self) -> None:
+        """Delete every key under this store's prefix (simulator runs and tests)."""
+        batch: list[str] = []
+        async for key in self.client.scan_iter(match=self.prefix + "*", count=500):
+            batch.append(cast(str, key))
+            if len(batch) >= 500:
+                await self.client.delete(*batch)
+                batch.clear()
+        if batch:
+            await self.client.delete(*batch)
+
+    async def close(self) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+        await self.client.aclose()

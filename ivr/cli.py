@@ -1,0 +1,191 @@
+"""The `voxgate` subcommands of the IVR: validate, simulate, test and graph."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ivr.graph import to_dot, to_mermaid, to_svg
+from ivr.loader import Diagnostic, FlowError, load_flow, load_flow_with_source
+from ivr.model import Flow
+from ivr.registry import FLOW_SUFFIXES, FlowRegistry
+from ivr.scripts import format_reports, load_script, run_script
+from ivr.simulator import simulate
+from ivr.validator import check_flow
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the IVR subcommands; each sets `func` returning an exit code."""
+    validate = subparsers.add_parser("validate", help="check flow files (schema and static checks)")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="flow files or folders")
+    validate.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
+    validate.set_defaults(func=run_validate)
+
+    simulate = subparsers.add_parser(
+        "simulate", help="talk to a flow in the terminal: words are speech, #digits are DTMF"
+    )
+    simulate.add_argument("flow", metavar="FLOW", help="flow file")
+    simulate.add_argument("--caller", default="+15550100001", help="caller number to present")
+    simulate.add_argument("--called", default="1000", help="called number to present")
+    simulate.set_defaults(func=run_simulate)
+
+    test = subparsers.add_parser("test", help="run scripted calls against a flow")
+    test.add_argument("flow", metavar="FLOW", help="flow file")
+    test.add_argument("--script", required=True, metavar="SCRIPT", help="script YAML file")
+    test.set_defaults(func=run_test)
+
+    graph = subparsers.add_parser("graph", help="draw a flow's steps and transitions")
+    graph.add_argument("flow", metavar="FLOW", help="flow file")
+    graph.add_argument("-o", "--output", metavar="FILE", help="output file; stdout if omitted")
+    graph.add_argument(
+        "--format",
+        choices=("svg", "mermaid", "dot"),
+        help="output format; by default from the output suffix, else mermaid",
+    )
+    graph.set_defaults(func=run_graph)
+
+
+def _flow_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in FLOW_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+def flow_names_in(folder: Path) -> set[str]:
+    """Return the names of the valid flows in `folder`, which subflow steps may call."""
+    names = set()
+    for path in folder.iterdir():
+        if path.suffix not in FLOW_SUFFIXES:
+            continue
+        try:
+            flow, _ = load_flow_with_source(path)
+        except FlowError:
+            continue
+        names.add(flow.flow)
+    return names
+
+
+def validate_file(path: Path) -> list[Diagnostic]:
+    """Return every schema error, or every static-check finding, of one flow file.
+
+    Subflow steps must name a flow defined in the same folder.
+    """
+    try:
+        flow, source = load_flow_with_source(path)
+    except FlowError as exc:
+        return exc.diagnostics
+    known = flow_names_in(path.parent) if _has_subflow(flow) else None
+    return check_flow(flow, source, path.parent, known)
+
+
+def _has_subflow(flow: Flow) -> bool:
+    return any(step.type == "subflow" for step in flow.steps.values())
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    files = _flow_files(args.paths)
+    if not files:
+        print("no flow files found", file=sys.stderr)
+        return 1
+    failed = False
+    for path in files:
+        diagnostics = validate_file(path)
+        for diagnostic in diagnostics:
+            print(diagnostic, file=sys.stderr)
+        errors = [d for d in diagnostics if d.severity == "error" or args.strict]
+        failed = failed or bool(errors)
+        if not errors:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+def _load_for_run(path: str) -> tuple[Flow, FlowRegistry] | None:
+    try:
+        flow = load_flow(path).with_base_dir(Path(path).parent)
+    except FlowError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return None
+    return flow, FlowRegistry(Path(path).parent)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    loaded = _load_for_run(args.flow)
+    if loaded is None:
+        return 1
+    flow, registry = loaded
+
+    def read_line() -> str | None:
+        try:
+            return input()
+        except EOFError:
+            return None
+
+    print(f"flow {flow.flow}: type words for speech, #digits for keys, /hangup to end")
+    asyncio.run(
+        simulate(
+            flow,
+            read_line,
+            sys.stdout,
+            caller=args.caller,
+            called=args.called,
+            flows=registry.get,
+            echo=not sys.stdin.isatty(),
+        )
+    )
+    return 0
+
+
+def run_test(args: argparse.Namespace) -> int:
+    loaded = _load_for_run(args.flow)
+    if loaded is None:
+        return 1
+    flow, registry = loaded
+    try:
+        script = load_script(Path(args.script))
+    except FlowError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    reports = asyncio.run(run_script(script, flow, flows=registry.get))
+    sys.stdout.write(format_reports(reports))
+    return 0 if all(report.passed for report in reports) else 1
+
+
+def run_graph(args: argparse.Namespace) -> int:
+    loaded = _load_for_run(args.flow)
+    if loaded is None:
+        return 1
+    flow, _ = loaded
+    kind = args.format
+    if kind is None:
+        suffix = Path(args.output).suffix.lower() if args.output else ""
+        kind = {".svg": "svg", ".dot": "dot", ".gv": "dot"}.get(suffix, "mermaid")
+    text = {"svg": to_svg, "mermaid": to_mermaid, "dot": to_dot}[kind](flow)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the IVR subcommands on their own (`python -m ivr.cli`)."""
+    parser = argparse.ArgumentParser(prog="voxgate")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_commands(subparsers)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

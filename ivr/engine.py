@@ -1,0 +1,596 @@
+"""The IVR engine: one `IvrSession` runs one call through a flow.
+
+Theory of operation. A session owns a stack of frames (the main flow and any
+subflows) and a variable map shared by all frames. `run` walks steps: each
+step handler does its I/O through the `CallChannel` and returns the id of the
+next step, or ends the session by setting the result. A step without `next`
+continues with the following step in the file. The session has one state
+machine (NEW -> RUNNING -> ENDED); a hangup by the caller (`CallEnded`) ends
+it from any step. `max_steps` bounds the walk so a loop in a flow cannot hold
+a call forever.
+
+Every step entered, prompt played and input received is emitted as an
+`IvrEvent`; payloads may carry caller data, log lines never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import fnmatch
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ivr.channel import CallChannel, CallEnded, CallerInput
+from ivr.conditions import ConditionContext, evaluate
+from ivr.events import EventCallback, EventKind, IvrEvent
+from ivr.gather import Capture, CaptureKind, CollectPlan, collect
+from ivr.http_step import run_http_step
+from ivr.model import (
+    BranchStep,
+    Flow,
+    GatherStep,
+    HangupStep,
+    HttpStep,
+    MenuStep,
+    PromptSpec,
+    QueueStep,
+    RecordStep,
+    ReturnStep,
+    SayStep,
+    SetStep,
+    Step,
+    SubflowStep,
+    TransferStep,
+)
+from ivr.prompts import PromptRenderer, Synthesizer
+from ivr.services import QueueError, QueueRequest, QueueService, RecordingChannel, RecordingStore
+from ivr.templates import Template, TemplateError
+from ivr.turns import TurnInterpreter, TurnOutcome
+from ivr.understanding import IntentMatcher, SentimentAnalyzer
+
+log = logging.getLogger("ivr")
+
+FlowResolver = Callable[[str], Flow | None]
+
+
+class SessionState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+_TRANSITIONS = {
+    SessionState.NEW: {SessionState.RUNNING},
+    SessionState.RUNNING: {SessionState.ENDED},
+    SessionState.ENDED: set(),
+}
+
+
+class Outcome(enum.StrEnum):
+    HANGUP = "hangup"
+    CALLER_HANGUP = "caller_hangup"
+    QUEUED = "queued"
+    TRANSFERRED = "transferred"
+    FAILED = "failed"
+
+
+@dataclass
+class SessionResult:
+    """The way the call left the IVR, the steps it took and its final variables."""
+
+    outcome: Outcome
+    reason: str
+    path: list[str]
+    variables: dict[str, Any]
+    queue_request: QueueRequest | None = None
+    transfer_target: str | None = None
+    sentiment: list[float] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Frame:
+    flow: Flow
+    renderer: PromptRenderer
+    return_to: str | None
+
+
+class _SessionEnd(Exception):
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+class IvrSession:
+    """Run one call through `flow`.
+
+    `events` receives every `IvrEvent`. `queue` is the ACD (without it a queue
+    step only records the request in the result). `flows` resolves subflow
+    names. `intents` and `sentiment` default to the bundled classifiers when
+    the flow uses them. `clock` is the session clock in seconds (the loop's by
+    default) and `now` returns the aware current time for time-of-day branches.
+    """
+
+    def __init__(
+        self,
+        flow: Flow,
+        channel: CallChannel,
+        synthesizer: Synthesizer,
+        *,
+        events: EventCallback | None = None,
+        queue: QueueService | None = None,
+        flows: FlowResolver | None = None,
+        intents: IntentMatcher | None = None,
+        sentiment: SentimentAnalyzer | None = None,
+        http: aiohttp.ClientSession | None = None,
+        recordings: RecordingStore | None = None,
+        clock: Callable[[], float] | None = None,
+        now: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self._flow = flow
+        self._channel = channel
+        self._synthesizer = synthesizer
+        self._events = events
+        self._queue = queue
+        self._flows = flows
+        self._http = http
+        self._recordings = recordings
+        self._clock = clock
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._state = SessionState.NEW
+        self._frames = [_Frame(flow, self._renderer(flow), None)]
+        self._path: list[str] = []
+        self._prompts: list[str] = []
+        self._queue_request: QueueRequest | None = None
+        self._transfer_target: str | None = None
+        self.variables: dict[str, Any] = {
+            **flow.variables,
+            "caller": channel.caller,
+            "called": channel.called,
+            "call_id": channel.call_id,
+            "flow": flow.flow,
+            "language": flow.language,
+        }
+        self._turns = TurnInterpreter(flow, intents=intents, sentiment=sentiment)
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def call_id(self) -> str:
+        return self._channel.call_id
+
+    def _set_state(self, new: SessionState) -> None:
+        if new not in _TRANSITIONS[self._state]:
+            raise RuntimeError(f"IVR session cannot go from {self._state.value} to {new.value}")
+        log.debug("call %s: session %s -> %s", self.call_id, self._state.value, new.value)
+        self._state = new
+
+    def _renderer(self, flow: Flow) -> PromptRenderer:
+        return PromptRenderer(
+            self._synthesizer, base_dir=flow.base_dir, voice=flow.voice, rate_wpm=flow.rate_wpm
+        )
+
+    @property
+    def _frame(self) -> _Frame:
+        return self._frames[-1]
+
+    def _time(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def emit(self, kind: EventKind, step: str | None, **payload: Any) -> None:
+        if self._events is None:
+            return
+        event = IvrEvent(kind, self.call_id, self._frame.flow.flow, step, self._time(), payload)
+        try:
+            self._events(event)
+        except Exception:
+            log.exception("call %s: event callback failed", self.call_id)
+
+    # -- the walk ---------------------------------------------------------
+
+    async def run(self) -> SessionResult:
+        """Run the flow until the call is queued, transferred or ended."""
+        self._set_state(SessionState.RUNNING)
+        log.info("call %s: flow %s started", self.call_id, self._flow.flow)
+        outcome, reason = Outcome.FAILED, "flow ended"
+        try:
+            await self._walk()
+        except _SessionEnd as end:
+            outcome, reason = end.outcome, end.reason
+        except CallEnded:
+            outcome, reason = Outcome.CALLER_HANGUP, "caller hung up"
+        except Exception as exc:
+            log.exception("call %s: IVR step failed", self.call_id)
+            outcome, reason = Outcome.FAILED, f"internal error: {type(exc).__name__}"
+            await self._safe_hangup()
+        self._set_state(SessionState.ENDED)
+        log.info("call %s: flow %s ended: %s", self.call_id, self._flow.flow, outcome.value)
+        self.emit(EventKind.SESSION_ENDED, None, outcome=outcome.value, reason=reason)
+        return SessionResult(
+            outcome=outcome,
+            reason=reason,
+            path=list(self._path),
+            variables=dict(self.variables),
+            queue_request=self._queue_request,
+            transfer_target=self._transfer_target,
+            sentiment=list(self._turns.sentiment_scores),
+            prompts=list(self._prompts),
+        )
+
+    async def _safe_hangup(self) -> None:
+        try:
+            await self._channel.hangup()
+        except CallEnded:
+            pass
+        except Exception:
+            log.exception("call %s: hangup failed", self.call_id)
+
+    async def _walk(self) -> None:
+        step_id: str | None = self._flow.start_step
+        count = 0
+        while step_id is not None:
+            count += 1
+            if count > self._flow.max_steps:
+                self.emit(EventKind.WARNING, step_id, message="max_steps reached")
+                log.warning("call %s: max_steps reached in flow %s", self.call_id, self._flow.flow)
+                await self._safe_hangup()
+                raise _SessionEnd(Outcome.FAILED, "max_steps reached")
+            flow = self._frame.flow
+            step = flow.steps.get(step_id)
+            if step is None:
+                log.error("call %s: flow %s has no step %s", self.call_id, flow.flow, step_id)
+                await self._safe_hangup()
+                raise _SessionEnd(Outcome.FAILED, f"unknown step {step_id}")
+            label = step_id if len(self._frames) == 1 else f"{flow.flow}/{step_id}"
+            self._path.append(label)
+            log.debug("call %s: step %s (%s)", self.call_id, label, step.type)
+            self.emit(EventKind.STEP_ENTERED, label, type=step.type)
+            step_id = await self._run_step(step_id, step)
+        self.emit(EventKind.WARNING, None, message="flow ended without a hangup step")
+        await self._safe_hangup()
+        raise _SessionEnd(Outcome.HANGUP, "flow ended")
+
+    def _after(self, step_id: str, step: Step) -> str | None:
+        target = getattr(step, "next", None)
+        return target if target is not None else self._frame.flow.following(step_id)
+
+    async def _run_step(self, step_id: str, step: Step) -> str | None:
+        match step:
+            case SayStep():
+                await self._play(step_id, step.prompt(), barge_in=step.barge_in)
+                return self._after(step_id, step)
+            case GatherStep() | MenuStep():
+                return await self._gather(step_id, step)
+            case SetStep():
+                self._set(step_id, step)
+                return self._after(step_id, step)
+            case BranchStep():
+                return self._branch(step_id, step)
+            case HttpStep():
+                ok = await run_http_step(self, step_id, step, self._http)
+                if not ok and step.on_error is not None:
+                    return step.on_error
+                return self._after(step_id, step)
+            case QueueStep():
+                return await self._enqueue(step_id, step)
+            case TransferStep():
+                return await self._transfer(step_id, step)
+            case RecordStep():
+                await self._record(step_id, step)
+                return self._after(step_id, step)
+            case SubflowStep():
+                return self._enter_subflow(step_id, step)
+            case ReturnStep():
+                return self._return()
+            case HangupStep():
+                if step.prompt is not None:
+                    await self._play(step_id, step.prompt)
+                await self._safe_hangup()
+                raise _SessionEnd(Outcome.HANGUP, step.reason)
+        raise AssertionError(f"unhandled step type {step.type}")
+
+    # -- prompts ----------------------------------------------------------
+
+    async def _play(
+        self, step_id: str, spec: PromptSpec, *, barge_in: str = "none"
+    ) -> CallerInput | None:
+        return await self._play_with(
+            step_id, spec, barge_in in ("dtmf", "any"), barge_in in ("speech", "any")
+        )
+
+    async def _play_with(
+        self, step_id: str, spec: PromptSpec, on_dtmf: bool, on_speech: bool
+    ) -> CallerInput | None:
+        try:
+            prompt = await self._frame.renderer.render(spec, self.variables)
+        except (TemplateError, ValueError, OSError, RuntimeError) as exc:
+            # A broken prompt should not drop the call: the flow goes on without it.
+            log.warning("call %s: prompt of step %s skipped: %s", self.call_id, step_id, exc)
+            self.emit(EventKind.WARNING, step_id, message=f"prompt skipped: {exc}")
+            return None
+        self._prompts.append(prompt.text)
+        interrupted = await self._channel.play(
+            prompt.audio, interrupt_on_dtmf=on_dtmf, interrupt_on_speech=on_speech
+        )
+        self.emit(
+            EventKind.PROMPT_PLAYED,
+            step_id,
+            text=prompt.text,
+            source=prompt.source,
+            duration_ms=round(prompt.audio.duration_ms),
+            interrupted=interrupted is not None,
+        )
+        return interrupted
+
+    # -- gather and menu --------------------------------------------------
+
+    async def _gather(self, step_id: str, step: GatherStep | MenuStep) -> str | None:
+        plan = self._turns.plan(step, self._frame.flow)
+        if plan.recognizer is not None and not self._channel.speech_available:
+            plan = CollectPlan(plan.dtmf, None, plan.timeout_s, plan.total_timeout_s, step.barge_in)
+            if plan.dtmf is None:
+                log.warning(
+                    "call %s: step %s needs speech, which this call lacks", self.call_id, step_id
+                )
+                self.emit(EventKind.WARNING, step_id, message="speech recognition unavailable")
+        no_input = no_match = 0
+        reprompt: PromptSpec | None = step.prompt
+        while True:
+            spec = reprompt
+
+            async def play_prompt(
+                on_dtmf: bool, on_speech: bool, spec: PromptSpec | None = spec
+            ) -> CallerInput | None:
+                assert spec is not None
+                return await self._play_with(step_id, spec, on_dtmf, on_speech)
+
+            capture = await collect(
+                self._channel, plan, play_prompt if spec is not None else None, self._time
+            )
+            self._record_input(step_id, capture)
+            outcome = await self._interpret(step_id, step, capture)
+            self.emit(
+                EventKind.GATHER_RESULT,
+                step_id,
+                result=outcome.result,
+                value=outcome.value,
+                target=outcome.target,
+                attempt=no_input + no_match + 1,
+            )
+            if outcome.escalate_to is not None:
+                # Satisfaction rules belong to the main flow, so leave any subflow.
+                del self._frames[1:]
+                return outcome.escalate_to
+            if outcome.result == "match":
+                if isinstance(step, GatherStep) and step.into is not None:
+                    self.variables[step.into] = outcome.value
+                return outcome.target
+            if outcome.result == "no_input":
+                no_input += 1
+                failures, retry_prompt = no_input, step.no_input_prompt
+            else:
+                no_match += 1
+                failures, retry_prompt = no_match, step.no_match_prompt
+            if failures > step.retries:
+                target = step.on.get(outcome.result)
+                if target is None:
+                    self.emit(EventKind.WARNING, step_id, message=f"{outcome.result} not handled")
+                    await self._safe_hangup()
+                    raise _SessionEnd(Outcome.HANGUP, f"{outcome.result} at {step_id}")
+                return target
+            self._channel.clear_inputs()
+            reprompt = retry_prompt if retry_prompt is not None else step.prompt
+
+    def _record_input(self, step_id: str, capture: Capture) -> None:
+        if capture.kind is CaptureKind.NO_INPUT:
+            return
+        self.variables["last_input"] = capture.value
+        self.variables["last_input_mode"] = capture.kind.value
+        self.emit(
+            EventKind.INPUT_RECEIVED,
+            step_id,
+            mode=capture.kind.value,
+            value=capture.value,
+            confidence=capture.confidence,
+            terminated=capture.terminated,
+        )
+
+    async def _interpret(
+        self, step_id: str, step: GatherStep | MenuStep, capture: Capture
+    ) -> TurnOutcome:
+        outcome = await self._turns.interpret(
+            step_id, step, capture, self._following(step_id), self._frame.flow
+        )
+        for name, value in outcome.variables.items():
+            self.variables[name] = value
+        for kind, payload in outcome.events:
+            self.emit(kind, step_id, **payload)
+        return outcome
+
+    def _following(self, step_id: str) -> str | None:
+        step = self._frame.flow.steps[step_id]
+        return self._after(step_id, step)
+
+    # -- variables and branches -------------------------------------------
+
+    def _set(self, step_id: str, step: SetStep) -> None:
+        changed: dict[str, Any] = {}
+        for name, value in step.values.items():
+            if isinstance(value, str):
+                try:
+                    value = Template(value).evaluate(self.variables)
+                except TemplateError as exc:
+                    log.warning("call %s: variable %s not set: %s", self.call_id, name, exc)
+                    self.emit(EventKind.WARNING, step_id, message=f"{name}: {exc}")
+                    continue
+            self.variables[name] = value
+            changed[name] = value
+        self.emit(EventKind.VARIABLES_SET, step_id, values=changed)
+
+    def condition_context(self) -> ConditionContext:
+        return ConditionContext(self.variables, self._channel.caller, self._now())
+
+    def _branch(self, step_id: str, step: BranchStep) -> str | None:
+        context = self.condition_context()
+        for index, case in enumerate(step.cases):
+            if evaluate(case.if_, context):
+                self.emit(EventKind.VARIABLES_SET, step_id, branch=index, goto=case.goto)
+                return case.goto
+        if step.otherwise is not None:
+            return step.otherwise
+        return self._after(step_id, step)
+
+    def render(self, source: str, *, url_quote: bool = False) -> str:
+        return Template(source).render(self.variables, url_quote=url_quote)
+
+    # -- leaving the IVR ----------------------------------------------------
+
+    def _render_list(self, step_id: str, sources: list[str]) -> list[str]:
+        rendered = []
+        for source in sources:
+            try:
+                rendered.append(self.render(source))
+            except TemplateError as exc:
+                self.emit(EventKind.WARNING, step_id, message=f"skipped: {exc}")
+        return rendered
+
+    async def _enqueue(self, step_id: str, step: QueueStep) -> str | None:
+        context = self.condition_context()
+        priority, reason = step.priority, "priority"
+        skills = self._render_list(step_id, step.skills)
+        for rule in step.rules:
+            if evaluate(rule.if_, context):
+                if rule.priority > priority:
+                    priority, reason = rule.priority, rule.reason
+                skills.extend(self._render_list(step_id, rule.skills))
+        try:
+            name = self.render(step.queue)
+        except TemplateError as exc:
+            return await self._queue_failed(step_id, step, f"queue name: {exc}")
+        request = QueueRequest(
+            queue=name,
+            priority=priority,
+            skills=tuple(dict.fromkeys(s for s in skills if s)),
+            language=self._frame.flow.language,
+            attributes=self._agent_context(step_id, step),
+            reason=reason,
+        )
+        self.variables["queue"] = {"name": request.queue, "priority": request.priority}
+        if self._queue is not None:
+            try:
+                placement = await self._queue.enqueue(self.call_id, request)
+            except QueueError as exc:
+                return await self._queue_failed(step_id, step, f"queue rejected the call: {exc}")
+            self.variables["queue"] = {
+                "name": request.queue,
+                "priority": request.priority,
+                "position": placement.position,
+                "wait_minutes": (
+                    max(1, round(placement.expected_wait_s / 60))
+                    if placement.expected_wait_s is not None
+                    else None
+                ),
+            }
+        if step.announcement is not None:
+            await self._play(step_id, step.announcement)
+        self._queue_request = request
+        raise _SessionEnd(Outcome.QUEUED, f"queued to {request.queue}")
+
+    def _agent_context(self, step_id: str, step: QueueStep) -> dict[str, str]:
+        if step.context is None:
+            names = ("caller", "flow", "language", "intent")
+            return {n: str(self.variables[n]) for n in names if self.variables.get(n) is not None}
+        facts = {}
+        for name, source in step.context.items():
+            try:
+                facts[name] = self.render(source)
+            except TemplateError as exc:
+                self.emit(EventKind.WARNING, step_id, message=f"context {name}: {exc}")
+        return facts
+
+    async def _queue_failed(self, step_id: str, step: QueueStep, message: str) -> str | None:
+        log.warning("call %s: queue step %s failed: %s", self.call_id, step_id, message)
+        self.emit(EventKind.WARNING, step_id, message=message)
+        if step.on_error is not None:
+            return step.on_error
+        await self._safe_hangup()
+        raise _SessionEnd(Outcome.FAILED, message)
+
+    def transfer_allowed(self, target: str) -> bool:
+        return any(fnmatch.fnmatchcase(target, p) for p in self._frame.flow.transfer_allow)
+
+    async def _transfer(self, step_id: str, step: TransferStep) -> str | None:
+        try:
+            target = self.render(step.target)
+        except TemplateError as exc:
+            self.emit(EventKind.WARNING, step_id, message=f"transfer target: {exc}")
+            target = ""
+        if not target or not self.transfer_allowed(target):
+            log.warning("call %s: transfer target of step %s not allowed", self.call_id, step_id)
+            self.emit(
+                EventKind.WARNING, step_id, message="transfer target not allowed", target=target
+            )
+        else:
+            if step.announcement is not None:
+                await self._play(step_id, step.announcement)
+            if await self._channel.transfer(target):
+                self._transfer_target = target
+                raise _SessionEnd(Outcome.TRANSFERRED, "transferred")
+            self.emit(EventKind.WARNING, step_id, message="transfer failed", target=target)
+        if step.on_error is not None:
+            return step.on_error
+        await self._safe_hangup()
+        raise _SessionEnd(Outcome.FAILED, "transfer failed")
+
+    async def _record(self, step_id: str, step: RecordStep) -> None:
+        if not isinstance(self._channel, RecordingChannel):
+            log.warning("call %s: channel cannot record; step %s skipped", self.call_id, step_id)
+            self.emit(EventKind.WARNING, step_id, message="channel cannot record")
+            self.variables[step.into] = None
+            return
+        if step.prompt is not None:
+            await self._play(step_id, step.prompt)
+        recording = await self._channel.record(
+            max_duration_s=step.max_duration_s,
+            silence_timeout_s=step.silence_timeout_s,
+            beep=step.beep,
+            terminator=step.terminator,
+        )
+        reference = None
+        if self._recordings is not None:
+            reference = await self._recordings.save(self.call_id, self._flow.flow, recording)
+        self.variables[step.into] = {
+            "duration_ms": round(recording.audio.duration_ms),
+            "ended_by": recording.ended_by,
+            "reference": reference,
+        }
+        self.emit(EventKind.INPUT_RECEIVED, step_id, mode="recording", **self.variables[step.into])
+        if recording.ended_by == "hangup":
+            raise CallEnded()
+
+    def _enter_subflow(self, step_id: str, step: SubflowStep) -> str | None:
+        flow = self._flows(step.flow) if self._flows is not None else None
+        if flow is None:
+            log.error("call %s: subflow %s not found", self.call_id, step.flow)
+            raise _SessionEnd(Outcome.FAILED, f"subflow {step.flow} not found")
+        self._frames.append(_Frame(flow, self._renderer(flow), self._after(step_id, step)))
+        for name, value in flow.variables.items():
+            self.variables.setdefault(name, value)
+        self._turns.add_flow(flow)
+        return flow.start_step
+
+    def _return(self) -> str | None:
+        if len(self._frames) == 1:
+            self.emit(EventKind.WARNING, None, message="return outside a subflow")
+            raise _SessionEnd(Outcome.HANGUP, "return outside a subflow")
+        frame = self._frames.pop()
+        return frame.return_to

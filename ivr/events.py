@@ -1,0 +1,40 @@
+"""Events an IVR session emits for call detail records and live views.
+
+Payloads may contain caller data (digits, transcripts, variables) because
+they feed CDRs; log message text never does.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EventKind(enum.StrEnum):
+    STEP_ENTERED = "step_entered"
+    PROMPT_PLAYED = "prompt_played"
+    INPUT_RECEIVED = "input_received"
+    GATHER_RESULT = "gather_result"
+    VARIABLES_SET = "variables_set"
+    HTTP_REQUEST = "http_request"
+    INTENT_SCORED = "intent_scored"
+    SENTIMENT = "sentiment"
+    WARNING = "warning"
+    SESSION_ENDED = "session_ended"
+
+
+@dataclass(frozen=True, slots=True)
+class IvrEvent:
+    """One thing that happened in a session; `at` is seconds on the session clock."""
+
+    kind: EventKind
+    call_id: str
+    flow: str
+    step: str | None
+    at: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventCallback = Callable[[IvrEvent], None]

@@ -1,0 +1,230 @@
+"""Scripted flow tests: turns in, expected steps, variables and prompts out.
+
+A script is a YAML file with `cases`. Each case gives the caller's turns
+(words, `#digits`, null for silence) and what must hold afterwards. An
+optional `crm` block serves canned JSON responses from a local aiohttp server
+on 127.0.0.1 while the script runs. The flow reads that server's address from
+the variable `crm_url`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import Field, ValidationError
+
+from ivr.conditions import MISSING, lookup_path
+from ivr.engine import FlowResolver, IvrSession, SessionResult
+from ivr.events import IvrEvent
+from ivr.loader import Diagnostic, FlowError, SourceMap, _pydantic_diagnostics
+from ivr.model import Flow, FlowModel
+from ivr.prompts import SilentSynthesizer
+from ivr.textchannel import TextChannel, scripted
+from ivr.yamlmarks import Mark, YamlSyntaxError, load_with_marks
+
+
+class CannedResponse(FlowModel):
+    status: int = Field(default=200, ge=100, le=599)
+    json_body: Any = Field(default=None, alias="json")
+    text: str | None = Field(default=None, description="Raw body, sent instead of json.")
+
+
+class Expectation(FlowModel):
+    path: list[str] | None = Field(default=None, description="The exact step path.")
+    steps: list[str] | None = Field(default=None, description="Steps visited, in this order.")
+    not_steps: list[str] | None = Field(default=None, description="Steps never visited.")
+    outcome: str | None = None
+    variables: dict[str, Any] | None = None
+    prompts: list[str] | None = Field(
+        default=None, description="Texts that must appear in the prompts, in order."
+    )
+    queue: dict[str, Any] | None = None
+    transfer: str | None = None
+
+
+class ScriptCase(FlowModel):
+    name: str
+    turns: list[str | None] = Field(default_factory=list)
+    caller: str | None = None
+    called: str | None = None
+    now: dt.datetime | None = Field(default=None, description="Wall clock for time branches.")
+    variables: dict[str, Any] = Field(default_factory=dict)
+    expect: Expectation
+
+
+class Script(FlowModel):
+    caller: str = "+15550100001"
+    called: str = "1000"
+    crm: dict[str, CannedResponse] = Field(default_factory=dict)
+    cases: list[ScriptCase] = Field(min_length=1)
+
+
+@dataclass
+class CaseReport:
+    name: str
+    problems: list[str] = field(default_factory=list)
+    result: SessionResult | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def load_script(path: Path) -> Script:
+    """Read and validate a script; raises FlowError with positioned diagnostics."""
+    file = str(path)
+    try:
+        data, marks = load_with_marks(path.read_text(encoding="utf-8"))
+    except YamlSyntaxError as exc:
+        mark = exc.mark or Mark(1, 1)
+        raise FlowError(
+            [Diagnostic(file, mark.line, mark.column, "(file)", "(yaml)", exc.message)]
+        ) from exc
+    except OSError as exc:
+        raise FlowError([Diagnostic(file, 1, 1, "(file)", "(unreadable)", str(exc))]) from exc
+    try:
+        return Script.model_validate(data)
+    except ValidationError as exc:
+        raise FlowError(_pydantic_diagnostics(SourceMap(file, data, marks), exc)) from exc
+
+
+@asynccontextmanager
+async def canned_server(responses: dict[str, CannedResponse]) -> AsyncIterator[str]:
+    """Serve `responses` by path on 127.0.0.1; yields the base URL."""
+
+    async def handle(request: web.Request) -> web.Response:
+        canned = responses.get(request.path)
+        if canned is None:
+            return web.json_response({"error": "not found"}, status=404)
+        if canned.text is not None:
+            return web.Response(status=canned.status, text=canned.text)
+        return web.json_response(canned.json_body, status=canned.status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    await web.SockSite(runner, listener).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _contains_in_order(expected: list[str], actual: list[str]) -> bool:
+    position = 0
+    for item in actual:
+        if position < len(expected) and expected[position] in item:
+            position += 1
+    return position == len(expected)
+
+
+def check_case(expect: Expectation, result: SessionResult) -> list[str]:
+    """Return one readable line per expectation that does not hold."""
+    problems: list[str] = []
+
+    def differ(subject: str, expected: Any, actual: Any) -> None:
+        problems.append(f"{subject}:\n    expected {expected!r}\n    actual   {actual!r}")
+
+    if expect.path is not None and expect.path != result.path:
+        differ("path", expect.path, result.path)
+    if expect.steps is not None and not _subsequence(expect.steps, result.path):
+        differ("steps (in order)", expect.steps, result.path)
+    for step in expect.not_steps or []:
+        if step in result.path:
+            differ(f"step {step} not visited", "absent", result.path)
+    if expect.outcome is not None and expect.outcome != result.outcome.value:
+        differ("outcome", expect.outcome, result.outcome.value)
+    for name, value in (expect.variables or {}).items():
+        actual = lookup_path(result.variables, name)
+        if actual is MISSING:
+            actual = "(unset)"
+        if actual != value and str(actual) != str(value):
+            differ(f"variable {name}", value, actual)
+    if expect.prompts is not None and not _contains_in_order(expect.prompts, result.prompts):
+        differ("prompts (in order, substrings)", expect.prompts, result.prompts)
+    if expect.queue is not None:
+        request = result.queue_request
+        if request is None:
+            differ("queue", expect.queue, None)
+        else:
+            actual_queue = {
+                "queue": request.queue,
+                "priority": request.priority,
+                "skills": list(request.skills),
+                "reason": request.reason,
+                "attributes": dict(request.attributes),
+            }
+            for key, value in expect.queue.items():
+                if actual_queue.get(key) != value:
+                    differ(f"queue {key}", value, actual_queue.get(key))
+    if expect.transfer is not None and expect.transfer != result.transfer_target:
+        differ("transfer", expect.transfer, result.transfer_target)
+    return problems
+
+
+def _subsequence(expected: list[str], actual: list[str]) -> bool:
+    iterator = iter(actual)
+    return all(any(step == item for item in iterator) for step in expected)
+
+
+async def run_script(
+    script: Script,
+    flow: Flow,
+    *,
+    flows: FlowResolver | None = None,
+    events: list[IvrEvent] | None = None,
+) -> list[CaseReport]:
+    """Run every case of `script` against `flow`."""
+    reports: list[CaseReport] = []
+    async with canned_server(script.crm) as crm_url, aiohttp.ClientSession() as http:
+        for case in script.cases:
+            channel = TextChannel(
+                scripted(case.turns),
+                call_id=f"script-{len(reports) + 1}",
+                caller=case.caller or script.caller,
+                called=case.called or script.called,
+            )
+            clock_now = _fixed_clock(case.now) if case.now is not None else None
+            session = IvrSession(
+                flow,
+                channel,
+                SilentSynthesizer(),
+                events=events.append if events is not None else None,
+                flows=flows,
+                http=http,
+                clock=channel.clock,
+                now=clock_now,
+            )
+            session.variables["crm_url"] = crm_url
+            session.variables.update(case.variables)
+            result = await session.run()
+            reports.append(CaseReport(case.name, check_case(case.expect, result), result))
+    return reports
+
+
+def _fixed_clock(moment: dt.datetime) -> Callable[[], dt.datetime]:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    return lambda: aware
+
+
+def format_reports(reports: list[CaseReport]) -> str:
+    lines = []
+    for report in reports:
+        lines.append(f"{'PASS' if report.passed else 'FAIL'} {report.name}")
+        for problem in report.problems:
+            lines.append("  " + problem.replace("\n", "\n  "))
+    passed = sum(r.passed for r in reports)
+    lines.append(f"{passed} passed, {len(reports) - passed} failed")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,313 @@
+"""Give meaning to one caller turn of a gather or menu step.
+
+A `TurnInterpreter` builds the collection plan of a step, then maps the
+captured digits or utterance to an outcome (match, no_input, no_match) and
+a target step. It also scores intents and sentiment and applies the flow's
+satisfaction rules. Classification is CPU work and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.channel import RecognizerConfig
+from ivr.events import EventKind
+from ivr.gather import Capture, CaptureKind, CollectPlan
+from ivr.model import DtmfSpec, Flow, GatherStep, MenuStep
+from ivr.understanding import (
+    IntentMatcher,
+    IntentResult,
+    SentimentAnalyzer,
+    language_subtag,
+)
+
+MENU_SPEECH_ALLOWANCE_S = 20.0
+_PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, drop punctuation, fold width and collapse spaces."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(_PUNCTUATION.sub(" ", folded).split())
+
+
+def _phrase_in(phrase: str, text: str) -> bool:
+    phrase, text = normalize_text(phrase), normalize_text(text)
+    if not phrase:
+        return False
+    if " " not in text and " " not in phrase and not phrase.isascii():
+        return phrase in text
+    return f" {phrase} " in f" {text} "
+
+
+def _match_phrase(text: str, phrases: list[str]) -> str | None:
+    """Return the normalized phrase equal to `text`, else the only phrase inside it."""
+    normalized = [normalize_text(p) for p in phrases]
+    if text in normalized:
+        return text
+    inside = {p for p in normalized if _phrase_in(p, text)}
+    return inside.pop() if len(inside) == 1 else None
+
+
+@dataclass
+class TurnOutcome:
+    """`result` is "match", "no_input" or "no_match"; `target` is set for a match."""
+
+    result: str
+    value: Any = None
+    target: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[EventKind, dict[str, Any]]] = field(default_factory=list)
+    escalate_to: str | None = None
+
+
+class TurnInterpreter:
+    """Interpret the turns of one session; keeps the turn count and sentiment trajectory."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        *,
+        intents: IntentMatcher | None,
+        sentiment: SentimentAnalyzer | None,
+    ) -> None:
+        self._main = flow
+        self._flows: dict[str, Flow] = {flow.flow: flow}
+        self._injected_intents = intents
+        self._matchers: dict[str, IntentMatcher] = {}
+        self._sentiment = sentiment
+        self.turns = 0
+        self.sentiment_scores: list[float] = []
+        self._fired_rules: set[int] = set()
+
+    def add_flow(self, flow: Flow) -> None:
+        self._flows[flow.flow] = flow
+
+    def _matcher(self, flow: Flow) -> IntentMatcher:
+        if self._injected_intents is not None:
+            return self._injected_intents
+        matcher = self._matchers.get(flow.flow)
+        if matcher is None:
+            from ivr.intents import classifier_for_flow
+
+            matcher = classifier_for_flow(flow)
+            self._matchers[flow.flow] = matcher
+        return matcher
+
+    def _analyzer(self) -> SentimentAnalyzer:
+        if self._sentiment is None:
+            from ivr.sentiment import default_analyzer
+
+            self._sentiment = default_analyzer()
+        return self._sentiment
+
+    # -- plans --------------------------------------------------------------
+
+    def plan(self, step: GatherStep | MenuStep, flow: Flow) -> CollectPlan:
+        if isinstance(step, GatherStep):
+            recognizer = None
+            if step.speech is not None:
+                recognizer = RecognizerConfig(
+                    step.speech.language or flow.language,
+                    tuple(step.speech.phrases) if step.speech.phrases is not None else None,
+                )
+            return CollectPlan(
+                step.dtmf, recognizer, step.timeout_s, step.total_timeout_s, step.barge_in
+            )
+        language = step.language or flow.language
+        dtmf = None
+        if any(option.key is not None for option in step.options):
+            dtmf = DtmfSpec(max_digits=1, min_digits=1, terminator=None)
+        phrases: list[str] = []
+        for option in step.options:
+            phrases.extend(option.phrases)
+            intent = flow.intents.get(option.intent) if option.intent else None
+            if intent is not None:
+                phrases.extend(intent.examples.get(language_subtag(language), []))
+        recognizer = RecognizerConfig(language, tuple(dict.fromkeys(phrases))) if phrases else None
+        total = step.timeout_s + MENU_SPEECH_ALLOWANCE_S
+        return CollectPlan(dtmf, recognizer, step.timeout_s, total, step.barge_in)
+
+    # -- interpretation ------------------------------------------------------
+
+    async def interpret(
+        self,
+        step_id: str,
+        step: GatherStep | MenuStep,
+        capture: Capture,
+        following: str | None,
+        flow: Flow,
+    ) -> TurnOutcome:
+        if capture.kind is CaptureKind.NO_INPUT:
+            return TurnOutcome("no_input")
+        self.turns += 1
+        if isinstance(step, MenuStep):
+            outcome = await self._menu(step, capture, flow)
+        else:
+            outcome = await self._gather(step, capture, following, flow)
+        if capture.kind is CaptureKind.SPEECH:
+            language = (
+                step.language
+                if isinstance(step, MenuStep)
+                else step.speech and step.speech.language
+            ) or flow.language
+            await self._score_sentiment(capture.value, language, outcome)
+        self._apply_satisfaction_rules(outcome)
+        return outcome
+
+    async def _gather(
+        self, step: GatherStep, capture: Capture, following: str | None, flow: Flow
+    ) -> TurnOutcome:
+        value: str
+        if capture.kind is CaptureKind.DTMF:
+            assert step.dtmf is not None
+            value = capture.value
+            if len(value) < step.dtmf.min_digits:
+                return TurnOutcome("no_match", value=value)
+            if step.dtmf.pattern is not None and not re.fullmatch(step.dtmf.pattern, value):
+                return TurnOutcome("no_match", value=value)
+        else:
+            assert step.speech is not None
+            speech = step.speech
+            outcome = TurnOutcome("match", variables={"transcript": capture.value})
+            if capture.confidence < speech.min_confidence:
+                outcome.result = "no_match"
+                return outcome
+            candidates = speech.intents or []
+            if candidates:
+                result = await self._classify(capture.value, speech.language, flow, candidates)
+                self._record_intent(result, outcome)
+                if result.intent is None:
+                    outcome.result = "no_match"
+                    return outcome
+                value = result.intent
+            else:
+                value = normalize_text(capture.value)
+                if speech.phrases is not None:
+                    phrase = _match_phrase(value, speech.phrases)
+                    if phrase is None:
+                        outcome.result = "no_match"
+                        return outcome
+                    value = phrase
+            outcome.value = value
+            outcome.target = self._target(step, value, following)
+            if outcome.target is None:
+                outcome.result = "no_match"
+            return outcome
+        target = self._target(step, value, following)
+        if target is None:
+            return TurnOutcome("no_match", value=value)
+        return TurnOutcome("match", value=value, target=target)
+
+    @staticmethod
+    def _target(step: GatherStep, value: str, following: str | None) -> str | None:
+        if value in step.on:
+            return step.on[value]
+        if "default" in step.on:
+            return step.on["default"]
+        if step.next is not None:
+            return step.next
+        value_keys = [k for k in step.on if k not in ("no_input", "no_match", "error")]
+        return following if not value_keys else None
+
+    async def _menu(self, step: MenuStep, capture: Capture, flow: Flow) -> TurnOutcome:
+        if capture.kind is CaptureKind.DTMF:
+            for option in step.options:
+                if option.key == capture.value:
+                    return TurnOutcome("match", value=capture.value, target=option.goto)
+            return TurnOutcome("no_match", value=capture.value)
+        outcome = TurnOutcome("no_match", variables={"transcript": capture.value})
+        if capture.confidence < step.min_confidence:
+            return outcome
+        for option in step.options:
+            if any(_phrase_in(phrase, capture.value) for phrase in option.phrases):
+                outcome.result, outcome.target = "match", option.goto
+                outcome.value = option.intent or option.phrases[0]
+                return outcome
+        candidates = [o.intent for o in step.options if o.intent is not None]
+        if candidates:
+            result = await self._classify(capture.value, step.language, flow, candidates)
+            self._record_intent(result, outcome)
+            for option in step.options:
+                if result.intent is not None and option.intent == result.intent:
+                    outcome.result, outcome.target, outcome.value = (
+                        "match",
+                        option.goto,
+                        result.intent,
+                    )
+        return outcome
+
+    async def _classify(
+        self, text: str, language: str | None, flow: Flow, candidates: list[str]
+    ) -> IntentResult:
+        # Building a flow's classifier embeds all its examples, so it runs off the loop too.
+        def classify() -> IntentResult:
+            return self._matcher(flow).classify(text, language or flow.language, candidates)
+
+        return await asyncio.to_thread(classify)
+
+    @staticmethod
+    def _record_intent(result: IntentResult, outcome: TurnOutcome) -> None:
+        outcome.variables["intent"] = result.intent
+        outcome.variables["intent_score"] = round(result.score, 4)
+        outcome.events.append(
+            (
+                EventKind.INTENT_SCORED,
+                {
+                    "intent": result.intent,
+                    "score": result.score,
+                    "runner_up": result.runner_up,
+                    "runner_up_score": result.runner_up_score,
+                    "engine": result.engine,
+                    "reason": result.reason,
+                },
+            )
+        )
+
+    async def _score_sentiment(self, text: str, language: str, outcome: TurnOutcome) -> None:
+        analyzer = self._analyzer()
+        scored = await asyncio.to_thread(analyzer.score, text, language)
+        self.sentiment_scores.append(scored.score)
+        satisfaction = sum(self.sentiment_scores) / len(self.sentiment_scores)
+        outcome.variables["sentiment"] = round(scored.score, 4)
+        outcome.variables["satisfaction"] = round(satisfaction, 4)
+        outcome.events.append(
+            (
+                EventKind.SENTIMENT,
+                {
+                    "turn": self.turns,
+                    "score": scored.score,
+                    "label": scored.label,
+                    "engine": scored.engine,
+                    "satisfaction": satisfaction,
+                },
+            )
+        )
+
+    def _apply_satisfaction_rules(self, outcome: TurnOutcome) -> None:
+        if not self.sentiment_scores:
+            return
+        satisfaction = sum(self.sentiment_scores) / len(self.sentiment_scores)
+        for index, rule in enumerate(self._main.satisfaction):
+            if index in self._fired_rules or rule.at_turn != self.turns:
+                continue
+            if satisfaction < rule.below:
+                self._fired_rules.add(index)
+                outcome.escalate_to = rule.goto
+                outcome.events.append(
+                    (
+                        EventKind.WARNING,
+                        {
+                            "message": "caller satisfaction below threshold",
+                            "turn": self.turns,
+                            "satisfaction": satisfaction,
+                            "threshold": rule.below,
+                            "goto": rule.goto,
+                        },
+                    )
+                )
+                return

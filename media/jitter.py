@@ -1,0 +1,309 @@
+"""Adaptive jitter buffer with packet loss concealment (pure, driven by a 20 ms clock).
+
+Theory of operation. Packets go in with their RTP timestamp and arrival
+time; once every 20 ms the owner pops exactly one frame. Positions are in
+samples on an unwrapped timestamp axis, so any packet size (10, 20, 30 ms)
+and reordering work. The buffer holds back playout until it contains
+`target_ms` of audio. The target follows the interarrival jitter estimate of
+RFC 3550 section 6.4.1: target = frame + `jitter_factor` x jitter, within
+[min_delay_ms, max_delay_ms].
+
+Each pop falls in one of these cases:
+- the audio at the playout position is there: play it;
+- it is missing but later audio is there: the packet is lost, so conceal it
+  (repeat the last frame, halving its level each time; silence after
+  `max_conceal_frames`) and move on;
+- nothing at or after the position has arrived yet: the buffer has run dry
+  (late packets, or a sender whose clock runs slow), so conceal but hold the
+  position, which adds 20 ms of delay;
+- the depth is more than a frame below target (the jitter estimate grew):
+  hold the position the same way, at most once every 5 frames, and only
+  after a quiet frame, so speech is not stretched;
+- the depth stayed above target + one frame for a whole second (a sender
+  whose clock runs fast, or a jitter spike that has passed): drop quiet
+  frames, at most one in 5, until the depth is back at target + one frame.
+  Each drop removes 20 ms of delay. Above `max_delay_ms` a frame is dropped
+  even in speech.
+A jump of more than `resync_ms` (a sender that paused, or a new timestamp
+base) restarts playout at the new position.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from media.rtp import timestamp_delta
+
+logger = logging.getLogger("media.jitter")
+
+_Samples = npt.NDArray[np.int16]
+_STRETCH_SPACING_FRAMES = 5
+_QUIET_LEVEL = 330.0  # RMS of about -40 dBFS: below this a frame counts as a pause
+
+
+def _is_quiet(samples: _Samples) -> bool:
+    if samples.size == 0:
+        return True
+    values = samples.astype(np.float64)
+    return float(np.sqrt(np.mean(values * values))) < _QUIET_LEVEL
+
+
+@dataclass(frozen=True, slots=True)
+class JitterConfig:
+    """Delay bounds and adaptation settings, in milliseconds where named so."""
+
+    min_delay_ms: int = 40
+    max_delay_ms: int = 300
+    jitter_factor: float = 3.0
+    max_conceal_frames: int = 5
+    resync_ms: int = 1000
+    drop_window_frames: int = 50
+    max_packets: int = 200
+
+
+class FrameKind(enum.Enum):
+    AUDIO = "audio"
+    CONCEALED = "concealed"
+    UNDERRUN = "underrun"
+
+
+@dataclass(slots=True)
+class JitterStats:
+    """Counters since the stream began."""
+
+    received: int = 0
+    late: int = 0
+    duplicates: int = 0
+    played: int = 0
+    concealed: int = 0
+    underruns: int = 0
+    dropped_for_delay: int = 0
+    stretched: int = 0
+    resyncs: int = 0
+    overflow: int = 0
+    jitter_ms: float = 0.0
+
+
+class JitterBuffer:
+    """Reorder and pace decoded audio of one RTP stream.
+
+    `clock_rate` is the RTP timestamp rate and `sample_rate` the rate of the
+    decoded samples (they differ for G.722). Times are milliseconds.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        clock_rate: int,
+        *,
+        frame_ms: int = 20,
+        config: JitterConfig | None = None,
+    ) -> None:
+        self.config = config or JitterConfig()
+        self.sample_rate = sample_rate
+        self.clock_rate = clock_rate
+        self.frame_ms = frame_ms
+        self.frame_samples = sample_rate * frame_ms // 1000
+        self.stats = JitterStats()
+        self._packets: dict[int, _Samples] = {}
+        self._base_timestamp: int | None = None
+        self._last_extended = 0
+        self._last_timestamp = 0
+        self._play_position: int | None = None
+        self._playing = False
+        self._last_frame: _Samples | None = None
+        self._conceal_run = 0
+        self._min_depth_window: list[int] = []
+        self._last_transit: float | None = None
+        self._jitter_units = 0.0
+        self._since_stretch = 0
+        self._since_drop = 0
+        self._draining = False
+
+    # -- input -------------------------------------------------------------
+
+    def push(self, timestamp: int, pcm: bytes, arrival_ms: float) -> None:
+        """Add one packet's decoded s16le samples."""
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+        if samples.size == 0:
+            return
+        self.stats.received += 1
+        position = self._position(timestamp)
+        resyncs = self.stats.resyncs
+        self._check_resync(position, samples.size)
+        if self.stats.resyncs == resyncs:
+            self._update_jitter(timestamp, arrival_ms)
+        if self._play_position is not None and position + samples.size <= self._play_position:
+            self.stats.late += 1
+            return
+        if position in self._packets:
+            self.stats.duplicates += 1
+            return
+        if len(self._packets) >= self.config.max_packets:
+            self.stats.overflow += 1
+            self._packets.pop(min(self._packets))
+        self._packets[position] = samples
+        if self._play_position is None:
+            self._play_position = position
+
+    def _check_resync(self, position: int, size: int) -> None:
+        if self._play_position is not None:
+            if position + size <= self._play_position:
+                if self._play_position - position > self._ms_to_samples(self.config.resync_ms):
+                    self._resync(position)
+            elif position - self._play_position > self._ms_to_samples(
+                self.config.resync_ms + self.config.max_delay_ms
+            ):
+                self._resync(position)
+
+    def _position(self, timestamp: int) -> int:
+        if self._base_timestamp is None:
+            self._base_timestamp = timestamp
+            self._last_timestamp = timestamp
+            self._last_extended = 0
+        extended = self._last_extended + timestamp_delta(timestamp, self._last_timestamp)
+        if extended > self._last_extended:
+            self._last_extended = extended
+            self._last_timestamp = timestamp
+        return extended * self.sample_rate // self.clock_rate
+
+    def _update_jitter(self, timestamp: int, arrival_ms: float) -> None:
+        # RFC 3550 section 6.4.1, with arrival converted to timestamp units.
+        transit = arrival_ms * self.clock_rate / 1000 - self._last_extended_of(timestamp)
+        if self._last_transit is not None:
+            difference = abs(transit - self._last_transit)
+            self._jitter_units += (difference - self._jitter_units) / 16
+        self._last_transit = transit
+        self.stats.jitter_ms = 1000 * self._jitter_units / self.clock_rate
+
+    def _last_extended_of(self, timestamp: int) -> int:
+        return self._last_extended + timestamp_delta(timestamp, self._last_timestamp)
+
+    def _resync(self, position: int) -> None:
+        self.stats.resyncs += 1
+        logger.debug("jitter buffer resynchronized")
+        self._packets.clear()
+        self._play_position = position
+        self._playing = False
+        self._min_depth_window.clear()
+        self._last_transit = None
+
+    # -- output ------------------------------------------------------------
+
+    @property
+    def target_ms(self) -> int:
+        config = self.config
+        wanted = self.frame_ms + config.jitter_factor * self.stats.jitter_ms
+        return int(min(config.max_delay_ms, max(config.min_delay_ms, wanted)))
+
+    @property
+    def depth_ms(self) -> int:
+        """Buffered audio from the playout position to the end of the newest packet."""
+        if self._play_position is None or not self._packets:
+            return 0
+        end = max(position + samples.size for position, samples in self._packets.items())
+        return max(0, (end - self._play_position) * 1000 // self.sample_rate)
+
+    def pop(self) -> tuple[bytes, FrameKind] | None:
+        """Return the next 20 ms frame and how it was made; None before playout starts."""
+        if self._play_position is None:
+            return None
+        if not self._playing:
+            if self.depth_ms < self.target_ms:
+                return None
+            self._playing = True
+
+        depth = self.depth_ms
+        target = self.target_ms
+        self._since_stretch += 1
+        if (
+            depth < target - self.frame_ms
+            and self._since_stretch >= _STRETCH_SPACING_FRAMES
+            and self._last_frame_quiet()
+        ):
+            # Jitter grew: hold the position for one frame, during a pause, to deepen the buffer.
+            self._since_stretch = 0
+            self.stats.stretched += 1
+            return self._conceal(), FrameKind.UNDERRUN
+        self._min_depth_window.append(depth)
+        if len(self._min_depth_window) >= self.config.drop_window_frames:
+            self._draining = min(self._min_depth_window) > target + self.frame_ms
+            self._min_depth_window.clear()
+        if self._draining and depth <= target + self.frame_ms:
+            self._draining = False
+        self._since_drop += 1
+        drain_now = (
+            self._draining
+            and self._since_drop >= _STRETCH_SPACING_FRAMES
+            and self._next_frame_quiet()
+        )
+        if drain_now or depth > self.config.max_delay_ms:
+            self._play_position += self.frame_samples
+            self.stats.dropped_for_delay += 1
+            self._since_drop = 0
+
+        start = self._play_position
+        end = start + self.frame_samples
+        frame = np.zeros(self.frame_samples, dtype=np.int16)
+        filled = 0
+        later_audio = False
+        for position in sorted(self._packets):
+            samples = self._packets[position]
+            packet_end = position + samples.size
+            if packet_end <= start:
+                del self._packets[position]
+                continue
+            if position >= end:
+                later_audio = True
+                break
+            overlap_start = max(start, position)
+            overlap_end = min(end, packet_end)
+            frame[overlap_start - start : overlap_end - start] = samples[
+                overlap_start - position : overlap_end - position
+            ]
+            filled += overlap_end - overlap_start
+            if packet_end <= end:
+                del self._packets[position]
+
+        if filled:
+            self._play_position = end
+            self._last_frame = frame
+            self._conceal_run = 0
+            self.stats.played += 1
+            return frame.astype("<i2").tobytes(), FrameKind.AUDIO
+        concealed = self._conceal()
+        if later_audio:
+            self._play_position = end
+            self.stats.concealed += 1
+            return concealed, FrameKind.CONCEALED
+        self.stats.underruns += 1
+        return concealed, FrameKind.UNDERRUN
+
+    def _last_frame_quiet(self) -> bool:
+        return self._last_frame is None or _is_quiet(self._last_frame)
+
+    def _next_frame_quiet(self) -> bool:
+        start = self._play_position
+        assert start is not None
+        for position in sorted(self._packets):
+            samples = self._packets[position]
+            if position <= start < position + samples.size:
+                offset = start - position
+                return _is_quiet(samples[offset : offset + self.frame_samples])
+        return True
+
+    def _conceal(self) -> bytes:
+        self._conceal_run += 1
+        last = self._last_frame
+        if last is None or self._conceal_run > self.config.max_conceal_frames:
+            return bytes(self.frame_samples * 2)
+        faded = (last.astype(np.int32) >> self._conceal_run).astype("<i2")
+        return faded.tobytes()
+
+    def _ms_to_samples(self, ms: int) -> int:
+        return self.sample_rate * ms // 1000

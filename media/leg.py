@@ -1,0 +1,459 @@
+"""`MediaLeg`: the media half of a `CallChannel`, over any `FrameTransport`.
+
+Theory of operation. The leg is the `FrameHandler` of one transport. The
+transport's 20 ms clock pulls outbound frames (`next_frame`) from the current
+playback, and pushes inbound frames and DTMF digits. Caller inputs (digits,
+speech events, recognizer results) go into one FIFO that `next_input` reads.
+`play` resolves when its last frame has been pulled, or early when an input
+that the call's policy allows interrupts it (barge-in). One playback runs at
+a time: a new `play` ends the running one, whose `play` returns None. When
+no prompt plays, an optional outbound source (a bridge, a mixer, hold music)
+supplies the frames, and inbound taps see every caller frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ivr.channel import (
+    CallEnded,
+    CallerInput,
+    DtmfInput,
+    RecognizerConfig,
+    SpeechInput,
+    SpeechStarted,
+)
+from media.asr import CallRecognizer, ModelCatalog
+from media.audio import PcmAudio
+from media.dtmf_inband import DtmfMerger, DtmfSource, InbandConfig, InbandDtmfDetector
+from media.resample import StreamResampler, resample
+from media.transport import FRAME_MS, SUPPORTED_RATES, FrameTransport, frame_samples
+from media.vad import Endpointer, EndpointState, UtteranceEnd, UtteranceStart, VadConfig
+
+logger = logging.getLogger("media.leg")
+
+
+@dataclass(frozen=True, slots=True)
+class LegConfig:
+    """Behaviour of one leg.
+
+    `barge_in_min_speech_ms`: voiced time an utterance needs before it counts
+    as the caller speaking (it interrupts an interruptible prompt and yields
+    `SpeechStarted`). Shorter utterances made during a prompt, such as "mhm",
+    are backchannels: they interrupt nothing and their results are dropped.
+    `report_speech_started`: also queue `SpeechStarted` for `next_input`
+    while the recognizer is armed. `deliver_partial_results`: queue partial
+    `SpeechInput`s (is_final False) as well as final ones.
+    """
+
+    max_queued_inputs: int = 64
+    barge_in_min_speech_ms: int = 400
+    report_speech_started: bool = True
+    deliver_partial_results: bool = False
+    max_buffered_utterance_ms: int = 10_000
+    vad: VadConfig = field(default_factory=VadConfig)
+    inband_dtmf: bool = True
+    inband: InbandConfig = field(default_factory=InbandConfig)
+    dtmf_merge_window_ms: int = 400
+
+
+@dataclass(slots=True)
+class _Utterance:
+    """The utterance in progress, as the leg tracks it."""
+
+    utterance_id: int
+    start_ms: int
+    during_prompt: bool
+    ignored: bool
+    buffered: list[bytes] = field(default_factory=list)
+    resampler: StreamResampler | None = None
+    speech_reported: bool = False
+    contains_tones: bool = False
+
+
+class _Playback:
+    def __init__(self, frames: deque[bytes], sample_rate: int, policy: tuple[bool, bool]) -> None:
+        self.frames = frames
+        self.sample_rate = sample_rate
+        self.interrupt_on_dtmf, self.interrupt_on_speech = policy
+        self.done: asyncio.Future[CallerInput | None] = asyncio.get_running_loop().create_future()
+
+    def finish(self, result: CallerInput | None) -> None:
+        if not self.done.done():
+            self.done.set_result(result)
+
+
+class MediaLeg:
+    """Plays audio to and collects input from one caller over a `FrameTransport`."""
+
+    def __init__(
+        self,
+        transport: FrameTransport,
+        *,
+        call_id: str,
+        config: LegConfig | None = None,
+        models: ModelCatalog | None = None,
+    ) -> None:
+        if transport.sample_rate not in SUPPORTED_RATES:
+            raise ValueError(
+                f"transport sample rate {transport.sample_rate} Hz is not one of {SUPPORTED_RATES}"
+            )
+        self.call_id = call_id
+        self.config = config or LegConfig()
+        self._transport = transport
+        self.sample_rate = transport.sample_rate
+        self._frame_bytes = frame_samples(self.sample_rate) * 2
+        self._inputs: deque[CallerInput] = deque()
+        self._input_ready = asyncio.Event()
+        self._playback: _Playback | None = None
+        self._closed = False
+        self._recognizer_config: RecognizerConfig | None = None
+        self._models = models
+        self._speech_available = models is not None and models.any_model()
+        self._recognizer: CallRecognizer | None = None
+        self._endpointer = Endpointer(self.config.vad, self.sample_rate, call_id=call_id)
+        self._utterance: _Utterance | None = None
+        self._last_utterance_id = 0
+        self._cleared_through = 0
+        self._dropped_results: set[int] = set()
+        self._recognizing_id = 0
+        self._bad_frames = 0
+        self._outbound_source: Callable[[], PcmAudio | None] | None = None
+        self._inbound_taps: list[Callable[[PcmAudio], None]] = []
+        self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
+        self._inband = (
+            InbandDtmfDetector(self.sample_rate, self.config.inband)
+            if self.config.inband_dtmf
+            else None
+        )
+        transport.attach(self)
+
+    # -- CallChannel media half -----------------------------------------
+
+    @property
+    def speech_available(self) -> bool:
+        return self._speech_available
+
+    @property
+    def media_time_ms(self) -> int:
+        """Inbound media time: 20 ms per frame received."""
+        return self._endpointer.now_ms
+
+    async def play(
+        self,
+        audio: PcmAudio,
+        *,
+        interrupt_on_dtmf: bool = False,
+        interrupt_on_speech: bool = False,
+    ) -> CallerInput | None:
+        """Play `audio` and return None at its end, or the input that interrupted it."""
+        self._raise_if_closed()
+        if interrupt_on_dtmf:
+            typed_ahead = self._take_first(DtmfInput)
+            if typed_ahead is not None:
+                return typed_ahead
+        converted = resample(audio, self.sample_rate)
+        pcm = converted.pcm
+        remainder = len(pcm) % self._frame_bytes
+        if remainder:
+            pcm += bytes(self._frame_bytes - remainder)
+        frames = deque(
+            pcm[offset : offset + self._frame_bytes]
+            for offset in range(0, len(pcm), self._frame_bytes)
+        )
+        if self._playback is not None:
+            self._playback.finish(None)
+        playback = _Playback(frames, self.sample_rate, (interrupt_on_dtmf, interrupt_on_speech))
+        self._playback = playback
+        try:
+            return await playback.done
+        finally:
+            if self._playback is playback:
+                self._playback = None
+            if self._closed:
+                raise CallEnded(self.call_id)
+
+    def listen(self, config: RecognizerConfig | None) -> None:
+        """Arm the recognizer for the next gather, or disarm it with None.
+
+        An utterance already in progress is recognized from its start when
+        the recognizer is armed during it. Without a model for the language,
+        speech stays off for this gather (the model catalog warns once).
+        """
+        models = self._models
+        if config is not None and (models is None or not models.has_model(config.language)):
+            if models is not None:
+                models.warn_missing(config.language)
+            config = None
+        self._recognizer_config = config
+        utterance = self._utterance
+        if config is None:
+            if self._recognizing_id and self._recognizer is not None:
+                self._recognizer.abandon()
+                self._recognizing_id = 0
+            return
+        if utterance is not None and not utterance.ignored and not self._recognizing_id:
+            self._begin_recognition(utterance)
+
+    async def next_input(self, timeout_s: float) -> CallerInput | None:
+        """Return the next caller input, None after `timeout_s`; CallEnded once closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            self._raise_if_closed()
+            if self._inputs:
+                item = self._inputs.popleft()
+                if not self._inputs:
+                    self._input_ready.clear()
+                return item
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._input_ready.wait()
+            except TimeoutError:
+                return None
+
+    def clear_inputs(self) -> None:
+        """Drop queued inputs and results of utterances that already ended."""
+        self._inputs.clear()
+        self._input_ready.clear()
+        in_progress = self._utterance is not None
+        self._cleared_through = self._last_utterance_id - (1 if in_progress else 0)
+
+    async def close(self) -> None:
+        """Stop playback, wake waiters with CallEnded and close the transport."""
+        if not self._closed:
+            self._mark_closed()
+        await self._transport.close()
+        if self._recognizer is not None:
+            await self._recognizer.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- bridging, mixing, hold music -----------------------------------
+
+    def set_outbound_source(self, source: Callable[[], PcmAudio | None] | None) -> None:
+        """Send frames from `source` whenever no prompt plays (a bridge, a mixer, hold music).
+
+        `source` is called on the transport's clock and returns one 20 ms
+        frame at this leg's rate, or None for silence. None removes it.
+        """
+        self._outbound_source = source
+
+    def add_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
+        """Also hand every inbound 20 ms frame to `tap` (for bridging and recording)."""
+        self._inbound_taps.append(tap)
+
+    def remove_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
+        """Stop handing inbound frames to `tap`; removing an unknown tap is harmless."""
+        if tap in self._inbound_taps:
+            self._inbound_taps.remove(tap)
+
+    # -- FrameHandler ---------------------------------------------------
+
+    def on_audio_frame(self, frame: PcmAudio) -> None:
+        if frame.sample_rate != self.sample_rate or len(frame.pcm) != self._frame_bytes:
+            self._bad_frames += 1
+            if self._bad_frames == 1 or self._bad_frames % 500 == 0:
+                logger.warning(
+                    "call %s: dropped %d inbound frames, last %d bytes at %d Hz",
+                    self.call_id,
+                    self._bad_frames,
+                    len(frame.pcm),
+                    frame.sample_rate,
+                )
+            return
+        for tap in tuple(self._inbound_taps):
+            tap(frame)
+        if self._inband is not None:
+            for digit in self._inband.process(frame.pcm):
+                self._accept_dtmf(digit, DtmfSource.INBAND)
+            if self._inband.tone_present and self._utterance is not None:
+                self._utterance.contains_tones = True
+        for step in self._endpointer.feed(frame.pcm, frame.sample_rate):
+            for event in step.events:
+                if isinstance(event, UtteranceStart):
+                    self._on_utterance_start(event)
+                elif isinstance(event, UtteranceEnd):
+                    self._on_utterance_end(event)
+            if step.utterance_audio is not None and self._utterance is not None:
+                self._on_utterance_audio(self._utterance, step.utterance_audio)
+        self._check_barge_in()
+
+    def on_dtmf(self, digit: DtmfInput) -> None:
+        """Take an RFC 4733 digit from the transport."""
+        self._accept_dtmf(digit, DtmfSource.RFC4733)
+
+    def on_sip_info_dtmf(self, digit: DtmfInput) -> None:
+        """Take a digit from a SIP INFO request of this call (see `parse_info_dtmf`)."""
+        self._accept_dtmf(digit, DtmfSource.SIP_INFO)
+
+    def _accept_dtmf(self, digit: DtmfInput, source: DtmfSource) -> None:
+        now_ms = int(asyncio.get_running_loop().time() * 1000)
+        if not self._dtmf_merger.accept(digit, source, now_ms):
+            logger.debug("call %s: duplicate dtmf from %s dropped", self.call_id, source.value)
+            return
+        logger.debug("call %s: dtmf digit from %s", self.call_id, source.value)
+        playback = self._playback
+        if playback is not None and playback.interrupt_on_dtmf and not playback.done.done():
+            logger.debug("call %s: playback interrupted by dtmf", self.call_id)
+            playback.frames.clear()
+            playback.finish(digit)
+            return
+        self._push_input(digit)
+
+    def next_frame(self) -> PcmAudio | None:
+        playback = self._playback
+        if playback is None or playback.done.done():
+            source = self._outbound_source
+            return source() if source is not None else None
+        pcm = playback.frames.popleft()
+        if not playback.frames:
+            playback.finish(None)
+        return PcmAudio(pcm, playback.sample_rate)
+
+    def on_transport_closed(self) -> None:
+        if not self._closed:
+            self._mark_closed()
+
+    # -- speech ---------------------------------------------------------
+
+    def _on_utterance_start(self, event: UtteranceStart) -> None:
+        self._last_utterance_id += 1
+        playback = self._playback
+        prompt_playing = playback is not None and not playback.done.done()
+        ignored = prompt_playing and playback is not None and not playback.interrupt_on_speech
+        utterance = _Utterance(
+            utterance_id=self._last_utterance_id,
+            start_ms=event.at_ms,
+            during_prompt=prompt_playing,
+            ignored=ignored,
+        )
+        self._utterance = utterance
+        if ignored:
+            logger.debug("call %s: speech during a prompt without barge-in ignored", self.call_id)
+            return
+        for chunk in event.audio:
+            self._on_utterance_audio(utterance, chunk)
+        if self._recognizer_config is not None:
+            self._begin_recognition(utterance)
+
+    def _on_utterance_audio(self, utterance: _Utterance, chunk: bytes) -> None:
+        if utterance.ignored:
+            return
+        if self._recognizing_id == utterance.utterance_id:
+            self._feed_recognizer(utterance, chunk)
+            return
+        limit = self.config.max_buffered_utterance_ms // FRAME_MS
+        if len(utterance.buffered) < limit:
+            utterance.buffered.append(chunk)
+
+    def _begin_recognition(self, utterance: _Utterance) -> None:
+        config = self._recognizer_config
+        assert config is not None and self._models is not None
+        if self._recognizer is None:
+            self._recognizer = CallRecognizer(
+                self._models,
+                on_result=self._on_result,
+                call_id=self.call_id,
+                partial_results=self.config.deliver_partial_results,
+            )
+        model_rate = self._models.sample_rate(config.language)
+        utterance.resampler = StreamResampler(self.sample_rate, model_rate)
+        self._recognizer.begin(utterance.utterance_id, utterance.start_ms, config)
+        self._recognizing_id = utterance.utterance_id
+        buffered, utterance.buffered = utterance.buffered, []
+        for chunk in buffered:
+            self._feed_recognizer(utterance, chunk)
+
+    def _feed_recognizer(self, utterance: _Utterance, chunk: bytes) -> None:
+        assert self._recognizer is not None and utterance.resampler is not None
+        self._recognizer.feed(utterance.resampler.process(chunk))
+
+    def _on_utterance_end(self, event: UtteranceEnd) -> None:
+        utterance = self._utterance
+        self._utterance = None
+        if utterance is None:
+            return
+        backchannel = event.voiced_ms < self.config.barge_in_min_speech_ms
+        if (utterance.during_prompt and backchannel) or utterance.contains_tones:
+            self._dropped_results.add(utterance.utterance_id)
+        if self._recognizing_id == utterance.utterance_id and self._recognizer is not None:
+            self._recognizer.end(event.end_ms)
+            self._recognizing_id = 0
+
+    def _check_barge_in(self) -> None:
+        utterance = self._utterance
+        endpointer = self._endpointer
+        if (
+            utterance is None
+            or utterance.ignored
+            or utterance.speech_reported
+            or endpointer.state not in (EndpointState.SPEAKING, EndpointState.STOPPING)
+            or endpointer.voiced_ms < self.config.barge_in_min_speech_ms
+        ):
+            return
+        utterance.speech_reported = True
+        event = SpeechStarted(at_ms=utterance.start_ms)
+        if self._interrupt_for_speech(event):
+            logger.debug("call %s: playback interrupted by speech", self.call_id)
+            return
+        if self._recognizer_config is not None and self.config.report_speech_started:
+            self._push_input(event)
+
+    def _on_result(self, utterance_id: int, result: SpeechInput) -> None:
+        if self._closed or utterance_id <= self._cleared_through:
+            return
+        if utterance_id in self._dropped_results:
+            if result.is_final:
+                self._dropped_results.discard(utterance_id)
+            return
+        if not result.is_final and not self.config.deliver_partial_results:
+            return
+        logger.debug("call %s: speech result, final %s", self.call_id, result.is_final)
+        self._push_input(result)
+
+    # -- internals ------------------------------------------------------
+
+    def _push_input(self, item: CallerInput) -> None:
+        if len(self._inputs) >= self.config.max_queued_inputs:
+            self._inputs.popleft()
+            logger.warning("call %s: input queue full, dropped the oldest input", self.call_id)
+        self._inputs.append(item)
+        self._input_ready.set()
+
+    def _take_first(self, kind: type[DtmfInput] | type[SpeechStarted]) -> CallerInput | None:
+        for item in self._inputs:
+            if isinstance(item, kind):
+                self._inputs.remove(item)
+                if not self._inputs:
+                    self._input_ready.clear()
+                return item
+        return None
+
+    def _interrupt_for_speech(self, event: SpeechStarted) -> bool:
+        playback = self._playback
+        if playback is not None and playback.interrupt_on_speech and not playback.done.done():
+            playback.frames.clear()
+            playback.finish(event)
+            return True
+        return False
+
+    def _mark_closed(self) -> None:
+        self._closed = True
+        if self._playback is not None:
+            self._playback.finish(None)
+        self._input_ready.set()
+        logger.debug("call %s: media leg closed", self.call_id)
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise CallEnded(self.call_id)

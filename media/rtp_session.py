@@ -1,0 +1,618 @@
+"""RTP sessions on asyncio: port allocation, receive path, paced sender.
+
+Theory of operation. `RtpSession` is one UDP socket for one call leg and the
+`FrameTransport` of that leg. The remote address starts as the SDP
+connection address and port. Symmetric RTP (RFC 4961): the first packet with
+a negotiated payload type latches its source address as the remote address,
+so replies reach callers behind NAT. After latching, packets from any other
+source are dropped until `set_remote` starts a new latch (after a re-INVITE).
+
+Receive: each datagram is parsed (`RtpPacket.parse`), filtered by source and
+payload type, and then either decoded into the jitter buffer (a new SSRC
+starts a new buffer), or handed to the RFC 4733 receiver. Each send tick
+also pops one 20 ms frame from the jitter buffer and hands it to the handler,
+so inbound audio reaches the leg at an even pace. Malformed packets are
+counted and dropped; they never stop the socket.
+
+Send: one task ticks every 20 ms on the loop's monotonic clock. Tick n is due
+at start + n * 20 ms, so a late wake-up never shifts later ticks (no drift).
+After a short stall of the event loop, the missed ticks run back to back, so
+no audio is lost and the peer's jitter buffer absorbs the burst. After a
+stall of more than `max_lag_ms`, the missed ticks are skipped and the RTP
+timestamp advances over them, keeping media time equal to wall time.
+Each tick sends one telephone-event packet while a digit is being sent
+(RFC 4733 section 2.5.1.2: audio is suppressed during an event), otherwise the
+handler's next frame, otherwise an encoded silence frame. Silence keeps
+NAT bindings open and keeps peers with an RTP inactivity timer (common on
+SBCs and PBXs) from hanging up during long silences such as queue waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from ivr.channel import DtmfInput
+from media import rtcp
+from media.audio import PcmAudio
+from media.codecs import Codec, get_codec
+from media.jitter import JitterBuffer, JitterConfig
+from media.rfc4733 import DtmfReceiver, build_event_payloads
+from media.rtcp import ReceptionStatistics, ReportBlock
+from media.rtp import RtpPacket
+from media.transport import FRAME_MS, FrameHandler, frame_samples
+
+logger = logging.getLogger("media.rtp")
+
+MAX_DATAGRAM = 2048
+_RTCP_PACKET_TYPES = range(200, 205)
+
+
+class RtpPortPool:
+    """Even RTP ports in [low, high], handed out and taken back by sessions.
+
+    The odd port above each even one stays free for RTCP (RFC 3550 section 11).
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 1024 <= low < high <= 65535:
+            raise ValueError(f"invalid RTP port range {low}-{high}")
+        first = low + (low & 1)
+        self._free: deque[int] = deque(range(first, high, 2))
+        self._used: set[int] = set()
+        if not self._free:
+            raise ValueError(f"RTP port range {low}-{high} holds no even port")
+
+    def acquire(self) -> int:
+        """Take the least recently used free port; RuntimeError when the range is exhausted."""
+        if not self._free:
+            raise RuntimeError("no free RTP port in the configured range")
+        port = self._free.popleft()
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        """Give `port` back; releasing a port twice is harmless."""
+        if port in self._used:
+            self._used.discard(port)
+            self._free.append(port)
+
+    @property
+    def free_count(self) -> int:
+        return len(self._free)
+
+
+@dataclass(frozen=True, slots=True)
+class RtpSessionConfig:
+    """The negotiated media of one RTP leg (from the SDP offer/answer)."""
+
+    codec_name: str = "PCMU"
+    payload_type: int = 0
+    telephone_event_payload_type: int | None = 101
+    telephone_event_clock_rate: int = 8000
+    send_silence_when_idle: bool = True
+    max_lag_ms: int = 300
+    dtmf_gap_ms: int = 60
+    dtmf_end_timeout_ms: int = 600
+    jitter: JitterConfig = field(default_factory=JitterConfig)
+    rtcp_mux: bool = False
+    rtcp_interval_s: float = 5.0
+
+
+class LatchState(enum.Enum):
+    WAITING = "waiting"
+    LATCHED = "latched"
+
+
+@dataclass(slots=True)
+class RtpStats:
+    """Counters of one session, for logs and metrics."""
+
+    packets_received: int = 0
+    packets_sent: int = 0
+    malformed: int = 0
+    wrong_source: int = 0
+    wrong_payload_type: int = 0
+    rtcp_ignored: int = 0
+    """RTCP datagrams on the RTP port of a session that did not negotiate rtcp-mux."""
+    send_errors: int = 0
+    ticks_skipped: int = 0
+    payload_types_seen: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _OutgoingEvent:
+    payloads: deque[bytes]
+    timestamp: int
+    first: bool = True
+
+
+class RtpSession(asyncio.DatagramProtocol):
+    """One RTP stream pair (receive and send) on one local UDP port."""
+
+    def __init__(
+        self,
+        config: RtpSessionConfig,
+        *,
+        call_id: str = "-",
+        remote: tuple[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self.call_id = call_id
+        self.codec: Codec = get_codec(config.codec_name)
+        self._encode = self.codec.new_encoder()
+        self._decode = self.codec.new_decoder()
+        self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
+        self.stats = RtpStats()
+        self._remote = remote
+        self._latch = LatchState.WAITING
+        self._transport: asyncio.DatagramTransport | None = None
+        self._handler: FrameHandler | None = None
+        self._send_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._dtmf = DtmfReceiver(
+            config.telephone_event_clock_rate,
+            end_timeout_ms=config.dtmf_end_timeout_ms,
+            call_id=call_id,
+        )
+        self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
+        self._ssrc = secrets.randbits(32)
+        self._sequence = secrets.randbits(16)
+        self._timestamp = secrets.randbits(32)
+        self._marker_next = True
+        self._events: deque[_OutgoingEvent] = deque()
+        self._dtmf_queue: deque[tuple[str, int]] = deque()
+        self._gap_ticks = 0
+        self._audio_ssrc: int | None = None
+        self.jitter = self._new_jitter_buffer()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self.reception = ReceptionStatistics(self.codec.clock_rate)
+        self.remote_report: ReportBlock | None = None
+        """The peer's latest reception report about our stream (loss, jitter)."""
+        self.round_trip_ms: float | None = None
+        self._octets_sent = 0
+        self._sent_at_last_report = 0
+        self._next_rtcp_s = 0.0
+        self._cname = f"voxgate-{secrets.token_hex(6)}"
+        self._release_port: Callable[[], None] | None = None
+
+    # -- setup -----------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        config: RtpSessionConfig,
+        *,
+        local_host: str,
+        local_port: int,
+        remote: tuple[str, int] | None = None,
+        call_id: str = "-",
+    ) -> RtpSession:
+        """Bind a session to `local_host:local_port` (and RTCP to the next port unless muxed).
+
+        Raises OSError if a port is taken.
+        """
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: cls(config, call_id=call_id, remote=remote),
+            local_addr=(local_host, local_port),
+            family=family,
+        )
+        if not config.rtcp_mux:
+            try:
+                rtcp_transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _RtcpProtocol(protocol),
+                    local_addr=(local_host, local_port + 1),
+                    family=family,
+                )
+            except OSError:
+                protocol._close_sockets()
+                raise
+            protocol._rtcp_transport = rtcp_transport
+        return protocol
+
+    @classmethod
+    async def open_from_pool(
+        cls,
+        pool: RtpPortPool,
+        config: RtpSessionConfig,
+        *,
+        local_host: str,
+        remote: tuple[str, int] | None = None,
+        call_id: str = "-",
+        attempts: int = 8,
+    ) -> RtpSession:
+        """Bind to a port from `pool`, skipping ports another process holds.
+
+        The port goes back to the pool when the session closes. Raises
+        RuntimeError when the pool is exhausted, OSError after `attempts` busy ports.
+        """
+        last_error: OSError | None = None
+        for _ in range(attempts):
+            port = pool.acquire()
+            try:
+                session = await cls.open(
+                    config, local_host=local_host, local_port=port, remote=remote, call_id=call_id
+                )
+            except OSError as exc:
+                last_error = exc
+                pool.release(port)
+                logger.warning("call %s: rtp port %d busy, trying another", call_id, port)
+                continue
+            session._release_port = functools.partial(pool.release, port)
+            return session
+        assert last_error is not None
+        raise last_error
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        if self._transport is None:
+            raise RuntimeError("RTP session is not bound")
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        return self._remote
+
+    @property
+    def latch_state(self) -> LatchState:
+        return self._latch
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def ssrc(self) -> int:
+        return self._ssrc
+
+    def set_remote(self, remote: tuple[str, int] | None) -> None:
+        """Point the stream at a new SDP address (None: on hold) and latch again."""
+        self._remote = remote
+        self._set_latch(LatchState.WAITING)
+
+    def attach(self, handler: FrameHandler) -> None:
+        """Start the paced sender and deliver received media to `handler`."""
+        if self._closed:
+            raise RuntimeError("RTP session is closed")
+        self._handler = handler
+        if self._send_task is None:
+            self._send_task = asyncio.get_running_loop().create_task(
+                self._send_loop(), name=f"rtp-send-{self.call_id}"
+            )
+
+    async def close(self) -> None:
+        """Stop sending, close the socket and tell the handler. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._send_task = self._send_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._send_rtcp(bye=True)
+        self._close_sockets()
+        if self._release_port is not None:
+            self._release_port()
+            self._release_port = None
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            handler.on_transport_closed()
+        logger.info(
+            "call %s: rtp closed, received %d sent %d malformed %d wrong source %d",
+            self.call_id,
+            self.stats.packets_received,
+            self.stats.packets_sent,
+            self.stats.malformed,
+            self.stats.wrong_source,
+        )
+
+    def _close_sockets(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._rtcp_transport is not None:
+            self._rtcp_transport.close()
+
+    def _set_latch(self, new: LatchState) -> None:
+        if new is not self._latch:
+            logger.debug("call %s: rtp latch %s -> %s", self.call_id, self._latch.value, new.value)
+            self._latch = new
+
+    # -- receive ---------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        source = (str(addr[0]), int(addr[1]))
+        if len(data) > MAX_DATAGRAM:
+            self.stats.malformed += 1
+            return
+        if len(data) >= 2 and data[1] in _RTCP_PACKET_TYPES:
+            if self.config.rtcp_mux:
+                self.rtcp_received(data, source)
+            else:
+                self.stats.rtcp_ignored += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("call %s: dropped malformed RTP: %s", self.call_id, exc)
+            return
+        self.stats.packets_received += 1
+        self._receive_packet(packet, source)
+
+    def _receive_packet(self, packet: RtpPacket, source: tuple[str, int]) -> None:
+        is_audio = packet.payload_type == self.config.payload_type
+        is_event = packet.payload_type == self.config.telephone_event_payload_type
+        if not (is_audio or is_event):
+            self.stats.wrong_payload_type += 1
+            if packet.payload_type not in self.stats.payload_types_seen:
+                self.stats.payload_types_seen.add(packet.payload_type)
+                logger.debug(
+                    "call %s: dropped RTP with unnegotiated payload type %d",
+                    self.call_id,
+                    packet.payload_type,
+                )
+            return
+
+        if self._latch is LatchState.WAITING:
+            if source != self._remote:
+                logger.info("call %s: rtp source latched, replies follow the source", self.call_id)
+            self._remote = source
+            self._set_latch(LatchState.LATCHED)
+        elif source != self._remote:
+            self.stats.wrong_source += 1
+            return
+
+        if is_audio:
+            self._receive_audio(packet)
+        else:
+            self._receive_event(packet)
+
+    def _receive_audio(self, packet: RtpPacket) -> None:
+        self.reception.update(packet.ssrc, packet.sequence_number, packet.timestamp, time.time())
+        if packet.ssrc != self._audio_ssrc:
+            if self._audio_ssrc is not None:
+                logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
+            self._audio_ssrc = packet.ssrc
+            self.jitter = self._new_jitter_buffer()
+        try:
+            pcm = self._decode(packet.payload)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("call %s: undecodable audio payload: %s", self.call_id, exc)
+            return
+        self.jitter.push(packet.timestamp, pcm, self._now_ms())
+
+    def _new_jitter_buffer(self) -> JitterBuffer:
+        return JitterBuffer(
+            self.codec.sample_rate, self.codec.clock_rate, config=self.config.jitter
+        )
+
+    def _receive_event(self, packet: RtpPacket) -> None:
+        try:
+            digits = self._dtmf.receive(
+                packet.ssrc, packet.timestamp, packet.payload, self._now_ms()
+            )
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("call %s: dropped telephone-event: %s", self.call_id, exc)
+            return
+        self._deliver_digits(digits)
+
+    def _deliver_digits(self, digits: list[DtmfInput]) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        for digit in digits:
+            logger.debug("call %s: rfc4733 digit received", self.call_id)
+            handler.on_dtmf(digit)
+
+    def error_received(self, exc: Exception) -> None:
+        self.stats.send_errors += 1
+        logger.debug("call %s: rtp socket error: %s", self.call_id, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            logger.warning("call %s: rtp socket lost: %s", self.call_id, exc)
+
+    def _now_ms(self) -> int:
+        loop = self._loop or asyncio.get_running_loop()
+        return int(loop.time() * 1000)
+
+    # -- send ------------------------------------------------------------
+
+    def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
+        """Queue digits to send as RFC 4733 events; ValueError for a non-DTMF character."""
+        if self.config.telephone_event_payload_type is None:
+            raise RuntimeError("telephone-event was not negotiated for this session")
+        for digit in digits:
+            build_event_payloads(digit, duration_ms)  # validates before queueing
+            self._dtmf_queue.append((digit, duration_ms))
+
+    @property
+    def sending_dtmf(self) -> bool:
+        """Whether queued or running digits remain to be sent."""
+        return bool(self._events or self._dtmf_queue)
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = FRAME_MS / 1000
+        max_lag = self.config.max_lag_ms / 1000
+        start = loop.time()
+        tick = 0
+        while True:
+            tick += 1
+            due = start + tick * interval
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > max_lag:
+                missed = int(-delay / interval)
+                tick += missed
+                self._timestamp = (self._timestamp + missed * self._timestamp_step) & 0xFFFFFFFF
+                self.stats.ticks_skipped += missed
+                self._marker_next = True
+            try:
+                self._tick()
+            except Exception:
+                logger.exception("call %s: rtp send tick failed", self.call_id)
+
+    def _tick(self) -> None:
+        self._deliver_digits(self._dtmf.poll(self._now_ms()))
+        if time.monotonic() >= self._next_rtcp_s:
+            self._send_rtcp()
+        handler = self._handler
+        inbound = self.jitter.pop()
+        if inbound is not None and handler is not None:
+            handler.on_audio_frame(PcmAudio(inbound[0], self.codec.sample_rate))
+        frame = handler.next_frame() if handler is not None else None
+        if self._send_event_packet():
+            pass
+        elif frame is not None:
+            if frame.sample_rate != self.codec.sample_rate:
+                raise ValueError(
+                    f"outbound frame at {frame.sample_rate} Hz, session runs at "
+                    f"{self.codec.sample_rate} Hz"
+                )
+            self._send(self.config.payload_type, self._encode(frame.pcm), self._timestamp)
+        elif self.config.send_silence_when_idle:
+            self._send(self.config.payload_type, self._encode(self._silence_pcm), self._timestamp)
+        else:
+            self._marker_next = True  # the next packet starts a talkspurt (RFC 3551 section 4.1)
+        self._timestamp = (self._timestamp + self._timestamp_step) & 0xFFFFFFFF
+
+    def _send_event_packet(self) -> bool:
+        if not self._events:
+            if self._gap_ticks > 0:
+                self._gap_ticks -= 1
+                return False
+            if not self._dtmf_queue:
+                return False
+            digit, duration_ms = self._dtmf_queue.popleft()
+            payloads = build_event_payloads(
+                digit, duration_ms, clock_rate=self.config.telephone_event_clock_rate
+            )
+            self._events.append(_OutgoingEvent(deque(payloads), self._timestamp))
+        event = self._events[0]
+        payload_type = self.config.telephone_event_payload_type
+        assert payload_type is not None
+        self._send(payload_type, event.payloads.popleft(), event.timestamp, marker=event.first)
+        event.first = False
+        if not event.payloads:
+            self._events.popleft()
+            self._gap_ticks = self.config.dtmf_gap_ms // FRAME_MS
+        return True
+
+    def _send(
+        self, payload_type: int, payload: bytes, timestamp: int, *, marker: bool = False
+    ) -> None:
+        if self._transport is None or self._remote is None or self._closed or not payload:
+            return
+        packet = RtpPacket(
+            payload_type=payload_type,
+            sequence_number=self._sequence,
+            timestamp=timestamp,
+            ssrc=self._ssrc,
+            payload=payload,
+            marker=marker or self._marker_next,
+        )
+        self._marker_next = False
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self._transport.sendto(packet.serialize(), self._remote)
+        self.stats.packets_sent += 1
+        self._octets_sent += len(payload)
+
+    # -- RTCP (RFC 3550 section 6) -----------------------------------------
+
+    def _rtcp_remote(self) -> tuple[str, int] | None:
+        if self._remote is None:
+            return None
+        host, port = self._remote
+        return (host, port) if self.config.rtcp_mux else (host, port + 1)
+
+    def _send_rtcp(self, *, bye: bool = False) -> None:
+        interval = self.config.rtcp_interval_s
+        # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value.
+        self._next_rtcp_s = time.monotonic() + interval * (0.5 + secrets.randbelow(1000) / 1000)
+        transport = self._transport if self.config.rtcp_mux else self._rtcp_transport
+        remote = self._rtcp_remote()
+        if transport is None or remote is None or transport.is_closing():
+            return
+        now = time.time()
+        block = self.reception.report_block(now)
+        blocks = (block,) if block is not None else ()
+        report: rtcp.RtcpPacket
+        if self.stats.packets_sent > self._sent_at_last_report:
+            report = rtcp.SenderReport(
+                self._ssrc,
+                rtcp.ntp_timestamp(now),
+                self._timestamp,
+                self.stats.packets_sent,
+                self._octets_sent,
+                blocks,
+            )
+        else:
+            report = rtcp.ReceiverReport(self._ssrc, blocks)
+        self._sent_at_last_report = self.stats.packets_sent
+        parts: list[rtcp.RtcpPacket] = [
+            report,
+            rtcp.SourceDescription(((self._ssrc, self._cname),)),
+        ]
+        if bye:
+            parts.append(rtcp.Bye((self._ssrc,)))
+        transport.sendto(b"".join(rtcp.serialize(part) for part in parts), remote)
+
+    def rtcp_received(self, data: bytes, source: tuple[str, int]) -> None:
+        """Take one RTCP datagram (from the RTCP socket, or muxed on the RTP port)."""
+        if self._remote is not None and source[0] != self._remote[0]:
+            self.stats.wrong_source += 1
+            return
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("call %s: dropped malformed RTCP: %s", self.call_id, exc)
+            return
+        now = time.time()
+        for packet in packets:
+            if isinstance(packet, rtcp.SenderReport):
+                self.reception.note_sender_report(packet.ntp_timestamp, now)
+            if isinstance(packet, rtcp.SenderReport | rtcp.ReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == self._ssrc:
+                        self.remote_report = block
+                        self.round_trip_ms = rtcp.round_trip_ms(block, now)
+            elif isinstance(packet, rtcp.Bye):
+                logger.debug("call %s: rtcp bye received", self.call_id)
+
+
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    """The RTCP socket of a session without rtcp-mux; hands datagrams to the session."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self._session = session
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) <= MAX_DATAGRAM:
+            self._session.rtcp_received(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("call %s: rtcp socket error: %s", self._session.call_id, exc)

@@ -1,0 +1,277 @@
+"""Voice activity detection and endpointing.
+
+`VadFramer` is the only path to webrtcvad. webrtcvad 2.0.14 rejects wrong
+frame sizes with an opaque `webrtcvad.Error`, and silently misreads some
+wrong inputs: an odd trailing byte is dropped, 20 ms at 8 kHz labelled 16 kHz
+reads as 10 ms, and 10 ms of 48 kHz stereo reads as 20 ms of mono. The framer
+therefore checks rate and channel count itself, downmixes, and re-chunks any
+input into exact 10, 20 or 30 ms frames, keeping a partial frame until more
+audio arrives. Bad input raises `VadFormatError` before webrtcvad sees it.
+
+`Endpointer` is a pure state machine over per-frame speech decisions:
+
+    QUIET --speech--> STARTING --voiced >= start_ms--> SPEAKING
+    STARTING --silence > start_gap_ms--> QUIET
+    SPEAKING --silence--> STOPPING --silence >= stop_ms--> QUIET (utterance ends)
+    STOPPING --speech--> SPEAKING
+    SPEAKING/STOPPING --utterance >= max_utterance_ms--> QUIET (forced end)
+
+Times are media time in milliseconds, counted from the first frame fed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import webrtcvad
+
+logger = logging.getLogger("media.vad")
+
+VAD_RATES = (8000, 16000, 32000, 48000)
+VAD_FRAME_MS = (10, 20, 30)
+
+
+class VadFormatError(ValueError):
+    """Audio handed to the VAD has a rate, channel count or size it cannot take."""
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    """Endpointing settings. Times are in milliseconds.
+
+    `mode` is the webrtcvad aggressiveness (0-3). With webrtcvad 2.0.14,
+    modes 0-2 classify low white noise as speech and mode 3 does not.
+    `energy_gate_dbfs` marks frames quieter than this level as non-speech
+    whatever webrtcvad says (None disables the gate).
+    """
+
+    mode: int = 3
+    frame_ms: int = 20
+    start_ms: int = 120
+    start_gap_ms: int = 60
+    stop_ms: int = 600
+    preroll_ms: int = 300
+    max_utterance_ms: int = 20_000
+    energy_gate_dbfs: float | None = -55.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in range(4):
+            raise ValueError(f"VAD mode {self.mode} outside 0-3")
+        if self.frame_ms not in VAD_FRAME_MS:
+            raise ValueError(f"VAD frame of {self.frame_ms} ms; webrtcvad takes 10, 20 or 30 ms")
+        for name in ("start_ms", "stop_ms", "preroll_ms", "max_utterance_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"VAD {name} must not be negative")
+
+
+class VadFramer:
+    """Re-chunk s16 PCM into exact webrtcvad frames and classify each one."""
+
+    def __init__(self, sample_rate: int, *, mode: int = 3, frame_ms: int = 20) -> None:
+        if sample_rate not in VAD_RATES:
+            raise VadFormatError(f"VAD rate {sample_rate} Hz is not one of {VAD_RATES}")
+        if frame_ms not in VAD_FRAME_MS:
+            raise VadFormatError(f"VAD frame of {frame_ms} ms; webrtcvad takes 10, 20 or 30 ms")
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self.frame_bytes = sample_rate * frame_ms // 1000 * 2
+        self._vad = webrtcvad.Vad(mode)
+        self._pending = b""
+
+    def frames(self, pcm: bytes, sample_rate: int, channels: int = 1) -> list[bytes]:
+        """Append interleaved s16le `pcm` and return the complete mono frames now available."""
+        if sample_rate != self.sample_rate:
+            raise VadFormatError(
+                f"VAD expects {self.sample_rate} Hz audio, got {sample_rate} Hz; resample first"
+            )
+        if channels < 1:
+            raise VadFormatError(f"invalid channel count {channels}")
+        if len(pcm) % (2 * channels):
+            raise VadFormatError(
+                f"{len(pcm)} bytes is not a whole number of {channels}-channel 16-bit samples"
+            )
+        if channels > 1:
+            samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
+            pcm = samples.mean(axis=1).round().astype("<i2").tobytes()
+        data = self._pending + pcm
+        whole = len(data) // self.frame_bytes * self.frame_bytes
+        self._pending = data[whole:]
+        return [data[i : i + self.frame_bytes] for i in range(0, whole, self.frame_bytes)]
+
+    def is_speech(self, frame: bytes) -> bool:
+        """Classify one exact frame from `frames`."""
+        if len(frame) != self.frame_bytes:
+            raise VadFormatError(f"VAD frame of {len(frame)} bytes, expected {self.frame_bytes}")
+        return bool(self._vad.is_speech(frame, self.sample_rate))
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of a partial frame kept for the next call."""
+        return len(self._pending)
+
+
+def level_dbfs(frame: bytes) -> float:
+    """Return the RMS level of s16le `frame` in dBFS (-inf for digital silence)."""
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return -math.inf
+    power = float(np.mean(samples * samples))
+    return 10 * math.log10(power / (32768.0 * 32768.0)) if power > 0 else -math.inf
+
+
+class EndpointState(enum.Enum):
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceStart:
+    """An utterance began at `at_ms`; `audio` is the pre-roll plus the frames seen so far."""
+
+    at_ms: int
+    audio: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnd:
+    """The utterance that began at `start_ms` ended at `end_ms` (its last voiced frame)."""
+
+    start_ms: int
+    end_ms: int
+    voiced_ms: int
+    forced: bool = False
+
+
+EndpointEvent = UtteranceStart | UtteranceEnd
+
+
+@dataclass(slots=True)
+class EndpointStep:
+    """The result of one frame: events, and the frame itself when it belongs to an utterance."""
+
+    events: list[EndpointEvent] = field(default_factory=list)
+    utterance_audio: bytes | None = None
+
+
+class Endpointer:
+    """Find utterance starts and ends in a stream of frames (pure, no clock of its own)."""
+
+    def __init__(self, config: VadConfig, sample_rate: int, *, call_id: str = "-") -> None:
+        self.config = config
+        self.call_id = call_id
+        self.framer = VadFramer(sample_rate, mode=config.mode, frame_ms=config.frame_ms)
+        self.state = EndpointState.QUIET
+        self.now_ms = 0
+        preroll_frames = max(1, config.preroll_ms // config.frame_ms)
+        self._preroll: deque[bytes] = deque(maxlen=preroll_frames)
+        self._starting: list[bytes] = []
+        self._start_ms = 0
+        self._voiced_ms = 0
+        self._silence_ms = 0
+        self._last_voiced_end_ms = 0
+
+    @property
+    def voiced_ms(self) -> int:
+        """Voiced time in the current utterance (0 when quiet)."""
+        return self._voiced_ms if self.state is not EndpointState.QUIET else 0
+
+    @property
+    def utterance_start_ms(self) -> int:
+        return self._start_ms
+
+    def _set_state(self, new: EndpointState) -> None:
+        if new is not self.state:
+            logger.debug("call %s: endpoint %s -> %s", self.call_id, self.state.value, new.value)
+            self.state = new
+
+    def feed(self, pcm: bytes, sample_rate: int, channels: int = 1) -> list[EndpointStep]:
+        """Feed audio of any length; return one step per complete VAD frame."""
+        steps = []
+        for frame in self.framer.frames(pcm, sample_rate, channels):
+            speech = self.framer.is_speech(frame)
+            gate = self.config.energy_gate_dbfs
+            if speech and gate is not None and level_dbfs(frame) < gate:
+                speech = False
+            steps.append(self.step(frame, speech))
+        return steps
+
+    def step(self, frame: bytes, speech: bool) -> EndpointStep:
+        """Advance by one frame with a known speech decision."""
+        config = self.config
+        frame_ms = config.frame_ms
+        frame_start = self.now_ms
+        self.now_ms += frame_ms
+        result = EndpointStep()
+        state = self.state
+
+        if state is EndpointState.QUIET:
+            if speech:
+                self._start_ms = frame_start
+                self._voiced_ms = frame_ms
+                self._silence_ms = 0
+                self._starting = [frame]
+                self._set_state(EndpointState.STARTING)
+                self._maybe_confirm_start(result)
+            else:
+                self._preroll.append(frame)
+        elif state is EndpointState.STARTING:
+            self._starting.append(frame)
+            if speech:
+                self._voiced_ms += frame_ms
+                self._silence_ms = 0
+                self._maybe_confirm_start(result)
+            else:
+                self._silence_ms += frame_ms
+                if self._silence_ms > config.start_gap_ms:
+                    self._preroll.extend(self._starting)
+                    self._starting = []
+                    self._voiced_ms = 0
+                    self._set_state(EndpointState.QUIET)
+        else:
+            result.utterance_audio = frame
+            if speech:
+                self._voiced_ms += frame_ms
+                self._silence_ms = 0
+                self._last_voiced_end_ms = self.now_ms
+                self._set_state(EndpointState.SPEAKING)
+            else:
+                self._silence_ms += frame_ms
+                self._set_state(EndpointState.STOPPING)
+                if self._silence_ms >= config.stop_ms:
+                    self._end(result, forced=False)
+                    return result
+            if self.now_ms - self._start_ms >= config.max_utterance_ms:
+                self._end(result, forced=True)
+        return result
+
+    def _maybe_confirm_start(self, result: EndpointStep) -> None:
+        if self._voiced_ms < self.config.start_ms:
+            return
+        audio = (*self._preroll, *self._starting)
+        preroll_ms = len(self._preroll) * self.config.frame_ms
+        self._preroll.clear()
+        self._starting = []
+        self._last_voiced_end_ms = self.now_ms
+        self._set_state(EndpointState.SPEAKING)
+        result.events.append(UtteranceStart(at_ms=self._start_ms, audio=audio))
+        logger.debug("call %s: utterance start, %d ms pre-roll", self.call_id, preroll_ms)
+
+    def _end(self, result: EndpointStep, *, forced: bool) -> None:
+        result.events.append(
+            UtteranceEnd(
+                start_ms=self._start_ms,
+                end_ms=self._last_voiced_end_ms,
+                voiced_ms=self._voiced_ms,
+                forced=forced,
+            )
+        )
+        self._voiced_ms = 0
+        self._silence_ms = 0
+        self._set_state(EndpointState.QUIET)

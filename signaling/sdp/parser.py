@@ -1,0 +1,349 @@
+"""A bounded parser for session descriptions (RFC 8866, formerly RFC 4566).
+
+What it checks: the size limits in `SdpLimits`, UTF-8, the "<type>=<value>"
+form of every line, the known line types and where each may appear, the
+syntax of v=, o=, c= and m=, and the values of a=rtpmap, a=fmtp, a=ptime and
+a=maxptime. Other attribute values are kept as text for the caller.
+
+Where it is lenient: LF line ends as well as CRLF, blank lines, trailing
+blanks (kept only in s= and i= text), a missing final line end, a missing t=
+line, and the session-level lines after v= in any order (RFC 8866 section 5
+fixes an order, and some stacks break it). Media-level lines may also come in
+any order after m=. Serialization writes the RFC order back, so a body in
+that order round-trips byte for byte.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from signaling.sdp.codecs import is_number, parse_rtpmap, split_fmtp
+from signaling.sdp.errors import SdpError
+from signaling.sdp.model import (
+    Attribute,
+    Connection,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    Timing,
+)
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
+_PTIME = re.compile(r"\d{1,5}(?:\.\d{1,3})?")
+
+_SESSION_ONLY = frozenset("vosuepzrt")
+_KNOWN = frozenset("vosiuepcbtrzkam")
+# Free text keeps its trailing blanks: RFC 8866 section 5.3 recommends "s= ".
+_FREE_TEXT = frozenset("si")
+
+
+@dataclass(frozen=True, slots=True)
+class SdpLimits:
+    """Bounds on a body read from the network. The defaults fit browser offers
+    with audio, video and data channel sections and their ICE candidates."""
+
+    max_body_bytes: int = 65536
+    max_lines: int = 2000
+    max_media: int = 32
+
+
+DEFAULT_LIMITS = SdpLimits()
+
+
+@dataclass(slots=True)
+class _MediaBuilder:
+    """The lines of one media section, collected until the next m= line."""
+
+    media: str
+    port: int
+    port_count: int | None
+    proto: str
+    formats: tuple[str, ...]
+    information: str | None = None
+    connections: list[Connection] = field(default_factory=list)
+    bandwidths: list[str] = field(default_factory=list)
+    key: str | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def add(self, kind: str, value: str, line_number: int) -> None:
+        if kind in _SESSION_ONLY:
+            raise SdpError(f"{kind}= line is not allowed in a media section", line_number)
+        if kind == "c":
+            self.connections.append(_parse_connection(value, line_number))
+        elif kind == "b":
+            self.bandwidths.append(value)
+        elif kind == "a":
+            self.attributes.append(_parse_attribute(value, line_number, in_media=True))
+        elif kind == "i":
+            if self.information is not None:
+                raise SdpError("duplicate i= line in a media section", line_number)
+            self.information = value
+        elif kind == "k":
+            if self.key is not None:
+                raise SdpError("duplicate k= line in a media section", line_number)
+            self.key = value
+
+    def build(self) -> MediaDescription:
+        return MediaDescription(
+            media=self.media,
+            port=self.port,
+            proto=self.proto,
+            formats=self.formats,
+            port_count=self.port_count,
+            information=self.information,
+            connections=tuple(self.connections),
+            bandwidths=tuple(self.bandwidths),
+            key=self.key,
+            attributes=tuple(self.attributes),
+        )
+
+
+@dataclass(slots=True)
+class _SessionBuilder:
+    """The session-level lines, collected until the first m= line."""
+
+    origin: Origin | None = None
+    session_name: str | None = None
+    text_fields: dict[str, str] = field(default_factory=dict)
+    connection: Connection | None = None
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    bandwidths: list[str] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def add(self, kind: str, value: str, line_number: int) -> None:
+        if kind == "v":
+            raise SdpError("duplicate v= line", line_number)
+        if kind in "osciuzk" and self._has(kind):
+            raise SdpError(f"duplicate {kind}= line in the session section", line_number)
+        if kind == "o":
+            self.origin = _parse_origin(value, line_number)
+        elif kind == "s":
+            self.session_name = value
+        elif kind == "c":
+            self.connection = _parse_connection(value, line_number)
+        elif kind in "iuzk":
+            self.text_fields[kind] = value
+        elif kind == "e":
+            self.emails.append(value)
+        elif kind == "p":
+            self.phones.append(value)
+        elif kind == "b":
+            self.bandwidths.append(value)
+        elif kind == "t":
+            self.timings.append(Timing(value))
+        elif kind == "r":
+            if not self.timings:
+                raise SdpError("r= line without a preceding t= line", line_number)
+            last = self.timings[-1]
+            self.timings[-1] = Timing(last.value, (*last.repeats, value))
+        else:
+            self.attributes.append(_parse_attribute(value, line_number, in_media=False))
+
+    def _has(self, kind: str) -> bool:
+        if kind == "o":
+            return self.origin is not None
+        if kind == "s":
+            return self.session_name is not None
+        if kind == "c":
+            return self.connection is not None
+        return kind in self.text_fields
+
+    def build(self, media: list[_MediaBuilder]) -> SessionDescription:
+        if self.origin is None:
+            raise SdpError("missing o= line")
+        if self.session_name is None:
+            raise SdpError("missing s= line")
+        return SessionDescription(
+            origin=self.origin,
+            session_name=self.session_name,
+            information=self.text_fields.get("i"),
+            uri=self.text_fields.get("u"),
+            emails=tuple(self.emails),
+            phones=tuple(self.phones),
+            connection=self.connection,
+            bandwidths=tuple(self.bandwidths),
+            timings=tuple(self.timings),
+            zone=self.text_fields.get("z"),
+            key=self.text_fields.get("k"),
+            attributes=tuple(self.attributes),
+            media=tuple(builder.build() for builder in media),
+        )
+
+
+def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDescription:
+    """Parse a session description.
+
+    Raises SdpError, naming the line and the problem, for a body over the
+    limits, one that is not UTF-8, and every syntax error listed in the module
+    docstring. No other exception escapes for any input.
+    """
+    text = _decode(body, limits)
+    raw_lines = text.split("\n")
+    if raw_lines[-1] == "":
+        raw_lines.pop()
+    if len(raw_lines) > limits.max_lines:
+        raise SdpError(f"session description has more than {limits.max_lines} lines")
+
+    session: _SessionBuilder | None = None
+    media: list[_MediaBuilder] = []
+    for index, raw in enumerate(raw_lines):
+        line_number = index + 1
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if not line.strip(" \t"):
+            continue
+        kind, value = _split_line(line, line_number)
+
+        if session is None:
+            if kind != "v":
+                raise SdpError("session description does not start with v=", line_number)
+            if value != "0":
+                raise SdpError("unsupported SDP version, expected v=0", line_number)
+            session = _SessionBuilder()
+        elif kind == "m":
+            if len(media) >= limits.max_media:
+                raise SdpError(f"more than {limits.max_media} media sections", line_number)
+            media.append(_parse_media_line(value, line_number))
+        elif media:
+            media[-1].add(kind, value, line_number)
+        else:
+            session.add(kind, value, line_number)
+
+    if session is None:
+        raise SdpError("session description is empty")
+    return session.build(media)
+
+
+def _split_line(line: str, line_number: int) -> tuple[str, str]:
+    """Split a line into its type letter and value (RFC 8866 section 5)."""
+    if "\r" in line or "\0" in line:
+        raise SdpError("line contains a CR or NUL character", line_number)
+    if len(line) < 2 or line[1] != "=":
+        raise SdpError("line is not of the form '<type>=<value>'", line_number)
+    kind, value = line[0], line[2:]
+    if kind not in _KNOWN:
+        raise SdpError(f"unknown line type '{kind}='", line_number)
+    if kind not in _FREE_TEXT:
+        value = value.rstrip(" \t")
+    return kind, value
+
+
+def _decode(body: bytes | str, limits: SdpLimits) -> str:
+    too_large = SdpError(f"session description is larger than {limits.max_body_bytes} bytes")
+    if isinstance(body, str):
+        # A character is at least one byte, so only a short string needs encoding.
+        if len(body) > limits.max_body_bytes:
+            raise too_large
+        try:
+            encoded = body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            line_number = body.count("\n", 0, exc.start) + 1
+            raise SdpError("line is not valid UTF-8", line_number) from None
+        if len(encoded) > limits.max_body_bytes:
+            raise too_large
+        return body
+    if len(body) > limits.max_body_bytes:
+        raise too_large
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_number = body.count(b"\n", 0, exc.start) + 1
+        raise SdpError("line is not valid UTF-8", line_number) from None
+
+
+def _parse_origin(value: str, line_number: int) -> Origin:
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(parts):
+        raise SdpError(
+            "invalid o= line, expected '<username> <sess-id> <sess-version> "
+            "<nettype> <addrtype> <address>'",
+            line_number,
+        )
+    return Origin(*parts)
+
+
+def _parse_connection(value: str, line_number: int) -> Connection:
+    parts = value.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SdpError("invalid c= line, expected '<nettype> <addrtype> <address>'", line_number)
+    nettype, addrtype, address = parts
+    if nettype == "IN" and addrtype in ("IP4", "IP6"):
+        _check_address(addrtype, address.split("/", 1)[0], line_number)
+    return Connection(nettype, addrtype, address)
+
+
+def _check_address(addrtype: str, host: str, line_number: int) -> None:
+    try:
+        parsed = ipaddress.ip_address(host)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        if _is_host_name(addrtype, host):
+            return
+        raise SdpError(f"c= address is not a valid {addrtype} address or host name", line_number)
+    if (parsed.version == 4) != (addrtype == "IP4"):
+        raise SdpError(f"c= address does not match address type {addrtype}", line_number)
+
+
+def _is_host_name(addrtype: str, host: str) -> bool:
+    """True for a name (RFC 8866 allows an FQDN in c=), not a malformed address literal."""
+    if not _HOSTNAME.fullmatch(host):
+        return False
+    if addrtype == "IP4":
+        return not is_number(host.replace(".", ""))
+    return ":" not in host
+
+
+def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
+    parts = value.split(" ")
+    if len(parts) < 4 or not all(parts):
+        raise SdpError(
+            "invalid m= line, expected '<media> <port> <proto> <format> ...'", line_number
+        )
+    media, port_text, proto, *formats = parts
+    if not _TOKEN.fullmatch(media):
+        raise SdpError("invalid media type on m= line", line_number)
+    port_part, slash, count_part = port_text.partition("/")
+    port = _parse_number(port_part, 65535, "m= port", line_number)
+    port_count = _parse_number(count_part, 65535, "m= port count", line_number) if slash else None
+    if port_count == 0:
+        raise SdpError("m= port count is 0", line_number)
+    if not all(_TOKEN.fullmatch(p) for p in proto.split("/")):
+        raise SdpError("invalid transport protocol on m= line", line_number)
+    return _MediaBuilder(media, port, port_count, proto, tuple(formats))
+
+
+def _parse_number(text: str, maximum: int, field_name: str, line_number: int) -> int:
+    if not is_number(text) or len(text) > len(str(maximum)):
+        raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
+    number = int(text)
+    if number > maximum:
+        raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
+    return number
+
+
+def _parse_attribute(value: str, line_number: int, *, in_media: bool) -> Attribute:
+    name, colon, attribute_value = value.partition(":")
+    if not _TOKEN.fullmatch(name):
+        raise SdpError("invalid attribute name on a= line", line_number)
+    if not colon:
+        return Attribute(name)
+    if in_media:
+        _check_media_attribute(name, attribute_value, line_number)
+    return Attribute(name, attribute_value)
+
+
+def _check_media_attribute(name: str, value: str, line_number: int) -> None:
+    try:
+        if name == "rtpmap":
+            parse_rtpmap(value)
+        elif name == "fmtp":
+            split_fmtp(value)
+    except ValueError as exc:
+        raise SdpError(str(exc), line_number) from None
+    if name in ("ptime", "maxptime") and (not _PTIME.fullmatch(value) or float(value) <= 0):
+        raise SdpError(f"a={name} is not a positive number of milliseconds", line_number)

@@ -1,0 +1,729 @@
+"""The UAS core without I/O: datagrams and commands in, datagrams and events out.
+
+`UserAgent` owns the transactions (`signaling.sip.transaction`) and the
+inbound INVITE sessions (`signaling.sip.dialog`). The asyncio adapter feeds
+it with `receive` (bytes from a transport), `tick` (the clock) and the
+application's commands (`ring`, `answer`, `reject`, `hangup`,
+`answer_reoffer`, `shutdown`), then drains `take_outgoing()` and
+`take_events()`. Every method takes `now` in seconds on the adapter's
+monotonic clock, and `next_deadline()` tells the adapter when to call
+`tick` again, so tests run timers on a virtual clock.
+
+A new request passes the checks of RFC 3261 §8.2 (`signaling.sip.checks`),
+then merged-request detection and authentication, before it reaches a
+dialog or the application. Peer input never raises out of `receive`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from signaling.sip import checks
+from signaling.sip.auth import AuthConfig, Authenticator
+from signaling.sip.checks import Rejection
+from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch, new_tag
+from signaling.sip.errors import FramingError, SipSyntaxError, SipUsageError
+from signaling.sip.events import (
+    CallConfirmed,
+    CallOffered,
+    CallTerminated,
+    CoreEvent,
+    InfoReceived,
+    ReofferReceived,
+)
+from signaling.sip.message import (
+    REASON_PHRASES,
+    SipRequest,
+    SipResponse,
+    build_response,
+    sdp_body,
+    to_bytes,
+)
+from signaling.sip.parser import (
+    DEFAULT_LIMITS,
+    InvalidRequest,
+    Limits,
+    is_keepalive,
+    parse_datagram,
+    salvage_request,
+)
+from signaling.sip.registrar import Registrar
+from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
+from signaling.sip.transaction import (
+    ClientNonInviteTransaction,
+    Deliver,
+    Effect,
+    Send,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    ServerTransaction,
+    StartTimer,
+    State,
+    StopTimer,
+    Terminated,
+    TimedOut,
+    Timer,
+    TimerConfig,
+    client_key,
+    server_key,
+)
+
+logger = logging.getLogger("sip.core")
+
+CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
+
+TimerKey = tuple[str, str, Timer | str]
+
+
+@dataclass(slots=True)
+class CoreConfig:
+    """Settings of the UA core; `host` and `port` are what Via and Contact advertise."""
+
+    host: str = "127.0.0.1"
+    port: int = 5060
+    user_agent: str = "VoxGate"
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    limits: Limits = DEFAULT_LIMITS
+    force_rport: bool = False
+    max_calls: int | None = None
+    retry_after: int = 5
+    min_session_expires: int = 90
+    answer_timeout: float = 120.0
+    tls_port: int | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+class UserAgent:
+    """The UAS core; see the module docstring for the calling contract."""
+
+    def __init__(self, config: CoreConfig) -> None:
+        self.config = config
+        self.allowed = CALL_METHODS + (("REGISTER",) if config.auth.users else ())
+        self.authenticator = Authenticator(config.auth)
+        self.registrar = Registrar()
+        self.calls: dict[str, InviteSession] = {}
+        self._outgoing: list[Outgoing] = []
+        self._events: list[CoreEvent] = []
+        self._timers: dict[TimerKey, float] = {}
+        self._server: dict[str, ServerTransaction] = {}
+        self._server_peer: dict[str, Peer] = {}
+        self._client: dict[str, ClientNonInviteTransaction] = {}
+        self._client_peer: dict[str, Peer] = {}
+        self._merge_keys: dict[tuple[str, str, int, str], str] = {}
+        self._dialogs: dict[tuple[str, str, str], str] = {}
+        self._call_by_invite: dict[str, str] = {}
+        self._call_peer: dict[str, Peer] = {}
+        self._now = 0.0
+
+    # ----- adapter interface
+
+    def take_outgoing(self) -> list[Outgoing]:
+        items, self._outgoing = self._outgoing, []
+        return items
+
+    def take_events(self) -> list[CoreEvent]:
+        items, self._events = self._events, []
+        return items
+
+    def next_deadline(self) -> float | None:
+        return min(self._timers.values(), default=None)
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due at `now`, earliest first."""
+        self._now = max(self._now, now)
+        while True:
+            due = [(deadline, key) for key, deadline in self._timers.items() if deadline <= now]
+            if not due:
+                return
+            _, key = min(due, key=lambda item: item[0])
+            del self._timers[key]
+            kind, owner, name = key
+            try:
+                self._fire(kind, owner, name)
+            except Exception:
+                logger.exception("timer %s for %s %s failed", name, kind, owner)
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """Handle one datagram; never raises for peer input."""
+        self._now = max(self._now, now)
+        if is_keepalive(data):
+            return
+        try:
+            message = parse_datagram(data, self.config.limits)
+        except SipSyntaxError as error:
+            self._reject_unparsed(data, error, peer)
+            return
+        except Exception:
+            logger.exception("parser failed on a datagram from %s", peer.host)
+            return
+        self.receive_message(message, peer, now)
+
+    def _reject_unparsed(self, data: bytes, error: SipSyntaxError, peer: Peer) -> None:
+        request = error.request if isinstance(error, InvalidRequest) else None
+        if request is None:
+            request = salvage_request(data, self.config.limits)
+        if request is None:
+            logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
+            return
+        self._send_stateless(request, error.status, error.reason, peer)
+
+    def receive_message(self, message: SipRequest | SipResponse, peer: Peer, now: float) -> None:
+        """Handle one parsed message (from a stream transport or `receive`)."""
+        self._now = max(self._now, now)
+        try:
+            if isinstance(message, SipResponse):
+                self._on_response(message)
+            else:
+                self._on_request(message, peer)
+        except SipSyntaxError as error:
+            logger.debug("invalid message from %s: %s", peer.host, error.reason)
+        except Exception:
+            logger.exception("failed to handle a message from %s", peer.host)
+
+    def reject_invalid(self, error: SipSyntaxError, peer: Peer) -> None:
+        """Answer a request that a stream parser rejected, when its headers allow it."""
+        request: object | None = None
+        if isinstance(error, (InvalidRequest, FramingError)):
+            request = error.request
+        if isinstance(request, SipRequest):
+            self._send_stateless(request, error.status, error.reason, peer)
+        else:
+            logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
+
+    # ----- application commands
+
+    def ring(self, handle: str, now: float) -> None:
+        self._now = max(self._now, now)
+        session = self._session(handle)
+        if session.state is CallState.INCOMING:
+            session.change(CallState.EARLY, "ring")
+        if session.state is CallState.EARLY:
+            self._respond(session.transaction_key, 180, to_tag=session.local_tag, contact=True)
+
+    def answer(self, handle: str, sdp: bytes, now: float) -> None:
+        """Send the 2xx with `sdp` and retransmit it until the ACK (§13.3.1.4)."""
+        self._now = max(self._now, now)
+        session = self._session(handle)
+        if session.state not in (CallState.INCOMING, CallState.EARLY):
+            raise SipUsageError(f"call {handle}: answer not allowed in state {session.state.value}")
+        info = session.invite.parsed
+        session.dialog = Dialog(
+            call_id=info.call_id,
+            local_tag=session.local_tag,
+            remote_tag=info.from_.tag or "",
+            local_uri=info.to.uri_text,
+            remote_uri=info.from_.uri_text,
+            remote_target=info.contact[0].uri_text if info.contact else info.from_.uri_text,
+            route_set=[str(route) for route in info.record_route],
+            remote_seq=info.cseq.number,
+        )
+        self._dialogs[session.dialog.id] = handle
+        session.local_sdp = sdp
+        session.answer = self._respond(
+            session.transaction_key,
+            200,
+            to_tag=session.local_tag,
+            contact=True,
+            extra=self._session_timer_headers(session),
+            body=sdp,
+            record_route=True,
+        )
+        session.change(CallState.ANSWERED, "answer")
+        self._disarm("call", handle, "unanswered")
+        if not self._call_peer[handle].reliable:
+            session.retransmit_interval = self.config.timers.t1
+            self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
+        self._arm("call", handle, "ack", self._now + 64 * self.config.timers.t1)
+
+    def reject(self, handle: str, status: int, reason: str | None, now: float) -> None:
+        self._now = max(self._now, now)
+        session = self._session(handle)
+        if not 300 <= status <= 699:
+            raise SipUsageError(f"call {handle}: reject needs a status 300-699, not {status}")
+        if session.state not in (CallState.INCOMING, CallState.EARLY):
+            raise SipUsageError(f"call {handle}: reject not allowed in state {session.state.value}")
+        self._respond(session.transaction_key, status, reason, to_tag=session.local_tag)
+        self._end(session, "hangup")
+
+    def hangup(self, handle: str, now: float) -> None:
+        """End the call from our side; idempotent. Before the answer this sends 480."""
+        self._now = max(self._now, now)
+        session = self.calls.get(handle)
+        if session is not None:
+            self._hang_up(session, "hangup", 480)
+
+    def answer_reoffer(self, handle: str, sdp: bytes | None, now: float) -> None:
+        """Answer the pending re-INVITE or UPDATE: 200 with `sdp`, or 488 for None."""
+        self._now = max(self._now, now)
+        session = self._session(handle)
+        key = session.pending_offer_key
+        if key is None:
+            raise SipUsageError(f"call {handle}: no re-INVITE or UPDATE is pending")
+        session.pending_offer_key = None
+        if key not in self._server:
+            return
+        if sdp is None:
+            self._respond(key, 488)
+            return
+        session.local_sdp = sdp
+        extra = self._session_timer_headers(session)
+        self._respond(key, 200, contact=True, body=sdp, extra=extra)
+        self._arm_session_timer(session)
+
+    def shutdown(self, now: float) -> None:
+        """End every call: BYE for answered calls (after their ACK), 487 for unanswered ones."""
+        self._now = max(self._now, now)
+        for session in list(self.calls.values()):
+            self._hang_up(session, "shutdown", 487)
+
+    def _hang_up(self, session: InviteSession, reason: str, status: int) -> None:
+        if session.ended or session.pending_end is not None:
+            return
+        if session.state in (CallState.INCOMING, CallState.EARLY):
+            self._respond(session.transaction_key, status, to_tag=session.local_tag)
+            self._end(session, reason)
+        elif session.state is CallState.ANSWERED:
+            # §15: the callee must not send BYE before the ACK for its 2xx (or
+            # the ACK timeout), so the BYE waits for either.
+            session.pending_end = reason
+        else:
+            self._send_bye(session)
+            self._end(session, reason)
+
+    # ----- requests
+
+    def _on_request(self, request: SipRequest, peer: Peer) -> None:
+        info = request.parsed
+        stamp_via(request, peer)
+        key = server_key(request)
+        logger.debug("request %s cseq %s from %s", request.method, info.cseq.number, peer.host)
+        if request.method == "ACK":
+            self._on_ack(request, key)
+            return
+        transaction = self._server.get(key)
+        if transaction is not None:
+            self._apply(key, transaction.on_request(request))
+            return
+        created: ServerTransaction
+        if request.method == "INVITE":
+            created = ServerInviteTransaction(key, request, peer.reliable, self.config.timers)
+        else:
+            created = ServerNonInviteTransaction(key, request, peer.reliable, self.config.timers)
+        self._server[key] = created
+        self._server_peer[key] = response_peer(request, peer, self.config.force_rport)
+        if request.method == "CANCEL":
+            self._on_cancel(key)
+            return
+        if request.method == "INVITE":
+            self._respond(key, 100)
+        rejection = checks.check_request(request, self.allowed) or self._check_merged(request, key)
+        if rejection is None and info.to.tag is None and request.method in ("INVITE", "REGISTER"):
+            rejection = self._authenticate(request, peer)
+        if rejection is not None:
+            self._respond(key, rejection.status, rejection.reason, extra=rejection.headers)
+        elif request.method == "OPTIONS":
+            self._respond(key, 200, extra=checks.capabilities(self.allowed))
+        elif request.method == "REGISTER":
+            self._on_register(request, key)
+        elif info.to.tag is not None:
+            self._on_dialog_request(request, key)
+        elif request.method == "INVITE":
+            self._new_call(request, key, peer)
+        else:
+            # BYE, INFO or UPDATE outside a dialog (§12.2.2).
+            self._respond(key, 481)
+
+    def _check_merged(self, request: SipRequest, key: str) -> Rejection | None:
+        """Detect a request that forked back to us by another path (§8.2.2.2)."""
+        info = request.parsed
+        if info.to.tag is not None:
+            return None
+        merge = (info.from_.tag or "", info.call_id, info.cseq.number, request.method)
+        other = self._merge_keys.get(merge)
+        if other is not None and other != key and other in self._server:
+            return Rejection(482)
+        self._merge_keys[merge] = key
+        return None
+
+    def _authenticate(self, request: SipRequest, peer: Peer) -> Rejection | None:
+        authorizations = request.headers.raw("Authorization")
+        decision = self.authenticator.check(
+            request.method, request.uri, authorizations, peer.host, self._now
+        )
+        if decision.status is None:
+            if request.method == "REGISTER" and decision.user is not None:
+                to_uri = request.parsed.to.uri
+                if to_uri is None or to_uri.user != decision.user:
+                    return Rejection(403, "authenticated user does not own this address of record")
+            return None
+        # The first request of every client has no credentials, so only failures are info.
+        level = logging.INFO if authorizations else logging.DEBUG
+        logger.log(
+            level, "%s from %s not authorized: %s", request.method, peer.host, decision.reason
+        )
+        if decision.status == 403:
+            return Rejection(403)
+        return Rejection(401, headers=self.authenticator.challenges(self._now, decision.stale))
+
+    def _on_register(self, request: SipRequest, key: str) -> None:
+        result = self.registrar.register(request, self._now)
+        if isinstance(result, Rejection):
+            self._respond(key, result.status, result.reason, extra=result.headers)
+            return
+        status, headers = result
+        self._respond(key, status, extra=headers)
+
+    def _new_call(self, request: SipRequest, key: str, peer: Peer) -> None:
+        active = sum(1 for session in self.calls.values() if not session.ended)
+        if self.config.max_calls is not None and active >= self.config.max_calls:
+            logger.warning("call limit %d reached; rejecting an INVITE", self.config.max_calls)
+            self._respond(key, 503, extra=[("Retry-After", str(self.config.retry_after))])
+            return
+        expires = checks.session_expires(request, self.config.min_session_expires)
+        if isinstance(expires, Rejection):
+            self._respond(key, expires.status, expires.reason, extra=expires.headers)
+            return
+        handle = secrets.token_hex(4)  # short id for logs, unrelated to the Call-ID
+        session = InviteSession(handle, request, key, new_tag(), session_expires=expires)
+        session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        self.calls[handle] = session
+        self._call_by_invite[key] = handle
+        self._call_peer[handle] = peer
+        logger.info("call %s: INVITE received over %s", handle, peer.transport)
+        self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
+        self._events.append(CallOffered(session, peer))
+
+    def _dialog_session(self, request: SipRequest) -> InviteSession | None:
+        info = request.parsed
+        handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
+        return self.calls.get(handle) if handle else None
+
+    def _on_dialog_request(self, request: SipRequest, key: str) -> None:
+        session = self._dialog_session(request)
+        if session is None or session.dialog is None or session.ended:
+            self._respond(key, 481)
+            return
+        if not session.dialog.accept_remote_cseq(request.parsed.cseq.number):
+            self._respond(key, 500, "CSeq out of order")
+            return
+        method = request.method
+        if method == "BYE":
+            self._respond(key, 200)
+            logger.info("call %s: BYE received", session.handle)
+            self._end(session, "bye")
+        elif method == "INFO":
+            self._respond(key, 200)
+            content_type = request.headers.get("Content-Type") or ""
+            self._events.append(InfoReceived(session.handle, content_type, request.body))
+        elif method in ("INVITE", "UPDATE"):
+            self._on_reoffer(session, request, key)
+        else:
+            self._respond(key, 405, extra=[("Allow", ", ".join(self.allowed))])
+
+    def _on_reoffer(self, session: InviteSession, request: SipRequest, key: str) -> None:
+        pending = session.pending_offer_key
+        if pending is not None and pending in self._server:
+            if request.method == "INVITE" and pending.endswith("|INVITE"):
+                # §14.2: a second re-INVITE before the first has its final response.
+                self._respond(key, 500, extra=[("Retry-After", "1")])
+            else:
+                # RFC 3311 §5.2: an offer while another offer is pending.
+                self._respond(key, 491)
+            return
+        if request.method == "UPDATE" and session.state is not CallState.CONFIRMED:
+            # NOTE: an UPDATE before the ACK would race the 2xx answer; RFC 3311
+            # allows it in early dialogs, but we have no early offer/answer.
+            self._respond(key, 491)
+            return
+        if request.method == "INVITE" and session.state is not CallState.CONFIRMED:
+            self._respond(key, 491)
+            return
+        expires = checks.session_expires(request, self.config.min_session_expires)
+        if isinstance(expires, Rejection):
+            self._respond(key, expires.status, expires.reason, extra=expires.headers)
+            return
+        session.session_expires = expires
+        self._disarm("call", session.handle, "session")
+        contacts = request.parsed.contact
+        if contacts and session.dialog is not None:
+            session.dialog.remote_target = contacts[0].uri_text  # §12.2.2 target refresh
+        session.pending_offer_key = key
+        sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        if sdp is not None:
+            session.remote_sdp = sdp
+        offer = "an offer" if sdp else "no offer"
+        logger.info("call %s: %s with %s", session.handle, request.method, offer)
+        self._events.append(ReofferReceived(session.handle, request.method, sdp))
+
+    def _on_cancel(self, key: str) -> None:
+        # The INVITE's key differs from the CANCEL's only in the method (§9.2).
+        parts = key.split("|")
+        parts[-2 if key.startswith("2543|") else -1] = "INVITE"
+        invite_key = "|".join(parts)
+        invite = self._server.get(invite_key)
+        if invite is None:
+            self._respond(key, 481)
+            return
+        self._respond(key, 200)
+        handle = self._call_by_invite.get(invite_key)
+        session = self.calls.get(handle) if handle else None
+        # §9.2: a CANCEL after the final response has no effect on the INVITE.
+        if invite.state is State.PROCEEDING and session is not None and not session.ended:
+            self._respond(invite_key, 487, to_tag=session.local_tag)
+            logger.info("call %s: cancelled by the caller", session.handle)
+            self._end(session, "cancel")
+
+    def _on_ack(self, request: SipRequest, key: str) -> None:
+        transaction = self._server.get(key)
+        if isinstance(transaction, ServerInviteTransaction) and transaction.state in (
+            State.COMPLETED,
+            State.CONFIRMED,
+        ):
+            self._apply(key, transaction.on_request(request))
+            return
+        session = self._dialog_session(request)
+        if session is None or session.state is not CallState.ANSWERED:
+            return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
+        if request.parsed.cseq.number != session.invite.parsed.cseq.number:
+            return
+        self._disarm("call", session.handle, "2xx")
+        self._disarm("call", session.handle, "ack")
+        session.change(CallState.CONFIRMED, "ACK")
+        sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        if sdp is not None:
+            session.remote_sdp = sdp
+        logger.info("call %s: confirmed by ACK", session.handle)
+        self._events.append(CallConfirmed(session.handle, sdp))
+        if session.pending_end is not None:
+            self._send_bye(session)
+            self._end(session, session.pending_end)
+            return
+        self._arm_session_timer(session)
+
+    # ----- responses
+
+    def _on_response(self, response: SipResponse) -> None:
+        branch = response.parsed.top_via.branch
+        key = client_key(branch or "", response.parsed.cseq.method)
+        transaction = self._client.get(key)
+        if transaction is None:
+            logger.debug("dropped a response that matches no client transaction")
+            return
+        self._apply(key, transaction.on_response(response), client=True)
+
+    # ----- sending
+
+    def _session(self, handle: str) -> InviteSession:
+        session = self.calls.get(handle)
+        if session is None:
+            raise SipUsageError(f"unknown call {handle}")
+        return session
+
+    def _end(self, session: InviteSession, reason: str) -> None:
+        if session.ended:
+            return
+        session.change(CallState.TERMINATED, reason)
+        session.end_reason = reason
+        for name in ("2xx", "ack", "session", "unanswered"):
+            self._disarm("call", session.handle, name)
+        if session.dialog is not None:
+            self._dialogs.pop(session.dialog.id, None)
+        logger.info("call %s: ended (%s)", session.handle, reason)
+        self._events.append(CallTerminated(session.handle, reason))
+        self.calls.pop(session.handle, None)
+        self._call_peer.pop(session.handle, None)
+
+    def _send_bye(self, session: InviteSession) -> None:
+        dialog = session.dialog
+        source = self._call_peer.get(session.handle)
+        if dialog is None or source is None:
+            return
+        peer = in_dialog_peer(dialog, source)
+        branch = new_branch()
+        extra = [("User-Agent", self.config.user_agent)]
+        request = dialog.build_request("BYE", self._via(branch, peer), extra=extra)
+        key = client_key(branch, "BYE")
+        transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
+        self._client[key] = transaction
+        self._client_peer[key] = peer
+        logger.info("call %s: sending BYE", session.handle)
+        self._apply(key, transaction.start(), client=True)
+
+    def _host(self) -> str:
+        host = self.config.host
+        return f"[{host}]" if ":" in host else host
+
+    def _port_for(self, peer: Peer | None) -> int:
+        if peer is not None and peer.transport == "tls" and self.config.tls_port:
+            return self.config.tls_port
+        return self.config.port
+
+    def _via(self, branch: str, peer: Peer) -> str:
+        transport = peer.transport.upper()
+        port = self._port_for(peer)
+        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
+
+    def _contact(self, peer: Peer | None) -> str:
+        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
+        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+
+    def _respond(
+        self,
+        key: str,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        contact: bool = False,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        record_route: bool = False,
+    ) -> SipResponse | None:
+        """Send a response through the server transaction `key` and return it."""
+        transaction = self._server.get(key)
+        if transaction is None:
+            return None
+        request = transaction.request
+        headers = list(extra or ())
+        if contact:
+            headers.append(("Contact", self._contact(self._server_peer.get(key))))
+        if record_route:
+            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
+        if status >= 200 and request.method == "INVITE":
+            headers.append(("Allow", ", ".join(self.allowed)))
+            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
+        headers.append(("Server", self.config.user_agent))
+        if status > 100 and to_tag is None and request.parsed.to.tag is None:
+            to_tag = new_tag()
+        response = build_response(
+            request,
+            status,
+            reason,
+            to_tag=to_tag,
+            headers=headers,
+            body=body,
+            content_type="application/sdp" if body else None,
+        )
+        self._apply(key, transaction.send_response(response))
+        return response
+
+    def _send_stateless(self, request: SipRequest, status: int, reason: str, peer: Peer) -> None:
+        """Answer a request that failed to parse, outside any transaction (§8.2.6)."""
+        logger.debug("rejecting an invalid request from %s with %s: %s", peer.host, status, reason)
+        headers: list[tuple[str, str]] = [("Server", self.config.user_agent)]
+        response = build_response(request, status, _reason_phrase(status, reason), headers=headers)
+        destination = response_peer(request, peer, self.config.force_rport)
+        self._outgoing.append(Outgoing(to_bytes(response), destination))
+
+    def _apply(self, key: str, effects: list[Effect], client: bool = False) -> None:
+        """Carry out a transaction's effects."""
+        peer = (self._client_peer if client else self._server_peer).get(key)
+        kind = "client" if client else "server"
+        for effect in effects:
+            if isinstance(effect, Send) and peer is not None:
+                self._outgoing.append(Outgoing(to_bytes(effect.message), peer))
+            elif isinstance(effect, StartTimer):
+                self._arm(kind, key, effect.timer, self._now + effect.delay)
+            elif isinstance(effect, StopTimer):
+                self._disarm(kind, key, effect.timer)
+            elif isinstance(effect, TimedOut):
+                self._on_timed_out(key, effect.timer)
+            elif isinstance(effect, Terminated):
+                self._forget(kind, key)
+            elif isinstance(effect, Deliver):
+                logger.debug("response %s for %s", effect.response.status, key)
+
+    def _on_timed_out(self, key: str, timer: Timer) -> None:
+        if timer is Timer.H:
+            logger.debug("no ACK for a non-2xx final response (%s)", key)
+        elif timer is Timer.F:
+            logger.debug("no response to our request (%s)", key)
+
+    def _forget(self, kind: str, key: str) -> None:
+        if kind == "server":
+            transaction = self._server.pop(key, None)
+            self._server_peer.pop(key, None)
+            self._call_by_invite.pop(key, None)
+            if transaction is not None:
+                info = transaction.request.parsed
+                method = transaction.request.method
+                merge = (info.from_.tag or "", info.call_id, info.cseq.number, method)
+                if self._merge_keys.get(merge) == key:
+                    del self._merge_keys[merge]
+        else:
+            self._client.pop(key, None)
+            self._client_peer.pop(key, None)
+        for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
+            del self._timers[timer_key]
+
+    # ----- timers
+
+    def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
+        self._timers[(kind, owner, name)] = deadline
+
+    def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
+        self._timers.pop((kind, owner, name), None)
+
+    def _fire(self, kind: str, owner: str, name: Timer | str) -> None:
+        if kind == "server" and isinstance(name, Timer):
+            server = self._server.get(owner)
+            if server is not None:
+                self._apply(owner, server.on_timer(name))
+        elif kind == "client" and isinstance(name, Timer):
+            client = self._client.get(owner)
+            if client is not None:
+                self._apply(owner, client.on_timer(name), client=True)
+        elif kind == "call":
+            self._fire_call_timer(owner, str(name))
+
+    def _fire_call_timer(self, handle: str, name: str) -> None:
+        session = self.calls.get(handle)
+        if session is None or session.ended:
+            return
+        if name == "2xx" and session.state is CallState.ANSWERED and session.answer is not None:
+            source = self._call_peer[handle]
+            peer = response_peer(session.invite, source, self.config.force_rport)
+            self._outgoing.append(Outgoing(to_bytes(session.answer), peer))
+            interval = min(2 * session.retransmit_interval, self.config.timers.t2)
+            session.retransmit_interval = interval
+            self._arm("call", handle, "2xx", self._now + interval)
+        elif name == "ack" and session.state is CallState.ANSWERED:
+            # §13.3.1.4: no ACK within 64*T1 ends the dialog with a BYE.
+            logger.warning("call %s: no ACK for the 2xx, sending BYE", handle)
+            self._send_bye(session)
+            self._end(session, session.pending_end or "timeout")
+        elif name == "unanswered" and session.state in (CallState.INCOMING, CallState.EARLY):
+            # The INVITE server transaction has no timer of its own in Proceeding, so
+            # a handler that never answers would hold the call forever.
+            logger.warning("call %s: not answered within %s s", handle, self.config.answer_timeout)
+            self._respond(session.transaction_key, 480, to_tag=session.local_tag)
+            self._end(session, "timeout")
+        elif name == "session":
+            logger.warning("call %s: session timer expired without a refresh", handle)
+            self._send_bye(session)
+            self._end(session, "timeout")
+
+    def _session_timer_headers(self, session: InviteSession) -> list[tuple[str, str]]:
+        if not session.session_expires:
+            return []
+        return [
+            ("Session-Expires", f"{session.session_expires};refresher=uac"),
+            ("Require", "timer"),
+        ]
+
+    def _arm_session_timer(self, session: InviteSession) -> None:
+        if session.session_expires:
+            # RFC 4028 §10: without a refresh, the refreshee sends BYE at the
+            # interval minus min(32 s, a third of it).
+            interval = session.session_expires
+            deadline = self._now + interval - min(32, interval / 3)
+            self._arm("call", session.handle, "session", deadline)
+
+
+def _reason_phrase(status: int, reason: str) -> str:
+    """Put the parser's reason into the status line so that it names the problem."""
+    cleaned = "".join(char if char.isprintable() else "?" for char in reason)[:120]
+    base = REASON_PHRASES.get(status, "Bad Request")
+    return f"{base} ({cleaned})" if cleaned else base

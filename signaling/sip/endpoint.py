@@ -1,0 +1,396 @@
+"""The asyncio SIP endpoint: binds transports, runs the UA core, hands calls to the app.
+
+`SipEndpoint` owns the sockets, the core's timer, and one task per inbound
+call that runs `CallHandler.on_invite`. `InboundCall` is the application's
+view of one call; its methods turn into core commands, and the core's events
+resolve its futures. Everything here is glue: the protocol decisions live in
+`signaling.sip.core`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import unquote
+
+from signaling.sip.auth import AuthConfig
+from signaling.sip.core import CoreConfig, UserAgent
+from signaling.sip.dialog import CallState, InviteSession
+from signaling.sip.errors import CallEnded, SipSyntaxError
+from signaling.sip.events import (
+    CallConfirmed,
+    CallOffered,
+    CallTerminated,
+    CoreEvent,
+    InfoReceived,
+    ReofferReceived,
+)
+from signaling.sip.message import SipMessage
+from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.routing import Outgoing, Peer
+from signaling.sip.transaction import TimerConfig
+from signaling.sip.transport import TcpServer, UdpTransport
+
+logger = logging.getLogger("sip.endpoint")
+
+
+@dataclass(slots=True)
+class SipConfig:
+    """Settings of one SIP endpoint.
+
+    `advertised_host` goes into Via and Contact (defaults to `host`).
+    `force_rport` sends every UDP response to the source address and port, as
+    if the peer had asked with rport (RFC 3581), which suits peers behind NAT.
+    `max_calls` bounds concurrent calls; more get 503 with Retry-After.
+    A call without a final response after `answer_timeout` seconds gets 480
+    and ends with reason "timeout". With `tls_port` set (0 picks a free
+    port), TLS listens there with the PEM certificate chain `tls_certfile`
+    and key `tls_keyfile`; clients are not asked for certificates.
+    `auth` names digest users and trusted trunk networks; when both are
+    empty, every source may call.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5060
+    user_agent: str = "VoxGate"
+    advertised_host: str | None = None
+    tcp: bool = True
+    force_rport: bool = False
+    max_calls: int | None = None
+    retry_after: int = 5
+    min_session_expires: int = 90
+    answer_timeout: float = 120.0
+    shutdown_timeout: float = 2.0
+    tls_port: int | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    limits: Limits = DEFAULT_LIMITS
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+class CallHandler(Protocol):
+    async def on_invite(self, call: InboundCall) -> None:
+        """Handle one new inbound call: answer, ring or reject it."""
+        ...
+
+
+class InboundCall:
+    """One inbound INVITE dialog as the application sees it.
+
+    `caller` and `called` are caller data: never put them in log text.
+    `on_reoffer` answers re-INVITEs and UPDATEs (hold, unhold, refresh); when
+    unset, the previous local SDP is sent again. `ack_sdp` resolves with the
+    SDP of the ACK (the answer of a delayed offer), or None.
+    """
+
+    def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:
+        info = session.invite.parsed
+        request_uri = session.invite.request_uri
+        self._endpoint = endpoint
+        self._handle = session.handle
+        self.call_id: str = session.handle
+        self.sip_call_id: str = info.call_id
+        from_uri = info.from_.uri
+        self.caller: str = unquote(from_uri.user or "") if from_uri else ""
+        called_user = request_uri.user if request_uri else None
+        if not called_user and info.to.uri is not None:
+            called_user = info.to.uri.user
+        self.called: str = unquote(called_user or "")
+        self.remote_sdp: bytes | None = session.remote_sdp
+        self.source: tuple[str, int] = (source.host, source.port)
+        self.transport: str = source.transport
+        self.on_info: Callable[[str, bytes], None] | None = None
+        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
+        loop = asyncio.get_running_loop()
+        self.ack_sdp: asyncio.Future[bytes | None] = loop.create_future()
+        self._confirmed: asyncio.Future[None] = loop.create_future()
+        self._ended: asyncio.Future[str] = loop.create_future()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.done()
+
+    async def ring(self) -> None:
+        self._check_live()
+        self._endpoint._command(lambda core, now: core.ring(self._handle, now))
+
+    async def answer(self, sdp: bytes) -> None:
+        """Send 200 OK with `sdp` and return once the caller's ACK arrives.
+
+        Raise `CallEnded` when the call ends first (CANCEL, BYE, ACK timeout).
+        """
+        self._check_live()
+        self._endpoint._command(lambda core, now: core.answer(self._handle, sdp, now))
+        waiters: set[asyncio.Future[object]] = {self._confirmed, self._ended}  # type: ignore[arg-type]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not self._confirmed.done():
+            raise CallEnded(self._ended.result())
+
+    async def reject(self, status: int, reason: str | None = None) -> None:
+        self._check_live()
+        self._endpoint._command(lambda core, now: core.reject(self._handle, status, reason, now))
+
+    async def hangup(self) -> None:
+        """End the call: BYE once answered (after the ACK), 480 before. Idempotent."""
+        if not self.ended:
+            self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
+
+    async def wait_ended(self) -> str:
+        """Wait for the end and return its reason: bye, cancel, hangup, timeout or shutdown."""
+        return await asyncio.shield(self._ended)
+
+    def _check_live(self) -> None:
+        if self._ended.done():
+            raise CallEnded(self._ended.result())
+
+    def _confirm(self, sdp: bytes | None) -> None:
+        if sdp is not None:
+            self.remote_sdp = sdp
+        if not self.ack_sdp.done():
+            self.ack_sdp.set_result(sdp)
+        if not self._confirmed.done():
+            self._confirmed.set_result(None)
+
+    def _finish(self, reason: str) -> None:
+        if not self._ended.done():
+            self._ended.set_result(reason)
+        if not self.ack_sdp.done():
+            self.ack_sdp.cancel()
+
+
+class SipEndpoint:
+    """A SIP UAS on UDP (and TCP) that hands each new call to `handler`."""
+
+    def __init__(self, config: SipConfig, handler: CallHandler) -> None:
+        self._config = config
+        self._handler = handler
+        self._core: UserAgent | None = None
+        self._udp: UdpTransport | None = None
+        self._tcp: TcpServer | None = None
+        self._tls: TcpServer | None = None
+        self._tls_port = 0
+        self._port = 0
+        self._calls: dict[str, InboundCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The bound TLS port, or 0 without TLS."""
+        return self._tls_port
+
+    @property
+    def core(self) -> UserAgent:
+        if self._core is None:
+            raise RuntimeError("SipEndpoint is not started")
+        return self._core
+
+    async def start(self) -> None:
+        """Bind UDP (and TCP on the same port); port 0 picks a free port."""
+        config = self._config
+        self._loop = asyncio.get_running_loop()
+        # With port 0 the UDP port is free but its TCP twin may be taken (for
+        # example by an outgoing connection), so pick again a few times.
+        attempts = 5 if config.port == 0 else 1
+        for attempt in range(attempts):
+            _, protocol = await self._loop.create_datagram_endpoint(
+                lambda: UdpTransport(self._on_datagram), local_addr=(config.host, config.port)
+            )
+            self._udp = protocol
+            self._port = protocol.port
+            if not config.tcp:
+                break
+            self._tcp = TcpServer(self._on_message, self._on_invalid, config.limits)
+            try:
+                await self._tcp.start(config.host, self._port)
+                break
+            except OSError:
+                protocol.close()
+                if attempt == attempts - 1:
+                    raise
+        if config.tls_port is not None:
+            await self._start_tls(config)
+        self._core = UserAgent(
+            CoreConfig(
+                host=config.advertised_host or config.host,
+                port=self._port,
+                user_agent=config.user_agent,
+                timers=config.timers,
+                limits=config.limits,
+                force_rport=config.force_rport,
+                max_calls=config.max_calls,
+                retry_after=config.retry_after,
+                min_session_expires=config.min_session_expires,
+                answer_timeout=config.answer_timeout,
+                tls_port=self._tls_port or None,
+                auth=config.auth,
+            )
+        )
+        logger.info("SIP endpoint listening on %s port %d", config.host, self._port)
+
+    async def _start_tls(self, config: SipConfig) -> None:
+        if not config.tls_certfile or not config.tls_keyfile:
+            raise ValueError("tls_port needs tls_certfile and tls_keyfile")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(config.tls_certfile, config.tls_keyfile)
+        assert config.tls_port is not None
+        self._tls = TcpServer(self._on_message, self._on_invalid, config.limits, tls=context)
+        self._tls_port = await self._tls.start(config.host, config.tls_port)
+
+    async def stop(self) -> None:
+        """End every call (BYE or 487), wait briefly for ACKs, then close the sockets."""
+        if self._core is None:
+            return
+        self._command(lambda core, now: core.shutdown(now))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.shutdown_timeout
+        pending = [call._ended for call in self._calls.values() if not call.ended]
+        if pending:
+            await asyncio.wait(pending, timeout=self._config.shutdown_timeout)
+        # Handlers see their calls end and may finish on their own; the rest are cancelled.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            await self._tcp.close()
+        if self._tls is not None:
+            await self._tls.close()
+        self._core = None
+        logger.info("SIP endpoint stopped")
+
+    # ----- transport callbacks
+
+    def _on_datagram(self, data: bytes, peer: Peer) -> None:
+        self.core.receive(data, peer, self._now())
+        self._pump()
+
+    def _on_message(self, message: SipMessage, peer: Peer) -> None:
+        self.core.receive_message(message, peer, self._now())
+        self._pump()
+
+    def _on_invalid(self, error: SipSyntaxError, peer: Peer) -> None:
+        self.core.reject_invalid(error, peer)
+        self._pump()
+
+    # ----- core plumbing
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _command(self, command: Callable[[UserAgent, float], None]) -> None:
+        if self._core is None:
+            raise CallEnded("shutdown")
+        command(self._core, self._now())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._core is not None:
+            self._core.tick(self._now())
+            self._pump()
+
+    def _pump(self) -> None:
+        core = self._core
+        if core is None:
+            return
+        while True:
+            outgoing = core.take_outgoing()
+            events = core.take_events()
+            if not outgoing and not events:
+                break
+            for item in outgoing:
+                self._send(item)
+            for event in events:
+                self._dispatch(event)
+        deadline = core.next_deadline()
+        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _send(self, item: Outgoing) -> None:
+        if item.peer.transport == "udp":
+            if self._udp is not None:
+                self._udp.send(item.data, item.peer)
+        elif item.peer.transport == "tls":
+            if self._tls is not None:
+                self._tls.send(item.data, item.peer)
+        elif self._tcp is not None:
+            self._tcp.send(item.data, item.peer)
+
+    def _dispatch(self, event: CoreEvent) -> None:
+        if isinstance(event, CallOffered):
+            call = InboundCall(self, event.session, event.source)
+            self._calls[call.call_id] = call
+            self._spawn(self._run_handler(call), call.call_id)
+            return
+        call_or_none = self._calls.get(event.handle)
+        if call_or_none is None:
+            return
+        call = call_or_none
+        if isinstance(event, CallConfirmed):
+            call._confirm(event.sdp)
+        elif isinstance(event, CallTerminated):
+            call._finish(event.reason)
+            self._calls.pop(event.handle, None)
+        elif isinstance(event, InfoReceived):
+            if call.on_info is not None:
+                try:
+                    call.on_info(event.content_type, event.body)
+                except Exception:
+                    logger.exception("call %s: on_info callback failed", call.call_id)
+        elif isinstance(event, ReofferReceived):
+            call.remote_sdp = event.sdp if event.sdp is not None else call.remote_sdp
+            self._spawn(self._run_reoffer(call, event.sdp), call.call_id)
+
+    def _spawn(self, coroutine: Awaitable[None], call_id: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, call: InboundCall) -> None:
+        try:
+            await self._handler.on_invite(call)
+        except CallEnded:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("call %s: call handler failed", call.call_id)
+            self._fail_unanswered(call, 500)
+
+    def _fail_unanswered(self, call: InboundCall, status: int) -> None:
+        session = self._core.calls.get(call.call_id) if self._core else None
+        if session is not None and session.state in (CallState.INCOMING, CallState.EARLY):
+            self._command(lambda core, now: core.reject(call.call_id, status, None, now))
+
+    async def _run_reoffer(self, call: InboundCall, sdp: bytes | None) -> None:
+        session = self._core.calls.get(call.call_id) if self._core else None
+        answer: bytes | None = session.local_sdp if session else None
+        if call.on_reoffer is not None:
+            try:
+                answer = await call.on_reoffer(sdp)
+            except Exception:
+                logger.exception("call %s: on_reoffer callback failed", call.call_id)
+                answer = None
+        if self._core is not None and not call.ended:
+            self._command(lambda core, now: core.answer_reoffer(call.call_id, answer, now))

@@ -1,0 +1,217 @@
+"""SIP requests and responses: the wire-form dataclasses and their serialization.
+
+A parsed request also carries the headers the stack needs in parsed form
+(`MessageInfo`), filled in by `signaling.sip.parser`. Messages we build
+ourselves go through `build_response` and `build_request` and are serialized
+with `to_bytes`, which always writes Content-Length.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from signaling.sip.errors import SipSyntaxError
+from signaling.sip.headers import CSeq, Headers, NameAddr, Via, parse_params
+from signaling.sip.uri import SipUri
+
+REASON_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+}
+
+
+@dataclass(slots=True)
+class MessageInfo:
+    """The parsed headers every valid request or response has (§8.1.1)."""
+
+    vias: list[Via]
+    from_: NameAddr
+    to: NameAddr
+    call_id: str
+    cseq: CSeq
+    max_forwards: int | None = None
+    contact: list[NameAddr] = field(default_factory=list)
+    record_route: list[NameAddr] = field(default_factory=list)
+
+    @property
+    def top_via(self) -> Via:
+        return self.vias[0]
+
+
+@dataclass(slots=True)
+class SipRequest:
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    request_uri: SipUri | None = None
+    info: MessageInfo | None = None
+
+    @property
+    def parsed(self) -> MessageInfo:
+        """The parsed essentials; only valid requests from the parser have them."""
+        if self.info is None:
+            raise SipSyntaxError("request was not validated")
+        return self.info
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+
+@dataclass(slots=True)
+class SipResponse:
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    info: MessageInfo | None = None
+
+    @property
+    def parsed(self) -> MessageInfo:
+        if self.info is None:
+            raise SipSyntaxError("response was not validated")
+        return self.info
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+
+SipMessage = SipRequest | SipResponse
+
+
+def to_bytes(message: SipMessage) -> bytes:
+    """Serialize with CRLF line ends and a Content-Length matching the body."""
+    lines = [message.start_line()]
+    for name, value in message.headers:
+        if name != "Content-Length":
+            lines.append(f"{name}: {value}")
+    lines.append(f"Content-Length: {len(message.body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + message.body
+
+
+def build_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SipResponse:
+    """Build a response copying Via, From, To, Call-ID and CSeq (§8.2.6.2).
+
+    The header values are copied as received, so this works for a request whose
+    other headers failed to parse. `to_tag` is added when the To has no tag.
+    """
+    response_headers = Headers()
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        for value in request.headers.raw(name):
+            if name == "To" and to_tag and status > 100 and not _has_tag(value):
+                value = f"{value};tag={to_tag}"
+            response_headers.add(name, value)
+    for name, value in headers or ():
+        response_headers.add(name, value)
+    if body and content_type:
+        response_headers.add("Content-Type", content_type)
+    return SipResponse(
+        status, reason or REASON_PHRASES.get(status, "Unknown"), response_headers, body
+    )
+
+
+def _has_tag(value: str) -> bool:
+    end = value.rfind(">")
+    try:
+        return "tag" in parse_params(value[end + 1 :] if end >= 0 else value[value.find(";") :])
+    except SipSyntaxError:
+        return False
+
+
+_BOUNDARY_RE = re.compile(r'boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+_MAX_PARTS = 16
+
+
+def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
+    """Split a multipart body (RFC 2046 §5.1) into (content type, part body) pairs.
+
+    Parts without a Content-Type are text/plain. Raise `SipSyntaxError` for a
+    missing boundary, a body without the boundary, or more than 16 parts.
+    """
+    match = _BOUNDARY_RE.search(content_type)
+    if not match:
+        raise SipSyntaxError("invalid multipart body: Content-Type has no boundary")
+    boundary = b"--" + (match.group(1) or match.group(2)).encode()
+    pieces = body.split(boundary)
+    if len(pieces) < 3:
+        raise SipSyntaxError("invalid multipart body: boundary not found")
+    parts: list[tuple[str, bytes]] = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):
+            break
+        if len(parts) >= _MAX_PARTS:
+            raise SipSyntaxError(f"invalid multipart body: more than {_MAX_PARTS} parts")
+        if piece.startswith(b"\r\n"):
+            piece = piece[2:]
+        head, sep, part_body = piece.partition(b"\r\n\r\n")
+        if not sep:
+            if not piece.startswith(b"\r\n"):
+                raise SipSyntaxError("invalid multipart body: part without header end")
+            head, part_body = b"", piece[2:]
+        if part_body.endswith(b"\r\n"):
+            part_body = part_body[:-2]
+        part_type = "text/plain"
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-type":
+                part_type = value.strip()
+        parts.append((part_type, part_body))
+    return parts
+
+
+def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
+    """Return the SDP of a message body: the body itself, or the SDP part of a multipart."""
+    if not body or content_type is None:
+        return None
+    main_type = content_type.split(";", 1)[0].strip().lower()
+    if main_type == "application/sdp":
+        return body
+    if main_type.startswith("multipart/"):
+        for part_type, part_body in multipart_parts(content_type, body):
+            if part_type.split(";", 1)[0].strip().lower() == "application/sdp":
+                return part_body
+    return None

@@ -1,0 +1,107 @@
+"""Destinations of SIP messages: transport peers and the response rules of §18.2.2 and RFC 3581."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from signaling.sip.dialog import Dialog
+from signaling.sip.errors import SipSyntaxError
+from signaling.sip.headers import parse_name_addr, parse_via, split_list
+from signaling.sip.message import SipRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A transport address that a message came from or goes to.
+
+    `connection` identifies the TCP connection for stream transports.
+    """
+
+    transport: str
+    host: str
+    port: int
+    connection: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    data: bytes
+    peer: Peer
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def stamp_via(request: SipRequest, peer: Peer) -> None:
+    """Add `received` and fill `rport` in the top Via (§18.2.1, RFC 3581 §4)."""
+    via = request.parsed.top_via
+    changed = False
+    if via.host.strip("[]") != peer.host:
+        via.params["received"] = peer.host
+        changed = True
+    if "rport" in via.params:
+        via.params["rport"] = str(peer.port)
+        changed = True
+    if not changed:
+        return
+    fields = request.headers.raw("Via")
+    elements = split_list(fields[0])
+    elements[0] = str(via)
+    fields[0] = ", ".join(elements)
+    request.headers.remove("Via")
+    for value in fields:
+        request.headers.add("Via", value)
+
+
+def response_peer(request: SipRequest, peer: Peer, force_rport: bool) -> Peer:
+    """Pick where responses to `request` go.
+
+    Streams answer on the same connection. Over UDP the response goes to the
+    source address, and to the source port when the Via has rport or
+    `force_rport` is set, else to the Via port (default 5060).
+    NOTE: `maddr` in the Via is ignored, so responses never leave for a third
+    address that the request named.
+    """
+    if peer.reliable or force_rport:
+        return peer
+    try:
+        if request.info is not None:
+            via = request.info.top_via
+        else:
+            via = parse_via(request.headers.get_list("Via")[0])
+    except (SipSyntaxError, IndexError):
+        return peer
+    if "rport" in via.params:
+        return peer
+    return Peer(peer.transport, peer.host, via.port or 5060)
+
+
+def in_dialog_peer(dialog: Dialog, source: Peer) -> Peer:
+    """Pick where in-dialog requests go.
+
+    NOTE: the stack does not resolve host names. The first Route or the
+    remote target is used when its host is an IP address. Otherwise, and on
+    streams, requests go back to where the dialog's INVITE came from.
+    """
+    if source.reliable:
+        return source
+    target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
+    try:
+        uri = parse_name_addr(target).uri
+    except SipSyntaxError:
+        return source
+    if uri is None or not is_ip(uri.bare_host):
+        return source
+    if "maddr" in uri.params or uri.transport != "udp":
+        return source
+    return Peer("udp", uri.bare_host, uri.effective_port())

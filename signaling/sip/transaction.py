@@ -1,0 +1,371 @@
+"""The four RFC 3261 §17 transaction state machines, without I/O.
+
+Theory of operation
+-------------------
+A transaction is one request and every response to it. The UA core creates
+a server transaction for each new request it receives and a client
+transaction for each request it sends. Four machines exist:
+
+* `ServerInviteTransaction` (§17.2.1, with the Accepted state of RFC 6026),
+* `ServerNonInviteTransaction` (§17.2.2),
+* `ClientInviteTransaction` (§17.1.1, with Accepted from RFC 6026),
+* `ClientNonInviteTransaction` (§17.1.2).
+
+Inputs are method calls: a retransmitted request or a response from the
+network, a response from the transaction user (TU), or a fired timer. Each
+call returns a list of effects (`Send`, `StartTimer`, `StopTimer`,
+`Deliver`, `TimedOut`, `Terminated`) that the UA core carries out. Timers
+are named as in the RFC (A-L) and are effects too, so tests run them on a
+virtual clock. Retransmission timers (A, E, G) are started only on
+unreliable transports, and the wait timers (D, I, J, K) are zero on
+reliable ones (§17.1.1.2, §17.2.1).
+
+Invariant: a transaction in TERMINATED never emits another `Send`, and
+emits `Terminated` exactly once, which tells the core to forget it. The ACK
+for a 2xx is not part of any transaction (§13.3.1.4, §17.1.1.3): the dialog
+layer sends and absorbs it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from signaling.sip.errors import SipUsageError
+from signaling.sip.message import SipRequest, SipResponse
+
+logger = logging.getLogger("sip.transaction")
+
+
+class Timer(enum.Enum):
+    A = "A"  # INVITE request retransmit (client, unreliable)
+    B = "B"  # INVITE transaction timeout (client)
+    D = "D"  # wait time for response retransmits (client INVITE)
+    E = "E"  # non-INVITE request retransmit (client, unreliable)
+    F = "F"  # non-INVITE transaction timeout (client)
+    G = "G"  # INVITE final response retransmit (server, unreliable)
+    H = "H"  # wait time for ACK receipt (server INVITE)
+    I = "I"  # noqa: E741  wait time for ACK retransmits (server INVITE)
+    J = "J"  # wait time for non-INVITE request retransmits (server)
+    K = "K"  # wait time for response retransmits (client non-INVITE)
+    L = "L"  # wait time for INVITE retransmits after a 2xx (RFC 6026 §8.7)
+    M = "M"  # wait time for 2xx retransmits in Accepted (client INVITE, RFC 6026 §8.4)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerConfig:
+    """RFC 3261 timer values in seconds (§17.1.1.1, Table 4)."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    message: SipRequest | SipResponse
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    timer: Timer
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopTimer:
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A response for the TU (client transactions only)."""
+
+    response: SipResponse
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """Timer B, F or H fired: no response (client) or no ACK (server INVITE)."""
+
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    pass
+
+
+Effect = Send | StartTimer | StopTimer | Deliver | TimedOut | Terminated
+
+
+# Builds the ACK for a non-2xx final response: (INVITE, response) -> ACK (§17.1.1.3).
+AckBuilder = Callable[[SipRequest, SipResponse], SipRequest]
+
+
+class State(enum.Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class _Transaction:
+    kind = "transaction"
+
+    def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
+        self.key = key
+        self.request = request
+        self.reliable = reliable
+        self.timers = timers
+        self.state = State.TRYING
+        self.last_response: SipResponse | None = None
+
+    def _change(self, new: State, effects: list[Effect]) -> None:
+        logger.debug("%s %s: %s -> %s", self.kind, self.key, self.state.value, new.value)
+        self.state = new
+        if new is State.TERMINATED:
+            effects.append(Terminated())
+
+    def _illegal(self, event: str) -> SipUsageError:
+        return SipUsageError(
+            f"{self.kind} {self.key}: {event} is not allowed in state {self.state.value}"
+        )
+
+    def _doubled(self, previous: float, cap: bool) -> float:
+        return min(previous * 2, self.timers.t2) if cap else previous * 2
+
+    def on_timer(self, timer: Timer) -> list[Effect]:
+        raise NotImplementedError
+
+
+class ServerInviteTransaction(_Transaction):
+    """§17.2.1 with RFC 6026: Proceeding -> Accepted/Completed -> Confirmed -> Terminated."""
+
+    kind = "server INVITE"
+
+    def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
+        super().__init__(key, request, reliable, timers)
+        self.state = State.PROCEEDING
+        self._interval_g = timers.t1
+
+    def on_request(self, request: SipRequest) -> list[Effect]:
+        """Handle a retransmitted INVITE or the ACK for a non-2xx final response."""
+        effects: list[Effect] = []
+        if request.method == "ACK":
+            if self.state is State.COMPLETED:
+                effects += [StopTimer(Timer.G), StopTimer(Timer.H)]
+                self._change(State.CONFIRMED, effects)
+                effects.append(StartTimer(Timer.I, 0.0 if self.reliable else self.timers.t4))
+            return effects
+        if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_response is not None:
+            effects.append(Send(self.last_response))
+        return effects
+
+    def send_response(self, response: SipResponse) -> list[Effect]:
+        if self.state is not State.PROCEEDING:
+            raise self._illegal(f"sending {response.status}")
+        self.last_response = response
+        effects: list[Effect] = [Send(response)]
+        if response.status < 200:
+            return effects
+        if response.status < 300:
+            self._change(State.ACCEPTED, effects)
+            effects.append(StartTimer(Timer.L, 64 * self.timers.t1))
+            return effects
+        self._change(State.COMPLETED, effects)
+        if not self.reliable:
+            effects.append(StartTimer(Timer.G, self._interval_g))
+        effects.append(StartTimer(Timer.H, 64 * self.timers.t1))
+        return effects
+
+    def on_timer(self, timer: Timer) -> list[Effect]:
+        effects: list[Effect] = []
+        if timer is Timer.G and self.state is State.COMPLETED and self.last_response:
+            self._interval_g = self._doubled(self._interval_g, cap=True)
+            effects += [Send(self.last_response), StartTimer(Timer.G, self._interval_g)]
+        elif timer is Timer.H and self.state is State.COMPLETED:
+            effects += [StopTimer(Timer.G), TimedOut(Timer.H)]
+            self._change(State.TERMINATED, effects)
+        elif (timer is Timer.I and self.state is State.CONFIRMED) or (
+            timer is Timer.L and self.state is State.ACCEPTED
+        ):
+            self._change(State.TERMINATED, effects)
+        return effects
+
+    def terminate(self) -> list[Effect]:
+        """Drop the transaction at once (transport error, shutdown)."""
+        effects: list[Effect] = []
+        if self.state is not State.TERMINATED:
+            effects += [StopTimer(timer) for timer in (Timer.G, Timer.H, Timer.I, Timer.L)]
+            self._change(State.TERMINATED, effects)
+        return effects
+
+
+class ServerNonInviteTransaction(_Transaction):
+    """§17.2.2: Trying -> Proceeding -> Completed -> Terminated."""
+
+    kind = "server non-INVITE"
+
+    def on_request(self, request: SipRequest) -> list[Effect]:
+        if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_response is not None:
+            return [Send(self.last_response)]
+        return []
+
+    def send_response(self, response: SipResponse) -> list[Effect]:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            raise self._illegal(f"sending {response.status}")
+        self.last_response = response
+        effects: list[Effect] = [Send(response)]
+        if response.status < 200:
+            if self.state is State.TRYING:
+                self._change(State.PROCEEDING, effects)
+            return effects
+        self._change(State.COMPLETED, effects)
+        effects.append(StartTimer(Timer.J, 0.0 if self.reliable else 64 * self.timers.t1))
+        return effects
+
+    def on_timer(self, timer: Timer) -> list[Effect]:
+        effects: list[Effect] = []
+        if timer is Timer.J and self.state is State.COMPLETED:
+            self._change(State.TERMINATED, effects)
+        return effects
+
+
+class ClientInviteTransaction(_Transaction):
+    """§17.1.1 with RFC 6026: Calling -> Proceeding -> Accepted/Completed -> Terminated.
+
+    `start()` returns the first send. The ACK for a non-2xx response is built
+    here (§17.1.1.3); the ACK for a 2xx belongs to the dialog.
+    """
+
+    kind = "client INVITE"
+
+    def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
+        super().__init__(key, request, reliable, timers)
+        self.state = State.CALLING
+        self._interval_a = timers.t1
+        self.ack: SipRequest | None = None
+
+    def start(self) -> list[Effect]:
+        effects: list[Effect] = [Send(self.request)]
+        if not self.reliable:
+            effects.append(StartTimer(Timer.A, self._interval_a))
+        effects.append(StartTimer(Timer.B, 64 * self.timers.t1))
+        return effects
+
+    def on_response(self, response: SipResponse, build_ack: AckBuilder) -> list[Effect]:
+        effects: list[Effect] = []
+        status = response.status
+        if self.state in (State.CALLING, State.PROCEEDING):
+            effects += [StopTimer(Timer.A)]
+            if status < 200:
+                if self.state is State.CALLING:
+                    effects.append(StopTimer(Timer.B))
+                    self._change(State.PROCEEDING, effects)
+                effects.append(Deliver(response))
+            elif status < 300:
+                effects += [StopTimer(Timer.B), Deliver(response)]
+                self._change(State.ACCEPTED, effects)
+                effects.append(StartTimer(Timer.M, 64 * self.timers.t1))
+            else:
+                self.ack = build_ack(self.request, response)
+                effects += [StopTimer(Timer.B), Send(self.ack), Deliver(response)]
+                self._change(State.COMPLETED, effects)
+                effects.append(StartTimer(Timer.D, 0.0 if self.reliable else 32.0))
+        elif self.state is State.ACCEPTED and 200 <= status < 300:
+            effects.append(Deliver(response))
+        elif self.state is State.COMPLETED and status >= 300 and self.ack is not None:
+            effects.append(Send(self.ack))
+        return effects
+
+    def on_timer(self, timer: Timer) -> list[Effect]:
+        effects: list[Effect] = []
+        if timer is Timer.A and self.state is State.CALLING:
+            self._interval_a *= 2
+            effects += [Send(self.request), StartTimer(Timer.A, self._interval_a)]
+        elif timer is Timer.B and self.state is State.CALLING:
+            effects += [StopTimer(Timer.A), TimedOut(Timer.B)]
+            self._change(State.TERMINATED, effects)
+        elif (timer is Timer.D and self.state is State.COMPLETED) or (
+            timer is Timer.M and self.state is State.ACCEPTED
+        ):
+            self._change(State.TERMINATED, effects)
+        return effects
+
+
+class ClientNonInviteTransaction(_Transaction):
+    """§17.1.2: Trying -> Proceeding -> Completed -> Terminated."""
+
+    kind = "client non-INVITE"
+
+    def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
+        super().__init__(key, request, reliable, timers)
+        self._interval_e = timers.t1
+
+    def start(self) -> list[Effect]:
+        effects: list[Effect] = [Send(self.request)]
+        if not self.reliable:
+            effects.append(StartTimer(Timer.E, self._interval_e))
+        effects.append(StartTimer(Timer.F, 64 * self.timers.t1))
+        return effects
+
+    def on_response(self, response: SipResponse) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return effects
+        if response.status < 200:
+            if self.state is State.TRYING:
+                self._change(State.PROCEEDING, effects)
+            effects.append(Deliver(response))
+            return effects
+        effects += [StopTimer(Timer.E), StopTimer(Timer.F), Deliver(response)]
+        self._change(State.COMPLETED, effects)
+        effects.append(StartTimer(Timer.K, 0.0 if self.reliable else self.timers.t4))
+        return effects
+
+    def on_timer(self, timer: Timer) -> list[Effect]:
+        effects: list[Effect] = []
+        if timer is Timer.E and self.state in (State.TRYING, State.PROCEEDING):
+            # §17.1.2.2: in Proceeding the retransmit interval is T2.
+            if self.state is State.PROCEEDING:
+                self._interval_e = self.timers.t2
+            else:
+                self._interval_e = self._doubled(self._interval_e, cap=True)
+            effects += [Send(self.request), StartTimer(Timer.E, self._interval_e)]
+        elif timer is Timer.F and self.state in (State.TRYING, State.PROCEEDING):
+            effects += [StopTimer(Timer.E), TimedOut(Timer.F)]
+            self._change(State.TERMINATED, effects)
+        elif timer is Timer.K and self.state is State.COMPLETED:
+            self._change(State.TERMINATED, effects)
+        return effects
+
+
+ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
+ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
+
+
+def server_key(request: SipRequest) -> str:
+    """Match requests to server transactions (§17.2.3).
+
+    With an RFC 3261 branch the key is branch, sent-by and method (ACK maps to
+    INVITE). Without one (RFC 2543 peers, or a bare magic cookie) it falls
+    back to Request-URI, From tag, Call-ID, CSeq number and top Via.
+    """
+    info = request.parsed
+    via = info.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    if via.rfc3261_branch:
+        return f"{via.branch}|{via.sent_by}|{method}"
+    parts = ("2543", request.uri, info.from_.tag or "", info.call_id, str(info.cseq.number))
+    return "|".join((*parts, method, str(via)))
+
+
+def client_key(branch: str, method: str) -> str:
+    """Match responses to client transactions: branch and CSeq method (§17.1.3)."""
+    return f"{branch}|{'INVITE' if method == 'ACK' else method}"

@@ -1,0 +1,168 @@
+"""Thin asyncio transports for SIP: UDP datagrams, TCP and TLS streams (RFC 3261 §18).
+
+They only move bytes. UDP hands each datagram to the UA core as it is; TCP
+frames the stream with `StreamParser` and hands over parsed messages. A
+framing error (missing or oversized Content-Length, oversized headers) closes
+the connection after a best-effort 400, because the stream cannot be
+resynchronized. Connections are bounded in number, and idle ones are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+from collections.abc import Callable
+from typing import cast
+
+from signaling.sip.errors import SipSyntaxError
+from signaling.sip.message import SipMessage
+from signaling.sip.parser import Limits, StreamParser
+from signaling.sip.routing import Peer
+
+logger = logging.getLogger("sip.transport")
+
+DatagramHandler = Callable[[bytes, Peer], None]
+MessageHandler = Callable[[SipMessage, Peer], None]
+ErrorHandler = Callable[[SipSyntaxError, Peer], None]
+
+
+class UdpTransport(asyncio.DatagramProtocol):
+    """One bound UDP socket."""
+
+    def __init__(self, on_datagram: DatagramHandler) -> None:
+        self._on_datagram = on_datagram
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        host, port = str(addr[0]), int(str(addr[1]))
+        try:
+            self._on_datagram(data, Peer("udp", host, port))
+        except Exception:
+            logger.exception("failed to handle a datagram from %s:%s", host, port)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier sends (port unreachable ...) land here.
+        logger.debug("UDP send error: %s", exc)
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        try:
+            self._transport.sendto(data, (peer.host, peer.port))
+        except OSError as error:
+            logger.debug("UDP send to %s:%s failed: %s", peer.host, peer.port, error)
+
+    @property
+    def port(self) -> int:
+        assert self._transport is not None
+        return int(self._transport.get_extra_info("sockname")[1])
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class TcpServer:
+    """A listening TCP socket (TLS when `tls` is set) and its connections.
+
+    Each connection has its own `StreamParser`.
+    """
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        on_invalid: ErrorHandler,
+        limits: Limits,
+        *,
+        max_connections: int = 1024,
+        idle_timeout: float = 600.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._on_message = on_message
+        self._on_invalid = on_invalid
+        self._limits = limits
+        self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
+        self._tls = tls
+        self.transport = "tls" if tls is not None else "tcp"
+        self._server: asyncio.Server | None = None
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._ids = itertools.count(1)
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(
+            self._accept,
+            host,
+            port,
+            ssl=self._tls,
+            ssl_handshake_timeout=10.0 if self._tls else None,
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        writer = self._writers.get(peer.connection or 0)
+        if writer is None or writer.is_closing():
+            logger.debug("TCP connection %s is gone; dropped %d bytes", peer.connection, len(data))
+            return
+        writer.write(data)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers.values()):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= self._max_connections:
+            logger.warning(
+                "TCP connection limit %d reached; closing a new one", self._max_connections
+            )
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        connection = next(self._ids)
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = Peer(self.transport, str(host), int(port), connection)
+        self._writers[connection] = writer
+        logger.debug("TCP connection %d from %s:%s", connection, host, port)
+        parser = StreamParser(self._limits)
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65_536), self._idle_timeout)
+                if not data:
+                    break
+                if data in (b"\r\n\r\n",):
+                    writer.write(b"\r\n")  # RFC 5626 §3.5.1 keep-alive pong
+                    continue
+                for item in parser.feed(data):
+                    if isinstance(item, SipSyntaxError):
+                        self._on_invalid(item, peer)
+                    else:
+                        self._on_message(item, peer)
+                await writer.drain()
+                if parser.broken:
+                    logger.debug("TCP connection %d: framing error, closing", connection)
+                    break
+        except (TimeoutError, ConnectionError, OSError) as error:
+            logger.debug("TCP connection %d closed: %s", connection, error)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("TCP connection %d failed", connection)
+        finally:
+            self._writers.pop(connection, None)
+            writer.close()
+            self._tasks.discard(task)

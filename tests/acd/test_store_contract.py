@@ -1,0 +1,330 @@
+"""The store contract, run against the in-memory store and a real Redis server."""
+
+from __future__ import annotations
+
+import pytest
+
+from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, time_key
+from acd.store.base import AcdStore, DuplicateCall, QueueFull
+
+JUMP = JumpSettings(credit_per_priority_s=60.0, max_jump_s=300.0, max_passes=3)
+
+
+def _entry(
+    number: int, joined_at: float, priority: int = 0, queue: str = "q", **more: object
+) -> Entry:
+    fields: dict[str, object] = {
+        "entry_id": f"n1.{number:04d}",
+        "call_id": f"call-{number}",
+        "queue": queue,
+        "priority": priority,
+        "joined_at": joined_at,
+        "key": 0,
+        "owner_node": "n1",
+    }
+    fields.update(more)
+    return Entry(**fields)  # type: ignore[arg-type]
+
+
+def _agent(agent_id: str, node: str = "n1", **more: object) -> Agent:
+    fields: dict[str, object] = {"agent_id": agent_id, "node_id": node, "queues": ("q",)}
+    fields.update(more)
+    return Agent(**fields)  # type: ignore[arg-type]
+
+
+async def _order(store: AcdStore, queue: str = "q") -> list[str]:
+    return [entry.call_id for entry in await store.queue_entries(queue)]
+
+
+async def test_fifo_within_priority(store: AcdStore) -> None:
+    for number in range(3):
+        await store.add_entry(_entry(number, joined_at=float(number)), JUMP)
+
+    assert await _order(store) == ["call-0", "call-1", "call-2"]
+    assert await store.position("n1.0002") == 3
+
+
+async def test_priority_caller_jumps_and_counts_passes(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 10.0), JUMP)
+
+    inserted = await store.add_entry(_entry(3, 20.0, priority=1), JUMP)
+
+    assert inserted.position == 1
+    assert set(inserted.passed) == {"n1.0001", "n1.0002"}
+    assert inserted.entry.key == time_key(20.0 - 60.0)
+    first = await store.get_entry("n1.0001")
+    assert first is not None and first.passes == 1
+
+
+async def test_jump_never_passes_callers_older_than_max_jump(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 250.0), JUMP)
+
+    inserted = await store.add_entry(_entry(3, 400.0, priority=99), JUMP)
+
+    assert inserted.passed == ("n1.0002",)
+    assert await _order(store) == ["call-1", "call-3", "call-2"]
+
+
+async def test_caller_passed_max_times_is_not_passed_again(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    for number in range(2, 5):
+        await store.add_entry(_entry(number, 1.0 + number, priority=1), JUMP)
+    pinned = await store.get_entry("n1.0001")
+    assert pinned is not None and pinned.passes == JUMP.max_passes
+
+    inserted = await store.add_entry(_entry(9, 10.0, priority=1), JUMP)
+
+    assert inserted.passed == ()
+    assert (await _order(store))[-1] == "call-9"
+    assert inserted.position == 5
+
+
+async def test_position_insert_is_bounded(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 5.0), JUMP)
+
+    inserted = await store.add_entry(_entry(3, 9.0), JUMP, position=1)
+
+    assert inserted.position == 1
+    assert await _order(store) == ["call-3", "call-1", "call-2"]
+
+
+async def test_reprioritize_resorts_at_once(store: AcdStore) -> None:
+    for number in range(3):
+        await store.add_entry(_entry(number, float(number)), JUMP)
+
+    raised = await store.reprioritize("n1.0002", 1, JUMP)
+    assert raised is not None and raised.position == 1
+    assert set(raised.passed) == {"n1.0000", "n1.0001"}
+
+    lowered = await store.reprioritize("n1.0002", 0, JUMP)
+    assert lowered is not None and lowered.position == 3
+    assert lowered.passed == ()
+    assert await _order(store) == ["call-0", "call-1", "call-2"]
+
+
+async def test_reprioritize_unknown_entry(store: AcdStore) -> None:
+    assert await store.reprioritize("n1.9999", 1, JUMP) is None
+
+
+async def test_max_length_and_duplicate_call(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP, max_length=2)
+    await store.add_entry(_entry(2, 1.0), JUMP, max_length=2)
+
+    with pytest.raises(QueueFull):
+        await store.add_entry(_entry(3, 2.0), JUMP, max_length=2)
+    with pytest.raises(DuplicateCall):
+        await store.add_entry(_entry(4, 2.0, call_id="call-1"), JUMP)
+    assert await store.queue_length("q") == 2
+
+
+async def test_offer_needs_waiting_entry_and_free_agent(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2"))
+    await store.put_agent(_agent("away", state=AgentState.AWAY))
+
+    assert await store.try_offer("n1.0001", "away", 1.0, 16.0) is None
+    offered = await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+    assert offered is not None and offered.status is EntryStatus.OFFERED
+    assert await store.try_offer("n1.0001", "a2", 1.0, 16.0) is None
+    agent = await store.get_agent("a1")
+    assert agent is not None and agent.state is AgentState.OFFERED
+    assert await store.waiting("q", 10) == []
+    assert await store.position("n1.0001") == 1
+
+
+async def test_wrap_up_agent_free_only_after_wrap_time(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1", state=AgentState.WRAP_UP, wrap_until=30.0))
+
+    assert await store.try_offer("n1.0001", "a1", 29.0, 40.0) is None
+    assert await store.try_offer("n1.0001", "a1", 30.0, 40.0) is not None
+
+
+async def test_claim_bridge_succeeds_once(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2"))
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+
+    assert await store.claim_bridge("n1.0001", "a2", 2.0) is None
+    first = await store.claim_bridge("n1.0001", "a1", 2.0)
+    second = await store.claim_bridge("n1.0001", "a1", 2.0)
+
+    assert first is not None and first.status is EntryStatus.BRIDGED
+    assert second is None
+    assert await store.entry_id_for_call("call-1") is None
+    assert await store.queue_length("q") == 0
+    agent = await store.get_agent("a1")
+    assert agent is not None and agent.state is AgentState.ON_CALL
+
+
+async def test_release_keeps_place_and_counts_miss(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 1.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.try_offer("n1.0001", "a1", 2.0, 17.0)
+
+    released = await store.release_offer("n1.0001", "a1", True, away_after=2)
+
+    assert released is not None and released.agent is not None
+    assert released.entry.key == time_key(0.0)
+    assert released.entry.missed_by == ["a1"]
+    assert released.agent.missed_offers == 1
+    assert released.agent.state is AgentState.AVAILABLE
+    assert released.old_agent_state is AgentState.OFFERED
+    assert [e.call_id for e in await store.waiting("q", 10)] == ["call-1", "call-2"]
+
+
+async def test_agent_goes_away_after_missed_offers(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    for _ in range(2):
+        await store.try_offer("n1.0001", "a1", 2.0, 17.0)
+        released = await store.release_offer("n1.0001", "a1", True, away_after=2)
+        assert released is not None
+
+    agent = await store.get_agent("a1")
+    assert agent is not None
+    assert agent.state is AgentState.AWAY
+    assert agent.away_reason == "missed_offers"
+    assert agent.missed_offers == 2
+
+
+async def test_reaper_returns_expired_lease_to_its_place(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 1.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.heartbeat("n1", 2.0)
+    await store.try_offer("n1.0001", "a1", 2.0, 17.0)
+    assert await store.next_lease_expiry() == 17.0
+
+    early = await store.reap(16.0, node_ttl_s=60.0, away_after=0)
+    late = await store.reap(17.0, node_ttl_s=60.0, away_after=0)
+
+    assert early.returned == []
+    assert [r.entry.entry_id for r in late.returned] == ["n1.0001"]
+    entry = await store.get_entry("n1.0001")
+    assert entry is not None and entry.status is EntryStatus.WAITING
+    assert entry.key == time_key(0.0)
+    assert await store.position("n1.0001") == 1
+    assert await store.next_lease_expiry() is None
+
+
+async def test_reaper_closes_out_dead_node(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 1.0, owner_node="n2"), JUMP)
+    await store.add_entry(_entry(3, 2.0), JUMP)
+    await store.set_callback("n1.0003", {"number": "+15550100"})
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("b1", node="n2"))
+    await store.try_offer("n1.0002", "a1", 3.0, 100.0)
+    await store.heartbeat("n1", 0.0)
+    await store.heartbeat("n2", 20.0)
+
+    result = await store.reap(25.0, node_ttl_s=10.0, away_after=0)
+
+    assert [r.entry.entry_id for r in result.abandoned] == ["n1.0001"]
+    assert [a.agent_id for a in result.logged_out] == ["a1"]
+    assert [r.entry.entry_id for r in result.returned] == ["n1.0002"]
+    assert await _order(store) == ["call-2", "call-3"]
+    assert await store.get_agent("a1") is None
+    assert await store.get_agent("b1") is not None
+
+
+async def test_remove_offered_entry_frees_agent(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+
+    removed = await store.remove_entry("n1.0001")
+
+    assert removed is not None and removed.freed_agent is not None
+    assert removed.freed_agent.state is AgentState.AVAILABLE
+    assert await store.remove_entry("n1.0001") is None
+    assert await store.next_lease_expiry() is None
+    assert await store.entry_id_for_call("call-1") is None
+
+
+async def test_finish_call_starts_wrap_up(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+    await store.claim_bridge("n1.0001", "a1", 2.0)
+
+    agent = await store.finish_call("a1", 62.0, wrap_up_s=10.0)
+
+    assert agent is not None
+    assert agent.state is AgentState.WRAP_UP
+    assert agent.wrap_until == 72.0
+    assert agent.calls == 1
+    assert agent.call_started == 2.0
+    assert await store.finish_call("a1", 63.0, wrap_up_s=10.0) is None
+
+
+async def test_update_agent_compares_state(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1", state=AgentState.AWAY, away_reason="lunch"))
+
+    refused = await store.update_agent(
+        "a1", frozenset({AgentState.WRAP_UP}), {"state": AgentState.AVAILABLE}
+    )
+    changed = await store.update_agent(
+        "a1", frozenset({AgentState.AWAY}), {"state": AgentState.AVAILABLE, "idle_since": 5.0}
+    )
+
+    assert refused is None
+    assert changed is not None
+    assert changed.state is AgentState.AVAILABLE
+    assert changed.idle_since == 5.0
+
+
+async def test_remove_agent_returns_its_offer(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+
+    outcome = await store.remove_agent("a1", 2.0)
+
+    assert outcome is not None
+    agent, released = outcome
+    assert agent.state is AgentState.OFFERED
+    assert released is not None and released.entry.status is EntryStatus.WAITING
+    assert await store.agents() == []
+
+
+async def test_callback_keeps_key(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 0.0), JUMP)
+
+    entry = await store.set_callback("n1.0001", {"number": "+15550100"})
+
+    assert entry is not None
+    assert entry.callback is True
+    assert entry.owner_node is None
+    assert entry.key == time_key(0.0)
+    assert entry.context["number"] == "+15550100"
+
+
+async def test_handle_times_and_cursors(store: AcdStore) -> None:
+    for seconds in range(60):
+        await store.record_handle_time("q", float(seconds))
+    await store.set_cursors({"q": "a7"})
+
+    kept = await store.handle_times("q")
+
+    assert len(kept) == 50
+    assert sorted(kept) == [float(s) for s in range(10, 60)]
+    assert await store.cursors(["q", "other"]) == {"q": "a7"}
+
+
+async def test_agents_by_node(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1", node="n1", skills={"es": 3}))
+    await store.put_agent(_agent("b1", node="n2"))
+
+    on_n1 = await store.agents("n1")
+
+    assert [agent.agent_id for agent in on_n1] == ["a1"]
+    assert on_n1[0].skills == {"es": 3}
+    assert {agent.agent_id for agent in await store.agents()} == {"a1", "b1"}

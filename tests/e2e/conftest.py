@@ -1,0 +1,57 @@
+"""Fixtures for end-to-end calls: one `voxgate serve` node per test module."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from ivr.loader import load_flow
+from ivr.model import Flow, HangupStep, SayStep
+from media.resample import resample
+from media.tts import EspeakSynthesizer
+from tests.support.node import REPOSITORY, RunningNode, voxgate_node
+from tests.support.rtp_audio import VOICED_RMS
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    with voxgate_node(tmp_path_factory.mktemp("node")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def demo_flow() -> Flow:
+    return load_flow(REPOSITORY / "config" / "flows" / "demo.yaml")
+
+
+def prompt_text(flow: Flow, step_id: str) -> str:
+    """The spoken text of a say step or of a hangup step's prompt."""
+    step = flow.steps[step_id]
+    if isinstance(step, SayStep) and step.text is not None:
+        return step.text
+    if isinstance(step, HangupStep) and isinstance(step.prompt, str):
+        return step.prompt
+    raise AssertionError(f"step {step_id} has no plain text prompt")
+
+
+def expected_voiced_seconds(texts: list[str], voice: str) -> float:
+    """Voiced seconds (20 ms frames above VOICED_RMS at 8 kHz) of the texts spoken by espeak-ng."""
+    synthesizer = EspeakSynthesizer()
+    total = 0.0
+    for text in texts:
+        audio = resample(synthesizer.synthesize_blocking(text, voice), 8000)
+        samples = np.frombuffer(audio.pcm, dtype="<i2").astype(np.float64)
+        for start in range(0, samples.size - 159, 160):
+            frame = samples[start : start + 160]
+            if math.sqrt(float(np.mean(frame**2))) > VOICED_RMS:
+                total += 0.02
+    return total
+
+
+def assert_clean_log(node: RunningNode) -> None:
+    log = node.log()
+    assert "Traceback" not in log
+    assert " ERROR " not in log

@@ -1,0 +1,217 @@
+"""The asyncio SipEndpoint and InboundCall API, with a raw UDP peer on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from signaling.sip.endpoint import InboundCall, SipConfig, SipEndpoint
+from signaling.sip.errors import CallEnded
+from tests.sip.support import (
+    ANSWER_SDP,
+    OFFER_SDP,
+    ScriptedHandler,
+    UdpPeer,
+    open_udp_peer,
+    sip_request,
+    status_of,
+)
+
+
+class GatedHandler:
+    """Rings, then waits for the test to open the gate before answering."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: asyncio.Queue[InboundCall] = asyncio.Queue()
+        self.outcomes: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_invite(self, call: InboundCall) -> None:
+        self.calls.put_nowait(call)
+        await call.ring()
+        await self.gate.wait()
+        try:
+            await call.answer(ANSWER_SDP)
+        except CallEnded as error:
+            self.outcomes.put_nowait(f"ended:{error.reason}")
+            return
+        self.outcomes.put_nowait("answered")
+
+
+class FailingHandler:
+    async def on_invite(self, call: InboundCall) -> None:
+        raise RuntimeError("handler bug")
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[UdpPeer]:
+    peer = await open_udp_peer()
+    yield peer
+    peer.close()
+
+
+async def started(handler: object, **settings: object) -> SipEndpoint:
+    endpoint = SipEndpoint(SipConfig(port=0, **settings), handler)  # type: ignore[arg-type]
+    await endpoint.start()
+    return endpoint
+
+
+def invite_from(peer: UdpPeer, body: bytes = OFFER_SDP, call_id: str = "e1") -> bytes:
+    return sip_request("INVITE", call_id=call_id, port=peer.port, body=body)
+
+
+async def test_answer_after_cancel_raises_call_ended(peer: UdpPeer) -> None:
+    handler = GatedHandler()
+    endpoint = await started(handler)
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+        await peer.next_matching(b"SIP/2.0 180", 5.0)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+
+        peer.send(sip_request("CANCEL", call_id="e1", port=peer.port), endpoint.port)
+        await peer.next_matching(b"SIP/2.0 487", 5.0)
+        handler.gate.set()
+
+        assert await asyncio.wait_for(handler.outcomes.get(), 5.0) == "ended:cancel"
+        assert await asyncio.wait_for(call.wait_ended(), 5.0) == "cancel"
+        assert call.ended
+    finally:
+        await endpoint.stop()
+
+
+async def test_answer_returns_after_ack(peer: UdpPeer) -> None:
+    handler = GatedHandler()
+    endpoint = await started(handler)
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+        handler.gate.set()
+        ok = await peer.next_matching(b"SIP/2.0 200", 5.0)
+        assert handler.outcomes.empty()
+        tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+
+        peer.send(sip_request("ACK", call_id="e1", to_tag=tag, port=peer.port), endpoint.port)
+
+        assert await asyncio.wait_for(handler.outcomes.get(), 5.0) == "answered"
+        assert call.sip_call_id == "e1"
+        assert call.caller == "15550100001"
+        assert call.called == "15550100000"
+        assert call.source == ("127.0.0.1", peer.port)
+        assert await asyncio.wait_for(call.ack_sdp, 5.0) is None
+    finally:
+        await endpoint.stop()
+
+
+async def test_stop_hangs_up_every_call(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="ring")
+    endpoint = await started(handler)
+    peer.send(invite_from(peer), endpoint.port)
+    call = await asyncio.wait_for(handler.calls.get(), 5.0)
+    await peer.next_matching(b"SIP/2.0 180", 5.0)
+
+    await endpoint.stop()
+
+    assert await asyncio.wait_for(handler.reasons.get(), 5.0) == "shutdown"
+    assert call.ended
+    reply = await peer.next_matching(b"SIP/2.0 487", 5.0)
+    assert status_of(reply) == 487
+
+
+async def test_stop_sends_bye_to_confirmed_call(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="answer")
+    endpoint = await started(handler, shutdown_timeout=0.5)
+    peer.send(invite_from(peer), endpoint.port)
+    ok = await peer.next_matching(b"SIP/2.0 200", 5.0)
+    tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+    peer.send(sip_request("ACK", call_id="e1", to_tag=tag, port=peer.port), endpoint.port)
+    call = await asyncio.wait_for(handler.calls.get(), 5.0)
+    await asyncio.wait_for(call.ack_sdp, 5.0)
+
+    await endpoint.stop()
+
+    bye = await peer.next_matching(b"BYE ", 5.0)
+    assert f"tag={tag}".encode() in bye
+    assert await asyncio.wait_for(handler.reasons.get(), 5.0) == "shutdown"
+
+
+async def test_info_reaches_callback(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="answer")
+    endpoint = await started(handler)
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+        ok = await peer.next_matching(b"SIP/2.0 200", 5.0)
+        tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+        peer.send(sip_request("ACK", call_id="e1", to_tag=tag, port=peer.port), endpoint.port)
+        info = sip_request(
+            "INFO",
+            call_id="e1",
+            to_tag=tag,
+            cseq=2,
+            port=peer.port,
+            branch="z9hG4bK-info",
+            body=b"Signal=5\r\nDuration=160\r\n",
+            content_type="application/dtmf-relay",
+        )
+
+        peer.send(info, endpoint.port)
+        reply = await peer.next_matching(b"SIP/2.0 200", 5.0)
+
+        assert b"CSeq: 2 INFO" in reply
+        assert handler.infos == [("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n")]
+    finally:
+        await endpoint.stop()
+
+
+async def test_handler_failure_answers_500(peer: UdpPeer) -> None:
+    endpoint = await started(FailingHandler())
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+
+        reply = await peer.next_matching(b"SIP/2.0 5", 5.0)
+
+        assert status_of(reply) == 500
+    finally:
+        await endpoint.stop()
+
+
+async def test_delayed_offer_resolves_ack_sdp(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="answer")
+    endpoint = await started(handler)
+    try:
+        peer.send(invite_from(peer, body=b""), endpoint.port)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+        ok = await peer.next_matching(b"SIP/2.0 200", 5.0)
+        tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+        assert call.remote_sdp is None
+
+        ack = sip_request("ACK", call_id="e1", to_tag=tag, port=peer.port, body=OFFER_SDP)
+        peer.send(ack, endpoint.port)
+
+        assert await asyncio.wait_for(call.ack_sdp, 5.0) == OFFER_SDP
+        assert call.remote_sdp == OFFER_SDP
+    finally:
+        await endpoint.stop()
+
+
+async def test_garbage_datagrams_do_not_stop_loop(peer: UdpPeer) -> None:
+    endpoint = await started(ScriptedHandler())
+    try:
+        for data in (b"", b"\r\n\r\n", b"\x00" * 100, b"SIP/2.0 200\r\n\r\n", b"INVITE\r\n\r\n"):
+            peer.send(data, endpoint.port)
+
+        peer.send(sip_request("OPTIONS", port=peer.port), endpoint.port)
+        reply = await peer.next_matching(b"SIP/2.0 200", 5.0)
+
+        assert b"CSeq: 1 OPTIONS" in reply
+    finally:
+        await endpoint.stop()
+
+
+async def test_port_zero_binds_free_port() -> None:
+    endpoint = await started(ScriptedHandler())
+    try:
+        assert endpoint.port > 0
+    finally:
+        await endpoint.stop()

@@ -1,0 +1,135 @@
+"""Start a real `voxgate serve` process for a test and stop it afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """Return a port that is free on 127.0.0.1 for `kind` right now."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def free_port_range(size: int = 40) -> tuple[int, int]:
+    """Return an even-based range of UDP ports that are free right now."""
+    for _ in range(100):
+        low = random.randrange(30_000, 60_000 - size, 2)
+        try:
+            sockets = []
+            for port in range(low, low + size):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in sockets:
+                probe.close()
+        return low, low + size - 1
+    raise RuntimeError("no free UDP port range found after 100 tries")
+
+
+@dataclass
+class RunningNode:
+    """A `voxgate serve` process and the ports it listens on."""
+
+    process: subprocess.Popen[bytes]
+    sip_port: int
+    http_port: int
+    rtp_ports: tuple[int, int]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
+def wait_until_healthy(node: RunningNode, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            raise RuntimeError(f"voxgate exited with {node.process.returncode}:\n{node.log()}")
+        try:
+            status, _ = node.health()
+        except (OSError, ValueError):
+            status = 0
+        if status == 200:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"voxgate not healthy after {timeout_s} s:\n{node.log()}")
+
+
+@contextmanager
+def voxgate_node(
+    tmp_path: Path,
+    settings: dict[str, Any] | None = None,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[RunningNode]:
+    """Run `voxgate serve` on free loopback ports with `settings` merged over the defaults."""
+    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    rtp_ports = free_port_range()
+    config: dict[str, Any] = {
+        "log": {"level": "DEBUG"},
+        "ivr": {
+            "flows_dir": str(REPOSITORY / "config" / "flows"),
+            "prompt_cache_dir": str(tmp_path / "prompts"),
+        },
+    }
+    for section, values in (settings or {}).items():
+        config.setdefault(section, {}).update(values)
+    config_path = tmp_path / "voxgate.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    log_path = tmp_path / "voxgate.log"
+    command = [
+        sys.executable, "-m", "voxgate", "serve", "--config", str(config_path),
+        "--sip-port", str(sip_port), "--http-port", str(http_port),
+        "--rtp-ports", f"{rtp_ports[0]}-{rtp_ports[1]}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPOSITORY, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
+    node = RunningNode(process, sip_port, http_port, rtp_ports, log_path)
+    try:
+        wait_until_healthy(node)
+        yield node
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT_S)

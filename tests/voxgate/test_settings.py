@@ -1,0 +1,108 @@
+"""Settings loading: defaults, overrides, and errors that name file, line, key and value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voxgate.settings import SettingsError, load_settings
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "voxgate.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ""))
+    assert settings.sip.port == 5060
+    assert settings.http.port == 8080
+    assert (settings.rtp.port_low, settings.rtp.port_high) == (20000, 20999)
+    assert settings.ivr.flows_dir == tmp_path / "config" / "flows"
+
+
+def test_default_config_file_is_valid() -> None:
+    settings = load_settings(REPOSITORY / "config" / "voxgate.yaml")
+    assert settings.ivr.flows_dir == REPOSITORY / "config" / "flows"
+    assert settings.log.level == "INFO"
+
+
+def test_overrides_win_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "sip:\n  port: 5070\n")
+    overrides = {"sip.port": 5080, "rtp.port_low": 30000, "rtp.port_high": 30099}
+    settings = load_settings(path, overrides)
+    assert settings.sip.port == 5080
+    assert settings.rtp.port_low == 30000
+
+
+def test_bad_port_names_line_key_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "log:\n  level: INFO\nsip:\n  port: 70000\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert f"{path}:4:3" in message
+    assert "sip.port" in message
+    assert "70000" in message
+
+
+def test_unknown_key_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "sip:\n  prot: 5060\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    assert "sip.prot" in str(caught.value)
+    assert f"{path}:2:3" in str(caught.value)
+
+
+def test_bad_address_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "rtp:\n  host: example.com\n")
+    with pytest.raises(SettingsError, match=r"rtp\.host: 'example\.com'"):
+        load_settings(path)
+
+
+def test_inverted_rtp_range_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "rtp:\n  port_low: 30000\n  port_high: 29000\n")
+    with pytest.raises(SettingsError, match="port_low 30000 must be below port_high 29000"):
+        load_settings(path)
+
+
+def test_invalid_yaml_names_position(tmp_path: Path) -> None:
+    path = write(tmp_path, "sip: [1, 2\n")
+    with pytest.raises(SettingsError, match=r"voxgate.yaml:2:1: invalid YAML"):
+        load_settings(path)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read file"):
+        load_settings(tmp_path / "absent.yaml")
+
+
+def test_serve_exits_2_on_invalid_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "voxgate", "serve", "--config", str(path)],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "http.port: -1" in result.stderr
+    assert f"{path}:2:3" in result.stderr
+
+
+def test_serve_rejects_bad_port_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "voxgate", "serve", "--rtp-ports", "3000-2000"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid port range '3000-2000'" in result.stderr

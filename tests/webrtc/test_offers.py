@@ -1,0 +1,166 @@
+"""Offer handling in front of aiortc: field cases, telephone-event, mDNS.
+
+The field offers carry documentation addresses (192.0.2.x) in their
+candidates; the tests drop those lines so that aiortc never sends a
+connectivity check off the machine. Everything else is used as captured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import AudioStreamTrack
+
+from signaling.webrtc.config import WebRtcConfig
+from signaling.webrtc.peer import accept_offer, create_peer, normalize_offer
+from signaling.webrtc.protocol import ErrorCode, ProtocolError
+
+DATA = Path(__file__).parent.parent / "data" / "webrtc"
+CONFIG = WebRtcConfig(
+    allowed_origins=["http://127.0.0.1"],
+    token_secret=b"k" * 32,
+    advertised_addresses=["127.0.0.1"],
+)
+
+
+def _field_offer(name: str) -> str:
+    lines = (DATA / name).read_text().splitlines()
+    return "\r\n".join(line for line in lines if not line.startswith("a=candidate:")) + "\r\n"
+
+
+@pytest.fixture
+async def pc() -> AsyncIterator[RTCPeerConnection]:
+    peer = create_peer(CONFIG)
+    yield peer
+    await peer.close()
+
+
+async def _browser_like_offer(extra_audio_lines: list[str], formats: str) -> str:
+    """An aiortc offer reshaped like Chromium's: extra payload types and attributes."""
+    client = create_peer(CONFIG)
+    client.addTransceiver("audio", direction="sendrecv")
+    await client.setLocalDescription(await client.createOffer())
+    sdp = client.localDescription.sdp
+    await client.close()
+    lines = sdp.splitlines()
+    out = []
+    for line in lines:
+        if line.startswith("m=audio "):
+            head = " ".join(line.split()[:3])
+            line = f"{head} {formats}"
+        out.append(line)
+        if line.startswith("a=rtcp-mux"):
+            out.extend(extra_audio_lines)
+    return "\r\n".join(out) + "\r\n"
+
+
+async def test_static_payload_types_without_rtpmap_kept(pc: RTCPeerConnection) -> None:
+    offer = _field_offer("20-alexa-webrtc-offer-static-pt-without-rtpmap.sdp")
+    accepted = await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    media_lines = [line for line in accepted.sdp.splitlines() if line.startswith("m=")]
+    assert media_lines[0].split()[3:] == ["96", "0", "8"]
+    assert "a=rtpmap:0 PCMU/8000" in accepted.sdp
+    assert "a=rtpmap:8 PCMA/8000" in accepted.sdp
+
+
+async def test_unsupported_video_line_declined_in_place(pc: RTCPeerConnection) -> None:
+    offer = _field_offer("20-alexa-webrtc-offer-static-pt-without-rtpmap.sdp")
+    accepted = await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    media_lines = [line for line in accepted.sdp.splitlines() if line.startswith("m=")]
+    assert len(media_lines) == 2
+    assert media_lines[1].startswith("m=video 0 ")
+    assert "a=mid:video0" in accepted.sdp
+
+
+async def test_datachannel_only_offer_rejected_cleanly(pc: RTCPeerConnection) -> None:
+    offer = _field_offer("23-safari-offer-datachannel-only-no-audio.sdp")
+    with pytest.raises(ProtocolError) as info:
+        await accept_offer(pc, offer, AudioStreamTrack(), CONFIG, call_id="c-23")
+    assert info.value.code is ErrorCode.BAD_SDP
+    assert "no audio m-line" in info.value.message
+    assert info.value.call_id == "c-23"
+
+
+async def test_offer_without_rtcp_mux_rejected_cleanly(pc: RTCPeerConnection) -> None:
+    offer = _field_offer("25-asterisk13-webrtc-offer-without-rtcp-mux.sdp")
+    with pytest.raises(ProtocolError) as info:
+        await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    assert info.value.code is ErrorCode.BAD_SDP
+    assert "rtcp-mux" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    ["", "   \r\n", "x=1", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF\r\na=rtcp-mux\r\n"],
+    ids=["empty", "blank", "garbage", "audio-without-formats"],
+)
+async def test_unusable_offer_rejected_cleanly(pc: RTCPeerConnection, sdp: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        await accept_offer(pc, sdp, AudioStreamTrack(), CONFIG)
+    assert info.value.code is ErrorCode.BAD_SDP
+
+
+async def test_aiortc_exception_becomes_protocol_error(pc: RTCPeerConnection) -> None:
+    offer = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp-mux\r\n"
+        "a=rtpmap:111 opus/48000/2\r\na=mid:0\r\n"
+    )
+    with pytest.raises(ProtocolError) as info:
+        await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    assert info.value.code is ErrorCode.BAD_SDP
+    assert "offer rejected" in info.value.message
+
+
+async def test_telephone_event_added_to_answer(pc: RTCPeerConnection) -> None:
+    offer = await _browser_like_offer(
+        [
+            "a=rtpmap:110 telephone-event/48000",
+            "a=rtpmap:126 telephone-event/8000",
+        ],
+        "96 0 8 110 126",
+    )
+    accepted = await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    assert accepted.telephone_events == {110: 48000, 126: 8000}
+    assert "a=rtpmap:110 telephone-event/48000" in accepted.sdp
+    assert "a=rtpmap:126 telephone-event/8000" in accepted.sdp
+    audio_line = next(line for line in accepted.sdp.splitlines() if line.startswith("m=audio"))
+    assert audio_line.split()[3] == "96"
+
+
+async def test_telephone_event_at_unused_rate_not_answered(pc: RTCPeerConnection) -> None:
+    offer = await _browser_like_offer(["a=rtpmap:101 telephone-event/32000"], "96 101")
+    accepted = await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    assert accepted.telephone_events == {}
+    assert "telephone-event" not in accepted.sdp
+
+
+def test_mdns_candidates_dropped_unless_allowed() -> None:
+    offer = _field_offer("23-safari-offer-datachannel-only-no-audio.sdp").replace(
+        "m=application 58470 UDP/DTLS/SCTP webrtc-datachannel",
+        "m=audio 58470 UDP/TLS/RTP/SAVPF 0\r\na=rtcp-mux\r\n"
+        "a=candidate:1 1 udp 2113937151 4e1b2c3d-0001.local 58470 typ host\r\n"
+        "a=candidate:2 1 udp 2113937150 127.0.0.1 58471 typ host",
+    )
+    dropped = normalize_offer(offer, allow_mdns=False).sdp
+    kept = normalize_offer(offer, allow_mdns=True).sdp
+    assert ".local" not in dropped
+    assert "127.0.0.1 58471" in dropped
+    assert ".local" in kept
+
+
+async def test_chromium_offer_answered_with_opus_and_dtmf(pc: RTCPeerConnection) -> None:
+    offer = (DATA / "chromium156-offer.sdp").read_text()
+    accepted = await accept_offer(pc, offer, AudioStreamTrack(), CONFIG)
+    audio_line = next(line for line in accepted.sdp.splitlines() if line.startswith("m=audio"))
+    formats = audio_line.split()[3:]
+    assert formats[0] == "111"
+    assert "110" in formats
+    assert "126" in formats
+    assert "13" not in formats
+    assert accepted.telephone_events == {110: 48000, 126: 8000}
+    assert "a=candidate:" in accepted.sdp
+    assert " 127.0.0.1 " in accepted.sdp

@@ -1,0 +1,112 @@
+"""The `voxgate` command: `serve` runs a node; other packages add their tools.
+
+`ivr.cli` adds the flow designer's commands (validate, simulate, test,
+graph) and `acd.cli` adds the routing simulator; each subcommand stores a
+`func` that returns the process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voxgate import __version__
+from voxgate.settings import SettingsError, load_settings
+
+logger = logging.getLogger("voxgate")
+
+EXIT_USAGE = 2
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: expected 0-65535")
+    return value
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low_text, sep, high_text = text.partition("-")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}: expected LOW-HIGH")
+    low, high = _port(low_text), _port(high_text)
+    if low >= high:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}: LOW must be below HIGH")
+    return low, high
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voxgate", description="VoxGate telephony server for contact centers."
+    )
+    parser.add_argument("--version", action="version", version=f"voxgate {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser("serve", help="run one node (SIP, RTP, HTTP, IVR, ACD)")
+    serve.add_argument(
+        "--config", type=Path, default=Path("config/voxgate.yaml"), help="settings file (YAML)"
+    )
+    serve.add_argument("--sip-port", type=_port, help="SIP UDP port (0 picks a free one)")
+    serve.add_argument("--http-port", type=_port, help="HTTP port (0 picks a free one)")
+    serve.add_argument("--rtp-ports", type=_port_range, help="RTP port range LOW-HIGH")
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level"
+    )
+    serve.set_defaults(func=_serve)
+
+    for module_name in ("ivr.cli", "acd.cli"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_commands(commands)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.sip_port is not None:
+        overrides["sip.port"] = args.sip_port
+    if args.http_port is not None:
+        overrides["http.port"] = args.http_port
+    if args.rtp_ports is not None:
+        overrides["rtp.port_low"], overrides["rtp.port_high"] = args.rtp_ports
+    if args.log_level is not None:
+        overrides["log.level"] = args.log_level
+    try:
+        settings = load_settings(args.config, overrides)
+    except SettingsError as exc:
+        print(f"voxgate: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from voxgate.logs import configure_logging
+    from voxgate.node import run_node
+
+    configure_logging(settings.log.level)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run_node(settings))
+    return uvloop.run(run_node(settings))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

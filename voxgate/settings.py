@@ -1,0 +1,191 @@
+"""Server settings: one YAML file validated by Pydantic.
+
+Every key has a default, so an empty file runs a single node on loopback with
+in-memory queues and the bundled TTS. Errors name the file, line and column,
+the key path and the bad value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from voxgate.yamlsource import YamlDocument, YamlSourceError, load_yaml_file
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class SettingsError(ValueError):
+    """Raised when the settings file or a command-line override is invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+    return value
+
+
+class NodeSettings(_Section):
+    """Identity of this process among the nodes that share one Redis."""
+
+    id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1)
+
+
+class LogSettings(_Section):
+    level: LogLevel = "INFO"
+
+
+class SipSettings(_Section):
+    """SIP listener of this node."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5060, ge=0, le=65535)
+    user_agent: str = Field(default="VoxGate", min_length=1, max_length=100)
+    ring_ms: int = Field(
+        default=0, ge=0, le=60_000, description="Time to ring (180) before answering, in ms."
+    )
+
+    _host = field_validator("host")(_check_host)
+
+
+class RtpSettings(_Section):
+    """RTP port range and the address put into SDP."""
+
+    host: str = "127.0.0.1"
+    advertised_address: str | None = Field(
+        default=None,
+        description="Address in SDP c= lines; defaults to host (set it behind 1:1 NAT).",
+    )
+    port_low: int = Field(default=20000, ge=1024, le=65534)
+    port_high: int = Field(default=20999, ge=1025, le=65535)
+
+    _host = field_validator("host")(_check_host)
+
+    @field_validator("advertised_address")
+    @classmethod
+    def _check_advertised(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host(value)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> RtpSettings:
+        if self.port_high - self.port_low < 1:
+            raise ValueError(
+                f"port_low {self.port_low} must be below port_high {self.port_high} "
+                "with room for at least one RTP/RTCP pair"
+            )
+        return self
+
+
+class HttpSettings(_Section):
+    """HTTP listener: health check, API, WebSocket signaling and the browser pages."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    _host = field_validator("host")(_check_host)
+
+
+class IvrSettings(_Section):
+    """Where call flows and prompt caches live."""
+
+    flows_dir: Path = Path("config/flows")
+    default_flow: str = Field(default="demo", min_length=1)
+    prompt_cache_dir: Path | None = Path("var/cache/prompts")
+
+
+class AsrSettings(_Section):
+    """Speech recognition models; a missing model disables speech input with a warning."""
+
+    models_dir: Path = Path("asr_models")
+
+
+class Settings(_Section):
+    """All settings of one node."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    rtp: RtpSettings = Field(default_factory=RtpSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ivr: IvrSettings = Field(default_factory=IvrSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+
+
+def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load settings from `path`, then apply dotted-key `overrides` (from the command line).
+
+    Relative paths inside the file are resolved against the file's folder's
+    parent when the file sits in a `config/` folder, so `config/voxgate.yaml`
+    refers to `config/flows` as written; otherwise against the file's folder.
+    Raises SettingsError naming file, line, column, key and value.
+    """
+    try:
+        document = load_yaml_file(path)
+    except YamlSourceError as exc:
+        raise SettingsError(str(exc)) from None
+    data = document.data if document.data is not None else {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}:1:1: the settings file must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, document, overrides or {})) from None
+    return _resolve_paths(settings, _base_folder(path))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[last] = value
+
+
+def _describe(exc: ValidationError, document: YamlDocument, overrides: dict[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        path = tuple(error["loc"])
+        dotted = ".".join(str(part) for part in path)
+        where = "command line" if dotted in overrides else str(document.position(path))
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" {value!r}:"
+        lines.append(f"{where}: {dotted}:{shown} {error['msg']}")
+    return "\n".join(lines)
+
+
+def _base_folder(path: Path) -> Path:
+    folder = path.resolve().parent
+    return folder.parent if folder.name == "config" else folder
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def resolve(value: Path | None) -> Path | None:
+        if value is None or value.is_absolute():
+            return value
+        return base / value
+
+    ivr = settings.ivr.model_copy(
+        update={
+            "flows_dir": resolve(settings.ivr.flows_dir),
+            "prompt_cache_dir": resolve(settings.ivr.prompt_cache_dir),
+        }
+    )
+    asr = settings.asr.model_copy(update={"models_dir": resolve(settings.asr.models_dir)})
+    return settings.model_copy(update={"ivr": ivr, "asr": asr})
