@@ -20,11 +20,15 @@ def test_capture_keeps_only_its_port(needs_capture: None) -> None:
     with (
         LoopbackCapture(port) as capture,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as watched,
     ):
+        watched.bind(("127.0.0.1", port))
         for index in range(300):
             sender.sendto(b"wanted %d" % index, ("127.0.0.1", port))
             sender.sendto(b"other", ("127.0.0.1", other))
-        wait_until(lambda: len(capture.snapshot()) >= 300, 10, "300 captured datagrams")
-    payloads = [datagram.payload for datagram in capture.snapshot()]
+        watched.sendto(b"reply", ("127.0.0.1", other))
+        wait_until(lambda: len(capture.everything()) >= 301, 10, "301 captured datagrams")
+    payloads = [datagram.payload for datagram in capture.received()]
     assert payloads == [b"wanted %d" % index for index in range(300)]
+    assert [datagram.payload for datagram in capture.sent()] == [b"reply"]
     assert capture.kernel_drops == 0

@@ -60,19 +60,22 @@ def parse_ipv4_udp(frame: bytes) -> tuple[tuple[str, int], tuple[str, int], byte
 
 
 def udp_port_filter(port: int) -> bytes:
-    """Return a classic BPF program that accepts IPv4 UDP datagrams to `port` (unfragmented).
+    """Return a classic BPF program that accepts IPv4 UDP datagrams from or to `port`.
 
     Without it the socket queues every frame on `lo`, and the busy loopback
     of a CI machine overflows the queue, dropping the datagrams we want.
+    Later IP fragments carry no UDP header, so they are rejected.
     """
     instructions = [
         (0x28, 0, 0, 12),  # ldh [12]: EtherType
-        (0x15, 0, 8, 0x0800),  # IPv4, else reject
+        (0x15, 0, 10, 0x0800),  # IPv4, else reject
         (0x30, 0, 0, 23),  # ldb [23]: IP protocol
-        (0x15, 0, 6, IPPROTO_UDP),  # UDP, else reject
+        (0x15, 0, 8, IPPROTO_UDP),  # UDP, else reject
         (0x28, 0, 0, 20),  # ldh [20]: flags and fragment offset
-        (0x45, 4, 0, 0x1FFF),  # a later fragment has no UDP header: reject
+        (0x45, 6, 0, 0x1FFF),  # a later fragment: reject
         (0xB1, 0, 0, ETHERNET_HEADER),  # x = IP header length
+        (0x48, 0, 0, ETHERNET_HEADER),  # ldh [x + 14]: UDP source port
+        (0x15, 2, 0, port),  # accept
         (0x48, 0, 0, ETHERNET_HEADER + 2),  # ldh [x + 16]: UDP destination port
         (0x15, 0, 1, port),
         (0x06, 0, 0, 0x40000),  # accept up to 256 KiB of the frame
