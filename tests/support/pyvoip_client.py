@@ -66,6 +66,8 @@ with warnings.catch_warnings():
     from pyVoIP import RTP, SIP
     from pyVoIP.VoIP import CallState, PhoneStatus, VoIPCall, VoIPPhone
 
+__all__ = ["CallEnd", "CallEndedBy", "PyVoipClient", "PyVoipError", "to_pyvoip_audio"]
+
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160
 STOP_TIMEOUT_S = 10.0
