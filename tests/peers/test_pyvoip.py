@@ -20,8 +20,8 @@ from tests.support.audio_analysis import (
 from tests.support.calls import CallEndedBy
 from tests.support.capture import LoopbackCapture
 from tests.support.dtmf import detect_digit
-from tests.support.pyvoip_client import PyVoipClient, to_pyvoip_audio
-from tests.support.sipp import SippProcess
+from tests.support.pyvoip_client import PyVoipClient, PyVoipError, to_pyvoip_audio
+from tests.support.sipp import SCENARIO_DIR, SippProcess
 from tests.support.waiting import wait_until
 from tests.support.wav import tone
 
@@ -146,3 +146,19 @@ def test_callee_hangup_is_reported_as_remote(tmp_path: Path) -> None:
     assert end.reason == "BYE received"
     assert end.at > established
     assert "Aborting call" not in callee_result.error_log, callee_result.describe()
+
+
+def test_rejection_without_provisional_times_out(tmp_path: Path) -> None:
+    # pyVoIP's call() waits for a 100, 180 or 401 and reads past a 486.
+    callee = SippProcess(SCENARIO_DIR / "uas_reject.xml", tmp_path, calls=None)
+    with callee:
+        callee.wait_until_listening()
+        with (
+            PyVoipClient(callee.sip_port) as phone,
+            pytest.raises(PyVoipError, match="no provisional response"),
+        ):
+            phone.dial("busy", timeout_s=2.0)
+        # SIPp keeps running with the aborted call, so do not wait long for it.
+        callee_result = callee.stop(timeout_s=1.0)
+
+    assert "486 Busy Here" in callee_result.message_log

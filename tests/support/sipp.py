@@ -315,13 +315,17 @@ class SippProcess:
             return self.result(True)
         return self.result(False)
 
-    def stop(self) -> SippResult:
-        """Ask SIPp to quit (SIGUSR1, like pressing q), then end it by PID if it lingers."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> SippResult:
+        """Quit SIPp like pressing q (SIGUSR1), then end it by PID after `timeout_s`.
+
+        SIGUSR1 lets calls in progress finish. A call that SIPp aborted can
+        keep it running even after a second SIGUSR1, hence the SIGTERM.
+        """
         process = self._require_process()
         if process.poll() is None:
             process.send_signal(signal.SIGUSR1)
             try:
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self._terminate()
         return self.result(False)
