@@ -12,9 +12,9 @@ exit code and the error log. SIPp's own exit codes:
 RFC 4733 digits are played with `<exec play_pcap_audio=FILE/>`, which sends
 the pcap's UDP payloads from the media port through a raw socket (root
 only). `write_dtmf_pcap` builds one pcap per digit with its own RTP
-timestamp, so that two presses of the same digit are two events; the
-Debian files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one
-timestamp and SSRC.
+timestamp, so two presses of the same digit are two events. The Debian
+files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one timestamp
+and SSRC.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ class SippProcess:
         self._capture: LoopbackCapture | None = None
         self.work_dir = work_dir
         self.sip_port = sip_port or free_udp_port()
-        # SIPp also uses media_port + 2 for video echo, so reserve a pair.
+        # With -rtp_echo SIPp also binds media_port + 2 (video), so pick a free block.
         self.media_port = media_port or free_udp_port_pair()
         self.error_path = work_dir / f"{scenario.stem}_errors.log"
         self.message_path = work_dir / f"{scenario.stem}_messages.log"
