@@ -9,6 +9,9 @@ exit code and the error log. SIPp's own exit codes:
     1   at least one call failed   99  exited without processing a call
     255 fatal error (exit -1)      254 could not bind a socket (exit -2)
 
+`SippProcess` passes `-timeout_error`, so reaching its global timeout is a
+fatal error (255, "timed out after" in the error log).
+
 RFC 4733 digits are played with `<exec play_pcap_audio=FILE/>`, which sends
 the pcap's UDP payloads from the media port through a raw socket (root
 only). `write_dtmf_pcap` builds one pcap per digit with its own RTP
