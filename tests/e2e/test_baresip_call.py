@@ -5,16 +5,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ivr.model import Flow
-from tests.e2e.conftest import assert_clean_log, expected_voiced_seconds, prompt_text
-from tests.support.audio_analysis import Timeline, frame_rms
-from tests.support.baresip import BaresipClient, CallEndedBy
+from tests.e2e.conftest import (
+    assert_clean_log,
+    expected_voiced_seconds,
+    prompt_text,
+    voiced_seconds_between,
+)
+from tests.support.baresip import BaresipClient
+from tests.support.calls import CallEndedBy
 from tests.support.capture import capture_available
 from tests.support.node import RunningNode
-from tests.support.rtp_audio import VOICED_RMS
 from tests.support.wav import silence, write_wav
 
 pytestmark = [
@@ -25,14 +28,6 @@ pytestmark = [
 
 DIGIT_AFTER_ANSWER_S = 2.5
 CALL_TIMEOUT_S = 60.0
-
-
-def voiced_seconds_between(timeline: Timeline, start: float, end: float) -> float:
-    """Voiced seconds of 20 ms frames whose arrival time lies in [start, end)."""
-    levels = frame_rms(timeline.samples, timeline.sample_rate)
-    times = timeline.start_arrival + 0.02 * np.arange(levels.size)
-    chosen = (times >= start) & (times < end) & (levels > VOICED_RMS)
-    return 0.02 * int(np.count_nonzero(chosen))
 
 
 @pytest.mark.parametrize(
