@@ -23,7 +23,7 @@ from tests.support.calls import CallEndedBy
 from tests.support.capture import LoopbackCapture
 from tests.support.dtmf import detect_digit
 from tests.support.pyvoip_client import PyVoipClient, PyVoipError, to_pyvoip_audio
-from tests.support.sipp import SCENARIO_DIR, SippProcess
+from tests.support.sipp import SCENARIO_DIR, SippProcess, audio_actions
 from tests.support.waiting import wait_until
 from tests.support.wav import tone, write_wav
 
@@ -191,3 +191,43 @@ def test_receive_thread_survives_event_above_15(tmp_path: Path) -> None:
 
     assert len(phone.rtp_errors) == 1
     assert "IndexError" in phone.rtp_errors[0]
+
+
+def test_calls_without_registering(tmp_path: Path) -> None:
+    callee = registrar_callee(tmp_path)
+    with callee:
+        callee.wait_until_listening()
+        with PyVoipClient(callee.sip_port, register=False) as phone:
+            phone.dial("echo")
+            phone.wait_established(10)
+            phone.hangup()
+            end = phone.wait_closed(5)
+        callee_result = callee.stop()
+
+    assert end.ended_by is CallEndedBy.LOCAL
+    assert "REGISTER sip:" not in callee_result.message_log
+    assert "BYE sip:echo@" in callee_result.message_log
+    assert "Aborting call" not in callee_result.error_log, callee_result.describe()
+
+
+def test_hears_audio_sent_right_after_answer(tmp_path: Path) -> None:
+    prompt = write_wav(tmp_path / "prompt.wav", tone(500, 1.0, 8000, 0.5), 8000)
+    callee = registrar_callee(tmp_path, AUDIO_ACTIONS=audio_actions(tmp_path, prompt))
+    with callee:
+        callee.wait_until_listening()
+        with PyVoipClient(callee.sip_port) as phone:
+            phone.dial("echo")
+            phone.wait_established(10)
+
+            def prompt_ended() -> bool:
+                audio = phone.received_audio()
+                spans = voiced_spans(audio.samples)
+                return bool(spans) and audio.duration_s > spans[0].end_s + 0.3
+
+            wait_until(prompt_ended, 10, "the end of the prompt")
+            phone.hangup()
+        callee.stop()
+
+    spans = voiced_spans(phone.received_audio().samples)
+    assert len(spans) == 1, describe_spans(spans)
+    assert duration_matches(spans[0], 1.0, 0.06), describe_spans(spans)
