@@ -521,7 +521,7 @@ class PyVoipClient:
         self._start_receiver_now()
 
     def _start_receiver_now(self) -> None:
-        """Run pyVoIP's SIP receive loop now instead of 1 s after start().
+        """Replace pyVoIP's SIP receive loop, due 1 s after start(), with one that runs now.
 
         pyVoIP binds a call's RTP socket only when this loop handles the
         200, so with the delay it missed up to the first second of audio
@@ -535,9 +535,35 @@ class PyVoipClient:
                 thread.cancel()
                 thread.join(1.0)
                 if thread.is_alive():
-                    return  # The timer had fired: its thread runs the loop.
-        self._receiver = threading.Thread(target=sip.recv_loop, name="pyvoip-sip", daemon=True)
+                    return  # The timer had fired: its thread runs pyVoIP's loop.
+        self._receiver = threading.Thread(target=self._receive_sip, name="pyvoip-sip", daemon=True)
         self._receiver.start()
+
+    def _receive_sip(self) -> None:
+        """Run pyVoIP's SIPClient.recv_loop, but make the socket blocking again under the lock.
+
+        pyVoIP's loop restores blocking mode after releasing the lock, so a
+        call() that takes the lock in between reads a non-blocking socket
+        and raises BlockingIOError after its INVITE went out.
+        """
+        sip = self._phone.sip
+        while sip.NSD:
+            idle = False
+            with sip.recvLock:
+                try:
+                    sip.s.setblocking(False)
+                    sip.recv()
+                except BlockingIOError:
+                    idle = True
+                except OSError:
+                    if not sip.NSD:
+                        return
+                    raise
+                finally:
+                    with contextlib.suppress(OSError):
+                        sip.s.setblocking(True)
+            if idle:
+                time.sleep(0.01)
 
     def _rtp_clients(self) -> list[_RecordingRtpClient]:
         clients = [c for c in self._require_call().RTPClients if isinstance(c, _RecordingRtpClient)]
