@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signaling.webrtc.auth import (
     AuthError,
@@ -102,3 +107,23 @@ def test_throttle_memory_is_bounded() -> None:
         throttle.record_failure(f"client-{index}", 0)
     assert not throttle.blocked("client-0", 1)
     assert throttle.blocked("client-99", 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzz_token_gives_claims_or_auth_error(token: str) -> None:
+    signer = TokenSigner(SECRET, 60, FakeClock())
+    with contextlib.suppress(AuthError):
+        claims = signer.verify(token)
+        assert claims.user
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=120))
+def test_fuzz_signed_garbage_claims_rejected(body: bytes) -> None:
+    """Claims that are correctly signed but not a claims object still raise AuthError."""
+    signer = TokenSigner(SECRET, 60, FakeClock())
+    encoded = base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+    token = f"{encoded}.{signer._sign(encoded)}"
+    with contextlib.suppress(AuthError):
+        signer.verify(token)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signaling.webrtc.config import WebRtcConfig
 from signaling.webrtc.peer import accept_offer, create_peer, strip_mdns_candidates
@@ -193,3 +195,51 @@ async def test_chromium_offer_answered_with_opus_and_dtmf(pc: RTCPeerConnection)
     assert accepted.telephone_events == {110: 48000}
     assert "a=candidate:" in accepted.sdp
     assert " 127.0.0.1 " in accepted.sdp
+
+
+_offer_lines = _chromium_offer().rstrip("\r\n").split("\r\n")
+_mutations = st.lists(
+    st.tuples(
+        st.sampled_from(["drop", "duplicate", "garble", "truncate"]),
+        st.integers(min_value=0, max_value=len(_offer_lines) - 1),
+        st.text(max_size=30),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _mutate(changes: list[tuple[str, int, str]]) -> str:
+    lines = list(_offer_lines)
+    for action, index, text in changes:
+        index %= len(lines)
+        if action == "drop" and len(lines) > 1:
+            del lines[index]
+        elif action == "duplicate":
+            lines.insert(index, lines[index])
+        elif action == "garble":
+            head, _, _ = lines[index].partition(":")
+            lines[index] = f"{head}:{text}" if ":" in lines[index] else f"{lines[index][:2]}{text}"
+        elif action == "truncate":
+            lines[index] = lines[index][: len(text)]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(_mutations)
+async def test_fuzz_mutated_offer_answered_or_bad_sdp(changes: list[tuple[str, int, str]]) -> None:
+    """A damaged Chromium offer gets an answer or a bad_sdp error, never another exception.
+
+    The captured offer has no candidates, so aiortc only binds on 127.0.0.1.
+    """
+    offer = _mutate(changes)
+    if "a=candidate" in offer:
+        return
+    peer = create_peer(CONFIG)
+    try:
+        accepted = await accept_offer(peer, offer, AudioStreamTrack(), CONFIG)
+        assert "m=audio" in accepted.sdp
+    except ProtocolError as error:
+        assert error.code is ErrorCode.BAD_SDP
+    finally:
+        await peer.close()
