@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from signaling.sip import checks
@@ -31,6 +32,7 @@ from signaling.sip.events import (
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    RegistrationChanged,
     ReofferReceived,
 )
 from signaling.sip.message import (
@@ -50,6 +52,7 @@ from signaling.sip.parser import (
     salvage_request,
 )
 from signaling.sip.registrar import Registrar
+from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
 from signaling.sip.transaction import (
     ClientNonInviteTransaction,
@@ -115,6 +118,8 @@ class UserAgent:
         self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
         self._call_peer: dict[str, Peer] = {}
+        self._client_owner: dict[str, str] = {}
+        self.registrations: dict[str, Registration] = {}
         self._now = 0.0
 
     # ----- adapter interface
@@ -277,6 +282,73 @@ class UserAgent:
         self._now = max(self._now, now)
         for session in list(self.calls.values()):
             self._hang_up(session, "shutdown", 487)
+
+    def add_registration(self, config: RegistrationConfig, now: float) -> None:
+        """Start keeping a binding at `config.registrar` (see `signaling.sip.registration`)."""
+        self._now = max(self._now, now)
+        if config.name in self.registrations:
+            raise SipUsageError(f"registration {config.name} already exists")
+        peer = self._registrar_peer(config)
+        contact = f"<sip:{config.user}@{self._host()}:{self._port_for(peer)}>"
+        registration = Registration(config, contact)
+        self.registrations[config.name] = registration
+        branch = new_branch()
+        self._drive(registration, lambda: registration.start(self._via(branch, peer)), branch)
+
+    def remove_registration(self, name: str, now: float) -> None:
+        """Unregister (Expires: 0) and stop refreshing; the entry stays to report STOPPED."""
+        self._now = max(self._now, now)
+        registration = self.registrations.get(name)
+        if registration is None:
+            raise SipUsageError(f"unknown registration {name}")
+        self._disarm("registration", name, "refresh")
+        branch = new_branch()
+        peer = self._registrar_peer(registration.config)
+        self._drive(registration, lambda: registration.stop(self._via(branch, peer)), branch)
+
+    def _registrar_peer(self, config: RegistrationConfig) -> Peer:
+        return Peer(config.transport, config.registrar, config.port)
+
+    def _drive(
+        self, registration: Registration, step: Callable[[], SipRequest | None], branch: str
+    ) -> None:
+        """Run one registration step, send its REGISTER, rearm its timer, report changes."""
+        before = registration.state
+        request = step()
+        name = registration.config.name
+        if request is not None:
+            peer = self._registrar_peer(registration.config)
+            key = client_key(branch, "REGISTER")
+            transaction = ClientNonInviteTransaction(
+                key, request, peer.reliable, self.config.timers
+            )
+            self._client[key] = transaction
+            self._client_peer[key] = peer
+            self._client_owner[key] = name
+            self._apply(key, transaction.start(), client=True)
+        if registration.deadline is not None:
+            self._arm("registration", name, "refresh", registration.deadline)
+        else:
+            self._disarm("registration", name, "refresh")
+        if registration.state is not before:
+            detail = registration.last_error or registration.state.value
+            self._events.append(RegistrationChanged(name, registration.state.value, detail))
+
+    def _on_registration_response(self, key: str, response: SipResponse) -> None:
+        registration = self.registrations.get(self._client_owner.get(key, ""))
+        if registration is None or response.status < 200:
+            return
+        branch = new_branch()
+        peer = self._registrar_peer(registration.config)
+        via = self._via(branch, peer)
+        self._drive(
+            registration, lambda: registration.on_response(response, via, self._now), branch
+        )
+
+    def _on_registration_timeout(self, key: str) -> None:
+        registration = self.registrations.get(self._client_owner.get(key, ""))
+        if registration is not None:
+            self._drive(registration, lambda: registration.on_timeout(self._now), new_branch())
 
     def _hang_up(self, session: InviteSession, reason: str, status: int) -> None:
         if session.ended or session.pending_end is not None:
@@ -630,10 +702,13 @@ class UserAgent:
                 self._disarm(kind, key, effect.timer)
             elif isinstance(effect, TimedOut):
                 self._on_timed_out(key, effect.timer)
+                if client:
+                    self._on_registration_timeout(key)
             elif isinstance(effect, Terminated):
                 self._forget(kind, key)
             elif isinstance(effect, Deliver):
                 logger.debug("response %s for %s", effect.response.status, key)
+                self._on_registration_response(key, effect.response)
 
     def _on_timed_out(self, key: str, timer: Timer) -> None:
         if timer is Timer.H:
@@ -655,6 +730,7 @@ class UserAgent:
         else:
             self._client.pop(key, None)
             self._client_peer.pop(key, None)
+            self._client_owner.pop(key, None)
         for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
             del self._timers[timer_key]
 
@@ -677,6 +753,12 @@ class UserAgent:
                 self._apply(owner, client.on_timer(name), client=True)
         elif kind == "call":
             self._fire_call_timer(owner, str(name))
+        elif kind == "registration":
+            registration = self.registrations.get(owner)
+            if registration is not None:
+                branch = new_branch()
+                via = self._via(branch, self._registrar_peer(registration.config))
+                self._drive(registration, lambda: registration.on_timer(via, self._now), branch)
 
     def _fire_call_timer(self, handle: str, name: str) -> None:
         session = self.calls.get(handle)

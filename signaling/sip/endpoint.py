@@ -27,10 +27,12 @@ from signaling.sip.events import (
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    RegistrationChanged,
     ReofferReceived,
 )
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.registration import RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer
 from signaling.sip.transaction import TimerConfig
 from signaling.sip.transport import TcpServer, UdpTransport
@@ -50,6 +52,8 @@ class SipConfig:
     and ends with reason "timeout". With `tls_port` set (0 picks a free
     port), TLS listens there with the PEM certificate chain `tls_certfile`
     and key `tls_keyfile`; clients are not asked for certificates.
+    `registrations` are accounts at trunk registrars that the endpoint keeps
+    registered while it runs (UDP only).
     `auth` names digest users and trusted trunk networks; when both are
     empty, every source may call.
     """
@@ -68,6 +72,7 @@ class SipConfig:
     tls_port: int | None = None
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
+    registrations: list[RegistrationConfig] = field(default_factory=list)
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -174,6 +179,7 @@ class SipEndpoint:
         self._tcp: TcpServer | None = None
         self._tls: TcpServer | None = None
         self._tls_port = 0
+        self._registration_changed = asyncio.Event()
         self._port = 0
         self._calls: dict[str, InboundCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -237,6 +243,8 @@ class SipEndpoint:
             )
         )
         logger.info("SIP endpoint listening on %s port %d", config.host, self._port)
+        for registration in config.registrations:
+            self._add_registration(registration)
 
     async def _start_tls(self, config: SipConfig) -> None:
         if not config.tls_certfile or not config.tls_keyfile:
@@ -253,6 +261,7 @@ class SipEndpoint:
         if self._core is None:
             return
         self._command(lambda core, now: core.shutdown(now))
+        await self._unregister_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.shutdown_timeout
         pending = [call._ended for call in self._calls.values() if not call.ended]
@@ -274,6 +283,33 @@ class SipEndpoint:
             await self._tls.close()
         self._core = None
         logger.info("SIP endpoint stopped")
+
+    def registration_state(self, name: str) -> str:
+        """Return the state of an outbound registration: registered, backing-off, ..."""
+        return self.core.registrations[name].state.value
+
+    def _add_registration(self, config: RegistrationConfig) -> None:
+        self._command(lambda core, now: core.add_registration(config, now))
+
+    async def wait_for_registration(self, name: str, state: str) -> None:
+        """Wait until registration `name` is in `state`; bound it with asyncio.timeout."""
+        while self.registration_state(name) != state:
+            await self._registration_changed.wait()
+
+    async def _unregister_all(self) -> None:
+        """Send Expires: 0 for every registration and wait, bounded, until each is stopped."""
+        names = list(self.core.registrations)
+        for name in names:
+            self._remove_registration(name)
+        try:
+            async with asyncio.timeout(self._config.shutdown_timeout):
+                for name in names:
+                    await self.wait_for_registration(name, "stopped")
+        except TimeoutError:
+            logger.warning("registrations did not stop within %s s", self._config.shutdown_timeout)
+
+    def _remove_registration(self, name: str) -> None:
+        self._command(lambda core, now: core.remove_registration(name, now))
 
     # ----- transport callbacks
 
@@ -342,6 +378,10 @@ class SipEndpoint:
             call = InboundCall(self, event.session, event.source)
             self._calls[call.call_id] = call
             self._spawn(self._run_handler(call), call.call_id)
+            return
+        if isinstance(event, RegistrationChanged):
+            self._registration_changed.set()
+            self._registration_changed = asyncio.Event()
             return
         call_or_none = self._calls.get(event.handle)
         if call_or_none is None:
