@@ -264,18 +264,28 @@ class UserAgent:
         self._now = max(self._now, now)
         session = self._session(handle)
         key = session.pending_offer_key
-        if key is None:
-            raise SipUsageError(f"call {handle}: no re-INVITE or UPDATE is pending")
         session.pending_offer_key = None
-        if key not in self._server:
+        transaction = self._server.get(key) if key else None
+        if key is None or transaction is None:
+            # The caller cancelled the re-INVITE, or its transaction is gone.
+            logger.debug("call %s: no re-INVITE or UPDATE left to answer", handle)
             return
         if sdp is None:
             self._respond(key, 488)
             return
         session.local_sdp = sdp
         extra = self._session_timer_headers(session)
-        self._respond(key, 200, contact=True, body=sdp, extra=extra)
+        response = self._respond(key, 200, contact=True, body=sdp, extra=extra)
         self._arm_session_timer(session)
+        if transaction.request.method == "INVITE" and response is not None:
+            # §13.3.1.4 holds for a re-INVITE too: the TU retransmits its 2xx until the ACK.
+            session.reinvite_answer = response
+            session.reinvite_cseq = transaction.request.parsed.cseq.number
+            session.reinvite_peer = self._server_peer.get(key)
+            if session.reinvite_peer is not None and not session.reinvite_peer.reliable:
+                session.retransmit_interval = self.config.timers.t1
+                self._arm("call", handle, "re2xx", self._now + session.retransmit_interval)
+            self._arm("call", handle, "reack", self._now + 64 * self.config.timers.t1)
 
     def shutdown(self, now: float) -> None:
         """End every call: BYE for answered calls (after their ACK), 487 for unanswered ones."""
@@ -541,11 +551,36 @@ class UserAgent:
         self._respond(key, 200)
         handle = self._call_by_invite.get(invite_key)
         session = self.calls.get(handle) if handle else None
+        if session is None and invite.state is State.PROCEEDING:
+            self._cancel_reoffer(invite_key)
+            return
         # §9.2: a CANCEL after the final response has no effect on the INVITE.
         if invite.state is State.PROCEEDING and session is not None and not session.ended:
             self._respond(invite_key, 487, to_tag=session.local_tag)
             logger.info("call %s: cancelled by the caller", session.handle)
             self._end(session, "cancel")
+
+    def _cancel_reoffer(self, invite_key: str) -> None:
+        """Answer a cancelled re-INVITE with 487; the dialog itself continues (§9.2)."""
+        for session in self.calls.values():
+            if session.pending_offer_key == invite_key:
+                session.pending_offer_key = None
+                self._respond(invite_key, 487)
+                logger.info("call %s: re-INVITE cancelled by the caller", session.handle)
+                return
+
+    def _on_reinvite_ack(self, session: InviteSession, request: SipRequest) -> None:
+        if request.parsed.cseq.number != session.reinvite_cseq:
+            return
+        self._disarm("call", session.handle, "re2xx")
+        self._disarm("call", session.handle, "reack")
+        session.reinvite_answer = None
+        session.reinvite_cseq = None
+        sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        if sdp is not None:
+            # The answer to an offer we made in the 2xx of an offerless re-INVITE.
+            session.remote_sdp = sdp
+            self._events.append(CallConfirmed(session.handle, sdp))
 
     def _on_ack(self, request: SipRequest, key: str) -> None:
         transaction = self._server.get(key)
@@ -556,6 +591,9 @@ class UserAgent:
             self._apply(key, transaction.on_request(request))
             return
         session = self._dialog_session(request)
+        if session is not None and session.state is CallState.CONFIRMED:
+            self._on_reinvite_ack(session, request)
+            return
         if session is None or session.state is not CallState.ANSWERED:
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
         if request.parsed.cseq.number != session.invite.parsed.cseq.number:
@@ -598,7 +636,7 @@ class UserAgent:
             return
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
-        for name in ("2xx", "ack", "session", "unanswered"):
+        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack"):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
@@ -771,6 +809,17 @@ class UserAgent:
             interval = min(2 * session.retransmit_interval, self.config.timers.t2)
             session.retransmit_interval = interval
             self._arm("call", handle, "2xx", self._now + interval)
+        elif name == "re2xx" and session.reinvite_answer is not None and session.reinvite_peer:
+            self._outgoing.append(
+                Outgoing(to_bytes(session.reinvite_answer), session.reinvite_peer)
+            )
+            interval = min(2 * session.retransmit_interval, self.config.timers.t2)
+            session.retransmit_interval = interval
+            self._arm("call", handle, "re2xx", self._now + interval)
+        elif name == "reack" and session.reinvite_answer is not None:
+            logger.warning("call %s: no ACK for the 2xx to a re-INVITE, sending BYE", handle)
+            self._send_bye(session)
+            self._end(session, "timeout")
         elif name == "ack" and session.state is CallState.ANSWERED:
             # §13.3.1.4: no ACK within 64*T1 ends the dialog with a BYE.
             logger.warning("call %s: no ACK for the 2xx, sending BYE", handle)

@@ -30,10 +30,14 @@ import enum
 import logging
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from signaling.sip.errors import SipUsageError
 from signaling.sip.headers import Headers
 from signaling.sip.message import SipRequest, SipResponse
+
+if TYPE_CHECKING:
+    from signaling.sip.routing import Peer
 
 logger = logging.getLogger("sip.dialog")
 
@@ -138,6 +142,9 @@ class InviteSession:
     session_expires: int | None = None
     end_reason: str | None = None
     pending_end: str | None = None  # hangup requested while waiting for the ACK
+    reinvite_answer: SipResponse | None = None  # 2xx to a re-INVITE, until its ACK
+    reinvite_cseq: int | None = None
+    reinvite_peer: Peer | None = None
 
     def change(self, new: CallState, event: str) -> None:
         """Move to `new`; raise `SipUsageError` naming the event for an illegal move."""
