@@ -19,10 +19,9 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from signaling.sip import checks
-from signaling.sip.auth import AuthConfig, Authenticator
+from signaling.sip.auth import Authenticator
 from signaling.sip.checks import Rejection
 from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch, new_tag
 from signaling.sip.errors import FramingError, SipSyntaxError, SipUsageError
@@ -36,17 +35,13 @@ from signaling.sip.events import (
     ReofferReceived,
 )
 from signaling.sip.message import (
-    REASON_PHRASES,
     SipRequest,
     SipResponse,
-    build_response,
     sdp_body,
     to_bytes,
 )
 from signaling.sip.parser import (
-    DEFAULT_LIMITS,
     InvalidRequest,
-    Limits,
     is_keepalive,
     parse_datagram,
     salvage_request,
@@ -55,100 +50,42 @@ from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
 from signaling.sip.transaction import (
-    ClientNonInviteTransaction,
-    Deliver,
-    Effect,
-    Send,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     ServerTransaction,
-    StartTimer,
     State,
-    StopTimer,
-    Terminated,
-    TimedOut,
     Timer,
-    TimerConfig,
     client_key,
     server_key,
 )
+from signaling.sip.tu import CoreConfig as CoreConfig
+from signaling.sip.tu import TransactionUser
 
 logger = logging.getLogger("sip.core")
 
 CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
 
-TimerKey = tuple[str, str, Timer | str]
 
-
-@dataclass(slots=True)
-class CoreConfig:
-    """Settings of the UA core; `host` and `port` are what Via and Contact advertise."""
-
-    host: str = "127.0.0.1"
-    port: int = 5060
-    user_agent: str = "VoxGate"
-    timers: TimerConfig = field(default_factory=TimerConfig)
-    limits: Limits = DEFAULT_LIMITS
-    force_rport: bool = False
-    max_calls: int | None = None
-    retry_after: int = 5
-    min_session_expires: int = 90
-    answer_timeout: float = 120.0
-    tls_port: int | None = None
-    auth: AuthConfig = field(default_factory=AuthConfig)
-
-
-class UserAgent:
+class UserAgent(TransactionUser):
     """The UAS core; see the module docstring for the calling contract."""
 
     def __init__(self, config: CoreConfig) -> None:
-        self.config = config
-        self.allowed = CALL_METHODS + (("REGISTER",) if config.auth.users else ())
+        super().__init__(config, CALL_METHODS + (("REGISTER",) if config.auth.users else ()))
         self.authenticator = Authenticator(config.auth)
         self.registrar = Registrar()
         self.calls: dict[str, InviteSession] = {}
-        self._outgoing: list[Outgoing] = []
+        self.registrations: dict[str, Registration] = {}
         self._events: list[CoreEvent] = []
-        self._timers: dict[TimerKey, float] = {}
-        self._server: dict[str, ServerTransaction] = {}
-        self._server_peer: dict[str, Peer] = {}
-        self._client: dict[str, ClientNonInviteTransaction] = {}
-        self._client_peer: dict[str, Peer] = {}
         self._merge_keys: dict[tuple[str, str, int, str], str] = {}
         self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
         self._call_peer: dict[str, Peer] = {}
-        self._client_owner: dict[str, str] = {}
-        self.registrations: dict[str, Registration] = {}
-        self._now = 0.0
 
     # ----- adapter interface
-
-    def take_outgoing(self) -> list[Outgoing]:
-        items, self._outgoing = self._outgoing, []
-        return items
 
     def take_events(self) -> list[CoreEvent]:
         items, self._events = self._events, []
         return items
-
-    def next_deadline(self) -> float | None:
-        return min(self._timers.values(), default=None)
-
-    def tick(self, now: float) -> None:
-        """Fire every timer due at `now`, earliest first."""
-        self._now = max(self._now, now)
-        while True:
-            due = [(deadline, key) for key, deadline in self._timers.items() if deadline <= now]
-            if not due:
-                return
-            _, key = min(due, key=lambda item: item[0])
-            del self._timers[key]
-            kind, owner, name = key
-            try:
-                self._fire(kind, owner, name)
-            except Exception:
-                logger.exception("timer %s for %s %s failed", name, kind, owner)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
@@ -327,15 +264,7 @@ class UserAgent:
         request = step()
         name = registration.config.name
         if request is not None:
-            peer = self._registrar_peer(registration.config)
-            key = client_key(branch, "REGISTER")
-            transaction = ClientNonInviteTransaction(
-                key, request, peer.reliable, self.config.timers
-            )
-            self._client[key] = transaction
-            self._client_peer[key] = peer
-            self._client_owner[key] = name
-            self._apply(key, transaction.start(), client=True)
+            self._start_client(request, branch, self._registrar_peer(registration.config), name)
         if registration.deadline is not None:
             self._arm("registration", name, "refresh", registration.deadline)
         else:
@@ -623,7 +552,7 @@ class UserAgent:
             return
         self._apply(key, transaction.on_response(response), client=True)
 
-    # ----- sending
+    # ----- calls
 
     def _session(self, handle: str) -> InviteSession:
         session = self.calls.get(handle)
@@ -654,143 +583,29 @@ class UserAgent:
         branch = new_branch()
         extra = [("User-Agent", self.config.user_agent)]
         request = dialog.build_request("BYE", self._via(branch, peer), extra=extra)
-        key = client_key(branch, "BYE")
-        transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
-        self._client[key] = transaction
-        self._client_peer[key] = peer
         logger.info("call %s: sending BYE", session.handle)
-        self._apply(key, transaction.start(), client=True)
+        self._start_client(request, branch, peer)
 
-    def _host(self) -> str:
-        host = self.config.host
-        return f"[{host}]" if ":" in host else host
+    # ----- hooks of TransactionUser
 
-    def _port_for(self, peer: Peer | None) -> int:
-        if peer is not None and peer.transport == "tls" and self.config.tls_port:
-            return self.config.tls_port
-        return self.config.port
+    def _on_client_response(self, key: str, response: SipResponse) -> None:
+        self._on_registration_response(key, response)
 
-    def _via(self, branch: str, peer: Peer) -> str:
-        transport = peer.transport.upper()
-        port = self._port_for(peer)
-        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
+    def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
+        super()._on_timed_out(key, timer, client)
+        if client:
+            self._on_registration_timeout(key)
 
-    def _contact(self, peer: Peer | None) -> str:
-        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
-        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+    def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
+        self._call_by_invite.pop(key, None)
+        info = transaction.request.parsed
+        merge = (info.from_.tag or "", info.call_id, info.cseq.number, transaction.request.method)
+        if self._merge_keys.get(merge) == key:
+            del self._merge_keys[merge]
 
-    def _respond(
-        self,
-        key: str,
-        status: int,
-        reason: str | None = None,
-        *,
-        to_tag: str | None = None,
-        contact: bool = False,
-        extra: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-        record_route: bool = False,
-    ) -> SipResponse | None:
-        """Send a response through the server transaction `key` and return it."""
-        transaction = self._server.get(key)
-        if transaction is None:
-            return None
-        request = transaction.request
-        headers = list(extra or ())
-        if contact:
-            headers.append(("Contact", self._contact(self._server_peer.get(key))))
-        if record_route:
-            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
-        if status >= 200 and request.method == "INVITE":
-            headers.append(("Allow", ", ".join(self.allowed)))
-            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
-        headers.append(("Server", self.config.user_agent))
-        if status > 100 and to_tag is None and request.parsed.to.tag is None:
-            to_tag = new_tag()
-        response = build_response(
-            request,
-            status,
-            reason,
-            to_tag=to_tag,
-            headers=headers,
-            body=body,
-            content_type="application/sdp" if body else None,
-        )
-        self._apply(key, transaction.send_response(response))
-        return response
-
-    def _send_stateless(self, request: SipRequest, status: int, reason: str, peer: Peer) -> None:
-        """Answer a request that failed to parse, outside any transaction (§8.2.6)."""
-        logger.debug("rejecting an invalid request from %s with %s: %s", peer.host, status, reason)
-        headers: list[tuple[str, str]] = [("Server", self.config.user_agent)]
-        response = build_response(request, status, _reason_phrase(status, reason), headers=headers)
-        destination = response_peer(request, peer, self.config.force_rport)
-        self._outgoing.append(Outgoing(to_bytes(response), destination))
-
-    def _apply(self, key: str, effects: list[Effect], client: bool = False) -> None:
-        """Carry out a transaction's effects."""
-        peer = (self._client_peer if client else self._server_peer).get(key)
-        kind = "client" if client else "server"
-        for effect in effects:
-            if isinstance(effect, Send) and peer is not None:
-                self._outgoing.append(Outgoing(to_bytes(effect.message), peer))
-            elif isinstance(effect, StartTimer):
-                self._arm(kind, key, effect.timer, self._now + effect.delay)
-            elif isinstance(effect, StopTimer):
-                self._disarm(kind, key, effect.timer)
-            elif isinstance(effect, TimedOut):
-                self._on_timed_out(key, effect.timer)
-                if client:
-                    self._on_registration_timeout(key)
-            elif isinstance(effect, Terminated):
-                self._forget(kind, key)
-            elif isinstance(effect, Deliver):
-                logger.debug("response %s for %s", effect.response.status, key)
-                self._on_registration_response(key, effect.response)
-
-    def _on_timed_out(self, key: str, timer: Timer) -> None:
-        if timer is Timer.H:
-            logger.debug("no ACK for a non-2xx final response (%s)", key)
-        elif timer is Timer.F:
-            logger.debug("no response to our request (%s)", key)
-
-    def _forget(self, kind: str, key: str) -> None:
-        if kind == "server":
-            transaction = self._server.pop(key, None)
-            self._server_peer.pop(key, None)
-            self._call_by_invite.pop(key, None)
-            if transaction is not None:
-                info = transaction.request.parsed
-                method = transaction.request.method
-                merge = (info.from_.tag or "", info.call_id, info.cseq.number, method)
-                if self._merge_keys.get(merge) == key:
-                    del self._merge_keys[merge]
-        else:
-            self._client.pop(key, None)
-            self._client_peer.pop(key, None)
-            self._client_owner.pop(key, None)
-        for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
-            del self._timers[timer_key]
-
-    # ----- timers
-
-    def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
-        self._timers[(kind, owner, name)] = deadline
-
-    def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
-        self._timers.pop((kind, owner, name), None)
-
-    def _fire(self, kind: str, owner: str, name: Timer | str) -> None:
-        if kind == "server" and isinstance(name, Timer):
-            server = self._server.get(owner)
-            if server is not None:
-                self._apply(owner, server.on_timer(name))
-        elif kind == "client" and isinstance(name, Timer):
-            client = self._client.get(owner)
-            if client is not None:
-                self._apply(owner, client.on_timer(name), client=True)
-        elif kind == "call":
-            self._fire_call_timer(owner, str(name))
+    def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
+        if kind == "call":
+            self._fire_call_timer(owner, name)
         elif kind == "registration":
             registration = self.registrations.get(owner)
             if registration is not None:
@@ -851,10 +666,3 @@ class UserAgent:
             interval = session.session_expires
             deadline = self._now + interval - min(32, interval / 3)
             self._arm("call", session.handle, "session", deadline)
-
-
-def _reason_phrase(status: int, reason: str) -> str:
-    """Put the parser's reason into the status line so that it names the problem."""
-    cleaned = "".join(char if char.isprintable() else "?" for char in reason)[:120]
-    base = REASON_PHRASES.get(status, "Bad Request")
-    return f"{base} ({cleaned})" if cleaned else base
