@@ -215,3 +215,39 @@ async def test_port_zero_binds_free_port() -> None:
         assert endpoint.port > 0
     finally:
         await endpoint.stop()
+
+
+def ipv6_loopback_available() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+async def test_options_over_ipv6_loopback() -> None:
+    endpoint = SipEndpoint(SipConfig(host="::1", port=0), ScriptedHandler())
+    await endpoint.start()
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Collector(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+            received.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Collector, local_addr=("::1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    options = sip_request("OPTIONS", port=port).replace(b"127.0.0.1", b"[::1]")
+    try:
+        transport.sendto(options, ("::1", endpoint.port))
+        reply = await asyncio.wait_for(received.get(), 5.0)
+    finally:
+        transport.close()
+        await endpoint.stop()
+
+    assert status_of(reply) == 200
+    assert b"Via: SIP/2.0/UDP [::1]:" in reply
