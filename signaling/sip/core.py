@@ -1,7 +1,9 @@
 """The UAS core without I/O: datagrams and commands in, datagrams and events out.
 
-`UserAgent` owns the transactions (`signaling.sip.transaction`) and the
-inbound INVITE sessions (`signaling.sip.dialog`). The asyncio adapter feeds
+`UserAgent` extends `TransactionUser` (`signaling.sip.tu`, which owns the
+transactions and timers) with the inbound INVITE sessions
+(`signaling.sip.dialog`), the registrar and outbound registrations. The
+asyncio adapter feeds
 it with `receive` (bytes from a transport), `tick` (the clock) and the
 application's commands (`ring`, `answer`, `reject`, `hangup`,
 `answer_reoffer`, `shutdown`), then drains `take_outgoing()` and
