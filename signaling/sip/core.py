@@ -188,6 +188,9 @@ class UserAgent(TransactionUser):
             raise SipUsageError(f"call {handle}: reject needs a status 300-699, not {status}")
         if session.state not in (CallState.INCOMING, CallState.EARLY):
             raise SipUsageError(f"call {handle}: reject not allowed in state {session.state.value}")
+        if reason is not None:
+            # The reason phrase ends at CRLF, so control characters would split the message.
+            reason = "".join(char for char in reason if char.isprintable())[:120] or None
         self._respond(session.transaction_key, status, reason, to_tag=session.local_tag)
         self._end(session, "hangup")
 

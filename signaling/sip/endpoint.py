@@ -90,7 +90,8 @@ class InboundCall:
     `caller` and `called` are caller data: never put them in log text.
     `on_reoffer` answers re-INVITEs and UPDATEs (hold, unhold, refresh); when
     unset, the previous local SDP is sent again. `ack_sdp` resolves with the
-    SDP of the ACK (the answer of a delayed offer), or None.
+    SDP of the ACK (the answer of a delayed offer) or None, and is cancelled
+    when the call ends without an ACK.
     """
 
     def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:

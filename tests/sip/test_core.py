@@ -608,3 +608,14 @@ def test_cancelled_reinvite_gets_487_and_call_continues() -> None:
     assert statuses(sent) == [200, 487]
     assert late == []
     assert harness.ended() == []
+
+
+def test_reject_reason_cannot_inject_headers() -> None:
+    harness = CoreHarness()
+    handle = offered_call(harness)
+
+    sent = harness.run(lambda core, now: core.reject(handle, 486, "Busy\r\nX-Evil: 1", now))
+
+    assert statuses(sent) == [486]
+    assert responses(sent)[0].reason == "BusyX-Evil: 1"
+    assert responses(sent)[0].headers.get("X-Evil") is None
