@@ -36,18 +36,14 @@ from signaling.sip.events import (
     RegistrationChanged,
     ReofferReceived,
 )
-from signaling.sip.message import (
-    SipRequest,
-    SipResponse,
-    sdp_body,
-    to_bytes,
-)
+from signaling.sip.message import SipRequest, SipResponse, build_response, sdp_body, to_bytes
 from signaling.sip.parser import (
     InvalidRequest,
     is_keepalive,
     parse_datagram,
     salvage_request,
 )
+from signaling.sip.ratelimit import SourceRateLimiter
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
@@ -82,6 +78,7 @@ class UserAgent(TransactionUser):
         self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
         self._call_peer: dict[str, Peer] = {}
+        self._rate_limiter = SourceRateLimiter(config.rate_limit) if config.rate_limit else None
 
     # ----- adapter interface
 
@@ -322,6 +319,8 @@ class UserAgent(TransactionUser):
         if transaction is not None:
             self._apply(key, transaction.on_request(request))
             return
+        if info.to.tag is None and not self._within_rate(request, peer):
+            return
         created: ServerTransaction
         if request.method == "INVITE":
             created = ServerInviteTransaction(key, request, peer.reliable, self.config.timers)
@@ -350,6 +349,21 @@ class UserAgent(TransactionUser):
         else:
             # BYE, INFO or UPDATE outside a dialog (§12.2.2).
             self._respond(key, 481)
+
+    def _within_rate(self, request: SipRequest, peer: Peer) -> bool:
+        """Apply the per-source rate limit to a new out-of-dialog request."""
+        if self._rate_limiter is None or request.method == "CANCEL":
+            return True
+        if self._rate_limiter.allow(peer.host, self._now):
+            return True
+        if self._rate_limiter.should_answer_refusal(peer.host, self._now):
+            logger.warning("request rate limit exceeded by %s; answering 503", peer.host)
+            response = build_response(
+                request, 503, headers=[("Retry-After", str(self.config.retry_after))]
+            )
+            destination = response_peer(request, peer, self.config.force_rport)
+            self._outgoing.append(Outgoing(to_bytes(response), destination))
+        return False
 
     def _check_merged(self, request: SipRequest, key: str) -> Rejection | None:
         """Detect a request that forked back to us by another path (§8.2.2.2)."""

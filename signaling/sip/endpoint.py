@@ -32,6 +32,7 @@ from signaling.sip.events import (
 )
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.ratelimit import RateLimit
 from signaling.sip.registration import RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer
 from signaling.sip.transaction import TimerConfig
@@ -53,7 +54,9 @@ class SipConfig:
     port), TLS listens there with the PEM certificate chain `tls_certfile`
     and key `tls_keyfile`; clients are not asked for certificates.
     `registrations` are accounts at trunk registrars that the endpoint keeps
-    registered while it runs (UDP only).
+    registered while it runs (UDP only). `rate_limit` caps new out-of-dialog
+    requests per source address; the excess is dropped, with at most one
+    503 per source and second.
     `auth` names digest users and trusted trunk networks; when both are
     empty, every source may call.
     """
@@ -73,6 +76,7 @@ class SipConfig:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     registrations: list[RegistrationConfig] = field(default_factory=list)
+    rate_limit: RateLimit | None = None
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -241,6 +245,7 @@ class SipEndpoint:
                 answer_timeout=config.answer_timeout,
                 tls_port=self._tls_port or None,
                 auth=config.auth,
+                rate_limit=config.rate_limit,
             )
         )
         logger.info("SIP endpoint listening on %s port %d", config.host, self._port)

@@ -22,6 +22,7 @@ from signaling.sip.auth import AuthConfig
 from signaling.sip.dialog import new_tag
 from signaling.sip.message import REASON_PHRASES, SipRequest, SipResponse, build_response, to_bytes
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.ratelimit import RateLimit
 from signaling.sip.routing import Outgoing, Peer, response_peer
 from signaling.sip.transaction import (
     ClientNonInviteTransaction,
@@ -59,6 +60,7 @@ class CoreConfig:
     answer_timeout: float = 120.0
     tls_port: int | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
+    rate_limit: RateLimit | None = None
 
 
 class TransactionUser:
