@@ -238,7 +238,8 @@ class UserAgent(TransactionUser):
         if config.name in self.registrations:
             raise SipUsageError(f"registration {config.name} already exists")
         peer = self._registrar_peer(config)
-        contact = f"<sip:{config.user}@{self._host()}:{self._port_for(peer)}>"
+        params = f";transport={peer.transport}" if peer.reliable else ""
+        contact = f"<sip:{config.user}@{self._host()}:{self._port_for(peer)}{params}>"
         registration = Registration(config, contact)
         self.registrations[config.name] = registration
         branch = new_branch()

@@ -54,7 +54,7 @@ class SipConfig:
     port), TLS listens there with the PEM certificate chain `tls_certfile`
     and key `tls_keyfile`; clients are not asked for certificates.
     `registrations` are accounts at trunk registrars that the endpoint keeps
-    registered while it runs (UDP only). `rate_limit` caps new out-of-dialog
+    registered while it runs (UDP or TCP). `rate_limit` caps new out-of-dialog
     requests per source address; the excess is dropped, with at most one
     503 per source and second.
     `auth` names digest users and trusted trunk networks; when both are
@@ -194,6 +194,12 @@ class SipEndpoint:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def connection_count(self) -> int:
+        """Open TCP and TLS connections, for metrics."""
+        servers = (self._tcp, self._tls)
+        return sum(server.connection_count for server in servers if server is not None)
 
     @property
     def tls_port(self) -> int:

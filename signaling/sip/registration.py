@@ -81,9 +81,8 @@ class Registration:
     """Drives REGISTER for one `RegistrationConfig`; see the module docstring."""
 
     def __init__(self, config: RegistrationConfig, contact: str, rng: random.Random | None = None):
-        # NOTE: the stack opens no outgoing TCP connections, so registrations use UDP.
-        if config.transport != "udp":
-            raise ValueError(f"registration transport must be udp, not {config.transport!r}")
+        if config.transport not in ("udp", "tcp"):
+            raise ValueError(f"registration transport must be udp or tcp, not {config.transport!r}")
         self.config = config
         self.contact = contact
         self.state = RegistrationState.IDLE

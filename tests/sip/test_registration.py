@@ -232,3 +232,23 @@ async def test_endpoint_with_wrong_password_backs_off() -> None:
     finally:
         await client.stop()
         await registrar.stop()
+
+
+async def test_endpoint_registers_over_tcp() -> None:
+    auth = AuthConfig(users={"alice": "secret"})
+    registrar = SipEndpoint(SipConfig(port=0, auth=auth), ScriptedHandler())
+    await registrar.start()
+    account = RegistrationConfig(
+        "trunk", "127.0.0.1", "alice", "secret", port=registrar.port, transport="tcp"
+    )
+    client = SipEndpoint(SipConfig(port=0, registrations=[account]), ScriptedHandler())
+    await client.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(10.0):
+            await client.wait_for_registration("trunk", "registered")
+        contacts = registrar.core.registrar.contacts("alice@127.0.0.1", loop.time())
+        assert contacts == [f"sip:alice@127.0.0.1:{client.port};transport=tcp"]
+    finally:
+        await client.stop()
+        await registrar.stop()
