@@ -114,6 +114,45 @@ def digest_response(
     return digest(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
+def build_authorization(
+    challenge: DigestCredentials,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    *,
+    nc: int,
+    cnonce: str,
+) -> str:
+    """Answer a digest challenge as a client (RFC 7616 §3.4), with qop=auth when offered.
+
+    A challenge without qop gets the RFC 2069 form, which has no nonce count.
+    """
+    params = challenge.params
+    algorithm = params.get("algorithm", "MD5").upper()
+    realm = params.get("realm", "")
+    nonce = params.get("nonce", "")
+    fields = [
+        f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
+    ]  # fmt: skip
+    qops = [item.strip().lower() for item in params.get("qop", "").split(",")]
+    if "auth" in qops:
+        nc_text = f"{nc:08x}"
+        response = digest_response(
+            algorithm, username, realm, password, method, uri, nonce, nc_text, cnonce
+        )
+        fields += [f'response="{response}"', "qop=auth", f"nc={nc_text}", f'cnonce="{cnonce}"']
+    else:
+        digest = ALGORITHMS[algorithm]
+        ha1 = digest(f"{username}:{realm}:{password}".encode()).hexdigest()
+        ha2 = digest(f"{method}:{uri}".encode()).hexdigest()
+        fields.append(f'response="{digest(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()}"')
+    fields.append(f"algorithm={algorithm}")
+    if "opaque" in params:
+        fields.append(f'opaque="{params["opaque"]}"')
+    return "Digest " + ", ".join(fields)
+
+
 @dataclass(slots=True)
 class AuthConfig:
     """Access rules for inbound INVITE and REGISTER.
