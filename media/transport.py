@@ -40,7 +40,7 @@ class FrameHandler(Protocol):
         ...
 
     def on_transport_closed(self) -> None:
-        """Learn that the transport stopped; no further calls follow."""
+        """Learn that the transport stopped. No further calls follow."""
         ...
 
 
