@@ -232,6 +232,10 @@ class MediaLeg:
             self._mark_closed()
         await self._transport.close()
         if self._recognizer is not None:
+            if self._recognizing_id:
+                # Flush the decoder (FinalResult) so Vosk releases the utterance cleanly.
+                self._recognizer.end(self.media_time_ms)
+                self._recognizing_id = 0
             await self._recognizer.close()
 
     @property
