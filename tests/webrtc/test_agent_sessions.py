@@ -205,3 +205,25 @@ async def test_newer_login_closes_older_socket(setup: Setup) -> None:
     assert msg.data == 4000
     presence = await _receive_type(second, "presence")
     assert presence["state"] == "available"
+
+
+async def test_session_token_refreshed_before_expiry() -> None:
+    config = WebRtcConfig(
+        allowed_origins=[ORIGIN],
+        token_secret=SECRET,
+        advertised_addresses=["127.0.0.1"],
+        token_ttl_s=2,
+    )
+    app = web.Application()
+    add_routes(app, config, PresenceHandler())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        ws = await client.ws_connect("/ws", headers={"Origin": ORIGIN})
+        token, expires_at = TokenSigner(SECRET, 2).issue("alice", Role.AGENT)
+        await ws.send_json({"type": "login", "token": token})
+        first = await _receive_type(ws, "session")
+        refreshed = await _receive_type(ws, "session")
+        assert first["session_id"] == refreshed["session_id"]
+        assert refreshed["expires_at"] > expires_at
+        claims = TokenSigner(SECRET, 2).verify(refreshed["token"])
+        assert claims.user == "alice"
+        assert claims.role is Role.AGENT
