@@ -24,15 +24,19 @@ response first makes it wait forever). Its SIP receive thread starts 1 s
 after `start()`, so a 200 sent earlier is read late and the server's
 retransmissions each get an ACK. Each ACK carries a new random To tag
 instead of the server's, its BYE reuses the INVITE's Via branch, and it
-sends no response to OPTIONS. Its PCMA encoder produces mu-law, which
-only matters if an answer picks PCMA (pyVoIP offers PCMU only). A 200 that
-pyVoIP reads before `call()` has stored the call is kept and replayed
-here, where pyVoIP alone would wait for the server's retransmission.
+sends no response to OPTIONS. A Call-ID is the hash of a per-phone
+counter plus `@ip:port`, so two phones that send the same requests use
+the same Call-IDs apart from that suffix. Its PCMA encoder produces
+mu-law, which only matters if an answer picks PCMA (pyVoIP offers PCMU
+only). A 200 that pyVoIP reads before `call()` has stored the call is
+kept and replayed here, where pyVoIP alone would wait for the server's
+retransmission.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import socket
@@ -65,6 +69,8 @@ with warnings.catch_warnings():
     import pyVoIP.VoIP  # noqa: F401
     from pyVoIP import RTP, SIP
     from pyVoIP.VoIP import CallState, PhoneStatus, VoIPCall, VoIPPhone
+
+__all__ = ["CallEnd", "CallEndedBy", "PyVoipClient", "PyVoipError", "to_pyvoip_audio"]
 
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160
@@ -367,7 +373,10 @@ class PyVoipClient:
         worker.start()
         worker.join(timeout_s)
         if worker.is_alive():
-            self._phone.sip.s.shutdown(socket.SHUT_RDWR)
+            # Linux wakes a receiver blocked on a UDP socket that is shut
+            # down, and raises ENOTCONN because the socket is not connected.
+            with contextlib.suppress(OSError):
+                self._phone.sip.s.shutdown(socket.SHUT_RDWR)
             worker.join(STOP_TIMEOUT_S)
             raise PyVoipError(f"no provisional response to pyVoIP's INVITE within {timeout_s} s")
         if errors:
