@@ -15,8 +15,6 @@ import itertools
 import logging
 import secrets
 
-from signaling.sip.endpoint import InboundCall
-
 from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession
 from ivr.model import Flow
@@ -26,6 +24,7 @@ from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 from media.tts import Synthesizer
 from signaling import sdp
+from signaling.sip.endpoint import InboundCall
 from voxgate.logs import call_id_var
 
 logger = logging.getLogger("voxgate.calls")

@@ -14,11 +14,11 @@ import signal
 import time
 
 from aiohttp import web
-from signaling.sip.endpoint import SipConfig, SipEndpoint
 
 from ivr.registry import FlowRegistry
 from media.rtp_session import RtpPortPool
 from media.tts import EspeakSynthesizer, TtsConfig
+from signaling.sip.endpoint import SipConfig, SipEndpoint
 from voxgate.calls import SipCallHandler
 from voxgate.http import create_app
 from voxgate.settings import Settings
