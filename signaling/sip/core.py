@@ -90,6 +90,8 @@ class CoreConfig:
     max_calls: int | None = None
     retry_after: int = 5
     min_session_expires: int = 90
+    answer_timeout: float = 120.0
+    tls_port: int | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
 
 
@@ -229,6 +231,7 @@ class UserAgent:
             record_route=True,
         )
         session.change(CallState.ANSWERED, "answer")
+        self._disarm("call", handle, "unanswered")
         if not self._call_peer[handle].reliable:
             session.retransmit_interval = self.config.timers.t1
             self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
@@ -389,6 +392,7 @@ class UserAgent:
         self._call_by_invite[key] = handle
         self._call_peer[handle] = peer
         logger.info("call %s: INVITE received over %s", handle, peer.transport)
+        self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
         self._events.append(CallOffered(session, peer))
 
     def _dialog_session(self, request: SipRequest) -> InviteSession | None:
@@ -522,7 +526,7 @@ class UserAgent:
             return
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
-        for name in ("2xx", "ack", "session"):
+        for name in ("2xx", "ack", "session", "unanswered"):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
@@ -551,13 +555,19 @@ class UserAgent:
         host = self.config.host
         return f"[{host}]" if ":" in host else host
 
+    def _port_for(self, peer: Peer | None) -> int:
+        if peer is not None and peer.transport == "tls" and self.config.tls_port:
+            return self.config.tls_port
+        return self.config.port
+
     def _via(self, branch: str, peer: Peer) -> str:
         transport = peer.transport.upper()
-        return f"SIP/2.0/{transport} {self._host()}:{self.config.port};branch={branch};rport"
+        port = self._port_for(peer)
+        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
         params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
-        return f"<sip:{self._host()}:{self.config.port}{params}>"
+        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
 
     def _respond(
         self,
@@ -684,6 +694,12 @@ class UserAgent:
             logger.warning("call %s: no ACK for the 2xx, sending BYE", handle)
             self._send_bye(session)
             self._end(session, session.pending_end or "timeout")
+        elif name == "unanswered" and session.state in (CallState.INCOMING, CallState.EARLY):
+            # The INVITE server transaction has no timer of its own in Proceeding, so
+            # a handler that never answers would hold the call forever.
+            logger.warning("call %s: not answered within %s s", handle, self.config.answer_timeout)
+            self._respond(session.transaction_key, 480, to_tag=session.local_tag)
+            self._end(session, "timeout")
         elif name == "session":
             logger.warning("call %s: session timer expired without a refresh", handle)
             self._send_bye(session)

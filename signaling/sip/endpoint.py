@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -45,6 +46,10 @@ class SipConfig:
     `force_rport` sends every UDP response to the source address and port, as
     if the peer had asked with rport (RFC 3581), which suits peers behind NAT.
     `max_calls` bounds concurrent calls; more get 503 with Retry-After.
+    A call without a final response after `answer_timeout` seconds gets 480
+    and ends with reason "timeout". With `tls_port` set (0 picks a free
+    port), TLS listens there with the PEM certificate chain `tls_certfile`
+    and key `tls_keyfile`; clients are not asked for certificates.
     `auth` names digest users and trusted trunk networks; when both are
     empty, every source may call.
     """
@@ -58,7 +63,11 @@ class SipConfig:
     max_calls: int | None = None
     retry_after: int = 5
     min_session_expires: int = 90
+    answer_timeout: float = 120.0
     shutdown_timeout: float = 2.0
+    tls_port: int | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -163,6 +172,8 @@ class SipEndpoint:
         self._core: UserAgent | None = None
         self._udp: UdpTransport | None = None
         self._tcp: TcpServer | None = None
+        self._tls: TcpServer | None = None
+        self._tls_port = 0
         self._port = 0
         self._calls: dict[str, InboundCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,6 +183,11 @@ class SipEndpoint:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The bound TLS port, or 0 without TLS."""
+        return self._tls_port
 
     @property
     def core(self) -> UserAgent:
@@ -202,6 +218,8 @@ class SipEndpoint:
                 protocol.close()
                 if attempt == attempts - 1:
                     raise
+        if config.tls_port is not None:
+            await self._start_tls(config)
         self._core = UserAgent(
             CoreConfig(
                 host=config.advertised_host or config.host,
@@ -213,10 +231,22 @@ class SipEndpoint:
                 max_calls=config.max_calls,
                 retry_after=config.retry_after,
                 min_session_expires=config.min_session_expires,
+                answer_timeout=config.answer_timeout,
+                tls_port=self._tls_port or None,
                 auth=config.auth,
             )
         )
         logger.info("SIP endpoint listening on %s port %d", config.host, self._port)
+
+    async def _start_tls(self, config: SipConfig) -> None:
+        if not config.tls_certfile or not config.tls_keyfile:
+            raise ValueError("tls_port needs tls_certfile and tls_keyfile")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(config.tls_certfile, config.tls_keyfile)
+        assert config.tls_port is not None
+        self._tls = TcpServer(self._on_message, self._on_invalid, config.limits, tls=context)
+        self._tls_port = await self._tls.start(config.host, config.tls_port)
 
     async def stop(self) -> None:
         """End every call (BYE or 487), wait briefly for ACKs, then close the sockets."""
@@ -240,6 +270,8 @@ class SipEndpoint:
             self._udp.close()
         if self._tcp is not None:
             await self._tcp.close()
+        if self._tls is not None:
+            await self._tls.close()
         self._core = None
         logger.info("SIP endpoint stopped")
 
@@ -299,6 +331,9 @@ class SipEndpoint:
         if item.peer.transport == "udp":
             if self._udp is not None:
                 self._udp.send(item.data, item.peer)
+        elif item.peer.transport == "tls":
+            if self._tls is not None:
+                self._tls.send(item.data, item.peer)
         elif self._tcp is not None:
             self._tcp.send(item.data, item.peer)
 

@@ -1,4 +1,4 @@
-"""Thin asyncio transports for SIP: UDP datagrams and TCP streams (RFC 3261 §18).
+"""Thin asyncio transports for SIP: UDP datagrams, TCP and TLS streams (RFC 3261 §18).
 
 They only move bytes. UDP hands each datagram to the UA core as it is; TCP
 frames the stream with `StreamParser` and hands over parsed messages. A
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -67,7 +68,10 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 
 class TcpServer:
-    """A listening TCP socket and its connections, each with a `StreamParser`."""
+    """A listening TCP socket (TLS when `tls` is set) and its connections.
+
+    Each connection has its own `StreamParser`.
+    """
 
     def __init__(
         self,
@@ -77,19 +81,28 @@ class TcpServer:
         *,
         max_connections: int = 1024,
         idle_timeout: float = 600.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_invalid = on_invalid
         self._limits = limits
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
+        self._tls = tls
+        self.transport = "tls" if tls is not None else "tcp"
         self._server: asyncio.Server | None = None
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._ids = itertools.count(1)
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(
+            self._accept,
+            host,
+            port,
+            ssl=self._tls,
+            ssl_handshake_timeout=10.0 if self._tls else None,
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     def send(self, data: bytes, peer: Peer) -> None:
@@ -122,7 +135,7 @@ class TcpServer:
         self._tasks.add(task)
         connection = next(self._ids)
         host, port = writer.get_extra_info("peername")[:2]
-        peer = Peer("tcp", str(host), int(port), connection)
+        peer = Peer(self.transport, str(host), int(port), connection)
         self._writers[connection] = writer
         logger.debug("TCP connection %d from %s:%s", connection, host, port)
         parser = StreamParser(self._limits)

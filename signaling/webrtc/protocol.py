@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     BAD_STATE = "bad_state"
     BAD_SDP = "bad_sdp"
     NOT_FOUND = "not_found"
+    OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
 

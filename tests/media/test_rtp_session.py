@@ -4,10 +4,12 @@ import asyncio
 import itertools
 import socket
 
+import numpy as np
 import pytest
 
 from ivr.channel import CallEnded, DtmfInput, SpeechStarted
 from media.audio import PcmAudio
+from media.codecs import codec_names, get_codec
 from media.leg import MediaLeg
 from media.rtp import RtpPacket
 from media.rtp_session import LatchState, RtpPortPool, RtpSession, RtpSessionConfig
@@ -182,3 +184,37 @@ async def test_malformed_and_unnegotiated_packets_are_counted(session_pair: Sess
 
 def test_speech_started_type_is_importable() -> None:
     assert SpeechStarted(at_ms=5).at_ms == 5
+
+
+async def test_g722_session_carries_wideband_tone(port_pool: RtpPortPool) -> None:
+    config = RtpSessionConfig(codec_name="G722", payload_type=9)
+    a = await RtpSession.open_from_pool(port_pool, config, local_host=LOOPBACK)
+    b = await RtpSession.open_from_pool(
+        port_pool, config, local_host=LOOPBACK, remote=a.local_address
+    )
+    a.set_remote(b.local_address)
+    try:
+        assert a.sample_rate == 16000
+        received = RecordingHandler()
+        b.attach(received)
+        leg = MediaLeg(a, call_id="a")
+        tone = PcmAudio(tone_pcm(16000, 0.5, hz=5000), 16000)
+        assert await asyncio.wait_for(leg.play(tone), 10) is None
+        await wait_for(lambda: sum(rms(f.pcm) > 2000 for f in received.frames) >= 20)
+        loud = [f for f in received.frames if rms(f.pcm) > 2000]
+        assert all(f.sample_rate == 16000 and len(f.pcm) == 640 for f in loud)
+        samples = np.frombuffer(b"".join(f.pcm for f in loud), "<i2").astype(float)
+        spectrum = np.abs(np.fft.rfft(samples))
+        peak_hz = np.fft.rfftfreq(samples.size, 1 / 16000)[int(np.argmax(spectrum))]
+        assert abs(peak_hz - 5000) < 20  # above 4 kHz: only a wideband codec carries it
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_codec_registry_lists_g722() -> None:
+    assert {"PCMU", "PCMA", "G722"} <= set(codec_names())
+    g722 = get_codec("g722")
+    assert (g722.clock_rate, g722.sample_rate, g722.static_payload_type) == (8000, 16000, 9)
+    with pytest.raises(KeyError, match="known codecs"):
+        get_codec("opus-x")

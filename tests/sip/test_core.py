@@ -539,3 +539,16 @@ def test_short_timers_are_configurable() -> None:
     sent = harness.advance(6.5)
 
     assert [request.method for request in requests(sent)] == ["BYE"]
+
+
+def test_unanswered_call_times_out_with_480() -> None:
+    harness = CoreHarness(CoreConfig(force_rport=True, answer_timeout=30.0))
+    handle = offered_call(harness)
+    harness.run(lambda core, now: core.ring(handle, now))
+
+    early = harness.advance(29.0)
+    sent = harness.advance(1.2)
+
+    assert statuses(early) == []
+    assert statuses(sent) == [480]
+    assert [event.reason for event in harness.ended()] == ["timeout"]

@@ -84,17 +84,22 @@ class LoopbackCapture:
             self._thread.join(timeout=5)
         self._socket.close()
 
-    def snapshot(self) -> list[Datagram]:
+    def everything(self) -> list[Datagram]:
+        """Datagrams to or from the watched port, in capture order."""
         with self._lock:
             return list(self.datagrams)
 
     def received(self) -> list[Datagram]:
         """Datagrams whose destination is the watched port."""
-        return [d for d in self.snapshot() if d.destination[1] == self.port]
+        return [d for d in self.everything() if d.destination[1] == self.port]
+
+    def snapshot(self) -> list[Datagram]:
+        """The same as `received`: what the peer on the watched port was sent."""
+        return self.received()
 
     def sent(self) -> list[Datagram]:
         """Datagrams whose source is the watched port."""
-        return [d for d in self.snapshot() if d.source[1] == self.port]
+        return [d for d in self.everything() if d.source[1] == self.port]
 
     def _run(self) -> None:
         packet_host = 0

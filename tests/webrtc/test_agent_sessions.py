@@ -175,3 +175,33 @@ async def test_agent_offline_after_grace(setup: Setup) -> None:
     await ws.close()
     assert await handler.next_state() == (AgentState.OFFLINE, "signaling lost")
     assert "alice" not in server.agents
+
+
+async def test_ringing_agent_lost_goes_offline_not_away(setup: Setup) -> None:
+    _, server, handler = setup
+    ws = await _available_agent(setup)
+    offering = asyncio.create_task(server.offer_call("alice", INCOMING, timeout_s=30))
+    await _receive_type(ws, "incoming")
+    assert await handler.next_state() == (AgentState.RINGING, "")
+    await ws.close()
+    assert await asyncio.wait_for(offering, 10) is None
+    assert await handler.next_state() == (AgentState.OFFLINE, "signaling lost")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(handler.changes.get(), timeout=1.0)
+
+
+async def test_newer_login_closes_older_socket(setup: Setup) -> None:
+    client, _, _ = setup
+    first = await _available_agent(setup)
+    second = await client.ws_connect("/ws", headers={"Origin": ORIGIN})
+    token, _ = TokenSigner(SECRET, 60).issue("alice", Role.AGENT)
+    await second.send_json({"type": "login", "token": token})
+    await _receive_type(second, "session")
+    while True:
+        msg = await first.receive(timeout=10)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            break
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert msg.data == 4000
+    presence = await _receive_type(second, "presence")
+    assert presence["state"] == "available"

@@ -29,6 +29,10 @@ export function applyStrings(t, root = document) {
   for (const node of root.querySelectorAll("[data-i18n-placeholder]")) {
     node.placeholder = t(node.dataset.i18nPlaceholder);
   }
+  for (const node of root.querySelectorAll("[data-i18n-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  }
+  document.documentElement.lang = t("lang");
 }
 
 export function newCallId() {
@@ -79,6 +83,11 @@ export class Signaling {
       }
       if (event.code === 4001) {
         this.handlers.onRejected?.(event.reason || "unauthorized");
+        return;
+      }
+      if (event.code === 4000) {
+        // A newer login of the same user took over; reconnecting would take it back.
+        this.handlers.onReplaced?.();
         return;
       }
       this.handlers.onLost?.();
