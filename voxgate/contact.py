@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acd.agents import AgentStateError
-from acd.events import AcdEvent, PositionChanged
+from acd.events import (
+    AcdEvent,
+    CallerAnswered,
+    CallerJoined,
+    CallerLeft,
+    OfferReturned,
+    PositionChanged,
+)
 from acd.model import AgentState as AcdAgentState
 from acd.model import Offer, OfferKind, PositionInfo, QueueTicket
 from acd.service import Acd
@@ -108,7 +115,7 @@ class ContactCenter:
         self._presence: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_listening = acd.events.listen(self._on_acd_event)
-        self.answered_calls = 0
+        self.counters: dict[str, dict[str, int]] = {}
 
     # -- lifetime -----------------------------------------------------------
 
@@ -148,13 +155,14 @@ class ContactCenter:
         (None when the caller hung up during the IVR). A caller that the IVR
         queued but that did not stay leaves the queue as abandoned.
         """
-        ticket = self.queue_service.take_ticket(leg.call_id)
-        if ticket is None:
+        placed = self.queue_service.take_ticket(leg.call_id)
+        if placed is None:
             return
         if result is None or result.outcome is not Outcome.QUEUED:
             await self._leave(leg.call_id, "hangup")
             return
-        waiting = _Waiting(leg, ticket, result, self.acd.clock.now())
+        ticket, joined_at = placed
+        waiting = _Waiting(leg, ticket, result, joined_at)
         self._waiting[leg.call_id] = waiting
         self._registration(leg.call_id).set_result(waiting)
         hold = asyncio.create_task(self._hold(waiting), name=f"hold-{leg.call_id}")
@@ -216,8 +224,29 @@ class ContactCenter:
         finally:
             leg.set_outbound_source(None)
 
+    def queue_counters(self) -> dict[str, dict[str, int]]:
+        """Counts per queue since the node started: joined, announced, offers returned,
+        answered, abandoned and left for other reasons (maximum wait, overflow)."""
+        return {queue: dict(counts) for queue, counts in self.counters.items()}
+
+    def _count(self, queue: str, name: str) -> None:
+        counts = self.counters.setdefault(
+            queue,
+            dict.fromkeys(("joined", "announced", "returned", "answered", "abandoned", "left"), 0),
+        )
+        counts[name] += 1
+
     def _on_acd_event(self, event: AcdEvent) -> None:
+        if isinstance(event, CallerJoined):
+            self._count(event.queue, "joined")
+        elif isinstance(event, CallerAnswered):
+            self._count(event.queue, "answered")
+        elif isinstance(event, OfferReturned):
+            self._count(event.queue, "returned")
+        elif isinstance(event, CallerLeft):
+            self._count(event.queue, "abandoned" if event.abandoned else "left")
         if isinstance(event, PositionChanged):
+            self._count(event.queue, "announced")
             waiting = self._waiting.get(event.call_id)
             if waiting is not None:
                 info = PositionInfo(
@@ -235,7 +264,6 @@ class ContactCenter:
         caller = waiting.leg
         agent_leg = MediaLeg(agent_call.transport, call_id=agent_call.call_id)
         mixer = bridge(caller.media, agent_leg, call_id=caller.call_id)
-        self.answered_calls += 1
         agent_ended: asyncio.Future[Any] = asyncio.ensure_future(agent_call.ended.wait())
         try:
             watched: set[asyncio.Future[Any]] = {caller_ended, agent_ended}

@@ -25,7 +25,7 @@ from voxgate.browser_calls import BrowserCallHandler
 from voxgate.calls import SipCallHandler
 from voxgate.components import build_contact_center, webrtc_config
 from voxgate.contact import ContactCenter
-from voxgate.http import create_app
+from voxgate.http import add_queue_counters, create_app
 from voxgate.settings import Settings
 
 logger = logging.getLogger("voxgate")
@@ -104,6 +104,8 @@ class Node:
     async def _start_http(self, flows: FlowRegistry, synthesizer: Synthesizer) -> None:
         settings = self.settings
         app = create_app(self.readiness)
+        if self.contact is not None:
+            add_queue_counters(app, self.contact.queue_counters)
         if settings.webrtc.enabled:
             handler = BrowserCallHandler(
                 flows=flows,

@@ -55,7 +55,7 @@ class AcdQueueService:
 
     def __init__(self, acd: Acd) -> None:
         self._acd = acd
-        self.tickets: dict[str, QueueTicket] = {}
+        self.tickets: dict[str, tuple[QueueTicket, float]] = {}
 
     async def enqueue(self, call_id: str, request: QueueRequest) -> QueuePlacement:
         """Queue the call; raise `ivr.services.QueueError` for an unknown or full queue."""
@@ -76,11 +76,11 @@ class AcdQueueService:
             raise IvrQueueError(str(exc)) from None
         if not ticket.queued or ticket.position is None:
             raise IvrQueueError(f"queue {request.queue!r} is full")
-        self.tickets[call_id] = ticket
+        self.tickets[call_id] = (ticket, self._acd.clock.now())
         return QueuePlacement(ticket.position, ticket.eta_s)
 
-    def take_ticket(self, call_id: str) -> QueueTicket | None:
-        """Return and forget the ticket of a call that the IVR queued, if any."""
+    def take_ticket(self, call_id: str) -> tuple[QueueTicket, float] | None:
+        """Return and forget the ticket of a call that the IVR queued, and its ACD join time."""
         return self.tickets.pop(call_id, None)
 
 
