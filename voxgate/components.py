@@ -13,10 +13,12 @@ from acd.store.memory import MemoryStore
 from acd.store.redis import RedisStore
 from media.audio import PcmAudio
 from media.tts import Synthesizer
+from signaling.sip.auth import AuthConfig
+from signaling.sip.endpoint import SipConfig
 from signaling.webrtc.config import IceServer, WebRtcConfig
 from voxgate.contact import AgentAccount, ContactCenter
 from voxgate.queueing import hold_audio, hold_tone
-from voxgate.settings import AcdSettings, Settings, WebRtcSettings
+from voxgate.settings import AcdSettings, Settings, SipSettings, WebRtcSettings
 
 logger = logging.getLogger("voxgate")
 
@@ -122,4 +124,26 @@ def webrtc_config(settings: WebRtcSettings, http_host: str, http_port: int) -> W
         ),
         advertised_addresses=tuple(settings.advertised_addresses),
         allow_mdns=settings.allow_mdns,
+    )
+
+
+def sip_config(settings: SipSettings) -> SipConfig:
+    """Map the `sip` settings section onto the SIP endpoint's config."""
+    auth = AuthConfig(
+        realm=settings.realm,
+        users=dict(settings.users),
+        algorithms=tuple(settings.digest_algorithms),
+        trusted_networks=tuple(settings.trusted_networks),
+    )
+    return SipConfig(
+        host=settings.host,
+        port=settings.port,
+        user_agent=settings.user_agent,
+        advertised_host=settings.advertised_host,
+        force_rport=settings.force_rport,
+        max_calls=settings.max_calls,
+        tls_port=settings.tls_port,
+        tls_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
+        tls_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
+        auth=auth,
     )

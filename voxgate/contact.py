@@ -1,7 +1,7 @@
 """The caller-to-agent journey of one node: queue, hold, offer, bridge, hangup.
 
 Theory of operation. The IVR's queue step places a caller with
-`AcdQueueService`; when the IVR session ends with outcome `queued`, the
+`AcdQueueService`. When the IVR session ends with outcome `queued`, the
 call's handler calls `ContactCenter.serve_queued`, which owns the caller's
 leg from then on. The caller hears hold music (the queue's WAV or a chime)
 and, on the queue's schedule, its position and expected wait, which the ACD
@@ -71,7 +71,7 @@ MAX_WORDS = 2000
 
 @dataclass(frozen=True, slots=True)
 class AgentAccount:
-    """What the ACD needs to log in one agent: the queues served and the skill levels."""
+    """The routing data of one agent for the ACD login: the queues served and the skill levels."""
 
     queues: tuple[str, ...]
     skills: Mapping[str, int] = field(default_factory=dict)
@@ -384,7 +384,7 @@ class ContactCenter:
                 if current is not None:
                     await self.acd.logout(user)
                 return
-            wanted, reason = {
+            target, reason = {
                 WebAgentState.AVAILABLE: (AcdAgentState.AVAILABLE, ""),
                 WebAgentState.AWAY: (AcdAgentState.AWAY, "away"),
                 WebAgentState.WRAP_UP: (AcdAgentState.AWAY, "wrap_up"),
@@ -394,10 +394,10 @@ class ContactCenter:
                 if account is None:
                     logger.warning("agent %s has no account settings, not routed to", user)
                     return
-                await self.acd.login(user, account.queues, account.skills, wanted, reason)
+                await self.acd.login(user, account.queues, account.skills, target, reason)
             elif current.state in (AcdAgentState.OFFERED, AcdAgentState.ON_CALL):
                 return
-            elif current.state is not wanted or current.away_reason != reason:
-                await self.acd.set_state(user, wanted, reason)
+            elif current.state is not target or current.away_reason != reason:
+                await self.acd.set_state(user, target, reason)
         except (AgentStateError, KeyError, ValueError) as exc:
             logger.info("agent %s: ACD state not updated: %s", user, exc)

@@ -1,10 +1,10 @@
 """One VoxGate node: SIP, RTP, IVR, ACD, WebRTC and HTTP wired together in one process.
 
 `run_node` starts every component, reports readiness on `GET /healthz`,
-waits for SIGINT or SIGTERM, then stops in reverse order: the SIP endpoint
+waits for SIGINT or SIGTERM, then stops in reverse order. The SIP endpoint
 sends BYE to every call, which ends each call's flow and frees its RTP
-port, the ACD stops dispatching, and the HTTP listener closes last (which
-ends the browser calls).
+port. Then the ACD stops dispatching, and the HTTP listener closes last,
+which ends the browser calls.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from aiohttp import web
 from ivr.registry import FlowRegistry
 from media.rtp_session import RtpPortPool
 from media.tts import EspeakSynthesizer, Synthesizer, TtsConfig
-from signaling.sip.endpoint import SipConfig, SipEndpoint
+from signaling.sip.endpoint import SipEndpoint
 from signaling.webrtc.server import WebRtcServer, add_routes
 from voxgate.browser_calls import BrowserCallHandler
 from voxgate.calls import SipCallHandler
-from voxgate.components import build_contact_center, webrtc_config
+from voxgate.components import build_contact_center, sip_config, webrtc_config
 from voxgate.contact import ContactCenter
 from voxgate.http import add_queue_counters, create_app
 from voxgate.settings import Settings
@@ -81,12 +81,7 @@ class Node:
             ring_ms=settings.sip.ring_ms,
             contact=self.contact,
         )
-        self._sip = SipEndpoint(
-            SipConfig(
-                host=settings.sip.host, port=settings.sip.port, user_agent=settings.sip.user_agent
-            ),
-            handler,
-        )
+        self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
         self._ready["sip"] = True
         logger.info(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from voxgate.yamlsource import YamlDocument, YamlSourceError, load_yaml_file
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+DigestAlgorithm = Literal["SHA-256", "MD5"]
 
 
 class SettingsError(ValueError):
@@ -55,8 +56,50 @@ class SipSettings(_Section):
     ring_ms: int = Field(
         default=0, ge=0, le=60_000, description="Time to ring (180) before answering, in ms."
     )
+    advertised_host: str | None = Field(
+        default=None, description="Host put into Via and Contact; defaults to host."
+    )
+    force_rport: bool = Field(
+        default=False, description="Answer every UDP request at its source port (peers behind NAT)."
+    )
+    max_calls: int | None = Field(default=None, ge=1, description="More calls get 503.")
+    trusted_networks: list[str] = Field(
+        default_factory=list,
+        description="Trunk source networks (CIDR) whose INVITEs need no digest authentication.",
+    )
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="Digest user name -> password for phones that REGISTER and call.",
+    )
+    realm: str = Field(default="voxgate", min_length=1, max_length=100)
+    digest_algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: list[DigestAlgorithm](["SHA-256", "MD5"]),
+        min_length=1,
+        description="Digest challenges in order; baresip 1.0 needs MD5 first.",
+    )
+    tls_port: int | None = Field(default=None, ge=0, le=65535)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
 
     _host = field_validator("host")(_check_host)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"invalid network {network!r}: expected CIDR such as 192.0.2.0/24"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> SipSettings:
+        if self.tls_port is not None and (self.tls_certfile is None or self.tls_keyfile is None):
+            raise ValueError("tls_port needs tls_certfile and tls_keyfile")
+        return self
 
 
 class RtpSettings(_Section):
@@ -300,9 +343,15 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         }
     )
     asr = settings.asr.model_copy(update={"models_dir": resolve(settings.asr.models_dir)})
+    sip = settings.sip.model_copy(
+        update={
+            "tls_certfile": resolve(settings.sip.tls_certfile),
+            "tls_keyfile": resolve(settings.sip.tls_keyfile),
+        }
+    )
     queues = {
         name: queue.model_copy(update={"hold_music": resolve(queue.hold_music)})
         for name, queue in settings.acd.queues.items()
     }
     acd = settings.acd.model_copy(update={"queues": queues})
-    return settings.model_copy(update={"ivr": ivr, "asr": asr, "acd": acd})
+    return settings.model_copy(update={"ivr": ivr, "asr": asr, "acd": acd, "sip": sip})

@@ -143,3 +143,16 @@ def test_hold_music_path_resolved_against_base(tmp_path: Path) -> None:
     text = "acd:\n  queues:\n    general:\n      hold_music: prompts/hold.wav\n"
     settings = load_settings(write(tmp_path, text))
     assert settings.acd.queues["general"].hold_music == tmp_path / "prompts" / "hold.wav"
+
+
+def test_invalid_trusted_network_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "sip:\n  trusted_networks: [not-a-network]\n"))
+    assert "sip.trusted_networks" in str(caught.value)
+    assert "not-a-network" in str(caught.value)
+
+
+def test_sip_tls_port_needs_certificate(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "sip:\n  tls_port: 5061\n"))
+    assert "tls_certfile" in str(caught.value)
