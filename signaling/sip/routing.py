@@ -90,18 +90,19 @@ def in_dialog_peer(dialog: Dialog, source: Peer) -> Peer:
     """Pick where in-dialog requests go.
 
     NOTE: the stack does not resolve host names. The first Route or the
-    remote target is used when its host is an IP address. Otherwise, and on
-    streams, requests go back to where the dialog's INVITE came from.
+    remote target is used when its host is an IP address, and otherwise the
+    address the dialog's INVITE came from. On TCP and TLS the connection the
+    INVITE came on is reused while it is open.
     """
-    if source.reliable:
-        return source
     target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
     try:
         uri = parse_name_addr(target).uri
     except SipSyntaxError:
         return source
-    if uri is None or not is_ip(uri.bare_host):
+    if uri is None or not is_ip(uri.bare_host) or "maddr" in uri.params:
         return source
-    if "maddr" in uri.params or uri.transport != "udp":
+    if source.reliable:
+        return Peer(source.transport, uri.bare_host, uri.effective_port(), source.connection)
+    if uri.transport != "udp":
         return source
     return Peer("udp", uri.bare_host, uri.effective_port())

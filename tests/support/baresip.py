@@ -28,7 +28,6 @@ end packets.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import signal
@@ -48,10 +47,21 @@ from tests.support.audio_analysis import (
     audio_from_rtp,
     packets_from_datagrams,
 )
+from tests.support.calls import CallEnd, CallEndedBy
 from tests.support.capture import LoopbackCapture
 from tests.support.dtmf import check_digits
 from tests.support.ports import free_port_block, free_tcp_port, free_udp_port_pair
 from tests.support.wav import load_mono, silence, write_wav
+
+__all__ = [
+    "BaresipClient",
+    "BaresipError",
+    "BaresipEvent",
+    "CallEnd",
+    "CallEndedBy",
+    "decode_netstrings",
+    "encode_netstring",
+]
 
 BARESIP_BINARY = Path("/usr/bin/baresip")
 MODULE_PATH = Path("/usr/lib/baresip/modules")
@@ -67,23 +77,6 @@ LOCAL_HANGUP_REASON = "Connection reset by user"
 logger = logging.getLogger("tests.peers.baresip")
 
 T = TypeVar("T")
-
-
-class CallEndedBy(enum.Enum):
-    """Which side ended a call, or FAILED if it was never established."""
-
-    LOCAL = "local"
-    REMOTE = "remote"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnd:
-    """How a call ended: the side, baresip's reason text and the monotonic time."""
-
-    ended_by: CallEndedBy
-    reason: str
-    at: float
 
 
 @dataclass(frozen=True, slots=True)

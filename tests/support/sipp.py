@@ -9,12 +9,15 @@ exit code and the error log. SIPp's own exit codes:
     1   at least one call failed   99  exited without processing a call
     255 fatal error (exit -1)      254 could not bind a socket (exit -2)
 
+`SippProcess` passes `-timeout_error`, so reaching its global timeout is a
+fatal error (255, "timed out after" in the error log).
+
 RFC 4733 digits are played with `<exec play_pcap_audio=FILE/>`, which sends
 the pcap's UDP payloads from the media port through a raw socket (root
 only). `write_dtmf_pcap` builds one pcap per digit with its own RTP
-timestamp, so that two presses of the same digit are two events; the
-Debian files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one
-timestamp and SSRC.
+timestamp, so two presses of the same digit are two events. The Debian
+files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one timestamp
+and SSRC.
 """
 
 from __future__ import annotations
@@ -29,13 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
+from tests.support.audio_analysis import (
+    RtpPacket,
+    Samples,
+    Timeline,
+    audio_from_rtp,
+    encode_ulaw,
+    packets_from_datagrams,
+)
+from tests.support.capture import LoopbackCapture
 from tests.support.dtmf import check_digits, telephone_event_packets
 from tests.support.ports import free_udp_port, free_udp_port_pair
+from tests.support.wav import load_mono
 
 SIPP_BINARY = Path("/usr/bin/sipp")
 DEBIAN_PCAP_DIR = Path("/usr/share/sip-tester")
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "data" / "peers"
 STOP_TIMEOUT_S = 5.0
+FRAME_SAMPLES = 160
 
 EXIT_ALL_CALLS_PASSED = 0
 EXIT_SOME_CALL_FAILED = 1
@@ -56,6 +72,28 @@ def debian_dtmf_pcap(digit: str) -> Path:
     return path
 
 
+def write_udp_pcap(path: Path, datagrams: Sequence[tuple[float, bytes]]) -> Path:
+    """Write a pcap (Ethernet, IPv4, UDP) of `(offset_s, payload)` datagrams for play_pcap_audio.
+
+    SIPp rewrites the addresses and ports when it plays the file and keeps
+    the offsets between packets, so the addresses here are placeholders.
+    """
+    records = []
+    for index, (offset_s, payload) in enumerate(datagrams):
+        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(payload), 0) + payload
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index & 0xFFFF, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        )  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+        microseconds = round(offset_s * 1_000_000)
+        seconds, fraction = divmod(microseconds, 1_000_000)
+        records.append(struct.pack("<IIII", seconds, fraction, len(frame), len(frame)) + frame)
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path.write_bytes(header + b"".join(records))
+    return path
+
+
 def write_dtmf_pcap(
     path: Path,
     digit: str,
@@ -66,15 +104,10 @@ def write_dtmf_pcap(
     payload_type: int = 101,
     duration_s: float = 0.1,
 ) -> Path:
-    """Write a pcap (Ethernet, IPv4, UDP) of the RFC 4733 packets of one digit.
-
-    Packets are 20 ms apart, and the three end packets too. SIPp rewrites
-    the addresses and ports when it plays the file, so those are fixed here.
-    """
-    records = []
-    packets = telephone_event_packets(digit, duration_s=duration_s)
-    for index, packet in enumerate(packets):
-        rtp = struct.pack(
+    """Write a pcap of the RFC 4733 packets of one digit, 20 ms apart (end packets too)."""
+    datagrams = []
+    for index, packet in enumerate(telephone_event_packets(digit, duration_s=duration_s)):
+        header = struct.pack(
             "!BBHII",
             0x80,
             (0x80 if packet.marker else 0) | payload_type,
@@ -82,23 +115,33 @@ def write_dtmf_pcap(
             rtp_timestamp & 0xFFFFFFFF,
             ssrc,
         )
-        udp_payload = rtp + packet.payload
-        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(udp_payload), 0) + udp_payload
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index, 0, 64, 17, 0,
-            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
-        )  # fmt: skip
-        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
-        microseconds = index * 20_000
-        records.append(
-            struct.pack(
-                "<IIII", microseconds // 1_000_000, microseconds % 1_000_000, len(frame), len(frame)
-            )
-            + frame
+        datagrams.append((index * 0.02, header + packet.payload))
+    return write_udp_pcap(path, datagrams)
+
+
+def write_audio_pcap(
+    path: Path, samples: Samples, *, ssrc: int = 0x5EED0002, first_timestamp: int = 0
+) -> Path:
+    """Write a pcap of 8 kHz samples as PCMU (payload type 0) RTP, 20 ms per packet.
+
+    The last partial frame is padded with silence.
+    """
+    frames = -(-len(samples) // FRAME_SAMPLES)
+    padded = np.zeros(frames * FRAME_SAMPLES, dtype=np.int16)
+    padded[: len(samples)] = samples
+    datagrams = []
+    for index in range(frames):
+        header = struct.pack(
+            "!BBHII",
+            0x80,
+            0x80 if index == 0 else 0,
+            (1 + index) & 0xFFFF,
+            (first_timestamp + index * FRAME_SAMPLES) & 0xFFFFFFFF,
+            ssrc,
         )
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    path.write_bytes(header + b"".join(records))
-    return path
+        frame = padded[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
+        datagrams.append((index * 0.02, header + encode_ulaw(frame)))
+    return write_udp_pcap(path, datagrams)
 
 
 def render_scenario(template: Path, destination: Path, values: Mapping[str, object]) -> Path:
@@ -142,6 +185,15 @@ def dtmf_actions(work_dir: Path, digits: str, *, gap_ms: int = 400, duration_s: 
     return "\n  ".join(steps)
 
 
+def audio_actions(work_dir: Path, wav: Path) -> str:
+    """Return scenario XML that starts playing `wav` as PCMU RTP (it plays on in the background).
+
+    SIPp stops this audio when the next pcap (a digit) starts playing.
+    """
+    pcap = write_audio_pcap(work_dir / f"{wav.stem}.pcap", load_mono(wav, 8000))
+    return f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'
+
+
 @dataclass(frozen=True, slots=True)
 class SippResult:
     """How a SIPp run ended: exit code, whether the wait timed out, and its logs."""
@@ -175,6 +227,8 @@ class SippProcess:
     without it SIPp waits for calls. `sip_port` and `media_port` default to
     free ports. `calls` maps to `-m` (None runs until stopped), and
     `global_timeout_s` to `-timeout`, which makes SIPp exit by itself.
+    With `capture_rtp`, the datagrams sent to the media port are captured
+    on `lo` (root only) for `received_audio()`.
     """
 
     def __init__(
@@ -189,12 +243,15 @@ class SippProcess:
         calls: int | None = 1,
         rtp_echo: bool = False,
         global_timeout_s: float = 60.0,
+        capture_rtp: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.scenario = scenario
+        self.capture_rtp = capture_rtp
+        self._capture: LoopbackCapture | None = None
         self.work_dir = work_dir
         self.sip_port = sip_port or free_udp_port()
-        # SIPp also uses media_port + 2 for video echo, so reserve a pair.
+        # With -rtp_echo SIPp also binds media_port + 2 (video), so pick a free block.
         self.media_port = media_port or free_udp_port_pair()
         self.error_path = work_dir / f"{scenario.stem}_errors.log"
         self.message_path = work_dir / f"{scenario.stem}_messages.log"
@@ -226,6 +283,8 @@ class SippProcess:
         return self._process.pid if self._process else None
 
     def start(self) -> SippProcess:
+        if self.capture_rtp:
+            self._capture = LoopbackCapture(self.media_port).__enter__()
         with self.stdout_path.open("wb") as stdout:
             self._process = subprocess.Popen(
                 self.command,
@@ -259,19 +318,35 @@ class SippProcess:
             return self.result(True)
         return self.result(False)
 
-    def stop(self) -> SippResult:
-        """Ask SIPp to quit (SIGUSR1, like pressing q), then end it by PID if it lingers."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> SippResult:
+        """Quit SIPp like pressing q (SIGUSR1), then end it by PID after `timeout_s`.
+
+        SIGUSR1 lets calls in progress finish. A call that SIPp aborted can
+        keep it running even after a second SIGUSR1, hence the SIGTERM.
+        """
         process = self._require_process()
         if process.poll() is None:
             process.send_signal(signal.SIGUSR1)
             try:
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self._terminate()
         return self.result(False)
 
+    def received_packets(self) -> list[RtpPacket]:
+        """Return the RTP packets captured on their way to SIPp's media port."""
+        if self._capture is None:
+            raise RuntimeError("RTP capture is off: create the SippProcess with capture_rtp=True")
+        return packets_from_datagrams(self._capture.snapshot())
+
+    def received_audio(self) -> Timeline:
+        """Return the G.711 audio sent to SIPp's media port, laid out by RTP timestamp."""
+        return audio_from_rtp(self.received_packets())
+
     def result(self, timed_out: bool) -> SippResult:
         process = self._require_process()
+        if self._capture is not None and process.returncode is not None:
+            self._capture.stop()
         returncode = process.returncode if process.returncode is not None else -1
         return SippResult(
             returncode=returncode % 256,
@@ -293,6 +368,8 @@ class SippProcess:
     ) -> None:
         if self._process is not None and self._process.poll() is None:
             self._terminate()
+        if self._capture is not None:
+            self._capture.stop()
 
     def _terminate(self) -> None:
         process = self._require_process()
