@@ -227,3 +227,32 @@ async def test_session_token_refreshed_before_expiry() -> None:
         claims = TokenSigner(SECRET, 2).verify(refreshed["token"])
         assert claims.user == "alice"
         assert claims.role is Role.AGENT
+
+
+async def test_cancelled_offer_tells_agent_and_frees_them(setup: Setup) -> None:
+    _, server, handler = setup
+    ws = await _available_agent(setup)
+    offering = asyncio.create_task(server.offer_call("alice", INCOMING, timeout_s=30))
+    await _receive_type(ws, "incoming")
+    assert await handler.next_state() == (AgentState.RINGING, "")
+    assert server.cancel_offer("acd-1", "caller left") is True
+    assert await asyncio.wait_for(offering, 10) is None
+    withdrawn = await _receive_type(ws, "hangup")
+    assert withdrawn["call_id"] == "acd-1"
+    assert withdrawn["reason"] == "caller left"
+    assert await handler.next_state() == (AgentState.AVAILABLE, "caller left")
+    assert server.cancel_offer("acd-1") is False
+
+
+async def test_cancelling_offer_task_withdraws_ring(setup: Setup) -> None:
+    _, server, handler = setup
+    ws = await _available_agent(setup)
+    offering = asyncio.create_task(server.offer_call("alice", INCOMING, timeout_s=30))
+    await _receive_type(ws, "incoming")
+    assert await handler.next_state() == (AgentState.RINGING, "")
+    offering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await offering
+    withdrawn = await _receive_type(ws, "hangup")
+    assert withdrawn["reason"] == "offer withdrawn"
+    assert await handler.next_state() == (AgentState.AVAILABLE, "offer withdrawn")
