@@ -185,7 +185,7 @@ class LoginHandlers:
         self._check_origin(request)
         client = request.remote or "unknown"
         if self._failed_logins.blocked(client, self._clock()):
-            logger.warning("login throttled for a client after repeated failures")
+            logger.debug("login throttled for a client after repeated failures")
             raise web.HTTPTooManyRequests(text="too many failed logins, retry in a minute")
         body = await self._read_json(request)
         user = body.get("user")
@@ -208,7 +208,7 @@ class LoginHandlers:
             raise web.HTTPForbidden(text="guest calls are disabled")
         client = request.remote or "unknown"
         if self._guest_tokens.blocked(client, self._clock()):
-            logger.warning("guest tokens throttled for a client")
+            logger.debug("guest tokens throttled for a client")
             raise web.HTTPTooManyRequests(text="too many guest sessions, retry in a minute")
         self._guest_tokens.record(client, self._clock())
         token, expires_at = self._signer.issue(f"guest-{secrets.token_hex(6)}", Role.CALLER)

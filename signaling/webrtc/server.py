@@ -150,6 +150,7 @@ class WebRtcServer:
         self._early_candidates: dict[str, list[Candidate]] = {}
         self._opening: dict[str, str] = {}
         self._withdrawn: dict[str, str] = {}
+        self.rejected_origins = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -159,7 +160,11 @@ class WebRtcServer:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to a signaling WebSocket after checking the Origin header."""
         if not self.origin_allowed(request.headers.get("Origin")):
-            logger.warning("websocket rejected: origin not allowed")
+            self.rejected_origins += 1
+            if self.rejected_origins % 100 == 1:
+                logger.warning(
+                    "websocket rejected: origin not allowed (%d so far)", self.rejected_origins
+                )
             raise web.HTTPForbidden(text="origin not allowed")
         ws = web.WebSocketResponse(
             heartbeat=30.0,
