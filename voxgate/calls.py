@@ -22,8 +22,8 @@ from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, SessionResult
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
-from media.audio import PcmAudio
 from media.asr import ModelCatalog
+from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 from media.tts import Synthesizer
