@@ -22,6 +22,7 @@ from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, SessionResult
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
+from media.asr import ModelCatalog
 from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
@@ -106,8 +107,10 @@ class SipCallHandler:
         advertised_address: str,
         ring_ms: int,
         contact: ContactCenter | None = None,
+        models: ModelCatalog | None = None,
     ) -> None:
         self._flows = flows
+        self._models = models
         self._default_flow = default_flow
         self._synthesizer = synthesizer
         self._port_pool = port_pool
@@ -153,7 +156,7 @@ class SipCallHandler:
         if media is None:
             return
         answer, session, port = media
-        leg = MediaLeg(session, call_id=call.call_id)
+        leg = MediaLeg(session, call_id=call.call_id, models=self._models)
         try:
             if self._ring_s > 0 and not await self._ring(call):
                 return

@@ -134,6 +134,7 @@ def sip_config(settings: SipSettings) -> SipConfig:
         users=dict(settings.users),
         algorithms=tuple(settings.digest_algorithms),
         trusted_networks=tuple(settings.trusted_networks),
+        allow_rfc2069=settings.digest_allow_rfc2069,
     )
     return SipConfig(
         host=settings.host,

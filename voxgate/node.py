@@ -17,6 +17,7 @@ import time
 from aiohttp import web
 
 from ivr.registry import FlowRegistry
+from media.asr import AsrConfig, ModelCatalog
 from media.rtp_session import RtpPortPool
 from media.tts import EspeakSynthesizer, Synthesizer, TtsConfig
 from signaling.sip.endpoint import SipEndpoint
@@ -60,6 +61,12 @@ class Node:
             logger.warning("default flow %r not found", settings.ivr.default_flow)
         self._own(asyncio.ensure_future(flows.watch(FLOW_WATCH_INTERVAL_S)))
         synthesizer = EspeakSynthesizer(TtsConfig(cache_dir=settings.ivr.prompt_cache_dir))
+        models = ModelCatalog(AsrConfig(models_dir=settings.asr.models_dir))
+        if not models.any_model():
+            logger.warning(
+                "no speech recognition model in %s or installed packages; speech input is off",
+                settings.asr.models_dir,
+            )
         self._ready["ivr"] = True
 
         self.contact = await build_contact_center(settings, synthesizer)
@@ -80,6 +87,7 @@ class Node:
             advertised_address=settings.rtp.advertised_address or settings.rtp.host,
             ring_ms=settings.sip.ring_ms,
             contact=self.contact,
+            models=models,
         )
         self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()

@@ -77,6 +77,13 @@ class SipSettings(_Section):
         min_length=1,
         description="Digest challenges in order; baresip 1.0 needs MD5 first.",
     )
+    digest_allow_rfc2069: bool = Field(
+        default=False,
+        description=(
+            "Also accept digest responses without qop (RFC 2069), as pyVoIP 1.6.8 sends; "
+            "each nonce is then accepted once."
+        ),
+    )
     tls_port: int | None = Field(default=None, ge=0, le=65535)
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None

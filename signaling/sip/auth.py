@@ -91,6 +91,14 @@ def parse_digest(value: str) -> DigestCredentials:
     return DigestCredentials(scheme, params)
 
 
+_USED_WITHOUT_QOP = 0xFFFFFFFF
+
+
+def _uri_target(uri: str) -> str:
+    """Return the scheme, user, host and port of a SIP URI, without parameters or headers."""
+    return re.split(r"[;?]", uri, maxsplit=1)[0].lower()
+
+
 def digest_response(
     algorithm: str,
     username: str,
@@ -163,6 +171,11 @@ class AuthConfig:
     `trusted_networks` are
     trunk source networks (CIDR strings) let in without digest. With both
     empty, authentication is off and every source is accepted.
+
+    `allow_rfc2069` also accepts responses without qop (RFC 2069, as
+    pyVoIP 1.6.8 sends them) and a digest uri that names the same target as
+    the Request-URI with other parameters (pyVoIP adds `;transport=UDP`).
+    Such a response has no nonce count, so each nonce is accepted once.
     """
 
     realm: str = "voxgate"
@@ -171,6 +184,7 @@ class AuthConfig:
     trusted_networks: Sequence[str] = ()
     nonce_lifetime: float = 300.0
     max_tracked_nonces: int = 10_000
+    allow_rfc2069: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -274,9 +288,13 @@ class Authenticator:
             return AuthDecision(401, reason="nonce not issued here")
         if now - int(nonce.split(".", 1)[0], 16) > self.config.nonce_lifetime:
             return AuthDecision(401, stale=True, reason="nonce expired")
-        if params.get("uri") != request_uri:
+        uri = params.get("uri", "")
+        legacy = self.config.allow_rfc2069
+        if uri != request_uri and not (legacy and _uri_target(uri) == _uri_target(request_uri)):
             # RFC 7616 §3.4.6: the digest covers the Request-URI; another URI is a replay risk.
             return AuthDecision(401, reason="digest uri does not match the Request-URI")
+        if legacy and "qop" not in params:
+            return self._check_rfc2069(algorithm, username, password, method, uri, nonce, params)
         if params.get("qop") != "auth":
             return AuthDecision(401, reason="qop=auth is required")
         nc_text = params.get("nc", "")
@@ -304,6 +322,32 @@ class Authenticator:
             return AuthDecision(401, stale=True, reason="nonce count replayed")
         self._nonce_counts[nonce] = count
         self._nonce_counts.move_to_end(nonce)
+        while len(self._nonce_counts) > self.config.max_tracked_nonces:
+            self._nonce_counts.popitem(last=False)
+        return AuthDecision(None, user=username)
+
+    def _check_rfc2069(
+        self,
+        algorithm: str,
+        username: str,
+        password: str | None,
+        method: str,
+        uri: str,
+        nonce: str,
+        params: dict[str, str],
+    ) -> AuthDecision:
+        """Check a response computed without qop: H(HA1:nonce:HA2), RFC 2069 §2.1.2."""
+        if password is None:
+            return AuthDecision(401, reason="unknown user")
+        if nonce in self._nonce_counts:
+            return AuthDecision(401, stale=True, reason="nonce already used without qop")
+        hash_function = ALGORITHMS[algorithm]
+        ha1 = hash_function(f"{username}:{self.config.realm}:{password}".encode()).hexdigest()
+        ha2 = hash_function(f"{method}:{uri}".encode()).hexdigest()
+        expected = hash_function(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+        if not hmac.compare_digest(expected, params.get("response", "").lower()):
+            return AuthDecision(401, reason="wrong digest response")
+        self._nonce_counts[nonce] = _USED_WITHOUT_QOP
         while len(self._nonce_counts) > self.config.max_tracked_nonces:
             self._nonce_counts.popitem(last=False)
         return AuthDecision(None, user=username)

@@ -431,6 +431,27 @@ class UserAgent(TransactionUser):
         handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
         return self.calls.get(handle) if handle else None
 
+    def _answered_call_for_ack(self, request: SipRequest) -> InviteSession | None:
+        """Find the answered call that an ACK with another To tag acknowledges.
+
+        NOTE: RFC 3261 §12.2.2 matches an ACK by its dialog ID, but pyVoIP
+        1.6.8 puts a random To tag in every ACK. An ACK whose Call-ID, From
+        tag and CSeq number match one answered, unacknowledged INVITE
+        confirms that call; it can only come from someone who saw the INVITE.
+        """
+        info = request.parsed
+        for session in self.calls.values():
+            invite = session.invite.parsed
+            if (
+                session.state is CallState.ANSWERED
+                and invite.call_id == info.call_id
+                and invite.from_.tag == info.from_.tag
+                and invite.cseq.number == info.cseq.number
+            ):
+                logger.debug("call %s: ACK with another To tag accepted", session.handle)
+                return session
+        return None
+
     def _on_dialog_request(self, request: SipRequest, key: str) -> None:
         session = self._dialog_session(request)
         if session is None or session.dialog is None or session.ended:
@@ -539,7 +560,7 @@ class UserAgent(TransactionUser):
         ):
             self._apply(key, transaction.on_request(request))
             return
-        session = self._dialog_session(request)
+        session = self._dialog_session(request) or self._answered_call_for_ack(request)
         if session is not None and session.state is CallState.CONFIRMED:
             self._on_reinvite_ack(session, request)
             return
