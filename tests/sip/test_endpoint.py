@@ -299,3 +299,52 @@ async def test_bye_over_new_tcp_connection_after_close() -> None:
     finally:
         contact_server.close()
         await endpoint.stop()
+
+
+async def probe_answered(peer: UdpPeer, call_id: bytes) -> bool:
+    """Drain replies for up to 1 s and report whether the probe's 200 was among them."""
+    try:
+        async with asyncio.timeout(1.0):
+            while True:
+                reply = await peer.next(1.0)
+                if reply.startswith(b"SIP/2.0 200") and b"Call-ID: " + call_id + b"\r" in reply:
+                    return True
+    except TimeoutError:
+        return False
+
+
+async def test_mutated_datagram_storm_survived(peer: UdpPeer) -> None:
+    """2,000 corrupted torture messages over UDP, then OPTIONS still gets 200."""
+    import random
+
+    from tests.sip.support import DATA
+
+    seeds = [path.read_bytes() for path in sorted((DATA / "rfc4475").glob("*.dat"))]
+    rng = random.Random(4475)
+    endpoint = await started(ScriptedHandler(mode="reject"), force_rport=True)
+    try:
+        for index in range(2000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                position = rng.randrange(len(data))
+                data[position : position + rng.randint(0, 8)] = rng.randbytes(rng.randint(0, 8))
+            peer.send(bytes(data), endpoint.port)
+            if index % 200 == 0:
+                await asyncio.sleep(0)  # let the endpoint drain its socket
+
+        # Socket buffers may drop datagrams during the storm, so the probe is
+        # retransmitted like a UAC would, up to 20 times.
+        answered = False
+        for attempt in range(20):
+            probe = sip_request(
+                "OPTIONS", call_id=f"after-storm-{attempt}", branch=f"z9hG4bK-p{attempt}",
+                port=peer.port,
+            )  # fmt: skip
+            peer.send(probe, endpoint.port)
+            answered = await probe_answered(peer, f"after-storm-{attempt}".encode())
+            if answered:
+                break
+
+        assert answered
+    finally:
+        await endpoint.stop()
