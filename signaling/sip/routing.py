@@ -46,7 +46,8 @@ def stamp_via(request: SipRequest, peer: Peer) -> None:
     """Add `received` and fill `rport` in the top Via (§18.2.1, RFC 3581 §4)."""
     via = request.parsed.top_via
     changed = False
-    if via.host.strip("[]") != peer.host:
+    # RFC 3581 §4: with rport, received is added even when the host matches.
+    if via.host.strip("[]") != peer.host or "rport" in via.params:
         via.params["received"] = peer.host
         changed = True
     if "rport" in via.params:
