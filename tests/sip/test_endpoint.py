@@ -348,3 +348,23 @@ async def test_mutated_datagram_storm_survived(peer: UdpPeer) -> None:
         assert answered
     finally:
         await endpoint.stop()
+
+
+async def test_tcp_garbage_closes_only_that_connection() -> None:
+    endpoint = await started(ScriptedHandler())
+    try:
+        _, bad_writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+
+        bad_writer.write(b"\x16\x03\x01\x02\x00" + bytes(range(256)) * 80 + b"\r\n\r\n")
+        await bad_writer.drain()
+        probe = sip_request("OPTIONS", port=5999).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        writer.write(probe)
+        reply = await asyncio.wait_for(read_stream_message(reader), 5.0)
+
+        assert reply is not None
+        assert status_of(reply) == 200
+        bad_writer.close()
+        writer.close()
+    finally:
+        await endpoint.stop()
