@@ -368,3 +368,18 @@ async def test_tcp_garbage_closes_only_that_connection() -> None:
         writer.close()
     finally:
         await endpoint.stop()
+
+
+async def test_tel_uris_give_caller_and_called(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="reject")
+    endpoint = await started(handler)
+    invite = sip_request("INVITE", port=peer.port, uri="tel:+15550100000;phone-context=x")
+    invite = invite.replace(b"From: <sip:15550100001@127.0.0.1>", b"From: <tel:+15550100001>")
+    try:
+        peer.send(invite, endpoint.port)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+
+        assert call.caller == "+15550100001"
+        assert call.called == "+15550100000"
+    finally:
+        await endpoint.stop()
