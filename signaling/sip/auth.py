@@ -1,10 +1,11 @@
 """Digest authentication for requests we receive (RFC 3261 §22, RFC 7616, RFC 8760).
 
-The UAS challenges with one `WWW-Authenticate` per algorithm (SHA-256 first,
-then MD5, as RFC 8760 §2.4 orders them), always with qop=auth. Nonces are
+The UAS challenges with one `WWW-Authenticate` per algorithm, most preferred
+first (SHA-256, then MD5, by default), always with qop=auth. Nonces are
 stateless: a timestamp and a random salt with an HMAC over both under a
-per-process secret, so any nonce we issued can be checked without storing it, and expires after
-`nonce_lifetime` seconds (then the peer gets `stale=true`). Nonce counts
+per-process secret. So any nonce we issued can be checked without storing
+it, and it expires after `nonce_lifetime` seconds (then the peer gets
+`stale=true`). Nonce counts
 are tracked per nonce to reject replays, in a table bounded by
 `max_tracked_nonces`.
 
@@ -42,7 +43,7 @@ class DigestCredentials:
 
 
 def parse_digest(value: str) -> DigestCredentials:
-    """Parse `Scheme name=value, name="quoted", ...` (RFC 7616 §3.4).
+    """Parse `Scheme name=value, name="quoted", ...` (RFC 7616 credentials or challenges).
 
     Raise `SipSyntaxError` for a malformed value, an over-long one, or a
     repeated parameter.
@@ -111,7 +112,7 @@ def digest_response(
     cnonce: str,
     qop: str = "auth",
 ) -> str:
-    """Compute the `response` value for qop=auth (RFC 7616 §3.4.1)."""
+    """Compute the `response` value for qop=auth (RFC 7616)."""
     hash_function = ALGORITHMS[algorithm]
 
     def digest(text: str) -> str:
@@ -132,7 +133,7 @@ def build_authorization(
     nc: int,
     cnonce: str,
 ) -> str:
-    """Answer a digest challenge as a client (RFC 7616 §3.4), with qop=auth when offered.
+    """Answer a digest challenge as a client (RFC 7616), with qop=auth when offered.
 
     A challenge without qop gets the RFC 2069 form, which has no nonce count.
     """
@@ -231,7 +232,7 @@ class Authenticator:
         return hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
 
     def challenges(self, now: float, stale: bool = False) -> list[tuple[str, str]]:
-        """Return one WWW-Authenticate header per algorithm, in preference order (RFC 8760 §2.4)."""
+        """Return one WWW-Authenticate header per configured algorithm, most preferred first."""
         nonce = self.new_nonce(now)
         stale_param = ", stale=true" if stale else ""
         return [
@@ -291,7 +292,7 @@ class Authenticator:
         uri = params.get("uri", "")
         legacy = self.config.allow_rfc2069
         if uri != request_uri and not (legacy and _uri_target(uri) == _uri_target(request_uri)):
-            # RFC 7616 §3.4.6: the digest covers the Request-URI; another URI is a replay risk.
+            # The digest covers `uri`, so a response computed for another URI is a replay risk.
             return AuthDecision(401, reason="digest uri does not match the Request-URI")
         if legacy and "qop" not in params:
             return self._check_rfc2069(algorithm, username, password, method, uri, nonce, params)

@@ -476,8 +476,9 @@ class UserAgent(TransactionUser):
 
     def _on_reoffer(self, session: InviteSession, request: SipRequest, key: str) -> None:
         pending = session.pending_offer_key
-        if pending is not None and pending in self._server:
-            if request.method == "INVITE" and pending.endswith("|INVITE"):
+        pending_transaction = self._server.get(pending) if pending else None
+        if pending_transaction is not None:
+            if request.method == "INVITE" and pending_transaction.request.method == "INVITE":
                 # §14.2: a second re-INVITE before the first has its final response.
                 self._respond(key, 500, extra=[("Retry-After", "1")])
             else:

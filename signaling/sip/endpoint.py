@@ -37,6 +37,7 @@ from signaling.sip.registration import RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer
 from signaling.sip.transaction import TimerConfig
 from signaling.sip.transport import TcpServer, UdpTransport
+from signaling.sip.uri import SipUri
 
 logger = logging.getLogger("sip.endpoint")
 
@@ -105,12 +106,9 @@ class InboundCall:
         self._handle = session.handle
         self.call_id: str = session.handle
         self.sip_call_id: str = info.call_id
-        from_uri = info.from_.uri
-        self.caller: str = unquote(from_uri.user or "") if from_uri else ""
-        called_user = request_uri.user if request_uri else None
-        if not called_user and info.to.uri is not None:
-            called_user = info.to.uri.user
-        self.called: str = unquote(called_user or "")
+        self.caller: str = _user_part(info.from_.uri_text, info.from_.uri)
+        called = _user_part(session.invite.uri, request_uri)
+        self.called: str = called or _user_part(info.to.uri_text, info.to.uri)
         self.remote_sdp: bytes | None = session.remote_sdp
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
@@ -171,6 +169,15 @@ class InboundCall:
             self._ended.set_result(reason)
         if not self.ack_sdp.done():
             self.ack_sdp.cancel()
+
+
+def _user_part(text: str, uri: SipUri | None) -> str:
+    """Return the unescaped user of a SIP URI, or the number of a tel: URI."""
+    if uri is not None:
+        return unquote(uri.user or "")
+    if text[:4].lower() == "tel:":
+        return unquote(text[4:].split(";", 1)[0])
+    return ""
 
 
 class SipEndpoint:

@@ -50,8 +50,8 @@ class Timer(enum.Enum):
     I = "I"  # noqa: E741  wait time for ACK retransmits (server INVITE)
     J = "J"  # wait time for non-INVITE request retransmits (server)
     K = "K"  # wait time for response retransmits (client non-INVITE)
-    L = "L"  # wait time for INVITE retransmits after a 2xx (RFC 6026 §8.7)
-    M = "M"  # wait time for 2xx retransmits in Accepted (client INVITE, RFC 6026 §8.4)
+    L = "L"  # wait time for INVITE retransmits after a 2xx (RFC 6026)
+    M = "M"  # wait time for 2xx retransmits in Accepted (client INVITE, RFC 6026)
 
 
 @dataclass(frozen=True, slots=True)

@@ -619,3 +619,14 @@ def test_reject_reason_cannot_inject_headers() -> None:
     assert statuses(sent) == [486]
     assert responses(sent)[0].reason == "BusyX-Evil: 1"
     assert responses(sent)[0].headers.get("X-Evil") is None
+
+
+def test_response_via_gets_received_and_rport() -> None:
+    harness = CoreHarness(peer=Peer("udp", "127.0.0.9", 40000))
+
+    sent = responses(harness.feed(sip_request("OPTIONS")))
+
+    via = sent[0].parsed.top_via
+    assert via.params["received"] == "127.0.0.9"
+    assert via.params["rport"] == "40000"
+    assert harness.sent[0].peer == Peer("udp", "127.0.0.9", 40000)

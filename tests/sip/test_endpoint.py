@@ -299,3 +299,87 @@ async def test_bye_over_new_tcp_connection_after_close() -> None:
     finally:
         contact_server.close()
         await endpoint.stop()
+
+
+async def probe_answered(peer: UdpPeer, call_id: bytes) -> bool:
+    """Drain replies for up to 1 s and report whether the probe's 200 was among them."""
+    try:
+        async with asyncio.timeout(1.0):
+            while True:
+                reply = await peer.next(1.0)
+                if reply.startswith(b"SIP/2.0 200") and b"Call-ID: " + call_id + b"\r" in reply:
+                    return True
+    except TimeoutError:
+        return False
+
+
+async def test_mutated_datagram_storm_survived(peer: UdpPeer) -> None:
+    """2,000 corrupted torture messages over UDP, then OPTIONS still gets 200."""
+    import random
+
+    from tests.sip.support import DATA
+
+    seeds = [path.read_bytes() for path in sorted((DATA / "rfc4475").glob("*.dat"))]
+    rng = random.Random(4475)
+    endpoint = await started(ScriptedHandler(mode="reject"), force_rport=True)
+    try:
+        for index in range(2000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                position = rng.randrange(len(data))
+                data[position : position + rng.randint(0, 8)] = rng.randbytes(rng.randint(0, 8))
+            peer.send(bytes(data), endpoint.port)
+            if index % 200 == 0:
+                await asyncio.sleep(0)  # let the endpoint drain its socket
+
+        # Socket buffers may drop datagrams during the storm, so the probe is
+        # retransmitted like a UAC would, up to 20 times.
+        answered = False
+        for attempt in range(20):
+            probe = sip_request(
+                "OPTIONS", call_id=f"after-storm-{attempt}", branch=f"z9hG4bK-p{attempt}",
+                port=peer.port,
+            )  # fmt: skip
+            peer.send(probe, endpoint.port)
+            answered = await probe_answered(peer, f"after-storm-{attempt}".encode())
+            if answered:
+                break
+
+        assert answered
+    finally:
+        await endpoint.stop()
+
+
+async def test_tcp_garbage_closes_only_that_connection() -> None:
+    endpoint = await started(ScriptedHandler())
+    try:
+        _, bad_writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+
+        bad_writer.write(b"\x16\x03\x01\x02\x00" + bytes(range(256)) * 80 + b"\r\n\r\n")
+        await bad_writer.drain()
+        probe = sip_request("OPTIONS", port=5999).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        writer.write(probe)
+        reply = await asyncio.wait_for(read_stream_message(reader), 5.0)
+
+        assert reply is not None
+        assert status_of(reply) == 200
+        bad_writer.close()
+        writer.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_tel_uris_give_caller_and_called(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="reject")
+    endpoint = await started(handler)
+    invite = sip_request("INVITE", port=peer.port, uri="tel:+15550100000;phone-context=x")
+    invite = invite.replace(b"From: <sip:15550100001@127.0.0.1>", b"From: <tel:+15550100001>")
+    try:
+        peer.send(invite, endpoint.port)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+
+        assert call.caller == "+15550100001"
+        assert call.called == "+15550100000"
+    finally:
+        await endpoint.stop()
