@@ -76,9 +76,10 @@ class TelephoneEvent:
 class Timeline:
     """Received audio laid out by RTP timestamp.
 
-    `samples[0]` is the first sample of the first packet, which arrived at
-    `start_arrival` (time.monotonic seconds). `dropped_packets` counts
-    packets that fell outside the timeline's bounds.
+    `samples[0]` is the earliest sample received. `start_arrival` is the
+    time.monotonic() instant it arrived, or would have arrived in order
+    when a reordered packet carried it. `dropped_packets` counts packets
+    that fell outside the timeline's bounds.
     """
 
     samples: Samples
@@ -260,8 +261,8 @@ def audio_from_rtp(
     Packets of other payload types (telephone-event, comfort noise) are
     skipped. The first packet of each new SSRC is placed by its arrival time
     relative to the first packet, because RTP timestamps of different
-    sources are unrelated, and the sources are mixed where they overlap
-    (an echo and a prompt, for example). Packets that would end beyond
+    sources are unrelated. Sources are mixed where they overlap (an echo
+    and a prompt, for example). Packets that would end beyond
     `max_duration_s` are counted in `dropped_packets`.
     """
     audio = [p for p in packets if p.payload_type in (PAYLOAD_TYPE_PCMU, PAYLOAD_TYPE_PCMA)]

@@ -15,11 +15,11 @@ small subclasses to observe it:
   up to the first second of a prompt. `PyVoipClient.start()` runs the
   receive loop at once instead.
 - `_RecordingRtpClient` keeps every RTP datagram pyVoIP receives (with its
-  arrival time) for `received_audio()`, keeps pyVoIP's receive thread alive
-  when its parser raises (a telephone-event above 15 raised IndexError and
-  ended that thread), and replaces pyVoIP's transmit loop with the same
-  loop plus RFC 4733 event packets, so events share the audio stream's
-  SSRC, sequence numbers and clock.
+  arrival time) for `received_audio()`. It keeps pyVoIP's receive thread
+  alive when its parser raises (a telephone-event above 15 raised
+  IndexError and ended that thread). Its transmit loop is pyVoIP's plus
+  RFC 4733 event packets, so events share the audio stream's SSRC,
+  sequence numbers and clock.
 
 Other pyVoIP 1.6.8 behaviour a server sees from this client: `call()`
 blocks until a 100, 180 or 401 arrives (a 200 without a provisional
