@@ -341,7 +341,11 @@ class BaresipClient:
         return audio_from_rtp(self.received_packets())
 
     def received_wav(self) -> Path:
-        """Return the WAV that the sndfile filter wrote from baresip's decoder output."""
+        """Return the WAV that the sndfile filter wrote from baresip's decoder output.
+
+        NOTE: sndfile names its files by the second the call started, so a
+        second call from this client within the same second overwrites them.
+        """
         return self._recording("dec")
 
     def sent_wav(self) -> Path:
