@@ -1,0 +1,134 @@
+"""The event hub's fan-out and bounds, and the IVR and ACD adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from acd.events import AgentStateChanged, CallerOffered
+from acd.model import AgentState, Offer, OfferKind
+from ivr.events import EventKind, IvrEvent
+from voxgate.callevents import CallEvent, EventHub, from_acd_event, from_ivr_event
+
+
+def event(kind: str, call_id: str | None = "c1", index: int = 0) -> CallEvent:
+    return CallEvent(kind, call_id, "node-a", 1000.0 + index, {"index": index})
+
+
+async def test_subscription_receives_in_order() -> None:
+    hub = EventHub()
+    with hub.subscribe() as subscription:
+        for index in range(3):
+            hub.publish(event("call.started", index=index))
+        received = [await subscription.get() for _ in range(3)]
+    assert [e.payload["index"] for e in received] == [0, 1, 2]
+    assert hub.subscriber_count == 0
+
+
+async def test_slow_subscription_drops_oldest() -> None:
+    hub = EventHub()
+    subscription = hub.subscribe(maxsize=3)
+    for index in range(10):
+        hub.publish(event("ivr.step_entered", index=index))
+    assert subscription.dropped == 7
+    assert subscription.pending() == 3
+    kept = [await subscription.get() for _ in range(3)]
+    assert [e.payload["index"] for e in kept] == [7, 8, 9]
+    subscription.close()
+
+
+async def test_subscription_filters_kinds_and_call() -> None:
+    hub = EventHub()
+    by_kind = hub.subscribe(kinds=["call.ended", "acd.*"])
+    by_call = hub.subscribe(call_id="c2")
+    hub.publish(event("call.started"))
+    hub.publish(event("call.ended"))
+    hub.publish(event("acd.caller_joined", call_id="c2"))
+    hub.publish(event("ivr.step_entered", call_id="c2"))
+    assert [(await by_kind.get()).kind for _ in range(by_kind.pending())] == [
+        "call.ended",
+        "acd.caller_joined",
+    ]
+    assert [(await by_call.get()).kind for _ in range(by_call.pending())] == [
+        "acd.caller_joined",
+        "ivr.step_entered",
+    ]
+
+
+async def test_closed_subscription_ends_after_queue() -> None:
+    hub = EventHub()
+    subscription = hub.subscribe()
+    waiter = asyncio.ensure_future(subscription.get())
+    await asyncio.sleep(0)
+    hub.publish(event("call.started"))
+    assert (await asyncio.wait_for(waiter, 5)).kind == "call.started"
+    hub.publish(event("call.ended"))
+    subscription.close()
+    hub.publish(event("call.answered"))
+    assert (await subscription.get()).kind == "call.ended"
+    with pytest.raises(EOFError):
+        await subscription.get()
+
+
+def test_failing_listener_does_not_stop_others(caplog: pytest.LogCaptureFixture) -> None:
+    hub = EventHub()
+    seen: list[str] = []
+
+    def broken(event: CallEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    hub.listen(broken)
+    remove = hub.listen(lambda e: seen.append(e.kind))
+    with caplog.at_level(logging.ERROR):
+        hub.publish(event("call.started"))
+    assert seen == ["call.started"]
+    assert "event listener failed" in caplog.text
+    remove()
+    hub.publish(event("call.ended"))
+    assert seen == ["call.started"]
+
+
+def test_ivr_event_keeps_flow_step_and_payload() -> None:
+    ivr = IvrEvent(EventKind.INTENT_SCORED, "c1", "care", "ask", 3.5, {"intent": "refund"})
+    converted = from_ivr_event(ivr, "node-a", 1234.0)
+    assert converted.kind == "ivr.intent_scored"
+    assert converted.call_id == "c1"
+    assert converted.time == 1234.0
+    assert converted.payload == {"flow": "care", "step": "ask", "intent": "refund"}
+
+
+def test_acd_offer_event_leaves_out_context() -> None:
+    offer = Offer(
+        entry_id="e1",
+        call_id="c1",
+        queue="care",
+        agent_id="agent-7",
+        node_id="node-b",
+        kind=OfferKind.CALL,
+        offered_at=10.0,
+        lease_until=25.0,
+        context={"caller": "+15550100042"},
+    )
+    converted = from_acd_event(CallerOffered(10.0, offer), "node-a")
+    assert converted.kind == "acd.caller_offered"
+    assert converted.call_id == "c1"
+    assert converted.time == 10.0
+    assert converted.payload["agent_id"] == "agent-7"
+    assert converted.payload["offer_node_id"] == "node-b"
+    assert converted.payload["offer_kind"] == "call"
+    assert "+15550100042" not in repr(converted.to_json())
+
+
+def test_acd_agent_state_event_has_no_call() -> None:
+    changed = AgentStateChanged(5.0, "agent-7", AgentState.AVAILABLE, AgentState.OFFERED, "call")
+    converted = from_acd_event(changed, "node-a")
+    assert converted.kind == "acd.agent_state_changed"
+    assert converted.call_id is None
+    assert converted.payload == {
+        "agent_id": "agent-7",
+        "old": "available",
+        "new": "offered",
+        "reason": "call",
+    }

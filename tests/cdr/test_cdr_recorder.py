@@ -1,0 +1,244 @@
+"""CDRs built from real IVR and ACD events and written to a real SQLite file."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ivr.engine import Outcome
+from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_node
+from voxgate.callevents import CallEvent, Channel, EventHub
+from voxgate.cdr import Disposition
+from voxgate.cdrstore import SCHEMA_VERSION, CdrConfig, CdrRecorder, CdrSchemaError, CdrStore
+
+
+@pytest.fixture
+async def hub() -> EventHub:
+    return EventHub()
+
+
+@pytest.fixture
+async def recorder(tmp_path: Path, hub: EventHub) -> AsyncIterator[CdrRecorder]:
+    recorder = CdrRecorder(CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID), hub)
+    await recorder.start()
+    yield recorder
+    await recorder.close()
+
+
+async def queue_through_ivr(node: Node, call_id: str) -> list[CallEvent]:
+    """Start, answer and run the IVR until the caller is queued; return the ACD's events."""
+    acd_events: list[CallEvent] = []
+    node.hub.listen(lambda e: acd_events.append(e) if e.kind.startswith("acd.") else None)
+    node.legs.started(call_id, channel=Channel.SIP, caller=CALLER, called=CALLED)
+    node.clock.advance(2)
+    node.legs.answered(call_id)
+    result = await node.run_ivr(call_id, ["I want a refund"])
+    assert result.outcome is Outcome.QUEUED
+    request = result.queue_request
+    assert request is not None
+    node.legs.queued(call_id, queue=request.queue, priority=request.priority, reason=request.reason)
+    return acd_events
+
+
+async def test_full_journey_writes_expected_row(
+    hub: EventHub, recorder: CdrRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    node = make_node(hub)
+    ivr_events: list[CallEvent] = []
+    hub.listen(lambda e: ivr_events.append(e) if e.kind.startswith("ivr.") else None)
+    acd_events = await queue_through_ivr(node, "call-1")
+
+    node.clock.advance(42)
+    await node.acd.login("agent-7", ["care"])
+    assert await node.acd.dispatch() == 1
+    offered = [e for e in acd_events if e.kind == "acd.caller_offered"]
+    assert len(offered) == 1
+    assert await node.acd.answer_offer("agent-7", offered[0].payload["entry_id"])
+    node.legs.recording("call-1", path="/var/lib/voxgate/recordings/call-1.wav")
+    node.clock.advance(95)
+    node.legs.ended("call-1", reason="agent_hangup")
+    await recorder.flush()
+
+    row = await recorder.get("call-1")
+    assert row is not None
+    assert row.node_id == NODE_ID
+    assert row.channel == "sip"
+    assert row.caller == CALLER
+    assert row.called == CALLED
+    assert row.started_at == START_TIME
+    assert row.answered_at == START_TIME + 2
+    assert row.ended_at == START_TIME + 2 + 42 + 95
+    assert row.flow == "care"
+    entered = [e.payload["step"] for e in ivr_events if e.kind == "ivr.step_entered"]
+    assert row.ivr_path == entered
+    assert row.ivr_path == ["ask", "to_queue"]
+    assert row.ivr_outcome == "queued"
+    assert row.intent == "refund"
+    assert row.intent_score is not None
+    sentiment = [e.payload["score"] for e in ivr_events if e.kind == "ivr.sentiment"]
+    assert row.sentiment == sentiment
+    assert row.queue == "care"
+    assert row.priority == 6
+    assert row.priority_reason == "refund"
+    assert row.wait_s == 42
+    assert row.agent_id == "agent-7"
+    assert row.talk_s == 95
+    assert row.disposition is Disposition.COMPLETED
+    assert row.end_reason == "agent_hangup"
+    assert row.recording_path == "/var/lib/voxgate/recordings/call-1.wav"
+    assert recorder.open_calls == 0
+    assert recorder.written == 1
+    log_text = "\n".join(record.getMessage() for record in caplog.records)
+    assert CALLER not in log_text
+    assert "I want a refund" not in log_text
+
+
+async def test_abandoned_in_queue(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    await queue_through_ivr(node, "call-2")
+    node.clock.advance(30)
+    assert await node.acd.leave("call-2", "hangup")
+    node.legs.ended("call-2", reason="caller_hangup")
+    await recorder.flush()
+
+    row = await recorder.get("call-2")
+    assert row is not None
+    assert row.disposition is Disposition.ABANDONED
+    assert row.queue == "care"
+    assert row.wait_s == 30
+    assert row.agent_id is None
+    assert row.talk_s is None
+    assert row.end_reason == "caller_hangup"
+
+
+async def test_hangup_in_queue_without_leave_event(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    await queue_through_ivr(node, "call-3")
+    node.clock.advance(12.5)
+    node.legs.ended("call-3", reason="caller_hangup")
+    await recorder.flush()
+
+    row = await recorder.get("call-3")
+    assert row is not None
+    assert row.disposition is Disposition.ABANDONED
+    assert row.wait_s == 12.5
+
+
+async def test_rejected_call_never_reached_ivr(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    node.legs.started("call-4", channel=Channel.WEBRTC, caller=CALLER, called="9999")
+    node.clock.advance(0.2)
+    node.legs.ended("call-4", reason="rejected", status=404)
+    node.legs.started("call-5", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    node.clock.advance(3)
+    node.legs.ended("call-5", reason="caller_cancel", status=487)
+    await recorder.flush()
+
+    rejected = await recorder.get("call-4")
+    assert rejected is not None
+    assert rejected.channel == "webrtc"
+    assert rejected.disposition is Disposition.FAILED
+    assert rejected.answered_at is None
+    assert rejected.ivr_path == []
+    assert rejected.flow is None
+    assert rejected.queue is None
+    assert rejected.wait_s is None
+    assert rejected.sentiment == []
+    cancelled = await recorder.get("call-5")
+    assert cancelled is not None
+    assert cancelled.disposition is Disposition.NO_ANSWER
+    assert cancelled.ended_at - cancelled.started_at == 3
+
+
+async def test_ivr_self_service_and_caller_hangup(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    for call_id, turns in (("call-6", [None, None, None, None]), ("call-7", [])):
+        node.legs.started(call_id, channel=Channel.SIP, caller=CALLER, called=CALLED)
+        node.legs.answered(call_id)
+        await node.run_ivr(call_id, turns)
+        node.legs.ended(call_id, reason="ivr_hangup")
+    await recorder.flush()
+
+    silent = await recorder.get("call-6")
+    assert silent is not None
+    assert silent.ivr_outcome == "hangup"
+    assert silent.ivr_path == ["ask", "bye"]
+    assert silent.disposition is Disposition.SELF_SERVICE
+    gone = await recorder.get("call-7")
+    assert gone is not None
+    assert gone.ivr_outcome == "caller_hangup"
+    assert gone.disposition is Disposition.ABANDONED
+
+
+async def test_rows_survive_restart(tmp_path: Path, hub: EventHub) -> None:
+    config = CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID)
+    first = CdrRecorder(config, hub)
+    await first.start()
+    node = make_node(hub)
+    node.legs.started("call-8", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    node.legs.answered("call-8")
+    node.clock.advance(5)
+    node.legs.ended("call-8", reason="caller_hangup")
+    node.legs.started("call-9", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    await first.close()
+
+    second = CdrRecorder(config, EventHub())
+    await second.start()
+    try:
+        kept = await second.get("call-8")
+        assert kept is not None
+        assert kept.caller == CALLER
+        open_at_stop = await second.get("call-9")
+        assert open_at_stop is not None
+        assert open_at_stop.end_reason == "node_stopped"
+        recent = await second.recent(10)
+        assert {row.call_id for row in recent} == {"call-8", "call-9"}
+        assert second.store is not None
+        assert second.store.schema_version() == SCHEMA_VERSION
+    finally:
+        await second.close()
+    with sqlite3.connect(config.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_rejects_unknown_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.db"
+    CdrStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(CdrSchemaError, match="schema version"):
+        CdrStore(path)
+
+
+async def test_recent_orders_by_end_time(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    for index in range(5):
+        node.legs.started(f"call-r{index}", channel=Channel.SIP, caller=CALLER, called=CALLED)
+        node.clock.advance(1)
+        node.legs.ended(f"call-r{index}", reason="caller_hangup")
+    await recorder.flush()
+    recent = await recorder.recent(3)
+    assert [row.call_id for row in recent] == ["call-r4", "call-r3", "call-r2"]
+
+
+async def test_open_call_bound_evicts_oldest(tmp_path: Path, hub: EventHub) -> None:
+    config = CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID, max_open_calls=2)
+    recorder = CdrRecorder(config, hub)
+    await recorder.start()
+    try:
+        node = make_node(hub)
+        for index in range(3):
+            node.legs.started(f"call-e{index}", channel=Channel.SIP, caller=CALLER, called=CALLED)
+        await recorder.flush()
+        assert recorder.open_calls == 2
+        evicted = await recorder.get("call-e0")
+        assert evicted is not None
+        assert evicted.end_reason == "evicted"
+        assert await recorder.get("call-e1") is None
+    finally:
+        await recorder.close()

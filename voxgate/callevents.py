@@ -1,0 +1,328 @@
+"""Call events of one node and the hub that fans them out.
+
+Theory of operation. Every component that takes part in a call publishes a
+`CallEvent` on the node's `EventHub`: the IVR session through
+`ivr_event_callback`, the ACD through `attach_acd`, and the call legs (SIP
+and WebRTC) through `CallLegEvents`. The hub hands each event to listeners
+at once (the CDR recorder, the webhook sender) and to subscriptions
+(the SSE and WebSocket streams). A subscription holds a bounded queue: when
+its reader falls behind, the oldest events are dropped and counted, so the
+publisher never waits.
+
+Kinds carry their source as a prefix: `call.*` from the legs, `ivr.*` from
+the IVR, `acd.*` from the ACD. Payloads may contain caller data (numbers,
+digits, transcripts) because they feed CDRs; log message text never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from acd import events as acd_events
+from ivr.events import EventCallback, IvrEvent
+
+logger = logging.getLogger("voxgate.events")
+
+DEFAULT_SUBSCRIPTION_SIZE = 1000
+
+
+class CallKind(enum.StrEnum):
+    """Kinds the node publishes for its call legs (no package emits these)."""
+
+    STARTED = "call.started"
+    ANSWERED = "call.answered"
+    QUEUED = "call.queued"
+    BRIDGED = "call.bridged"
+    TRANSFERRED = "call.transferred"
+    RECORDING = "call.recording"
+    ENDED = "call.ended"
+
+
+class Channel(enum.StrEnum):
+    SIP = "sip"
+    WEBRTC = "webrtc"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One thing that happened on a node; `time` is Unix time in seconds.
+
+    `call_id` is None for events about no call (an agent's state change).
+    """
+
+    kind: str
+    call_id: str | None
+    node_id: str
+    time: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the event as a JSON-ready dict (the wire form of SSE, WebSocket and webhooks)."""
+        return {
+            "kind": self.kind,
+            "call_id": self.call_id,
+            "node_id": self.node_id,
+            "time": self.time,
+            "payload": dict(self.payload),
+        }
+
+
+Listener = Callable[[CallEvent], None]
+
+
+class Subscription:
+    """A bounded queue of the hub's events that match `kinds` and `call_id`.
+
+    `kinds` contains exact kinds or prefixes ending in `.*` (`ivr.*`); empty means all.
+    When the queue is full the oldest event is dropped and `dropped` counts it.
+    """
+
+    def __init__(
+        self,
+        hub: EventHub,
+        maxsize: int,
+        kinds: Iterable[str] = (),
+        call_id: str | None = None,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"subscription size must be at least 1, got {maxsize}")
+        self._hub = hub
+        self._events: deque[CallEvent] = deque()
+        self._maxsize = maxsize
+        self._ready = asyncio.Event()
+        self._exact = frozenset(k for k in kinds if not k.endswith(".*"))
+        self._prefixes = tuple(k[:-1] for k in kinds if k.endswith(".*"))
+        self._call_id = call_id
+        self.dropped = 0
+        self.closed = False
+
+    def matches(self, event: CallEvent) -> bool:
+        if self._call_id is not None and event.call_id != self._call_id:
+            return False
+        if not self._exact and not self._prefixes:
+            return True
+        return event.kind in self._exact or event.kind.startswith(self._prefixes)
+
+    def put(self, event: CallEvent) -> None:
+        """Queue `event`, dropping the oldest one when the queue is full; never blocks."""
+        if len(self._events) >= self._maxsize:
+            self._events.popleft()
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning("event subscriber is too slow; dropping its oldest events")
+        self._events.append(event)
+        self._ready.set()
+
+    async def get(self) -> CallEvent:
+        """Return the next event, waiting for one; raises `EOFError` once closed and empty."""
+        while not self._events:
+            if self.closed:
+                raise EOFError("subscription closed")
+            self._ready.clear()
+            await self._ready.wait()
+        return self._events.popleft()
+
+    def pending(self) -> int:
+        return len(self._events)
+
+    def close(self) -> None:
+        """Stop receiving events; `get` returns what is queued, then raises `EOFError`."""
+        if not self.closed:
+            self.closed = True
+            self._hub._remove(self)
+            self._ready.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventHub:
+    """Fan call events out to listeners (called at once) and subscriptions (bounded queues)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._subscriptions: list[Subscription] = []
+        self.published = 0
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with every event; return a function that removes it.
+
+        A listener runs inside `publish`, so it must not block; its exceptions are logged.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def subscribe(
+        self,
+        *,
+        maxsize: int = DEFAULT_SUBSCRIPTION_SIZE,
+        kinds: Iterable[str] = (),
+        call_id: str | None = None,
+    ) -> Subscription:
+        """Return a subscription to events published from now on; close it when done."""
+        subscription = Subscription(self, maxsize, kinds, call_id)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def publish(self, event: CallEvent) -> None:
+        """Deliver `event` to every listener and matching subscription without waiting."""
+        self.published += 1
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception(
+                    "event listener failed on %s for call %s", event.kind, event.call_id
+                )
+        for subscription in self._subscriptions:
+            if subscription.matches(event):
+                subscription.put(event)
+
+    def _remove(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+
+# -- adapters -----------------------------------------------------------------
+
+
+def from_ivr_event(event: IvrEvent, node_id: str, now: float) -> CallEvent:
+    """Convert an IVR event; `now` is Unix time because `IvrEvent.at` is on the session clock."""
+    payload: dict[str, Any] = {"flow": event.flow, "step": event.step}
+    payload.update(event.payload)
+    return CallEvent(f"ivr.{event.kind.value}", event.call_id, node_id, now, payload)
+
+
+def ivr_event_callback(
+    hub: EventHub, node_id: str, clock: Callable[[], float] = time.time
+) -> EventCallback:
+    """Return the `events` callback for an `IvrSession` that publishes on `hub`."""
+
+    def publish(event: IvrEvent) -> None:
+        hub.publish(from_ivr_event(event, node_id, clock()))
+
+    return publish
+
+
+_ACD_KINDS: dict[type[Any], str] = {
+    acd_events.CallerJoined: "acd.caller_joined",
+    acd_events.PositionChanged: "acd.position_changed",
+    acd_events.CallerJumped: "acd.caller_jumped",
+    acd_events.CallerOffered: "acd.caller_offered",
+    acd_events.CallerAnswered: "acd.caller_answered",
+    acd_events.CallerLeft: "acd.caller_left",
+    acd_events.CallbackRequested: "acd.callback_requested",
+    acd_events.OfferReturned: "acd.offer_returned",
+    acd_events.AgentStateChanged: "acd.agent_state_changed",
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def from_acd_event(event: acd_events.AcdEvent, node_id: str) -> CallEvent:
+    """Convert an ACD event; its `at` is the ACD clock, which is Unix time in service.
+
+    The offer's `context` (facts for the agent desktop, which may hold caller
+    data) is left out: the CDR does not need it, and streams should not carry it.
+    """
+    kind = _ACD_KINDS[type(event)]
+    payload: dict[str, Any] = {}
+    call_id: str | None = None
+    for item in dataclasses.fields(event):
+        value = getattr(event, item.name)
+        if item.name == "at":
+            continue
+        if item.name == "offer":
+            offer = value
+            call_id = offer.call_id
+            payload.update(
+                entry_id=offer.entry_id,
+                queue=offer.queue,
+                agent_id=offer.agent_id,
+                offer_node_id=offer.node_id,
+                offer_kind=offer.kind.value,
+                lease_until=offer.lease_until,
+            )
+        elif item.name == "call_id":
+            call_id = value
+        else:
+            payload[item.name] = _plain(value)
+    return CallEvent(kind, call_id, node_id, event.at, payload)
+
+
+def attach_acd(bus: acd_events.EventBus, hub: EventHub, node_id: str) -> Callable[[], None]:
+    """Publish every event of the ACD `bus` on `hub`; return a function that detaches."""
+
+    def forward(event: acd_events.AcdEvent) -> None:
+        hub.publish(from_acd_event(event, node_id))
+
+    return bus.listen(forward)
+
+
+class CallLegEvents:
+    """Publish the `call.*` events of the legs this node terminates.
+
+    The node calls these from its SIP and WebRTC call handlers: `started` when
+    a call arrives, `answered` when it is answered, `ended` exactly once when
+    it is over (after any queue wait and agent bridge).
+    """
+
+    def __init__(self, hub: EventHub, node_id: str, clock: Callable[[], float] = time.time) -> None:
+        self._hub = hub
+        self._node_id = node_id
+        self._clock = clock
+
+    def _publish(self, kind: CallKind, call_id: str, **payload: Any) -> None:
+        self._hub.publish(CallEvent(kind.value, call_id, self._node_id, self._clock(), payload))
+
+    def started(self, call_id: str, *, channel: Channel, caller: str, called: str) -> None:
+        self._publish(
+            CallKind.STARTED, call_id, channel=channel.value, caller=caller, called=called
+        )
+
+    def answered(self, call_id: str) -> None:
+        self._publish(CallKind.ANSWERED, call_id)
+
+    def queued(self, call_id: str, *, queue: str, priority: int, reason: str) -> None:
+        """Record the flow's queue request (the priority reason exists only there)."""
+        self._publish(CallKind.QUEUED, call_id, queue=queue, priority=priority, reason=reason)
+
+    def bridged(self, call_id: str, *, agent_id: str) -> None:
+        self._publish(CallKind.BRIDGED, call_id, agent_id=agent_id)
+
+    def transferred(self, call_id: str, *, target: str) -> None:
+        self._publish(CallKind.TRANSFERRED, call_id, target=target)
+
+    def recording(self, call_id: str, *, path: str) -> None:
+        self._publish(CallKind.RECORDING, call_id, path=path)
+
+    def ended(self, call_id: str, *, reason: str, status: int | None = None) -> None:
+        """Publish the end of the call; `reason` is a token (caller_hangup, rejected, ...).
+
+        `status` is the SIP final response code of a call rejected before answer.
+        """
+        self._publish(CallKind.ENDED, call_id, reason=reason, status=status)

@@ -1,0 +1,273 @@
+"""Call detail records built from a call's events, with no I/O.
+
+A `CallTrace` takes every `CallEvent` of one call in the order the hub
+published them and turns them into one `CallDetailRecord` when the call
+ends (`call.ended`). The trace tolerates missing parts: a call rejected
+before its IVR has no path, a call that never reached the ACD has no queue,
+and a call whose `call.started` was never seen starts at its first event.
+The record contains caller data (numbers) by design; nothing here logs it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from voxgate.callevents import CallEvent, CallKind
+
+# SIP 487 Request Terminated: the caller cancelled before the answer.
+SIP_REQUEST_TERMINATED = 487
+
+
+class Disposition(enum.StrEnum):
+    """How a call ended, from the caller's point of view."""
+
+    COMPLETED = "completed"  # an agent talked to the caller
+    SELF_SERVICE = "self_service"  # the IVR finished the call
+    ABANDONED = "abandoned"  # the caller hung up in the IVR or while queued
+    TRANSFERRED = "transferred"
+    FAILED = "failed"  # rejected, or ended by an error on our side
+    NO_ANSWER = "no_answer"  # the caller cancelled before the node answered
+
+
+@dataclass(slots=True)
+class CallDetailRecord:
+    """One row per call. Times are Unix seconds; durations are seconds."""
+
+    call_id: str
+    node_id: str
+    channel: str | None
+    caller: str | None
+    called: str | None
+    started_at: float
+    answered_at: float | None
+    ended_at: float
+    flow: str | None
+    ivr_path: list[str]
+    ivr_outcome: str | None
+    intent: str | None
+    intent_score: float | None
+    sentiment: list[float]
+    queue: str | None
+    priority: int | None
+    priority_reason: str | None
+    wait_s: float | None
+    agent_id: str | None
+    talk_s: float | None
+    disposition: Disposition
+    end_reason: str | None
+    recording_path: str | None
+
+
+@dataclass(slots=True)
+class CallTrace:
+    """What is known so far about one call that has not ended."""
+
+    call_id: str
+    node_id: str
+    first_seen: float
+    channel: str | None = None
+    caller: str | None = None
+    called: str | None = None
+    started_at: float | None = None
+    answered_at: float | None = None
+    flow: str | None = None
+    ivr_path: list[str] = field(default_factory=list)
+    ivr_outcome: str | None = None
+    intent: str | None = None
+    intent_score: float | None = None
+    sentiment: list[float] = field(default_factory=list)
+    queue: str | None = None
+    priority: int | None = None
+    priority_reason: str | None = None
+    waited_s: float = 0.0
+    joined_at: float | None = None
+    queued: bool = False
+    left_reason: str | None = None
+    agent_id: str | None = None
+    bridged_at: float | None = None
+    transferred: bool = False
+    recording_path: str | None = None
+    last_event_at: float = 0.0
+
+    def apply(self, event: CallEvent) -> None:
+        """Fold one event of this call into the trace; unknown kinds are ignored."""
+        self.last_event_at = event.time
+        payload = event.payload
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event.time, payload)
+
+    def finish(self, ended_at: float, reason: str | None, status: int | None) -> CallDetailRecord:
+        """Close the trace and return its record."""
+        started_at = self.started_at if self.started_at is not None else self.first_seen
+        wait_s: float | None = None
+        if self.queued:
+            waited = self.waited_s
+            if self.joined_at is not None:
+                waited += max(0.0, ended_at - self.joined_at)
+            wait_s = round(waited, 3)
+        talk_s = None
+        if self.bridged_at is not None:
+            talk_s = round(max(0.0, ended_at - self.bridged_at), 3)
+        return CallDetailRecord(
+            call_id=self.call_id,
+            node_id=self.node_id,
+            channel=self.channel,
+            caller=self.caller,
+            called=self.called,
+            started_at=started_at,
+            answered_at=self.answered_at,
+            ended_at=ended_at,
+            flow=self.flow,
+            ivr_path=list(self.ivr_path),
+            ivr_outcome=self.ivr_outcome,
+            intent=self.intent,
+            intent_score=self.intent_score,
+            sentiment=list(self.sentiment),
+            queue=self.queue,
+            priority=self.priority,
+            priority_reason=self.priority_reason,
+            wait_s=wait_s,
+            agent_id=self.agent_id,
+            talk_s=talk_s,
+            disposition=self.disposition(reason, status),
+            end_reason=reason,
+            recording_path=self.recording_path,
+        )
+
+    def disposition(self, reason: str | None, status: int | None) -> Disposition:
+        """Classify the call; the checks run from the furthest point the call reached."""
+        if self.transferred:
+            return Disposition.TRANSFERRED
+        if self.bridged_at is not None:
+            return Disposition.COMPLETED
+        if self.answered_at is None and self.ivr_outcome is None and not self.queued:
+            if status is not None and status != SIP_REQUEST_TERMINATED:
+                return Disposition.FAILED
+            return Disposition.NO_ANSWER
+        if self.queued:
+            return Disposition.FAILED if self.left_reason == "node_lost" else Disposition.ABANDONED
+        match self.ivr_outcome:
+            case "hangup":
+                return Disposition.SELF_SERVICE
+            case "caller_hangup" | "queued":
+                return Disposition.ABANDONED
+            case "transferred":
+                return Disposition.TRANSFERRED
+            case "failed":
+                return Disposition.FAILED
+        return Disposition.ABANDONED if reason == "caller_hangup" else Disposition.FAILED
+
+
+def _call_started(trace: CallTrace, at: float, payload: Any) -> None:
+    trace.started_at = at
+    trace.channel = payload.get("channel")
+    trace.caller = payload.get("caller")
+    trace.called = payload.get("called")
+
+
+def _call_answered(trace: CallTrace, at: float, payload: Any) -> None:
+    if trace.answered_at is None:
+        trace.answered_at = at
+
+
+def _call_queued(trace: CallTrace, at: float, payload: Any) -> None:
+    trace.queue = payload.get("queue", trace.queue)
+    trace.priority = payload.get("priority", trace.priority)
+    trace.priority_reason = payload.get("reason", trace.priority_reason)
+
+
+def _bridge(trace: CallTrace, at: float, agent_id: str | None) -> None:
+    trace.agent_id = agent_id
+    if trace.bridged_at is None:
+        trace.bridged_at = at
+
+
+def _call_bridged(trace: CallTrace, at: float, payload: Any) -> None:
+    _bridge(trace, at, payload.get("agent_id"))
+
+
+def _call_transferred(trace: CallTrace, at: float, payload: Any) -> None:
+    trace.transferred = True
+
+
+def _call_recording(trace: CallTrace, at: float, payload: Any) -> None:
+    trace.recording_path = payload.get("path")
+
+
+def _step_entered(trace: CallTrace, at: float, payload: Any) -> None:
+    if trace.flow is None:
+        trace.flow = payload.get("flow")
+    step = payload.get("step")
+    if step is not None:
+        trace.ivr_path.append(str(step))
+
+
+def _input_received(trace: CallTrace, at: float, payload: Any) -> None:
+    # A record step's message; a whole-call recording (call.recording) takes precedence.
+    if payload.get("mode") == "recording" and trace.recording_path is None:
+        trace.recording_path = payload.get("reference")
+
+
+def _intent_scored(trace: CallTrace, at: float, payload: Any) -> None:
+    if payload.get("intent") is not None:
+        trace.intent = payload["intent"]
+        trace.intent_score = payload.get("score")
+
+
+def _sentiment(trace: CallTrace, at: float, payload: Any) -> None:
+    score = payload.get("score")
+    if isinstance(score, int | float):
+        trace.sentiment.append(float(score))
+
+
+def _session_ended(trace: CallTrace, at: float, payload: Any) -> None:
+    trace.ivr_outcome = payload.get("outcome")
+
+
+def _caller_joined(trace: CallTrace, at: float, payload: Any) -> None:
+    trace.queued = True
+    trace.queue = payload.get("queue")
+    trace.priority = payload.get("priority", trace.priority)
+    trace.joined_at = at
+
+
+def _caller_jumped(trace: CallTrace, at: float, payload: Any) -> None:
+    if trace.priority_reason is None:
+        trace.priority_reason = payload.get("reason")
+
+
+def _close_queue_episode(trace: CallTrace, payload: Any) -> None:
+    trace.waited_s += float(payload.get("waited_s") or 0.0)
+    trace.joined_at = None
+
+
+def _caller_answered(trace: CallTrace, at: float, payload: Any) -> None:
+    _close_queue_episode(trace, payload)
+    _bridge(trace, at, payload.get("agent_id"))
+
+
+def _caller_left(trace: CallTrace, at: float, payload: Any) -> None:
+    _close_queue_episode(trace, payload)
+    trace.left_reason = payload.get("reason")
+
+
+_HANDLERS = {
+    CallKind.STARTED.value: _call_started,
+    CallKind.ANSWERED.value: _call_answered,
+    CallKind.QUEUED.value: _call_queued,
+    CallKind.BRIDGED.value: _call_bridged,
+    CallKind.TRANSFERRED.value: _call_transferred,
+    CallKind.RECORDING.value: _call_recording,
+    "ivr.step_entered": _step_entered,
+    "ivr.input_received": _input_received,
+    "ivr.intent_scored": _intent_scored,
+    "ivr.sentiment": _sentiment,
+    "ivr.session_ended": _session_ended,
+    "acd.caller_joined": _caller_joined,
+    "acd.caller_jumped": _caller_jumped,
+    "acd.caller_answered": _caller_answered,
+    "acd.caller_left": _caller_left,
+}

@@ -1,0 +1,296 @@
+"""The CDR store (SQLite) and the recorder that fills it from the event hub.
+
+`CdrStore` is synchronous and thread-safe (one connection behind a lock).
+`CdrRecorder` listens on the `EventHub`, keeps a `CallTrace` per open call,
+and on `call.ended` queues the finished record for its writer task, which
+runs every SQLite call in a worker thread so the event loop never blocks on
+disk. The database runs in WAL mode, so readers do not wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxgate.callevents import CallEvent, CallKind, EventHub
+from voxgate.cdr import CallDetailRecord, CallTrace, Disposition
+
+logger = logging.getLogger("voxgate.cdr")
+
+SCHEMA_VERSION = 1
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("call_id", "TEXT PRIMARY KEY"),
+    ("node_id", "TEXT NOT NULL"),
+    ("channel", "TEXT"),
+    ("caller", "TEXT"),
+    ("called", "TEXT"),
+    ("started_at", "REAL NOT NULL"),
+    ("answered_at", "REAL"),
+    ("ended_at", "REAL NOT NULL"),
+    ("flow", "TEXT"),
+    ("ivr_path", "TEXT NOT NULL"),  # JSON list of step ids
+    ("ivr_outcome", "TEXT"),
+    ("intent", "TEXT"),
+    ("intent_score", "REAL"),
+    ("sentiment", "TEXT NOT NULL"),  # JSON list of scores, one per dialogue turn
+    ("queue", "TEXT"),
+    ("priority", "INTEGER"),
+    ("priority_reason", "TEXT"),
+    ("wait_s", "REAL"),
+    ("agent_id", "TEXT"),
+    ("talk_s", "REAL"),
+    ("disposition", "TEXT NOT NULL"),
+    ("end_reason", "TEXT"),
+    ("recording_path", "TEXT"),
+)
+_JSON_COLUMNS = frozenset({"ivr_path", "sentiment"})
+_NAMES = tuple(name for name, _ in _COLUMNS)
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS cdr ("
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in _COLUMNS)
+    + ")",
+    "CREATE INDEX IF NOT EXISTS cdr_ended_at ON cdr (ended_at)",
+]
+
+
+class CdrSchemaError(RuntimeError):
+    """The database file has a schema this code does not know."""
+
+
+class CdrStore:
+    """CDR rows in one SQLite file; every method blocks, so call them from a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._create_schema()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _create_schema(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+                row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                if row[0] is None:
+                    self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] != SCHEMA_VERSION:
+                    raise CdrSchemaError(
+                        f"CDR database {self.path} has schema version {row[0]}, "
+                        f"this node supports {SCHEMA_VERSION}; use another file or migrate it"
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+    def insert(self, records: Sequence[CallDetailRecord]) -> None:
+        """Write `records` in one transaction; a call id seen before replaces its row."""
+        rows = [_to_row(record) for record in records]
+        placeholders = ", ".join("?" for _ in _NAMES)
+        sql = f"INSERT OR REPLACE INTO cdr ({', '.join(_NAMES)}) VALUES ({placeholders})"
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def recent(self, limit: int = 50) -> list[CallDetailRecord]:
+        """Return up to `limit` records, the latest ended first."""
+        sql = f"SELECT {', '.join(_NAMES)} FROM cdr ORDER BY ended_at DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (limit,)).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def get(self, call_id: str) -> CallDetailRecord | None:
+        sql = f"SELECT {', '.join(_NAMES)} FROM cdr WHERE call_id = ?"
+        with self._lock:
+            row = self._db.execute(sql, (call_id,)).fetchone()
+        return _from_row(row) if row is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _to_row(record: CallDetailRecord) -> tuple[Any, ...]:
+    values = []
+    for name in _NAMES:
+        value = getattr(record, name)
+        if name in _JSON_COLUMNS:
+            value = json.dumps(value)
+        elif name == "disposition":
+            value = value.value
+        values.append(value)
+    return tuple(values)
+
+
+def _from_row(row: Sequence[Any]) -> CallDetailRecord:
+    fields = dict(zip(_NAMES, row, strict=True))
+    for name in _JSON_COLUMNS:
+        fields[name] = json.loads(fields[name])
+    fields["disposition"] = Disposition(fields["disposition"])
+    return CallDetailRecord(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class CdrConfig:
+    """Where CDRs go and how much the recorder holds in memory.
+
+    `max_open_calls` bounds the traces of calls not yet ended; past it the
+    oldest trace is written with end reason `evicted`. `max_pending` bounds
+    finished records waiting for the disk; past it records are lost and logged.
+    """
+
+    path: Path
+    node_id: str
+    max_open_calls: int = 10_000
+    max_pending: int = 10_000
+    batch_size: int = 200
+
+
+class CdrRecorder:
+    """Build one CDR per call from the hub's events and write it to the store.
+
+    `start` opens the store and begins listening; `close` writes the calls
+    still open (end reason `node_stopped`), drains the queue and closes the store.
+    """
+
+    def __init__(
+        self, config: CdrConfig, hub: EventHub, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self._hub = hub
+        self._clock = clock
+        self._traces: OrderedDict[str, CallTrace] = OrderedDict()
+        self._pending: asyncio.Queue[CallDetailRecord] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
+        self.store: CdrStore | None = None
+        self.written = 0
+        self.lost = 0
+
+    async def start(self) -> None:
+        self.store = await asyncio.to_thread(CdrStore, self.config.path)
+        self._pending = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_loop(), name="cdr-writer")
+        self._unlisten = self._hub.listen(self.on_event)
+        logger.info("CDR store %s open", self.config.path)
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._traces)
+
+    def on_event(self, event: CallEvent) -> None:
+        """Fold `event` into its call's trace; on `call.ended` queue the record."""
+        if event.call_id is None:
+            return
+        trace = self._traces.get(event.call_id)
+        if event.kind == CallKind.ENDED.value:
+            if trace is None:
+                trace = CallTrace(event.call_id, event.node_id, event.time)
+            else:
+                del self._traces[event.call_id]
+            status = event.payload.get("status")
+            self._queue(trace.finish(event.time, event.payload.get("reason"), status))
+            return
+        if trace is None:
+            trace = CallTrace(event.call_id, event.node_id, event.time)
+            self._traces[event.call_id] = trace
+            if len(self._traces) > self.config.max_open_calls:
+                call_id, oldest = self._traces.popitem(last=False)
+                logger.warning("call %s: too many open calls; writing its CDR early", call_id)
+                self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
+        trace.apply(event)
+
+    def _queue(self, record: CallDetailRecord) -> None:
+        if self._pending is None:
+            self.lost += 1
+            logger.error("call %s: CDR recorder not started; record lost", record.call_id)
+            return
+        if self._pending.qsize() >= self.config.max_pending:
+            self.lost += 1
+            logger.error("call %s: CDR write queue full; record lost", record.call_id)
+            return
+        self._pending.put_nowait(record)
+
+    async def _write_loop(self) -> None:
+        assert self._pending is not None and self.store is not None
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < self.config.batch_size and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            try:
+                await asyncio.to_thread(self.store.insert, batch)
+                self.written += len(batch)
+            except sqlite3.Error as exc:
+                self.lost += len(batch)
+                logger.error("writing %d CDRs failed: %s", len(batch), exc)
+            except Exception:
+                self.lost += len(batch)
+                logger.exception("writing %d CDRs failed", len(batch))
+            finally:
+                for _ in batch:
+                    self._pending.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is written (or counted as lost)."""
+        if self._pending is not None:
+            await self._pending.join()
+
+    async def recent(self, limit: int = 50) -> list[CallDetailRecord]:
+        return await asyncio.to_thread(self._require_store().recent, limit)
+
+    async def get(self, call_id: str) -> CallDetailRecord | None:
+        return await asyncio.to_thread(self._require_store().get, call_id)
+
+    def _require_store(self) -> CdrStore:
+        if self.store is None:
+            raise RuntimeError("CDR recorder is not started")
+        return self.store
+
+    async def close(self) -> None:
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        now = self._clock()
+        for call_id, trace in list(self._traces.items()):
+            logger.info("call %s: still open at stop; writing its CDR", call_id)
+            self._queue(trace.finish(now, "node_stopped", None))
+        self._traces.clear()
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+        logger.info("CDR store closed after %d records (%d lost)", self.written, self.lost)
