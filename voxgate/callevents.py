@@ -121,13 +121,21 @@ class Subscription:
         self._events.append(event)
         self._ready.set()
 
-    async def get(self) -> CallEvent:
-        """Return the next event, waiting for one; raises `EOFError` once closed and empty."""
+    async def wait(self) -> None:
+        """Wait until an event is queued; raises `EOFError` once closed and empty."""
         while not self._events:
             if self.closed:
                 raise EOFError("subscription closed")
             self._ready.clear()
             await self._ready.wait()
+
+    async def get(self) -> CallEvent:
+        """Return the next event, waiting for one; raises `EOFError` once closed and empty."""
+        await self.wait()
+        return self._events.popleft()
+
+    def get_nowait(self) -> CallEvent:
+        """Return the next queued event; raises `IndexError` when none is queued."""
         return self._events.popleft()
 
     def pending(self) -> int:
