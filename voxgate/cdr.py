@@ -21,7 +21,7 @@ SIP_REQUEST_TERMINATED = 487
 
 
 class Disposition(enum.StrEnum):
-    """How a call ended, from the caller's point of view."""
+    """The outcome of a call, seen from the caller's side."""
 
     COMPLETED = "completed"  # an agent talked to the caller
     SELF_SERVICE = "self_service"  # the IVR finished the call
@@ -62,7 +62,7 @@ class CallDetailRecord:
 
 @dataclass(slots=True)
 class CallTrace:
-    """What is known so far about one call that has not ended."""
+    """The facts collected so far about one call that has not ended."""
 
     call_id: str
     node_id: str

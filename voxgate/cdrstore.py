@@ -162,7 +162,7 @@ def _from_row(row: Sequence[Any]) -> CallDetailRecord:
 
 @dataclass(frozen=True, slots=True)
 class CdrConfig:
-    """Where CDRs go and how much the recorder holds in memory.
+    """Where CDRs go and how much the recorder keeps in memory.
 
     `max_open_calls` bounds the traces of calls not yet ended; past it the
     oldest trace is written with end reason `evicted`. `max_pending` bounds
@@ -190,6 +190,8 @@ class CdrRecorder:
         self._hub = hub
         self._clock = clock
         self._traces: OrderedDict[str, CallTrace] = OrderedDict()
+        # Ids of calls already written, so that a late event cannot reopen one.
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._pending: asyncio.Queue[CallDetailRecord] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
@@ -212,8 +214,12 @@ class CdrRecorder:
         """Fold `event` into its call's trace; on `call.ended` queue the record."""
         if event.call_id is None:
             return
+        if event.call_id in self._ended:
+            logger.debug("call %s: %s after the call ended; ignored", event.call_id, event.kind)
+            return
         trace = self._traces.get(event.call_id)
         if event.kind == CallKind.ENDED.value:
+            self._remember_ended(event.call_id)
             if trace is None:
                 trace = CallTrace(event.call_id, event.node_id, event.time)
             else:
@@ -230,10 +236,15 @@ class CdrRecorder:
                 self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
         trace.apply(event)
 
+    def _remember_ended(self, call_id: str) -> None:
+        self._ended[call_id] = None
+        if len(self._ended) > self.config.max_open_calls:
+            self._ended.popitem(last=False)
+
     def _queue(self, record: CallDetailRecord) -> None:
         if self._pending is None:
             self.lost += 1
-            logger.error("call %s: CDR recorder not started; record lost", record.call_id)
+            logger.error("call %s: CDR recorder not started, so its record is lost", record.call_id)
             return
         if self._pending.qsize() >= self.config.max_pending:
             self.lost += 1
@@ -273,7 +284,7 @@ class CdrRecorder:
 
     def _require_store(self) -> CdrStore:
         if self.store is None:
-            raise RuntimeError("CDR recorder is not started")
+            raise RuntimeError("CDR recorder is not started; call start() first")
         return self.store
 
     async def close(self) -> None:

@@ -129,6 +129,22 @@ async def test_hangup_in_queue_without_leave_event(hub: EventHub, recorder: CdrR
     assert row.wait_s == 12.5
 
 
+async def test_late_event_does_not_reopen_call(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    await queue_through_ivr(node, "call-l")
+    node.clock.advance(8)
+    node.legs.ended("call-l", reason="caller_hangup")
+    assert await node.acd.leave("call-l", "hangup")
+    await recorder.flush()
+
+    assert recorder.open_calls == 0
+    row = await recorder.get("call-l")
+    assert row is not None
+    assert row.disposition is Disposition.ABANDONED
+    assert row.wait_s == 8
+    assert row.end_reason == "caller_hangup"
+
+
 async def test_rejected_call_never_reached_ivr(hub: EventHub, recorder: CdrRecorder) -> None:
     node = make_node(hub)
     node.legs.started("call-4", channel=Channel.WEBRTC, caller=CALLER, called="9999")
