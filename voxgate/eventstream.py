@@ -68,21 +68,7 @@ class EventStream:
         self.websockets: set[web.WebSocketResponse] = set()
 
     def check_token(self, request: web.Request) -> None:
-        """Raise 401 unless the request carries the configured bearer token."""
-        expected = self.config.token
-        if expected is None:
-            return
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), expected.encode()
-        ):
-            logger.info(
-                "event stream request from %s rejected: missing or invalid token", request.remote
-            )
-            raise web.HTTPUnauthorized(
-                text="missing or invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="voxgate-events"'},
-            )
+        check_bearer(request, self.config.token)
 
     def open(self, request: web.Request) -> Subscription:
         """Check the token, the filter and the client limit, then subscribe."""
@@ -129,6 +115,23 @@ class EventStream:
             subscription.close()
         for ws in list(self.websockets):
             await ws.close(code=1001, message=b"server shutdown")
+
+
+def check_bearer(request: web.Request, expected: str | None) -> None:
+    """Raise 401 unless `expected` is None or the request carries it as bearer token."""
+    if expected is None:
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        logger.info(
+            "%s request from %s rejected: missing or invalid token", request.path, request.remote
+        )
+        raise web.HTTPUnauthorized(
+            text="missing or invalid bearer token",
+            headers={"WWW-Authenticate": 'Bearer realm="voxgate"'},
+        )
 
 
 def parse_filter(kinds: str | None, call_id: str | None) -> StreamFilter:

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from ivr.engine import Outcome
 from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_node
 from voxgate.callevents import CallEvent, Channel, EventHub
 from voxgate.cdr import Disposition
+from voxgate.cdrapi import add_cdr_routes
 from voxgate.cdrstore import SCHEMA_VERSION, CdrConfig, CdrRecorder, CdrSchemaError, CdrStore
 
 
@@ -258,3 +261,32 @@ async def test_open_call_bound_evicts_oldest(tmp_path: Path, hub: EventHub) -> N
         assert await recorder.get("call-e1") is None
     finally:
         await recorder.close()
+
+
+async def test_http_routes_serve_cdrs(hub: EventHub, recorder: CdrRecorder) -> None:
+    node = make_node(hub)
+    node.legs.started("call-h", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    node.clock.advance(4)
+    node.legs.ended("call-h", reason="caller_cancel", status=487)
+    await recorder.flush()
+    app = web.Application()
+    add_cdr_routes(app, recorder, token="t0ken")
+    auth = {"Authorization": "Bearer t0ken"}
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with client.get("/api/cdrs/call-h") as response:
+            assert response.status == 401
+        async with client.get("/api/cdrs/call-h", headers=auth) as response:
+            assert response.status == 200
+            body = await response.json()
+        assert body["call_id"] == "call-h"
+        assert body["caller"] == CALLER
+        assert body["disposition"] == "no_answer"
+        assert body["ivr_path"] == []
+        async with client.get("/api/cdrs?limit=5", headers=auth) as response:
+            assert response.status == 200
+            listed = await response.json()
+        assert [row["call_id"] for row in listed["cdrs"]] == ["call-h"]
+        async with client.get("/api/cdrs/unknown", headers=auth) as response:
+            assert response.status == 404
+        async with client.get("/api/cdrs?limit=0", headers=auth) as response:
+            assert response.status == 400
