@@ -6,6 +6,11 @@ ends (`call.ended`). The trace tolerates missing parts: a call rejected
 before its IVR has no path, a call that never reached the ACD has no queue,
 and a call whose `call.started` was never seen starts at its first event.
 The record contains caller data (numbers) by design; nothing here logs it.
+
+NOTE: the trace sees only the events of its own node's hub. When an agent
+on another node answers a caller (shared Redis ACD), that node's ACD
+publishes `acd.caller_answered`, so the caller's node must also receive it
+(or publish `call.bridged`) for the row to show the agent and talk time.
 """
 
 from __future__ import annotations
