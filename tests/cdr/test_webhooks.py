@@ -145,7 +145,7 @@ async def test_retry_after_500_succeeds(hub: EventHub, receiver: Receiver) -> No
 
 async def test_timeout_then_retry_delivers(hub: EventHub, receiver: Receiver) -> None:
     sleep = RecordedSleep()
-    sender = make_sender(hub, receiver, sleep, timeout_s=0.3)
+    sender = make_sender(hub, receiver, sleep, timeout_s=1.5)
     receiver.replies.append("hang")
     await sender.start()
     try:
