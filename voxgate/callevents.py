@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acd import events as acd_events
+from ivr.engine import Outcome, SessionResult
 from ivr.events import EventCallback, IvrEvent
 
 logger = logging.getLogger("voxgate.events")
@@ -318,6 +319,21 @@ class CallLegEvents:
     def queued(self, call_id: str, *, queue: str, priority: int, reason: str) -> None:
         """Record the flow's queue request (the priority reason exists only there)."""
         self._publish(CallKind.QUEUED, call_id, queue=queue, priority=priority, reason=reason)
+
+    def flow_result(self, call_id: str, result: SessionResult | None) -> None:
+        """Publish what the IVR result adds: the queue request or the transfer target.
+
+        `result` is None when the caller hung up during the flow, which adds nothing.
+        """
+        if result is None:
+            return
+        request = result.queue_request
+        if result.outcome is Outcome.QUEUED and request is not None:
+            self.queued(
+                call_id, queue=request.queue, priority=request.priority, reason=request.reason
+            )
+        elif result.outcome is Outcome.TRANSFERRED and result.transfer_target is not None:
+            self.transferred(call_id, target=result.transfer_target)
 
     def bridged(self, call_id: str, *, agent_id: str) -> None:
         self._publish(CallKind.BRIDGED, call_id, agent_id=agent_id)

@@ -9,8 +9,16 @@ import pytest
 
 from acd.events import AgentStateChanged, CallerOffered
 from acd.model import AgentState, Offer, OfferKind
+from ivr.engine import Outcome, SessionResult
 from ivr.events import EventKind, IvrEvent
-from voxgate.callevents import CallEvent, EventHub, from_acd_event, from_ivr_event
+from ivr.services import QueueRequest
+from voxgate.callevents import (
+    CallEvent,
+    CallLegEvents,
+    EventHub,
+    from_acd_event,
+    from_ivr_event,
+)
 
 
 def event(kind: str, call_id: str | None = "c1", index: int = 0) -> CallEvent:
@@ -132,3 +140,24 @@ def test_acd_agent_state_event_has_no_call() -> None:
         "new": "offered",
         "reason": "call",
     }
+
+
+def test_flow_result_publishes_queue_or_transfer() -> None:
+    hub = EventHub()
+    seen: list[CallEvent] = []
+    hub.listen(seen.append)
+    legs = CallLegEvents(hub, "node-a", lambda: 50.0)
+    request = QueueRequest(queue="care", priority=7, reason="vip")
+    queued = SessionResult(Outcome.QUEUED, "queued to care", ["q"], {}, queue_request=request)
+    moved = SessionResult(Outcome.TRANSFERRED, "transfer", ["t"], {}, transfer_target="2000")
+    legs.flow_result("c1", queued)
+    legs.flow_result("c2", moved)
+    legs.flow_result("c3", None)
+    legs.flow_result("c4", SessionResult(Outcome.HANGUP, "done", ["bye"], {}))
+    assert [(e.kind, e.call_id) for e in seen] == [
+        ("call.queued", "c1"),
+        ("call.transferred", "c2"),
+    ]
+    assert seen[0].payload == {"queue": "care", "priority": 7, "reason": "vip"}
+    assert seen[1].payload == {"target": "2000"}
+    assert seen[0].time == 50.0

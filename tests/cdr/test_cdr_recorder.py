@@ -41,9 +41,7 @@ async def queue_through_ivr(node: Node, call_id: str) -> list[CallEvent]:
     node.legs.answered(call_id)
     result = await node.run_ivr(call_id, ["I want a refund"])
     assert result.outcome is Outcome.QUEUED
-    request = result.queue_request
-    assert request is not None
-    node.legs.queued(call_id, queue=request.queue, priority=request.priority, reason=request.reason)
+    node.legs.flow_result(call_id, result)
     return acd_events
 
 
