@@ -172,3 +172,28 @@ async def test_unknown_language_disables_speech_for_gather(
     server.listen(RecognizerConfig("sw-KE", ["ndiyo"]))
     await caller.play(await synthesizer.synthesize("상담원", voice="ko"))
     assert await server.next_input(1.5) is None
+
+
+async def test_free_form_mode_delivers_partials_then_final(
+    port_pool: RtpPortPool, catalog: ModelCatalog, synthesizer: EspeakSynthesizer
+) -> None:
+    config = LegConfig(deliver_partial_results=True, report_speech_started=False)
+    caller, server = await open_pair(port_pool, catalog, config)
+    try:
+        server.listen(RecognizerConfig("ko-KR", None))
+        sentence = "고객센터에 전화해 주셔서 감사합니다. 상담원을 연결해 드리겠습니다."
+        await caller.play(await synthesizer.synthesize(sentence, voice="ko"))
+        results: list[SpeechInput] = []
+        async with asyncio.timeout(30):
+            while not results or not results[-1].is_final:
+                item = await server.next_input(30)
+                assert isinstance(item, SpeechInput)
+                results.append(item)
+    finally:
+        await caller.close()
+        await server.close()
+    partials = [r for r in results if not r.is_final]
+    assert partials
+    assert all(p.text for p in partials)
+    assert results[-1].text
+    assert results[-1].alternatives == ()
