@@ -93,13 +93,13 @@ async def test_korean_menu_words_recognized_over_rtp(
     assert server.speech_available
     assert not caller.speech_available
     server.listen(KOREAN)
-    heard = []
+    heard_texts: list[str] = []
     for word in KOREAN_MENU:
         result = await say(caller, server, synthesizer, word)
-        heard.append(result.text)
+        heard_texts.append(result.text)
         assert result.confidence > 0.0
         assert result.end_ms > result.start_ms
-    assert heard == KOREAN_MENU
+    assert heard_texts == KOREAN_MENU
 
 
 async def test_speech_interrupts_prompt_then_is_recognized(
