@@ -260,6 +260,12 @@ class CallRecognizer:
     def sample_rate(self, language: str) -> int:
         return self.catalog.sample_rate(language)
 
+    @property
+    def active_sample_rate(self) -> int | None:
+        """Rate the current Kaldi recognizer was created with (None before the first utterance)."""
+        active = self._active
+        return active.sample_rate if active is not None else None
+
     def drain(self) -> asyncio.Future[None]:
         """Return a future that resolves when all queued jobs have run (for tests)."""
         return asyncio.wrap_future(self._executor.submit(lambda: None))
