@@ -61,6 +61,7 @@ ABANDON_REASONS = frozenset({"hangup", "node_lost"})
 JOINS_FOR_MIX = 100
 STAFFING_CACHE_S = 1.0
 WAITING_WINDOW = 20
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(order=True, slots=True)
@@ -97,7 +98,8 @@ class Acd:
         self._offers: asyncio.Queue[Offer] = asyncio.Queue()
         self._joins: dict[str, deque[bool]] = {}
         self._staffing: dict[str, tuple[float, eta.Staffing]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     # --- callers ---
 
@@ -371,20 +373,44 @@ class Acd:
         return min(dues) if dues else None
 
     def start(self) -> None:
-        """Run `step()` in a background task until `close()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"acd-{self.node_id}")
+        """Run `step()` and a heartbeat in background tasks until `close()`.
+
+        The heartbeat has its own task so that a slow step never makes other nodes' reapers
+        take this node for dead.
+        """
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"acd-{self.node_id}"),
+                asyncio.create_task(self._beat(), name=f"acd-heartbeat-{self.node_id}"),
+            ]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the background tasks (waiting at most `CLOSE_TIMEOUT_S` for them)."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # NOTE: redis-py's pub/sub read can swallow a cancellation, so the loops also
+            # check `_closing`, and close() does not wait forever.
+            _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+            if pending:
+                log.warning("node %s: %d ACD tasks did not stop", self.node_id, len(pending))
+        self._tasks = []
+        self._closing = False
+
+    async def _beat(self) -> None:
+        while not self._closing:
+            try:
+                await self.store.heartbeat(self.node_id, self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: heartbeat failed", self.node_id)
+            await self.clock.sleep(self.settings.heartbeat_every_s)
 
     async def _run(self) -> None:
         log.info("node %s: ACD started", self.node_id)
-        while True:
+        while not self._closing:
             try:
                 await self.step()
                 due = await self.next_due()

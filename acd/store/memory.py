@@ -52,7 +52,9 @@ class MemoryStore:
             if entry_id == exclude:
                 continue
             entry = self._entries[entry_id]
-            slots.append(Slot(entry_id, key, time_key(entry.joined_at), entry.passes))
+            slots.append(
+                Slot(entry_id, key, time_key(entry.joined_at), entry.passes, entry.priority)
+            )
         return slots
 
     def _place(self, entry: Entry, key: int, passed: Sequence[str]) -> Inserted:
@@ -82,7 +84,12 @@ class MemoryStore:
         slots = self._slots(entry.queue)
         wanted = desired_key(entry.joined_at, entry.priority, jump, slots, position)
         placement = plan_insert(
-            slots, entry.entry_id, time_key(entry.joined_at), wanted, jump.max_passes
+            slots,
+            entry.entry_id,
+            time_key(entry.joined_at),
+            wanted,
+            jump.max_passes,
+            priority=entry.priority if position is None else None,
         )
         self._entries[entry.entry_id] = entry
         self._calls[entry.call_id] = entry.entry_id
@@ -97,7 +104,13 @@ class MemoryStore:
         slots = self._slots(entry.queue, exclude=entry_id)
         wanted = desired_key(entry.joined_at, priority, jump)
         placement = plan_insert(
-            slots, entry_id, time_key(entry.joined_at), wanted, jump.max_passes, entry.key
+            slots,
+            entry_id,
+            time_key(entry.joined_at),
+            wanted,
+            jump.max_passes,
+            entry.key,
+            priority,
         )
         self._order[entry.queue].remove((entry.key, entry_id))
         entry.priority = priority
