@@ -38,10 +38,12 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a caller goes: its new key and the ids of earlier callers it passed."""
+    """Where a caller goes: its new key, the ids of earlier callers it passed (which count
+    against the pass limit) and the ids of every caller it went ahead of."""
 
     key: int
     passed: tuple[str, ...]
+    overtaken: tuple[str, ...]
 
 
 def desired_key(
@@ -103,9 +105,7 @@ def plan_insert(
             continue
         if blocks(slot):
             key = slot.key + 1
-    passed = tuple(
-        slot.entry_id
-        for slot in ordered
-        if (slot.key, slot.entry_id) > (key, entry_id) and is_earlier(slot)
-    )
-    return Placement(key=key, passed=passed)
+    behind = [slot for slot in ordered if (slot.key, slot.entry_id) > (key, entry_id)]
+    passed = tuple(slot.entry_id for slot in behind if is_earlier(slot))
+    overtaken = tuple(slot.entry_id for slot in behind if was_ahead(slot))
+    return Placement(key=key, passed=passed, overtaken=overtaken)

@@ -207,7 +207,7 @@ return ahead + 1
 MARK_ANNOUNCED = r"""
 local e = ekey(ARGV[2])
 if redis.call('EXISTS', e) == 1 then
-  redis.call('HSET', e, 'ann_pos', ARGV[3], 'ann_passes', ARGV[4])
+  redis.call('HSET', e, 'ann_pos', ARGV[3], 'ann_overtaken', ARGV[4])
 end
 return 1
 """
@@ -257,7 +257,7 @@ local function after(skey, sid, key, id)
 end
 
 -- Apply the pass limit and the per-priority join order (prio nil: explicit position);
--- returns the final key and the ids passed.
+-- returns the final key, the ids passed and the ids overtaken.
 local function place(slots, id, jkey, wanted, max_passes, old_key, prio)
   local function was_ahead(s)
     return old_key == nil or s.key < old_key or (s.key == old_key and s.id < id)
@@ -273,13 +273,19 @@ local function place(slots, id, jkey, wanted, max_passes, old_key, prio)
       key = s.key + 1
     end
   end
-  local passed = {}
+  local passed, overtaken = {}, {}
   for _, s in ipairs(slots) do
-    if after(s.key, s.id, key, id) and s.jkey < jkey and was_ahead(s) then
-      table.insert(passed, s.id)
+    if after(s.key, s.id, key, id) and was_ahead(s) then
+      table.insert(overtaken, s.id)
+      if s.jkey < jkey then table.insert(passed, s.id) end
     end
   end
-  return key, passed
+  return key, passed, overtaken
+end
+
+local function count_passes(passed, overtaken)
+  for _, id in ipairs(passed) do redis.call('HINCRBY', ekey(id), 'passes', 1) end
+  for _, id in ipairs(overtaken) do redis.call('HINCRBY', ekey(id), 'overtaken', 1) end
 end
 
 -- The key just ahead of the entry now at `position` (1-based), or nil past the end.
@@ -319,14 +325,15 @@ for i = 11, #ARGV, 2 do redis.call('HSET', e, ARGV[i], ARGV[i + 1]) end
 local jkey = tonumber(redis.call('HGET', e, 'jkey'))
 local prio = nil
 if ARGV[7] == '' then prio = tonumber(redis.call('HGET', e, 'prio')) end
-local key, passed = place(slots_from(q, wanted, eid), eid, jkey, wanted, max_passes, nil, prio)
-redis.call('HSET', e, 'key', fmt(key), 'status', 'waiting', 'passes', 0)
+local key, passed, overtaken = place(slots_from(q, wanted, eid), eid, jkey, wanted, max_passes,
+                                     nil, prio)
+redis.call('HSET', e, 'key', fmt(key), 'status', 'waiting', 'passes', 0, 'overtaken', 0)
 redis.call('ZADD', p .. 'w:' .. q, fmt(key), eid)
 redis.call('SET', p .. 'call:' .. call, eid)
 if owner ~= '' then redis.call('SADD', p .. 'ne:' .. owner, eid) end
-for _, id in ipairs(passed) do redis.call('HINCRBY', ekey(id), 'passes', 1) end
+count_passes(passed, overtaken)
 wake()
-return {'ok', fmt(key), passed}
+return {'ok', fmt(key), passed, overtaken}
 """
 
 REPRIORITIZE = r"""
@@ -339,12 +346,12 @@ local q = redis.call('HGET', e, 'queue')
 local old_key = tonumber(redis.call('HGET', e, 'key'))
 local jkey = tonumber(redis.call('HGET', e, 'jkey'))
 local wanted = tonumber(ARGV[4])
-local key, passed = place(slots_from(q, wanted, eid), eid, jkey, wanted, tonumber(ARGV[5]),
-                          old_key, tonumber(ARGV[3]))
+local key, passed, overtaken = place(slots_from(q, wanted, eid), eid, jkey, wanted,
+                                     tonumber(ARGV[5]), old_key, tonumber(ARGV[3]))
 local set = p .. (status == 'waiting' and 'w:' or 'o:') .. q
 redis.call('ZADD', set, fmt(key), eid)
 redis.call('HSET', e, 'key', fmt(key), 'prio', ARGV[3])
-for _, id in ipairs(passed) do redis.call('HINCRBY', ekey(id), 'passes', 1) end
+count_passes(passed, overtaken)
 wake()
-return {redis.call('HGETALL', e), passed}
+return {redis.call('HGETALL', e), passed, overtaken}
 """

@@ -84,7 +84,8 @@ def entry_fields(entry: Entry) -> dict[str, str]:
         "lease": "" if entry.lease_until is None else _num(entry.lease_until),
         "missed": json.dumps(entry.missed_by),
         "ann_pos": str(entry.announced_position),
-        "ann_passes": str(entry.announced_passes),
+        "overtaken": str(entry.overtaken),
+        "ann_overtaken": str(entry.announced_overtaken),
     }
 
 
@@ -106,7 +107,8 @@ def entry_from(fields: Mapping[str, str]) -> Entry:
         lease_until=float(fields["lease"]) if fields["lease"] else None,
         missed_by=_list_of_ids(fields["missed"]),
         announced_position=int(fields["ann_pos"]),
-        announced_passes=int(fields["ann_passes"]),
+        overtaken=int(fields["overtaken"]),
+        announced_overtaken=int(fields["ann_overtaken"]),
     )
 
 
@@ -205,7 +207,7 @@ class RedisStore:
         position: int | None = None,
         max_length: int | None = None,
     ) -> Inserted:
-        stored = dataclasses.replace(entry, status=EntryStatus.WAITING, passes=0)
+        stored = dataclasses.replace(entry, status=EntryStatus.WAITING, passes=0, overtaken=0)
         flat: list[str] = []
         for name, value in entry_fields(stored).items():
             flat += [name, value]
@@ -228,7 +230,12 @@ class RedisStore:
             raise QueueFull(f"queue {entry.queue} holds {result[1]} callers")
         stored.key = int(result[1])
         position_now = await self.position(entry.entry_id) or 0
-        return Inserted(entry=stored, position=position_now, passed=tuple(result[2]))
+        return Inserted(
+            entry=stored,
+            position=position_now,
+            passed=tuple(result[2]),
+            overtaken=tuple(result[3]),
+        )
 
     async def reprioritize(
         self, entry_id: str, priority: int, jump: JumpSettings
@@ -242,7 +249,12 @@ class RedisStore:
             return None
         entry = entry_from(_pairs(result[0]))
         position_now = await self.position(entry_id) or 0
-        return Inserted(entry=entry, position=position_now, passed=tuple(result[1]))
+        return Inserted(
+            entry=entry,
+            position=position_now,
+            passed=tuple(result[1]),
+            overtaken=tuple(result[2]),
+        )
 
     async def remove_entry(self, entry_id: str) -> Removed | None:
         result = await self._run("remove", entry_id)
@@ -292,8 +304,8 @@ class RedisStore:
         offered = await self.client.zcard(self._k("o", queue))
         return int(waiting) + int(offered)
 
-    async def mark_announced(self, entry_id: str, position: int, passes: int) -> None:
-        await self._run("mark_announced", entry_id, position, passes)
+    async def mark_announced(self, entry_id: str, position: int, overtaken: int) -> None:
+        await self._run("mark_announced", entry_id, position, overtaken)
 
     async def set_callback(self, entry_id: str, context: Mapping[str, str]) -> Entry | None:
         result = await self._run("set_callback", entry_id, json.dumps(dict(context)))

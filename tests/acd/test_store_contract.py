@@ -98,6 +98,9 @@ async def test_reprioritize_resorts_at_once(store: AcdStore) -> None:
     raised = await store.reprioritize("n1.0002", 1, JUMP)
     assert raised is not None and raised.position == 1
     assert set(raised.passed) == {"n1.0000", "n1.0001"}
+    assert set(raised.overtaken) == {"n1.0000", "n1.0001"}
+    first = await store.get_entry("n1.0000")
+    assert first is not None and first.overtaken == 1
 
     lowered = await store.reprioritize("n1.0002", 0, JUMP)
     assert lowered is not None and lowered.position == 3
