@@ -10,6 +10,8 @@ signaling WebSocket. Cases:
 - abandon: the caller hangs up while waiting.
 - priority: a normal caller, then a priority caller; the agent becomes
   available after both are queued and takes both calls in turn.
+- browser_agent: as agent_hangup, with the real agent page in headless
+  Chromium as the agent.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.peer import install_host_addresses
 from tests.journey.agent import AgentClient, tone_seconds
+from tests.journey.browser_agent import BrowserAgent
 from tests.support.baresip import BaresipClient
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
 from tests.support.wav import load_mono, tone, write_wav
@@ -125,6 +128,12 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
         work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
     )
     report: dict[str, Any] = {"case": case}
+    if case == "browser_agent":
+        with voxgate_node(work_dir, node_settings()) as node:
+            await browser_case(report, node, work_dir, microphone)
+            report["health"] = node.health()[0]
+            report["node_log_tracebacks"] = node.log().count("Traceback")
+        return report
     with voxgate_node(work_dir, node_settings()) as node:
         base = f"http://127.0.0.1:{node.http_port}"
         agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
@@ -199,9 +208,46 @@ async def priority_case(
     report["after"] = await wait_counters(node, lambda c: c.get("answered", 0) >= 2, 10)
 
 
+async def browser_case(
+    report: dict[str, Any], node: RunningNode, work_dir: Path, microphone: Path
+) -> None:
+    agent_microphone = write_wav(
+        work_dir / "agent-tone.wav", tone(AGENT_TONE_HZ, 120.0, 48_000, amplitude=0.3), 48_000
+    )
+    url = f"http://127.0.0.1:{node.http_port}/agent"
+    async with BrowserAgent(url, agent_microphone, work_dir / "chromium.log") as agent:
+        await agent.login(AGENT, PASSWORD)
+        report["presence_after_login"] = await agent.presence()
+        phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone)
+        try:
+            report["waiting"] = await wait_counters(
+                node, lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= 1, 30
+            )
+            # The caller is waiting, so the page may go from available to
+            # ringing faster than it is polled.
+            await agent.click("set-available")
+            report["context"] = await agent.wait_incoming(30)
+            await agent.click("answer")
+            await agent.wait_connected(20)
+            report["agent_heard_caller_s"] = await agent.heard_tone_s(CALLER_TONE_HZ, 2.0, 30)
+            await agent.click("hangup")
+            end = await asyncio.to_thread(phone.wait_closed, 20)
+            report["caller_end"] = end.ended_by.value
+            await agent.call_ended(15)
+            await agent.wait_presence("available", 20)
+            report["presence_after_call"] = await agent.presence()
+            received = load_mono(phone.received_wav(), 8000)
+            report["caller_heard_agent_s"] = tone_seconds(received, 8000, AGENT_TONE_HZ)
+            report["after"] = await wait_counters(node, lambda c: c.get("answered", 0) >= 1, 10)
+        finally:
+            await asyncio.to_thread(phone.stop)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("case", choices=["agent_hangup", "caller_hangup", "abandon", "priority"])
+    parser.add_argument(
+        "case", choices=["agent_hangup", "caller_hangup", "abandon", "priority", "browser_agent"]
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)

@@ -105,3 +105,23 @@ def test_priority_caller_served_before_earlier_one() -> None:
     check_talk(second)
     assert report["after"]["answered"] == 2
     assert report["node_log_tracebacks"] == 0
+
+
+def test_browser_agent_page_takes_call() -> None:
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed")
+    report = run_journey("browser_agent")
+    assert report["presence_after_login"] == "away"
+    context = report["context"]
+    assert context["caller"] == "caller"
+    assert context["queue"] == "general"
+    assert context["path"].split(" → ")[:3] == ["welcome", "remember", "to_agent"]
+    assert context["intent"] == "billing"
+    assert context["priority"] == "0"
+    assert report["agent_heard_caller_s"] >= 2.0
+    assert report["caller_heard_agent_s"] >= 1.0
+    assert report["caller_end"] == "remote"
+    assert report["presence_after_call"] == "available"
+    assert report["after"]["answered"] == 1
+    assert report["health"] == 200
+    assert report["node_log_tracebacks"] == 0
