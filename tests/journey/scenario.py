@@ -12,6 +12,7 @@ signaling WebSocket. Cases:
   available after both are queued and takes both calls in turn.
 - browser_agent: as agent_hangup, with the real agent page in headless
   Chromium as the agent.
+- priority_redis: as priority, with the ACD on a real redis-server.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.peer import install_host_addresses
+from tests.acd.redis_server import start_redis
 from tests.journey.agent import AgentClient, tone_seconds
 from tests.journey.browser_agent import BrowserAgent
 from tests.support.baresip import BaresipClient
@@ -46,10 +48,11 @@ NUMBER = "2900"
 logger = logging.getLogger("journey")
 
 
-def node_settings() -> dict[str, Any]:
+def node_settings(store: str = "memory") -> dict[str, Any]:
     return {
         "ivr": {"flows_dir": str(FLOWS), "default_flow": "journey"},
         "acd": {
+            "store": store,
             "queues": {
                 "general": {
                     "announce_first_s": 1,
@@ -57,7 +60,7 @@ def node_settings() -> dict[str, Any]:
                     "ring_timeout_s": 20,
                     "wrap_up_s": 0,
                 }
-            }
+            },
         },
         "webrtc": {
             "token_secret": "journey-test-secret-journey-test-secret",
@@ -134,7 +137,20 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
             report["health"] = node.health()[0]
             report["node_log_tracebacks"] = node.log().count("Traceback")
         return report
-    with voxgate_node(work_dir, node_settings()) as node:
+    redis = start_redis(work_dir) if case.endswith("_redis") else None
+    try:
+        store = redis.url if redis is not None else "memory"
+        await run_with_agent(case.removesuffix("_redis"), report, work_dir, microphone, store)
+    finally:
+        if redis is not None:
+            redis.stop()
+    return report
+
+
+async def run_with_agent(
+    case: str, report: dict[str, Any], work_dir: Path, microphone: Path, store: str
+) -> None:
+    with voxgate_node(work_dir, node_settings(store)) as node:
         base = f"http://127.0.0.1:{node.http_port}"
         agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
         phones: list[BaresipClient] = []
@@ -176,7 +192,6 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
             for phone in phones:
                 await asyncio.to_thread(phone.stop)
         report["node_log_tracebacks"] = node.log().count("Traceback")
-    return report
 
 
 def hold_seconds(samples: np.ndarray[Any, np.dtype[np.int16]]) -> float:
@@ -246,7 +261,15 @@ async def browser_case(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "case", choices=["agent_hangup", "caller_hangup", "abandon", "priority", "browser_agent"]
+        "case",
+        choices=[
+            "agent_hangup",
+            "caller_hangup",
+            "abandon",
+            "priority",
+            "priority_redis",
+            "browser_agent",
+        ],
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")
     args = parser.parse_args()

@@ -96,8 +96,11 @@ def test_caller_leaving_queue_is_abandoned() -> None:
     assert report["node_log_tracebacks"] == 0
 
 
-def test_priority_caller_served_before_earlier_one() -> None:
-    report = run_journey("priority")
+@pytest.mark.parametrize("case", ["priority", "priority_redis"], ids=["memory", "redis"])
+def test_priority_caller_served_before_earlier_one(case: str) -> None:
+    if case.endswith("_redis") and shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    report = run_journey(case)
     first, second = report["served"]
     check_offer(first["incoming"], "vip", 7)
     check_offer(second["incoming"], "normal", 0)
