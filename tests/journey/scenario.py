@@ -13,6 +13,9 @@ signaling WebSocket. Cases:
 - browser_agent: as agent_hangup, with the real agent page in headless
   Chromium as the agent.
 - priority_redis: as priority, with the ACD on a real redis-server.
+- speech: as agent_hangup, but the caller answers a Korean speech gather
+  first (espeak-ng Korean, recognized by the Vosk Korean model), and the
+  agent sees the recognized words.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from media.resample import resample
+from media.tts import EspeakSynthesizer
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.peer import install_host_addresses
 from tests.acd.redis_server import start_redis
@@ -36,7 +41,7 @@ from tests.journey.agent import AgentClient, tone_seconds
 from tests.journey.browser_agent import BrowserAgent
 from tests.support.baresip import BaresipClient
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
-from tests.support.wav import load_mono, tone, write_wav
+from tests.support.wav import load_mono, silence, tone, write_wav
 
 CALLER_TONE_HZ = 600.0
 AGENT_TONE_HZ = 1000.0
@@ -44,6 +49,9 @@ AGENT = "agent1"
 PASSWORD = "journey-agent-password"
 FLOWS = REPOSITORY / "tests" / "data" / "journey" / "flows"
 NUMBER = "2900"
+SPEECH_NUMBER = "2901"
+SPEECH_WORD = "환불"
+SPEECH_REPEATS = 6
 
 logger = logging.getLogger("journey")
 
@@ -95,12 +103,14 @@ async def wait_counters(
     return counters
 
 
-def dial(work_dir: Path, user: str, node: RunningNode, microphone: Path) -> BaresipClient:
+def dial(
+    work_dir: Path, user: str, node: RunningNode, microphone: Path, number: str = NUMBER
+) -> BaresipClient:
     phone = BaresipClient(
         work_dir, user=user, microphone=microphone, max_call_s=90, capture_rtp=False
     )
     phone.start()
-    phone.dial(f"sip:{NUMBER}@127.0.0.1:{node.sip_port}")
+    phone.dial(f"sip:{number}@127.0.0.1:{node.sip_port}")
     phone.wait_established(15)
     return phone
 
@@ -160,7 +170,11 @@ async def run_with_agent(
             if case == "priority":
                 await priority_case(report, node, agent, phones, work_dir, microphone)
             else:
-                phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone)
+                number = NUMBER
+                if case == "speech":
+                    number = SPEECH_NUMBER
+                    microphone = speech_microphone(work_dir)
+                phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone, number)
                 phones.append(phone)
                 announcements = 2 if case == "abandon" else 1
                 report["waiting"] = await wait_counters(
@@ -192,6 +206,22 @@ async def run_with_agent(
             for phone in phones:
                 await asyncio.to_thread(phone.stop)
         report["node_log_tracebacks"] = node.log().count("Traceback")
+
+
+def speech_microphone(work_dir: Path) -> Path:
+    """Write a caller microphone that says the word again every few seconds, then the tone.
+
+    The word repeats so that one of them falls into the gather's listening
+    window whatever the prompt's length; the tone after it lets the agent
+    hear the caller.
+    """
+    word = EspeakSynthesizer().synthesize_blocking(SPEECH_WORD, voice="ko")
+    spoken = np.frombuffer(resample(word, 8000).pcm, dtype="<i2")
+    parts = [silence(3.0, 8000)]
+    for _ in range(SPEECH_REPEATS):
+        parts += [spoken, silence(2.0, 8000)]
+    parts.append(tone(CALLER_TONE_HZ, 60.0, 8000, amplitude=0.2))
+    return write_wav(work_dir / "caller-speech.wav", np.concatenate(parts), 8000)
 
 
 def hold_seconds(samples: np.ndarray[Any, np.dtype[np.int16]]) -> float:
@@ -269,6 +299,7 @@ def main() -> int:
             "priority",
             "priority_redis",
             "browser_agent",
+            "speech",
         ],
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")

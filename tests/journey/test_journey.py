@@ -128,3 +128,14 @@ def test_browser_agent_page_takes_call() -> None:
     assert report["after"]["answered"] == 1
     assert report["health"] == 200
     assert report["node_log_tracebacks"] == 0
+
+
+def test_spoken_words_reach_agent() -> None:
+    report = run_journey("speech")
+    incoming = report["incoming"]
+    assert incoming["called"] == "2901"
+    assert incoming["ivr_path"][:2] == ["ask", "to_agent"]
+    assert incoming["words"] == "환불"
+    check_talk(report)
+    assert report["after"]["answered"] == 1
+    assert report["node_log_tracebacks"] == 0
