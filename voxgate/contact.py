@@ -56,7 +56,7 @@ from media.sources import LoopingSource
 from media.tts import SynthesisError, Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.protocol import AgentState as WebAgentState
-from signaling.webrtc.protocol import Incoming, Presence
+from signaling.webrtc.protocol import Hangup, Incoming, Presence
 from signaling.webrtc.server import WebRtcServer
 from voxgate.logs import call_id_var
 from voxgate.queueing import AcdQueueService, CallerLeg, announcement_text
@@ -65,6 +65,7 @@ logger = logging.getLogger("queues")
 
 # How long an offer waits for the caller's IVR to finish its queue announcement.
 REGISTER_TIMEOUT_S = 60.0
+RING_MARGIN_S = 1.0
 MAX_IVR_PATH = 32
 MAX_WORDS = 2000
 
@@ -306,7 +307,10 @@ class ContactCenter:
                 return
             ring_id = f"q{secrets.token_hex(8)}"
             waiting.ringing = (agent_id, ring_id)
-            ring_timeout = self.acd.settings.queue(offer.queue).ring_timeout_s
+            # The page stops ringing a moment before the ACD's lease ends, so
+            # the reaper never offers this caller elsewhere while it still rings.
+            lease_s = offer.lease_until - self.acd.clock.now()
+            ring_timeout = max(1.0, lease_s - RING_MARGIN_S)
             try:
                 call = await server.offer_call(
                     agent_id, self._incoming(waiting, offer, ring_id), timeout_s=ring_timeout
@@ -339,7 +343,8 @@ class ContactCenter:
         if waiting.ringing is None or self.webrtc is None:
             return
         agent_id, ring_id = waiting.ringing
-        self.webrtc.resolve_pending(agent_id, ring_id, None)
+        if self.webrtc.resolve_pending(agent_id, ring_id, None):
+            self.webrtc.send_to(agent_id, Hangup(call_id=ring_id, reason="caller hung up"))
 
     def _incoming(self, waiting: _Waiting, offer: Offer, ring_id: str) -> Incoming:
         variables = waiting.result.variables

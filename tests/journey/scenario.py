@@ -8,6 +8,7 @@ signaling WebSocket. Cases:
 - agent_hangup, caller_hangup: one caller is queued, offered to the agent,
   answered and bridged; tones go both ways; one side hangs up.
 - abandon: the caller hangs up while waiting.
+- abandon_ringing: the caller hangs up while the agent's page rings.
 - priority: a normal caller, then a priority caller; the agent becomes
   available after both are queued and takes both calls in turn.
 - browser_agent: as agent_hangup, with the real agent page in headless
@@ -182,7 +183,20 @@ async def run_with_agent(
                     lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= announcements,
                     30,
                 )
-                if case == "abandon":
+                if case == "abandon_ringing":
+                    await agent.set_state("available")
+                    incoming = await agent.expect("incoming", 30)
+                    await asyncio.to_thread(phone.hangup)
+                    await asyncio.to_thread(phone.wait_closed, 20)
+                    withdrawn = await agent.expect("hangup", 20, call_id=incoming["call_id"])
+                    report["withdrawn_reason"] = withdrawn.get("reason", "")
+                    report["after"] = await wait_counters(
+                        node, lambda c: c.get("abandoned", 0) >= 1, 20
+                    )
+                    report["presence_after_call"] = (
+                        await agent.expect("presence", 10, state="available")
+                    )["state"]
+                elif case == "abandon":
                     await asyncio.to_thread(phone.hangup)
                     await asyncio.to_thread(phone.wait_closed, 20)
                     report["after"] = await wait_counters(
@@ -296,6 +310,7 @@ def main() -> int:
             "agent_hangup",
             "caller_hangup",
             "abandon",
+            "abandon_ringing",
             "priority",
             "priority_redis",
             "browser_agent",

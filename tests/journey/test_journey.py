@@ -96,6 +96,15 @@ def test_caller_leaving_queue_is_abandoned() -> None:
     assert report["node_log_tracebacks"] == 0
 
 
+def test_caller_leaving_while_ringing_stops_ring() -> None:
+    report = run_journey("abandon_ringing")
+    assert report["withdrawn_reason"] == "caller hung up"
+    assert report["after"]["abandoned"] == 1
+    assert report["after"]["answered"] == 0
+    assert report["presence_after_call"] == "available"
+    assert report["node_log_tracebacks"] == 0
+
+
 @pytest.mark.parametrize("case", ["priority", "priority_redis"], ids=["memory", "redis"])
 def test_priority_caller_served_before_earlier_one(case: str) -> None:
     if case.endswith("_redis") and shutil.which("redis-server") is None:
