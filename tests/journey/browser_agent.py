@@ -1,10 +1,10 @@
-"""The real agent page (/agent) in headless Chromium, driven over the DevTools protocol.
+"""The real browser pages (/agent and /) in headless Chromium, driven over DevTools.
 
-The page is used as an agent would: the test fills the sign-in form, clicks
-the state buttons, reads the caller context of the ringing call, clicks
-answer and hang up, and reads the page's remote audio meter (a WebAudio
-AnalyserNode) to hear the caller. Chromium's fake microphone plays a WAV
-file, which is how the caller hears the agent. Run it only inside a
+The pages are used as a person would: the test fills the agent's sign-in
+form, clicks the state and call buttons, reads the caller context of the
+ringing call, and reads the page's remote audio meter (a WebAudio
+AnalyserNode) to hear the other side. Chromium's fake microphone plays a
+WAV file, which is how the other side hears the page. Run it only inside a
 loopback-only network namespace.
 """
 
@@ -29,8 +29,12 @@ class BrowserAgentError(RuntimeError):
     """The page did not reach the expected state in time, or Chromium failed to start."""
 
 
+AGENT_METER = "window.voxgate.state.call?.remoteMeter"
+CALLER_METER = "window.voxgate.call?.remoteMeter"
+
+
 class BrowserAgent:
-    """One Chromium with the agent page open; use it as an async context manager."""
+    """One Chromium with a VoxGate page open (agent or caller); an async context manager."""
 
     def __init__(self, url: str, microphone: Path, log_path: Path) -> None:
         self.url = url
@@ -144,12 +148,11 @@ class BrowserAgent:
     async def wait_connected(self, timeout_s: float) -> None:
         await self.wait_for("window.voxgate.state.callState === 'connected'", timeout_s)
 
-    async def heard_tone_s(self, frequency_hz: float, seconds: float, timeout_s: float) -> float:
+    async def heard_tone_s(
+        self, frequency_hz: float, seconds: float, timeout_s: float, meter: str = AGENT_METER
+    ) -> float:
         """Sample the remote meter every 100 ms until the tone was heard for `seconds`."""
-        expression = (
-            "(() => { const m = window.voxgate.state.call?.remoteMeter;"
-            " return m ? [m.rms(), m.peakHz()] : null; })()"
-        )
+        expression = f"(() => {{ const m = {meter}; return m ? [m.rms(), m.peakHz()] : null; }})()"
         heard = 0.0
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and heard < seconds:

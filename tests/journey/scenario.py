@@ -13,6 +13,8 @@ signaling WebSocket. Cases:
   available after both are queued and takes both calls in turn.
 - browser_agent: as agent_hangup, with the real agent page in headless
   Chromium as the agent.
+- browser_caller: the real caller page at / calls the default flow, is
+  queued and talks to the aiortc agent until the page hangs up.
 - priority_redis: as priority, with the ACD on a real redis-server.
 - speech: as agent_hangup, but the caller answers a Korean speech gather
   first (espeak-ng Korean, recognized by the Vosk Korean model), and the
@@ -39,7 +41,7 @@ from signaling.webrtc.auth import hash_password
 from signaling.webrtc.peer import install_host_addresses
 from tests.acd.redis_server import start_redis
 from tests.journey.agent import AgentClient, tone_seconds
-from tests.journey.browser_agent import BrowserAgent
+from tests.journey.browser_agent import CALLER_METER, BrowserAgent
 from tests.support.baresip import BaresipClient
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
 from tests.support.wav import load_mono, silence, tone, write_wav
@@ -142,9 +144,12 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
         work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
     )
     report: dict[str, Any] = {"case": case}
-    if case == "browser_agent":
+    if case in ("browser_agent", "browser_caller"):
         with voxgate_node(work_dir, node_settings()) as node:
-            await browser_case(report, node, work_dir, microphone)
+            if case == "browser_agent":
+                await browser_case(report, node, work_dir, microphone)
+            else:
+                await browser_caller_case(report, node, work_dir)
             report["health"] = node.health()[0]
             report["node_log_tracebacks"] = node.log().count("Traceback")
         return report
@@ -302,6 +307,35 @@ async def browser_case(
             await asyncio.to_thread(phone.stop)
 
 
+async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_dir: Path) -> None:
+    caller_microphone = write_wav(
+        work_dir / "caller-tone-48k.wav", tone(CALLER_TONE_HZ, 120.0, 48_000, 0.3), 48_000
+    )
+    base = f"http://127.0.0.1:{node.http_port}"
+    agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
+    try:
+        await agent.login()
+        async with BrowserAgent(f"{base}/", caller_microphone, work_dir / "chromium.log") as page:
+            await page.wait_for("window.voxgateEvents.includes('session')", 15)
+            await page.click("call")
+            await page.wait_for("window.voxgateEvents.includes('call_state:connected')", 20)
+            report["waiting"] = await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
+            await agent.set_state("available")
+            incoming = await agent.expect("incoming", 30)
+            report["incoming"] = incoming
+            await agent.answer(incoming["call_id"])
+            report["agent_heard_caller_s"] = await agent.wait_heard_tone(CALLER_TONE_HZ, 2.0, 30)
+            report["caller_heard_agent_s"] = await page.heard_tone_s(
+                AGENT_TONE_HZ, 1.0, 30, CALLER_METER
+            )
+            await page.click("hangup")
+            hangup = await agent.expect("hangup", 20, call_id=incoming["call_id"])
+            report["agent_hangup_reason"] = hangup.get("reason", "")
+            report["after"] = await wait_counters(node, lambda c: c.get("answered", 0) >= 1, 10)
+    finally:
+        await agent.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -314,6 +348,7 @@ def main() -> int:
             "priority",
             "priority_redis",
             "browser_agent",
+            "browser_caller",
             "speech",
         ],
     )

@@ -148,3 +148,18 @@ def test_spoken_words_reach_agent() -> None:
     check_talk(report)
     assert report["after"]["answered"] == 1
     assert report["node_log_tracebacks"] == 0
+
+
+def test_browser_caller_page_reaches_agent() -> None:
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed")
+    report = run_journey("browser_caller")
+    incoming = report["incoming"]
+    assert incoming["caller"].startswith("guest-")
+    assert incoming["queue"] == "general"
+    assert incoming["ivr_path"][:3] == ["welcome", "remember", "to_agent"]
+    assert report["agent_heard_caller_s"] >= 2.0
+    assert report["caller_heard_agent_s"] >= 1.0
+    assert report["agent_hangup_reason"] == "caller hung up"
+    assert report["after"]["answered"] == 1
+    assert report["node_log_tracebacks"] == 0
