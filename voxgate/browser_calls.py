@@ -2,8 +2,8 @@
 
 `BrowserCallHandler` is the `WebRtcCallHandler` that the node mounts with
 the signaling edge. A browser caller's call runs through the same flows as
-a SIP call (chosen by the `to` of its `call` message, else the default
-flow); a caller the flow queues is handed to the `ContactCenter`. Agent
+a SIP call, chosen by the `to` of its `call` message or else the default
+flow. A caller whom the flow queues is handed to the `ContactCenter`. Agent
 presence changes go to the contact center, which mirrors them into the ACD.
 """
 
@@ -98,9 +98,9 @@ class BrowserCallHandler:
 
     async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
         # NOTE: an agent's blind transfer needs the caller re-queued or an
-        # outbound SIP leg; neither is wired yet, so the agent page gets an
+        # outbound SIP leg. Neither is wired yet, so the agent page gets an
         # error and the call stays up.
-        logger.info("transfer to a %s refused: not supported yet", kind.value)
+        logger.info("transfer to a %s rejected: not supported yet", kind.value)
         return False
 
     def on_call_state(self, call: WebRtcCall) -> None:

@@ -1,8 +1,8 @@
 """The real browser pages (/agent and /) in headless Chromium, driven over DevTools.
 
-The pages are used as a person would: the test fills the agent's sign-in
-form, clicks the state and call buttons, reads the caller context of the
-ringing call, and reads the page's remote audio meter (a WebAudio
+The pages are used as a person would. The test fills the agent's sign-in
+form, clicks the state and call buttons and reads the caller context of the
+ringing call. It reads the page's remote audio meter (a WebAudio
 AnalyserNode) to hear the other side. Chromium's fake microphone plays a
 WAV file, which is how the other side hears the page. Run it only inside a
 loopback-only network namespace.
