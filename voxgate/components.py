@@ -84,7 +84,12 @@ async def build_contact_center(settings: Settings, synthesizer: Synthesizer) -> 
         if queue.hold_music is not None
     }
     return ContactCenter(
-        acd, synthesizer, accounts=accounts, hold_music=hold_music, default_hold=hold_tone()
+        acd,
+        synthesizer,
+        accounts=accounts,
+        hold_music=hold_music,
+        default_hold=hold_tone(),
+        route_within_node=settings.acd.route_within_node,
     )
 
 

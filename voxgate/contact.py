@@ -102,9 +102,13 @@ class ContactCenter:
         accounts: Mapping[str, AgentAccount],
         hold_music: Mapping[str, PcmAudio],
         default_hold: PcmAudio,
+        route_within_node: bool = True,
     ) -> None:
         self.acd = acd
-        self.queue_service = AcdQueueService(acd)
+        # NOTE: the bridge joins only legs of this node, so by default callers
+        # are routed only to agents logged in here (a per-node skill).
+        self.node_skill = f"node:{acd.node_id}" if route_within_node else None
+        self.queue_service = AcdQueueService(acd, self.node_skill)
         self.webrtc: WebRtcServer | None = None
         self._synthesizer = synthesizer
         self._accounts = accounts
@@ -399,7 +403,10 @@ class ContactCenter:
                 if account is None:
                     logger.warning("agent %s has no account settings, not routed to", user)
                     return
-                await self.acd.login(user, account.queues, account.skills, target, reason)
+                skills = dict(account.skills)
+                if self.node_skill is not None:
+                    skills[self.node_skill] = 1
+                await self.acd.login(user, account.queues, skills, target, reason)
             elif current.state in (AcdAgentState.OFFERED, AcdAgentState.ON_CALL):
                 return
             elif current.state is not target or current.away_reason != reason:

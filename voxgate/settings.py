@@ -249,6 +249,10 @@ class AcdSettings(_Section):
     cross_queue_rule: Literal["priority_first", "longest_waiting_head_caller"] = "priority_first"
     away_after_missed: int = Field(default=2, ge=1)
     node_ttl_s: float = Field(default=10.0, gt=0)
+    route_within_node: bool = Field(
+        default=True,
+        description="Offer callers only to agents on the node that holds the caller's leg.",
+    )
 
     @field_validator("store")
     @classmethod

@@ -16,6 +16,8 @@ signaling WebSocket. Cases:
 - browser_caller: the real caller page at / calls the default flow, is
   queued and talks to the aiortc agent until the page hangs up.
 - priority_redis: as priority, with the ACD on a real redis-server.
+- two_nodes_redis: two nodes on one redis-server; the caller on node A is
+  offered to the agent on node A, never to the idle agent on node B.
 - speech: as agent_hangup, but the caller answers a Korean speech gather
   first (espeak-ng Korean, recognized by the Vosk Korean model), and the
   agent sees the recognized words.
@@ -49,6 +51,7 @@ from tests.support.wav import load_mono, silence, tone, write_wav
 CALLER_TONE_HZ = 600.0
 AGENT_TONE_HZ = 1000.0
 AGENT = "agent1"
+OTHER_AGENT = "agent2"
 PASSWORD = "journey-agent-password"
 FLOWS = REPOSITORY / "tests" / "data" / "journey" / "flows"
 NUMBER = "2900"
@@ -75,7 +78,10 @@ def node_settings(store: str = "memory") -> dict[str, Any]:
         },
         "webrtc": {
             "token_secret": "journey-test-secret-journey-test-secret",
-            "agents": {AGENT: {"password_hash": hash_password(PASSWORD), "queues": ["general"]}},
+            "agents": {
+                name: {"password_hash": hash_password(PASSWORD), "queues": ["general"]}
+                for name in (AGENT, OTHER_AGENT)
+            },
             "wrap_up_s": 0,
             "ring_timeout_s": 20,
         },
@@ -156,7 +162,10 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
     redis = start_redis(work_dir) if case.endswith("_redis") else None
     try:
         store = redis.url if redis is not None else "memory"
-        await run_with_agent(case.removesuffix("_redis"), report, work_dir, microphone, store)
+        if case == "two_nodes_redis":
+            await two_nodes_case(report, work_dir, microphone, store)
+        else:
+            await run_with_agent(case.removesuffix("_redis"), report, work_dir, microphone, store)
     finally:
         if redis is not None:
             redis.stop()
@@ -336,6 +345,49 @@ async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_di
         await agent.close()
 
 
+async def two_nodes_case(
+    report: dict[str, Any], work_dir: Path, microphone: Path, store: str
+) -> None:
+    """A caller on node A with an idle agent on node B and then one on node A."""
+    (work_dir / "a").mkdir(exist_ok=True)
+    (work_dir / "b").mkdir(exist_ok=True)
+    with (
+        voxgate_node(work_dir / "a", node_settings(store)) as node_a,
+        voxgate_node(work_dir / "b", node_settings(store)) as node_b,
+    ):
+        remote = AgentClient(f"http://127.0.0.1:{node_b.http_port}", OTHER_AGENT, PASSWORD, 0)
+        local = AgentClient(f"http://127.0.0.1:{node_a.http_port}", AGENT, PASSWORD, AGENT_TONE_HZ)
+        phone: BaresipClient | None = None
+        try:
+            await remote.login()
+            await remote.set_state("available")
+            await local.login()
+            phone = await asyncio.to_thread(dial, work_dir, "caller", node_a, microphone)
+            report["waiting"] = await wait_counters(
+                node_a, lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= 1, 30
+            )
+            await local.set_state("available")
+            incoming = await local.expect("incoming", 30)
+            report["incoming"] = incoming
+            await local.answer(incoming["call_id"])
+            report["agent_heard_caller_s"] = await local.wait_heard_tone(CALLER_TONE_HZ, 2.0, 30)
+            await local.hangup(incoming["call_id"])
+            await asyncio.to_thread(phone.wait_closed, 20)
+            report["after"] = await wait_counters(node_a, lambda c: c.get("answered", 0) >= 1, 10)
+            report["remote_agent_offers"] = sum(
+                1 for message in remote.messages if message["type"] == "incoming"
+            )
+            report["node_b_counters"] = await queue_counters(node_b)
+        finally:
+            await remote.close()
+            await local.close()
+            if phone is not None:
+                await asyncio.to_thread(phone.stop)
+        report["node_log_tracebacks"] = node_a.log().count("Traceback") + node_b.log().count(
+            "Traceback"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -347,6 +399,7 @@ def main() -> int:
             "abandon_ringing",
             "priority",
             "priority_redis",
+            "two_nodes_redis",
             "browser_agent",
             "browser_caller",
             "speech",

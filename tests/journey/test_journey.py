@@ -163,3 +163,14 @@ def test_browser_caller_page_reaches_agent() -> None:
     assert report["agent_hangup_reason"] == "caller hung up"
     assert report["after"]["answered"] == 1
     assert report["node_log_tracebacks"] == 0
+
+
+def test_two_nodes_route_caller_to_own_node() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    report = run_journey("two_nodes_redis")
+    assert report["incoming"]["queue"] == "general"
+    assert report["agent_heard_caller_s"] >= 2.0
+    assert report["after"]["answered"] == 1
+    assert report["remote_agent_offers"] == 0
+    assert report["node_log_tracebacks"] == 0

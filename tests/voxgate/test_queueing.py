@@ -46,6 +46,18 @@ async def test_enqueue_returns_position_and_keeps_ticket() -> None:
     assert service.take_ticket("c1") is None
 
 
+async def test_enqueue_requires_node_skill() -> None:
+    acd = make_acd()
+    service = AcdQueueService(acd, "node:test-node")
+    await service.enqueue("c1", QueueRequest(queue="general", priority=0, skills=("en",)))
+    placed = service.take_ticket("c1")
+    assert placed is not None
+    assert placed[0].entry_id is not None
+    entry = await acd.store.get_entry(placed[0].entry_id)
+    assert entry is not None
+    assert entry.skills == {"en": 1, "node:test-node": 1}
+
+
 async def test_enqueue_unknown_queue_raises_queue_error() -> None:
     service = AcdQueueService(make_acd())
     with pytest.raises(QueueError, match="sales"):
@@ -156,7 +168,7 @@ async def test_presence_mirror_logs_agent_in_and_out(
     agent = await contact.acd.store.get_agent("ann")
     assert agent is not None
     assert agent.queues == ("general",)
-    assert agent.skills == {"en": 3}
+    assert agent.skills == {"en": 3, "node:test-node": 1}
 
     change(server, contact, AgentState.AVAILABLE)
     assert await mirrored_state(contact, AcdState.AVAILABLE) is AcdState.AVAILABLE
