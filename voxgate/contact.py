@@ -131,11 +131,13 @@ class ContactCenter:
         self._spawn(self._mirror_presence(), "acd-presence")
 
     async def close(self) -> None:
+        """Stop dispatching and mirroring, stop the ACD and close its store connection."""
         self._stop_listening()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.acd.close()
+        await self.acd.store.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
