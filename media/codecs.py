@@ -46,7 +46,7 @@ def register_codec(codec: Codec) -> None:
 
 
 def get_codec(name: str) -> Codec:
-    """Return the codec for an SDP encoding name (case-insensitive); KeyError if unknown."""
+    """Return the codec for an SDP encoding name (case-insensitive). Raises KeyError if unknown."""
     _load_optional_codecs()
     try:
         return _REGISTRY[name.upper()]

@@ -35,7 +35,7 @@ _HARMONIC_GUARD_HZ = 150.0
 
 @dataclass(frozen=True, slots=True)
 class InbandConfig:
-    """Detection thresholds. Levels in dB; `min_level_dbfs` applies to each tone."""
+    """Detection thresholds. Levels are in dB, and `min_level_dbfs` applies to each tone."""
 
     min_level_dbfs: float = -36.0
     max_forward_twist_db: float = 8.0
@@ -133,7 +133,7 @@ class InbandDtmfDetector:
         return self._current is not None
 
     def process(self, pcm: bytes) -> list[DtmfInput]:
-        """Feed one block; return a key whose tone just ended (with its duration)."""
+        """Feed one block and return the key whose tone just ended, with its duration."""
         key = self.classify(pcm)
         block_ms = self.config.block_ms
         reported: list[DtmfInput] = []

@@ -200,7 +200,7 @@ class MediaLeg:
             self._begin_recognition(utterance)
 
     async def next_input(self, timeout_s: float) -> CallerInput | None:
-        """Return the next caller input, None after `timeout_s`; CallEnded once closed."""
+        """Return the next caller input, or None after `timeout_s`. Raises CallEnded once closed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
@@ -232,6 +232,10 @@ class MediaLeg:
             self._mark_closed()
         await self._transport.close()
         if self._recognizer is not None:
+            if self._recognizing_id:
+                # Flush the decoder (FinalResult) so Vosk releases the utterance cleanly.
+                self._recognizer.end(self.media_time_ms)
+                self._recognizing_id = 0
             await self._recognizer.close()
 
     @property
@@ -253,7 +257,7 @@ class MediaLeg:
         self._inbound_taps.append(tap)
 
     def remove_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
-        """Stop handing inbound frames to `tap`; removing an unknown tap is harmless."""
+        """Stop handing inbound frames to `tap`. Removing an unknown tap is harmless."""
         if tap in self._inbound_taps:
             self._inbound_taps.remove(tap)
 

@@ -60,7 +60,7 @@ class _Participant:
 
 
 class Mixer:
-    """Mixes audio among legs by role; see the module docstring for who hears whom."""
+    """Audio mixing among legs by role (the module docstring lists who hears whom)."""
 
     def __init__(self, *, call_id: str = "-", max_queue_frames: int = 5) -> None:
         self.call_id = call_id
@@ -71,7 +71,7 @@ class Mixer:
         self._recorder: StereoRecorder | None = None
 
     def add(self, leg: MediaLeg, role: Role) -> None:
-        """Join `leg` in `role`; its outbound audio comes from the mixer from now on."""
+        """Join `leg` in `role`. Its outbound audio comes from the mixer from now on."""
         key = id(leg)
         if key in self._participants:
             raise ValueError("leg is already in this mixer")
@@ -87,7 +87,7 @@ class Mixer:
         logger.info("call %s: %s joined the mixer", self.call_id, role.value)
 
     def remove(self, leg: MediaLeg) -> None:
-        """Take `leg` out; it sends silence until given another source."""
+        """Take `leg` out. It sends silence until it gets another source."""
         key = id(leg)
         participant = self._participants.pop(key, None)
         if participant is None:
@@ -202,7 +202,7 @@ class Mixer:
 
 
 def bridge(caller: MediaLeg, agent: MediaLeg, *, call_id: str = "-") -> Mixer:
-    """Connect two legs so each hears the other; close the returned mixer to unbridge."""
+    """Connect two legs so each hears the other. Close the returned mixer to unbridge."""
     mixer = Mixer(call_id=call_id)
     mixer.add(caller, Role.CALLER)
     mixer.add(agent, Role.AGENT)

@@ -127,7 +127,10 @@ def serialize(packet: RtcpPacket) -> bytes:
 
 
 def parse_compound(data: bytes) -> list[RtcpPacket]:
-    """Parse a compound RTCP packet; skip APP and unknown types; ValueError when malformed."""
+    """Parse a compound RTCP packet, skipping APP and unknown types.
+
+    Raises ValueError when the packet is malformed.
+    """
     packets: list[RtcpPacket] = []
     offset = 0
     if len(data) < 4:

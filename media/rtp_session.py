@@ -71,10 +71,10 @@ class RtpPortPool:
         self._free: deque[int] = deque(range(first, high, 2))
         self._used: set[int] = set()
         if not self._free:
-            raise ValueError(f"RTP port range {low}-{high} holds no even port")
+            raise ValueError(f"RTP port range {low}-{high} contains no even port")
 
     def acquire(self) -> int:
-        """Take the least recently used free port; RuntimeError when the range is exhausted."""
+        """Take the least recently used free port. Raises RuntimeError when none is free."""
         if not self._free:
             raise RuntimeError("no free RTP port in the configured range")
         port = self._free.popleft()
@@ -82,7 +82,7 @@ class RtpPortPool:
         return port
 
     def release(self, port: int) -> None:
-        """Give `port` back; releasing a port twice is harmless."""
+        """Give `port` back. Releasing a port twice is harmless."""
         if port in self._used:
             self._used.discard(port)
             self._free.append(port)
@@ -373,6 +373,8 @@ class RtpSession(asyncio.DatagramProtocol):
             return
 
         if self._latch is LatchState.WAITING:
+            # NOTE: the first packet with a negotiated payload type is trusted whatever its
+            # source, as most SBCs do; a packet injected before the caller's first one wins.
             if source != self._remote:
                 logger.info("call %s: rtp source latched, replies follow the source", self.call_id)
             self._remote = source
@@ -440,7 +442,7 @@ class RtpSession(asyncio.DatagramProtocol):
     # -- send ------------------------------------------------------------
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
-        """Queue digits to send as RFC 4733 events; ValueError for a non-DTMF character."""
+        """Queue digits to send as RFC 4733 events. Raises ValueError for a non-DTMF character."""
         if self.config.telephone_event_payload_type is None:
             raise RuntimeError("telephone-event was not negotiated for this session")
         for digit in digits:
@@ -605,7 +607,7 @@ class RtpSession(asyncio.DatagramProtocol):
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
-    """The RTCP socket of a session without rtcp-mux; hands datagrams to the session."""
+    """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
 
     def __init__(self, session: RtpSession) -> None:
         self._session = session

@@ -133,7 +133,7 @@ class EndpointState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class UtteranceStart:
-    """An utterance began at `at_ms`; `audio` is the pre-roll plus the frames seen so far."""
+    """Start of an utterance at `at_ms`, with `audio` holding the pre-roll and the frames so far."""
 
     at_ms: int
     audio: tuple[bytes, ...]
@@ -192,7 +192,7 @@ class Endpointer:
             self.state = new
 
     def feed(self, pcm: bytes, sample_rate: int, channels: int = 1) -> list[EndpointStep]:
-        """Feed audio of any length; return one step per complete VAD frame."""
+        """Feed audio of any length and return one step per complete VAD frame."""
         steps = []
         for frame in self.framer.frames(pcm, sample_rate, channels):
             speech = self.framer.is_speech(frame)

@@ -110,6 +110,7 @@ class SipCallHandler:
         models: ModelCatalog | None = None,
     ) -> None:
         self._flows = flows
+        self._models = models
         self._default_flow = default_flow
         self._synthesizer = synthesizer
         self._port_pool = port_pool

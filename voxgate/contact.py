@@ -56,7 +56,7 @@ from media.sources import LoopingSource
 from media.tts import SynthesisError, Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.protocol import AgentState as WebAgentState
-from signaling.webrtc.protocol import Hangup, Incoming, Presence
+from signaling.webrtc.protocol import Incoming, Presence
 from signaling.webrtc.server import WebRtcServer
 from voxgate.logs import call_id_var
 from voxgate.queueing import AcdQueueService, CallerLeg, announcement_text
@@ -348,9 +348,8 @@ class ContactCenter:
     def _withdraw_ring(self, waiting: _Waiting) -> None:
         if waiting.ringing is None or self.webrtc is None:
             return
-        agent_id, ring_id = waiting.ringing
-        if self.webrtc.resolve_pending(agent_id, ring_id, None):
-            self.webrtc.send_to(agent_id, Hangup(call_id=ring_id, reason="caller hung up"))
+        _, ring_id = waiting.ringing
+        self.webrtc.cancel_offer(ring_id, "caller hung up")
 
     def _incoming(self, waiting: _Waiting, offer: Offer, ring_id: str) -> Incoming:
         variables = waiting.result.variables

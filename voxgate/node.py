@@ -68,6 +68,11 @@ class Node:
                 use_model_packages=settings.asr.use_model_packages,
             )
         )
+        if not self._models.any_model():
+            logger.warning(
+                "no speech recognition model in %s or installed packages; speech input is off",
+                settings.asr.models_dir,
+            )
         self._ready["ivr"] = True
 
         self.contact = await build_contact_center(settings, synthesizer)

@@ -149,6 +149,8 @@ class WebRtcServer:
         self._pending_offers: dict[str, tuple[str, asyncio.Future[Offer | None]]] = {}
         self._early_candidates: dict[str, list[Candidate]] = {}
         self._opening: dict[str, str] = {}
+        self._withdrawn: dict[str, str] = {}
+        self.rejected_origins = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -158,7 +160,11 @@ class WebRtcServer:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to a signaling WebSocket after checking the Origin header."""
         if not self.origin_allowed(request.headers.get("Origin")):
-            logger.warning("websocket rejected: origin not allowed")
+            self.rejected_origins += 1
+            if self.rejected_origins % 100 == 1:
+                logger.warning(
+                    "websocket rejected: origin not allowed (%d so far)", self.rejected_origins
+                )
             raise web.HTTPForbidden(text="origin not allowed")
         ws = web.WebSocketResponse(
             heartbeat=30.0,
@@ -381,7 +387,8 @@ class WebRtcServer:
 
         None when the agent is not available, rejects, or does not answer in
         `timeout_s` (default `ring_timeout_s`; the agent then goes away with
-        reason "missed call").
+        reason "missed call"), or when `cancel_offer` withdraws the call.
+        Cancelling this coroutine withdraws the call from the agent too.
         """
         agent = self.agents.get(user)
         if agent is None or agent.state is not AgentState.AVAILABLE:
@@ -398,16 +405,17 @@ class WebRtcServer:
             async with asyncio.timeout(timeout):
                 offer = await future
         except TimeoutError:
-            offer = None
             self.send_to(user, Hangup(call_id=call_id, reason="not answered"))
             self.set_agent_state(agent, AgentState.AWAY, "missed call")
             return None
+        except asyncio.CancelledError:
+            self._withdrawn[call_id] = "offer withdrawn"
+            self._end_ringing(agent, call_id)
+            raise
         finally:
             self._pending_offers.pop(call_id, None)
         if offer is None:
-            self._early_candidates.pop(call_id, None)
-            if agent.presence().state is AgentState.RINGING:
-                self.set_agent_state(agent, AgentState.AVAILABLE, "rejected a call")
+            self._end_ringing(agent, call_id)
             return None
         try:
             call = await self.open_call(user, Role.AGENT, call_id, incoming.caller, offer.sdp)
@@ -419,6 +427,32 @@ class WebRtcServer:
         call.context = {"incoming": incoming}
         self.set_agent_state(agent, AgentState.BUSY, "")
         return call
+
+    def _end_ringing(self, agent: AgentPresence, call_id: str) -> None:
+        """Clean up a ring that ended without an answer (rejected, withdrawn, agent lost)."""
+        self._early_candidates.pop(call_id, None)
+        withdrawn = self._withdrawn.pop(call_id, None)
+        if agent.presence().state is not AgentState.RINGING:
+            return
+        if withdrawn is None:
+            self.set_agent_state(agent, AgentState.AVAILABLE, "rejected a call")
+            return
+        self.send_to(agent.user, Hangup(call_id=call_id, reason=withdrawn))
+        self.set_agent_state(agent, AgentState.AVAILABLE, withdrawn)
+
+    def cancel_offer(self, call_id: str, reason: str = "caller left") -> bool:
+        """Stop ringing an agent for `call_id` (the caller hung up, or another agent took it).
+
+        The ringing `offer_call` returns None, the agent's page gets `hangup`
+        with `reason` and the agent becomes available again. False when the
+        call is not ringing.
+        """
+        pending = self._pending_offers.get(call_id)
+        if pending is None or pending[1].done():
+            return False
+        self._withdrawn[call_id] = reason
+        pending[1].set_result(None)
+        return True
 
     def resolve_pending(self, user: str, call_id: str, offer: Offer | None) -> bool:
         pending = self._pending_offers.get(call_id)

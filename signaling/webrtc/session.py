@@ -62,6 +62,7 @@ class SignalingSession:
         self._violations = 0
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=256)
         self._writer: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     def send(self, message: Message) -> None:
         """Queue a message for this socket; a full queue means a stalled client, which is closed."""
@@ -90,6 +91,8 @@ class SignalingSession:
         try:
             await self._loop()
         finally:
+            if self._refresher is not None:
+                self._refresher.cancel()
             with contextlib.suppress(asyncio.QueueFull):
                 self._outbox.put_nowait(None)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -222,15 +225,30 @@ class SignalingSession:
         except AuthError as exc:
             logger.info("signaling login rejected: %s", exc)
             raise ProtocolError(ErrorCode.UNAUTHORIZED, str(exc), field="token") from None
+        self._send_session()
+        self.server.session_started(self, self.claims)
+        self._refresher = asyncio.create_task(
+            self._refresh_token(), name=f"webrtc-token-{self.session_id}"
+        )
+
+    def _send_session(self) -> None:
+        """Send `session` with a fresh token, so a reconnect works after the old one expires."""
+        assert self.claims is not None
+        token, expires_at = self.server.signer.issue(self.claims.user, self.claims.role)
         self.send(
             Session(
                 session_id=self.session_id,
                 user=self.claims.user,
                 role=self.claims.role,
-                expires_at=self.claims.expires_at,
+                expires_at=expires_at,
+                token=token,
             )
         )
-        self.server.session_started(self, self.claims)
+
+    async def _refresh_token(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.token_ttl_s / 2)
+            self._send_session()
 
     def _require_agent(self) -> None:
         if self.claims is None or self.claims.role is not Role.AGENT:

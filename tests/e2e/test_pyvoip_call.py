@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,36 @@ from tests.e2e.conftest import (
     voiced_seconds_between,
 )
 from tests.support.calls import CallEndedBy
-from tests.support.node import RunningNode
+from tests.support.node import RunningNode, voxgate_node
 from tests.support.pyvoip_client import PyVoipClient
 
 pytestmark = pytest.mark.peer
 
 DIGIT_AFTER_ANSWER_S = 2.5
 CALL_TIMEOUT_S = 60.0
+USER = "pyvoip"
+PASSWORD = "pyvoip-secret"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    """A node where pyVoIP's user may register.
+
+    pyVoIP 1.6.8 answers only MD5 challenges and ignores qop, so the node
+    accepts RFC 2069 responses. Its INVITE after a 401 reuses the first
+    INVITE's branch and CSeq, which a conformant UAS takes for a
+    retransmission, so INVITEs from loopback are trusted without digest.
+    """
+    settings = {
+        "sip": {
+            "users": {USER: PASSWORD},
+            "digest_algorithms": ["MD5"],
+            "digest_allow_rfc2069": True,
+            "trusted_networks": ["127.0.0.0/8"],
+        }
+    }
+    with voxgate_node(tmp_path_factory.mktemp("node"), settings) as running:
+        yield running
 
 
 @pytest.mark.parametrize(
@@ -32,7 +56,7 @@ CALL_TIMEOUT_S = 60.0
 def test_pyvoip_digit_chooses_reply(
     node: RunningNode, demo_flow: Flow, tmp_path: Path, digit: str, reply_step: str, method: str
 ) -> None:
-    with PyVoipClient(node.sip_port) as phone:
+    with PyVoipClient(node.sip_port, user=USER, password=PASSWORD) as phone:
         phone.dial("1000")
         answered_at = phone.wait_established(15)
         if method == "rfc4733":

@@ -16,7 +16,7 @@ from media.rtp_session import LatchState, RtpPortPool, RtpSession, RtpSessionCon
 from tests.media.conftest import LOOPBACK, RecordingHandler, SessionPair, rms, tone_pcm, wait_for
 
 
-def test_port_pool_hands_out_even_ports_and_reuses_them() -> None:
+def test_port_pool_even_ports_reused() -> None:
     pool = RtpPortPool(20001, 20007)
     ports = [pool.acquire(), pool.acquire(), pool.acquire()]
     assert ports == [20002, 20004, 20006]
@@ -28,7 +28,7 @@ def test_port_pool_hands_out_even_ports_and_reuses_them() -> None:
     assert pool.acquire() == 20004
 
 
-async def test_tone_played_by_one_session_arrives_with_energy(session_pair: SessionPair) -> None:
+async def test_played_tone_arrives_at_peer(session_pair: SessionPair) -> None:
     a, b = session_pair
     received = RecordingHandler()
     b.attach(received)

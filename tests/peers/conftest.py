@@ -26,7 +26,9 @@ def echo_callee(
     work_dir: Path, template: str = "uas_echo.xml", *, calls: int | None = 1, **values: object
 ) -> SippProcess:
     """Return an unstarted SIPp callee that echoes RTP, from a scenario in tests/data/peers."""
-    defaults: dict[str, object] = {"BYE_TIMEOUT_MS": 30_000} if template == "uas_echo.xml" else {}
+    defaults: dict[str, object] = {}
+    if template == "uas_echo.xml":
+        defaults = {"BYE_TIMEOUT_MS": 30_000, "AUDIO_ACTIONS": ""}
     scenario = render_scenario(
         SCENARIO_DIR / template, work_dir / f"callee-{template}", {**defaults, **values}
     )

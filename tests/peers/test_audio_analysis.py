@@ -191,3 +191,19 @@ def test_digits_from_events_counts_each_event_once() -> None:
     assert events[2].duration == 320
     assert events[0].volume == 10
     assert digits_from_events(events) == "1#"
+
+
+def test_timeline_mixes_overlapping_sources() -> None:
+    prompt = packetize(tone(440, 0.4, 8000, 0.5), ssrc=1)
+    echo_of_silence = packetize(silence(0.4, 8000), ssrc=2, start_arrival=100.001)
+    interleaved = [p for pair in zip(prompt, echo_of_silence, strict=True) for p in pair]
+    timeline = audio_from_rtp(interleaved)
+    spans = voiced_spans(timeline.samples)
+    assert spans == [Span(0.0, 0.4)], describe_spans(spans)
+
+
+def test_timeline_keeps_one_copy_of_duplicates() -> None:
+    packets = packetize(tone(440, 0.2, 8000, 0.5))
+    single = audio_from_rtp(packets).samples
+    doubled = audio_from_rtp(packets + packets).samples
+    assert np.array_equal(single, doubled)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,10 @@ from tests.support.audio_analysis import (
 from tests.support.calls import CallEndedBy
 from tests.support.capture import LoopbackCapture
 from tests.support.dtmf import detect_digit
-from tests.support.pyvoip_client import PyVoipClient, to_pyvoip_audio
-from tests.support.sipp import SippProcess
+from tests.support.pyvoip_client import PyVoipClient, PyVoipError, to_pyvoip_audio
+from tests.support.sipp import SCENARIO_DIR, SippProcess, audio_actions
 from tests.support.waiting import wait_until
-from tests.support.wav import tone
+from tests.support.wav import tone, write_wav
 
 pytestmark = pytest.mark.peer
 
@@ -46,13 +48,14 @@ def test_audio_conversion_to_unsigned_8_bit() -> None:
 
 
 def test_registers_calls_and_hears_echo(tmp_path: Path) -> None:
+    microphone = write_wav(tmp_path / "tone.wav", tone(440, 1.0, 16_000, 0.5), 16_000)
     callee = registrar_callee(tmp_path)
     with callee:
         callee.wait_until_listening()
         with PyVoipClient(callee.sip_port) as phone:
             phone.dial("echo")
             phone.wait_established(10)
-            phone.play(tone(440, 1.0, 8000, 0.5))
+            phone.play_wav(microphone)
 
             def echoed_tone_ended() -> bool:
                 audio = phone.received_audio()
@@ -146,3 +149,88 @@ def test_callee_hangup_is_reported_as_remote(tmp_path: Path) -> None:
     assert end.reason == "BYE received"
     assert end.at > established
     assert "Aborting call" not in callee_result.error_log, callee_result.describe()
+
+
+def test_rejection_without_provisional_times_out(tmp_path: Path) -> None:
+    # pyVoIP's call() waits for a 100, 180 or 401 and reads past a 486.
+    callee = SippProcess(SCENARIO_DIR / "uas_reject.xml", tmp_path, calls=None)
+    with callee:
+        callee.wait_until_listening()
+        with (
+            PyVoipClient(callee.sip_port) as phone,
+            pytest.raises(PyVoipError, match="no provisional response"),
+        ):
+            phone.dial("busy", timeout_s=2.0)
+        # SIPp keeps running with the aborted call, so do not wait long for it.
+        callee_result = callee.stop(timeout_s=1.0)
+
+    assert "486 Busy Here" in callee_result.message_log
+
+
+def test_receive_thread_survives_event_above_15(tmp_path: Path) -> None:
+    callee = registrar_callee(tmp_path)
+    with callee:
+        callee.wait_until_listening()
+        with (
+            PyVoipClient(callee.sip_port) as phone,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as injector,
+        ):
+            phone.dial("echo")
+            phone.wait_established(10)
+            # Event 16 (hook flash) with the marker bit: pyVoIP's own parser
+            # raises IndexError for it.
+            flash = struct.pack("!BBHII", 0x80, 0x80 | 101, 1, 1, 99) + bytes([16, 10, 0, 160])
+            injector.sendto(flash, ("127.0.0.1", phone.rtp_port))
+            wait_until(lambda: phone.rtp_errors, 5, "the parse error of event 16")
+            phone.play(tone(440, 0.5, 8000, 0.5))
+            wait_until(
+                lambda: voiced_spans(phone.received_audio().samples), 10, "echo after the error"
+            )
+            phone.hangup()
+        callee.stop()
+
+    assert len(phone.rtp_errors) == 1
+    assert "IndexError" in phone.rtp_errors[0]
+
+
+def test_calls_without_registering(tmp_path: Path) -> None:
+    callee = registrar_callee(tmp_path)
+    with callee:
+        callee.wait_until_listening()
+        with PyVoipClient(callee.sip_port, register=False) as phone:
+            phone.dial("echo")
+            phone.wait_established(10)
+            phone.hangup()
+            end = phone.wait_closed(5)
+        callee_result = callee.stop()
+
+    assert end.ended_by is CallEndedBy.LOCAL
+    assert "REGISTER sip:" not in callee_result.message_log
+    assert "BYE sip:echo@" in callee_result.message_log
+    assert "Aborting call" not in callee_result.error_log, callee_result.describe()
+
+
+def test_hears_audio_sent_right_after_answer(tmp_path: Path) -> None:
+    prompt = write_wav(tmp_path / "prompt.wav", tone(500, 1.0, 8000, 0.5), 8000)
+    callee = registrar_callee(tmp_path, AUDIO_ACTIONS=audio_actions(tmp_path, prompt))
+    with callee:
+        callee.wait_until_listening()
+        with PyVoipClient(callee.sip_port) as phone:
+            phone.dial("echo")
+            phone.wait_established(10)
+
+            def prompt_ended() -> bool:
+                audio = phone.received_audio()
+                spans = voiced_spans(audio.samples)
+                return bool(spans) and audio.duration_s > spans[0].end_s + 0.3
+
+            wait_until(prompt_ended, 15, "the end of the prompt")
+            phone.hangup()
+        callee.stop()
+
+    spans = voiced_spans(phone.received_audio().samples)
+    assert len(spans) == 1, describe_spans(spans)
+    # pyVoIP binds its RTP socket only after handling the 200, so the first
+    # packets SIPp sends with the 200 are lost (2 of 50 on a loaded 2-core
+    # machine); with pyVoIP's 1 s receive delay the whole prompt was lost.
+    assert 0.8 <= spans[0].duration_s <= 1.06, describe_spans(spans)

@@ -76,9 +76,10 @@ class TelephoneEvent:
 class Timeline:
     """Received audio laid out by RTP timestamp.
 
-    `samples[0]` is the first sample of the first packet, which arrived at
-    `start_arrival` (time.monotonic seconds). `dropped_packets` counts
-    packets that fell outside the timeline's bounds.
+    `samples[0]` is the earliest sample received. `start_arrival` is the
+    time.monotonic() instant it arrived, or would have arrived in order
+    when a reordered packet carried it. `dropped_packets` counts packets
+    that fell outside the timeline's bounds.
     """
 
     samples: Samples
@@ -260,15 +261,16 @@ def audio_from_rtp(
     Packets of other payload types (telephone-event, comfort noise) are
     skipped. The first packet of each new SSRC is placed by its arrival time
     relative to the first packet, because RTP timestamps of different
-    sources are unrelated. Packets that would end beyond `max_duration_s`
-    are counted in `dropped_packets`.
+    sources are unrelated. Sources are mixed where they overlap (an echo
+    and a prompt, for example). Packets that would end beyond
+    `max_duration_s` are counted in `dropped_packets`.
     """
     audio = [p for p in packets if p.payload_type in (PAYLOAD_TYPE_PCMU, PAYLOAD_TYPE_PCMA)]
     if not audio:
         return Timeline(np.zeros(0, dtype=np.int16), sample_rate, 0.0, 0)
     first_arrival = audio[0].arrival
     anchors: dict[int, tuple[int, int]] = {}
-    placed: list[tuple[int, Samples]] = []
+    placed: list[tuple[int, int, Samples]] = []
     for packet in audio:
         if packet.ssrc not in anchors:
             position = round((packet.arrival - first_arrival) * sample_rate)
@@ -276,16 +278,22 @@ def audio_from_rtp(
         anchor_position, anchor_timestamp = anchors[packet.ssrc]
         # Signed 32-bit difference, so a timestamp wrap-around keeps its place.
         delta = (packet.timestamp - anchor_timestamp + 2**31) % 2**32 - 2**31
-        placed.append((anchor_position + delta, decode_g711(packet.payload, packet.payload_type)))
+        decoded = decode_g711(packet.payload, packet.payload_type)
+        placed.append((packet.ssrc, anchor_position + delta, decoded))
     # A reordered packet can belong before the first one to arrive: shift
     # the whole timeline so that it starts with the earliest sample.
-    shift = -min(0, *(position for position, _ in placed))
+    shift = -min(0, *(position for _, position, _ in placed))
     limit = int(max_duration_s * sample_rate)
-    kept = [(p + shift, d) for p, d in placed if p + shift + len(d) <= limit]
-    length = max((position + len(decoded) for position, decoded in kept), default=0)
-    samples = np.zeros(length, dtype=np.int16)
-    for position, decoded in kept:
-        samples[position : position + len(decoded)] = decoded
+    kept = [(ssrc, p + shift, d) for ssrc, p, d in placed if p + shift + len(d) <= limit]
+    length = max((position + len(decoded) for _, position, decoded in kept), default=0)
+    # Within one SSRC a later packet replaces an earlier one at the same
+    # place (a duplicate). Different SSRCs play at once, so they are mixed.
+    streams: dict[int, npt.NDArray[np.int32]] = {}
+    for ssrc, position, decoded in kept:
+        stream = streams.setdefault(ssrc, np.zeros(length, dtype=np.int32))
+        stream[position : position + len(decoded)] = decoded
+    mixed = sum(streams.values(), np.zeros(length, dtype=np.int32))
+    samples = np.clip(mixed, -32768, 32767).astype(np.int16)
     start_arrival = first_arrival - shift / sample_rate
     return Timeline(samples, sample_rate, start_arrival, len(kept), len(placed) - len(kept))
 

@@ -53,6 +53,16 @@ from tests.support.dtmf import check_digits
 from tests.support.ports import free_port_block, free_tcp_port, free_udp_port_pair
 from tests.support.wav import load_mono, silence, write_wav
 
+__all__ = [
+    "BaresipClient",
+    "BaresipError",
+    "BaresipEvent",
+    "CallEnd",
+    "CallEndedBy",
+    "decode_netstrings",
+    "encode_netstring",
+]
+
 BARESIP_BINARY = Path("/usr/bin/baresip")
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 SAMPLE_RATE = 8000
@@ -331,7 +341,11 @@ class BaresipClient:
         return audio_from_rtp(self.received_packets())
 
     def received_wav(self) -> Path:
-        """Return the WAV that the sndfile filter wrote from baresip's decoder output."""
+        """Return the WAV that the sndfile filter wrote from baresip's decoder output.
+
+        NOTE: sndfile names its files by the second the call started, so a
+        second call from this client within the same second overwrites them.
+        """
         return self._recording("dec")
 
     def sent_wav(self) -> Path:

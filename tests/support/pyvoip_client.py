@@ -8,31 +8,36 @@ small subclasses to observe it:
 
 - `_ObservedPhone` marks the call established when pyVoIP handles the 200
   to the INVITE, and ended when a BYE arrives or a 404 or 503 ends the
-  INVITE.
-  pyVoIP drops every other final response (486, 603, ...) without an ACK,
+  INVITE. pyVoIP drops every other final response (486, 603, ...) without an ACK,
   so a rejected call only shows as a `wait_established` timeout.
+- pyVoIP starts its SIP receive thread 1 s after `start()` and binds a
+  call's RTP socket only when that thread handles the 200, so it missed
+  up to the first second of a prompt. `PyVoipClient.start()` runs the
+  receive loop at once instead.
 - `_RecordingRtpClient` keeps every RTP datagram pyVoIP receives (with its
-  arrival time) for `received_audio()`, keeps pyVoIP's receive thread alive
-  when its parser raises (a telephone-event above 15 raised IndexError and
-  ended that thread), and replaces pyVoIP's transmit loop with the same
-  loop plus RFC 4733 event packets, so events share the audio stream's
-  SSRC, sequence numbers and clock.
+  arrival time) for `received_audio()`. It keeps pyVoIP's receive thread
+  alive when its parser raises (a telephone-event above 15 raised
+  IndexError and ended that thread). Its transmit loop is pyVoIP's plus
+  RFC 4733 event packets, so events share the audio stream's SSRC,
+  sequence numbers and clock.
 
 Other pyVoIP 1.6.8 behaviour a server sees from this client: `call()`
 blocks until a 100, 180 or 401 arrives (a 200 without a provisional
-response first makes it wait forever). Its SIP receive thread starts 1 s
-after `start()`, so a 200 sent earlier is read late and the server's
-retransmissions each get an ACK. Each ACK carries a new random To tag
-instead of the server's, its BYE reuses the INVITE's Via branch, and it
-sends no response to OPTIONS. Its PCMA encoder produces mu-law, which
-only matters if an answer picks PCMA (pyVoIP offers PCMU only). A 200 that
-pyVoIP reads before `call()` has stored the call is kept and replayed
-here, where pyVoIP alone would wait for the server's retransmission.
+response first makes it wait forever). It ACKs every retransmitted 200,
+and each ACK carries a new random To tag instead of the server's. Its BYE
+reuses the INVITE's Via branch, and it sends no response to OPTIONS. A
+Call-ID is the hash of a per-phone counter plus `@ip:port`, so two phones
+that send the same requests use the same Call-IDs apart from that suffix.
+Its PCMA encoder produces mu-law, which only matters if an answer picks
+PCMA (pyVoIP offers PCMU only). A 200 that pyVoIP reads before `call()`
+has stored the call is kept and replayed here, where pyVoIP alone would
+wait for the server's retransmission.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import socket
@@ -66,6 +71,8 @@ with warnings.catch_warnings():
     from pyVoIP import RTP, SIP
     from pyVoIP.VoIP import CallState, PhoneStatus, VoIPCall, VoIPPhone
 
+__all__ = ["CallEnd", "CallEndedBy", "PyVoipClient", "PyVoipError", "to_pyvoip_audio"]
+
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160
 STOP_TIMEOUT_S = 10.0
@@ -77,6 +84,10 @@ T = TypeVar("T")
 
 class PyVoipError(RuntimeError):
     """pyVoIP failed to register or call, or did not report in time."""
+
+
+def _is_method_of(function: object, owner: object) -> bool:
+    return getattr(function, "__self__", None) is owner
 
 
 def to_pyvoip_audio(samples: Samples) -> bytes:
@@ -276,9 +287,11 @@ class PyVoipClient:
         server_host: str = "127.0.0.1",
         user: str = "pyvoip",
         password: str = "",
+        register: bool = True,
         register_timeout_s: float = 10.0,
     ) -> None:
         self.server = (server_host, server_port)
+        self.register = register
         self.user = user
         self.sip_port = free_udp_port()
         self.rtp_port = free_udp_port_pair()
@@ -297,11 +310,20 @@ class PyVoipClient:
         self._phone.sip.register_timeout = math.ceil(register_timeout_s)
         self._call: VoIPCall | None = None
         self._digits = ""
+        self._receiver: threading.Thread | None = None
 
     # Lifecycle
 
     def start(self) -> PyVoipClient:
-        """Register with the server (pyVoIP sends REGISTER and waits for the answer)."""
+        """Open pyVoIP's SIP socket and, with `register`, register with the server.
+
+        pyVoIP's own start() always registers. Without `register` this does
+        the rest of SIPClient.start(): bind the socket and start the receive
+        thread 1 s later, as pyVoIP does.
+        """
+        if not self.register:
+            self._start_without_register()
+            return self
         self._phone.start()
         status = self._phone.get_status()
         if status != PhoneStatus.REGISTERED:
@@ -309,6 +331,7 @@ class PyVoipClient:
             raise PyVoipError(
                 f"pyVoIP registration with {self.server[0]}:{self.server[1]} failed: {status}"
             )
+        self._start_receiver_now()
         return self
 
     def stop(self) -> None:
@@ -326,15 +349,16 @@ class PyVoipClient:
             return
         if sip.registerThread is not None:
             sip.registerThread.cancel()
-        try:
-            sip.deregister()
-        except OSError as exc:
-            logger.warning("pyVoIP unregister failed: %s", exc)
+        if phone.get_status() == PhoneStatus.REGISTERED:
+            try:
+                sip.deregister()
+            except OSError as exc:
+                logger.warning("pyVoIP unregister failed: %s", exc)
         with sip.recvLock:
             sip.NSD = False
         for thread in threading.enumerate():
             function = getattr(thread, "function", None)
-            if getattr(function, "__self__", None) is sip:
+            if thread is self._receiver or _is_method_of(function, sip):
                 thread.join(STOP_TIMEOUT_S)
         sip._close_sockets()
         phone.NSD = False
@@ -367,7 +391,10 @@ class PyVoipClient:
         worker.start()
         worker.join(timeout_s)
         if worker.is_alive():
-            self._phone.sip.s.shutdown(socket.SHUT_RDWR)
+            # Linux wakes a receiver blocked on a UDP socket that is shut
+            # down, and raises ENOTCONN because the socket is not connected.
+            with contextlib.suppress(OSError):
+                self._phone.sip.s.shutdown(socket.SHUT_RDWR)
             worker.join(STOP_TIMEOUT_S)
             raise PyVoipError(f"no provisional response to pyVoIP's INVITE within {timeout_s} s")
         if errors:
@@ -413,11 +440,12 @@ class PyVoipClient:
         tone_s: float = 0.1,
         gap_s: float = 0.1,
         timeout_s: float = 10.0,
-    ) -> None:
+    ) -> float:
         """Queue `digits` as dual tones in the audio, `tone_s` long and `gap_s` apart.
 
         With `after_answer_s`, the tones are queued that many seconds after
         the call was established. They play after any audio still queued.
+        Returns the time.monotonic() instant they were queued.
         """
         digits = check_digits(digits)
         self._wait_after_answer(after_answer_s, timeout_s)
@@ -426,6 +454,7 @@ class PyVoipClient:
         for digit in digits:
             parts += [dtmf_tone(digit, tone_s, SAMPLE_RATE), gap]
         self.play(np.concatenate(parts))
+        return time.monotonic()
 
     def send_digits_rfc4733(
         self,
@@ -435,11 +464,13 @@ class PyVoipClient:
         duration_s: float = 0.1,
         gap_s: float = 0.1,
         timeout_s: float = 10.0,
-    ) -> None:
+    ) -> float:
         """Send `digits` as RFC 4733 events on the call's RTP stream, `gap_s` apart.
 
         The payload type is the telephone-event one from the SDP answer.
-        Events replace the audio packets while they last.
+        Events replace the audio packets while they last. Returns the
+        time.monotonic() instant the events were queued; the first packet
+        leaves within 20 ms.
         """
         digits = check_digits(digits)
         self._wait_after_answer(after_answer_s, timeout_s)
@@ -447,6 +478,7 @@ class PyVoipClient:
             client.event_payload_type()
             for digit in digits:
                 client.queue_digit(digit, duration_s, gap_s)
+        return time.monotonic()
 
     # Audio in
 
@@ -478,6 +510,60 @@ class PyVoipClient:
             return list(self._recorder.rtp_errors)
 
     # Internals
+
+    def _start_without_register(self) -> None:
+        sip = self._phone.sip
+        sip.NSD = True
+        sip.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sip.s.bind((sip.myIP, sip.myPort))
+        sip.out = sip.s
+        self._phone.NSD = True
+        self._start_receiver_now()
+
+    def _start_receiver_now(self) -> None:
+        """Replace pyVoIP's SIP receive loop, due 1 s after start(), with one that runs now.
+
+        pyVoIP binds a call's RTP socket only when this loop handles the
+        200, so with the delay it missed up to the first second of audio
+        that a server sends right after answering.
+        """
+        sip = self._phone.sip
+        for thread in threading.enumerate():
+            function = getattr(thread, "function", None)
+            is_receiver = getattr(function, "__name__", "") == "recv_loop"
+            if isinstance(thread, threading.Timer) and is_receiver and _is_method_of(function, sip):
+                thread.cancel()
+                thread.join(1.0)
+                if thread.is_alive():
+                    return  # The timer had fired: its thread runs pyVoIP's loop.
+        self._receiver = threading.Thread(target=self._receive_sip, name="pyvoip-sip", daemon=True)
+        self._receiver.start()
+
+    def _receive_sip(self) -> None:
+        """Run pyVoIP's SIPClient.recv_loop, but make the socket blocking again under the lock.
+
+        pyVoIP's loop restores blocking mode after releasing the lock, so a
+        call() that takes the lock in between reads a non-blocking socket
+        and raises BlockingIOError after its INVITE went out.
+        """
+        sip = self._phone.sip
+        while sip.NSD:
+            idle = False
+            with sip.recvLock:
+                try:
+                    sip.s.setblocking(False)
+                    sip.recv()
+                except BlockingIOError:
+                    idle = True
+                except OSError:
+                    if not sip.NSD:
+                        return
+                    raise
+                finally:
+                    with contextlib.suppress(OSError):
+                        sip.s.setblocking(True)
+            if idle:
+                time.sleep(0.01)
 
     def _rtp_clients(self) -> list[_RecordingRtpClient]:
         clients = [c for c in self._require_call().RTPClients if isinstance(c, _RecordingRtpClient)]

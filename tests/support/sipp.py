@@ -9,12 +9,15 @@ exit code and the error log. SIPp's own exit codes:
     1   at least one call failed   99  exited without processing a call
     255 fatal error (exit -1)      254 could not bind a socket (exit -2)
 
+`SippProcess` passes `-timeout_error`, so reaching its global timeout is a
+fatal error (255, "timed out after" in the error log).
+
 RFC 4733 digits are played with `<exec play_pcap_audio=FILE/>`, which sends
 the pcap's UDP payloads from the media port through a raw socket (root
 only). `write_dtmf_pcap` builds one pcap per digit with its own RTP
-timestamp, so that two presses of the same digit are two events; the
-Debian files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one
-timestamp and SSRC.
+timestamp, so two presses of the same digit are two events. The Debian
+files `/usr/share/sip-tester/dtmf_2833_<d>.pcap` all share one timestamp
+and SSRC.
 """
 
 from __future__ import annotations
@@ -248,7 +251,7 @@ class SippProcess:
         self._capture: LoopbackCapture | None = None
         self.work_dir = work_dir
         self.sip_port = sip_port or free_udp_port()
-        # SIPp also uses media_port + 2 for video echo, so reserve a pair.
+        # With -rtp_echo SIPp also binds media_port + 2 (video), so pick a free block.
         self.media_port = media_port or free_udp_port_pair()
         self.error_path = work_dir / f"{scenario.stem}_errors.log"
         self.message_path = work_dir / f"{scenario.stem}_messages.log"
@@ -315,13 +318,17 @@ class SippProcess:
             return self.result(True)
         return self.result(False)
 
-    def stop(self) -> SippResult:
-        """Ask SIPp to quit (SIGUSR1, like pressing q), then end it by PID if it lingers."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> SippResult:
+        """Quit SIPp like pressing q (SIGUSR1), then end it by PID after `timeout_s`.
+
+        SIGUSR1 lets calls in progress finish. A call that SIPp aborted can
+        keep it running even after a second SIGUSR1, hence the SIGTERM.
+        """
         process = self._require_process()
         if process.poll() is None:
             process.send_signal(signal.SIGUSR1)
             try:
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self._terminate()
         return self.result(False)

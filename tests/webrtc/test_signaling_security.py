@@ -343,3 +343,14 @@ async def test_call_limits_enforced(limits: dict[str, int], owner: str, code: st
         assert error["call_id"] == "c-1"
         assert "c-1" not in server.calls
     await existing.transport.pc.close()
+
+
+async def test_guest_tokens_throttled_per_address(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    statuses = []
+    for _ in range(31):
+        response = await client.post("/api/webrtc/guest", headers={"Origin": ORIGIN})
+        statuses.append(response.status)
+    assert statuses[:30] == [200] * 30
+    assert statuses[30] == 429

