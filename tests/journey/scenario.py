@@ -9,6 +9,8 @@ signaling WebSocket. Cases:
   answered and bridged; tones go both ways; one side hangs up.
 - abandon: the caller hangs up while waiting.
 - abandon_ringing: the caller hangs up while the agent's page rings.
+- decline: the agent rejects the first ring; the caller keeps its place
+  and is offered again, and the second ring is answered.
 - priority: a normal caller, then a priority caller; the agent becomes
   available after both are queued and takes both calls in turn.
 - browser_agent: as agent_hangup, with the real agent page in headless
@@ -197,7 +199,16 @@ async def run_with_agent(
                     lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= announcements,
                     30,
                 )
-                if case == "abandon_ringing":
+                if case == "decline":
+                    await agent.set_state("available")
+                    first = await agent.expect("incoming", 30)
+                    await agent.hangup(first["call_id"])
+                    report["declined"] = first
+                    await talk_and_hang_up(report, agent, phone, "agent")
+                    report["after"] = await wait_counters(
+                        node, lambda c: c.get("answered", 0) >= 1, 10
+                    )
+                elif case == "abandon_ringing":
                     await agent.set_state("available")
                     incoming = await agent.expect("incoming", 30)
                     await asyncio.to_thread(phone.hangup)
@@ -397,6 +408,7 @@ def main() -> int:
             "caller_hangup",
             "abandon",
             "abandon_ringing",
+            "decline",
             "priority",
             "priority_redis",
             "two_nodes_redis",

@@ -96,6 +96,19 @@ def test_caller_leaving_queue_is_abandoned() -> None:
     assert report["node_log_tracebacks"] == 0
 
 
+def test_declined_caller_is_offered_again() -> None:
+    report = run_journey("decline")
+    declined = report["declined"]
+    check_offer(declined, "caller", 0)
+    check_offer(report["incoming"], "caller", 0)
+    assert report["incoming"]["call_id"] != declined["call_id"]
+    assert report["incoming"]["waiting_s"] >= declined["waiting_s"]
+    check_talk(report)
+    assert report["after"]["returned"] == 1
+    assert report["after"]["answered"] == 1
+    assert report["node_log_tracebacks"] == 0
+
+
 def test_caller_leaving_while_ringing_stops_ring() -> None:
     report = run_journey("abandon_ringing")
     assert report["withdrawn_reason"] == "caller hung up"
