@@ -28,7 +28,6 @@ to the offer in progress.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine, Mapping
@@ -328,11 +327,17 @@ class ContactCenter:
                 await self.acd.decline_offer(agent_id, offer.entry_id)
                 await self._sync_agent(agent_id)
                 return
-            if waiting.answered.done() or not await self.acd.answer_offer(agent_id, offer.entry_id):
-                logger.info("call %s: answered after the caller left", offer.call_id)
-                await call.hangup("caller left")
-                with contextlib.suppress(Exception):
-                    await self.acd.hangup(agent_id)
+            if waiting.answered.done():
+                # A redelivered offer that another agent answered first.
+                logger.info("call %s: already connected to another agent", offer.call_id)
+                await call.hangup("answered elsewhere")
+                await self.acd.decline_offer(agent_id, offer.entry_id)
+                await self._sync_agent(agent_id)
+                return
+            if not await self.acd.answer_offer(agent_id, offer.entry_id):
+                # The lease ended first, and the reaper has already freed the agent.
+                logger.info("call %s: the answer came after the offer expired", offer.call_id)
+                await call.hangup("offer expired")
                 await self._sync_agent(agent_id)
                 return
             waiting.answered.set_result((agent_id, call))
@@ -342,6 +347,7 @@ class ContactCenter:
         try:
             return await asyncio.wait_for(asyncio.shield(future), REGISTER_TIMEOUT_S)
         except TimeoutError:
+            self._registered.pop(call_id, None)
             logger.warning("call %s: offered but its IVR did not hand it over", call_id)
             return None
 
