@@ -38,7 +38,7 @@ class PositionChanged:
 
 @dataclass(frozen=True, slots=True)
 class CallerJumped:
-    """A caller was placed ahead of `passed` callers who joined before it."""
+    """A caller was placed ahead of `passed` callers by its priority or a position request."""
 
     at: float
     call_id: str

@@ -152,8 +152,10 @@ class Entry:
     """One caller in one queue.
 
     `key` is the sort key (see the module docstring). `passes` counts the callers that were
-    placed ahead of this one although they joined later. `owner_node` is the node holding the
-    caller's leg; None for a callback, which has no leg while it waits.
+    placed ahead of this one although they joined later (the jump bound); `overtaken` counts
+    every caller placed ahead of it by a jump or priority change (for announcements).
+    `owner_node` is the node holding the caller's leg; None for a callback, which has no leg
+    while it waits.
     """
 
     entry_id: str
@@ -171,8 +173,9 @@ class Entry:
     agent_id: str | None = None
     lease_until: float | None = None
     missed_by: list[str] = field(default_factory=list)
+    overtaken: int = 0
     announced_position: int = 0
-    announced_passes: int = 0
+    announced_overtaken: int = 0
 
     def sort_key(self) -> tuple[int, str]:
         return (self.key, self.entry_id)

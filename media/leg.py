@@ -158,6 +158,8 @@ class MediaLeg:
                 return typed_ahead
         converted = resample(audio, self.sample_rate)
         pcm = converted.pcm
+        if not pcm:
+            return None
         remainder = len(pcm) % self._frame_bytes
         if remainder:
             pcm += bytes(self._frame_bytes - remainder)
@@ -387,12 +389,13 @@ class MediaLeg:
         self._utterance = None
         if utterance is None:
             return
+        if self._recognizing_id != utterance.utterance_id or self._recognizer is None:
+            return
         backchannel = event.voiced_ms < self.config.barge_in_min_speech_ms
         if (utterance.during_prompt and backchannel) or utterance.contains_tones:
             self._dropped_results.add(utterance.utterance_id)
-        if self._recognizing_id == utterance.utterance_id and self._recognizer is not None:
-            self._recognizer.end(event.end_ms)
-            self._recognizing_id = 0
+        self._recognizer.end(event.end_ms)
+        self._recognizing_id = 0
 
     def _check_barge_in(self) -> None:
         utterance = self._utterance

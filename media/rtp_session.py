@@ -472,6 +472,10 @@ class RtpSession(asyncio.DatagramProtocol):
                 self._timestamp = (self._timestamp + missed * self._timestamp_step) & 0xFFFFFFFF
                 self.stats.ticks_skipped += missed
                 self._marker_next = True
+            else:
+                # Catching up: yield once so datagrams that queued during the stall reach
+                # the jitter buffer before this tick pops from it.
+                await asyncio.sleep(0)
             try:
                 self._tick()
             except Exception:

@@ -1,9 +1,9 @@
 """Voice activity detection and endpointing.
 
 `VadFramer` is the only path to webrtcvad. webrtcvad 2.0.14 rejects wrong
-frame sizes with an opaque `webrtcvad.Error`, and silently misreads some
-wrong inputs: an odd trailing byte is dropped, 20 ms at 8 kHz labelled 16 kHz
-reads as 10 ms, and 10 ms of 48 kHz stereo reads as 20 ms of mono. The framer
+frame sizes with an opaque `webrtcvad.Error`. Worse, it silently misreads
+some wrong inputs. It drops an odd trailing byte, reads 20 ms at 8 kHz
+labelled 16 kHz as 10 ms, and reads 10 ms of 48 kHz stereo as 20 ms of mono. The framer
 therefore checks rate and channel count itself, downmixes, and re-chunks any
 input into exact 10, 20 or 30 ms frames, keeping a partial frame until more
 audio arrives. Bad input raises `VadFormatError` before webrtcvad sees it.

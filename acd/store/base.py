@@ -28,11 +28,13 @@ class DuplicateCall(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
-    """A caller placed in its queue: its stored entry, position and the ids it passed."""
+    """A caller placed in its queue: its stored entry and position, the ids of earlier callers
+    it passed and the ids of every caller it went ahead of."""
 
     entry: Entry
     position: int
     passed: tuple[str, ...]
+    overtaken: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ class AcdStore(Protocol):
 
     async def queue_length(self, queue: str) -> int: ...
 
-    async def mark_announced(self, entry_id: str, position: int, passes: int) -> None: ...
+    async def mark_announced(self, entry_id: str, position: int, overtaken: int) -> None: ...
 
     async def set_callback(self, entry_id: str, context: Mapping[str, str]) -> Entry | None:
         """Turn a WAITING entry into a callback: it keeps its key and loses its owner node."""

@@ -128,9 +128,10 @@ return remove(ARGV[2])
 """
 
 REMOVE_AGENT = r"""
-local aid = ARGV[2]
+local aid, node = ARGV[2], ARGV[3]
 local a = akey(aid)
 if redis.call('EXISTS', a) == 0 then return false end
+if node ~= '' and redis.call('HGET', a, 'node') ~= node then return false end
 local agent = redis.call('HGETALL', a)
 local released = false
 local eid = redis.call('HGET', a, 'entry')
@@ -206,7 +207,7 @@ return ahead + 1
 MARK_ANNOUNCED = r"""
 local e = ekey(ARGV[2])
 if redis.call('EXISTS', e) == 1 then
-  redis.call('HSET', e, 'ann_pos', ARGV[3], 'ann_passes', ARGV[4])
+  redis.call('HSET', e, 'ann_pos', ARGV[3], 'ann_overtaken', ARGV[4])
 end
 return 1
 """
@@ -222,4 +223,135 @@ local extra = cjson.decode(ARGV[3])
 for k, v in pairs(extra) do context[k] = v end
 redis.call('HSET', e, 'cb', '1', 'owner', '', 'ctx', cjson.encode(context))
 return redis.call('HGETALL', e)
+"""
+
+# Placement by `acd.ordering.plan_insert`, the same rules in Lua so that an insert is one atomic
+# step instead of a WATCH transaction that every offer on the queue would abort.
+PLACE = r"""
+local function fmt(n) return string.format('%.0f', n) end
+
+-- Entries of the queue with a key >= wanted, sorted by (key, id), without `skip`.
+local function slots_from(q, wanted, skip)
+  local slots = {}
+  for _, set in ipairs({p .. 'w:' .. q, p .. 'o:' .. q}) do
+    local found = redis.call('ZRANGEBYSCORE', set, fmt(wanted), '+inf', 'WITHSCORES')
+    for i = 1, #found, 2 do
+      local id = found[i]
+      if id ~= skip then
+        local fields = redis.call('HMGET', ekey(id), 'jkey', 'passes', 'prio')
+        table.insert(slots, {id = id, key = tonumber(found[i + 1]),
+                             jkey = tonumber(fields[1]), passes = tonumber(fields[2]),
+                             prio = tonumber(fields[3])})
+      end
+    end
+  end
+  table.sort(slots, function(a, b)
+    if a.key ~= b.key then return a.key < b.key end
+    return a.id < b.id
+  end)
+  return slots
+end
+
+local function after(skey, sid, key, id)
+  return skey > key or (skey == key and sid > id)
+end
+
+-- Apply the pass limit and the per-priority join order (prio nil: explicit position);
+-- returns the final key, the ids passed and the ids overtaken.
+local function place(slots, id, jkey, wanted, max_passes, old_key, prio)
+  local function was_ahead(s)
+    return old_key == nil or s.key < old_key or (s.key == old_key and s.id < id)
+  end
+  local function blocks(s)
+    if s.jkey >= jkey then return false end
+    if prio ~= nil and s.prio >= prio then return true end
+    return was_ahead(s) and s.passes >= max_passes
+  end
+  local key = wanted
+  for _, s in ipairs(slots) do
+    if after(s.key, s.id, key, id) and blocks(s) then
+      key = s.key + 1
+    end
+  end
+  local passed, overtaken = {}, {}
+  for _, s in ipairs(slots) do
+    if after(s.key, s.id, key, id) and was_ahead(s) then
+      table.insert(overtaken, s.id)
+      if s.jkey < jkey then table.insert(passed, s.id) end
+    end
+  end
+  return key, passed, overtaken
+end
+
+local function count_passes(passed, overtaken)
+  for _, id in ipairs(passed) do redis.call('HINCRBY', ekey(id), 'passes', 1) end
+  for _, id in ipairs(overtaken) do redis.call('HINCRBY', ekey(id), 'overtaken', 1) end
+end
+
+-- The key just ahead of the entry now at `position` (1-based), or nil past the end.
+local function key_before_position(q, position)
+  local found = {}
+  for _, set in ipairs({p .. 'w:' .. q, p .. 'o:' .. q}) do
+    local part = redis.call('ZRANGE', set, 0, position - 1, 'WITHSCORES')
+    for i = 1, #part, 2 do
+      table.insert(found, {id = part[i], key = tonumber(part[i + 1])})
+    end
+  end
+  table.sort(found, function(a, b)
+    if a.key ~= b.key then return a.key < b.key end
+    return a.id < b.id
+  end)
+  if position >= 1 and position <= #found then return found[position].key - 1 end
+  return nil
+end
+"""
+
+ADD_ENTRY = r"""
+-- ARGV: prefix, entry id, call id, queue, wanted key, floor key, position (or ''),
+--       max passes, max length (or ''), owner node (or ''), then field/value pairs.
+local eid, call, q = ARGV[2], ARGV[3], ARGV[4]
+local wanted, floor = tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_passes = tonumber(ARGV[8])
+local owner = ARGV[10]
+if redis.call('EXISTS', p .. 'call:' .. call) == 1 then return {'duplicate'} end
+local length = redis.call('ZCARD', p .. 'w:' .. q) + redis.call('ZCARD', p .. 'o:' .. q)
+if ARGV[9] ~= '' and length >= tonumber(ARGV[9]) then return {'full', length} end
+if ARGV[7] ~= '' then
+  local before = key_before_position(q, tonumber(ARGV[7]))
+  if before ~= nil and before < wanted then wanted = math.max(before, floor) end
+end
+local e = ekey(eid)
+for i = 11, #ARGV, 2 do redis.call('HSET', e, ARGV[i], ARGV[i + 1]) end
+local jkey = tonumber(redis.call('HGET', e, 'jkey'))
+local prio = nil
+if ARGV[7] == '' then prio = tonumber(redis.call('HGET', e, 'prio')) end
+local key, passed, overtaken = place(slots_from(q, wanted, eid), eid, jkey, wanted, max_passes,
+                                     nil, prio)
+redis.call('HSET', e, 'key', fmt(key), 'status', 'waiting', 'passes', 0, 'overtaken', 0)
+redis.call('ZADD', p .. 'w:' .. q, fmt(key), eid)
+redis.call('SET', p .. 'call:' .. call, eid)
+if owner ~= '' then redis.call('SADD', p .. 'ne:' .. owner, eid) end
+count_passes(passed, overtaken)
+wake()
+return {'ok', fmt(key), passed, overtaken}
+"""
+
+REPRIORITIZE = r"""
+-- ARGV: prefix, entry id, priority, wanted key, max passes.
+local eid = ARGV[2]
+local e = ekey(eid)
+local status = redis.call('HGET', e, 'status')
+if status ~= 'waiting' and status ~= 'offered' then return false end
+local q = redis.call('HGET', e, 'queue')
+local old_key = tonumber(redis.call('HGET', e, 'key'))
+local jkey = tonumber(redis.call('HGET', e, 'jkey'))
+local wanted = tonumber(ARGV[4])
+local key, passed, overtaken = place(slots_from(q, wanted, eid), eid, jkey, wanted,
+                                     tonumber(ARGV[5]), old_key, tonumber(ARGV[3]))
+local set = p .. (status == 'waiting' and 'w:' or 'o:') .. q
+redis.call('ZADD', set, fmt(key), eid)
+redis.call('HSET', e, 'key', fmt(key), 'prio', ARGV[3])
+count_passes(passed, overtaken)
+wake()
+return {redis.call('HGETALL', e), passed, overtaken}
 """

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, time_key
-from acd.ordering import Slot, desired_key, plan_insert
+from acd.ordering import Placement, Slot, desired_key, plan_insert
 from acd.store.base import (
     HANDLE_TIMES_KEPT,
     DuplicateCall,
@@ -52,17 +52,25 @@ class MemoryStore:
             if entry_id == exclude:
                 continue
             entry = self._entries[entry_id]
-            slots.append(Slot(entry_id, key, time_key(entry.joined_at), entry.passes))
+            slots.append(
+                Slot(entry_id, key, time_key(entry.joined_at), entry.passes, entry.priority)
+            )
         return slots
 
-    def _place(self, entry: Entry, key: int, passed: Sequence[str]) -> Inserted:
-        entry.key = key
-        bisect.insort(self._order.setdefault(entry.queue, []), (key, entry.entry_id))
-        for entry_id in passed:
+    def _place(self, entry: Entry, placement: Placement) -> Inserted:
+        entry.key = placement.key
+        bisect.insort(self._order.setdefault(entry.queue, []), (entry.key, entry.entry_id))
+        for entry_id in placement.passed:
             self._entries[entry_id].passes += 1
+        for entry_id in placement.overtaken:
+            self._entries[entry_id].overtaken += 1
         self._changed.set()
-        position = self._position(entry)
-        return Inserted(entry=_copy(entry), position=position, passed=tuple(passed))
+        return Inserted(
+            entry=_copy(entry),
+            position=self._position(entry),
+            passed=placement.passed,
+            overtaken=placement.overtaken,
+        )
 
     async def add_entry(
         self,
@@ -79,14 +87,20 @@ class MemoryStore:
         entry = _copy(entry)
         entry.status = EntryStatus.WAITING
         entry.passes = 0
+        entry.overtaken = 0
         slots = self._slots(entry.queue)
         wanted = desired_key(entry.joined_at, entry.priority, jump, slots, position)
         placement = plan_insert(
-            slots, entry.entry_id, time_key(entry.joined_at), wanted, jump.max_passes
+            slots,
+            entry.entry_id,
+            time_key(entry.joined_at),
+            wanted,
+            jump.max_passes,
+            priority=entry.priority if position is None else None,
         )
         self._entries[entry.entry_id] = entry
         self._calls[entry.call_id] = entry.entry_id
-        return self._place(entry, placement.key, placement.passed)
+        return self._place(entry, placement)
 
     async def reprioritize(
         self, entry_id: str, priority: int, jump: JumpSettings
@@ -97,11 +111,17 @@ class MemoryStore:
         slots = self._slots(entry.queue, exclude=entry_id)
         wanted = desired_key(entry.joined_at, priority, jump)
         placement = plan_insert(
-            slots, entry_id, time_key(entry.joined_at), wanted, jump.max_passes, entry.key
+            slots,
+            entry_id,
+            time_key(entry.joined_at),
+            wanted,
+            jump.max_passes,
+            entry.key,
+            priority,
         )
         self._order[entry.queue].remove((entry.key, entry_id))
         entry.priority = priority
-        return self._place(entry, placement.key, placement.passed)
+        return self._place(entry, placement)
 
     def _position(self, entry: Entry) -> int:
         return bisect.bisect_left(self._order[entry.queue], entry.sort_key()) + 1
@@ -157,11 +177,11 @@ class MemoryStore:
     async def queue_length(self, queue: str) -> int:
         return len(self._order.get(queue, []))
 
-    async def mark_announced(self, entry_id: str, position: int, passes: int) -> None:
+    async def mark_announced(self, entry_id: str, position: int, overtaken: int) -> None:
         entry = self._entries.get(entry_id)
         if entry is not None:
             entry.announced_position = position
-            entry.announced_passes = passes
+            entry.announced_overtaken = overtaken
 
     async def set_callback(self, entry_id: str, context: Mapping[str, str]) -> Entry | None:
         entry = self._entries.get(entry_id)

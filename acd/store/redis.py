@@ -13,9 +13,9 @@ Layout (every key starts with the prefix, default `acd:`):
     ht:<queue>       list   recent handle times;  rr  hash  round-robin cursors
     wake             pub/sub channel published on every change that may allow an offer
 
-Offers, answers, releases and removals are Lua scripts (`acd.store.lua`), so a node killed at
-any moment leaves each entry either waiting, offered under a lease, or bridged. Inserts and
-re-sorts run the shared Python ordering code inside WATCH/MULTI and retry on conflict.
+Every change is one Lua script (`acd.store.lua`), so a node killed at any moment leaves each
+entry either waiting, offered under a lease, or bridged. Inserts and re-sorts apply the rules
+of `acd.ordering` in Lua; the shared contract tests hold both implementations to one result.
 
 Redis must run with `appendonly yes` and `appendfsync everysec` (or `always`): with RDB
 snapshots alone a Redis crash loses every caller queued since the last snapshot, while
@@ -31,10 +31,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, time_key
-from acd.ordering import Slot, desired_key, plan_insert
+from acd.ordering import desired_key
 from acd.store import lua
 from acd.store.base import (
     HANDLE_TIMES_KEPT,
@@ -49,8 +48,8 @@ from acd.store.base import (
 log = logging.getLogger("queues")
 
 BRIDGED_TTL_S = 86_400
-MAX_WATCH_RETRIES = 100
 REAP_BATCH = 200
+WAKE_DRAIN_MAX = 100
 
 
 def _num(value: float) -> str:
@@ -73,6 +72,7 @@ def entry_fields(entry: Entry) -> dict[str, str]:
         "queue": entry.queue,
         "prio": str(entry.priority),
         "joined": _num(entry.joined_at),
+        "jkey": str(time_key(entry.joined_at)),
         "key": str(entry.key),
         "skills": json.dumps(entry.skills),
         "ctx": json.dumps(entry.context),
@@ -84,7 +84,8 @@ def entry_fields(entry: Entry) -> dict[str, str]:
         "lease": "" if entry.lease_until is None else _num(entry.lease_until),
         "missed": json.dumps(entry.missed_by),
         "ann_pos": str(entry.announced_position),
-        "ann_passes": str(entry.announced_passes),
+        "overtaken": str(entry.overtaken),
+        "ann_overtaken": str(entry.announced_overtaken),
     }
 
 
@@ -106,7 +107,8 @@ def entry_from(fields: Mapping[str, str]) -> Entry:
         lease_until=float(fields["lease"]) if fields["lease"] else None,
         missed_by=_list_of_ids(fields["missed"]),
         announced_position=int(fields["ann_pos"]),
-        announced_passes=int(fields["ann_passes"]),
+        overtaken=int(fields["overtaken"]),
+        announced_overtaken=int(fields["ann_overtaken"]),
     )
 
 
@@ -175,6 +177,8 @@ class RedisStore:
                 "update_agent": lua.UPDATE_AGENT,
                 "finish_call": lua.FINISH_CALL,
                 "position": lua.POSITION,
+                "add_entry": lua.PLACE + lua.ADD_ENTRY,
+                "reprioritize": lua.PLACE + lua.REPRIORITIZE,
                 "mark_announced": lua.MARK_ANNOUNCED,
                 "set_callback": lua.SET_CALLBACK,
             }.items()
@@ -196,32 +200,6 @@ class RedisStore:
 
     # --- callers ---
 
-    async def _read_slots(self, queue: str, min_key: int, exclude: str | None) -> list[Slot]:
-        found: list[tuple[str, float]] = []
-        for name in ("w", "o"):
-            found += await self.client.zrangebyscore(
-                self._k(name, queue), min_key, "+inf", withscores=True
-            )
-        found = [(entry_id, score) for entry_id, score in found if entry_id != exclude]
-        if not found:
-            return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for entry_id, _ in found:
-                pipe.hmget(self._k("e", entry_id), "joined", "passes")
-            rows = await pipe.execute()
-        slots = []
-        for (entry_id, score), (joined, passes) in zip(found, rows, strict=True):
-            if joined is None:
-                continue
-            slots.append(Slot(entry_id, int(score), time_key(float(joined)), int(passes)))
-        return slots
-
-    async def _first_keys(self, queue: str, count: int) -> list[Slot]:
-        found: list[tuple[str, float]] = []
-        for name in ("w", "o"):
-            found += await self.client.zrange(self._k(name, queue), 0, count - 1, withscores=True)
-        return [Slot(entry_id, int(score), 0, 0) for entry_id, score in found]
-
     async def add_entry(
         self,
         entry: Entry,
@@ -229,82 +207,54 @@ class RedisStore:
         position: int | None = None,
         max_length: int | None = None,
     ) -> Inserted:
-        waiting_key, offered_key = self._k("w", entry.queue), self._k("o", entry.queue)
-        call_key = self._k("call", entry.call_id)
-        for _ in range(MAX_WATCH_RETRIES):
-            async with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(waiting_key, offered_key, call_key)
-                    if await pipe.exists(call_key):
-                        raise DuplicateCall(f"call {entry.call_id} is already queued")
-                    length = await pipe.zcard(waiting_key) + await pipe.zcard(offered_key)
-                    if max_length is not None and length >= max_length:
-                        raise QueueFull(f"queue {entry.queue} holds {length} callers")
-                    heads = await self._first_keys(entry.queue, position or 0)
-                    wanted = desired_key(entry.joined_at, entry.priority, jump, heads, position)
-                    slots = await self._read_slots(entry.queue, wanted, None)
-                    placement = plan_insert(
-                        slots, entry.entry_id, time_key(entry.joined_at), wanted, jump.max_passes
-                    )
-                    stored = dataclasses.replace(
-                        entry, key=placement.key, status=EntryStatus.WAITING, passes=0
-                    )
-                    pipe.multi()
-                    pipe.hset(self._k("e", entry.entry_id), mapping=entry_fields(stored))
-                    pipe.zadd(waiting_key, {entry.entry_id: placement.key})
-                    pipe.set(call_key, entry.entry_id)
-                    if stored.owner_node:
-                        pipe.sadd(self._k("ne", stored.owner_node), entry.entry_id)
-                    for passed in placement.passed:
-                        pipe.hincrby(self._k("e", passed), "passes", 1)
-                    pipe.publish(self._k("wake"), "1")
-                    await pipe.execute()
-                except WatchError:
-                    continue
-            position_now = await self.position(entry.entry_id) or 0
-            return Inserted(entry=stored, position=position_now, passed=placement.passed)
-        raise RuntimeError(f"queue {entry.queue}: insert kept conflicting, gave up")
+        stored = dataclasses.replace(entry, status=EntryStatus.WAITING, passes=0, overtaken=0)
+        flat: list[str] = []
+        for name, value in entry_fields(stored).items():
+            flat += [name, value]
+        result = await self._run(
+            "add_entry",
+            entry.entry_id,
+            entry.call_id,
+            entry.queue,
+            desired_key(entry.joined_at, entry.priority, jump),
+            time_key(entry.joined_at - jump.max_jump_s),
+            "" if position is None else position,
+            jump.max_passes,
+            "" if max_length is None else max_length,
+            entry.owner_node or "",
+            *flat,
+        )
+        if result[0] == "duplicate":
+            raise DuplicateCall(f"call {entry.call_id} is already queued")
+        if result[0] == "full":
+            raise QueueFull(f"queue {entry.queue} holds {result[1]} callers")
+        stored.key = int(result[1])
+        position_now = await self.position(entry.entry_id) or 0
+        return Inserted(
+            entry=stored,
+            position=position_now,
+            passed=tuple(result[2]),
+            overtaken=tuple(result[3]),
+        )
 
     async def reprioritize(
         self, entry_id: str, priority: int, jump: JumpSettings
     ) -> Inserted | None:
-        entry_key = self._k("e", entry_id)
-        for _ in range(MAX_WATCH_RETRIES):
-            async with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(entry_key)
-                    fields = await pipe.hgetall(entry_key)
-                    if not fields or fields["status"] not in ("waiting", "offered"):
-                        return None
-                    entry = entry_from(fields)
-                    set_key = self._k(
-                        "w" if entry.status is EntryStatus.WAITING else "o", entry.queue
-                    )
-                    await pipe.watch(self._k("w", entry.queue), self._k("o", entry.queue))
-                    wanted = desired_key(entry.joined_at, priority, jump)
-                    slots = await self._read_slots(entry.queue, wanted, entry_id)
-                    placement = plan_insert(
-                        slots,
-                        entry_id,
-                        time_key(entry.joined_at),
-                        wanted,
-                        jump.max_passes,
-                        entry.key,
-                    )
-                    pipe.multi()
-                    pipe.zadd(set_key, {entry_id: placement.key})
-                    pipe.hset(entry_key, mapping={"prio": str(priority), "key": str(placement.key)})
-                    for passed in placement.passed:
-                        pipe.hincrby(self._k("e", passed), "passes", 1)
-                    pipe.publish(self._k("wake"), "1")
-                    await pipe.execute()
-                except WatchError:
-                    continue
-            entry.priority = priority
-            entry.key = placement.key
-            position_now = await self.position(entry_id) or 0
-            return Inserted(entry=entry, position=position_now, passed=placement.passed)
-        raise RuntimeError(f"entry {entry_id}: re-sort kept conflicting, gave up")
+        joined = await self.client.hget(self._k("e", entry_id), "joined")
+        if joined is None:
+            return None
+        wanted = desired_key(float(joined), priority, jump)
+        result = await self._run("reprioritize", entry_id, priority, wanted, jump.max_passes)
+        if not result:
+            return None
+        entry = entry_from(_pairs(result[0]))
+        position_now = await self.position(entry_id) or 0
+        return Inserted(
+            entry=entry,
+            position=position_now,
+            passed=tuple(result[1]),
+            overtaken=tuple(result[2]),
+        )
 
     async def remove_entry(self, entry_id: str) -> Removed | None:
         result = await self._run("remove", entry_id)
@@ -354,8 +304,8 @@ class RedisStore:
         offered = await self.client.zcard(self._k("o", queue))
         return int(waiting) + int(offered)
 
-    async def mark_announced(self, entry_id: str, position: int, passes: int) -> None:
-        await self._run("mark_announced", entry_id, position, passes)
+    async def mark_announced(self, entry_id: str, position: int, overtaken: int) -> None:
+        await self._run("mark_announced", entry_id, position, overtaken)
 
     async def set_callback(self, entry_id: str, context: Mapping[str, str]) -> Entry | None:
         result = await self._run("set_callback", entry_id, json.dumps(dict(context)))
@@ -390,7 +340,11 @@ class RedisStore:
         return Released(entry=entry_from(_pairs(result[0])), agent=agent, old_agent_state=old)
 
     async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
-        result = await self._run("remove_agent", agent_id)
+        return await self._remove_agent(agent_id, "")
+
+    async def _remove_agent(self, agent_id: str, node: str) -> tuple[Agent, Released | None] | None:
+        """Log an agent out, but when `node` is given only if it is still logged in there."""
+        result = await self._run("remove_agent", agent_id, node)
         if not result:
             return None
         agent = agent_from(_pairs(result[0]))
@@ -467,7 +421,7 @@ class RedisStore:
             if removed is not None:
                 result.abandoned.append(removed)
         for agent_id in await self.client.smembers(self._k("na", node)):
-            outcome = await self.remove_agent(agent_id, now)
+            outcome = await self._remove_agent(agent_id, node)
             if outcome is not None:
                 result.logged_out.append(outcome[0])
                 if outcome[1] is not None:
@@ -510,7 +464,9 @@ class RedisStore:
             self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             await self._pubsub.subscribe(self._k("wake"))
         message = await self._pubsub.get_message(timeout=max(max_wait_s, 0.0))
-        while message is not None:
+        for _ in range(WAKE_DRAIN_MAX):
+            if message is None:
+                break
             message = await self._pubsub.get_message(timeout=0.0)
 
     async def delete_all(self) -> None:

@@ -335,3 +335,18 @@ async def test_unknown_queue_rejected(store: AcdStore) -> None:
         await h.acd.enqueue("call-1", "nope")
     with pytest.raises(KeyError, match="unknown queue 'nope'"):
         await h.acd.login("alice", ["nope"])
+
+
+async def test_position_rise_after_priority_change_is_reported(store: AcdStore) -> None:
+    h = harness(store)
+    await h.acd.enqueue("early", "sales")
+    h.clock.advance(5.0)
+    await h.acd.enqueue("vip", "sales", 2, reason="vip")
+    assert (await h.acd.announce("vip")).position == 1
+
+    await h.acd.update_priority("early", 3, "payment_intent")
+    info = await h.acd.announce("vip")
+
+    assert info.position == 2
+    assert info.jumped_ahead == 1
+    assert (await h.acd.announce("vip")).jumped_ahead == 0

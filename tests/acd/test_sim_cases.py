@@ -178,3 +178,20 @@ def test_cli_rejects_bad_scenario(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "unknown op 'explode'" in done.stderr
+
+
+async def test_case37_rejoin_within_window_resumes(store_spec: str, tmp_path: Path) -> None:
+    data = yaml.safe_load(CASE_37.read_text())
+    data["events"] = [e for e in data["events"] if e["op"] != "rejoin"] + [
+        {"t": 60, "op": "rejoin", "caller": "A"},
+        {"t": 61, "op": "announce_positions"},
+    ]
+    scenario = tmp_path / "resume.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+
+    result = (await simulate(scenario, store_spec)).as_dict()
+    at_61 = _announcement_at(result, 61)
+
+    assert at_61["queues"] == {"sales": ["A", "B", "X"]}
+    assert at_61["positions"]["B"]["position"] == 2
+    assert at_61["positions"]["B"]["jumped_ahead"] == 1

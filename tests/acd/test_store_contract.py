@@ -98,6 +98,9 @@ async def test_reprioritize_resorts_at_once(store: AcdStore) -> None:
     raised = await store.reprioritize("n1.0002", 1, JUMP)
     assert raised is not None and raised.position == 1
     assert set(raised.passed) == {"n1.0000", "n1.0001"}
+    assert set(raised.overtaken) == {"n1.0000", "n1.0001"}
+    first = await store.get_entry("n1.0000")
+    assert first is not None and first.overtaken == 1
 
     lowered = await store.reprioritize("n1.0002", 0, JUMP)
     assert lowered is not None and lowered.position == 3
@@ -328,3 +331,16 @@ async def test_agents_by_node(store: AcdStore) -> None:
     assert [agent.agent_id for agent in on_n1] == ["a1"]
     assert on_n1[0].skills == {"es": 3}
     assert {agent.agent_id for agent in await store.agents()} == {"a1", "b1"}
+
+
+async def test_reaper_keeps_agent_logged_in_elsewhere(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1", node="old"))
+    await store.heartbeat("old", 0.0)
+    await store.put_agent(_agent("a1", node="new"))
+    await store.heartbeat("new", 20.0)
+
+    result = await store.reap(25.0, node_ttl_s=10.0, away_after=0)
+
+    assert result.logged_out == []
+    agent = await store.get_agent("a1")
+    assert agent is not None and agent.node_id == "new"

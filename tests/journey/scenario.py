@@ -8,8 +8,21 @@ signaling WebSocket. Cases:
 - agent_hangup, caller_hangup: one caller is queued, offered to the agent,
   answered and bridged; tones go both ways; one side hangs up.
 - abandon: the caller hangs up while waiting.
+- abandon_ringing: the caller hangs up while the agent's page rings.
+- decline: the agent rejects the first ring; the caller keeps its place
+  and is offered again, and the second ring is answered.
 - priority: a normal caller, then a priority caller; the agent becomes
   available after both are queued and takes both calls in turn.
+- browser_agent: as agent_hangup, with the real agent page in headless
+  Chromium as the agent.
+- browser_caller: the real caller page at / calls the default flow, is
+  queued and talks to the aiortc agent until the page hangs up.
+- priority_redis: as priority, with the ACD on a real redis-server.
+- two_nodes_redis: two nodes on one redis-server; the caller on node A is
+  offered to the agent on node A, never to the idle agent on node B.
+- speech: as agent_hangup, but the caller answers a Korean speech gather
+  first (espeak-ng Korean, recognized by the Vosk Korean model), and the
+  agent sees the recognized words.
 """
 
 from __future__ import annotations
@@ -26,27 +39,36 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from media.resample import resample
+from media.tts import EspeakSynthesizer
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.peer import install_host_addresses
+from tests.acd.redis_server import start_redis
 from tests.journey.agent import AgentClient, tone_seconds
+from tests.journey.browser_agent import CALLER_METER, BrowserAgent
 from tests.support.baresip import BaresipClient
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
-from tests.support.wav import load_mono, tone, write_wav
+from tests.support.wav import load_mono, silence, tone, write_wav
 
 CALLER_TONE_HZ = 600.0
 AGENT_TONE_HZ = 1000.0
 AGENT = "agent1"
+OTHER_AGENT = "agent2"
 PASSWORD = "journey-agent-password"
 FLOWS = REPOSITORY / "tests" / "data" / "journey" / "flows"
 NUMBER = "2900"
+SPEECH_NUMBER = "2901"
+SPEECH_WORD = "환불"
+SPEECH_REPEATS = 6
 
 logger = logging.getLogger("journey")
 
 
-def node_settings() -> dict[str, Any]:
+def node_settings(store: str = "memory") -> dict[str, Any]:
     return {
         "ivr": {"flows_dir": str(FLOWS), "default_flow": "journey"},
         "acd": {
+            "store": store,
             "queues": {
                 "general": {
                     "announce_first_s": 1,
@@ -54,11 +76,14 @@ def node_settings() -> dict[str, Any]:
                     "ring_timeout_s": 20,
                     "wrap_up_s": 0,
                 }
-            }
+            },
         },
         "webrtc": {
             "token_secret": "journey-test-secret-journey-test-secret",
-            "agents": {AGENT: {"password_hash": hash_password(PASSWORD), "queues": ["general"]}},
+            "agents": {
+                name: {"password_hash": hash_password(PASSWORD), "queues": ["general"]}
+                for name in (AGENT, OTHER_AGENT)
+            },
             "wrap_up_s": 0,
             "ring_timeout_s": 20,
         },
@@ -89,12 +114,14 @@ async def wait_counters(
     return counters
 
 
-def dial(work_dir: Path, user: str, node: RunningNode, microphone: Path) -> BaresipClient:
+def dial(
+    work_dir: Path, user: str, node: RunningNode, microphone: Path, number: str = NUMBER
+) -> BaresipClient:
     phone = BaresipClient(
         work_dir, user=user, microphone=microphone, max_call_s=90, capture_rtp=False
     )
     phone.start()
-    phone.dial(f"sip:{NUMBER}@127.0.0.1:{node.sip_port}")
+    phone.dial(f"sip:{number}@127.0.0.1:{node.sip_port}")
     phone.wait_established(15)
     return phone
 
@@ -125,7 +152,32 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
         work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
     )
     report: dict[str, Any] = {"case": case}
-    with voxgate_node(work_dir, node_settings()) as node:
+    if case in ("browser_agent", "browser_caller"):
+        with voxgate_node(work_dir, node_settings()) as node:
+            if case == "browser_agent":
+                await browser_case(report, node, work_dir, microphone)
+            else:
+                await browser_caller_case(report, node, work_dir)
+            report["health"] = node.health()[0]
+            report["node_log_tracebacks"] = node.log().count("Traceback")
+        return report
+    redis = start_redis(work_dir) if case.endswith("_redis") else None
+    try:
+        store = redis.url if redis is not None else "memory"
+        if case == "two_nodes_redis":
+            await two_nodes_case(report, work_dir, microphone, store)
+        else:
+            await run_with_agent(case.removesuffix("_redis"), report, work_dir, microphone, store)
+    finally:
+        if redis is not None:
+            redis.stop()
+    return report
+
+
+async def run_with_agent(
+    case: str, report: dict[str, Any], work_dir: Path, microphone: Path, store: str
+) -> None:
+    with voxgate_node(work_dir, node_settings(store)) as node:
         base = f"http://127.0.0.1:{node.http_port}"
         agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
         phones: list[BaresipClient] = []
@@ -135,7 +187,11 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
             if case == "priority":
                 await priority_case(report, node, agent, phones, work_dir, microphone)
             else:
-                phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone)
+                number = NUMBER
+                if case == "speech":
+                    number = SPEECH_NUMBER
+                    microphone = speech_microphone(work_dir)
+                phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone, number)
                 phones.append(phone)
                 announcements = 2 if case == "abandon" else 1
                 report["waiting"] = await wait_counters(
@@ -143,7 +199,29 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
                     lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= announcements,
                     30,
                 )
-                if case == "abandon":
+                if case == "decline":
+                    await agent.set_state("available")
+                    first = await agent.expect("incoming", 30)
+                    await agent.hangup(first["call_id"])
+                    report["declined"] = first
+                    await talk_and_hang_up(report, agent, phone, "agent")
+                    report["after"] = await wait_counters(
+                        node, lambda c: c.get("answered", 0) >= 1, 10
+                    )
+                elif case == "abandon_ringing":
+                    await agent.set_state("available")
+                    incoming = await agent.expect("incoming", 30)
+                    await asyncio.to_thread(phone.hangup)
+                    await asyncio.to_thread(phone.wait_closed, 20)
+                    withdrawn = await agent.expect("hangup", 20, call_id=incoming["call_id"])
+                    report["withdrawn_reason"] = withdrawn.get("reason", "")
+                    report["after"] = await wait_counters(
+                        node, lambda c: c.get("abandoned", 0) >= 1, 20
+                    )
+                    report["presence_after_call"] = (
+                        await agent.expect("presence", 10, state="available")
+                    )["state"]
+                elif case == "abandon":
                     await asyncio.to_thread(phone.hangup)
                     await asyncio.to_thread(phone.wait_closed, 20)
                     report["after"] = await wait_counters(
@@ -167,7 +245,22 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
             for phone in phones:
                 await asyncio.to_thread(phone.stop)
         report["node_log_tracebacks"] = node.log().count("Traceback")
-    return report
+
+
+def speech_microphone(work_dir: Path) -> Path:
+    """Write a caller microphone that says the word again every few seconds, then the tone.
+
+    The word repeats so that one of them falls into the gather's listening
+    window whatever the prompt's length; the tone after it lets the agent
+    hear the caller.
+    """
+    word = EspeakSynthesizer().synthesize_blocking(SPEECH_WORD, voice="ko")
+    spoken = np.frombuffer(resample(word, 8000).pcm, dtype="<i2")
+    parts = [silence(3.0, 8000)]
+    for _ in range(SPEECH_REPEATS):
+        parts += [spoken, silence(2.0, 8000)]
+    parts.append(tone(CALLER_TONE_HZ, 60.0, 8000, amplitude=0.2))
+    return write_wav(work_dir / "caller-speech.wav", np.concatenate(parts), 8000)
 
 
 def hold_seconds(samples: np.ndarray[Any, np.dtype[np.int16]]) -> float:
@@ -199,9 +292,131 @@ async def priority_case(
     report["after"] = await wait_counters(node, lambda c: c.get("answered", 0) >= 2, 10)
 
 
+async def browser_case(
+    report: dict[str, Any], node: RunningNode, work_dir: Path, microphone: Path
+) -> None:
+    agent_microphone = write_wav(
+        work_dir / "agent-tone.wav", tone(AGENT_TONE_HZ, 120.0, 48_000, amplitude=0.3), 48_000
+    )
+    url = f"http://127.0.0.1:{node.http_port}/agent"
+    async with BrowserAgent(url, agent_microphone, work_dir / "chromium.log") as agent:
+        await agent.login(AGENT, PASSWORD)
+        report["presence_after_login"] = await agent.presence()
+        phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone)
+        try:
+            report["waiting"] = await wait_counters(
+                node, lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= 1, 30
+            )
+            # The caller is waiting, so the page may go from available to
+            # ringing faster than it is polled.
+            await agent.click("set-available")
+            report["context"] = await agent.wait_incoming(30)
+            await agent.click("answer")
+            await agent.wait_connected(20)
+            report["agent_heard_caller_s"] = await agent.heard_tone_s(CALLER_TONE_HZ, 2.0, 30)
+            await agent.click("hangup")
+            end = await asyncio.to_thread(phone.wait_closed, 20)
+            report["caller_end"] = end.ended_by.value
+            await agent.call_ended(15)
+            await agent.wait_presence("available", 20)
+            report["presence_after_call"] = await agent.presence()
+            received = load_mono(phone.received_wav(), 8000)
+            report["caller_heard_agent_s"] = tone_seconds(received, 8000, AGENT_TONE_HZ)
+            report["after"] = await wait_counters(node, lambda c: c.get("answered", 0) >= 1, 10)
+        finally:
+            await asyncio.to_thread(phone.stop)
+
+
+async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_dir: Path) -> None:
+    caller_microphone = write_wav(
+        work_dir / "caller-tone-48k.wav", tone(CALLER_TONE_HZ, 120.0, 48_000, 0.3), 48_000
+    )
+    base = f"http://127.0.0.1:{node.http_port}"
+    agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
+    try:
+        await agent.login()
+        async with BrowserAgent(f"{base}/", caller_microphone, work_dir / "chromium.log") as page:
+            await page.wait_for("window.voxgateEvents.includes('session')", 15)
+            await page.click("call")
+            await page.wait_for("window.voxgateEvents.includes('call_state:connected')", 20)
+            report["waiting"] = await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
+            await agent.set_state("available")
+            incoming = await agent.expect("incoming", 30)
+            report["incoming"] = incoming
+            await agent.answer(incoming["call_id"])
+            report["agent_heard_caller_s"] = await agent.wait_heard_tone(CALLER_TONE_HZ, 2.0, 30)
+            report["caller_heard_agent_s"] = await page.heard_tone_s(
+                AGENT_TONE_HZ, 1.0, 30, CALLER_METER
+            )
+            await page.click("hangup")
+            hangup = await agent.expect("hangup", 20, call_id=incoming["call_id"])
+            report["agent_hangup_reason"] = hangup.get("reason", "")
+            report["after"] = await wait_counters(node, lambda c: c.get("answered", 0) >= 1, 10)
+    finally:
+        await agent.close()
+
+
+async def two_nodes_case(
+    report: dict[str, Any], work_dir: Path, microphone: Path, store: str
+) -> None:
+    """A caller on node A with an idle agent on node B and then one on node A."""
+    (work_dir / "a").mkdir(exist_ok=True)
+    (work_dir / "b").mkdir(exist_ok=True)
+    with (
+        voxgate_node(work_dir / "a", node_settings(store)) as node_a,
+        voxgate_node(work_dir / "b", node_settings(store)) as node_b,
+    ):
+        remote = AgentClient(f"http://127.0.0.1:{node_b.http_port}", OTHER_AGENT, PASSWORD, 0)
+        local = AgentClient(f"http://127.0.0.1:{node_a.http_port}", AGENT, PASSWORD, AGENT_TONE_HZ)
+        phone: BaresipClient | None = None
+        try:
+            await remote.login()
+            await remote.set_state("available")
+            await local.login()
+            phone = await asyncio.to_thread(dial, work_dir, "caller", node_a, microphone)
+            report["waiting"] = await wait_counters(
+                node_a, lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= 1, 30
+            )
+            await local.set_state("available")
+            incoming = await local.expect("incoming", 30)
+            report["incoming"] = incoming
+            await local.answer(incoming["call_id"])
+            report["agent_heard_caller_s"] = await local.wait_heard_tone(CALLER_TONE_HZ, 2.0, 30)
+            await local.hangup(incoming["call_id"])
+            await asyncio.to_thread(phone.wait_closed, 20)
+            report["after"] = await wait_counters(node_a, lambda c: c.get("answered", 0) >= 1, 10)
+            report["remote_agent_offers"] = sum(
+                1 for message in remote.messages if message["type"] == "incoming"
+            )
+            report["node_b_counters"] = await queue_counters(node_b)
+        finally:
+            await remote.close()
+            await local.close()
+            if phone is not None:
+                await asyncio.to_thread(phone.stop)
+        report["node_log_tracebacks"] = node_a.log().count("Traceback") + node_b.log().count(
+            "Traceback"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("case", choices=["agent_hangup", "caller_hangup", "abandon", "priority"])
+    parser.add_argument(
+        "case",
+        choices=[
+            "agent_hangup",
+            "caller_hangup",
+            "abandon",
+            "abandon_ringing",
+            "decline",
+            "priority",
+            "priority_redis",
+            "two_nodes_redis",
+            "browser_agent",
+            "browser_caller",
+            "speech",
+        ],
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)

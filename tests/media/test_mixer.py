@@ -189,3 +189,10 @@ async def test_hold_music_loops_and_yields_to_prompts() -> None:
     assert all(f is not None and abs(dominant_hz(f.pcm, 8000) - 900) < 60 for f in during)
     assert after is not None
     assert abs(dominant_hz(after.pcm, 8000) - 500) < 60
+
+
+async def test_empty_prompt_returns_at_once() -> None:
+    transport = MemoryTransport(8000)
+    leg = MediaLeg(transport, call_id="empty")
+    assert await asyncio.wait_for(leg.play(PcmAudio(b"", 22050)), 1) is None
+    assert transport.tick() is None

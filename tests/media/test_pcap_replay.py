@@ -48,18 +48,15 @@ async def test_sipp_pcma_capture_decoded_in_20ms_frames(port_pool: RtpPortPool) 
         await session.close()
 
     assert all(len(frame.pcm) == 320 for frame in handler.frames)
-    received = np.frombuffer(b"".join(f.pcm for f in handler.frames), "<i2").astype(float)
     packets = [RtpPacket.parse(d.payload) for d in read_udp_payloads(DATA / "g711a.pcap")[:100]]
-    expected = np.frombuffer(g711.alaw_decode(b"".join(p.payload for p in packets)), "<i2").astype(
-        float
-    )
-    assert np.sqrt(np.mean(expected**2)) > 300  # the capture holds audible audio
-    # The received stream is the capture, shifted by the jitter buffer's start-up.
-    window = expected[: 8000 * 2]
-    correlation = np.correlate(received[: window.size + 4000], window, mode="valid")
-    best = int(np.argmax(correlation))
-    aligned = received[best : best + window.size]
-    assert np.corrcoef(aligned, window)[0, 1] > 0.99
+    expected = g711.alaw_decode(b"".join(p.payload for p in packets))
+    samples = np.frombuffer(expected, "<i2").astype(float)
+    assert np.sqrt(np.mean(samples**2)) > 300  # the capture holds audible audio
+    # Each played 20 ms frame is a slice of the capture (30 ms packets re-cut to 20 ms).
+    # Frames concealed after a stall of a loaded machine are not, hence 90 %.
+    copied = [frame for frame in handler.frames if frame.pcm in expected]
+    assert len(copied) >= 0.9 * len(handler.frames)
+    assert len(copied) >= 140
 
 
 async def test_sipp_dtmf_capture_gives_one_digit(port_pool: RtpPortPool) -> None:

@@ -156,3 +156,13 @@ def test_sip_tls_port_needs_certificate(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(write(tmp_path, "sip:\n  tls_port: 5061\n"))
     assert "tls_certfile" in str(caught.value)
+
+
+def test_registration_needs_registrar_address(tmp_path: Path) -> None:
+    text = (
+        "sip:\n  registrations:\n    provider:\n      registrar: sip.example.com\n      user: u\n"
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, text))
+    assert "sip.registrations.provider.registrar" in str(caught.value)
+    assert "sip.example.com" in str(caught.value)

@@ -1,0 +1,195 @@
+"""The IVR's queue adapter, the waiting caller's audio, and the agent presence mirror."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from acd.clock import VirtualClock
+from acd.model import AcdSettings, QueueSettings
+from acd.model import AgentState as AcdState
+from acd.service import Acd
+from acd.store.memory import MemoryStore
+from ivr.services import QueueError, QueueRequest
+from media.tts import EspeakSynthesizer
+from signaling.webrtc.agents import AgentPresence
+from signaling.webrtc.call import WebRtcCall
+from signaling.webrtc.config import WebRtcConfig
+from signaling.webrtc.protocol import AgentState, Presence, TransferKind
+from signaling.webrtc.server import WebRtcServer
+from voxgate.contact import AgentAccount, ContactCenter
+from voxgate.queueing import (
+    HOLD_NOTES_HZ,
+    HOLD_RATE,
+    AcdQueueService,
+    announcement_text,
+    hold_tone,
+)
+
+
+def make_acd(max_length: int | None = None) -> Acd:
+    settings = AcdSettings(queues={"general": QueueSettings(name="general", max_length=max_length)})
+    return Acd(MemoryStore(), VirtualClock(1000.0), settings, node_id="test-node")
+
+
+async def test_enqueue_returns_position_and_keeps_ticket() -> None:
+    service = AcdQueueService(make_acd())
+    placement = await service.enqueue("c1", QueueRequest(queue="general", priority=0))
+    assert placement.position == 1
+    placed = service.take_ticket("c1")
+    assert placed is not None
+    assert placed[0].queue == "general"
+    assert placed[1] == 1000.0
+    assert service.take_ticket("c1") is None
+
+
+async def test_enqueue_requires_node_skill() -> None:
+    acd = make_acd()
+    service = AcdQueueService(acd, "node:test-node")
+    await service.enqueue("c1", QueueRequest(queue="general", priority=0, skills=("en",)))
+    placed = service.take_ticket("c1")
+    assert placed is not None
+    assert placed[0].entry_id is not None
+    entry = await acd.store.get_entry(placed[0].entry_id)
+    assert entry is not None
+    assert entry.skills == {"en": 1, "node:test-node": 1}
+
+
+async def test_enqueue_unknown_queue_raises_queue_error() -> None:
+    service = AcdQueueService(make_acd())
+    with pytest.raises(QueueError, match="sales"):
+        await service.enqueue("c1", QueueRequest(queue="sales", priority=0))
+    assert service.take_ticket("c1") is None
+
+
+async def test_enqueue_full_queue_raises_queue_error() -> None:
+    service = AcdQueueService(make_acd(max_length=1))
+    await service.enqueue("c1", QueueRequest(queue="general", priority=0))
+    with pytest.raises(QueueError, match="full"):
+        await service.enqueue("c2", QueueRequest(queue="general", priority=0))
+
+
+async def test_enqueue_priority_caller_goes_first() -> None:
+    service = AcdQueueService(make_acd())
+    await service.enqueue("c1", QueueRequest(queue="general", priority=0))
+    placement = await service.enqueue("c2", QueueRequest(queue="general", priority=7, reason="vip"))
+    assert placement.position == 1
+
+
+@pytest.mark.parametrize(
+    ("position", "eta_s", "expected"),
+    [
+        (3, None, "You are number 3 in the queue."),
+        (1, 50.0, "You are number 1 in the queue. The expected wait is about 1 minute."),
+        (2, 10.0, "You are number 2 in the queue. The expected wait is about 1 minute."),
+        (4, 300.0, "You are number 4 in the queue. The expected wait is about 5 minutes."),
+    ],
+)
+def test_announcement_text(position: int, eta_s: float | None, expected: str) -> None:
+    assert announcement_text(position, eta_s) == expected
+
+
+def test_hold_tone_plays_its_notes_quietly() -> None:
+    audio = hold_tone()
+    samples = np.frombuffer(audio.pcm, dtype="<i2").astype(np.float64)
+    assert audio.sample_rate == HOLD_RATE
+    assert np.max(np.abs(samples)) < 0.1 * 32767
+    note = samples[: HOLD_RATE // 4]
+    spectrum = np.abs(np.fft.rfft(note))
+    peak = np.fft.rfftfreq(note.size, 1 / HOLD_RATE)[int(np.argmax(spectrum))]
+    assert abs(peak - HOLD_NOTES_HZ[0]) < 10
+
+
+class IdleHandler:
+    async def on_call(self, call: WebRtcCall) -> None:
+        return
+
+    async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
+        return False
+
+    def on_call_state(self, call: WebRtcCall) -> None:
+        return
+
+    def on_agent_state(self, presence: Presence) -> None:
+        return
+
+
+@pytest.fixture
+async def center() -> AsyncIterator[tuple[ContactCenter, WebRtcServer]]:
+    acd = make_acd()
+    contact = ContactCenter(
+        acd,
+        EspeakSynthesizer(),
+        accounts={"ann": AgentAccount(("general",), {"en": 3})},
+        hold_music={},
+        default_hold=hold_tone(),
+    )
+    server = WebRtcServer(
+        WebRtcConfig(allowed_origins=("http://127.0.0.1",), token_secret=b"s" * 32),
+        IdleHandler(),
+    )
+    contact.webrtc = server
+    contact.start()
+    try:
+        yield contact, server
+    finally:
+        await contact.close()
+
+
+async def mirrored_state(
+    contact: ContactCenter, expected: AcdState | None, timeout_s: float = 5.0
+) -> AcdState | None:
+    """Wait until the ACD's state of "ann" is `expected` (None: logged out); return the last."""
+    state: AcdState | None = None
+    async with asyncio.timeout(timeout_s):
+        while True:
+            agent = await contact.acd.store.get_agent("ann")
+            state = agent.state if agent is not None else None
+            if state is expected:
+                return state
+            await asyncio.sleep(0.01)
+
+
+def change(server: WebRtcServer, contact: ContactCenter, state: AgentState) -> None:
+    agent = server.agents.setdefault("ann", AgentPresence(user="ann"))
+    agent.change(state, "test", 0.0)
+    contact.on_agent_state(agent.presence())
+
+
+async def test_presence_mirror_logs_agent_in_and_out(
+    center: tuple[ContactCenter, WebRtcServer],
+) -> None:
+    contact, server = center
+    change(server, contact, AgentState.AWAY)
+    assert await mirrored_state(contact, AcdState.AWAY) is AcdState.AWAY
+    agent = await contact.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.queues == ("general",)
+    assert agent.skills == {"en": 3, "node:test-node": 1}
+
+    change(server, contact, AgentState.AVAILABLE)
+    assert await mirrored_state(contact, AcdState.AVAILABLE) is AcdState.AVAILABLE
+
+    change(server, contact, AgentState.WRAP_UP)
+    assert await mirrored_state(contact, AcdState.AWAY) is AcdState.AWAY
+    agent = await contact.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.away_reason == "wrap_up"
+
+    change(server, contact, AgentState.OFFLINE)
+    assert await mirrored_state(contact, None) is None
+
+
+async def test_presence_of_unknown_agent_is_not_routed(
+    center: tuple[ContactCenter, WebRtcServer],
+) -> None:
+    contact, server = center
+    stranger = server.agents.setdefault("bob", AgentPresence(user="bob"))
+    stranger.change(AgentState.AVAILABLE, "test", 0.0)
+    contact.on_agent_state(stranger.presence())
+    change(server, contact, AgentState.AVAILABLE)
+    await mirrored_state(contact, AcdState.AVAILABLE)
+    assert await contact.acd.store.get_agent("bob") is None
