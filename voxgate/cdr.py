@@ -7,10 +7,11 @@ before its IVR has no path, a call that never reached the ACD has no queue,
 and a call whose `call.started` was never seen starts at its first event.
 The record contains caller data (numbers) by design; nothing here logs it.
 
-NOTE: the trace sees only the events of its own node's hub. When an agent
-on another node answers a caller (shared Redis ACD), that node's ACD
-publishes `acd.caller_answered`, so the caller's node must also receive it
-(or publish `call.bridged`) for the row to show the agent and talk time.
+A trace sees only its own node's hub. The ACD offers a caller only to
+agents on the node that holds the caller's leg, so the answer is published
+there. The exception is a caller whose node died: another node's reaper
+publishes `acd.caller_left` with reason `node_lost`, and the recorder of
+that node writes the only row the call gets (see `CdrRecorder.on_event`).
 """
 
 from __future__ import annotations
@@ -255,6 +256,8 @@ def _caller_answered(trace: CallTrace, at: float, payload: Any) -> None:
 
 
 def _caller_left(trace: CallTrace, at: float, payload: Any) -> None:
+    if trace.queue is None:
+        trace.queue = payload.get("queue")
     _close_queue_episode(trace, payload)
     trace.left_reason = payload.get("reason")
 

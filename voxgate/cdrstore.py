@@ -176,6 +176,10 @@ class CdrConfig:
     batch_size: int = 200
 
 
+def _is_lost_caller(event: CallEvent) -> bool:
+    return event.kind == "acd.caller_left" and event.payload.get("reason") == "node_lost"
+
+
 class CdrRecorder:
     """Build one CDR per call from the hub's events and write it to the store.
 
@@ -226,6 +230,15 @@ class CdrRecorder:
                 del self._traces[event.call_id]
             status = event.payload.get("status")
             self._queue(trace.finish(event.time, event.payload.get("reason"), status))
+            return
+        if trace is None and _is_lost_caller(event):
+            # The caller's node died, so no call.ended will come: this is the call's end.
+            joined_at = event.time - float(event.payload.get("waited_s") or 0.0)
+            trace = CallTrace(event.call_id, event.node_id, joined_at)
+            trace.queued = True
+            trace.apply(event)
+            self._remember_ended(event.call_id)
+            self._queue(trace.finish(event.time, "node_lost", None))
             return
         if trace is None:
             trace = CallTrace(event.call_id, event.node_id, event.time)

@@ -11,9 +11,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from acd.events import CallerLeft
 from ivr.engine import Outcome
 from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_node
-from voxgate.callevents import CallEvent, Channel, EventHub
+from voxgate.callevents import CallEvent, Channel, EventHub, from_acd_event
 from voxgate.cdr import Disposition
 from voxgate.cdrapi import add_cdr_routes
 from voxgate.cdrstore import SCHEMA_VERSION, CdrConfig, CdrRecorder, CdrSchemaError, CdrStore
@@ -144,6 +145,23 @@ async def test_late_event_does_not_reopen_call(hub: EventHub, recorder: CdrRecor
     assert row.disposition is Disposition.ABANDONED
     assert row.wait_s == 8
     assert row.end_reason == "caller_hangup"
+
+
+async def test_caller_of_dead_node_gets_row(hub: EventHub, recorder: CdrRecorder) -> None:
+    left = CallerLeft(START_TIME + 90, "call-z", "node-dead.1", "care", "node_lost", 60.0, True)
+    hub.publish(from_acd_event(left, NODE_ID))
+    await recorder.flush()
+
+    assert recorder.open_calls == 0
+    row = await recorder.get("call-z")
+    assert row is not None
+    assert row.disposition is Disposition.FAILED
+    assert row.end_reason == "node_lost"
+    assert row.queue == "care"
+    assert row.wait_s == 60
+    assert row.started_at == START_TIME + 30
+    assert row.ended_at == START_TIME + 90
+    assert row.caller is None
 
 
 async def test_rejected_call_never_reached_ivr(hub: EventHub, recorder: CdrRecorder) -> None:
