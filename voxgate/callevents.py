@@ -157,7 +157,10 @@ class Subscription:
 
 
 class EventHub:
-    """Fan call events out to listeners (called at once) and subscriptions (bounded queues)."""
+    """Fan call events out to listeners (called at once) and subscriptions (bounded queues).
+
+    Not thread-safe: publish and subscribe from the event loop's thread only.
+    """
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
