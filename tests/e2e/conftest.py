@@ -13,6 +13,7 @@ from ivr.model import Flow, HangupStep, SayStep
 from media.resample import resample
 from media.tts import EspeakSynthesizer
 from tests.support.audio_analysis import Timeline, frame_rms
+from tests.support.calls import CallEnd, CallEndedBy
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
 from tests.support.rtp_audio import VOICED_RMS
 
@@ -64,3 +65,31 @@ def voiced_seconds_between(timeline: Timeline, start: float, end: float) -> floa
     times = timeline.start_arrival + 0.02 * np.arange(levels.size)
     chosen = (times >= start) & (times < end) & (levels > VOICED_RMS)
     return 0.02 * int(np.count_nonzero(chosen))
+
+
+def assert_demo_call(
+    flow: Flow,
+    timeline: Timeline,
+    end: CallEnd,
+    *,
+    answered_at: float,
+    pressed_at: float,
+    reply_step: str,
+) -> None:
+    """Check a demo call heard by a client: welcome before the digit, the chosen reply after it.
+
+    The reply is recognised by its voiced duration, which differs clearly
+    between the demo flow's replies; the server must have ended the call.
+    """
+    assert end.ended_by is CallEndedBy.REMOTE, f"call ended by {end.ended_by}: {end.reason}"
+    welcome = voiced_seconds_between(timeline, answered_at, pressed_at)
+    assert welcome > 1.0, f"only {welcome:.2f} s of welcome audio before the digit"
+
+    expected = expected_voiced_seconds(
+        [prompt_text(flow, reply_step), prompt_text(flow, "goodbye")], flow.voice
+    )
+    reply = voiced_seconds_between(timeline, pressed_at, end.at + 1.0)
+    assert abs(reply - expected) <= 0.25 * expected + 0.3, (
+        f"heard {reply:.2f} s after the digit, expected about {expected:.2f} s "
+        f"for the {reply_step} reply"
+    )
