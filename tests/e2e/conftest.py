@@ -78,7 +78,7 @@ def assert_demo_call(
 ) -> None:
     """Check a demo call heard by a client: welcome before the digit, the chosen reply after it.
 
-    The reply is recognised by its voiced duration, which differs clearly
+    The reply is recognized by its voiced duration, which differs clearly
     between the demo flow's replies; the server must have ended the call.
     """
     assert end.ended_by is CallEndedBy.REMOTE, f"call ended by {end.ended_by}: {end.reason}"
