@@ -35,6 +35,7 @@ from signaling.sip.events import (
     InfoReceived,
     RegistrationChanged,
     ReofferReceived,
+    RequestAnswered,
 )
 from signaling.sip.message import SipRequest, SipResponse, build_response, sdp_body, to_bytes
 from signaling.sip.parser import (
@@ -48,6 +49,7 @@ from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
 from signaling.sip.transaction import (
+    ClientInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     ServerTransaction,
@@ -57,27 +59,23 @@ from signaling.sip.transaction import (
     server_key,
 )
 from signaling.sip.tu import CoreConfig as CoreConfig
-from signaling.sip.tu import TransactionUser
+from signaling.sip.uac import OutboundCore, ack_for_failure
 
 logger = logging.getLogger("sip.core")
 
 CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
 
 
-class UserAgent(TransactionUser):
-    """The UAS core; see the module docstring for the calling contract."""
+class UserAgent(OutboundCore):
+    """The UA core; see the module docstring for the calling contract."""
 
     def __init__(self, config: CoreConfig) -> None:
         super().__init__(config, CALL_METHODS + (("REGISTER",) if config.auth.users else ()))
         self.authenticator = Authenticator(config.auth)
         self.registrar = Registrar()
-        self.calls: dict[str, InviteSession] = {}
         self.registrations: dict[str, Registration] = {}
-        self._events: list[CoreEvent] = []
         self._merge_keys: dict[tuple[str, str, int, str], str] = {}
-        self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
-        self._call_peer: dict[str, Peer] = {}
         self._rate_limiter = SourceRateLimiter(config.rate_limit) if config.rate_limit else None
 
     # ----- adapter interface
@@ -197,6 +195,8 @@ class UserAgent(TransactionUser):
         session = self.calls.get(handle)
         if session is not None:
             self._hang_up(session, "hangup", 480)
+        else:
+            self.cancel_call(handle, now, "hangup")
 
     def answer_reoffer(self, handle: str, sdp: bytes | None, now: float) -> None:
         """Answer the pending re-INVITE or UPDATE: 200 with `sdp`, or 488 for None."""
@@ -231,6 +231,7 @@ class UserAgent(TransactionUser):
         self._now = max(self._now, now)
         for session in list(self.calls.values()):
             self._hang_up(session, "shutdown", 487)
+        self._shutdown_outbound()
 
     def add_registration(self, config: RegistrationConfig, now: float) -> None:
         """Start keeping a binding at `config.registrar` (see `signaling.sip.registration`)."""
@@ -592,7 +593,10 @@ class UserAgent(TransactionUser):
         if transaction is None:
             logger.debug("dropped a response that matches no client transaction")
             return
-        self._apply(key, transaction.on_response(response), client=True)
+        if isinstance(transaction, ClientInviteTransaction):
+            self._apply(key, transaction.on_response(response, ack_for_failure), client=True)
+        else:
+            self._apply(key, transaction.on_response(response), client=True)
 
     # ----- calls
 
@@ -617,26 +621,90 @@ class UserAgent(TransactionUser):
         self._call_peer.pop(session.handle, None)
 
     def _send_bye(self, session: InviteSession) -> None:
+        logger.info("call %s: sending BYE", session.handle)
+        self._send_request(session, "BYE")
+
+    def send_in_dialog(
+        self,
+        handle: str,
+        method: str,
+        now: float,
+        body: bytes = b"",
+        content_type: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> str | None:
+        """Send a request in the call's dialog; return its client transaction key.
+
+        The final response arrives as `RequestAnswered` with that key; a
+        timeout as status 408. Raise `SipUsageError` when the call has no
+        confirmed dialog.
+        """
+        self._now = max(self._now, now)
+        session = self._session(handle)
+        if session.state is not CallState.CONFIRMED or session.dialog is None:
+            raise SipUsageError(f"call {handle}: {method} needs a confirmed dialog")
+        key = self._send_request(session, method, body, content_type, extra)
+        if key is not None:
+            self._client_owner[key] = f"dialog:{handle}"
+        return key
+
+    def _send_request(
+        self,
+        session: InviteSession,
+        method: str,
+        body: bytes = b"",
+        content_type: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> str | None:
         dialog = session.dialog
         source = self._call_peer.get(session.handle)
         if dialog is None or source is None:
-            return
+            return None
         peer = in_dialog_peer(dialog, source)
         branch = new_branch()
-        extra = [("User-Agent", self.config.user_agent)]
-        request = dialog.build_request("BYE", self._via(branch, peer), extra=extra)
-        logger.info("call %s: sending BYE", session.handle)
+        headers = [("User-Agent", self.config.user_agent), *(extra or ())]
+        request = dialog.build_request(
+            method, self._via(branch, peer), extra=headers, body=body, content_type=content_type
+        )
         self._start_client(request, branch, peer)
+        return client_key(branch, method)
 
     # ----- hooks of TransactionUser
 
     def _on_client_response(self, key: str, response: SipResponse) -> None:
-        self._on_registration_response(key, response)
+        owner = self._client_owner.get(key, "")
+        if owner.startswith("dialog:"):
+            if response.status >= 200:
+                self._events.append(RequestAnswered(owner[7:], key, response.status))
+        elif not self._on_outbound_response(key, response):
+            self._on_registration_response(key, response)
 
     def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
         super()._on_timed_out(key, timer, client)
-        if client:
+        owner = self._client_owner.get(key, "")
+        if client and owner.startswith("dialog:"):
+            self._events.append(RequestAnswered(owner[7:], key, 408))
+        elif client and not self._on_outbound_timeout(key):
             self._on_registration_timeout(key)
+
+    def _on_client_forgotten(self, key: str) -> None:
+        self._on_outbound_forgotten(key)
+
+    def _end_answered(self, session: InviteSession, reason: str) -> None:
+        self._send_bye(session)
+        self._end(session, reason)
+
+    def _arm_refreshee_timer(self, session: InviteSession, response: SipResponse) -> None:
+        """Watch the session timer of an answered outbound call (RFC 4028 §7.2)."""
+        value = response.headers.get("Session-Expires")
+        if value is None:
+            return
+        interval, _, params = value.partition(";")
+        if not interval.strip().isdigit() or "refresher=uas" not in params.replace(" ", ""):
+            # NOTE: we never offer to refresh, so refresher=uac is not expected.
+            return
+        session.session_expires = int(interval.strip())
+        self._arm_session_timer(session)
 
     def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
         self._call_by_invite.pop(key, None)
@@ -648,6 +716,8 @@ class UserAgent(TransactionUser):
     def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
         if kind == "call":
             self._fire_call_timer(owner, name)
+        elif kind == "outbound":
+            self._fire_outbound_timer(owner, name)
         elif kind == "registration":
             registration = self.registrations.get(owner)
             if registration is not None:

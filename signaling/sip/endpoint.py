@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote
@@ -24,6 +24,7 @@ from signaling.sip.errors import CallEnded, SipSyntaxError
 from signaling.sip.events import (
     CallConfirmed,
     CallOffered,
+    CallProgress,
     CallTerminated,
     CoreEvent,
     InfoReceived,
@@ -164,11 +165,93 @@ class InboundCall:
         if not self._confirmed.done():
             self._confirmed.set_result(None)
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, status: int | None = None) -> None:
         if not self._ended.done():
             self._ended.set_result(reason)
         if not self.ack_sdp.done():
             self.ack_sdp.cancel()
+
+
+class OutboundCall:
+    """One call we placed with `SipEndpoint.place_call`.
+
+    `remote_sdp` is the answer (or the early media SDP of a 18x until the
+    2xx) and follows re-INVITEs and UPDATEs. `status` is the last response
+    status: the 18x while ringing, 200 once answered, or the final failure
+    (408 when none came). `on_progress` is called with each 101-199 status.
+    `on_info` and `on_reoffer` work as on `InboundCall`.
+    """
+
+    def __init__(self, endpoint: SipEndpoint, handle: str, sip_call_id: str) -> None:
+        self._endpoint = endpoint
+        self._handle = handle
+        self.call_id: str = handle
+        self.sip_call_id: str = sip_call_id
+        self.remote_sdp: bytes | None = None
+        self.status: int | None = None
+        self.on_progress: Callable[[int], None] | None = None
+        self.on_info: Callable[[str, bytes], None] | None = None
+        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
+        loop = asyncio.get_running_loop()
+        self._answered: asyncio.Future[None] = loop.create_future()
+        self._ended: asyncio.Future[str] = loop.create_future()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.done()
+
+    @property
+    def answered(self) -> bool:
+        return self._answered.done()
+
+    async def wait_answered(self) -> bytes | None:
+        """Wait for the 2xx (our ACK is sent) and return the answer SDP.
+
+        Raise `CallEnded` when the call ends first; its reason is
+        `rejected` (see `status`), `cancel`, `hangup`, `timeout` or `shutdown`.
+        """
+        waiters: set[asyncio.Future[object]] = {self._answered, self._ended}  # type: ignore[arg-type]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not self._answered.done():
+            raise CallEnded(self._ended.result())
+        return self.remote_sdp
+
+    async def cancel(self) -> None:
+        """Give up before the answer (CANCEL); a call answered meanwhile gets BYE."""
+        if not self.ended:
+            self._endpoint._command(lambda core, now: core.cancel_call(self._handle, now, "cancel"))
+
+    async def hangup(self) -> None:
+        """End the call: BYE once answered, CANCEL before. Idempotent."""
+        if not self.ended:
+            self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
+
+    async def wait_ended(self) -> str:
+        """Wait for the end and return its reason (bye, hangup, cancel, rejected, ...)."""
+        return await asyncio.shield(self._ended)
+
+    def _progress(self, status: int, sdp: bytes | None) -> None:
+        self.status = status
+        if sdp is not None:
+            self.remote_sdp = sdp
+        if self.on_progress is not None:
+            try:
+                self.on_progress(status)
+            except Exception:
+                logger.exception("call %s: on_progress callback failed", self.call_id)
+
+    def _confirm(self, sdp: bytes | None) -> None:
+        self.status = 200
+        if sdp is not None:
+            self.remote_sdp = sdp
+        if not self._answered.done():
+            self._answered.set_result(None)
+
+    def _finish(self, reason: str, status: int | None = None) -> None:
+        if status is not None:
+            self.status = status
+        if not self._ended.done():
+            self._ended.set_result(reason)
 
 
 def _user_part(text: str, uri: SipUri | None) -> str:
@@ -193,7 +276,7 @@ class SipEndpoint:
         self._tls_port = 0
         self._registration_changed = asyncio.Event()
         self._port = 0
-        self._calls: dict[str, InboundCall] = {}
+        self._calls: dict[str, InboundCall | OutboundCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -303,6 +386,40 @@ class SipEndpoint:
         self._core = None
         logger.info("SIP endpoint stopped")
 
+    async def place_call(
+        self,
+        target_uri: str,
+        *,
+        sdp_offer: bytes,
+        from_user: str,
+        headers: Mapping[str, str] | None = None,
+        credentials: tuple[str, str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> OutboundCall:
+        """Send an INVITE with `sdp_offer` and return the call at once.
+
+        `target_uri` is a sip: URI whose host is an IP address (names are not
+        resolved), over UDP or `;transport=tcp`. `from_user` is the user part
+        of From and Contact; `headers` are added to the INVITE. A 401 or 407
+        is answered once with `credentials` (user, password). Without a 2xx
+        within `timeout_s` the call is cancelled and ends with `timeout`.
+        Raise `SipUsageError` for a target, user or header that cannot be sent.
+        """
+        now = self._now()
+        handle = self.core.place_call(
+            target_uri,
+            sdp_offer,
+            from_user,
+            now,
+            headers=headers,
+            credentials=credentials,
+            timeout=timeout_s,
+        )
+        call = OutboundCall(self, handle, self.core.outbound[handle].call_id)
+        self._calls[handle] = call
+        self._pump()
+        return call
+
     def registration_state(self, name: str) -> str:
         """Return the state of an outbound registration: registered, backing-off, ..."""
         return self.core.registrations[name].state.value
@@ -350,7 +467,7 @@ class SipEndpoint:
         assert self._loop is not None
         return self._loop.time()
 
-    def _command(self, command: Callable[[UserAgent, float], None]) -> None:
+    def _command(self, command: Callable[[UserAgent, float], object]) -> None:
         if self._core is None:
             raise CallEnded("shutdown")
         command(self._core, self._now())
@@ -394,9 +511,9 @@ class SipEndpoint:
 
     def _dispatch(self, event: CoreEvent) -> None:
         if isinstance(event, CallOffered):
-            call = InboundCall(self, event.session, event.source)
-            self._calls[call.call_id] = call
-            self._spawn(self._run_handler(call), call.call_id)
+            inbound = InboundCall(self, event.session, event.source)
+            self._calls[inbound.call_id] = inbound
+            self._spawn(self._run_handler(inbound), inbound.call_id)
             return
         if isinstance(event, RegistrationChanged):
             self._registration_changed.set()
@@ -408,8 +525,11 @@ class SipEndpoint:
         call = call_or_none
         if isinstance(event, CallConfirmed):
             call._confirm(event.sdp)
+        elif isinstance(event, CallProgress):
+            if isinstance(call, OutboundCall):
+                call._progress(event.status, event.sdp)
         elif isinstance(event, CallTerminated):
-            call._finish(event.reason)
+            call._finish(event.reason, event.status)
             self._calls.pop(event.handle, None)
         elif isinstance(event, InfoReceived):
             if call.on_info is not None:
@@ -442,7 +562,7 @@ class SipEndpoint:
         if session is not None and session.state in (CallState.INCOMING, CallState.EARLY):
             self._command(lambda core, now: core.reject(call.call_id, status, None, now))
 
-    async def _run_reoffer(self, call: InboundCall, sdp: bytes | None) -> None:
+    async def _run_reoffer(self, call: InboundCall | OutboundCall, sdp: bytes | None) -> None:
         session = self._core.calls.get(call.call_id) if self._core else None
         answer: bytes | None = session.local_sdp if session else None
         if call.on_reoffer is not None:
