@@ -45,9 +45,10 @@ from signaling.sip.parser import (
     salvage_request,
 )
 from signaling.sip.ratelimit import SourceRateLimiter
+from signaling.sip.refer import ReferCore
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
-from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
+from signaling.sip.routing import Outgoing, Peer, response_peer, stamp_via
 from signaling.sip.transaction import (
     ClientInviteTransaction,
     ServerInviteTransaction,
@@ -59,14 +60,16 @@ from signaling.sip.transaction import (
     server_key,
 )
 from signaling.sip.tu import CoreConfig as CoreConfig
-from signaling.sip.uac import OutboundCore, ack_for_failure
+from signaling.sip.uac import ack_for_failure
 
 logger = logging.getLogger("sip.core")
 
-CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
+CALL_METHODS = (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
+)  # fmt: skip
 
 
-class UserAgent(OutboundCore):
+class UserAgent(ReferCore):
     """The UA core; see the module docstring for the calling contract."""
 
     def __init__(self, config: CoreConfig) -> None:
@@ -472,6 +475,10 @@ class UserAgent(OutboundCore):
             self._events.append(InfoReceived(session.handle, content_type, request.body))
         elif method in ("INVITE", "UPDATE"):
             self._on_reoffer(session, request, key)
+        elif method == "REFER":
+            self._on_refer(session, request, key)
+        elif method == "NOTIFY":
+            self._on_notify(session, request, key)
         else:
             self._respond(key, 405, extra=[("Allow", ", ".join(self.allowed))])
 
@@ -600,17 +607,14 @@ class UserAgent(OutboundCore):
 
     # ----- calls
 
-    def _session(self, handle: str) -> InviteSession:
-        session = self.calls.get(handle)
-        if session is None:
-            raise SipUsageError(f"unknown call {handle}")
-        return session
-
     def _end(self, session: InviteSession, reason: str) -> None:
         if session.ended:
             return
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
+        if session.refer_key is not None:
+            self._respond(session.refer_key, 603)
+            session.refer_key = None
         for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack"):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
@@ -623,51 +627,6 @@ class UserAgent(OutboundCore):
     def _send_bye(self, session: InviteSession) -> None:
         logger.info("call %s: sending BYE", session.handle)
         self._send_request(session, "BYE")
-
-    def send_in_dialog(
-        self,
-        handle: str,
-        method: str,
-        now: float,
-        body: bytes = b"",
-        content_type: str | None = None,
-        extra: list[tuple[str, str]] | None = None,
-    ) -> str | None:
-        """Send a request in the call's dialog; return its client transaction key.
-
-        The final response arrives as `RequestAnswered` with that key; a
-        timeout as status 408. Raise `SipUsageError` when the call has no
-        confirmed dialog.
-        """
-        self._now = max(self._now, now)
-        session = self._session(handle)
-        if session.state is not CallState.CONFIRMED or session.dialog is None:
-            raise SipUsageError(f"call {handle}: {method} needs a confirmed dialog")
-        key = self._send_request(session, method, body, content_type, extra)
-        if key is not None:
-            self._client_owner[key] = f"dialog:{handle}"
-        return key
-
-    def _send_request(
-        self,
-        session: InviteSession,
-        method: str,
-        body: bytes = b"",
-        content_type: str | None = None,
-        extra: list[tuple[str, str]] | None = None,
-    ) -> str | None:
-        dialog = session.dialog
-        source = self._call_peer.get(session.handle)
-        if dialog is None or source is None:
-            return None
-        peer = in_dialog_peer(dialog, source)
-        branch = new_branch()
-        headers = [("User-Agent", self.config.user_agent), *(extra or ())]
-        request = dialog.build_request(
-            method, self._via(branch, peer), extra=headers, body=body, content_type=content_type
-        )
-        self._start_client(request, branch, peer)
-        return client_key(branch, method)
 
     # ----- hooks of TransactionUser
 

@@ -14,13 +14,13 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from signaling.sip.auth import AuthConfig
 from signaling.sip.core import CoreConfig, UserAgent
 from signaling.sip.dialog import CallState, InviteSession
-from signaling.sip.errors import CallEnded, SipSyntaxError
+from signaling.sip.errors import CallEnded, SipSyntaxError, SipUsageError
 from signaling.sip.events import (
     CallConfirmed,
     CallOffered,
@@ -28,8 +28,11 @@ from signaling.sip.events import (
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    ReferProgress,
+    ReferReceived,
     RegistrationChanged,
     ReofferReceived,
+    RequestAnswered,
 )
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
@@ -41,6 +44,8 @@ from signaling.sip.transport import TcpServer, UdpTransport
 from signaling.sip.uri import SipUri
 
 logger = logging.getLogger("sip.endpoint")
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -90,7 +95,79 @@ class CallHandler(Protocol):
         ...
 
 
-class InboundCall:
+class DialogCall:
+    """What inbound and outbound calls share: in-dialog callbacks and blind transfer.
+
+    `on_refer` receives the target URI of a REFER from the peer; it performs
+    the transfer and returns True on success, and the stack reports the
+    outcome to the peer in a NOTIFY. Without it, a REFER gets 603.
+    """
+
+    def __init__(self, endpoint: SipEndpoint, handle: str) -> None:
+        self._endpoint = endpoint
+        self._handle = handle
+        self.call_id: str = handle
+        self.on_info: Callable[[str, bytes], None] | None = None
+        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
+        self.on_refer: Callable[[str], Awaitable[bool]] | None = None
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[str] = loop.create_future()
+        self._refer_result: asyncio.Future[int] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.done()
+
+    async def wait_ended(self) -> str:
+        """Wait for the end and return its reason (bye, hangup, cancel, timeout, ...)."""
+        return await asyncio.shield(self._ended)
+
+    async def refer(self, target_uri: str, timeout_s: float = 30.0) -> bool:
+        """Transfer the peer to `target_uri` with REFER (blind transfer, RFC 3515).
+
+        Return True when the peer reports a 2xx for its call to the target
+        (NOTIFY with a message/sipfrag status line), and False for a REFER
+        rejected by the peer, a failed transfer, the call ending first, or
+        no outcome within `timeout_s`. The call itself stays up: the peer or
+        the application hangs up afterwards. Raise `CallEnded` when the call
+        is over, and `SipUsageError` before the call is confirmed, for a
+        target that cannot be sent, or while another transfer runs.
+        """
+        if self._ended.done():
+            raise CallEnded(self._ended.result())
+        if self._refer_result is not None:
+            raise SipUsageError(f"call {self.call_id}: a transfer is already in progress")
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[int] = loop.create_future()
+        self._refer_result = result
+        try:
+            key = self._endpoint._command(
+                lambda core, now: core.refer(self._handle, target_uri, now)
+            )
+            if key is None:
+                return False
+            answered = self._endpoint._expect_response(key)
+            async with asyncio.timeout(timeout_s):
+                first: set[asyncio.Future[Any]] = {answered, self._ended}
+                await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+                if not answered.done() or not 200 <= answered.result() < 300:
+                    logger.info("call %s: REFER not accepted", self.call_id)
+                    return False
+                second: set[asyncio.Future[Any]] = {result, self._ended}
+                await asyncio.wait(second, return_when=asyncio.FIRST_COMPLETED)
+            return result.done() and 200 <= result.result() < 300
+        except TimeoutError:
+            logger.info("call %s: no transfer outcome within %s s", self.call_id, timeout_s)
+            return False
+        finally:
+            self._refer_result = None
+
+    def _refer_progress(self, status: int, final: bool) -> None:
+        if final and self._refer_result is not None and not self._refer_result.done():
+            self._refer_result.set_result(status)
+
+
+class InboundCall(DialogCall):
     """One inbound INVITE dialog as the application sees it.
 
     `caller` and `called` are caller data: never put them in log text.
@@ -101,11 +178,9 @@ class InboundCall:
     """
 
     def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:
+        super().__init__(endpoint, session.handle)
         info = session.invite.parsed
         request_uri = session.invite.request_uri
-        self._endpoint = endpoint
-        self._handle = session.handle
-        self.call_id: str = session.handle
         self.sip_call_id: str = info.call_id
         self.caller: str = _user_part(info.from_.uri_text, info.from_.uri)
         called = _user_part(session.invite.uri, request_uri)
@@ -113,16 +188,9 @@ class InboundCall:
         self.remote_sdp: bytes | None = session.remote_sdp
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
-        self.on_info: Callable[[str, bytes], None] | None = None
-        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
         loop = asyncio.get_running_loop()
         self.ack_sdp: asyncio.Future[bytes | None] = loop.create_future()
         self._confirmed: asyncio.Future[None] = loop.create_future()
-        self._ended: asyncio.Future[str] = loop.create_future()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.done()
 
     async def ring(self) -> None:
         self._check_live()
@@ -149,10 +217,6 @@ class InboundCall:
         if not self.ended:
             self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
 
-    async def wait_ended(self) -> str:
-        """Wait for the end and return its reason: bye, cancel, hangup, timeout or shutdown."""
-        return await asyncio.shield(self._ended)
-
     def _check_live(self) -> None:
         if self._ended.done():
             raise CallEnded(self._ended.result())
@@ -172,7 +236,7 @@ class InboundCall:
             self.ack_sdp.cancel()
 
 
-class OutboundCall:
+class OutboundCall(DialogCall):
     """One call we placed with `SipEndpoint.place_call`.
 
     `remote_sdp` is the answer (or the early media SDP of a 18x until the
@@ -183,22 +247,12 @@ class OutboundCall:
     """
 
     def __init__(self, endpoint: SipEndpoint, handle: str, sip_call_id: str) -> None:
-        self._endpoint = endpoint
-        self._handle = handle
-        self.call_id: str = handle
+        super().__init__(endpoint, handle)
         self.sip_call_id: str = sip_call_id
         self.remote_sdp: bytes | None = None
         self.status: int | None = None
         self.on_progress: Callable[[int], None] | None = None
-        self.on_info: Callable[[str, bytes], None] | None = None
-        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
-        loop = asyncio.get_running_loop()
-        self._answered: asyncio.Future[None] = loop.create_future()
-        self._ended: asyncio.Future[str] = loop.create_future()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.done()
+        self._answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def answered(self) -> bool:
@@ -225,10 +279,6 @@ class OutboundCall:
         """End the call: BYE once answered, CANCEL before. Idempotent."""
         if not self.ended:
             self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
-
-    async def wait_ended(self) -> str:
-        """Wait for the end and return its reason (bye, hangup, cancel, rejected, ...)."""
-        return await asyncio.shield(self._ended)
 
     def _progress(self, status: int, sdp: bytes | None) -> None:
         self.status = status
@@ -277,6 +327,7 @@ class SipEndpoint:
         self._registration_changed = asyncio.Event()
         self._port = 0
         self._calls: dict[str, InboundCall | OutboundCall] = {}
+        self._responses: dict[str, asyncio.Future[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -467,11 +518,23 @@ class SipEndpoint:
         assert self._loop is not None
         return self._loop.time()
 
-    def _command(self, command: Callable[[UserAgent, float], object]) -> None:
+    def _command(self, command: Callable[[UserAgent, float], T]) -> T:
         if self._core is None:
             raise CallEnded("shutdown")
-        command(self._core, self._now())
-        self._pump()
+        try:
+            return command(self._core, self._now())
+        finally:
+            self._pump()
+
+    def _expect_response(self, key: str) -> asyncio.Future[int]:
+        """Return a future for the final status of the in-dialog request `key`.
+
+        Call it right after sending, before yielding to the loop, so that the
+        response cannot arrive first.
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._responses[key] = future
+        return future
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -519,6 +582,11 @@ class SipEndpoint:
             self._registration_changed.set()
             self._registration_changed = asyncio.Event()
             return
+        if isinstance(event, RequestAnswered):
+            future = self._responses.pop(event.key, None)
+            if future is not None and not future.done():
+                future.set_result(event.status)
+            return
         call_or_none = self._calls.get(event.handle)
         if call_or_none is None:
             return
@@ -531,6 +599,10 @@ class SipEndpoint:
         elif isinstance(event, CallTerminated):
             call._finish(event.reason, event.status)
             self._calls.pop(event.handle, None)
+        elif isinstance(event, ReferProgress):
+            call._refer_progress(event.status, event.final)
+        elif isinstance(event, ReferReceived):
+            self._on_refer(call, event.target)
         elif isinstance(event, InfoReceived):
             if call.on_info is not None:
                 try:
@@ -561,6 +633,24 @@ class SipEndpoint:
         session = self._core.calls.get(call.call_id) if self._core else None
         if session is not None and session.state in (CallState.INCOMING, CallState.EARLY):
             self._command(lambda core, now: core.reject(call.call_id, status, None, now))
+
+    def _on_refer(self, call: InboundCall | OutboundCall, target: str) -> None:
+        accept = call.on_refer is not None
+        self._command(lambda core, now: core.answer_refer(call.call_id, accept, now))
+        if accept:
+            self._spawn(self._run_refer(call, target), call.call_id)
+
+    async def _run_refer(self, call: InboundCall | OutboundCall, target: str) -> None:
+        assert call.on_refer is not None
+        status, reason = 603, "Declined"
+        try:
+            if await call.on_refer(target):
+                status, reason = 200, "OK"
+        except Exception:
+            logger.exception("call %s: on_refer callback failed", call.call_id)
+            status, reason = 500, "Server Internal Error"
+        if self._core is not None and not call.ended:
+            self._command(lambda core, now: core.notify_refer(call.call_id, status, reason, now))
 
     async def _run_reoffer(self, call: InboundCall | OutboundCall, sdp: bytes | None) -> None:
         session = self._core.calls.get(call.call_id) if self._core else None

@@ -74,6 +74,23 @@ class RequestAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class ReferProgress:
+    """A NOTIFY about a transfer we asked for; `status` is its sipfrag status code."""
+
+    handle: str
+    status: int
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReferReceived:
+    """The peer asks us to transfer the call to `target`; answer with `answer_refer`."""
+
+    handle: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationChanged:
     """An outbound registration changed state; `detail` names the cause."""
 
@@ -84,5 +101,5 @@ class RegistrationChanged:
 
 CoreEvent = (
     CallOffered | CallConfirmed | CallTerminated | CallProgress | InfoReceived | ReofferReceived
-    | RequestAnswered | RegistrationChanged
+    | RequestAnswered | ReferProgress | ReferReceived | RegistrationChanged
 )  # fmt: skip
