@@ -45,7 +45,7 @@ from signaling.sip.parser import (
     salvage_request,
 )
 from signaling.sip.ratelimit import SourceRateLimiter
-from signaling.sip.refer import ReferCore
+from signaling.sip.refresh import RefreshCore, session_expires_of
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, response_peer, stamp_via
@@ -69,7 +69,7 @@ CALL_METHODS = (
 )  # fmt: skip
 
 
-class UserAgent(ReferCore):
+class UserAgent(RefreshCore):
     """The UA core; see the module docstring for the calling contract."""
 
     def __init__(self, config: CoreConfig) -> None:
@@ -217,6 +217,10 @@ class UserAgent(ReferCore):
             return
         session.local_sdp = sdp
         extra = self._session_timer_headers(session)
+        request = transaction.request
+        if request.method == "UPDATE" and not request.body:
+            # RFC 3311 §5.2: an UPDATE without an offer (a session refresh) gets no SDP.
+            sdp = b""
         response = self._respond(key, 200, contact=True, body=sdp, extra=extra)
         self._arm_session_timer(session)
         if transaction.request.method == "INVITE" and response is not None:
@@ -615,7 +619,7 @@ class UserAgent(ReferCore):
         if session.refer_key is not None:
             self._respond(session.refer_key, 603)
             session.refer_key = None
-        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack"):
+        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh"):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
@@ -635,6 +639,8 @@ class UserAgent(ReferCore):
         if owner.startswith("dialog:"):
             if response.status >= 200:
                 self._events.append(RequestAnswered(owner[7:], key, response.status))
+        elif owner.startswith("refresh:"):
+            self._on_refresh_response(owner[8:], key, response)
         elif not self._on_outbound_response(key, response):
             self._on_registration_response(key, response)
 
@@ -643,6 +649,10 @@ class UserAgent(ReferCore):
         owner = self._client_owner.get(key, "")
         if client and owner.startswith("dialog:"):
             self._events.append(RequestAnswered(owner[7:], key, 408))
+        elif client and owner.startswith("refresh:"):
+            session = self.calls.get(owner[8:])
+            if session is not None and not session.ended:
+                self._refresh_failed(session, 408)
         elif client and not self._on_outbound_timeout(key):
             self._on_registration_timeout(key)
 
@@ -654,16 +664,20 @@ class UserAgent(ReferCore):
         self._end(session, reason)
 
     def _arm_refreshee_timer(self, session: InviteSession, response: SipResponse) -> None:
-        """Watch the session timer of an answered outbound call (RFC 4028 §7.2)."""
-        value = response.headers.get("Session-Expires")
-        if value is None:
+        """Run the session timer of an answered outbound call (RFC 4028 §7.2).
+
+        With `refresher=uac` we send the refreshes; otherwise the callee
+        does, and we send BYE when they stop.
+        """
+        granted = session_expires_of(response)
+        if granted is None or granted[0] <= 0:
             return
-        interval, _, params = value.partition(";")
-        if not interval.strip().isdigit() or "refresher=uas" not in params.replace(" ", ""):
-            # NOTE: we never offer to refresh, so refresher=uac is not expected.
-            return
-        session.session_expires = int(interval.strip())
-        self._arm_session_timer(session)
+        interval, refresher = granted
+        if refresher == "uac":
+            self._start_refreshing(session, interval, response)
+        else:
+            session.session_expires = interval
+            self._arm_session_timer(session)
 
     def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
         self._call_by_invite.pop(key, None)
@@ -717,6 +731,8 @@ class UserAgent(ReferCore):
             logger.warning("call %s: not answered within %s s", handle, self.config.answer_timeout)
             self._respond(session.transaction_key, 480, to_tag=session.local_tag)
             self._end(session, "timeout")
+        elif name == "refresh":
+            self._send_refresh(session)
         elif name == "session":
             logger.warning("call %s: session timer expired without a refresh", handle)
             self._send_bye(session)

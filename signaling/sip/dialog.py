@@ -148,6 +148,9 @@ class InviteSession:
     reinvite_cseq: int | None = None
     reinvite_peer: Peer | None = None
     refer_key: str | None = None  # server transaction of a REFER awaiting the application
+    refresh_interval: int = 0  # Session-Expires when we are the refresher, else 0
+    refresh_with_update: bool = False
+    refresh_cseq: int | None = None  # CSeq of our last refresh re-INVITE, for its ACK
     refer_pending: bool = False  # a REFER was accepted and its final NOTIFY is not sent yet
 
     def change(self, new: CallState, event: str) -> None:

@@ -446,6 +446,7 @@ class SipEndpoint:
         headers: Mapping[str, str] | None = None,
         credentials: tuple[str, str] | None = None,
         timeout_s: float = 60.0,
+        session_expires: int | None = None,
     ) -> OutboundCall:
         """Send an INVITE with `sdp_offer` and return the call at once.
 
@@ -454,6 +455,8 @@ class SipEndpoint:
         of From and Contact; `headers` are added to the INVITE. A 401 or 407
         is answered once with `credentials` (user, password). Without a 2xx
         within `timeout_s` the call is cancelled and ends with `timeout`.
+        `session_expires` (seconds) asks for session timers; when the callee
+        makes us the refresher, we refresh at half the interval.
         Raise `SipUsageError` for a target, user or header that cannot be sent.
         """
         now = self._now()
@@ -465,6 +468,7 @@ class SipEndpoint:
             headers=headers,
             credentials=credentials,
             timeout=timeout_s,
+            session_expires=session_expires,
         )
         call = OutboundCall(self, handle, self.core.outbound[handle].call_id)
         self._calls[handle] = call

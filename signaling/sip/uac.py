@@ -126,11 +126,13 @@ class OutboundCore(TransactionUser):
         headers: Mapping[str, str] | None = None,
         credentials: tuple[str, str] | None = None,
         timeout: float = 60.0,
+        session_expires: int | None = None,
     ) -> str:
         """Send an INVITE with `sdp_offer` to `target_uri`; return the call handle.
 
         The target's host must be an IP address (names are never resolved),
-        and its transport UDP (default) or TCP. Raise `SipUsageError` for a
+        and its transport UDP (default) or TCP. With `session_expires` the
+        INVITE asks for session timers (RFC 4028). Raise `SipUsageError` for a
         target, user or header the stack cannot send.
         """
         self._now = max(self._now, now)
@@ -148,6 +150,8 @@ class OutboundCore(TransactionUser):
         for name, value in extra:
             if not TOKEN_RE.fullmatch(name) or any(char in value for char in "\r\n\0"):
                 raise SipUsageError(f"invalid header {name!r} for an outbound call")
+        if session_expires is not None:
+            extra += [("Supported", "timer"), ("Session-Expires", str(session_expires))]
         peer = Peer(uri.transport, uri.bare_host, uri.effective_port())
         handle = secrets.token_hex(4)
         local_uri = f"sip:{from_user}@{self._host()}:{self._port_for(peer)}"

@@ -245,3 +245,41 @@ async def test_invite_is_retransmitted_then_times_out() -> None:
     finally:
         peer.close()
         await endpoint.stop()
+
+
+class RefreshCounter(ScriptedHandler):
+    """Answers every call and sets `refreshed` at the second re-offer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refreshed = asyncio.Event()
+
+    async def _answer_reoffer(self, sdp: bytes | None) -> bytes:
+        answer = await super()._answer_reoffer(sdp)
+        if len(self.reoffers) >= 2:
+            self.refreshed.set()
+        return answer
+
+
+async def test_session_refreshes_reach_a_voxgate_callee(caller: SipEndpoint) -> None:
+    handler = RefreshCounter()
+    callee = await started(handler, min_session_expires=6)
+    try:
+        call = await caller.place_call(
+            f"sip:100@127.0.0.1:{callee.port}",
+            sdp_offer=OFFER_SDP,
+            from_user="200",
+            timeout_s=10,
+            session_expires=6,
+        )
+        await asyncio.wait_for(call.wait_answered(), 10)
+
+        # Refreshes come every 3 s; without them the callee would end the call after 4 s.
+        await asyncio.wait_for(handler.refreshed.wait(), 20)
+
+        assert handler.reoffers == [None, None]
+        assert not call.ended
+        await call.hangup()
+        assert await asyncio.wait_for(handler.reasons.get(), 5) == "bye"
+    finally:
+        await callee.stop()

@@ -212,3 +212,54 @@ def test_session_timer_of_the_callee_is_watched() -> None:
     assert len(requests(harness.advance(1.2), "BYE")) == 1
     assert [event.reason for event in harness.ended()] == ["timeout"]
     assert handle not in harness.core.calls
+
+
+def answer_as_refreshee(harness: CoreHarness, allow: str) -> tuple[str, SipRequest]:
+    handle, invite = place(harness, session_expires=120)
+    assert invite.headers.get("Session-Expires") == "120"
+    headers = [("Session-Expires", "120;refresher=uac"), ("Require", "timer"), ("Allow", allow)]
+    reply(harness, invite, 200, headers=headers, body=ANSWER_SDP)
+    return handle, invite
+
+
+def test_refresher_sends_update_at_half_interval() -> None:
+    harness = CoreHarness()
+    handle, _ = answer_as_refreshee(harness, "INVITE, ACK, BYE, UPDATE")
+
+    assert requests(harness.advance(59), "UPDATE") == []
+    update = requests(harness.advance(1.2), "UPDATE")
+    assert len(update) == 1
+    assert update[0].headers.get("Session-Expires") == "120;refresher=uac"
+    assert update[0].body == b""
+
+    reply(harness, update[0], 200, headers=[("Session-Expires", "100;refresher=uac")])
+    assert requests(harness.advance(49), "UPDATE") == []
+    assert len(requests(harness.advance(1.2), "UPDATE")) == 1
+    assert handle in harness.core.calls
+
+
+def test_refresher_falls_back_to_reinvite_and_acks_it() -> None:
+    harness = CoreHarness()
+    handle, _ = answer_as_refreshee(harness, "INVITE, ACK, BYE")
+
+    reinvite = requests(harness.advance(60.2), "INVITE")
+    assert len(reinvite) == 1
+    assert reinvite[0].body == OFFER_SDP
+    sent = reply(harness, reinvite[0], 200, body=ANSWER_SDP)
+
+    ack = requests(sent, "ACK")
+    assert len(ack) == 1
+    assert ack[0].parsed.cseq.number == reinvite[0].parsed.cseq.number
+    assert handle in harness.core.calls
+
+
+def test_refresh_rejected_with_481_ends_the_call() -> None:
+    harness = CoreHarness()
+    handle, _ = answer_as_refreshee(harness, "INVITE, ACK, BYE, UPDATE")
+    update = requests(harness.advance(60.2), "UPDATE")
+
+    sent = reply(harness, update[0], 481)
+
+    assert len(requests(sent, "BYE")) == 1
+    assert [event.reason for event in harness.ended()] == ["timeout"]
+    assert handle not in harness.core.calls
