@@ -1,12 +1,15 @@
-"""The UAS core without I/O: datagrams and commands in, datagrams and events out.
+"""The UA core without I/O: datagrams and commands in, datagrams and events out.
 
-`UserAgent` extends `TransactionUser` (`signaling.sip.tu`, which owns the
-transactions and timers) with the inbound INVITE sessions
-(`signaling.sip.dialog`), the registrar and outbound registrations. The
-asyncio adapter feeds
-it with `receive` (bytes from a transport), `tick` (the clock) and the
+`UserAgent` adds the inbound INVITE sessions (`signaling.sip.dialog`), the
+registrar and outbound registrations to a chain of base classes:
+`TransactionUser` (`signaling.sip.tu`, transactions and timers),
+`OutboundCore` (`signaling.sip.uac`, outbound INVITEs), `ReferCore`
+(`signaling.sip.refer`, in-dialog requests and REFER) and `RefreshCore`
+(`signaling.sip.refresh`, session refreshes). The asyncio adapter feeds it
+with `receive` (bytes from a transport), `tick` (the clock) and the
 application's commands (`ring`, `answer`, `reject`, `hangup`,
-`answer_reoffer`, `shutdown`), then drains `take_outgoing()` and
+`answer_reoffer`, `place_call`, `cancel_call`, `refer`, `answer_refer`,
+`notify_refer`, `shutdown`), then drains `take_outgoing()` and
 `take_events()`. Every method takes `now` in seconds on the adapter's
 monotonic clock, and `next_deadline()` tells the adapter when to call
 `tick` again, so tests run timers on a virtual clock.

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-`ReferCore` adds to the UA core the requests that an application sends in
-a confirmed dialog (`send_in_dialog`; its final response comes back as a
-`RequestAnswered` event) and both sides of REFER:
+`ReferCore` adds two things to the UA core. The first is requests that the
+application sends in a confirmed dialog (`send_in_dialog`), whose final
+response comes back as a `RequestAnswered` event. The second is both sides
+of REFER:
 
 * Outbound: `refer` sends REFER with Refer-To and Referred-By. The peer
   answers 202 and reports the transfer in NOTIFY requests (Event: refer)
@@ -170,7 +171,7 @@ class ReferCore(OutboundCore):
         session = self._session(handle)
         key, session.refer_key = session.refer_key, None
         if key is None:
-            raise SipUsageError(f"call {handle}: no REFER to answer")
+            raise SipUsageError(f"call {handle}: no pending REFER")
         if not accept:
             self._respond(key, 603)
             return

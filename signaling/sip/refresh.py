@@ -1,13 +1,14 @@
 """Session refreshes that we send as the refresher (RFC 4028 §7.4, §10).
 
 When the 2xx to our INVITE names us the refresher (`refresher=uac`), the
-call is refreshed at half the negotiated interval: with UPDATE without a
-body when the peer allows it (RFC 4028 recommends it), else with a
-re-INVITE that repeats our last SDP and gets its own ACK. A 2xx re-arms the
-refresh with the interval it grants; 491 retries after two seconds; 408,
-481 or no response at all ends the call with BYE (reason `timeout`), as
-the session is gone at the peer; any other failure is logged and the next
-refresh is still attempted while the interval lasts.
+call is refreshed at half the negotiated interval. The refresh is an UPDATE
+without a body when the peer allows UPDATE (RFC 4028 §7.4 prefers it), else
+a re-INVITE that repeats our last SDP and gets its own ACK.
+
+A 2xx re-arms the refresh with the interval it grants, and 491 retries
+after two seconds. 408, 481 or no response ends the call with BYE (reason
+`timeout`), because the session is gone at the peer. Any other failure is
+logged and retried at a quarter of the interval.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class RefreshCore(ReferCore):
             if key is not None:
                 self._client_owner[key] = f"refresh:{session.handle}"
             return
+
         peer = in_dialog_peer(dialog, source)
         branch = new_branch()
         headers = [
@@ -104,7 +106,9 @@ class RefreshCore(ReferCore):
         elif response.status in (408, 481):
             self._refresh_failed(session, response.status)
         else:
-            logger.warning("call %s: session refresh answered %s", handle, response.status)
+            logger.warning(
+                "call %s: session refresh failed with status %s; retrying", handle, response.status
+            )
             self._arm("call", handle, "refresh", self._now + session.refresh_interval / 4)
 
     def _ack_refresh(self, session: InviteSession, key: str) -> None:

@@ -14,11 +14,13 @@ retransmits it over UDP, Timer B gives up) and tracks the call in an
 
 After a 401 or 407 the INVITE is sent once more with digest credentials
 (new branch, next CSeq, same Call-ID and From tag). The transaction sends
-the ACK for every non-2xx final response (§17.1.1.3); the ACK for a 2xx is
-ours (§13.2.2.4), built in the dialog and sent again for each retransmitted
-2xx. On the 2xx the call becomes an `InviteSession` in CONFIRMED state in
-the core's call table, so BYE, INFO, re-INVITE, UPDATE, REFER and hangup
-work the same for both directions. A CANCEL waits for a provisional
+the ACK for every non-2xx final response (§17.1.1.3). The ACK for a 2xx
+belongs to the dialog (§13.2.2.4), so this core builds it and sends it
+again for each retransmitted 2xx.
+
+On the 2xx the call becomes an `InviteSession` in CONFIRMED state in the
+core's call table, so BYE, INFO, re-INVITE, UPDATE, REFER and hangup work
+the same for both directions. A CANCEL waits for a provisional
 response (§9.1); a 2xx that crosses our CANCEL is acknowledged and ended
 with BYE (§15).
 """
@@ -92,6 +94,7 @@ class OutboundSession:
     early_sdp: bytes | None = None
     ack: SipRequest | None = None  # the ACK for the 2xx, resent for each retransmission
     ack_peer: Peer | None = None
+    remote_tag: str | None = None  # To tag of the 2xx that made the dialog
 
     def change(self, new: OutboundState, event: str) -> None:
         """Move to `new`; raise `SipUsageError` naming the event for an illegal move."""
@@ -248,7 +251,11 @@ class OutboundCore(TransactionUser):
         status = response.status
         sdp = sdp_body(response.headers.get("Content-Type"), response.body)
         if session.state is OutboundState.ANSWERED:
-            if 200 <= status < 300 and session.ack is not None and session.ack_peer is not None:
+            if not 200 <= status < 300:
+                return True
+            if response.parsed.to.tag != session.remote_tag:
+                self._end_forked_dialog(session, response)
+            elif session.ack is not None and session.ack_peer is not None:
                 self._outgoing.append(Outgoing(to_bytes(session.ack), session.ack_peer))
             return True
         if key != session.transaction_key or session.state is OutboundState.TERMINATED:
@@ -261,7 +268,7 @@ class OutboundCore(TransactionUser):
             pass
         else:
             reason = session.cancel_reason or "rejected"
-            logger.info("call %s: INVITE answered %s", session.handle, status)
+            logger.info("call %s: INVITE failed with status %s", session.handle, status)
             self._finish_outbound(session, reason, status)
         return True
 
@@ -275,11 +282,9 @@ class OutboundCore(TransactionUser):
         if session.cancel_reason is not None and session.state is OutboundState.PROCEEDING:
             self._send_cancel(session)
 
-    def _on_answer(
-        self, session: OutboundSession, response: SipResponse, sdp: bytes | None
-    ) -> None:
+    def _dialog_from(self, session: OutboundSession, response: SipResponse) -> Dialog:
         info = response.parsed
-        dialog = Dialog(
+        return Dialog(
             call_id=session.call_id,
             local_tag=session.local_tag,
             remote_tag=info.to.tag or "",
@@ -290,17 +295,35 @@ class OutboundCore(TransactionUser):
             route_set=[str(route) for route in reversed(info.record_route)],
             local_seq=session.cseq,
         )
+
+    def _end_forked_dialog(self, session: OutboundSession, response: SipResponse) -> None:
+        """Acknowledge a 2xx from a second fork and end its dialog with BYE (§13.2.2.4)."""
+        dialog = self._dialog_from(session, response)
+        peer = in_dialog_peer(dialog, session.peer)
+        ack = dialog.build_request("ACK", self._via(new_branch(), peer))
+        self._outgoing.append(Outgoing(to_bytes(ack), peer))
+        branch = new_branch()
+        self._start_client(dialog.build_request("BYE", self._via(branch, peer)), branch, peer)
+        logger.info("call %s: 2xx from a second fork; sending BYE to its dialog", session.handle)
+
+    def _on_answer(
+        self, session: OutboundSession, response: SipResponse, sdp: bytes | None
+    ) -> None:
+        dialog = self._dialog_from(session, response)
+        session.remote_tag = dialog.remote_tag
         peer = in_dialog_peer(dialog, session.peer)
         ack = dialog.build_request(
             "ACK", self._via(new_branch(), peer), extra=[("User-Agent", self.config.user_agent)]
         )
         session.ack, session.ack_peer = ack, peer
         self._outgoing.append(Outgoing(to_bytes(ack), peer))
+
         session.change(OutboundState.ANSWERED, str(response.status))
         self._disarm("outbound", session.handle, "answer")
         self._disarm("outbound", session.handle, "cancel")
         parsed_invite = parse_datagram(to_bytes(session.invite), self.config.limits)
         assert isinstance(parsed_invite, SipRequest)
+
         call = InviteSession(
             session.handle,
             parsed_invite,
@@ -323,7 +346,7 @@ class OutboundCore(TransactionUser):
             self._arm_refreshee_timer(call, response)
 
     def _retry_with_credentials(self, session: OutboundSession, response: SipResponse) -> bool:
-        """Answer a 401/407 once with a new INVITE carrying digest credentials."""
+        """Retry the INVITE once with digest credentials after a 401 or 407."""
         if session.credentials is None or session.authenticated or session.cancel_reason:
             return False
         header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
@@ -343,7 +366,11 @@ class OutboundCore(TransactionUser):
             )  # fmt: skip
             session.authenticated = True
             session.cseq += 1
-            logger.info("call %s: answering a %s challenge", session.handle, response.status)
+            logger.info(
+                "call %s: retrying the INVITE with credentials after %s",
+                session.handle,
+                response.status,
+            )
             self._send_invite(session, (answer, authorization))
             return True
         logger.info("call %s: no usable digest challenge in %s", session.handle, response.status)
@@ -376,7 +403,7 @@ class OutboundCore(TransactionUser):
             OutboundState.CALLING,
             OutboundState.PROCEEDING,
         ):
-            logger.info("call %s: not answered in time; cancelling", handle)
+            logger.info("call %s: answer timeout expired; sending CANCEL", handle)
             self.cancel_call(handle, self._now, "timeout")
         elif name == "cancel" and session.state is OutboundState.CANCELLING:
             logger.info("call %s: no final response after CANCEL", handle)

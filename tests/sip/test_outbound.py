@@ -283,3 +283,21 @@ async def test_session_refreshes_reach_a_voxgate_callee(caller: SipEndpoint) -> 
         assert await asyncio.wait_for(handler.reasons.get(), 5) == "bye"
     finally:
         await callee.stop()
+
+
+async def test_call_over_tcp(
+    caller: SipEndpoint, callee: tuple[SipEndpoint, ScriptedHandler]
+) -> None:
+    endpoint, handler = callee
+    call = await caller.place_call(
+        f"sip:100@127.0.0.1:{endpoint.port};transport=tcp",
+        sdp_offer=OFFER_SDP,
+        from_user="200",
+        timeout_s=10,
+    )
+
+    assert await asyncio.wait_for(call.wait_answered(), 10) == ANSWER_SDP
+    inbound = await asyncio.wait_for(handler.calls.get(), 5)
+    assert inbound.transport == "tcp"
+    await call.hangup()
+    assert await asyncio.wait_for(handler.reasons.get(), 5) == "bye"

@@ -25,7 +25,10 @@ needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp is not installed")
 
 
 class TransferHandler(ScriptedHandler):
-    """Answers every call and performs each REFER with the outcome in `succeed`."""
+    """Call handler that accepts every call and performs each REFER with the outcome `succeed`.
+
+    With `succeed` None it sets no `on_refer`, so the stack rejects REFER with 603.
+    """
 
     def __init__(self, succeed: bool | None = True) -> None:
         super().__init__()

@@ -119,10 +119,10 @@ def test_cancel_waits_for_a_provisional_response() -> None:
     harness = CoreHarness()
     handle, invite = place(harness)
 
-    held = harness.run(lambda core, now: core.cancel_call(handle, now))
+    before_provisional = harness.run(lambda core, now: core.cancel_call(handle, now))
     sent = reply(harness, invite, 180)
 
-    assert requests(held, "CANCEL") == []
+    assert requests(before_provisional, "CANCEL") == []
     cancel = requests(sent, "CANCEL")
     assert len(cancel) == 1
     assert cancel[0].parsed.top_via.branch == invite.parsed.top_via.branch
@@ -263,3 +263,17 @@ def test_refresh_rejected_with_481_ends_the_call() -> None:
     assert len(requests(sent, "BYE")) == 1
     assert [event.reason for event in harness.ended()] == ["timeout"]
     assert handle not in harness.core.calls
+
+
+def test_second_fork_2xx_gets_bye() -> None:
+    harness = CoreHarness()
+    handle, invite = place(harness)
+    reply(harness, invite, 200, body=ANSWER_SDP)
+
+    sent = reply(harness, invite, 200, to_tag="fork2", body=ANSWER_SDP)
+
+    methods = [item.method for item in sent if isinstance(item, SipRequest)]
+    assert methods == ["ACK", "BYE"]
+    assert all(item.parsed.to.tag == "fork2" for item in requests(sent, "BYE"))
+    assert handle in harness.core.calls
+    assert harness.ended() == []
