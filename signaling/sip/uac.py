@@ -38,7 +38,7 @@ from signaling.sip.auth import ALGORITHMS, build_authorization, parse_digest
 from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch, new_tag
 from signaling.sip.errors import SipSyntaxError, SipUsageError
 from signaling.sip.events import CallConfirmed, CallProgress, CallTerminated, CoreEvent
-from signaling.sip.headers import TOKEN_RE, Headers
+from signaling.sip.headers import TOKEN_RE, Headers, canonical_name
 from signaling.sip.message import SipRequest, SipResponse, sdp_body, to_bytes
 from signaling.sip.parser import parse_datagram
 from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, is_ip
@@ -48,6 +48,11 @@ from signaling.sip.uri import parse_sip_uri
 
 logger = logging.getLogger("sip.uac")
 
+# Headers that the stack writes itself; an application value would corrupt the INVITE.
+RESERVED_HEADERS = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "max-forwards", "contact", "content-length",
+     "content-type", "route", "record-route"}
+)  # fmt: skip
 _USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+")
 
 
@@ -153,6 +158,8 @@ class OutboundCore(TransactionUser):
         for name, value in extra:
             if not TOKEN_RE.fullmatch(name) or any(char in value for char in "\r\n\0"):
                 raise SipUsageError(f"invalid header {name!r} for an outbound call")
+            if canonical_name(name).lower() in RESERVED_HEADERS:
+                raise SipUsageError(f"header {name!r} is set by the stack; remove it")
         if session_expires is not None:
             extra += [("Supported", "timer"), ("Session-Expires", str(session_expires))]
         peer = Peer(uri.transport, uri.bare_host, uri.effective_port())

@@ -226,6 +226,14 @@ async def test_bad_targets_are_refused(caller: SipEndpoint) -> None:
             headers={"X-Bad": "a\r\nBYE"},
             timeout_s=1,
         )
+    with pytest.raises(SipUsageError):
+        await caller.place_call(
+            "sip:100@127.0.0.1",
+            sdp_offer=OFFER_SDP,
+            from_user="200",
+            headers={"i": "another-call-id"},
+            timeout_s=1,
+        )
 
 
 async def test_invite_is_retransmitted_then_times_out() -> None:
