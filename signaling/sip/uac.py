@@ -148,6 +148,8 @@ class OutboundCore(TransactionUser):
             uri = parse_sip_uri(target_uri)
         except SipSyntaxError as error:
             raise SipUsageError(f"invalid target URI: {error.reason}") from None
+        if uri.scheme.lower() != "sip":
+            raise SipUsageError("invalid target URI: only sip: targets are supported, not sips:")
         if not is_ip(uri.bare_host):
             raise SipUsageError("invalid target URI: the host must be an IP address")
         if uri.transport not in ("udp", "tcp"):

@@ -211,7 +211,12 @@ async def test_stop_cancels_an_unanswered_call(
 
 
 async def test_bad_targets_are_refused(caller: SipEndpoint) -> None:
-    for target in ("sip:100@pbx.example.com", "tel:+15550100", "sip:100@127.0.0.1;transport=tls"):
+    for target in (
+        "sip:100@pbx.example.com",
+        "tel:+15550100",
+        "sip:100@127.0.0.1;transport=tls",
+        "sips:100@127.0.0.1",
+    ):
         with pytest.raises(SipUsageError):
             await caller.place_call(target, sdp_offer=OFFER_SDP, from_user="200", timeout_s=1)
     with pytest.raises(SipUsageError):
