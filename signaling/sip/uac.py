@@ -154,6 +154,11 @@ class OutboundCore(TransactionUser):
             raise SipUsageError("invalid target URI: the host must be an IP address")
         if uri.transport not in ("udp", "tcp"):
             raise SipUsageError(f"unsupported transport {uri.transport} for an outbound call")
+        if len(sdp_offer) > self.config.limits.max_body_bytes:
+            raise SipUsageError(
+                f"SDP offer of {len(sdp_offer)} bytes exceeds the body limit "
+                f"{self.config.limits.max_body_bytes}"
+            )
         if not _USER_RE.fullmatch(from_user):
             raise SipUsageError("invalid from_user: expected a non-empty SIP user part")
         extra = [(name, value) for name, value in (headers or {}).items()]
