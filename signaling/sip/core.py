@@ -1,12 +1,15 @@
-"""The UAS core without I/O: datagrams and commands in, datagrams and events out.
+"""The UA core without I/O: datagrams and commands in, datagrams and events out.
 
-`UserAgent` extends `TransactionUser` (`signaling.sip.tu`, which owns the
-transactions and timers) with the inbound INVITE sessions
-(`signaling.sip.dialog`), the registrar and outbound registrations. The
-asyncio adapter feeds
-it with `receive` (bytes from a transport), `tick` (the clock) and the
+`UserAgent` adds the inbound INVITE sessions (`signaling.sip.dialog`), the
+registrar and outbound registrations to a chain of base classes:
+`TransactionUser` (`signaling.sip.tu`, transactions and timers),
+`OutboundCore` (`signaling.sip.uac`, outbound INVITEs), `ReferCore`
+(`signaling.sip.refer`, in-dialog requests and REFER) and `RefreshCore`
+(`signaling.sip.refresh`, session refreshes). The asyncio adapter feeds it
+with `receive` (bytes from a transport), `tick` (the clock) and the
 application's commands (`ring`, `answer`, `reject`, `hangup`,
-`answer_reoffer`, `shutdown`), then drains `take_outgoing()` and
+`answer_reoffer`, `place_call`, `cancel_call`, `refer`, `answer_refer`,
+`notify_refer`, `shutdown`), then drains `take_outgoing()` and
 `take_events()`. Every method takes `now` in seconds on the adapter's
 monotonic clock, and `next_deadline()` tells the adapter when to call
 `tick` again, so tests run timers on a virtual clock.
@@ -35,6 +38,7 @@ from signaling.sip.events import (
     InfoReceived,
     RegistrationChanged,
     ReofferReceived,
+    RequestAnswered,
 )
 from signaling.sip.message import SipRequest, SipResponse, build_response, sdp_body, to_bytes
 from signaling.sip.parser import (
@@ -44,10 +48,12 @@ from signaling.sip.parser import (
     salvage_request,
 )
 from signaling.sip.ratelimit import SourceRateLimiter
+from signaling.sip.refresh import RefreshCore, session_expires_of
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
-from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
+from signaling.sip.routing import Outgoing, Peer, response_peer, stamp_via
 from signaling.sip.transaction import (
+    ClientInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     ServerTransaction,
@@ -57,27 +63,25 @@ from signaling.sip.transaction import (
     server_key,
 )
 from signaling.sip.tu import CoreConfig as CoreConfig
-from signaling.sip.tu import TransactionUser
+from signaling.sip.uac import ack_for_failure
 
 logger = logging.getLogger("sip.core")
 
-CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
+CALL_METHODS = (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
+)  # fmt: skip
 
 
-class UserAgent(TransactionUser):
-    """The UAS core; see the module docstring for the calling contract."""
+class UserAgent(RefreshCore):
+    """The UA core; see the module docstring for the calling contract."""
 
     def __init__(self, config: CoreConfig) -> None:
         super().__init__(config, CALL_METHODS + (("REGISTER",) if config.auth.users else ()))
         self.authenticator = Authenticator(config.auth)
         self.registrar = Registrar()
-        self.calls: dict[str, InviteSession] = {}
         self.registrations: dict[str, Registration] = {}
-        self._events: list[CoreEvent] = []
         self._merge_keys: dict[tuple[str, str, int, str], str] = {}
-        self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
-        self._call_peer: dict[str, Peer] = {}
         self._rate_limiter = SourceRateLimiter(config.rate_limit) if config.rate_limit else None
 
     # ----- adapter interface
@@ -197,6 +201,8 @@ class UserAgent(TransactionUser):
         session = self.calls.get(handle)
         if session is not None:
             self._hang_up(session, "hangup", 480)
+        else:
+            self.cancel_call(handle, now, "hangup")
 
     def answer_reoffer(self, handle: str, sdp: bytes | None, now: float) -> None:
         """Answer the pending re-INVITE or UPDATE: 200 with `sdp`, or 488 for None."""
@@ -214,6 +220,10 @@ class UserAgent(TransactionUser):
             return
         session.local_sdp = sdp
         extra = self._session_timer_headers(session)
+        request = transaction.request
+        if request.method == "UPDATE" and not request.body:
+            # RFC 3311 §5.2: an UPDATE without an offer (a session refresh) gets no SDP.
+            sdp = b""
         response = self._respond(key, 200, contact=True, body=sdp, extra=extra)
         self._arm_session_timer(session)
         if transaction.request.method == "INVITE" and response is not None:
@@ -231,6 +241,7 @@ class UserAgent(TransactionUser):
         self._now = max(self._now, now)
         for session in list(self.calls.values()):
             self._hang_up(session, "shutdown", 487)
+        self._shutdown_outbound()
 
     def add_registration(self, config: RegistrationConfig, now: float) -> None:
         """Start keeping a binding at `config.registrar` (see `signaling.sip.registration`)."""
@@ -471,6 +482,10 @@ class UserAgent(TransactionUser):
             self._events.append(InfoReceived(session.handle, content_type, request.body))
         elif method in ("INVITE", "UPDATE"):
             self._on_reoffer(session, request, key)
+        elif method == "REFER":
+            self._on_refer(session, request, key)
+        elif method == "NOTIFY":
+            self._on_notify(session, request, key)
         else:
             self._respond(key, 405, extra=[("Allow", ", ".join(self.allowed))])
 
@@ -592,22 +607,22 @@ class UserAgent(TransactionUser):
         if transaction is None:
             logger.debug("dropped a response that matches no client transaction")
             return
-        self._apply(key, transaction.on_response(response), client=True)
+        if isinstance(transaction, ClientInviteTransaction):
+            self._apply(key, transaction.on_response(response, ack_for_failure), client=True)
+        else:
+            self._apply(key, transaction.on_response(response), client=True)
 
     # ----- calls
-
-    def _session(self, handle: str) -> InviteSession:
-        session = self.calls.get(handle)
-        if session is None:
-            raise SipUsageError(f"unknown call {handle}")
-        return session
 
     def _end(self, session: InviteSession, reason: str) -> None:
         if session.ended:
             return
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
-        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack"):
+        if session.refer_key is not None:
+            self._respond(session.refer_key, 603)
+            session.refer_key = None
+        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh"):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
@@ -617,26 +632,55 @@ class UserAgent(TransactionUser):
         self._call_peer.pop(session.handle, None)
 
     def _send_bye(self, session: InviteSession) -> None:
-        dialog = session.dialog
-        source = self._call_peer.get(session.handle)
-        if dialog is None or source is None:
-            return
-        peer = in_dialog_peer(dialog, source)
-        branch = new_branch()
-        extra = [("User-Agent", self.config.user_agent)]
-        request = dialog.build_request("BYE", self._via(branch, peer), extra=extra)
         logger.info("call %s: sending BYE", session.handle)
-        self._start_client(request, branch, peer)
+        self._send_request(session, "BYE")
 
     # ----- hooks of TransactionUser
 
     def _on_client_response(self, key: str, response: SipResponse) -> None:
-        self._on_registration_response(key, response)
+        owner = self._client_owner.get(key, "")
+        if owner.startswith("dialog:"):
+            if response.status >= 200:
+                self._events.append(RequestAnswered(owner[7:], key, response.status))
+        elif owner.startswith("refresh:"):
+            self._on_refresh_response(owner[8:], key, response)
+        elif not self._on_outbound_response(key, response):
+            self._on_registration_response(key, response)
 
     def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
         super()._on_timed_out(key, timer, client)
-        if client:
+        owner = self._client_owner.get(key, "")
+        if client and owner.startswith("dialog:"):
+            self._events.append(RequestAnswered(owner[7:], key, 408))
+        elif client and owner.startswith("refresh:"):
+            session = self.calls.get(owner[8:])
+            if session is not None and not session.ended:
+                self._refresh_failed(session, 408)
+        elif client and not self._on_outbound_timeout(key):
             self._on_registration_timeout(key)
+
+    def _on_client_forgotten(self, key: str) -> None:
+        self._on_outbound_forgotten(key)
+
+    def _end_answered(self, session: InviteSession, reason: str) -> None:
+        self._send_bye(session)
+        self._end(session, reason)
+
+    def _arm_refreshee_timer(self, session: InviteSession, response: SipResponse) -> None:
+        """Run the session timer of an answered outbound call (RFC 4028 §7.2).
+
+        With `refresher=uac` we send the refreshes; otherwise the callee
+        does, and we send BYE when they stop.
+        """
+        granted = session_expires_of(response)
+        if granted is None or granted[0] <= 0:
+            return
+        interval, refresher = granted
+        if refresher == "uac":
+            self._start_refreshing(session, interval, response)
+        else:
+            session.session_expires = interval
+            self._arm_session_timer(session)
 
     def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
         self._call_by_invite.pop(key, None)
@@ -648,6 +692,8 @@ class UserAgent(TransactionUser):
     def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
         if kind == "call":
             self._fire_call_timer(owner, name)
+        elif kind == "outbound":
+            self._fire_outbound_timer(owner, name)
         elif kind == "registration":
             registration = self.registrations.get(owner)
             if registration is not None:
@@ -688,6 +734,8 @@ class UserAgent(TransactionUser):
             logger.warning("call %s: not answered within %s s", handle, self.config.answer_timeout)
             self._respond(session.transaction_key, 480, to_tag=session.local_tag)
             self._end(session, "timeout")
+        elif name == "refresh":
+            self._send_refresh(session)
         elif name == "session":
             logger.warning("call %s: session timer expired without a refresh", handle)
             self._send_bye(session)

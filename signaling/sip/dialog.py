@@ -147,6 +147,11 @@ class InviteSession:
     reinvite_answer: SipResponse | None = None  # 2xx to a re-INVITE, until its ACK
     reinvite_cseq: int | None = None
     reinvite_peer: Peer | None = None
+    refer_key: str | None = None  # server transaction of a REFER awaiting the application
+    refresh_interval: int = 0  # Session-Expires when we are the refresher, else 0
+    refresh_with_update: bool = False
+    refresh_cseq: int | None = None  # CSeq of our last refresh re-INVITE, for its ACK
+    refer_pending: bool = False  # a REFER was accepted and its final NOTIFY is not sent yet
 
     def change(self, new: CallState, event: str) -> None:
         """Move to `new`; raise `SipUsageError` naming the event for an illegal move."""

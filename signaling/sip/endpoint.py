@@ -12,23 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from signaling.sip.auth import AuthConfig
 from signaling.sip.core import CoreConfig, UserAgent
 from signaling.sip.dialog import CallState, InviteSession
-from signaling.sip.errors import CallEnded, SipSyntaxError
+from signaling.sip.errors import CallEnded, SipSyntaxError, SipUsageError
 from signaling.sip.events import (
     CallConfirmed,
     CallOffered,
+    CallProgress,
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    ReferProgress,
+    ReferReceived,
     RegistrationChanged,
     ReofferReceived,
+    RequestAnswered,
 )
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
@@ -40,6 +44,8 @@ from signaling.sip.transport import TcpServer, UdpTransport
 from signaling.sip.uri import SipUri
 
 logger = logging.getLogger("sip.endpoint")
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -89,7 +95,79 @@ class CallHandler(Protocol):
         ...
 
 
-class InboundCall:
+class DialogCall:
+    """What inbound and outbound calls share: in-dialog callbacks and blind transfer.
+
+    `on_refer` receives the target URI of a REFER from the peer; it performs
+    the transfer and returns True on success, and the stack reports the
+    outcome to the peer in a NOTIFY. Without it, a REFER gets 603.
+    """
+
+    def __init__(self, endpoint: SipEndpoint, handle: str) -> None:
+        self._endpoint = endpoint
+        self._handle = handle
+        self.call_id: str = handle
+        self.on_info: Callable[[str, bytes], None] | None = None
+        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
+        self.on_refer: Callable[[str], Awaitable[bool]] | None = None
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[str] = loop.create_future()
+        self._refer_result: asyncio.Future[int] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.done()
+
+    async def wait_ended(self) -> str:
+        """Wait for the end and return its reason (bye, hangup, cancel, timeout, ...)."""
+        return await asyncio.shield(self._ended)
+
+    async def refer(self, target_uri: str, timeout_s: float = 30.0) -> bool:
+        """Transfer the peer to `target_uri` with REFER (blind transfer, RFC 3515).
+
+        Return True when the peer reports a 2xx for its call to the target
+        (NOTIFY with a message/sipfrag status line), and False for a REFER
+        rejected by the peer, a failed transfer, the call ending first, or
+        no outcome within `timeout_s`. The call itself stays up: the peer or
+        the application hangs up afterwards. Raise `CallEnded` when the call
+        is over, and `SipUsageError` before the call is confirmed, for a
+        target that cannot be sent, or while another transfer runs.
+        """
+        if self._ended.done():
+            raise CallEnded(self._ended.result())
+        if self._refer_result is not None:
+            raise SipUsageError(f"call {self.call_id}: a transfer is already in progress")
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[int] = loop.create_future()
+        self._refer_result = result
+        try:
+            key = self._endpoint._command(
+                lambda core, now: core.refer(self._handle, target_uri, now)
+            )
+            if key is None:
+                return False
+            answered = self._endpoint._expect_response(key)
+            async with asyncio.timeout(timeout_s):
+                first: set[asyncio.Future[Any]] = {answered, self._ended}
+                await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+                if not answered.done() or not 200 <= answered.result() < 300:
+                    logger.info("call %s: REFER not accepted", self.call_id)
+                    return False
+                second: set[asyncio.Future[Any]] = {result, self._ended}
+                await asyncio.wait(second, return_when=asyncio.FIRST_COMPLETED)
+            return result.done() and 200 <= result.result() < 300
+        except TimeoutError:
+            logger.info("call %s: no transfer outcome within %s s", self.call_id, timeout_s)
+            return False
+        finally:
+            self._refer_result = None
+
+    def _refer_progress(self, status: int, final: bool) -> None:
+        if final and self._refer_result is not None and not self._refer_result.done():
+            self._refer_result.set_result(status)
+
+
+class InboundCall(DialogCall):
     """One inbound INVITE dialog as the application sees it.
 
     `caller` and `called` are caller data: never put them in log text.
@@ -100,11 +178,9 @@ class InboundCall:
     """
 
     def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:
+        super().__init__(endpoint, session.handle)
         info = session.invite.parsed
         request_uri = session.invite.request_uri
-        self._endpoint = endpoint
-        self._handle = session.handle
-        self.call_id: str = session.handle
         self.sip_call_id: str = info.call_id
         self.caller: str = _user_part(info.from_.uri_text, info.from_.uri)
         called = _user_part(session.invite.uri, request_uri)
@@ -112,16 +188,9 @@ class InboundCall:
         self.remote_sdp: bytes | None = session.remote_sdp
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
-        self.on_info: Callable[[str, bytes], None] | None = None
-        self.on_reoffer: Callable[[bytes | None], Awaitable[bytes]] | None = None
         loop = asyncio.get_running_loop()
         self.ack_sdp: asyncio.Future[bytes | None] = loop.create_future()
         self._confirmed: asyncio.Future[None] = loop.create_future()
-        self._ended: asyncio.Future[str] = loop.create_future()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.done()
 
     async def ring(self) -> None:
         self._check_live()
@@ -148,10 +217,6 @@ class InboundCall:
         if not self.ended:
             self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
 
-    async def wait_ended(self) -> str:
-        """Wait for the end and return its reason: bye, cancel, hangup, timeout or shutdown."""
-        return await asyncio.shield(self._ended)
-
     def _check_live(self) -> None:
         if self._ended.done():
             raise CallEnded(self._ended.result())
@@ -164,11 +229,79 @@ class InboundCall:
         if not self._confirmed.done():
             self._confirmed.set_result(None)
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, status: int | None = None) -> None:
         if not self._ended.done():
             self._ended.set_result(reason)
         if not self.ack_sdp.done():
             self.ack_sdp.cancel()
+
+
+class OutboundCall(DialogCall):
+    """One call we placed with `SipEndpoint.place_call`.
+
+    `remote_sdp` is the answer (or the early media SDP of a 18x until the
+    2xx) and follows re-INVITEs and UPDATEs. `status` is the last response
+    status: the 18x while ringing, 200 once answered, or the final failure
+    (408 when none came). `on_progress` is called with each 101-199 status.
+    `on_info` and `on_reoffer` work as on `InboundCall`.
+    """
+
+    def __init__(self, endpoint: SipEndpoint, handle: str, sip_call_id: str) -> None:
+        super().__init__(endpoint, handle)
+        self.sip_call_id: str = sip_call_id
+        self.remote_sdp: bytes | None = None
+        self.status: int | None = None
+        self.on_progress: Callable[[int], None] | None = None
+        self._answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def answered(self) -> bool:
+        return self._answered.done()
+
+    async def wait_answered(self) -> bytes | None:
+        """Wait for the 2xx (our ACK is sent) and return the answer SDP.
+
+        Raise `CallEnded` when the call ends first; its reason is
+        `rejected` (see `status`), `cancel`, `hangup`, `timeout` or `shutdown`.
+        """
+        waiters: set[asyncio.Future[object]] = {self._answered, self._ended}  # type: ignore[arg-type]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not self._answered.done():
+            raise CallEnded(self._ended.result())
+        return self.remote_sdp
+
+    async def cancel(self) -> None:
+        """Give up before the answer (CANCEL); a call answered meanwhile gets BYE."""
+        if not self.ended:
+            self._endpoint._command(lambda core, now: core.cancel_call(self._handle, now, "cancel"))
+
+    async def hangup(self) -> None:
+        """End the call: BYE once answered, CANCEL before. Idempotent."""
+        if not self.ended:
+            self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
+
+    def _progress(self, status: int, sdp: bytes | None) -> None:
+        self.status = status
+        if sdp is not None:
+            self.remote_sdp = sdp
+        if self.on_progress is not None:
+            try:
+                self.on_progress(status)
+            except Exception:
+                logger.exception("call %s: on_progress callback failed", self.call_id)
+
+    def _confirm(self, sdp: bytes | None) -> None:
+        self.status = 200
+        if sdp is not None:
+            self.remote_sdp = sdp
+        if not self._answered.done():
+            self._answered.set_result(None)
+
+    def _finish(self, reason: str, status: int | None = None) -> None:
+        if status is not None:
+            self.status = status
+        if not self._ended.done():
+            self._ended.set_result(reason)
 
 
 def _user_part(text: str, uri: SipUri | None) -> str:
@@ -193,7 +326,8 @@ class SipEndpoint:
         self._tls_port = 0
         self._registration_changed = asyncio.Event()
         self._port = 0
-        self._calls: dict[str, InboundCall] = {}
+        self._calls: dict[str, InboundCall | OutboundCall] = {}
+        self._responses: dict[str, asyncio.Future[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -303,6 +437,44 @@ class SipEndpoint:
         self._core = None
         logger.info("SIP endpoint stopped")
 
+    async def place_call(
+        self,
+        target_uri: str,
+        *,
+        sdp_offer: bytes,
+        from_user: str,
+        headers: Mapping[str, str] | None = None,
+        credentials: tuple[str, str] | None = None,
+        timeout_s: float = 60.0,
+        session_expires: int | None = None,
+    ) -> OutboundCall:
+        """Send an INVITE with `sdp_offer` and return the call at once.
+
+        `target_uri` is a sip: URI whose host is an IP address (names are not
+        resolved), over UDP or `;transport=tcp`. `from_user` is the user part
+        of From and Contact; `headers` are added to the INVITE. A 401 or 407
+        is answered once with `credentials` (user, password). Without a 2xx
+        within `timeout_s` the call is cancelled and ends with `timeout`.
+        `session_expires` (seconds) asks for session timers; when the callee
+        makes us the refresher, we refresh at half the interval.
+        Raise `SipUsageError` for a target, user or header that cannot be sent.
+        """
+        now = self._now()
+        handle = self.core.place_call(
+            target_uri,
+            sdp_offer,
+            from_user,
+            now,
+            headers=headers,
+            credentials=credentials,
+            timeout=timeout_s,
+            session_expires=session_expires,
+        )
+        call = OutboundCall(self, handle, self.core.outbound[handle].call_id)
+        self._calls[handle] = call
+        self._pump()
+        return call
+
     def registration_state(self, name: str) -> str:
         """Return the state of an outbound registration: registered, backing-off, ..."""
         return self.core.registrations[name].state.value
@@ -350,11 +522,23 @@ class SipEndpoint:
         assert self._loop is not None
         return self._loop.time()
 
-    def _command(self, command: Callable[[UserAgent, float], None]) -> None:
+    def _command(self, command: Callable[[UserAgent, float], T]) -> T:
         if self._core is None:
             raise CallEnded("shutdown")
-        command(self._core, self._now())
-        self._pump()
+        try:
+            return command(self._core, self._now())
+        finally:
+            self._pump()
+
+    def _expect_response(self, key: str) -> asyncio.Future[int]:
+        """Return a future for the final status of the in-dialog request `key`.
+
+        Call it right after sending, before yielding to the loop, so that the
+        response cannot arrive first.
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._responses[key] = future
+        return future
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -394,13 +578,18 @@ class SipEndpoint:
 
     def _dispatch(self, event: CoreEvent) -> None:
         if isinstance(event, CallOffered):
-            call = InboundCall(self, event.session, event.source)
-            self._calls[call.call_id] = call
-            self._spawn(self._run_handler(call), call.call_id)
+            inbound = InboundCall(self, event.session, event.source)
+            self._calls[inbound.call_id] = inbound
+            self._spawn(self._run_handler(inbound), inbound.call_id)
             return
         if isinstance(event, RegistrationChanged):
             self._registration_changed.set()
             self._registration_changed = asyncio.Event()
+            return
+        if isinstance(event, RequestAnswered):
+            future = self._responses.pop(event.key, None)
+            if future is not None and not future.done():
+                future.set_result(event.status)
             return
         call_or_none = self._calls.get(event.handle)
         if call_or_none is None:
@@ -408,9 +597,16 @@ class SipEndpoint:
         call = call_or_none
         if isinstance(event, CallConfirmed):
             call._confirm(event.sdp)
+        elif isinstance(event, CallProgress):
+            if isinstance(call, OutboundCall):
+                call._progress(event.status, event.sdp)
         elif isinstance(event, CallTerminated):
-            call._finish(event.reason)
+            call._finish(event.reason, event.status)
             self._calls.pop(event.handle, None)
+        elif isinstance(event, ReferProgress):
+            call._refer_progress(event.status, event.final)
+        elif isinstance(event, ReferReceived):
+            self._on_refer(call, event.target)
         elif isinstance(event, InfoReceived):
             if call.on_info is not None:
                 try:
@@ -442,7 +638,25 @@ class SipEndpoint:
         if session is not None and session.state in (CallState.INCOMING, CallState.EARLY):
             self._command(lambda core, now: core.reject(call.call_id, status, None, now))
 
-    async def _run_reoffer(self, call: InboundCall, sdp: bytes | None) -> None:
+    def _on_refer(self, call: InboundCall | OutboundCall, target: str) -> None:
+        accept = call.on_refer is not None
+        self._command(lambda core, now: core.answer_refer(call.call_id, accept, now))
+        if accept:
+            self._spawn(self._run_refer(call, target), call.call_id)
+
+    async def _run_refer(self, call: InboundCall | OutboundCall, target: str) -> None:
+        assert call.on_refer is not None
+        status, reason = 603, "Declined"
+        try:
+            if await call.on_refer(target):
+                status, reason = 200, "OK"
+        except Exception:
+            logger.exception("call %s: on_refer callback failed", call.call_id)
+            status, reason = 500, "Server Internal Error"
+        if self._core is not None and not call.ended:
+            self._command(lambda core, now: core.notify_refer(call.call_id, status, reason, now))
+
+    async def _run_reoffer(self, call: InboundCall | OutboundCall, sdp: bytes | None) -> None:
         session = self._core.calls.get(call.call_id) if self._core else None
         answer: bytes | None = session.local_sdp if session else None
         if call.on_reoffer is not None:

@@ -26,10 +26,24 @@ class CallConfirmed:
 
 @dataclass(frozen=True, slots=True)
 class CallTerminated:
-    """The call ended; `reason` is bye, cancel, hangup, timeout or shutdown."""
+    """The call ended; `reason` is bye, cancel, hangup, timeout, shutdown or rejected.
+
+    `status` is the final response that ended an outbound call before its
+    answer (408 when none came), else None.
+    """
 
     handle: str
     reason: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    """A provisional response (101-199) to our INVITE; `sdp` is its early media answer."""
+
+    handle: str
+    status: int
+    sdp: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,32 @@ class ReofferReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestAnswered:
+    """The final response to a request we sent with `send_in_dialog` (408 on timeout)."""
+
+    handle: str
+    key: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReferProgress:
+    """A NOTIFY about a transfer we asked for; `status` is its sipfrag status code."""
+
+    handle: str
+    status: int
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReferReceived:
+    """The peer asks us to transfer the call to `target`; answer with `answer_refer`."""
+
+    handle: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationChanged:
     """An outbound registration changed state; `detail` names the cause."""
 
@@ -60,6 +100,6 @@ class RegistrationChanged:
 
 
 CoreEvent = (
-    CallOffered | CallConfirmed | CallTerminated | InfoReceived | ReofferReceived
-    | RegistrationChanged
+    CallOffered | CallConfirmed | CallTerminated | CallProgress | InfoReceived | ReofferReceived
+    | RequestAnswered | ReferProgress | ReferReceived | RegistrationChanged
 )  # fmt: skip

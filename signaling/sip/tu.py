@@ -26,6 +26,7 @@ from signaling.sip.ratelimit import RateLimit
 from signaling.sip.routing import Outgoing, Peer, response_peer
 from signaling.sip.transaction import (
     ClientNonInviteTransaction,
+    ClientTransaction,
     Deliver,
     Effect,
     Send,
@@ -77,7 +78,7 @@ class TransactionUser:
         self._timer_sequence = itertools.count()
         self._server: dict[str, ServerTransaction] = {}
         self._server_peer: dict[str, Peer] = {}
-        self._client: dict[str, ClientNonInviteTransaction] = {}
+        self._client: dict[str, ClientTransaction] = {}
         self._client_peer: dict[str, Peer] = {}
         self._client_owner: dict[str, str] = {}
         self._now = 0.0
@@ -215,6 +216,9 @@ class TransactionUser:
     def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
         """Hook: a server transaction terminated and was dropped."""
 
+    def _on_client_forgotten(self, key: str) -> None:
+        """Hook: a client transaction terminated and was dropped."""
+
     def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
         """Hook: a timer armed by the subclass (kind other than server or client) fired."""
 
@@ -228,6 +232,7 @@ class TransactionUser:
             self._client.pop(key, None)
             self._client_peer.pop(key, None)
             self._client_owner.pop(key, None)
+            self._on_client_forgotten(key)
         for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
             del self._timers[timer_key]
 

@@ -323,3 +323,58 @@ def sip_request(
 
 def to_tag_of(message: SipMessage) -> str | None:
     return message.parsed.to.tag if message.info else None
+
+
+class SippServer:
+    """A SIPp UAS running one scenario on a free UDP port of 127.0.0.1."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int, workdir: Path) -> None:
+        self.process = process
+        self.port = port
+        self.workdir = workdir
+
+    async def finish(self, max_seconds: float = 30.0) -> tuple[int, str]:
+        """Wait for SIPp to end its call; return (exit code, log)."""
+        try:
+            output, _ = await asyncio.wait_for(self.process.communicate(), max_seconds)
+        except TimeoutError:
+            self.kill()
+            await self.process.wait()
+            raise
+        errors = await asyncio.to_thread(_read_error_logs, self.workdir)
+        return self.process.returncode or 0, output.decode(errors="replace")[-3000:] + errors
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+async def start_sipp_uas(scenario: str, workdir: Path, *, calls: int = 1) -> SippServer:
+    """Start SIPp as a UAS that ends after `calls` calls of `scenario` (UDP only).
+
+    Requests sent before SIPp binds are lost, which Timer A's retransmission covers.
+    """
+    assert SIPP is not None
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        SIPP,
+        "-sf",
+        str(DATA / "sipp" / scenario),
+        "-m",
+        str(calls),
+        "-t",
+        "u1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-nostdin",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+        "-trace_err",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=workdir,
+    )
+    return SippServer(process, port, workdir)
