@@ -199,20 +199,30 @@ class Sample:
     reply_step: str | None
 
 
-def first_after(times: list[float], start: float) -> float | None:
-    return next((at for at in times if start < at <= start + REPLY_TIMEOUT_S), None)
+def first_between(times: list[float], start: float, stop: float) -> float | None:
+    return next((at for at in times if start < at <= stop), None)
 
 
 def samples(log: CallerLog) -> list[Sample]:
-    """Match each end of speech with the next input, reply step and server packet."""
+    """Match each end of speech with the next input, reply step and server packet.
+
+    A match must come before the next utterance ends, so a reply to a later
+    word is never counted for an earlier one that the flow did not hear.
+    """
     result = []
     arrivals = [at for at, _ in log.arrivals]
-    for end in log.speech_ends:
-        input_at = first_after(log.inputs, end)
-        packet = first_after(arrivals, end)
-        reply = next(
-            ((at, step) for at, step in log.replies if end < at <= end + REPLY_TIMEOUT_S), None
-        )
+    ends = log.speech_ends
+    for index, end in enumerate(ends):
+        stop = end + REPLY_TIMEOUT_S
+        if index + 1 < len(ends):
+            stop = min(stop, ends[index + 1])
+        # A reply counts for this word only when the flow got an input after the
+        # word ended and entered a reply step after that input.
+        input_at = first_between(log.inputs, end, stop)
+        reply = None
+        if input_at is not None:
+            reply = next(((at, step) for at, step in log.replies if input_at <= at <= stop), None)
+        packet = None if reply is None else first_between(arrivals, reply[0], stop)
         result.append(
             Sample(
                 None if input_at is None else (input_at - end) * 1000,
@@ -273,8 +283,8 @@ async def run(utterances: int) -> dict[str, object]:
         caller_transport.close()
 
     measured = samples(log)
-    # The first turn of a fresh process also loads the models the IVR loads lazily
-    # (measured here: about 4 s between the input and the reply step).
+    # The first turn of a fresh process also loads the sentiment model that the
+    # IVR loads lazily (measured: 3-8 s between the input and the reply step).
     warm = measured[1:] if len(measured) > 1 else measured
     to_packet = [m.to_reply_packet_ms for m in warm if m.to_reply_packet_ms is not None]
     to_input = [m.to_input_ms for m in warm if m.to_input_ms is not None]

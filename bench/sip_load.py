@@ -28,9 +28,10 @@ retransmission).
 
 The servers alternate order from round to round. The summary quotes medians
 over rounds, and as the maximum rate the highest rate that it and every lower
-rate held in more than half of the rounds. Everything binds to 127.0.0.1. Bounds: each step stops SIPp
-after `--step-timeout` seconds, and no step starts after `--time-limit`
-seconds.
+rate held in more than half of the rounds.
+
+Everything binds to 127.0.0.1. Bounds: each step stops SIPp after
+`--step-timeout` seconds, and no step starts after `--time-limit` seconds.
 
 Usage: PYTHONPATH=. python bench/sip_load.py [--rounds 3] [--rates 50,100,...] [--json FILE]
 """
@@ -462,41 +463,56 @@ def load_results(path: Path) -> tuple[list[StepResult], int]:
     return results, max((r.round for r in results), default=0)
 
 
+def run_rounds(args: argparse.Namespace, rates: list[int]) -> list[StepResult]:
+    """Run the interleaved rounds, each followed by its overload steps, within the time limit."""
+    deadline = time.monotonic() + float(args.time_limit)
+    results: list[StepResult] = []
+
+    def out_of_time() -> bool:
+        return time.monotonic() > deadline
+
+    for round_number in range(1, args.rounds + 1):
+        order = SERVERS if round_number % 2 else tuple(reversed(SERVERS))
+        for rate in rates:
+            for server in order:
+                if out_of_time():
+                    print("time limit reached; stopping", flush=True)
+                    return results
+                results.append(run_step(server, round_number, rate, args))
+                print(describe(results[-1]), flush=True)
+
+        if args.no_overload:
+            continue
+        for server in order:
+            best = max_held(results, server, round_number)
+            if best is None or out_of_time():
+                continue
+            rate = round(best * OVERLOAD_FACTOR)
+            results.append(run_step(server, round_number, rate, args, overload=True))
+            print(describe(results[-1]) + f"  (overload step, 1.2 x {best})", flush=True)
+    return results
+
+
 def main() -> int:
     args = parse_args()
     if args.summarize is not None:
         earlier, rounds = load_results(args.summarize)
         print(summarize(earlier, sorted({r.rate for r in earlier if not r.overload}), rounds))
         return 0
+
     rates = [int(part) for part in args.rates.split(",")]
     if args.workdir is None:
         args.workdir = Path(tempfile.mkdtemp(prefix="sip-load-"))
     args.workdir.mkdir(parents=True, exist_ok=True)
     info = machine()
     print(json.dumps(info), flush=True)
+
     started = time.monotonic()
-    results: list[StepResult] = []
-    for round_number in range(1, args.rounds + 1):
-        order = SERVERS if round_number % 2 else tuple(reversed(SERVERS))
-        plan = [(rate, server) for rate in rates for server in order]
-        for rate, server in plan:
-            if time.monotonic() - started > args.time_limit:
-                print("time limit reached; stopping", flush=True)
-                break
-            results.append(run_step(server, round_number, rate, args))
-            print(describe(results[-1]), flush=True)
-        if args.no_overload:
-            continue
-        for server in order:
-            best = max_held(results, server, round_number)
-            if best is None or time.monotonic() - started > args.time_limit:
-                continue
-            rate = round(best * OVERLOAD_FACTOR)
-            results.append(run_step(server, round_number, rate, args, overload=True))
-            print(describe(results[-1]) + f"  (overload step, 1.2 x {best})", flush=True)
+    results = run_rounds(args, rates)
     print()
     print(summarize(results, rates, args.rounds))
     print(f"\nworkdir {args.workdir}; {time.monotonic() - started:.0f} s")
+
     if args.json is not None:
         rows = [{**asdict(r), "cpu_us_per_call": r.cpu_us_per_call, "held": r.held}
                 for r in results]  # fmt: skip
