@@ -30,6 +30,7 @@ from ivr.channel import CallChannel, CallEnded, CallerInput
 from ivr.conditions import ConditionContext, evaluate
 from ivr.events import EventCallback, EventKind, IvrEvent
 from ivr.gather import Capture, CaptureKind, CollectPlan, collect
+from ivr.http_step import run_http_step
 from ivr.model import (
     BranchStep,
     Flow,
@@ -275,8 +276,6 @@ class IvrSession:
             case BranchStep():
                 return self._branch(step_id, step)
             case HttpStep():
-                from ivr.http_step import run_http_step
-
                 ok = await run_http_step(self, step_id, step, self._http)
                 if not ok and step.on_error is not None:
                     return step.on_error

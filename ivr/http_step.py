@@ -1,8 +1,8 @@
 """The `http` step: one JSON web request with a timeout, retries with backoff, and a fallback.
 
-Retry policy: connection errors, timeouts and 5xx responses are retried up
-to `retries` times, waiting `backoff_s * 2**attempt` between tries; 4xx
-responses and invalid JSON are not, because sending the same request again
+Retry policy: connection errors, timeouts, 429 and 5xx responses are retried up
+to `retries` times, waiting `backoff_s * 2**attempt` between tries; other
+4xx responses and invalid JSON are not, because sending the same request again
 cannot fix them. Request URL values are percent-encoded.
 """
 
@@ -88,6 +88,8 @@ async def _attempt(
         raise HttpStepError("request timed out", retryable=True) from exc
     except aiohttp.ClientError as exc:
         raise HttpStepError(f"request failed: {type(exc).__name__}", retryable=True) from exc
+    if status == 429:
+        raise HttpStepError("rate limited (429)", retryable=True)
     if status >= 500:
         raise HttpStepError(f"server error {status}", retryable=True)
     if status >= 400:

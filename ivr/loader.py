@@ -183,7 +183,7 @@ def load_flow_with_source(path: str | Path) -> tuple[Flow, SourceMap]:
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError([Diagnostic(file, 1, 1, "(file)", "(unreadable)", str(exc))]) from exc
     flow, source = parse_flow(text, file)
-    return flow, source
+    return flow.with_base_dir(Path(path).parent), source
 
 
 def load_flow(path: str | Path) -> Flow:

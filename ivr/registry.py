@@ -104,7 +104,16 @@ class FlowRegistry:
                 continue
             by_name[flow.flow] = flow
             for number in flow.numbers:
-                by_number.setdefault(number, flow)
+                if number in by_number:
+                    log.warning(
+                        "called number %s is listed by flows %s and %s; using %s",
+                        number,
+                        by_number[number].flow,
+                        flow.flow,
+                        by_number[number].flow,
+                    )
+                    continue
+                by_number[number] = flow
             if flow.default and default is None:
                 default = flow
         self._by_name, self._by_number, self._default = by_name, by_number, default

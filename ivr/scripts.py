@@ -61,7 +61,6 @@ class ScriptCase(FlowModel):
 
 
 class Script(FlowModel):
-    flow: str | None = Field(default=None, description="Flow file, relative to the script.")
     caller: str = "+15550100001"
     called: str = "1000"
     crm: dict[str, CannedResponse] = Field(default_factory=dict)

@@ -37,6 +37,7 @@ from ivr.model import (
 )
 from ivr.prompts import load_wav
 from ivr.templates import Template, TemplateError
+from ivr.turns import normalize_text
 from ivr.understanding import language_subtag
 from ivr.yamlmarks import PathPart
 
@@ -102,6 +103,7 @@ class _Checker:
         self.check_targets()
         self.check_reachability()
         self.check_gathers()
+        self.check_outcome_keys()
         self.check_loops()
         self.check_templates()
         self.check_intents()
@@ -166,6 +168,20 @@ class _Checker:
                         f"{step.type} has no '{outcome}' handling",
                         f"add 'on: {{{outcome}: STEP}}' for callers who "
                         + ("stay silent" if outcome == "no_input" else "give an invalid answer"),
+                    )
+
+    def check_outcome_keys(self) -> None:
+        for step_id, step in self.flow.steps.items():
+            if not isinstance(step, GatherStep):
+                continue
+            for key in step.on:
+                if key in ("no_input", "no_match", "default", "error"):
+                    continue
+                if not _answer_possible(step, key):
+                    self.warning(
+                        ("steps", step_id, "on", key),
+                        f"no answer to this gather can be '{key}'",
+                        "match the DTMF digit count, a speech phrase or an intent of the step",
                     )
 
     def check_loops(self) -> None:
@@ -405,6 +421,23 @@ class _Checker:
                     "target is not in transfer_allow",
                     "add a matching pattern to 'transfer_allow:'",
                 )
+
+
+def _answer_possible(step: GatherStep, key: str) -> bool:
+    """Return whether a caller answer can produce the value `key` at this gather."""
+    dtmf = step.dtmf
+    if dtmf is not None and dtmf.min_digits <= len(key) <= dtmf.max_digits:
+        keys = set("0123456789*#ABCD") - {dtmf.terminator or ""}
+        if all(c in keys for c in key):
+            return True
+    speech = step.speech
+    if speech is None:
+        return False
+    if speech.intents:
+        return key in speech.intents
+    if speech.phrases is not None:
+        return normalize_text(key) in {normalize_text(p) for p in speech.phrases}
+    return True
 
 
 def _strings_in(key: Key, value: Any) -> Iterator[tuple[Key, str]]:

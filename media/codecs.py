@@ -1,9 +1,11 @@
 """Audio codecs for RTP legs, looked up by their SDP encoding name.
 
-Each codec converts 20 ms (or any whole number of samples) of s16 mono PCM at
-its `sample_rate` to an RTP payload and back. `clock_rate` is the RTP
-timestamp rate from the SDP rtpmap, which differs from the sample rate for
-G.722 (RFC 3551 section 4.5.2 keeps its clock at 8000 for historical reasons).
+A codec converts s16 mono PCM at its `sample_rate` to RTP payloads and back.
+Encoders and decoders may keep state between frames (G.722 is ADPCM), so each
+RTP stream creates its own with `new_encoder` and `new_decoder`. `clock_rate`
+is the RTP timestamp rate from the SDP rtpmap. It differs from the sample
+rate for G.722, whose clock stays 8000 although it samples at 16 kHz
+(RFC 3551 section 4.5.2).
 """
 
 from __future__ import annotations
@@ -13,26 +15,27 @@ from dataclasses import dataclass
 
 from media import g711
 
+Coder = Callable[[bytes], bytes]
+
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """One audio codec: its SDP name, static payload type, rates and coder functions."""
+    """One audio codec: its SDP name, static payload type, rates and coder factories."""
 
     name: str
     static_payload_type: int | None
     clock_rate: int
     sample_rate: int
-    encode: Callable[[bytes], bytes]
-    decode: Callable[[bytes], bytes]
-    silence_byte: int
-
-    def silence_payload(self, samples: int) -> bytes:
-        """Return an encoded payload of `samples` samples of digital silence."""
-        return bytes([self.silence_byte]) * samples
+    new_encoder: Callable[[], Coder]
+    new_decoder: Callable[[], Coder]
 
 
-PCMU = Codec("PCMU", 0, 8000, 8000, g711.ulaw_encode, g711.ulaw_decode, g711.ULAW_SILENCE)
-PCMA = Codec("PCMA", 8, 8000, 8000, g711.alaw_encode, g711.alaw_decode, g711.ALAW_SILENCE)
+def _stateless(coder: Coder) -> Callable[[], Coder]:
+    return lambda: coder
+
+
+PCMU = Codec("PCMU", 0, 8000, 8000, _stateless(g711.ulaw_encode), _stateless(g711.ulaw_decode))
+PCMA = Codec("PCMA", 8, 8000, 8000, _stateless(g711.alaw_encode), _stateless(g711.alaw_decode))
 
 _REGISTRY: dict[str, Codec] = {codec.name: codec for codec in (PCMU, PCMA)}
 
@@ -43,13 +46,24 @@ def register_codec(codec: Codec) -> None:
 
 
 def get_codec(name: str) -> Codec:
-    """Return the codec for an SDP encoding name (case-insensitive); KeyError if unknown."""
+    """Return the codec for an SDP encoding name (case-insensitive). Raises KeyError if unknown."""
+    _load_optional_codecs()
     try:
         return _REGISTRY[name.upper()]
     except KeyError:
-        raise KeyError(f"no codec named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"no codec named {name!r}; known codecs: {known}") from None
 
 
 def codec_names() -> list[str]:
-    """Return the encoding names of all registered codecs."""
-    return sorted(_REGISTRY)
+    """Return the encoding names of all registered codecs, in preference order for offers."""
+    _load_optional_codecs()
+    return list(_REGISTRY)
+
+
+def _load_optional_codecs() -> None:
+    if "G722" not in _REGISTRY:
+        from media.g722 import G722
+
+        if G722 is not None:
+            register_codec(G722)

@@ -1,13 +1,13 @@
 """In-band DTMF detection (Goertzel) and merging of the three DTMF sources.
 
-`InbandDtmfDetector` looks at 20 ms blocks of decoded audio. A block holds a
-key when, at the eight DTMF frequencies (ITU-T Q.23), the strongest low and
-the strongest high tone each stand clearly above the other tones of their
-group, their twist (level difference) is within limits, the two tones carry
-most of the block's energy, and their second harmonics are weak (speech has
-strong harmonics, DTMF tones do not). A key is reported once, when its tone
-stops, if it lasted at least `min_duration_ms` (ITU-T Q.24 asks receivers to
-accept 40 ms).
+`InbandDtmfDetector` looks at 20 ms blocks of decoded audio and measures the
+eight DTMF frequencies (ITU-T Q.23). A block holds a key when four checks
+pass. The strongest low and the strongest high tone each stand clearly above
+the other tones of their group. Their twist (level difference) is within
+limits. The two tones carry most of the block's energy. Their second
+harmonics are weak, because speech has strong harmonics and DTMF tones do not.
+A key is reported once, when its tone stops, if it lasted at least
+`min_duration_ms` (40 ms by default, the usual minimum tone length).
 
 `DtmfMerger` turns RFC 4733 events, SIP INFO and in-band detection into one
 digit stream. Peers that send RFC 4733 or INFO often leave the tones in the
@@ -35,7 +35,7 @@ _HARMONIC_GUARD_HZ = 150.0
 
 @dataclass(frozen=True, slots=True)
 class InbandConfig:
-    """Detection thresholds. Levels in dB; `min_level_dbfs` applies to each tone."""
+    """Detection thresholds. Levels are in dB, and `min_level_dbfs` applies to each tone."""
 
     min_level_dbfs: float = -36.0
     max_forward_twist_db: float = 8.0
@@ -52,7 +52,8 @@ class _Goertzel:
 
     def __init__(self, frequencies: tuple[float, ...], sample_rate: int, block: int) -> None:
         n = np.arange(block)
-        # Rows of cos/sin at each frequency: power = |sum x[n] e^{-jwn}|^2, exact at any frequency.
+        # One row of cos and sin per frequency gives power = |sum x[n] e^{-jwn}|^2, exact even
+        # at frequencies between DFT bins.
         omega = 2 * np.pi * np.asarray(frequencies)[:, None] / sample_rate
         self._cos = np.cos(omega * n)
         self._sin = np.sin(omega * n)
@@ -133,7 +134,7 @@ class InbandDtmfDetector:
         return self._current is not None
 
     def process(self, pcm: bytes) -> list[DtmfInput]:
-        """Feed one block; return a key whose tone just ended (with its duration)."""
+        """Feed one block and return the key whose tone just ended, with its duration."""
         key = self.classify(pcm)
         block_ms = self.config.block_ms
         reported: list[DtmfInput] = []

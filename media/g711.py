@@ -39,7 +39,7 @@ def _ulaw_decode_byte(code: int) -> int:
 
 
 def _alaw_encode_sample(sample: int) -> int:
-    # A-law works on 13-bit magnitudes; the sign bit is set for positive values.
+    # A-law works on 13-bit magnitudes, and its sign bit is set for positive values.
     sign = 0x80 if sample >= 0 else 0
     magnitude = sample if sample >= 0 else -sample - 1
     magnitude = min(magnitude, 32767) >> 3

@@ -210,7 +210,7 @@ class JitterBuffer:
         return max(0, (end - self._play_position) * 1000 // self.sample_rate)
 
     def pop(self) -> tuple[bytes, FrameKind] | None:
-        """Return the next 20 ms frame and how it was made; None before playout starts."""
+        """Return the next 20 ms frame and how it was made, or None before playout starts."""
         if self._play_position is None:
             return None
         if not self._playing:

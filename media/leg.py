@@ -6,7 +6,9 @@ playback, and pushes inbound frames and DTMF digits. Caller inputs (digits,
 speech events, recognizer results) go into one FIFO that `next_input` reads.
 `play` resolves when its last frame has been pulled, or early when an input
 that the call's policy allows interrupts it (barge-in). One playback runs at
-a time: a new `play` ends the running one, whose `play` returns None.
+a time: a new `play` ends the running one, whose `play` returns None. When
+no prompt plays, an optional outbound source (a bridge, a mixer, hold music)
+supplies the frames, and inbound taps see every caller frame.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ivr.channel import (
@@ -119,6 +122,8 @@ class MediaLeg:
         self._dropped_results: set[int] = set()
         self._recognizing_id = 0
         self._bad_frames = 0
+        self._outbound_source: Callable[[], PcmAudio | None] | None = None
+        self._inbound_taps: list[Callable[[PcmAudio], None]] = []
         self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
         self._inband = (
             InbandDtmfDetector(self.sample_rate, self.config.inband)
@@ -153,6 +158,8 @@ class MediaLeg:
                 return typed_ahead
         converted = resample(audio, self.sample_rate)
         pcm = converted.pcm
+        if not pcm:
+            return None
         remainder = len(pcm) % self._frame_bytes
         if remainder:
             pcm += bytes(self._frame_bytes - remainder)
@@ -195,7 +202,7 @@ class MediaLeg:
             self._begin_recognition(utterance)
 
     async def next_input(self, timeout_s: float) -> CallerInput | None:
-        """Return the next caller input, None after `timeout_s`; CallEnded once closed."""
+        """Return the next caller input, or None after `timeout_s`. Raises CallEnded once closed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
@@ -227,11 +234,34 @@ class MediaLeg:
             self._mark_closed()
         await self._transport.close()
         if self._recognizer is not None:
+            if self._recognizing_id:
+                # Flush the decoder (FinalResult) so Vosk releases the utterance cleanly.
+                self._recognizer.end(self.media_time_ms)
+                self._recognizing_id = 0
             await self._recognizer.close()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # -- bridging, mixing, hold music -----------------------------------
+
+    def set_outbound_source(self, source: Callable[[], PcmAudio | None] | None) -> None:
+        """Send frames from `source` whenever no prompt plays (a bridge, a mixer, hold music).
+
+        `source` is called on the transport's clock and returns one 20 ms
+        frame at this leg's rate, or None for silence. None removes it.
+        """
+        self._outbound_source = source
+
+    def add_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
+        """Also hand every inbound 20 ms frame to `tap` (for bridging and recording)."""
+        self._inbound_taps.append(tap)
+
+    def remove_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
+        """Stop handing inbound frames to `tap`. Removing an unknown tap is harmless."""
+        if tap in self._inbound_taps:
+            self._inbound_taps.remove(tap)
 
     # -- FrameHandler ---------------------------------------------------
 
@@ -247,6 +277,8 @@ class MediaLeg:
                     frame.sample_rate,
                 )
             return
+        for tap in tuple(self._inbound_taps):
+            tap(frame)
         if self._inband is not None:
             for digit in self._inband.process(frame.pcm):
                 self._accept_dtmf(digit, DtmfSource.INBAND)
@@ -287,7 +319,8 @@ class MediaLeg:
     def next_frame(self) -> PcmAudio | None:
         playback = self._playback
         if playback is None or playback.done.done():
-            return None
+            source = self._outbound_source
+            return source() if source is not None else None
         pcm = playback.frames.popleft()
         if not playback.frames:
             playback.finish(None)
@@ -356,12 +389,13 @@ class MediaLeg:
         self._utterance = None
         if utterance is None:
             return
+        if self._recognizing_id != utterance.utterance_id or self._recognizer is None:
+            return
         backchannel = event.voiced_ms < self.config.barge_in_min_speech_ms
         if (utterance.during_prompt and backchannel) or utterance.contains_tones:
             self._dropped_results.add(utterance.utterance_id)
-        if self._recognizing_id == utterance.utterance_id and self._recognizer is not None:
-            self._recognizer.end(event.end_ms)
-            self._recognizing_id = 0
+        self._recognizer.end(event.end_ms)
+        self._recognizing_id = 0
 
     def _check_barge_in(self) -> None:
         utterance = self._utterance

@@ -33,7 +33,7 @@ def resample(audio: PcmAudio, rate: int, *, quality: str = "HQ") -> PcmAudio:
 class StreamResampler:
     """Convert a stream of s16 mono chunks from `in_rate` to `out_rate`.
 
-    Not thread-safe; use one per stream. When the rates are equal, chunks
+    Not thread-safe, so use one per stream. When the rates are equal, chunks
     pass through unchanged.
     """
 

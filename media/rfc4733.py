@@ -39,7 +39,7 @@ _PAYLOAD = struct.Struct("!BBH")
 class TelephoneEvent:
     """One telephone-event payload (RFC 4733 section 2.3).
 
-    `volume` is the power level in -dBm0 (0-63); `duration` is in RTP
+    `volume` is the power level in -dBm0 (0-63), and `duration` is in RTP
     timestamp units since the event's timestamp.
     """
 
@@ -74,7 +74,7 @@ class TelephoneEvent:
 
 
 def event_code(digit: str) -> int:
-    """Return the RFC 4733 event code of a DTMF digit; ValueError for anything else."""
+    """Return the RFC 4733 event code of a DTMF digit. Raises ValueError for anything else."""
     code = DTMF_EVENTS.find(digit.upper()) if len(digit) == 1 else -1
     if code < 0:
         raise ValueError(f"not a DTMF digit: {digit!r} (expected one of 0-9, *, #, A-D)")
@@ -126,7 +126,7 @@ class DtmfReceiver:
     def receive(
         self, ssrc: int, timestamp: int, payload: bytes, arrival_ms: int
     ) -> list[DtmfInput]:
-        """Feed one telephone-event packet; return the digits it completes (0, 1 or 2).
+        """Feed one telephone-event packet and return the digits it completes (0, 1 or 2).
 
         Raises ValueError for a payload shorter than 4 bytes.
         """
@@ -219,7 +219,7 @@ def build_event_payloads(
 ) -> list[bytes]:
     """Return the telephone-event payloads of one key press, one per packet interval.
 
-    All payloads belong to one RTP timestamp; the caller sets the marker bit on
+    All payloads belong to one RTP timestamp, and the caller sets the marker bit on
     the first. The last payload is the end packet, repeated `end_repeats` times.
     """
     code = event_code(digit)

@@ -36,16 +36,19 @@ import functools
 import logging
 import secrets
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 from ivr.channel import DtmfInput
+from media import rtcp
 from media.audio import PcmAudio
 from media.codecs import Codec, get_codec
 from media.jitter import JitterBuffer, JitterConfig
 from media.rfc4733 import DtmfReceiver, build_event_payloads
+from media.rtcp import ReceptionStatistics, ReportBlock
 from media.rtp import RtpPacket
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
@@ -68,10 +71,10 @@ class RtpPortPool:
         self._free: deque[int] = deque(range(first, high, 2))
         self._used: set[int] = set()
         if not self._free:
-            raise ValueError(f"RTP port range {low}-{high} holds no even port")
+            raise ValueError(f"RTP port range {low}-{high} contains no even port")
 
     def acquire(self) -> int:
-        """Take the least recently used free port; RuntimeError when the range is exhausted."""
+        """Take the least recently used free port. Raises RuntimeError when none is free."""
         if not self._free:
             raise RuntimeError("no free RTP port in the configured range")
         port = self._free.popleft()
@@ -79,7 +82,7 @@ class RtpPortPool:
         return port
 
     def release(self, port: int) -> None:
-        """Give `port` back; releasing a port twice is harmless."""
+        """Give `port` back. Releasing a port twice is harmless."""
         if port in self._used:
             self._used.discard(port)
             self._free.append(port)
@@ -102,6 +105,8 @@ class RtpSessionConfig:
     dtmf_gap_ms: int = 60
     dtmf_end_timeout_ms: int = 600
     jitter: JitterConfig = field(default_factory=JitterConfig)
+    rtcp_mux: bool = False
+    rtcp_interval_s: float = 5.0
 
 
 class LatchState(enum.Enum):
@@ -119,6 +124,7 @@ class RtpStats:
     wrong_source: int = 0
     wrong_payload_type: int = 0
     rtcp_ignored: int = 0
+    """RTCP datagrams on the RTP port of a session that did not negotiate rtcp-mux."""
     send_errors: int = 0
     ticks_skipped: int = 0
     payload_types_seen: set[int] = field(default_factory=set)
@@ -144,6 +150,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self.config = config
         self.call_id = call_id
         self.codec: Codec = get_codec(config.codec_name)
+        self._encode = self.codec.new_encoder()
+        self._decode = self.codec.new_decoder()
+        self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
         self.stats = RtpStats()
         self._remote = remote
         self._latch = LatchState.WAITING
@@ -156,7 +165,6 @@ class RtpSession(asyncio.DatagramProtocol):
             end_timeout_ms=config.dtmf_end_timeout_ms,
             call_id=call_id,
         )
-        self._samples_per_frame = frame_samples(self.codec.sample_rate)
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
         self._ssrc = secrets.randbits(32)
         self._sequence = secrets.randbits(16)
@@ -168,6 +176,15 @@ class RtpSession(asyncio.DatagramProtocol):
         self._audio_ssrc: int | None = None
         self.jitter = self._new_jitter_buffer()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self.reception = ReceptionStatistics(self.codec.clock_rate)
+        self.remote_report: ReportBlock | None = None
+        """The peer's latest reception report about our stream (loss, jitter)."""
+        self.round_trip_ms: float | None = None
+        self._octets_sent = 0
+        self._sent_at_last_report = 0
+        self._next_rtcp_s = 0.0
+        self._cname = f"voxgate-{secrets.token_hex(6)}"
         self._release_port: Callable[[], None] | None = None
 
     # -- setup -----------------------------------------------------------
@@ -182,7 +199,10 @@ class RtpSession(asyncio.DatagramProtocol):
         remote: tuple[str, int] | None = None,
         call_id: str = "-",
     ) -> RtpSession:
-        """Bind a session to `local_host:local_port`; OSError if the port is taken."""
+        """Bind a session to `local_host:local_port` (and RTCP to the next port unless muxed).
+
+        Raises OSError if a port is taken.
+        """
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
         _, protocol = await loop.create_datagram_endpoint(
@@ -190,6 +210,17 @@ class RtpSession(asyncio.DatagramProtocol):
             local_addr=(local_host, local_port),
             family=family,
         )
+        if not config.rtcp_mux:
+            try:
+                rtcp_transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _RtcpProtocol(protocol),
+                    local_addr=(local_host, local_port + 1),
+                    family=family,
+                )
+            except OSError:
+                protocol._close_sockets()
+                raise
+            protocol._rtcp_transport = rtcp_transport
         return protocol
 
     @classmethod
@@ -277,8 +308,8 @@ class RtpSession(asyncio.DatagramProtocol):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._transport is not None:
-            self._transport.close()
+        self._send_rtcp(bye=True)
+        self._close_sockets()
         if self._release_port is not None:
             self._release_port()
             self._release_port = None
@@ -294,6 +325,12 @@ class RtpSession(asyncio.DatagramProtocol):
             self.stats.wrong_source,
         )
 
+    def _close_sockets(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._rtcp_transport is not None:
+            self._rtcp_transport.close()
+
     def _set_latch(self, new: LatchState) -> None:
         if new is not self._latch:
             logger.debug("call %s: rtp latch %s -> %s", self.call_id, self._latch.value, new.value)
@@ -307,7 +344,10 @@ class RtpSession(asyncio.DatagramProtocol):
             self.stats.malformed += 1
             return
         if len(data) >= 2 and data[1] in _RTCP_PACKET_TYPES:
-            self.stats.rtcp_ignored += 1
+            if self.config.rtcp_mux:
+                self.rtcp_received(data, source)
+            else:
+                self.stats.rtcp_ignored += 1
             return
         try:
             packet = RtpPacket.parse(data)
@@ -333,6 +373,8 @@ class RtpSession(asyncio.DatagramProtocol):
             return
 
         if self._latch is LatchState.WAITING:
+            # NOTE: the first packet with a negotiated payload type is trusted whatever its
+            # source, as most SBCs do; a packet injected before the caller's first one wins.
             if source != self._remote:
                 logger.info("call %s: rtp source latched, replies follow the source", self.call_id)
             self._remote = source
@@ -347,13 +389,14 @@ class RtpSession(asyncio.DatagramProtocol):
             self._receive_event(packet)
 
     def _receive_audio(self, packet: RtpPacket) -> None:
+        self.reception.update(packet.ssrc, packet.sequence_number, packet.timestamp, time.time())
         if packet.ssrc != self._audio_ssrc:
             if self._audio_ssrc is not None:
                 logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
             self._audio_ssrc = packet.ssrc
             self.jitter = self._new_jitter_buffer()
         try:
-            pcm = self.codec.decode(packet.payload)
+            pcm = self._decode(packet.payload)
         except ValueError as exc:
             self.stats.malformed += 1
             logger.debug("call %s: undecodable audio payload: %s", self.call_id, exc)
@@ -399,7 +442,7 @@ class RtpSession(asyncio.DatagramProtocol):
     # -- send ------------------------------------------------------------
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
-        """Queue digits to send as RFC 4733 events; ValueError for a non-DTMF character."""
+        """Queue digits to send as RFC 4733 events. Raises ValueError for a non-DTMF character."""
         if self.config.telephone_event_payload_type is None:
             raise RuntimeError("telephone-event was not negotiated for this session")
         for digit in digits:
@@ -429,6 +472,10 @@ class RtpSession(asyncio.DatagramProtocol):
                 self._timestamp = (self._timestamp + missed * self._timestamp_step) & 0xFFFFFFFF
                 self.stats.ticks_skipped += missed
                 self._marker_next = True
+            else:
+                # Catching up: yield once so datagrams that queued during the stall reach
+                # the jitter buffer before this tick pops from it.
+                await asyncio.sleep(0)
             try:
                 self._tick()
             except Exception:
@@ -436,6 +483,8 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def _tick(self) -> None:
         self._deliver_digits(self._dtmf.poll(self._now_ms()))
+        if time.monotonic() >= self._next_rtcp_s:
+            self._send_rtcp()
         handler = self._handler
         inbound = self.jitter.pop()
         if inbound is not None and handler is not None:
@@ -449,10 +498,9 @@ class RtpSession(asyncio.DatagramProtocol):
                     f"outbound frame at {frame.sample_rate} Hz, session runs at "
                     f"{self.codec.sample_rate} Hz"
                 )
-            self._send(self.config.payload_type, self.codec.encode(frame.pcm), self._timestamp)
+            self._send(self.config.payload_type, self._encode(frame.pcm), self._timestamp)
         elif self.config.send_silence_when_idle:
-            payload = self.codec.silence_payload(self._samples_per_frame)
-            self._send(self.config.payload_type, payload, self._timestamp)
+            self._send(self.config.payload_type, self._encode(self._silence_pcm), self._timestamp)
         else:
             self._marker_next = True  # the next packet starts a talkspurt (RFC 3551 section 4.1)
         self._timestamp = (self._timestamp + self._timestamp_step) & 0xFFFFFFFF
@@ -482,7 +530,7 @@ class RtpSession(asyncio.DatagramProtocol):
     def _send(
         self, payload_type: int, payload: bytes, timestamp: int, *, marker: bool = False
     ) -> None:
-        if self._transport is None or self._remote is None or self._closed:
+        if self._transport is None or self._remote is None or self._closed or not payload:
             return
         packet = RtpPacket(
             payload_type=payload_type,
@@ -496,3 +544,81 @@ class RtpSession(asyncio.DatagramProtocol):
         self._sequence = (self._sequence + 1) & 0xFFFF
         self._transport.sendto(packet.serialize(), self._remote)
         self.stats.packets_sent += 1
+        self._octets_sent += len(payload)
+
+    # -- RTCP (RFC 3550 section 6) -----------------------------------------
+
+    def _rtcp_remote(self) -> tuple[str, int] | None:
+        if self._remote is None:
+            return None
+        host, port = self._remote
+        return (host, port) if self.config.rtcp_mux else (host, port + 1)
+
+    def _send_rtcp(self, *, bye: bool = False) -> None:
+        interval = self.config.rtcp_interval_s
+        # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value.
+        self._next_rtcp_s = time.monotonic() + interval * (0.5 + secrets.randbelow(1000) / 1000)
+        transport = self._transport if self.config.rtcp_mux else self._rtcp_transport
+        remote = self._rtcp_remote()
+        if transport is None or remote is None or transport.is_closing():
+            return
+        now = time.time()
+        block = self.reception.report_block(now)
+        blocks = (block,) if block is not None else ()
+        report: rtcp.RtcpPacket
+        if self.stats.packets_sent > self._sent_at_last_report:
+            report = rtcp.SenderReport(
+                self._ssrc,
+                rtcp.ntp_timestamp(now),
+                self._timestamp,
+                self.stats.packets_sent,
+                self._octets_sent,
+                blocks,
+            )
+        else:
+            report = rtcp.ReceiverReport(self._ssrc, blocks)
+        self._sent_at_last_report = self.stats.packets_sent
+        parts: list[rtcp.RtcpPacket] = [
+            report,
+            rtcp.SourceDescription(((self._ssrc, self._cname),)),
+        ]
+        if bye:
+            parts.append(rtcp.Bye((self._ssrc,)))
+        transport.sendto(b"".join(rtcp.serialize(part) for part in parts), remote)
+
+    def rtcp_received(self, data: bytes, source: tuple[str, int]) -> None:
+        """Take one RTCP datagram (from the RTCP socket, or muxed on the RTP port)."""
+        if self._remote is not None and source[0] != self._remote[0]:
+            self.stats.wrong_source += 1
+            return
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("call %s: dropped malformed RTCP: %s", self.call_id, exc)
+            return
+        now = time.time()
+        for packet in packets:
+            if isinstance(packet, rtcp.SenderReport):
+                self.reception.note_sender_report(packet.ntp_timestamp, now)
+            if isinstance(packet, rtcp.SenderReport | rtcp.ReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == self._ssrc:
+                        self.remote_report = block
+                        self.round_trip_ms = rtcp.round_trip_ms(block, now)
+            elif isinstance(packet, rtcp.Bye):
+                logger.debug("call %s: rtcp bye received", self.call_id)
+
+
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self._session = session
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) <= MAX_DATAGRAM:
+            self._session.rtcp_received(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("call %s: rtcp socket error: %s", self._session.call_id, exc)

@@ -32,7 +32,7 @@ class FrameHandler(Protocol):
         ...
 
     def on_dtmf(self, digit: DtmfInput) -> None:
-        """Take one DTMF key press detected by the transport (RFC 4733, SIP INFO)."""
+        """Take one DTMF key press decoded by the transport (RFC 4733 telephone-events)."""
         ...
 
     def next_frame(self) -> PcmAudio | None:
@@ -40,7 +40,7 @@ class FrameHandler(Protocol):
         ...
 
     def on_transport_closed(self) -> None:
-        """Learn that the transport stopped; no further calls follow."""
+        """Learn that the transport stopped. No further calls follow."""
         ...
 
 

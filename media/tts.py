@@ -53,7 +53,7 @@ class Synthesizer(Protocol):
 
 
 class _EspeakLibrary:
-    """The process-wide libespeak-ng handle; every method must run under `lock`."""
+    """The process-wide libespeak-ng handle. Every method must run under `lock`."""
 
     lock = threading.Lock()
     _instance: _EspeakLibrary | None = None
@@ -156,7 +156,7 @@ class EspeakSynthesizer:
         return audio
 
     def synthesize_blocking(self, text: str, voice: str = "en-us", rate_wpm: int = 160) -> PcmAudio:
-        """Synthesize in the calling thread, using the disk cache; bypasses the memory cache."""
+        """Synthesize in the calling thread with the disk cache, bypassing the memory cache."""
         path = self._cache_path(text, voice, rate_wpm)
         if path is not None and path.exists():
             try:

@@ -1,9 +1,9 @@
 """Voice activity detection and endpointing.
 
 `VadFramer` is the only path to webrtcvad. webrtcvad 2.0.14 rejects wrong
-frame sizes with an opaque `webrtcvad.Error`, and silently misreads some
-wrong inputs: an odd trailing byte is dropped, 20 ms at 8 kHz labelled 16 kHz
-reads as 10 ms, and 10 ms of 48 kHz stereo reads as 20 ms of mono. The framer
+frame sizes with an opaque `webrtcvad.Error`. Worse, it silently misreads
+some wrong inputs. It drops an odd trailing byte, reads 20 ms at 8 kHz
+labelled 16 kHz as 10 ms, and reads 10 ms of 48 kHz stereo as 20 ms of mono. The framer
 therefore checks rate and channel count itself, downmixes, and re-chunks any
 input into exact 10, 20 or 30 ms frames, keeping a partial frame until more
 audio arrives. Bad input raises `VadFormatError` before webrtcvad sees it.
@@ -133,7 +133,7 @@ class EndpointState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class UtteranceStart:
-    """An utterance began at `at_ms`; `audio` is the pre-roll plus the frames seen so far."""
+    """Start of an utterance at `at_ms`, with `audio` holding the pre-roll and the frames so far."""
 
     at_ms: int
     audio: tuple[bytes, ...]
@@ -192,7 +192,7 @@ class Endpointer:
             self.state = new
 
     def feed(self, pcm: bytes, sample_rate: int, channels: int = 1) -> list[EndpointStep]:
-        """Feed audio of any length; return one step per complete VAD frame."""
+        """Feed audio of any length and return one step per complete VAD frame."""
         steps = []
         for frame in self.framer.frames(pcm, sample_rate, channels):
             speech = self.framer.is_speech(frame)

@@ -101,7 +101,7 @@ def parse_wav(data: bytes) -> PcmAudio:
 
 
 def load_wav(path: Path | str) -> PcmAudio:
-    """Read a WAV file as mono s16 `PcmAudio`; ValueError when it is not a readable WAV."""
+    """Read a WAV file as mono s16 `PcmAudio`. Raises ValueError when it is not a readable WAV."""
     file_path = Path(path)
     size = file_path.stat().st_size
     if size > MAX_WAV_BYTES:

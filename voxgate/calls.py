@@ -4,8 +4,10 @@ Theory of operation. The SIP endpoint calls `SipCallHandler.on_invite` once
 per new INVITE, in a task the endpoint owns. The handler negotiates audio
 from the SDP offer, binds an RTP session from the node's port pool, answers,
 and runs the flow chosen by the called number until the flow or the caller
-ends the call. Whatever happens, the RTP port returns to the pool and the
-dialog ends with a BYE or a final error response.
+ends the call. A caller that the flow queued stays on its leg, handed to the
+`ContactCenter`, until an agent's call with it ends. Whatever happens, the
+RTP port returns to the pool and the dialog ends with a BYE or a final
+error response.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ import asyncio
 import itertools
 import logging
 import secrets
-
-from signaling.sip.endpoint import InboundCall
+from collections.abc import Awaitable, Callable
 
 from ivr.channel import CallerInput, RecognizerConfig
-from ivr.engine import IvrSession
+from ivr.engine import IvrSession, SessionResult
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
+from media.asr import ModelCatalog
 from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 from media.tts import Synthesizer
 from signaling import sdp
+from signaling.sip.endpoint import InboundCall
+from voxgate.contact import ContactCenter
 from voxgate.logs import call_id_var
+from voxgate.queueing import CallerLeg
 
 logger = logging.getLogger("voxgate.calls")
 
@@ -101,14 +106,18 @@ class SipCallHandler:
         rtp_host: str,
         advertised_address: str,
         ring_ms: int,
+        contact: ContactCenter | None = None,
+        models: ModelCatalog | None = None,
     ) -> None:
         self._flows = flows
+        self._models = models
         self._default_flow = default_flow
         self._synthesizer = synthesizer
         self._port_pool = port_pool
         self._rtp_host = rtp_host
         self._advertised_address = advertised_address
         self._ring_s = ring_ms / 1000
+        self._contact = contact
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:
@@ -147,13 +156,13 @@ class SipCallHandler:
         if media is None:
             return
         answer, session, port = media
-        leg = MediaLeg(session, call_id=call.call_id)
+        leg = MediaLeg(session, call_id=call.call_id, models=self._models)
         try:
             if self._ring_s > 0 and not await self._ring(call):
                 return
             await call.answer(answer.sdp)
             logger.info("call answered with %s; running flow %s", answer.codec.name, flow.flow)
-            await self._run_flow(call, flow, SipCallChannel(call, leg))
+            await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
             await leg.close()
             await session.close()
@@ -227,24 +236,52 @@ class SipCallHandler:
             ended.cancel()
         return not call.ended
 
-    async def _run_flow(self, call: InboundCall, flow: Flow, channel: SipCallChannel) -> None:
-        session = IvrSession(flow, channel, self._synthesizer)
-        flow_task = asyncio.ensure_future(session.run())
-        ended_task = asyncio.ensure_future(call.wait_ended())
+    async def _run_flow(
+        self, call: InboundCall, flow: Flow, channel: SipCallChannel, leg: MediaLeg
+    ) -> None:
+        contact = self._contact
+        session = IvrSession(
+            flow,
+            channel,
+            self._synthesizer,
+            flows=self._flows.get,
+            queue=contact.queue_service if contact is not None else None,
+        )
         try:
-            done, _ = await asyncio.wait(
-                {flow_task, ended_task}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if flow_task in done:
-                result = flow_task.result()
-                logger.info("flow ended: %s (%s)", result.outcome.value, result.reason)
-            else:
-                logger.info("caller ended the call: %s", ended_task.result())
+            result = await run_ivr(session, call.wait_ended)
+            if contact is not None:
+                caller_leg = CallerLeg(
+                    call_id=call.call_id,
+                    caller=call.caller,
+                    called=call.called,
+                    media=leg,
+                    wait_ended=call.wait_ended,
+                    hangup=call.hangup,
+                    voice=flow.voice,
+                )
+                await contact.serve_queued(caller_leg, result)
         finally:
-            for task in (flow_task, ended_task):
-                task.cancel()
-            await asyncio.gather(flow_task, ended_task, return_exceptions=True)
             await call.hangup()
+
+
+async def run_ivr(
+    session: IvrSession, wait_ended: Callable[[], Awaitable[object]]
+) -> SessionResult | None:
+    """Run `session` until its flow ends or the caller hangs up (then None)."""
+    flow_task = asyncio.ensure_future(session.run())
+    ended_task = asyncio.ensure_future(wait_ended())
+    try:
+        done, _ = await asyncio.wait({flow_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
+        if flow_task in done:
+            result = flow_task.result()
+            logger.info("flow ended: %s (%s)", result.outcome.value, result.reason)
+            return result
+        logger.info("caller ended the call during the flow")
+        return None
+    finally:
+        for task in (flow_task, ended_task):
+            task.cancel()
+        await asyncio.gather(flow_task, ended_task, return_exceptions=True)
 
 
 def _payload_type(codec: sdp.Codec) -> int:

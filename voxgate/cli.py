@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import importlib
 import logging
 import sys
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
+    hasher = commands.add_parser(
+        "hash-password", help="print the scrypt hash of an agent password for the settings file"
+    )
+    hasher.set_defaults(func=_hash_password)
+
     for module_name in ("ivr.cli", "acd.cli"):
         try:
             module = importlib.import_module(module_name)
@@ -99,6 +105,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         return asyncio.run(run_node(settings))
     return uvloop.run(run_node(settings))
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from signaling.webrtc.auth import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\n")
+    if not password:
+        print("voxgate: the password is empty", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

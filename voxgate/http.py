@@ -1,4 +1,4 @@
-"""The node's HTTP API: health check now; signaling, pages and events join it later."""
+"""The node's HTTP API: health check and queue counters (signaling mounts its own routes)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,18 @@ def create_app(readiness: Readiness) -> web.Application:
     app[READINESS_KEY] = readiness
     app.router.add_get("/healthz", _healthz)
     return app
+
+
+QueueCounters = Callable[[], dict[str, dict[str, int]]]
+QUEUE_COUNTERS_KEY: web.AppKey[QueueCounters] = web.AppKey("queue_counters")
+
+
+async def _queues(request: web.Request) -> web.Response:
+    """Counts per queue since the node started; no caller data."""
+    return web.json_response({"queues": request.app[QUEUE_COUNTERS_KEY]()})
+
+
+def add_queue_counters(app: web.Application, counters: QueueCounters) -> None:
+    """Serve `GET /api/queues` with this node's queue counters."""
+    app[QUEUE_COUNTERS_KEY] = counters
+    app.router.add_get("/api/queues", _queues)

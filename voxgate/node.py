@@ -1,9 +1,10 @@
-"""One VoxGate node: SIP, RTP, IVR and HTTP wired together in one process.
+"""One VoxGate node: SIP, RTP, IVR, ACD, WebRTC and HTTP wired together in one process.
 
 `run_node` starts every component, reports readiness on `GET /healthz`,
-waits for SIGINT or SIGTERM, then stops in reverse order: the SIP endpoint
+waits for SIGINT or SIGTERM, then stops in reverse order. The SIP endpoint
 sends BYE to every call, which ends each call's flow and frees its RTP
-port, and the HTTP listener closes last.
+port. Then the ACD stops dispatching, and the HTTP listener closes last,
+which ends the browser calls.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import signal
 import time
 
 from aiohttp import web
-from signaling.sip.endpoint import SipConfig, SipEndpoint
 
 from ivr.registry import FlowRegistry
+from media.asr import AsrConfig, ModelCatalog
 from media.rtp_session import RtpPortPool
-from media.tts import EspeakSynthesizer, TtsConfig
+from media.tts import EspeakSynthesizer, Synthesizer, TtsConfig
+from signaling.sip.endpoint import SipEndpoint
+from signaling.webrtc.server import WebRtcServer, add_routes
+from voxgate.browser_calls import BrowserCallHandler
 from voxgate.calls import SipCallHandler
-from voxgate.http import create_app
+from voxgate.components import build_contact_center, sip_config, webrtc_config
+from voxgate.contact import ContactCenter
+from voxgate.http import add_queue_counters, create_app
 from voxgate.settings import Settings
 
 logger = logging.getLogger("voxgate")
@@ -33,19 +39,19 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._ready = {"sip": False, "rtp": False, "ivr": False}
+        self._ready = {"sip": False, "rtp": False, "ivr": False, "acd": False}
         self._sip: SipEndpoint | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.http_port = 0
+        self.contact: ContactCenter | None = None
+        self.webrtc: WebRtcServer | None = None
 
     def readiness(self) -> dict[str, bool]:
         return dict(self._ready)
 
     async def start(self) -> None:
         settings = self.settings
-        await self._start_http()
-
         flows = FlowRegistry(settings.ivr.flows_dir)
         for path, error in flows.errors.items():
             logger.error("flow file %s is invalid and was skipped: %s", path, error)
@@ -55,7 +61,19 @@ class Node:
             logger.warning("default flow %r not found", settings.ivr.default_flow)
         self._own(asyncio.ensure_future(flows.watch(FLOW_WATCH_INTERVAL_S)))
         synthesizer = EspeakSynthesizer(TtsConfig(cache_dir=settings.ivr.prompt_cache_dir))
+        models = ModelCatalog(AsrConfig(models_dir=settings.asr.models_dir))
+        if not models.any_model():
+            logger.warning(
+                "no speech recognition model in %s or installed packages; speech input is off",
+                settings.asr.models_dir,
+            )
         self._ready["ivr"] = True
+
+        self.contact = await build_contact_center(settings, synthesizer)
+        self.contact.start()
+        self._ready["acd"] = True
+
+        await self._start_http(flows, synthesizer)
 
         pool = RtpPortPool(settings.rtp.port_low, settings.rtp.port_high)
         self._ready["rtp"] = True
@@ -68,17 +86,14 @@ class Node:
             rtp_host=settings.rtp.host,
             advertised_address=settings.rtp.advertised_address or settings.rtp.host,
             ring_ms=settings.sip.ring_ms,
+            contact=self.contact,
+            models=models,
         )
-        self._sip = SipEndpoint(
-            SipConfig(
-                host=settings.sip.host, port=settings.sip.port, user_agent=settings.sip.user_agent
-            ),
-            handler,
-        )
+        self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
         self._ready["sip"] = True
         logger.info(
-            "node %s ready: sip %s:%d, rtp %d-%d, http %s:%d",
+            "node %s ready: sip %s:%d, rtp %d-%d, http %s:%d, acd store %s",
             settings.node.id,
             settings.sip.host,
             self._sip.port,
@@ -86,17 +101,36 @@ class Node:
             settings.rtp.port_high,
             settings.http.host,
             self.http_port,
+            "memory" if settings.acd.store == "memory" else "redis",
         )
 
-    async def _start_http(self) -> None:
-        runner = web.AppRunner(create_app(self.readiness), handle_signals=False)
+    async def _start_http(self, flows: FlowRegistry, synthesizer: Synthesizer) -> None:
+        settings = self.settings
+        app = create_app(self.readiness)
+        if self.contact is not None:
+            add_queue_counters(app, self.contact.queue_counters)
+        if settings.webrtc.enabled:
+            handler = BrowserCallHandler(
+                flows=flows,
+                default_flow=settings.ivr.default_flow,
+                synthesizer=synthesizer,
+                contact=self.contact,
+            )
+            config = webrtc_config(settings.webrtc, settings.http.host, settings.http.port)
+            self.webrtc = add_routes(app, config, handler)
+            if self.contact is not None:
+                self.contact.webrtc = self.webrtc
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.http.host, self.settings.http.port)
+        site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
         self._http_runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
+        self.http_port = sockets[0].getsockname()[1] if sockets else settings.http.port
+        if self.webrtc is not None and settings.http.port == 0:
+            # The default origin names the port, known only now.
+            self.webrtc.config = webrtc_config(settings.webrtc, settings.http.host, self.http_port)
 
     def _own(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -108,6 +142,8 @@ class Node:
             self._ready[name] = False
         if self._sip is not None:
             await self._sip.stop()
+        if self.contact is not None:
+            await self.contact.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from voxgate.yamlsource import YamlDocument, YamlSourceError, load_yaml_file
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+DigestAlgorithm = Literal["SHA-256", "MD5"]
 
 
 class SettingsError(ValueError):
@@ -55,8 +56,57 @@ class SipSettings(_Section):
     ring_ms: int = Field(
         default=0, ge=0, le=60_000, description="Time to ring (180) before answering, in ms."
     )
+    advertised_host: str | None = Field(
+        default=None, description="Host put into Via and Contact; defaults to host."
+    )
+    force_rport: bool = Field(
+        default=False, description="Answer every UDP request at its source port (peers behind NAT)."
+    )
+    max_calls: int | None = Field(default=None, ge=1, description="More calls get 503.")
+    trusted_networks: list[str] = Field(
+        default_factory=list,
+        description="Trunk source networks (CIDR) whose INVITEs need no digest authentication.",
+    )
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="Digest user name -> password for phones that REGISTER and call.",
+    )
+    realm: str = Field(default="voxgate", min_length=1, max_length=100)
+    digest_algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: list[DigestAlgorithm](["SHA-256", "MD5"]),
+        min_length=1,
+        description="Digest challenges in order; baresip 1.0 needs MD5 first.",
+    )
+    digest_allow_rfc2069: bool = Field(
+        default=False,
+        description=(
+            "Also accept digest responses without qop (RFC 2069), as pyVoIP 1.6.8 sends; "
+            "each nonce is then accepted once."
+        ),
+    )
+    tls_port: int | None = Field(default=None, ge=0, le=65535)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
 
     _host = field_validator("host")(_check_host)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"invalid network {network!r}: expected CIDR such as 192.0.2.0/24"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> SipSettings:
+        if self.tls_port is not None and (self.tls_certfile is None or self.tls_keyfile is None):
+            raise ValueError("tls_port needs tls_certfile and tls_keyfile")
+        return self
 
 
 class RtpSettings(_Section):
@@ -110,6 +160,108 @@ class AsrSettings(_Section):
     models_dir: Path = Path("asr_models")
 
 
+class IceServerSettings(_Section):
+    """One STUN or TURN server offered to the server's WebRTC peers."""
+
+    urls: str = Field(min_length=1, description='For example "turn:turn.example.com:3478".')
+    username: str | None = None
+    credential: str | None = None
+
+
+class AgentAccountSettings(_Section):
+    """One browser agent: the password hash and what the ACD routes to it."""
+
+    password_hash: str = Field(
+        min_length=1, description="scrypt hash printed by `voxgate hash-password`."
+    )
+    queues: list[str] = Field(
+        default_factory=list, description="Queues the agent serves; empty means every queue."
+    )
+    skills: dict[str, int] = Field(default_factory=dict, description="Skill name -> level 0-10.")
+
+
+class WebRtcSettings(_Section):
+    """Browser callers and agents: WebSocket signaling at /ws and the aiortc peers."""
+
+    enabled: bool = True
+    allowed_origins: list[str] | None = Field(
+        default=None,
+        description="Exact Origin header values; unset means this node's own http:// address.",
+    )
+    token_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="HMAC key for session tokens; unset generates one per start.",
+    )
+    token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    guest_callers: bool = True
+    agents: dict[str, AgentAccountSettings] = Field(default_factory=dict)
+    ice_servers: list[IceServerSettings] = Field(default_factory=list)
+    advertised_addresses: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Local addresses that aiortc binds and offers as ICE host candidates.",
+    )
+    allow_mdns: bool = False
+    ring_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    wrap_up_s: int = Field(default=30, ge=0, le=3600)
+    reconnect_grace_s: float = Field(default=20.0, ge=0, le=600)
+
+    @field_validator("advertised_addresses")
+    @classmethod
+    def _check_addresses(cls, value: list[str]) -> list[str]:
+        return [_check_host(address) for address in value]
+
+
+class JumpSettings(_Section):
+    """Bounds on priority callers jumping ahead of earlier callers."""
+
+    credit_per_priority_s: float = Field(default=120.0, ge=0)
+    max_jump_s: float = Field(default=1800.0, ge=0)
+    max_passes: int = Field(default=10, ge=0)
+
+
+class QueueSettings(_Section):
+    """One ACD queue; times are in seconds."""
+
+    strategy: Literal["longest_idle", "round_robin", "fewest_calls", "skills_weighted"] = (
+        "longest_idle"
+    )
+    weight: int = Field(default=0, ge=0)
+    ring_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    max_wait_s: float | None = Field(default=None, gt=0)
+    max_length: int | None = Field(default=None, ge=1)
+    overflow_target: str | None = None
+    wrap_up_s: float = Field(default=0.0, ge=0, le=3600)
+    announce_first_s: float | None = Field(default=30.0, gt=0)
+    announce_every_s: float | None = Field(default=60.0, gt=0)
+    service_level_s: float = Field(default=20.0, gt=0)
+    default_handle_time_s: float = Field(default=180.0, gt=0)
+    hold_music: Path | None = Field(
+        default=None, description="16-bit mono WAV played while waiting; unset plays a tone."
+    )
+
+
+class AcdSettings(_Section):
+    """Queues and agent routing (the automatic call distributor)."""
+
+    store: str = Field(
+        default="memory", description='"memory" (one node) or a Redis URL shared by every node.'
+    )
+    key_prefix: str = Field(default="acd:", min_length=1, max_length=64)
+    queues: dict[str, QueueSettings] = Field(default_factory=dict)
+    jump: JumpSettings = Field(default_factory=JumpSettings)
+    cross_queue_rule: Literal["priority_first", "longest_waiting_head_caller"] = "priority_first"
+    away_after_missed: int = Field(default=2, ge=1)
+    node_ttl_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if value == "memory" or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError('must be "memory" or a redis://, rediss:// or unix:// URL')
+
+
 class Settings(_Section):
     """All settings of one node."""
 
@@ -120,6 +272,16 @@ class Settings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     ivr: IvrSettings = Field(default_factory=IvrSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
+    webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
+    acd: AcdSettings = Field(default_factory=AcdSettings)
+
+    @model_validator(mode="after")
+    def _check_agent_queues(self) -> Settings:
+        for name, agent in self.webrtc.agents.items():
+            unknown = sorted(set(agent.queues) - set(self.acd.queues))
+            if unknown:
+                raise ValueError(f"agent {name!r} serves unknown queues {unknown}")
+        return self
 
 
 def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
@@ -188,4 +350,15 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         }
     )
     asr = settings.asr.model_copy(update={"models_dir": resolve(settings.asr.models_dir)})
-    return settings.model_copy(update={"ivr": ivr, "asr": asr})
+    sip = settings.sip.model_copy(
+        update={
+            "tls_certfile": resolve(settings.sip.tls_certfile),
+            "tls_keyfile": resolve(settings.sip.tls_keyfile),
+        }
+    )
+    queues = {
+        name: queue.model_copy(update={"hold_music": resolve(queue.hold_music)})
+        for name, queue in settings.acd.queues.items()
+    }
+    acd = settings.acd.model_copy(update={"queues": queues})
+    return settings.model_copy(update={"ivr": ivr, "asr": asr, "acd": acd, "sip": sip})

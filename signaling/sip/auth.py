@@ -1,10 +1,11 @@
 """Digest authentication for requests we receive (RFC 3261 §22, RFC 7616, RFC 8760).
 
-The UAS challenges with one `WWW-Authenticate` per algorithm (SHA-256 first,
-then MD5, as RFC 8760 §2.4 orders them), always with qop=auth. Nonces are
-stateless: an HMAC over a timestamp with a per-process secret, so any
-nonce we issued can be checked without storing it, and expires after
-`nonce_lifetime` seconds (then the peer gets `stale=true`). Nonce counts
+The UAS challenges with one `WWW-Authenticate` per algorithm, most preferred
+first (SHA-256, then MD5, by default), always with qop=auth. Nonces are
+stateless: a timestamp and a random salt with an HMAC over both under a
+per-process secret. So any nonce we issued can be checked without storing
+it, and it expires after `nonce_lifetime` seconds (then the peer gets
+`stale=true`). Nonce counts
 are tracked per nonce to reject replays, in a table bounded by
 `max_tracked_nonces`.
 
@@ -42,7 +43,7 @@ class DigestCredentials:
 
 
 def parse_digest(value: str) -> DigestCredentials:
-    """Parse `Scheme name=value, name="quoted", ...` (RFC 7616 §3.4).
+    """Parse `Scheme name=value, name="quoted", ...` (RFC 7616 credentials or challenges).
 
     Raise `SipSyntaxError` for a malformed value, an over-long one, or a
     repeated parameter.
@@ -91,6 +92,14 @@ def parse_digest(value: str) -> DigestCredentials:
     return DigestCredentials(scheme, params)
 
 
+_USED_WITHOUT_QOP = 0xFFFFFFFF
+
+
+def _uri_target(uri: str) -> str:
+    """Return the scheme, user, host and port of a SIP URI, without parameters or headers."""
+    return re.split(r"[;?]", uri, maxsplit=1)[0].lower()
+
+
 def digest_response(
     algorithm: str,
     username: str,
@@ -103,7 +112,7 @@ def digest_response(
     cnonce: str,
     qop: str = "auth",
 ) -> str:
-    """Compute the `response` value for qop=auth (RFC 7616 §3.4.1)."""
+    """Compute the `response` value for qop=auth (RFC 7616)."""
     hash_function = ALGORITHMS[algorithm]
 
     def digest(text: str) -> str:
@@ -114,20 +123,69 @@ def digest_response(
     return digest(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
+def build_authorization(
+    challenge: DigestCredentials,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    *,
+    nc: int,
+    cnonce: str,
+) -> str:
+    """Answer a digest challenge as a client (RFC 7616), with qop=auth when offered.
+
+    A challenge without qop gets the RFC 2069 form, which has no nonce count.
+    """
+    params = challenge.params
+    algorithm = params.get("algorithm", "MD5").upper()
+    realm = params.get("realm", "")
+    nonce = params.get("nonce", "")
+    fields = [
+        f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
+    ]  # fmt: skip
+    qops = [item.strip().lower() for item in params.get("qop", "").split(",")]
+    if "auth" in qops:
+        nc_text = f"{nc:08x}"
+        response = digest_response(
+            algorithm, username, realm, password, method, uri, nonce, nc_text, cnonce
+        )
+        fields += [f'response="{response}"', "qop=auth", f"nc={nc_text}", f'cnonce="{cnonce}"']
+    else:
+        digest = ALGORITHMS[algorithm]
+        ha1 = digest(f"{username}:{realm}:{password}".encode()).hexdigest()
+        ha2 = digest(f"{method}:{uri}".encode()).hexdigest()
+        fields.append(f'response="{digest(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()}"')
+    fields.append(f"algorithm={algorithm}")
+    if "opaque" in params:
+        fields.append(f'opaque="{params["opaque"]}"')
+    return "Digest " + ", ".join(fields)
+
+
 @dataclass(slots=True)
 class AuthConfig:
     """Access rules for inbound INVITE and REGISTER.
 
-    `users` maps user names to passwords for digest. `trusted_networks` are
+    `users` maps user names to passwords for digest, and `algorithms` lists
+    the challenges in order of preference (SHA-256 and MD5; some older
+    clients, such as baresip 1.0, give up when the first one is not MD5).
+    `trusted_networks` are
     trunk source networks (CIDR strings) let in without digest. With both
     empty, authentication is off and every source is accepted.
+
+    `allow_rfc2069` also accepts responses without qop (RFC 2069, as
+    pyVoIP 1.6.8 sends them) and a digest uri that names the same target as
+    the Request-URI with other parameters (pyVoIP adds `;transport=UDP`).
+    Such a response has no nonce count, so each nonce is accepted once.
     """
 
     realm: str = "voxgate"
     users: dict[str, str] = field(default_factory=dict)
+    algorithms: Sequence[str] = ("SHA-256", "MD5")
     trusted_networks: Sequence[str] = ()
     nonce_lifetime: float = 300.0
     max_tracked_nonces: int = 10_000
+    allow_rfc2069: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -148,6 +206,9 @@ class Authenticator:
     """Checks source networks and digest credentials; has no I/O."""
 
     def __init__(self, config: AuthConfig) -> None:
+        unknown = [name for name in config.algorithms if name not in ALGORITHMS]
+        if unknown or not config.algorithms:
+            raise ValueError(f"digest algorithms must be among {list(ALGORITHMS)}, not {unknown}")
         self.config = config
         self._secret = secrets.token_bytes(32)
         self._networks = [
@@ -163,12 +224,15 @@ class Authenticator:
         return any(address in network for network in self._networks)
 
     def new_nonce(self, now: float) -> str:
-        stamp = f"{int(now):x}"
-        mac = hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{stamp}.{mac}"
+        """Return `time.salt.mac`: unique per challenge, and checkable without storage."""
+        stamp = f"{int(now):x}.{secrets.token_hex(8)}"
+        return f"{stamp}.{self._mac(stamp)}"
+
+    def _mac(self, stamp: str) -> str:
+        return hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
 
     def challenges(self, now: float, stale: bool = False) -> list[tuple[str, str]]:
-        """Return WWW-Authenticate headers: SHA-256 first, then MD5 (RFC 8760 §2.4)."""
+        """Return one WWW-Authenticate header per configured algorithm, most preferred first."""
         nonce = self.new_nonce(now)
         stale_param = ", stale=true" if stale else ""
         return [
@@ -177,7 +241,7 @@ class Authenticator:
                 f'Digest realm="{self.config.realm}", nonce="{nonce}", '
                 f'algorithm={algorithm}, qop="auth"{stale_param}',
             )
-            for algorithm in ALGORITHMS
+            for algorithm in self.config.algorithms
         ]
 
     def check(
@@ -195,6 +259,7 @@ class Authenticator:
         if not self.config.users:
             return AuthDecision(403, reason="source address is not trusted")
         stale = False
+        reason = "credentials missing"
         for value in authorizations:
             try:
                 credentials = parse_digest(value)
@@ -206,9 +271,8 @@ class Authenticator:
             if decision.status is None:
                 return decision
             stale = stale or decision.stale
-            if decision.status == 403:
-                return decision
-        return AuthDecision(401, stale=stale, reason="credentials missing or not accepted")
+            reason = decision.reason
+        return AuthDecision(401, stale=stale, reason=reason)
 
     def _check_digest(
         self, method: str, request_uri: str, params: dict[str, str], now: float
@@ -216,7 +280,7 @@ class Authenticator:
         username = params.get("username", "")
         password = self.config.users.get(username)
         algorithm = params.get("algorithm", "MD5").upper()
-        if algorithm not in ALGORITHMS:
+        if algorithm not in ALGORITHMS or algorithm not in self.config.algorithms:
             return AuthDecision(401, reason=f"unsupported digest algorithm {algorithm!r}")
         if params.get("realm") != self.config.realm:
             return AuthDecision(401, reason="wrong realm")
@@ -225,9 +289,13 @@ class Authenticator:
             return AuthDecision(401, reason="nonce not issued here")
         if now - int(nonce.split(".", 1)[0], 16) > self.config.nonce_lifetime:
             return AuthDecision(401, stale=True, reason="nonce expired")
-        if params.get("uri") != request_uri:
-            # RFC 7616 §3.4.6: the digest covers the Request-URI; another URI is a replay risk.
+        uri = params.get("uri", "")
+        legacy = self.config.allow_rfc2069
+        if uri != request_uri and not (legacy and _uri_target(uri) == _uri_target(request_uri)):
+            # The digest covers `uri`, so a response computed for another URI is a replay risk.
             return AuthDecision(401, reason="digest uri does not match the Request-URI")
+        if legacy and "qop" not in params:
+            return self._check_rfc2069(algorithm, username, password, method, uri, nonce, params)
         if params.get("qop") != "auth":
             return AuthDecision(401, reason="qop=auth is required")
         nc_text = params.get("nc", "")
@@ -259,9 +327,34 @@ class Authenticator:
             self._nonce_counts.popitem(last=False)
         return AuthDecision(None, user=username)
 
+    def _check_rfc2069(
+        self,
+        algorithm: str,
+        username: str,
+        password: str | None,
+        method: str,
+        uri: str,
+        nonce: str,
+        params: dict[str, str],
+    ) -> AuthDecision:
+        """Check a response computed without qop: H(HA1:nonce:HA2), RFC 2069 §2.1.2."""
+        if password is None:
+            return AuthDecision(401, reason="unknown user")
+        if nonce in self._nonce_counts:
+            return AuthDecision(401, stale=True, reason="nonce already used without qop")
+        hash_function = ALGORITHMS[algorithm]
+        ha1 = hash_function(f"{username}:{self.config.realm}:{password}".encode()).hexdigest()
+        ha2 = hash_function(f"{method}:{uri}".encode()).hexdigest()
+        expected = hash_function(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+        if not hmac.compare_digest(expected, params.get("response", "").lower()):
+            return AuthDecision(401, reason="wrong digest response")
+        self._nonce_counts[nonce] = _USED_WITHOUT_QOP
+        while len(self._nonce_counts) > self.config.max_tracked_nonces:
+            self._nonce_counts.popitem(last=False)
+        return AuthDecision(None, user=username)
+
     def _nonce_valid(self, nonce: str) -> bool:
-        stamp, _, mac = nonce.partition(".")
-        if not stamp or len(stamp) > 16 or not re.fullmatch(r"[0-9a-f]+", stamp):
+        stamp, _, mac = nonce.rpartition(".")
+        if not re.fullmatch(r"[0-9a-f]{1,16}\.[0-9a-f]{16}", stamp):
             return False
-        expected = hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
-        return hmac.compare_digest(expected, mac)
+        return hmac.compare_digest(self._mac(stamp), mac)

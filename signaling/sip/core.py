@@ -1,7 +1,9 @@
 """The UAS core without I/O: datagrams and commands in, datagrams and events out.
 
-`UserAgent` owns the transactions (`signaling.sip.transaction`) and the
-inbound INVITE sessions (`signaling.sip.dialog`). The asyncio adapter feeds
+`UserAgent` extends `TransactionUser` (`signaling.sip.tu`, which owns the
+transactions and timers) with the inbound INVITE sessions
+(`signaling.sip.dialog`), the registrar and outbound registrations. The
+asyncio adapter feeds
 it with `receive` (bytes from a transport), `tick` (the clock) and the
 application's commands (`ring`, `answer`, `reject`, `hangup`,
 `answer_reoffer`, `shutdown`), then drains `take_outgoing()` and
@@ -18,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from signaling.sip import checks
-from signaling.sip.auth import AuthConfig, Authenticator
+from signaling.sip.auth import Authenticator
 from signaling.sip.checks import Rejection
 from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch, new_tag
 from signaling.sip.errors import FramingError, SipSyntaxError, SipUsageError
@@ -31,117 +33,58 @@ from signaling.sip.events import (
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    RegistrationChanged,
     ReofferReceived,
 )
-from signaling.sip.message import (
-    REASON_PHRASES,
-    SipRequest,
-    SipResponse,
-    build_response,
-    sdp_body,
-    to_bytes,
-)
+from signaling.sip.message import SipRequest, SipResponse, build_response, sdp_body, to_bytes
 from signaling.sip.parser import (
-    DEFAULT_LIMITS,
     InvalidRequest,
-    Limits,
     is_keepalive,
     parse_datagram,
     salvage_request,
 )
+from signaling.sip.ratelimit import SourceRateLimiter
 from signaling.sip.registrar import Registrar
+from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, in_dialog_peer, response_peer, stamp_via
 from signaling.sip.transaction import (
-    ClientNonInviteTransaction,
-    Deliver,
-    Effect,
-    Send,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     ServerTransaction,
-    StartTimer,
     State,
-    StopTimer,
-    Terminated,
-    TimedOut,
     Timer,
-    TimerConfig,
     client_key,
     server_key,
 )
+from signaling.sip.tu import CoreConfig as CoreConfig
+from signaling.sip.tu import TransactionUser
 
 logger = logging.getLogger("sip.core")
 
 CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
 
-TimerKey = tuple[str, str, Timer | str]
 
-
-@dataclass(slots=True)
-class CoreConfig:
-    """Settings of the UA core; `host` and `port` are what Via and Contact advertise."""
-
-    host: str = "127.0.0.1"
-    port: int = 5060
-    user_agent: str = "VoxGate"
-    timers: TimerConfig = field(default_factory=TimerConfig)
-    limits: Limits = DEFAULT_LIMITS
-    force_rport: bool = False
-    max_calls: int | None = None
-    retry_after: int = 5
-    min_session_expires: int = 90
-    auth: AuthConfig = field(default_factory=AuthConfig)
-
-
-class UserAgent:
+class UserAgent(TransactionUser):
     """The UAS core; see the module docstring for the calling contract."""
 
     def __init__(self, config: CoreConfig) -> None:
-        self.config = config
-        self.allowed = CALL_METHODS + (("REGISTER",) if config.auth.users else ())
+        super().__init__(config, CALL_METHODS + (("REGISTER",) if config.auth.users else ()))
         self.authenticator = Authenticator(config.auth)
         self.registrar = Registrar()
         self.calls: dict[str, InviteSession] = {}
-        self._outgoing: list[Outgoing] = []
+        self.registrations: dict[str, Registration] = {}
         self._events: list[CoreEvent] = []
-        self._timers: dict[TimerKey, float] = {}
-        self._server: dict[str, ServerTransaction] = {}
-        self._server_peer: dict[str, Peer] = {}
-        self._client: dict[str, ClientNonInviteTransaction] = {}
-        self._client_peer: dict[str, Peer] = {}
         self._merge_keys: dict[tuple[str, str, int, str], str] = {}
         self._dialogs: dict[tuple[str, str, str], str] = {}
         self._call_by_invite: dict[str, str] = {}
         self._call_peer: dict[str, Peer] = {}
-        self._now = 0.0
+        self._rate_limiter = SourceRateLimiter(config.rate_limit) if config.rate_limit else None
 
     # ----- adapter interface
-
-    def take_outgoing(self) -> list[Outgoing]:
-        items, self._outgoing = self._outgoing, []
-        return items
 
     def take_events(self) -> list[CoreEvent]:
         items, self._events = self._events, []
         return items
-
-    def next_deadline(self) -> float | None:
-        return min(self._timers.values(), default=None)
-
-    def tick(self, now: float) -> None:
-        """Fire every timer due at `now`, earliest first."""
-        self._now = max(self._now, now)
-        while True:
-            due = [(deadline, key) for key, deadline in self._timers.items() if deadline <= now]
-            if not due:
-                return
-            _, key = min(due, key=lambda item: item[0])
-            del self._timers[key]
-            kind, owner, name = key
-            try:
-                self._fire(kind, owner, name)
-            except Exception:
-                logger.exception("timer %s for %s %s failed", name, kind, owner)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
@@ -229,6 +172,7 @@ class UserAgent:
             record_route=True,
         )
         session.change(CallState.ANSWERED, "answer")
+        self._disarm("call", handle, "unanswered")
         if not self._call_peer[handle].reliable:
             session.retransmit_interval = self.config.timers.t1
             self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
@@ -241,6 +185,9 @@ class UserAgent:
             raise SipUsageError(f"call {handle}: reject needs a status 300-699, not {status}")
         if session.state not in (CallState.INCOMING, CallState.EARLY):
             raise SipUsageError(f"call {handle}: reject not allowed in state {session.state.value}")
+        if reason is not None:
+            # The reason phrase ends at CRLF, so control characters would split the message.
+            reason = "".join(char for char in reason if char.isprintable())[:120] or None
         self._respond(session.transaction_key, status, reason, to_tag=session.local_tag)
         self._end(session, "hangup")
 
@@ -256,24 +203,94 @@ class UserAgent:
         self._now = max(self._now, now)
         session = self._session(handle)
         key = session.pending_offer_key
-        if key is None:
-            raise SipUsageError(f"call {handle}: no re-INVITE or UPDATE is pending")
         session.pending_offer_key = None
-        if key not in self._server:
+        transaction = self._server.get(key) if key else None
+        if key is None or transaction is None:
+            # The caller cancelled the re-INVITE, or its transaction is gone.
+            logger.debug("call %s: no re-INVITE or UPDATE left to answer", handle)
             return
         if sdp is None:
             self._respond(key, 488)
             return
         session.local_sdp = sdp
         extra = self._session_timer_headers(session)
-        self._respond(key, 200, contact=True, body=sdp, extra=extra)
+        response = self._respond(key, 200, contact=True, body=sdp, extra=extra)
         self._arm_session_timer(session)
+        if transaction.request.method == "INVITE" and response is not None:
+            # §13.3.1.4 holds for a re-INVITE too: the TU retransmits its 2xx until the ACK.
+            session.reinvite_answer = response
+            session.reinvite_cseq = transaction.request.parsed.cseq.number
+            session.reinvite_peer = self._server_peer.get(key)
+            if session.reinvite_peer is not None and not session.reinvite_peer.reliable:
+                session.retransmit_interval = self.config.timers.t1
+                self._arm("call", handle, "re2xx", self._now + session.retransmit_interval)
+            self._arm("call", handle, "reack", self._now + 64 * self.config.timers.t1)
 
     def shutdown(self, now: float) -> None:
         """End every call: BYE for answered calls (after their ACK), 487 for unanswered ones."""
         self._now = max(self._now, now)
         for session in list(self.calls.values()):
             self._hang_up(session, "shutdown", 487)
+
+    def add_registration(self, config: RegistrationConfig, now: float) -> None:
+        """Start keeping a binding at `config.registrar` (see `signaling.sip.registration`)."""
+        self._now = max(self._now, now)
+        if config.name in self.registrations:
+            raise SipUsageError(f"registration {config.name} already exists")
+        peer = self._registrar_peer(config)
+        params = f";transport={peer.transport}" if peer.reliable else ""
+        contact = f"<sip:{config.user}@{self._host()}:{self._port_for(peer)}{params}>"
+        registration = Registration(config, contact)
+        self.registrations[config.name] = registration
+        branch = new_branch()
+        self._drive(registration, lambda: registration.start(self._via(branch, peer)), branch)
+
+    def remove_registration(self, name: str, now: float) -> None:
+        """Unregister (Expires: 0) and stop refreshing; the entry stays to report STOPPED."""
+        self._now = max(self._now, now)
+        registration = self.registrations.get(name)
+        if registration is None:
+            raise SipUsageError(f"unknown registration {name}")
+        self._disarm("registration", name, "refresh")
+        branch = new_branch()
+        peer = self._registrar_peer(registration.config)
+        self._drive(registration, lambda: registration.stop(self._via(branch, peer)), branch)
+
+    def _registrar_peer(self, config: RegistrationConfig) -> Peer:
+        return Peer(config.transport, config.registrar, config.port)
+
+    def _drive(
+        self, registration: Registration, step: Callable[[], SipRequest | None], branch: str
+    ) -> None:
+        """Run one registration step, send its REGISTER, rearm its timer, report changes."""
+        before = registration.state
+        request = step()
+        name = registration.config.name
+        if request is not None:
+            self._start_client(request, branch, self._registrar_peer(registration.config), name)
+        if registration.deadline is not None:
+            self._arm("registration", name, "refresh", registration.deadline)
+        else:
+            self._disarm("registration", name, "refresh")
+        if registration.state is not before:
+            detail = registration.last_error or registration.state.value
+            self._events.append(RegistrationChanged(name, registration.state.value, detail))
+
+    def _on_registration_response(self, key: str, response: SipResponse) -> None:
+        registration = self.registrations.get(self._client_owner.get(key, ""))
+        if registration is None or response.status < 200:
+            return
+        branch = new_branch()
+        peer = self._registrar_peer(registration.config)
+        via = self._via(branch, peer)
+        self._drive(
+            registration, lambda: registration.on_response(response, via, self._now), branch
+        )
+
+    def _on_registration_timeout(self, key: str) -> None:
+        registration = self.registrations.get(self._client_owner.get(key, ""))
+        if registration is not None:
+            self._drive(registration, lambda: registration.on_timeout(self._now), new_branch())
 
     def _hang_up(self, session: InviteSession, reason: str, status: int) -> None:
         if session.ended or session.pending_end is not None:
@@ -303,6 +320,8 @@ class UserAgent:
         if transaction is not None:
             self._apply(key, transaction.on_request(request))
             return
+        if info.to.tag is None and not self._within_rate(request, peer):
+            return
         created: ServerTransaction
         if request.method == "INVITE":
             created = ServerInviteTransaction(key, request, peer.reliable, self.config.timers)
@@ -331,6 +350,21 @@ class UserAgent:
         else:
             # BYE, INFO or UPDATE outside a dialog (§12.2.2).
             self._respond(key, 481)
+
+    def _within_rate(self, request: SipRequest, peer: Peer) -> bool:
+        """Apply the per-source rate limit to a new out-of-dialog request."""
+        if self._rate_limiter is None or request.method == "CANCEL":
+            return True
+        if self._rate_limiter.allow(peer.host, self._now):
+            return True
+        if self._rate_limiter.should_answer_refusal(peer.host, self._now):
+            logger.warning("request rate limit exceeded by %s; answering 503", peer.host)
+            response = build_response(
+                request, 503, headers=[("Retry-After", str(self.config.retry_after))]
+            )
+            destination = response_peer(request, peer, self.config.force_rport)
+            self._outgoing.append(Outgoing(to_bytes(response), destination))
+        return False
 
     def _check_merged(self, request: SipRequest, key: str) -> Rejection | None:
         """Detect a request that forked back to us by another path (§8.2.2.2)."""
@@ -389,12 +423,34 @@ class UserAgent:
         self._call_by_invite[key] = handle
         self._call_peer[handle] = peer
         logger.info("call %s: INVITE received over %s", handle, peer.transport)
+        self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
         self._events.append(CallOffered(session, peer))
 
     def _dialog_session(self, request: SipRequest) -> InviteSession | None:
         info = request.parsed
         handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
         return self.calls.get(handle) if handle else None
+
+    def _answered_call_for_ack(self, request: SipRequest) -> InviteSession | None:
+        """Find the answered call that an ACK with another To tag acknowledges.
+
+        NOTE: RFC 3261 §12.2.2 matches an ACK by its dialog ID, but pyVoIP
+        1.6.8 puts a random To tag in every ACK. An ACK whose Call-ID, From
+        tag and CSeq number match one answered, unacknowledged INVITE
+        confirms that call; it can only come from someone who saw the INVITE.
+        """
+        info = request.parsed
+        for session in self.calls.values():
+            invite = session.invite.parsed
+            if (
+                session.state is CallState.ANSWERED
+                and invite.call_id == info.call_id
+                and invite.from_.tag == info.from_.tag
+                and invite.cseq.number == info.cseq.number
+            ):
+                logger.debug("call %s: ACK with another To tag accepted", session.handle)
+                return session
+        return None
 
     def _on_dialog_request(self, request: SipRequest, key: str) -> None:
         session = self._dialog_session(request)
@@ -420,8 +476,9 @@ class UserAgent:
 
     def _on_reoffer(self, session: InviteSession, request: SipRequest, key: str) -> None:
         pending = session.pending_offer_key
-        if pending is not None and pending in self._server:
-            if request.method == "INVITE" and pending.endswith("|INVITE"):
+        pending_transaction = self._server.get(pending) if pending else None
+        if pending_transaction is not None:
+            if request.method == "INVITE" and pending_transaction.request.method == "INVITE":
                 # §14.2: a second re-INVITE before the first has its final response.
                 self._respond(key, 500, extra=[("Retry-After", "1")])
             else:
@@ -465,11 +522,36 @@ class UserAgent:
         self._respond(key, 200)
         handle = self._call_by_invite.get(invite_key)
         session = self.calls.get(handle) if handle else None
+        if session is None and invite.state is State.PROCEEDING:
+            self._cancel_reoffer(invite_key)
+            return
         # §9.2: a CANCEL after the final response has no effect on the INVITE.
         if invite.state is State.PROCEEDING and session is not None and not session.ended:
             self._respond(invite_key, 487, to_tag=session.local_tag)
             logger.info("call %s: cancelled by the caller", session.handle)
             self._end(session, "cancel")
+
+    def _cancel_reoffer(self, invite_key: str) -> None:
+        """Answer a cancelled re-INVITE with 487; the dialog itself continues (§9.2)."""
+        for session in self.calls.values():
+            if session.pending_offer_key == invite_key:
+                session.pending_offer_key = None
+                self._respond(invite_key, 487)
+                logger.info("call %s: re-INVITE cancelled by the caller", session.handle)
+                return
+
+    def _on_reinvite_ack(self, session: InviteSession, request: SipRequest) -> None:
+        if request.parsed.cseq.number != session.reinvite_cseq:
+            return
+        self._disarm("call", session.handle, "re2xx")
+        self._disarm("call", session.handle, "reack")
+        session.reinvite_answer = None
+        session.reinvite_cseq = None
+        sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        if sdp is not None:
+            # The answer to an offer we made in the 2xx of an offerless re-INVITE.
+            session.remote_sdp = sdp
+            self._events.append(CallConfirmed(session.handle, sdp))
 
     def _on_ack(self, request: SipRequest, key: str) -> None:
         transaction = self._server.get(key)
@@ -479,7 +561,10 @@ class UserAgent:
         ):
             self._apply(key, transaction.on_request(request))
             return
-        session = self._dialog_session(request)
+        session = self._dialog_session(request) or self._answered_call_for_ack(request)
+        if session is not None and session.state is CallState.CONFIRMED:
+            self._on_reinvite_ack(session, request)
+            return
         if session is None or session.state is not CallState.ANSWERED:
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
         if request.parsed.cseq.number != session.invite.parsed.cseq.number:
@@ -509,7 +594,7 @@ class UserAgent:
             return
         self._apply(key, transaction.on_response(response), client=True)
 
-    # ----- sending
+    # ----- calls
 
     def _session(self, handle: str) -> InviteSession:
         session = self.calls.get(handle)
@@ -522,7 +607,7 @@ class UserAgent:
             return
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
-        for name in ("2xx", "ack", "session"):
+        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack"):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
@@ -540,133 +625,35 @@ class UserAgent:
         branch = new_branch()
         extra = [("User-Agent", self.config.user_agent)]
         request = dialog.build_request("BYE", self._via(branch, peer), extra=extra)
-        key = client_key(branch, "BYE")
-        transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
-        self._client[key] = transaction
-        self._client_peer[key] = peer
         logger.info("call %s: sending BYE", session.handle)
-        self._apply(key, transaction.start(), client=True)
+        self._start_client(request, branch, peer)
 
-    def _host(self) -> str:
-        host = self.config.host
-        return f"[{host}]" if ":" in host else host
+    # ----- hooks of TransactionUser
 
-    def _via(self, branch: str, peer: Peer) -> str:
-        transport = peer.transport.upper()
-        return f"SIP/2.0/{transport} {self._host()}:{self.config.port};branch={branch};rport"
+    def _on_client_response(self, key: str, response: SipResponse) -> None:
+        self._on_registration_response(key, response)
 
-    def _contact(self, peer: Peer | None) -> str:
-        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
-        return f"<sip:{self._host()}:{self.config.port}{params}>"
+    def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
+        super()._on_timed_out(key, timer, client)
+        if client:
+            self._on_registration_timeout(key)
 
-    def _respond(
-        self,
-        key: str,
-        status: int,
-        reason: str | None = None,
-        *,
-        to_tag: str | None = None,
-        contact: bool = False,
-        extra: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-        record_route: bool = False,
-    ) -> SipResponse | None:
-        """Send a response through the server transaction `key` and return it."""
-        transaction = self._server.get(key)
-        if transaction is None:
-            return None
-        request = transaction.request
-        headers = list(extra or ())
-        if contact:
-            headers.append(("Contact", self._contact(self._server_peer.get(key))))
-        if record_route:
-            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
-        if status >= 200 and request.method == "INVITE":
-            headers.append(("Allow", ", ".join(self.allowed)))
-            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
-        headers.append(("Server", self.config.user_agent))
-        if status > 100 and to_tag is None and request.parsed.to.tag is None:
-            to_tag = new_tag()
-        response = build_response(
-            request,
-            status,
-            reason,
-            to_tag=to_tag,
-            headers=headers,
-            body=body,
-            content_type="application/sdp" if body else None,
-        )
-        self._apply(key, transaction.send_response(response))
-        return response
+    def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
+        self._call_by_invite.pop(key, None)
+        info = transaction.request.parsed
+        merge = (info.from_.tag or "", info.call_id, info.cseq.number, transaction.request.method)
+        if self._merge_keys.get(merge) == key:
+            del self._merge_keys[merge]
 
-    def _send_stateless(self, request: SipRequest, status: int, reason: str, peer: Peer) -> None:
-        """Answer a request that failed to parse, outside any transaction (§8.2.6)."""
-        logger.debug("rejecting an invalid request from %s with %s: %s", peer.host, status, reason)
-        headers: list[tuple[str, str]] = [("Server", self.config.user_agent)]
-        response = build_response(request, status, _reason_phrase(status, reason), headers=headers)
-        destination = response_peer(request, peer, self.config.force_rport)
-        self._outgoing.append(Outgoing(to_bytes(response), destination))
-
-    def _apply(self, key: str, effects: list[Effect], client: bool = False) -> None:
-        """Carry out a transaction's effects."""
-        peer = (self._client_peer if client else self._server_peer).get(key)
-        kind = "client" if client else "server"
-        for effect in effects:
-            if isinstance(effect, Send) and peer is not None:
-                self._outgoing.append(Outgoing(to_bytes(effect.message), peer))
-            elif isinstance(effect, StartTimer):
-                self._arm(kind, key, effect.timer, self._now + effect.delay)
-            elif isinstance(effect, StopTimer):
-                self._disarm(kind, key, effect.timer)
-            elif isinstance(effect, TimedOut):
-                self._on_timed_out(key, effect.timer)
-            elif isinstance(effect, Terminated):
-                self._forget(kind, key)
-            elif isinstance(effect, Deliver):
-                logger.debug("response %s for %s", effect.response.status, key)
-
-    def _on_timed_out(self, key: str, timer: Timer) -> None:
-        if timer is Timer.H:
-            logger.debug("no ACK for a non-2xx final response (%s)", key)
-        elif timer is Timer.F:
-            logger.debug("no response to our request (%s)", key)
-
-    def _forget(self, kind: str, key: str) -> None:
-        if kind == "server":
-            transaction = self._server.pop(key, None)
-            self._server_peer.pop(key, None)
-            self._call_by_invite.pop(key, None)
-            if transaction is not None:
-                info = transaction.request.parsed
-                method = transaction.request.method
-                merge = (info.from_.tag or "", info.call_id, info.cseq.number, method)
-                if self._merge_keys.get(merge) == key:
-                    del self._merge_keys[merge]
-        else:
-            self._client.pop(key, None)
-            self._client_peer.pop(key, None)
-        for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
-            del self._timers[timer_key]
-
-    # ----- timers
-
-    def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
-        self._timers[(kind, owner, name)] = deadline
-
-    def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
-        self._timers.pop((kind, owner, name), None)
-
-    def _fire(self, kind: str, owner: str, name: Timer | str) -> None:
-        if kind == "server" and isinstance(name, Timer):
-            server = self._server.get(owner)
-            if server is not None:
-                self._apply(owner, server.on_timer(name))
-        elif kind == "client" and isinstance(name, Timer):
-            client = self._client.get(owner)
-            if client is not None:
-                self._apply(owner, client.on_timer(name), client=True)
-        elif kind == "call":
-            self._fire_call_timer(owner, str(name))
+    def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
+        if kind == "call":
+            self._fire_call_timer(owner, name)
+        elif kind == "registration":
+            registration = self.registrations.get(owner)
+            if registration is not None:
+                branch = new_branch()
+                via = self._via(branch, self._registrar_peer(registration.config))
+                self._drive(registration, lambda: registration.on_timer(via, self._now), branch)
 
     def _fire_call_timer(self, handle: str, name: str) -> None:
         session = self.calls.get(handle)
@@ -679,11 +666,28 @@ class UserAgent:
             interval = min(2 * session.retransmit_interval, self.config.timers.t2)
             session.retransmit_interval = interval
             self._arm("call", handle, "2xx", self._now + interval)
+        elif name == "re2xx" and session.reinvite_answer is not None and session.reinvite_peer:
+            self._outgoing.append(
+                Outgoing(to_bytes(session.reinvite_answer), session.reinvite_peer)
+            )
+            interval = min(2 * session.retransmit_interval, self.config.timers.t2)
+            session.retransmit_interval = interval
+            self._arm("call", handle, "re2xx", self._now + interval)
+        elif name == "reack" and session.reinvite_answer is not None:
+            logger.warning("call %s: no ACK for the 2xx to a re-INVITE, sending BYE", handle)
+            self._send_bye(session)
+            self._end(session, "timeout")
         elif name == "ack" and session.state is CallState.ANSWERED:
             # §13.3.1.4: no ACK within 64*T1 ends the dialog with a BYE.
             logger.warning("call %s: no ACK for the 2xx, sending BYE", handle)
             self._send_bye(session)
             self._end(session, session.pending_end or "timeout")
+        elif name == "unanswered" and session.state in (CallState.INCOMING, CallState.EARLY):
+            # The INVITE server transaction has no timer of its own in Proceeding, so
+            # a handler that never answers would hold the call forever.
+            logger.warning("call %s: not answered within %s s", handle, self.config.answer_timeout)
+            self._respond(session.transaction_key, 480, to_tag=session.local_tag)
+            self._end(session, "timeout")
         elif name == "session":
             logger.warning("call %s: session timer expired without a refresh", handle)
             self._send_bye(session)
@@ -704,10 +708,3 @@ class UserAgent:
             interval = session.session_expires
             deadline = self._now + interval - min(32, interval / 3)
             self._arm("call", session.handle, "session", deadline)
-
-
-def _reason_phrase(status: int, reason: str) -> str:
-    """Put the parser's reason into the status line so that it names the problem."""
-    cleaned = "".join(char if char.isprintable() else "?" for char in reason)[:120]
-    base = REASON_PHRASES.get(status, "Bad Request")
-    return f"{base} ({cleaned})" if cleaned else base

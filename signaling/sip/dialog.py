@@ -17,11 +17,13 @@ state machine (`CallState`):
 The UA core feeds it: the INVITE creates it, the application's answer moves
 it to ANSWERED (the dialog exists from then on), and the ACK for the 2xx
 confirms it. While ANSWERED the core retransmits the 2xx itself
-(§13.3.1.4), because the server INVITE transaction leaves that to the TU.
-A BYE, our hangup, a CANCEL before the final response, or a missing ACK
-ends the session in TERMINATED, which is final. Only one offer/answer
-exchange runs at a time: a re-INVITE or UPDATE received while another is
-pending gets 491 (RFC 3261 §14.2, RFC 3311 §5.2).
+(§13.3.1.4), because the server INVITE transaction leaves that to the TU;
+the 2xx to a re-INVITE is retransmitted the same way until its ACK.
+A BYE, our hangup, a CANCEL before the final response, a missing ACK, an
+expired session timer or an unanswered INVITE ends the session in
+TERMINATED, which is final. Only one offer/answer exchange runs at a time:
+a re-INVITE while another re-INVITE is pending gets 500 with Retry-After
+(RFC 3261 §14.2), and any other overlapping offer gets 491 (RFC 3311 §5.2).
 """
 
 from __future__ import annotations
@@ -30,10 +32,14 @@ import enum
 import logging
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from signaling.sip.errors import SipUsageError
 from signaling.sip.headers import Headers
 from signaling.sip.message import SipRequest, SipResponse
+
+if TYPE_CHECKING:
+    from signaling.sip.routing import Peer
 
 logger = logging.getLogger("sip.dialog")
 
@@ -138,6 +144,9 @@ class InviteSession:
     session_expires: int | None = None
     end_reason: str | None = None
     pending_end: str | None = None  # hangup requested while waiting for the ACK
+    reinvite_answer: SipResponse | None = None  # 2xx to a re-INVITE, until its ACK
+    reinvite_cseq: int | None = None
+    reinvite_peer: Peer | None = None
 
     def change(self, new: CallState, event: str) -> None:
         """Move to `new`; raise `SipUsageError` naming the event for an illegal move."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,13 +27,17 @@ from signaling.sip.events import (
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    RegistrationChanged,
     ReofferReceived,
 )
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.ratelimit import RateLimit
+from signaling.sip.registration import RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer
 from signaling.sip.transaction import TimerConfig
 from signaling.sip.transport import TcpServer, UdpTransport
+from signaling.sip.uri import SipUri
 
 logger = logging.getLogger("sip.endpoint")
 
@@ -45,6 +50,14 @@ class SipConfig:
     `force_rport` sends every UDP response to the source address and port, as
     if the peer had asked with rport (RFC 3581), which suits peers behind NAT.
     `max_calls` bounds concurrent calls; more get 503 with Retry-After.
+    A call without a final response after `answer_timeout` seconds gets 480
+    and ends with reason "timeout". With `tls_port` set (0 picks a free
+    port), TLS listens there with the PEM certificate chain `tls_certfile`
+    and key `tls_keyfile`; clients are not asked for certificates.
+    `registrations` are accounts at trunk registrars that the endpoint keeps
+    registered while it runs (UDP or TCP). `rate_limit` caps new out-of-dialog
+    requests per source address; the excess is dropped, with at most one
+    503 per source and second.
     `auth` names digest users and trusted trunk networks; when both are
     empty, every source may call.
     """
@@ -58,7 +71,13 @@ class SipConfig:
     max_calls: int | None = None
     retry_after: int = 5
     min_session_expires: int = 90
+    answer_timeout: float = 120.0
     shutdown_timeout: float = 2.0
+    tls_port: int | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    registrations: list[RegistrationConfig] = field(default_factory=list)
+    rate_limit: RateLimit | None = None
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -76,7 +95,8 @@ class InboundCall:
     `caller` and `called` are caller data: never put them in log text.
     `on_reoffer` answers re-INVITEs and UPDATEs (hold, unhold, refresh); when
     unset, the previous local SDP is sent again. `ack_sdp` resolves with the
-    SDP of the ACK (the answer of a delayed offer), or None.
+    SDP of the ACK (the answer of a delayed offer) or None, and is cancelled
+    when the call ends without an ACK.
     """
 
     def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:
@@ -86,12 +106,9 @@ class InboundCall:
         self._handle = session.handle
         self.call_id: str = session.handle
         self.sip_call_id: str = info.call_id
-        from_uri = info.from_.uri
-        self.caller: str = unquote(from_uri.user or "") if from_uri else ""
-        called_user = request_uri.user if request_uri else None
-        if not called_user and info.to.uri is not None:
-            called_user = info.to.uri.user
-        self.called: str = unquote(called_user or "")
+        self.caller: str = _user_part(info.from_.uri_text, info.from_.uri)
+        called = _user_part(session.invite.uri, request_uri)
+        self.called: str = called or _user_part(info.to.uri_text, info.to.uri)
         self.remote_sdp: bytes | None = session.remote_sdp
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
@@ -154,6 +171,15 @@ class InboundCall:
             self.ack_sdp.cancel()
 
 
+def _user_part(text: str, uri: SipUri | None) -> str:
+    """Return the unescaped user of a SIP URI, or the number of a tel: URI."""
+    if uri is not None:
+        return unquote(uri.user or "")
+    if text[:4].lower() == "tel:":
+        return unquote(text[4:].split(";", 1)[0])
+    return ""
+
+
 class SipEndpoint:
     """A SIP UAS on UDP (and TCP) that hands each new call to `handler`."""
 
@@ -163,6 +189,9 @@ class SipEndpoint:
         self._core: UserAgent | None = None
         self._udp: UdpTransport | None = None
         self._tcp: TcpServer | None = None
+        self._tls: TcpServer | None = None
+        self._tls_port = 0
+        self._registration_changed = asyncio.Event()
         self._port = 0
         self._calls: dict[str, InboundCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,6 +201,17 @@ class SipEndpoint:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def connection_count(self) -> int:
+        """Open TCP and TLS connections, for metrics."""
+        servers = (self._tcp, self._tls)
+        return sum(server.connection_count for server in servers if server is not None)
+
+    @property
+    def tls_port(self) -> int:
+        """The bound TLS port, or 0 without TLS."""
+        return self._tls_port
 
     @property
     def core(self) -> UserAgent:
@@ -202,6 +242,8 @@ class SipEndpoint:
                 protocol.close()
                 if attempt == attempts - 1:
                     raise
+        if config.tls_port is not None:
+            await self._start_tls(config)
         self._core = UserAgent(
             CoreConfig(
                 host=config.advertised_host or config.host,
@@ -213,16 +255,32 @@ class SipEndpoint:
                 max_calls=config.max_calls,
                 retry_after=config.retry_after,
                 min_session_expires=config.min_session_expires,
+                answer_timeout=config.answer_timeout,
+                tls_port=self._tls_port or None,
                 auth=config.auth,
+                rate_limit=config.rate_limit,
             )
         )
         logger.info("SIP endpoint listening on %s port %d", config.host, self._port)
+        for registration in config.registrations:
+            self._add_registration(registration)
+
+    async def _start_tls(self, config: SipConfig) -> None:
+        if not config.tls_certfile or not config.tls_keyfile:
+            raise ValueError("tls_port needs tls_certfile and tls_keyfile")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(config.tls_certfile, config.tls_keyfile)
+        assert config.tls_port is not None
+        self._tls = TcpServer(self._on_message, self._on_invalid, config.limits, tls=context)
+        self._tls_port = await self._tls.start(config.host, config.tls_port)
 
     async def stop(self) -> None:
         """End every call (BYE or 487), wait briefly for ACKs, then close the sockets."""
         if self._core is None:
             return
         self._command(lambda core, now: core.shutdown(now))
+        await self._unregister_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.shutdown_timeout
         pending = [call._ended for call in self._calls.values() if not call.ended]
@@ -240,8 +298,37 @@ class SipEndpoint:
             self._udp.close()
         if self._tcp is not None:
             await self._tcp.close()
+        if self._tls is not None:
+            await self._tls.close()
         self._core = None
         logger.info("SIP endpoint stopped")
+
+    def registration_state(self, name: str) -> str:
+        """Return the state of an outbound registration: registered, backing-off, ..."""
+        return self.core.registrations[name].state.value
+
+    def _add_registration(self, config: RegistrationConfig) -> None:
+        self._command(lambda core, now: core.add_registration(config, now))
+
+    async def wait_for_registration(self, name: str, state: str) -> None:
+        """Wait until registration `name` is in `state`; bound it with asyncio.timeout."""
+        while self.registration_state(name) != state:
+            await self._registration_changed.wait()
+
+    async def _unregister_all(self) -> None:
+        """Send Expires: 0 for every registration and wait, bounded, until each is stopped."""
+        names = list(self.core.registrations)
+        for name in names:
+            self._remove_registration(name)
+        try:
+            async with asyncio.timeout(self._config.shutdown_timeout):
+                for name in names:
+                    await self.wait_for_registration(name, "stopped")
+        except TimeoutError:
+            logger.warning("registrations did not stop within %s s", self._config.shutdown_timeout)
+
+    def _remove_registration(self, name: str) -> None:
+        self._command(lambda core, now: core.remove_registration(name, now))
 
     # ----- transport callbacks
 
@@ -299,6 +386,9 @@ class SipEndpoint:
         if item.peer.transport == "udp":
             if self._udp is not None:
                 self._udp.send(item.data, item.peer)
+        elif item.peer.transport == "tls":
+            if self._tls is not None:
+                self._tls.send(item.data, item.peer)
         elif self._tcp is not None:
             self._tcp.send(item.data, item.peer)
 
@@ -307,6 +397,10 @@ class SipEndpoint:
             call = InboundCall(self, event.session, event.source)
             self._calls[call.call_id] = call
             self._spawn(self._run_handler(call), call.call_id)
+            return
+        if isinstance(event, RegistrationChanged):
+            self._registration_changed.set()
+            self._registration_changed = asyncio.Event()
             return
         call_or_none = self._calls.get(event.handle)
         if call_or_none is None:

@@ -50,4 +50,16 @@ class ReofferReceived:
     sdp: bytes | None
 
 
-CoreEvent = CallOffered | CallConfirmed | CallTerminated | InfoReceived | ReofferReceived
+@dataclass(frozen=True, slots=True)
+class RegistrationChanged:
+    """An outbound registration changed state; `detail` names the cause."""
+
+    name: str
+    state: str
+    detail: str
+
+
+CoreEvent = (
+    CallOffered | CallConfirmed | CallTerminated | InfoReceived | ReofferReceived
+    | RegistrationChanged
+)  # fmt: skip

@@ -124,7 +124,7 @@ LIST_HEADERS = frozenset(
     }
 )
 
-# Headers that may appear at most once in a message (§20, RFC 4475 §3.1.2.19).
+# Headers that may appear at most once in a message (§20; RFC 4475 message multi01).
 SINGLE_HEADERS = frozenset(
     {"Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type"}
 )
@@ -396,7 +396,7 @@ def parse_name_addr(value: str, *, require_sip: bool = False) -> NameAddr:
         end = text.find(">", index)
         if end < 0:
             raise SipSyntaxError("invalid name-addr: missing '>'")
-        # NOTE: whitespace inside the brackets is invalid (RFC 4475 §3.1.2.15) but
+        # NOTE: whitespace inside the brackets is invalid (RFC 4475 message badaspec) but
         # tolerated, because the URI itself is unambiguous.
         uri_text = text[index + 1 : end].strip()
         rest = text[end + 1 :]

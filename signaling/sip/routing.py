@@ -46,7 +46,8 @@ def stamp_via(request: SipRequest, peer: Peer) -> None:
     """Add `received` and fill `rport` in the top Via (§18.2.1, RFC 3581 §4)."""
     via = request.parsed.top_via
     changed = False
-    if via.host.strip("[]") != peer.host:
+    # RFC 3581 §4: with rport, received is added even when the host matches.
+    if via.host.strip("[]") != peer.host or "rport" in via.params:
         via.params["received"] = peer.host
         changed = True
     if "rport" in via.params:
@@ -66,13 +67,14 @@ def stamp_via(request: SipRequest, peer: Peer) -> None:
 def response_peer(request: SipRequest, peer: Peer, force_rport: bool) -> Peer:
     """Pick where responses to `request` go.
 
-    Streams answer on the same connection. Over UDP the response goes to the
+    Streams answer on the same connection while it is open, else on a new
+    one to the source address and the Via port. Over UDP the response goes to the
     source address, and to the source port when the Via has rport or
     `force_rport` is set, else to the Via port (default 5060).
     NOTE: `maddr` in the Via is ignored, so responses never leave for a third
     address that the request named.
     """
-    if peer.reliable or force_rport:
+    if force_rport and not peer.reliable:
         return peer
     try:
         if request.info is not None:
@@ -81,6 +83,9 @@ def response_peer(request: SipRequest, peer: Peer, force_rport: bool) -> Peer:
             via = parse_via(request.headers.get_list("Via")[0])
     except (SipSyntaxError, IndexError):
         return peer
+    if peer.reliable:
+        # §18.2.2: if the connection is gone, a new one goes to the Via port.
+        return Peer(peer.transport, peer.host, via.port or 5060, peer.connection)
     if "rport" in via.params:
         return peer
     return Peer(peer.transport, peer.host, via.port or 5060)
@@ -90,18 +95,19 @@ def in_dialog_peer(dialog: Dialog, source: Peer) -> Peer:
     """Pick where in-dialog requests go.
 
     NOTE: the stack does not resolve host names. The first Route or the
-    remote target is used when its host is an IP address. Otherwise, and on
-    streams, requests go back to where the dialog's INVITE came from.
+    remote target is used when its host is an IP address, and otherwise the
+    address the dialog's INVITE came from. On TCP and TLS the connection the
+    INVITE came on is reused while it is open.
     """
-    if source.reliable:
-        return source
     target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
     try:
         uri = parse_name_addr(target).uri
     except SipSyntaxError:
         return source
-    if uri is None or not is_ip(uri.bare_host):
+    if uri is None or not is_ip(uri.bare_host) or "maddr" in uri.params:
         return source
-    if "maddr" in uri.params or uri.transport != "udp":
+    if source.reliable:
+        return Peer(source.transport, uri.bare_host, uri.effective_port(), source.connection)
+    if uri.transport != "udp":
         return source
     return Peer("udp", uri.bare_host, uri.effective_port())

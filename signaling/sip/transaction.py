@@ -15,7 +15,7 @@ Inputs are method calls: a retransmitted request or a response from the
 network, a response from the transaction user (TU), or a fired timer. Each
 call returns a list of effects (`Send`, `StartTimer`, `StopTimer`,
 `Deliver`, `TimedOut`, `Terminated`) that the UA core carries out. Timers
-are named as in the RFC (A-L) and are effects too, so tests run them on a
+are named as in RFC 3261 and RFC 6026 (A-M) and are effects too, so tests run them on a
 virtual clock. Retransmission timers (A, E, G) are started only on
 unreliable transports, and the wait timers (D, I, J, K) are zero on
 reliable ones (§17.1.1.2, §17.2.1).
@@ -50,8 +50,8 @@ class Timer(enum.Enum):
     I = "I"  # noqa: E741  wait time for ACK retransmits (server INVITE)
     J = "J"  # wait time for non-INVITE request retransmits (server)
     K = "K"  # wait time for response retransmits (client non-INVITE)
-    L = "L"  # wait time for INVITE retransmits after a 2xx (RFC 6026 §8.7)
-    M = "M"  # wait time for 2xx retransmits in Accepted (client INVITE, RFC 6026 §8.4)
+    L = "L"  # wait time for INVITE retransmits after a 2xx (RFC 6026)
+    M = "M"  # wait time for 2xx retransmits in Accepted (client INVITE, RFC 6026)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Thin asyncio transports for SIP: UDP datagrams and TCP streams (RFC 3261 §18).
+"""Thin asyncio transports for SIP: UDP datagrams, TCP and TLS streams (RFC 3261 §18).
 
 They only move bytes. UDP hands each datagram to the UA core as it is; TCP
 frames the stream with `StreamParser` and hands over parsed messages. A
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -67,7 +68,10 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 
 class TcpServer:
-    """A listening TCP socket and its connections, each with a `StreamParser`."""
+    """A listening TCP socket (TLS when `tls` is set) and its connections.
+
+    Each connection has its own `StreamParser`.
+    """
 
     def __init__(
         self,
@@ -77,27 +81,87 @@ class TcpServer:
         *,
         max_connections: int = 1024,
         idle_timeout: float = 600.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_invalid = on_invalid
         self._limits = limits
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
+        self._tls = tls
+        self.transport = "tls" if tls is not None else "tcp"
         self._server: asyncio.Server | None = None
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._ids = itertools.count(1)
+        self._by_address: dict[tuple[str, int], asyncio.StreamWriter] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[asyncio.StreamWriter | None]] = {}
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._writers)
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(
+            self._accept,
+            host,
+            port,
+            ssl=self._tls,
+            ssl_handshake_timeout=10.0 if self._tls else None,
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     def send(self, data: bytes, peer: Peer) -> None:
+        """Write on the peer's connection; without one, connect to its address first (TCP).
+
+        NOTE: a connection that the peer closed a moment ago, before the loop
+        has read its end, still takes the write, and those bytes are lost.
+        """
         writer = self._writers.get(peer.connection or 0)
-        if writer is None or writer.is_closing():
-            logger.debug("TCP connection %s is gone; dropped %d bytes", peer.connection, len(data))
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+            return
+        if self._tls is not None:
+            # NOTE: outgoing TLS would need a client context and peer verification.
+            logger.debug("TLS connection %s is gone; dropped %d bytes", peer.connection, len(data))
+            return
+        task = asyncio.ensure_future(self._send_connected(data, peer.host, peer.port))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_connected(self, data: bytes, host: str, port: int) -> None:
+        writer = await self._outgoing_connection(host, port)
+        if writer is None:
+            logger.debug("TCP connect to %s:%s failed; dropped %d bytes", host, port, len(data))
             return
         writer.write(data)
+
+    async def _outgoing_connection(self, host: str, port: int) -> asyncio.StreamWriter | None:
+        """Return an open connection to host:port, opening one (shared by concurrent sends)."""
+        address = (host, port)
+        existing = self._by_address.get(address)
+        if existing is not None and not existing.is_closing():
+            return existing
+        pending = self._connecting.get(address)
+        if pending is None:
+            pending = asyncio.ensure_future(self._connect(host, port))
+            self._connecting[address] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(address, None))
+        return await asyncio.shield(pending)
+
+    async def _connect(self, host: str, port: int) -> asyncio.StreamWriter | None:
+        if len(self._writers) >= self._max_connections:
+            return None
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
+        except (TimeoutError, OSError) as error:
+            logger.debug("TCP connect to %s:%s failed: %s", host, port, error)
+            return None
+        self._by_address[(host, port)] = writer
+        task = asyncio.ensure_future(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return writer
 
     async def close(self) -> None:
         if self._server is not None:
@@ -120,9 +184,16 @@ class TcpServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read and dispatch messages of one connection until it closes."""
         connection = next(self._ids)
         host, port = writer.get_extra_info("peername")[:2]
-        peer = Peer("tcp", str(host), int(port), connection)
+        peer = Peer(self.transport, str(host), int(port), connection)
         self._writers[connection] = writer
         logger.debug("TCP connection %d from %s:%s", connection, host, port)
         parser = StreamParser(self._limits)
@@ -151,5 +222,7 @@ class TcpServer:
             logger.exception("TCP connection %d failed", connection)
         finally:
             self._writers.pop(connection, None)
+            address = (str(host), int(port))
+            if self._by_address.get(address) is writer:
+                del self._by_address[address]
             writer.close()
-            self._tasks.discard(task)

@@ -129,35 +129,35 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, expected)
 
 
-class LoginThrottle:
-    """Counts failed logins per client address in a sliding window.
+class AddressThrottle:
+    """Counts events (failed logins, guest tokens) per client address in a sliding window.
 
     Pure: the caller passes the time. At most `max_clients` addresses are
     remembered, oldest first out, so a flood of addresses cannot grow memory.
     """
 
     def __init__(
-        self, max_failures: int = 5, window_s: float = 60.0, max_clients: int = 10_000
+        self, max_events: int = 5, window_s: float = 60.0, max_clients: int = 10_000
     ) -> None:
-        self._max_failures = max_failures
+        self._max_events = max_events
         self._window_s = window_s
         self._max_clients = max_clients
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
 
     def blocked(self, client: str, now: float) -> bool:
-        times = self._failures.get(client)
+        times = self._events.get(client)
         if times is None:
             return False
         while times and now - times[0] >= self._window_s:
             times.popleft()
-        return len(times) >= self._max_failures
+        return len(times) >= self._max_events
 
-    def record_failure(self, client: str, now: float) -> None:
-        times = self._failures.setdefault(client, deque(maxlen=self._max_failures))
+    def record(self, client: str, now: float) -> None:
+        times = self._events.setdefault(client, deque(maxlen=self._max_events))
         times.append(now)
-        self._failures.move_to_end(client)
-        while len(self._failures) > self._max_clients:
-            self._failures.popitem(last=False)
+        self._events.move_to_end(client)
+        while len(self._events) > self._max_clients:
+            self._events.popitem(last=False)
 
 
 class LoginHandlers:
@@ -177,14 +177,15 @@ class LoginHandlers:
         self._guest_callers = guest_callers
         self._origin_allowed = origin_allowed
         self._clock = clock
-        self._throttle = LoginThrottle()
+        self._failed_logins = AddressThrottle(max_events=5, window_s=60.0)
+        self._guest_tokens = AddressThrottle(max_events=30, window_s=60.0)
 
     async def login(self, request: web.Request) -> web.Response:
         """Check a user name and password and return an agent token."""
         self._check_origin(request)
         client = request.remote or "unknown"
-        if self._throttle.blocked(client, self._clock()):
-            logger.warning("login throttled for a client after repeated failures")
+        if self._failed_logins.blocked(client, self._clock()):
+            logger.debug("login throttled for a client after repeated failures")
             raise web.HTTPTooManyRequests(text="too many failed logins, retry in a minute")
         body = await self._read_json(request)
         user = body.get("user")
@@ -193,7 +194,7 @@ class LoginHandlers:
             raise web.HTTPBadRequest(text="fields 'user' and 'password' must be strings")
         stored = self._users.get(user)
         if stored is None or not verify_password(password, stored):
-            self._throttle.record_failure(client, self._clock())
+            self._failed_logins.record(client, self._clock())
             logger.info("agent login rejected")
             raise web.HTTPUnauthorized(text="invalid user name or password")
         token, expires_at = self._signer.issue(user, Role.AGENT)
@@ -205,6 +206,11 @@ class LoginHandlers:
         self._check_origin(request)
         if not self._guest_callers:
             raise web.HTTPForbidden(text="guest calls are disabled")
+        client = request.remote or "unknown"
+        if self._guest_tokens.blocked(client, self._clock()):
+            logger.debug("guest tokens throttled for a client")
+            raise web.HTTPTooManyRequests(text="too many guest sessions, retry in a minute")
+        self._guest_tokens.record(client, self._clock())
         token, expires_at = self._signer.issue(f"guest-{secrets.token_hex(6)}", Role.CALLER)
         return web.json_response({"token": token, "expires_at": expires_at, "role": "caller"})
 

@@ -69,6 +69,7 @@ class WebRtcTransport:
         self.outbound = OutboundAudioTrack(sample_rate, self._next_frame, call_id=call_id)
         self.frames_received = 0
         self.rtp_digits_received = 0
+        self.handler_errors = 0
 
     @property
     def sample_rate(self) -> int:
@@ -132,13 +133,35 @@ class WebRtcTransport:
     def deliver_dtmf(self, digit: DtmfInput) -> None:
         """Pass one key press (from RTP or from signaling) to the frame handler."""
         logger.debug("dtmf received call_id=%s", self.call_id)
-        if self._handler is not None:
+        if self._handler is None:
+            return
+        try:
             self._handler.on_dtmf(digit)
+        except Exception:
+            self._handler_failed("on_dtmf")
 
     def _next_frame(self) -> PcmAudio | None:
         if self._handler is None:
             return None
-        return self._handler.next_frame()
+        try:
+            return self._handler.next_frame()
+        except Exception:
+            self._handler_failed("next_frame")
+            return None
+
+    def _handler_failed(self, method: str) -> None:
+        """Log a frame handler bug without stopping the media loop.
+
+        The first failure and every 500th after it are logged with the traceback.
+        """
+        self.handler_errors += 1
+        if self.handler_errors % 500 == 1:
+            logger.exception(
+                "frame handler %s failed (%d so far) call_id=%s",
+                method,
+                self.handler_errors,
+                self.call_id,
+            )
 
     async def _read(self, track: MediaStreamTrack) -> None:
         while True:
@@ -149,11 +172,20 @@ class WebRtcTransport:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
+            try:
+                converted = self._converter.push(frame)
+            except (ValueError, av.FFmpegError):
+                logger.warning("undecodable inbound audio frame dropped call_id=%s", self.call_id)
+                continue
             self._poll_telephone_events()
-            for audio in self._converter.push(frame):
+            for audio in converted:
                 self.frames_received += 1
-                if self._handler is not None:
+                if self._handler is None:
+                    continue
+                try:
                     self._handler.on_audio_frame(self._silence if self.inbound_muted else audio)
+                except Exception:
+                    self._handler_failed("on_audio_frame")
 
     async def close(self) -> None:
         """Stop reading and sending and close the peer connection. Safe to call twice."""

@@ -27,6 +27,8 @@ class WebRtcConfig:
     aiortc binds and offers as host candidates; empty means every interface
     address except loopback (the aioice default). When a user's WebSocket
     drops, their calls and agent state are kept for `reconnect_grace_s`.
+    `max_calls` bounds the peer connections of this node (each costs a few
+    percent of a core) and `max_calls_per_user` those of one signed-in user.
     """
 
     allowed_origins: Sequence[str]
@@ -40,6 +42,8 @@ class WebRtcConfig:
     max_rate_violations: int = 50
     login_timeout_s: float = 10.0
     reconnect_grace_s: float = 20.0
+    max_calls: int = 200
+    max_calls_per_user: int = 2
     ring_timeout_s: float = 30.0
     wrap_up_s: int = 30
     ice_servers: Sequence[IceServer] = ()
@@ -59,5 +63,7 @@ class WebRtcConfig:
             )
         if self.rate_per_s <= 0 or self.rate_burst < 1:
             raise ValueError("rate_per_s must be positive and rate_burst at least 1")
+        if self.max_calls < 1 or self.max_calls_per_user < 1:
+            raise ValueError("max_calls and max_calls_per_user must be at least 1")
         if self.audio_rate not in (8000, 16000):
             raise ValueError(f"audio_rate must be 8000 or 16000, got {self.audio_rate}")

@@ -10,13 +10,13 @@ aiortc 1.16 and aioice 0.13 need four corrections here, all made in this module:
   `allow_mdns` is set.
 - aiortc never negotiates telephone-event and raises assorted exceptions
   (ValueError, AssertionError, OperationError, struct.error) on bad offers.
-  `accept_offer` checks the offer first, adds telephone-event to the answer
-  when offered, and turns every failure into a ProtocolError.
+  `accept_offer` has `signaling.sdp.webrtc` check and cut down the offer and
+  complete the answer (with telephone-event when offered), and turns every
+  failure into a ProtocolError.
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import logging
 import re
@@ -34,15 +34,17 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import candidate_from_sdp
 
+from signaling.sdp.codecs import find_telephone_event, offered_codecs
+from signaling.sdp.errors import SdpError
+from signaling.sdp.model import MediaDescription, SessionDescription
+from signaling.sdp.parser import parse as parse_sdp
+from signaling.sdp.webrtc import complete_webrtc_answer, prepare_webrtc_offer
 from signaling.webrtc.config import WebRtcConfig
 from signaling.webrtc.protocol import Candidate, ErrorCode, ProtocolError
 
 logger = logging.getLogger("webrtc")
-
-# RFC 3551 section 6: static audio payload types that need no a=rtpmap line.
-_STATIC_AUDIO_RTPMAP = {0: "PCMU/8000", 8: "PCMA/8000", 9: "G722/8000"}
 
 _host_lock = threading.Lock()
 _original_get_host_addresses = aioice.ice.get_host_addresses
@@ -104,124 +106,50 @@ def _is_mdns_candidate(line: str) -> bool:
     return len(parts) >= 5 and parts[4].lower().endswith(".local")
 
 
-@dataclass(frozen=True, slots=True)
-class DeclinedSection:
-    """An offered m-line that the answer declines with port 0 (RFC 3264 section 6)."""
-
-    index: int
-    media_line: str
-    mid: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class NormalizedOffer:
-    sdp: str
-    declined: tuple[DeclinedSection, ...]
-
-
-def normalize_offer(sdp: str, *, allow_mdns: bool, call_id: str | None = None) -> NormalizedOffer:
-    """Check an offer for what aiortc needs and rewrite what it misreads.
-
-    Raises ProtocolError for an offer without a usable audio m-line or without
-    rtcp-mux on it. Keeps the first usable audio m-line and takes every other
-    m-line out (the answer declines them), adds the a=rtpmap lines that
-    RFC 3551 makes optional for static payload types 0, 8 and 9 (aiortc drops
-    those types otherwise), and drops `.local` candidates unless `allow_mdns`.
-    """
-    text = sdp.replace("\r\n", "\n").strip()
-    if not text:
-        raise _fail("offer is empty", call_id)
-    if not text.startswith("v=0"):
-        raise _fail("offer does not start with v=0", call_id)
-    sections: list[list[str]] = [[]]
-    for line in text.split("\n"):
-        if line.startswith("m="):
-            sections.append([])
-        sections[-1].append(line)
-    media = sections[1:]
-    usable = [
-        s
-        for s in media
-        if s[0].startswith("m=audio ") and len(s[0].split()) > 3 and s[0].split()[1] != "0"
-    ]
-    if not usable:
-        if any(s[0].startswith("m=audio ") for s in media):
-            raise _fail(
-                "offer's audio m-line is disabled (port 0) or has no payload types", call_id
-            )
-        raise _fail("offer has no audio m-line", call_id)
-    audio = usable[0]
-    if "a=rtcp-mux" not in audio:
-        raise _fail("offer's audio m-line lacks a=rtcp-mux, which WebRTC requires", call_id)
-    declined = tuple(
-        DeclinedSection(index=i, media_line=s[0], mid=_mid(s))
-        for i, s in enumerate(media)
-        if s is not audio
-    )
-    audio_mid = _mid(audio)
-    session: list[str] = []
-    for line in sections[0]:
-        if line.startswith("a=group:BUNDLE"):
-            if audio_mid is None or audio_mid not in line.split()[1:]:
-                continue
-            line = f"a=group:BUNDLE {audio_mid}"
-        session.append(line)
+def strip_mdns_candidates(sdp: str) -> str:
+    """Remove a=candidate lines whose address is an mDNS `.local` name."""
+    lines = sdp.replace("\r\n", "\n").split("\n")
     kept = [
-        line
-        for line in _add_static_rtpmaps(audio)
-        if allow_mdns or not (line.startswith("a=candidate:") and _is_mdns_candidate(line))
+        line for line in lines if not (line.startswith("a=candidate:") and _is_mdns_candidate(line))
     ]
-    return NormalizedOffer(sdp="\r\n".join(session + kept) + "\r\n", declined=declined)
+    return "\r\n".join(kept)
 
 
-def _mid(section: list[str]) -> str | None:
-    for line in section:
-        if line.startswith("a=mid:"):
-            return line[len("a=mid:") :].strip()
-    return None
+def _telephone_events(answer: SessionDescription) -> dict[int, int]:
+    for media in answer.media:
+        if media.media == "audio" and not media.is_rejected:
+            return {
+                codec.payload_type: codec.clock_rate
+                for codec in offered_codecs(media)
+                if codec.is_telephone_event and codec.payload_type is not None
+            }
+    return {}
 
 
-def _splice_declined(answer: str, declined: tuple[DeclinedSection, ...]) -> str:
-    """Put a port-0 m-line for each declined offer section back at its index."""
-    if not declined:
-        return answer
-    sections: list[list[str]] = [[]]
-    for line in answer.replace("\r\n", "\n").strip().split("\n"):
-        if line.startswith("m="):
-            sections.append([])
-        sections[-1].append(line)
-    media = sections[1:]
-    for section in sorted(declined, key=lambda d: d.index):
-        parts = section.media_line.split()
-        formats = parts[3:4] or ["0"]
-        rejected = [" ".join([parts[0], "0", parts[2], *formats])]
-        if section.mid is not None:
-            rejected.append(f"a=mid:{section.mid}")
-        media.insert(min(section.index, len(media)), rejected)
-    return "\r\n".join(line for s in [sections[0], *media] for line in s) + "\r\n"
+def _negotiate_telephone_event(transceiver: RTCRtpTransceiver, offered: MediaDescription) -> None:
+    """Add the offered telephone-event (RFC 4733) to aiortc's negotiated codecs.
 
-
-def _add_static_rtpmaps(section: list[str]) -> list[str]:
-    formats = section[0].split()[3:]
-    mapped = {line.split()[0].split(":", 1)[1] for line in section if line.startswith("a=rtpmap:")}
-    extra = [
-        f"a=rtpmap:{pt} {_STATIC_AUDIO_RTPMAP[int(pt)]}"
-        for pt in formats
-        if pt.isdigit() and int(pt) in _STATIC_AUDIO_RTPMAP and pt not in mapped
-    ]
-    return [*section, *extra]
-
-
-def _offered_telephone_events(sdp: str) -> list[RTCRtpCodecParameters]:
-    description = SessionDescription.parse(sdp)
-    for media in description.media:
-        if media.kind == "audio":
-            return [
-                codec
-                for codec in media.rtp.codecs
-                if codec.mimeType.lower() == "audio/telephone-event"
-            ]
-    return []
+    aiortc writes `transceiver._codecs` into the answer and registers their
+    payload types with its RTP router, which drops packets of any other
+    type. The sender encodes with the first codec only, so appending keeps
+    the audio codec in front. The event codec must run at the clock rate of
+    the first (sending) codec, which is the one a browser's RTCDTMFSender uses.
+    """
+    negotiated: list[RTCRtpCodecParameters] = transceiver._codecs
+    if not negotiated:
+        return
+    dtmf = find_telephone_event(offered_codecs(offered), negotiated[0].clockRate)
+    if dtmf is None or dtmf.payload_type is None:
+        return
+    negotiated.append(
+        RTCRtpCodecParameters(
+            mimeType="audio/telephone-event",
+            clockRate=dtmf.clock_rate,
+            channels=1,
+            payloadType=dtmf.payload_type,
+            parameters={dtmf.fmtp: None} if dtmf.fmtp else {},
+        )
+    )
 
 
 async def accept_offer(
@@ -234,41 +162,30 @@ async def accept_offer(
 ) -> AcceptedOffer:
     """Apply a browser's offer, attach `track` for sending and return the answer.
 
-    Every failure becomes a ProtocolError with code bad_sdp; the peer
-    connection should then be closed by the caller.
+    `signaling.sdp.webrtc` checks the offer and cuts it down to its audio
+    section before aiortc sees it, and completes aiortc's answer (declined
+    sections, telephone-event). `.local` candidates are dropped first unless
+    `allow_mdns`. Every failure becomes a ProtocolError with code bad_sdp; the
+    caller should then close the peer connection.
     """
-    offer = normalize_offer(sdp, allow_mdns=config.allow_mdns, call_id=call_id)
+    text = sdp if config.allow_mdns else strip_mdns_candidates(sdp)
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        offer = parse_sdp(text)
+        prepared = prepare_webrtc_offer(offer)
+    except SdpError as exc:
+        raise _fail(str(exc)[:300], call_id) from None
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=prepared.sdp, type="offer"))
         transceiver = next(t for t in pc.getTransceivers() if t.kind == "audio")
         pc.addTrack(track)
-        events = _negotiate_telephone_event(transceiver, offer.sdp)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-    except ProtocolError:
-        raise
+        _negotiate_telephone_event(transceiver, offer.media[prepared.audio_index])
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer_sdp = complete_webrtc_answer(pc.localDescription.sdp, offer)
+        events = _telephone_events(parse_sdp(answer_sdp))
     except Exception as exc:
         logger.debug("offer rejected by aiortc call_id=%s: %s", call_id, type(exc).__name__)
         raise _fail(f"offer rejected: {type(exc).__name__}: {exc}"[:300], call_id) from None
-    answer_sdp = _splice_declined(pc.localDescription.sdp, offer.declined)
     return AcceptedOffer(sdp=answer_sdp, telephone_events=events, transceiver=transceiver)
-
-
-def _negotiate_telephone_event(transceiver: RTCRtpTransceiver, offer: str) -> dict[int, int]:
-    """Append the offered telephone-event codecs (RFC 4733) that match a negotiated rate.
-
-    aiortc copies `transceiver._codecs` into the answer and into the receive
-    parameters; the sender encodes with the first codec only, so appending
-    keeps the audio codec in front.
-    """
-    negotiated: list[RTCRtpCodecParameters] = transceiver._codecs
-    rates = {codec.clockRate for codec in negotiated}
-    events: dict[int, int] = {}
-    for codec in _offered_telephone_events(offer):
-        if codec.clockRate in rates and codec.payloadType is not None:
-            negotiated.append(copy.deepcopy(codec))
-            events[codec.payloadType] = codec.clockRate
-    return events
 
 
 _CANDIDATE_PREFIX = re.compile(r"^(a=)?candidate:")

@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     BAD_STATE = "bad_state"
     BAD_SDP = "bad_sdp"
     NOT_FOUND = "not_found"
+    OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
 
@@ -214,13 +215,18 @@ class Presence:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """The reply to a valid login."""
+    """The reply to a valid login, repeated with a fresh token before the last one expires.
+
+    `token` replaces the client's token for its next reconnect; `expires_at`
+    is that token's expiry.
+    """
 
     type: ClassVar[str] = "session"
     session_id: str
     user: str
     role: Role
     expires_at: float
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +500,7 @@ def _parse_session(f: _Fields) -> Message:
         user=f.text("user", 64, pattern=_USER),
         role=f.choice("role", Role),
         expires_at=f.number("expires_at", 0.0, 1e11),
+        token=f.text("token", MAX_TOKEN_CHARS, required=False),
     )
 
 

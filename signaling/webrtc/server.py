@@ -2,10 +2,9 @@
 
 Theory of operation. `add_routes` mounts the login endpoints, the WebSocket
 at /ws and the browser pages, and returns the `WebRtcServer` that owns every
-call, agent record and background task. Each WebSocket is one `_Session`:
-its first message must be a valid `login` within `login_timeout_s`; later
-messages are rate-limited, parsed and dispatched one at a time, and every
-bad message is answered with an `error` message on the same socket.
+call, agent record and background task. Each WebSocket is one
+`SignalingSession` (session.py), which logs in, rate-limits, parses and
+dispatches messages and answers every bad one with an `error` message.
 
 Calls and agent records belong to the server, not to a socket, so that a
 browser can reconnect its signaling without losing them: messages for a
@@ -22,50 +21,36 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import secrets
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from ivr.channel import DtmfInput
 from signaling.webrtc.agents import AgentPresence
-from signaling.webrtc.auth import AuthError, Claims, LoginHandlers, TokenSigner
+from signaling.webrtc.auth import Claims, LoginHandlers, TokenSigner
 from signaling.webrtc.call import LegState, WebRtcCall, WebRtcTransport
 from signaling.webrtc.config import WebRtcConfig
 from signaling.webrtc.peer import accept_offer, add_remote_candidate, create_peer
 from signaling.webrtc.protocol import (
-    CLIENT_TYPES,
     AgentState,
-    AgentStateMessage,
     Answer,
-    Call,
     CallState,
     CallStateMessage,
     Candidate,
-    Dtmf,
     ErrorCode,
     Hangup,
-    Hold,
     Incoming,
-    Login,
     Message,
-    Mute,
     Offer,
     Presence,
     ProtocolError,
     Role,
-    Session,
-    Transfer,
     TransferKind,
-    Unhold,
-    encode_message,
     error_message,
-    parse_message,
 )
-from signaling.webrtc.ratelimit import TokenBucket
+from signaling.webrtc.session import SignalingSession
 
 logger = logging.getLogger("webrtc")
 
@@ -160,9 +145,12 @@ class WebRtcServer:
         )
         self.calls: dict[str, WebRtcCall] = {}
         self.agents: dict[str, AgentPresence] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, SignalingSession] = {}
         self._pending_offers: dict[str, tuple[str, asyncio.Future[Offer | None]]] = {}
         self._early_candidates: dict[str, list[Candidate]] = {}
+        self._opening: dict[str, str] = {}
+        self._withdrawn: dict[str, str] = {}
+        self.rejected_origins = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -172,14 +160,18 @@ class WebRtcServer:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to a signaling WebSocket after checking the Origin header."""
         if not self.origin_allowed(request.headers.get("Origin")):
-            logger.warning("websocket rejected: origin not allowed")
+            self.rejected_origins += 1
+            if self.rejected_origins % 100 == 1:
+                logger.warning(
+                    "websocket rejected: origin not allowed (%d so far)", self.rejected_origins
+                )
             raise web.HTTPForbidden(text="origin not allowed")
         ws = web.WebSocketResponse(
             heartbeat=30.0,
             max_msg_size=4 * self.config.max_message_bytes,
         )
         await ws.prepare(request)
-        session = _Session(self, ws)
+        session = SignalingSession(self, ws)
         try:
             await session.run()
         finally:
@@ -213,7 +205,7 @@ class WebRtcServer:
 
     # -- sessions -------------------------------------------------------
 
-    def session_started(self, session: _Session, claims: Claims) -> None:
+    def session_started(self, session: SignalingSession, claims: Claims) -> None:
         previous = self._sessions.get(claims.user)
         self._sessions[claims.user] = session
         grace = self._timers.pop(f"grace:{claims.user}", None)
@@ -234,7 +226,7 @@ class WebRtcServer:
             if call.user == claims.user:
                 session.send(CallStateMessage(call.call_id, _CALL_STATES[call.state], call.reason))
 
-    def _session_closed(self, session: _Session) -> None:
+    def _session_closed(self, session: SignalingSession) -> None:
         user = session.claims.user if session.claims else None
         if user is None or self._sessions.get(user) is not session:
             return
@@ -249,6 +241,9 @@ class WebRtcServer:
         if user in self._sessions:
             return
         logger.info("signaling did not come back, ending the user's calls")
+        for owner, ringing in self._pending_offers.values():
+            if owner == user and not ringing.done():
+                ringing.set_result(None)
         for call in list(self.calls.values()):
             if call.user == user:
                 self.spawn(call.hangup("signaling lost"), f"webrtc-hangup-{call.call_id}")
@@ -269,10 +264,32 @@ class WebRtcServer:
 
     async def open_call(self, user: str, role: Role, call_id: str, to: str, sdp: str) -> WebRtcCall:
         """Create the peer connection for a browser's offer and send the answer."""
-        if call_id in self.calls:
+        if call_id in self.calls or call_id in self._opening:
             raise ProtocolError(
                 ErrorCode.BAD_STATE, "call_id is already in use", field="call_id", call_id=call_id
             )
+        if len(self.calls) + len(self._opening) >= self.config.max_calls:
+            logger.warning("call rejected: node at max_calls=%d", self.config.max_calls)
+            raise ProtocolError(
+                ErrorCode.OVERLOADED, "server is at capacity, retry later", call_id=call_id
+            )
+        users_calls = sum(1 for call in self.calls.values() if call.user == user)
+        users_calls += sum(1 for owner in self._opening.values() if owner == user)
+        if users_calls >= self.config.max_calls_per_user:
+            raise ProtocolError(
+                ErrorCode.BAD_STATE,
+                f"at most {self.config.max_calls_per_user} calls per user",
+                call_id=call_id,
+            )
+        self._opening[call_id] = user
+        try:
+            return await self._open_call(user, role, call_id, to, sdp)
+        finally:
+            del self._opening[call_id]
+
+    async def _open_call(
+        self, user: str, role: Role, call_id: str, to: str, sdp: str
+    ) -> WebRtcCall:
         pc = create_peer(self.config)
         transport = WebRtcTransport(pc, self.config.audio_rate, call_id=call_id)
         call = WebRtcCall(
@@ -370,7 +387,8 @@ class WebRtcServer:
 
         None when the agent is not available, rejects, or does not answer in
         `timeout_s` (default `ring_timeout_s`; the agent then goes away with
-        reason "missed call").
+        reason "missed call"), or when `cancel_offer` withdraws the call.
+        Cancelling this coroutine withdraws the call from the agent too.
         """
         agent = self.agents.get(user)
         if agent is None or agent.state is not AgentState.AVAILABLE:
@@ -387,16 +405,17 @@ class WebRtcServer:
             async with asyncio.timeout(timeout):
                 offer = await future
         except TimeoutError:
-            offer = None
             self.send_to(user, Hangup(call_id=call_id, reason="not answered"))
             self.set_agent_state(agent, AgentState.AWAY, "missed call")
             return None
+        except asyncio.CancelledError:
+            self._withdrawn[call_id] = "offer withdrawn"
+            self._end_ringing(agent, call_id)
+            raise
         finally:
             self._pending_offers.pop(call_id, None)
         if offer is None:
-            self._early_candidates.pop(call_id, None)
-            if agent.presence().state is AgentState.RINGING:
-                self.set_agent_state(agent, AgentState.AVAILABLE, "rejected a call")
+            self._end_ringing(agent, call_id)
             return None
         try:
             call = await self.open_call(user, Role.AGENT, call_id, incoming.caller, offer.sdp)
@@ -408,6 +427,32 @@ class WebRtcServer:
         call.context = {"incoming": incoming}
         self.set_agent_state(agent, AgentState.BUSY, "")
         return call
+
+    def _end_ringing(self, agent: AgentPresence, call_id: str) -> None:
+        """Clean up a ring that ended without an answer (rejected, withdrawn, agent lost)."""
+        self._early_candidates.pop(call_id, None)
+        withdrawn = self._withdrawn.pop(call_id, None)
+        if agent.presence().state is not AgentState.RINGING:
+            return
+        if withdrawn is None:
+            self.set_agent_state(agent, AgentState.AVAILABLE, "rejected a call")
+            return
+        self.send_to(agent.user, Hangup(call_id=call_id, reason=withdrawn))
+        self.set_agent_state(agent, AgentState.AVAILABLE, withdrawn)
+
+    def cancel_offer(self, call_id: str, reason: str = "caller left") -> bool:
+        """Stop ringing an agent for `call_id` (the caller hung up, or another agent took it).
+
+        The ringing `offer_call` returns None, the agent's page gets `hangup`
+        with `reason` and the agent becomes available again. False when the
+        call is not ringing.
+        """
+        pending = self._pending_offers.get(call_id)
+        if pending is None or pending[1].done():
+            return False
+        self._withdrawn[call_id] = reason
+        pending[1].set_result(None)
+        return True
 
     def resolve_pending(self, user: str, call_id: str, offer: Offer | None) -> bool:
         pending = self._pending_offers.get(call_id)
@@ -431,193 +476,3 @@ class WebRtcServer:
         if len(early) < 32:
             early.append(message)
         return True
-
-
-class _Session:
-    """One signaling WebSocket: login, rate limit, parse and dispatch."""
-
-    def __init__(self, server: WebRtcServer, ws: web.WebSocketResponse) -> None:
-        self.server = server
-        self.ws = ws
-        self.config = server.config
-        self.claims: Claims | None = None
-        self.session_id = secrets.token_hex(8)
-        self._bucket = TokenBucket(self.config.rate_per_s, self.config.rate_burst, time.monotonic())
-        self._violations = 0
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=256)
-        self._writer: asyncio.Task[None] | None = None
-
-    def send(self, message: Message) -> None:
-        """Queue a message for this socket; a full queue means a stalled client, which is closed."""
-        try:
-            self._outbox.put_nowait(encode_message(message))
-        except asyncio.QueueFull:
-            logger.warning("signaling client is not reading, closing its session")
-            self.server.spawn(self.close(1008, "not reading"), "webrtc-close-stalled")
-
-    async def _write(self) -> None:
-        while True:
-            text = await self._outbox.get()
-            if text is None or self.ws.closed:
-                return
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                logger.debug("signaling send failed, peer gone")
-                return
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode())
-
-    async def run(self) -> None:
-        self._writer = asyncio.create_task(self._write(), name=f"webrtc-ws-{self.session_id}")
-        try:
-            await self._loop()
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outbox.put_nowait(None)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._writer, timeout=2.0)
-            self._writer.cancel()
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        login_deadline = loop.time() + self.config.login_timeout_s
-        while not self.ws.closed:
-            timeout = None if self.claims else max(0.0, login_deadline - loop.time())
-            try:
-                msg = await self.ws.receive(timeout=timeout)
-            except TimeoutError:
-                self.send(self._error(ErrorCode.UNAUTHORIZED, "login timed out"))
-                await self._drain_and_close(4001, "login timed out")
-                return
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                return
-            if msg.type is WSMsgType.ERROR:
-                logger.debug("signaling socket error: %s", self.ws.exception())
-                return
-            if not self._bucket.allow(time.monotonic()):
-                self._violations += 1
-                self.send(self._error(ErrorCode.RATE_LIMITED, "too many messages, slow down"))
-                if self._violations >= self.config.max_rate_violations:
-                    await self._drain_and_close(1008, "rate limit exceeded")
-                    return
-                continue
-            try:
-                if msg.type is not WSMsgType.TEXT:
-                    raise ProtocolError(ErrorCode.BAD_MESSAGE, "only text frames are accepted")
-                message = parse_message(
-                    msg.data, max_bytes=self.config.max_message_bytes, accept=CLIENT_TYPES
-                )
-                await self._dispatch(message)
-            except ProtocolError as exc:
-                logger.debug("signaling error sent: %s", exc.code.value)
-                self.send(error_message(exc))
-                if exc.code is ErrorCode.UNAUTHORIZED and self.claims is None:
-                    await self._drain_and_close(4001, "unauthorized")
-                    return
-            except Exception:
-                logger.exception("signaling message handling failed")
-                self.send(self._error(ErrorCode.INTERNAL, "internal error, message not processed"))
-
-    async def _drain_and_close(self, code: int, reason: str) -> None:
-        await asyncio.sleep(0)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._outbox.put_nowait(None)
-        if self._writer is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
-        await self.close(code, reason)
-
-    @staticmethod
-    def _error(code: ErrorCode, text: str) -> Message:
-        return error_message(ProtocolError(code, text))
-
-    async def _dispatch(self, message: Message) -> None:
-        if isinstance(message, Login):
-            self._login(message)
-            return
-        if self.claims is None:
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "login required first", field="type")
-        user = self.claims.user
-        server = self.server
-        match message:
-            case Call():
-                call = await server.open_call(
-                    user, self.claims.role, message.call_id, message.to, message.sdp
-                )
-                server.spawn(server.run_caller_call(call), f"webrtc-call-{call.call_id}")
-            case Offer():
-                self._require_agent()
-                if not server.resolve_pending(user, message.call_id, message):
-                    raise ProtocolError(
-                        ErrorCode.NOT_FOUND,
-                        "no incoming call with this call_id is ringing",
-                        field="call_id",
-                        call_id=message.call_id,
-                    )
-            case Candidate():
-                if message.call_id not in server.calls and server.keep_early_candidate(
-                    user, message
-                ):
-                    return
-                call = server.find_call(user, message.call_id)
-                await add_remote_candidate(
-                    call.transport.pc, message, allow_mdns=self.config.allow_mdns
-                )
-            case Hangup():
-                if not server.resolve_pending(user, message.call_id, None):
-                    await server.find_call(user, message.call_id).hangup(message.reason or "hangup")
-            case Dtmf():
-                call = server.find_call(user, message.call_id)
-                for digit in message.digits:
-                    call.transport.deliver_dtmf(DtmfInput(digit, message.duration_ms))
-            case Hold():
-                server.find_call(user, message.call_id).hold()
-            case Unhold():
-                server.find_call(user, message.call_id).unhold()
-            case Mute():
-                server.find_call(user, message.call_id).set_muted(message.muted)
-            case Transfer():
-                self._require_agent()
-                call = server.find_call(user, message.call_id)
-                if not await server.handler.on_transfer(call, message.target_kind, message.target):
-                    raise ProtocolError(
-                        ErrorCode.BAD_STATE,
-                        "transfer was not accepted",
-                        field="target",
-                        call_id=message.call_id,
-                    )
-                await call.hangup("transferred")
-            case AgentStateMessage():
-                self._require_agent()
-                agent = server.agents[user]
-                server.set_agent_state(agent, message.state, message.reason)
-            case _:
-                raise ProtocolError(
-                    ErrorCode.UNKNOWN_TYPE, f"unexpected message type '{message.type}'"
-                )
-
-    def _login(self, message: Login) -> None:
-        if self.claims is not None:
-            raise ProtocolError(ErrorCode.BAD_STATE, "already logged in", field="type")
-        try:
-            self.claims = self.server.signer.verify(message.token)
-        except AuthError as exc:
-            logger.info("signaling login rejected: %s", exc)
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, str(exc), field="token") from None
-        self.send(
-            Session(
-                session_id=self.session_id,
-                user=self.claims.user,
-                role=self.claims.role,
-                expires_at=self.claims.expires_at,
-            )
-        )
-        self.server.session_started(self, self.claims)
-
-    def _require_agent(self) -> None:
-        if self.claims is None or self.claims.role is not Role.AGENT:
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, "only agents may send this message", field="type"
-            )

@@ -12,6 +12,7 @@ from ivr.loader import load_flow
 from ivr.model import Flow, HangupStep, SayStep
 from media.resample import resample
 from media.tts import EspeakSynthesizer
+from tests.support.audio_analysis import Timeline, frame_rms
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
 from tests.support.rtp_audio import VOICED_RMS
 
@@ -55,3 +56,11 @@ def assert_clean_log(node: RunningNode) -> None:
     log = node.log()
     assert "Traceback" not in log
     assert " ERROR " not in log
+
+
+def voiced_seconds_between(timeline: Timeline, start: float, end: float) -> float:
+    """Voiced seconds of 20 ms frames whose arrival time lies in [start, end)."""
+    levels = frame_rms(timeline.samples, timeline.sample_rate)
+    times = timeline.start_arrival + 0.02 * np.arange(levels.size)
+    chosen = (times >= start) & (times < end) & (levels > VOICED_RMS)
+    return 0.02 * int(np.count_nonzero(chosen))

@@ -39,7 +39,7 @@ def test_health_and_options(tmp_path: Path) -> None:
     with voxgate_node(tmp_path) as node:
         status, body = node.health()
         assert status == 200
-        assert body["components"] == {"sip": True, "rtp": True, "ivr": True}
+        assert body["components"] == {"sip": True, "rtp": True, "ivr": True, "acd": True}
 
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", 0))

@@ -45,8 +45,9 @@ async def crm() -> AsyncIterator[Crm]:
         return web.json_response({"status": "late"})
 
     async def flaky(request: web.Request) -> web.Response:
-        if count("flaky") < 3:
-            return web.Response(status=503)
+        attempt = count("flaky")
+        if attempt < 3:
+            return web.Response(status=503 if attempt == 1 else 429)
         return web.json_response({"status": "recovered"})
 
     async def garbage(request: web.Request) -> web.Response:
@@ -110,13 +111,14 @@ async def test_http_timeout_falls_back(crm: Crm) -> None:
     assert crm.calls["slow"] == 3
 
 
-async def test_http_retries_server_errors(crm: Crm) -> None:
+async def test_http_retries_503_and_429(crm: Crm) -> None:
     flow = flow_from_text(_flow(crm.base + "/flaky", "    save: {status: status}\n"))
     run = await run_flow(flow, [])
     assert run.result.variables["status"] == "recovered"
     assert crm.calls["flaky"] == 3
     event = run.of_kind(EventKind.HTTP_REQUEST)[0]
     assert event.payload["attempts"] == 3
+    assert event.payload["ok"] is True
 
 
 async def test_http_bad_json_is_not_retried(crm: Crm) -> None:

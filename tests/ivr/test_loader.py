@@ -87,3 +87,9 @@ def test_custom_tags_rejected() -> None:
     ]
     scalar = _errors("flow: !0 x\nsteps: {}\n")
     assert scalar[0].startswith("f.yaml:1:7: (file): (yaml): invalid scalar: could not determine")
+
+
+def test_load_flow_sets_base_dir(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("flow: x\nsteps:\n  a: {type: hangup}\n")
+    assert load_flow(path).base_dir == tmp_path

@@ -154,3 +154,14 @@ def test_prewarm_builds_intent_classifier(flows_dir: Path, tmp_path: Path) -> No
     cached = _CACHE.get(id(flow))
     assert cached is not None
     assert cached[0] is flow
+
+
+def test_number_claimed_twice_keeps_first(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write(tmp_path / "a.yaml", FLOW.format(text="a").replace("flow: hot", "flow: first"))
+    _write(tmp_path / "b.yaml", FLOW.format(text="b").replace("flow: hot", "flow: second"))
+    caplog.set_level(logging.WARNING, logger="ivr.registry")
+    registry = FlowRegistry(tmp_path)
+    flow = registry.for_number("3000")
+    assert flow is not None
+    assert flow.flow == "first"
+    assert "listed by flows first and second" in caplog.text

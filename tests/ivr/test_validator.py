@@ -82,3 +82,21 @@ def test_subflow_name_checked_in_folder(flows_dir: Path, tmp_path: Path) -> None
     assert "steps.order_status.flow: 'order_status': unknown flow" in found[0]
     shutil.copy(flows_dir / "order_status.yaml", tmp_path / "order_status.yaml")
     assert validate_file(tmp_path / "contact_center.yaml") == []
+
+
+def test_impossible_outcome_key_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        "flow: keys\nsteps:\n  ask:\n    type: gather\n    dtmf: {max_digits: 1}\n"
+        "    speech: {phrases: [yes, no]}\n"
+        "    on: {'1': bye, '12': bye, 'yes': bye, maybe: bye, no_input: bye, no_match: bye}\n"
+        "  bye: {type: hangup}\n"
+    )
+    found = [str(d) for d in validate_file(path)]
+    assert len(found) == 2
+    assert found[0].startswith(f"{path}:7:20: steps.ask.on.12: 'bye': no answer to this gather")
+    assert found[0].endswith("[warning]")
+    assert "steps.ask.on.maybe" in found[1]
+    assert main(["validate", str(path)]) == 0
+    assert main(["validate", "--strict", str(path)]) == 1
+    capsys.readouterr()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -55,7 +56,9 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> No
 
 @pytest.fixture
 def port_pool() -> RtpPortPool:
-    return RtpPortPool(40000, 40999)
+    # A random range per test keeps parallel test runs on one machine from colliding.
+    low = 20000 + 2 * secrets.randbelow(15000)
+    return RtpPortPool(low, low + 999)
 
 
 SessionPair = tuple[RtpSession, RtpSession]

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ivr.channel import RecognizerConfig, SpeechInput
 from media import g711
@@ -25,6 +26,7 @@ from media.tts import EspeakSynthesizer
 # agent, refund, and "charge" standing in for payment ("결제", payment, was
 # misrecognized after G.711).
 KOREAN_MENU = ["네", "아니요", "상담원", "환불", "요금"]
+DATA = Path(__file__).parent.parent / "data" / "media"
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,25 @@ async def test_grammar_mode_recognizes_korean_menu(
     finally:
         await recognizer.close()
     assert recognizer.recognizers_created == 1
+
+
+async def test_telephone_audio_fed_at_model_rate(
+    catalog: ModelCatalog, synthesizer: EspeakSynthesizer
+) -> None:
+    # 8 kHz call audio must reach a 16 kHz model resampled, with the recognizer
+    # created at the rate of the audio it is fed.
+    case = yaml.safe_load((DATA / "32-vosk-8k-telephone-audio.yaml").read_text())
+    call = case["inputs"][0]
+    assert catalog.sample_rate("ko") == call["recogniser_rate"]
+    results: list[SpeechInput] = []
+    recognizer = CallRecognizer(catalog, on_result=lambda _id, r: results.append(r), call_id="t")
+    try:
+        audio = await synthesizer.synthesize("아니요", voice="ko")
+        result = await recognize(recognizer, results, audio, RecognizerConfig("ko", KOREAN_MENU), 1)
+    finally:
+        await recognizer.close()
+    assert recognizer.active_sample_rate == call["recogniser_rate"]
+    assert result.text == "아니요"
 
 
 async def test_grammar_change_reuses_recognizer(

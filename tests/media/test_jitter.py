@@ -121,7 +121,7 @@ def test_slow_sender_clock_absorbed() -> None:
     assert 20 <= stats.underruns + stats.stretched <= 45  # 1 % slow over 60 s is 30 frames
 
 
-def test_heavy_jitter_raises_target_and_avoids_late_packets() -> None:
+def test_heavy_jitter_raises_target() -> None:
     run = simulate(jitter_ms=30, seconds=60)
     stats = run.buffer.stats
     assert run.buffer.target_ms > 60

@@ -38,7 +38,7 @@ def feed_case(case: dict[str, Any]) -> list[DtmfInput]:
     return digits
 
 
-def test_end_packet_sent_three_times_gives_one_digit() -> None:
+def test_triple_end_packet_one_digit() -> None:
     case = load_case("26-rfc4733-end-packet-sent-three-times.yaml")
     digits = feed_case(case)
     assert "".join(d.digit for d in digits) == case["expected"]["digits"]
@@ -73,7 +73,7 @@ def test_lost_end_packets_reported_after_timeout() -> None:
     assert not receiver.active
 
 
-def test_new_event_ends_one_whose_end_was_lost() -> None:
+def test_new_event_ends_unfinished_one() -> None:
     receiver = DtmfReceiver()
     first = TelephoneEvent(1, False, 10, 800).serialize()
     second = TelephoneEvent(2, True, 10, 800).serialize()

@@ -4,17 +4,19 @@ import asyncio
 import itertools
 import socket
 
+import numpy as np
 import pytest
 
 from ivr.channel import CallEnded, DtmfInput, SpeechStarted
 from media.audio import PcmAudio
+from media.codecs import codec_names, get_codec
 from media.leg import MediaLeg
 from media.rtp import RtpPacket
 from media.rtp_session import LatchState, RtpPortPool, RtpSession, RtpSessionConfig
 from tests.media.conftest import LOOPBACK, RecordingHandler, SessionPair, rms, tone_pcm, wait_for
 
 
-def test_port_pool_hands_out_even_ports_and_reuses_them() -> None:
+def test_port_pool_even_ports_reused() -> None:
     pool = RtpPortPool(20001, 20007)
     ports = [pool.acquire(), pool.acquire(), pool.acquire()]
     assert ports == [20002, 20004, 20006]
@@ -26,7 +28,7 @@ def test_port_pool_hands_out_even_ports_and_reuses_them() -> None:
     assert pool.acquire() == 20004
 
 
-async def test_tone_played_by_one_session_arrives_with_energy(session_pair: SessionPair) -> None:
+async def test_played_tone_arrives_at_peer(session_pair: SessionPair) -> None:
     a, b = session_pair
     received = RecordingHandler()
     b.attach(received)
@@ -182,3 +184,37 @@ async def test_malformed_and_unnegotiated_packets_are_counted(session_pair: Sess
 
 def test_speech_started_type_is_importable() -> None:
     assert SpeechStarted(at_ms=5).at_ms == 5
+
+
+async def test_g722_session_carries_wideband_tone(port_pool: RtpPortPool) -> None:
+    config = RtpSessionConfig(codec_name="G722", payload_type=9)
+    a = await RtpSession.open_from_pool(port_pool, config, local_host=LOOPBACK)
+    b = await RtpSession.open_from_pool(
+        port_pool, config, local_host=LOOPBACK, remote=a.local_address
+    )
+    a.set_remote(b.local_address)
+    try:
+        assert a.sample_rate == 16000
+        received = RecordingHandler()
+        b.attach(received)
+        leg = MediaLeg(a, call_id="a")
+        tone = PcmAudio(tone_pcm(16000, 0.5, hz=5000), 16000)
+        assert await asyncio.wait_for(leg.play(tone), 10) is None
+        await wait_for(lambda: sum(rms(f.pcm) > 2000 for f in received.frames) >= 20)
+        loud = [f for f in received.frames if rms(f.pcm) > 2000]
+        assert all(f.sample_rate == 16000 and len(f.pcm) == 640 for f in loud)
+        samples = np.frombuffer(b"".join(f.pcm for f in loud), "<i2").astype(float)
+        spectrum = np.abs(np.fft.rfft(samples))
+        peak_hz = np.fft.rfftfreq(samples.size, 1 / 16000)[int(np.argmax(spectrum))]
+        assert abs(peak_hz - 5000) < 20  # above 4 kHz: only a wideband codec carries it
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_codec_registry_lists_g722() -> None:
+    assert {"PCMU", "PCMA", "G722"} <= set(codec_names())
+    g722 = get_codec("g722")
+    assert (g722.clock_rate, g722.sample_rate, g722.static_payload_type) == (8000, 16000, 9)
+    with pytest.raises(KeyError, match="known codecs"):
+        get_codec("opus-x")

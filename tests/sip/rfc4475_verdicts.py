@@ -68,6 +68,6 @@ VERDICTS: dict[str, int | None] = {
 }
 
 # Over TCP, clerr's Content-Length runs past the end of the stream: the
-# connection closes without a reply (RFC 4475 §3.1.2.2). inv2543 has no
+# connection closes without a reply (as RFC 4475 describes for clerr). inv2543 has no
 # Content-Length, which a stream needs (RFC 3261 §18.3): 400, then close.
 TCP_OVERRIDES: dict[str, int | None] = {"clerr": None, "inv2543": 400}

@@ -81,8 +81,10 @@ async def run_sipp(
     *,
     transport: str = "u1",
     max_seconds: float = 60,
+    calls: int = 1,
+    rate: int = 10,
 ) -> tuple[int, str]:
-    """Run one SIPp call of `scenario` against 127.0.0.1:`target_port`; return (exit code, log)."""
+    """Run `calls` SIPp calls of `scenario` at `rate` per second; return (exit code, log)."""
     assert SIPP is not None
     local_port = free_port(socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM)
     process = await asyncio.create_subprocess_exec(
@@ -90,7 +92,9 @@ async def run_sipp(
         "-sf",
         str(DATA / "sipp" / scenario),
         "-m",
-        "1",
+        str(calls),
+        "-r",
+        str(rate),
         "-t",
         transport,
         "-i",

@@ -375,6 +375,7 @@ def test_session_refresh_rearms_timer() -> None:
     refresh = reinvite(tag, 2, "z9hG4bK-r", extra=("Session-Expires: 120", "Supported: timer"))
     harness.feed(refresh)
     harness.run(lambda core, now: core.answer_reoffer(handle, ANSWER_SDP, now))
+    harness.feed(sip_request("ACK", branch="z9hG4bK-a2", to_tag=tag, cseq=2))
     sent = harness.advance(80.0)
 
     assert requests(sent) == []
@@ -539,3 +540,93 @@ def test_short_timers_are_configurable() -> None:
     sent = harness.advance(6.5)
 
     assert [request.method for request in requests(sent)] == ["BYE"]
+
+
+def test_unanswered_call_times_out_with_480() -> None:
+    harness = CoreHarness(CoreConfig(force_rport=True, answer_timeout=30.0))
+    handle = offered_call(harness)
+    harness.run(lambda core, now: core.ring(handle, now))
+
+    early = harness.advance(29.0)
+    sent = harness.advance(1.2)
+
+    assert statuses(early) == []
+    assert statuses(sent) == [480]
+    assert [event.reason for event in harness.ended()] == ["timeout"]
+
+
+def test_reinvite_2xx_retransmitted_until_ack() -> None:
+    harness = CoreHarness()
+    handle, tag = answered_call(harness)
+    harness.feed(reinvite(tag, 2, "z9hG4bK-re1"))
+    harness.run(lambda core, now: core.answer_reoffer(handle, ANSWER_SDP, now))
+
+    resent = harness.advance(2.0)
+    harness.feed(sip_request("ACK", branch="z9hG4bK-a2", to_tag=tag, cseq=2))
+    later = harness.advance(40.0)
+
+    assert statuses(resent) == [200, 200]
+    assert all(r.headers.get("CSeq") == "2 INVITE" for r in responses(resent))
+    assert later == []
+    assert harness.ended() == []
+
+
+def test_reinvite_without_ack_ends_call() -> None:
+    harness = CoreHarness()
+    handle, tag = answered_call(harness)
+    harness.feed(reinvite(tag, 2, "z9hG4bK-re1"))
+    harness.run(lambda core, now: core.answer_reoffer(handle, ANSWER_SDP, now))
+
+    sent = harness.advance(33.0)
+
+    assert [request.method for request in requests(sent)] == ["BYE"]
+    assert [event.reason for event in harness.ended()] == ["timeout"]
+
+
+def test_offerless_reinvite_answer_in_ack() -> None:
+    harness = CoreHarness()
+    handle, tag = answered_call(harness)
+    harness.feed(reinvite(tag, 2, "z9hG4bK-re1", body=b""))
+    harness.run(lambda core, now: core.answer_reoffer(handle, ANSWER_SDP, now))
+
+    harness.feed(sip_request("ACK", branch="z9hG4bK-a2", to_tag=tag, cseq=2, body=OFFER_SDP))
+
+    confirmed = [event for event in harness.events if isinstance(event, CallConfirmed)]
+    assert confirmed[-1] == CallConfirmed(handle, OFFER_SDP)
+    reoffers = [event for event in harness.events if isinstance(event, ReofferReceived)]
+    assert reoffers[-1].sdp is None
+
+
+def test_cancelled_reinvite_gets_487_and_call_continues() -> None:
+    harness = CoreHarness()
+    handle, tag = answered_call(harness)
+    harness.feed(reinvite(tag, 2, "z9hG4bK-re1"))
+
+    sent = harness.feed(sip_request("CANCEL", branch="z9hG4bK-re1", to_tag=tag, cseq=2))
+    late = harness.run(lambda core, now: core.answer_reoffer(handle, ANSWER_SDP, now))
+
+    assert statuses(sent) == [200, 487]
+    assert late == []
+    assert harness.ended() == []
+
+
+def test_reject_reason_cannot_inject_headers() -> None:
+    harness = CoreHarness()
+    handle = offered_call(harness)
+
+    sent = harness.run(lambda core, now: core.reject(handle, 486, "Busy\r\nX-Evil: 1", now))
+
+    assert statuses(sent) == [486]
+    assert responses(sent)[0].reason == "BusyX-Evil: 1"
+    assert responses(sent)[0].headers.get("X-Evil") is None
+
+
+def test_response_via_gets_received_and_rport() -> None:
+    harness = CoreHarness(peer=Peer("udp", "127.0.0.9", 40000))
+
+    sent = responses(harness.feed(sip_request("OPTIONS")))
+
+    via = sent[0].parsed.top_via
+    assert via.params["received"] == "127.0.0.9"
+    assert via.params["rport"] == "40000"
+    assert harness.sent[0].peer == Peer("udp", "127.0.0.9", 40000)

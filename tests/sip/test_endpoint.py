@@ -15,6 +15,7 @@ from tests.sip.support import (
     ScriptedHandler,
     UdpPeer,
     open_udp_peer,
+    read_stream_message,
     sip_request,
     status_of,
 )
@@ -213,5 +214,172 @@ async def test_port_zero_binds_free_port() -> None:
     endpoint = await started(ScriptedHandler())
     try:
         assert endpoint.port > 0
+    finally:
+        await endpoint.stop()
+
+
+def ipv6_loopback_available() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+async def test_options_over_ipv6_loopback() -> None:
+    endpoint = SipEndpoint(SipConfig(host="::1", port=0), ScriptedHandler())
+    await endpoint.start()
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Collector(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+            received.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Collector, local_addr=("::1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    options = sip_request("OPTIONS", port=port).replace(b"127.0.0.1", b"[::1]")
+    try:
+        transport.sendto(options, ("::1", endpoint.port))
+        reply = await asyncio.wait_for(received.get(), 5.0)
+    finally:
+        transport.close()
+        await endpoint.stop()
+
+    assert status_of(reply) == 200
+    assert b"Via: SIP/2.0/UDP [::1]:" in reply
+
+
+async def test_bye_over_new_tcp_connection_after_close() -> None:
+    handler = ScriptedHandler(mode="answer")
+    endpoint = await started(handler)
+    byes: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def contact_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        message = await read_stream_message(reader)
+        if message is not None:
+            byes.put_nowait(message)
+        writer.close()
+
+    contact_server = await asyncio.start_server(contact_side, "127.0.0.1", 0)
+    contact_port = contact_server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    invite = sip_request("INVITE", body=OFFER_SDP, port=contact_port).replace(
+        f"127.0.0.1:{contact_port}>".encode(), f"127.0.0.1:{contact_port};transport=tcp>".encode()
+    )
+    try:
+        writer.write(invite.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        ok = b""
+        while not ok.startswith(b"SIP/2.0 200"):
+            received = await asyncio.wait_for(read_stream_message(reader), 5.0)
+            ok = received or b""
+        tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+        ack = sip_request("ACK", to_tag=tag, port=contact_port, branch="z9hG4bK-ack")
+        writer.write(ack.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+        await asyncio.wait_for(call.ack_sdp, 5.0)
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(500):  # up to 5 s for the endpoint to see the close
+            if endpoint.connection_count == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert endpoint.connection_count == 0
+
+        await call.hangup()
+        bye = await asyncio.wait_for(byes.get(), 5.0)
+
+        assert bye.startswith(b"BYE sip:15550100001@127.0.0.1:")
+        assert b"Via: SIP/2.0/TCP" in bye
+        assert f"tag={tag}".encode() in bye
+    finally:
+        contact_server.close()
+        await endpoint.stop()
+
+
+async def probe_answered(peer: UdpPeer, call_id: bytes) -> bool:
+    """Drain replies for up to 1 s and report whether the probe's 200 was among them."""
+    try:
+        async with asyncio.timeout(1.0):
+            while True:
+                reply = await peer.next(1.0)
+                if reply.startswith(b"SIP/2.0 200") and b"Call-ID: " + call_id + b"\r" in reply:
+                    return True
+    except TimeoutError:
+        return False
+
+
+async def test_mutated_datagram_storm_survived(peer: UdpPeer) -> None:
+    """2,000 corrupted torture messages over UDP, then OPTIONS still gets 200."""
+    import random
+
+    from tests.sip.support import DATA
+
+    seeds = [path.read_bytes() for path in sorted((DATA / "rfc4475").glob("*.dat"))]
+    rng = random.Random(4475)
+    endpoint = await started(ScriptedHandler(mode="reject"), force_rport=True)
+    try:
+        for index in range(2000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                position = rng.randrange(len(data))
+                data[position : position + rng.randint(0, 8)] = rng.randbytes(rng.randint(0, 8))
+            peer.send(bytes(data), endpoint.port)
+            if index % 200 == 0:
+                await asyncio.sleep(0)  # let the endpoint drain its socket
+
+        # Socket buffers may drop datagrams during the storm, so the probe is
+        # retransmitted like a UAC would, up to 20 times.
+        answered = False
+        for attempt in range(20):
+            probe = sip_request(
+                "OPTIONS", call_id=f"after-storm-{attempt}", branch=f"z9hG4bK-p{attempt}",
+                port=peer.port,
+            )  # fmt: skip
+            peer.send(probe, endpoint.port)
+            answered = await probe_answered(peer, f"after-storm-{attempt}".encode())
+            if answered:
+                break
+
+        assert answered
+    finally:
+        await endpoint.stop()
+
+
+async def test_tcp_garbage_closes_only_that_connection() -> None:
+    endpoint = await started(ScriptedHandler())
+    try:
+        _, bad_writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+
+        bad_writer.write(b"\x16\x03\x01\x02\x00" + bytes(range(256)) * 80 + b"\r\n\r\n")
+        await bad_writer.drain()
+        probe = sip_request("OPTIONS", port=5999).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        writer.write(probe)
+        reply = await asyncio.wait_for(read_stream_message(reader), 5.0)
+
+        assert reply is not None
+        assert status_of(reply) == 200
+        bad_writer.close()
+        writer.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_tel_uris_give_caller_and_called(peer: UdpPeer) -> None:
+    handler = ScriptedHandler(mode="reject")
+    endpoint = await started(handler)
+    invite = sip_request("INVITE", port=peer.port, uri="tel:+15550100000;phone-context=x")
+    invite = invite.replace(b"From: <sip:15550100001@127.0.0.1>", b"From: <tel:+15550100001>")
+    try:
+        peer.send(invite, endpoint.port)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+
+        assert call.caller == "+15550100001"
+        assert call.called == "+15550100000"
     finally:
         await endpoint.stop()

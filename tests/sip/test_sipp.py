@@ -93,3 +93,18 @@ async def test_basic_call_over_tcp(
     call = await asyncio.wait_for(handler.calls.get(), 5)
     assert call.transport == "tcp"
     assert await asyncio.wait_for(handler.reasons.get(), 5) == "bye"
+
+
+@pytest.mark.slow
+async def test_two_hundred_calls_all_complete(
+    endpoint: SipEndpoint, handler: ScriptedHandler, tmp_path: Path
+) -> None:
+    code, log = await run_sipp(
+        "uac_basic_call.xml", endpoint.port, tmp_path, calls=200, rate=50, max_seconds=120
+    )
+
+    assert code == 0, log
+    reasons = [await asyncio.wait_for(handler.reasons.get(), 10) for _ in range(200)]
+    assert set(reasons) == {"bye"}
+    assert handler.reasons.empty()
+    assert endpoint.core.calls == {}

@@ -8,6 +8,7 @@ CAP_NET_RAW), which CI has.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import struct
@@ -18,6 +19,11 @@ from dataclasses import dataclass
 ETH_P_ALL = 0x0003
 ETHERNET_HEADER = 14
 IPPROTO_UDP = 17
+SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+RECEIVE_BUFFER_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,31 @@ def parse_ipv4_udp(frame: bytes) -> tuple[tuple[str, int], tuple[str, int], byte
     return (source_ip, source_port), (destination_ip, destination_port), payload
 
 
+def udp_port_filter(port: int) -> bytes:
+    """Return a classic BPF program that accepts IPv4 UDP datagrams from or to `port`.
+
+    Without it the socket queues every frame on `lo`, and the busy loopback
+    of a CI machine overflows the queue, dropping the datagrams we want.
+    Later IP fragments carry no UDP header, so they are rejected.
+    """
+    instructions = [
+        (0x28, 0, 0, 12),  # ldh [12]: EtherType
+        (0x15, 0, 10, 0x0800),  # IPv4, else reject
+        (0x30, 0, 0, 23),  # ldb [23]: IP protocol
+        (0x15, 0, 8, IPPROTO_UDP),  # UDP, else reject
+        (0x28, 0, 0, 20),  # ldh [20]: flags and fragment offset
+        (0x45, 6, 0, 0x1FFF),  # a later fragment: reject
+        (0xB1, 0, 0, ETHERNET_HEADER),  # x = IP header length
+        (0x48, 0, 0, ETHERNET_HEADER),  # ldh [x + 14]: UDP source port
+        (0x15, 2, 0, port),  # accept
+        (0x48, 0, 0, ETHERNET_HEADER + 2),  # ldh [x + 16]: UDP destination port
+        (0x15, 0, 1, port),
+        (0x06, 0, 0, 0x40000),  # accept up to 256 KiB of the frame
+        (0x06, 0, 0, 0),  # reject
+    ]
+    return b"".join(struct.pack("HBBI", *instruction) for instruction in instructions)
+
+
 class LoopbackCapture:
     """Collects UDP datagrams sent to or from `port` on `lo` until stopped.
 
@@ -67,7 +98,12 @@ class LoopbackCapture:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._socket = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self._filter = ctypes.create_string_buffer(udp_port_filter(port))
+        program = struct.pack("HL", len(self._filter.raw) // 8, ctypes.addressof(self._filter))
+        self._socket.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+        self._socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
         self._socket.bind(("lo", 0))
+        self.kernel_drops = 0
         self._socket.settimeout(0.2)
         self._thread = threading.Thread(target=self._run, name=f"capture-{port}", daemon=True)
 
@@ -82,19 +118,31 @@ class LoopbackCapture:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        self._socket.close()
+        if self._socket.fileno() >= 0:
+            self.kernel_drops += self.read_kernel_drops()
+            self._socket.close()
 
-    def snapshot(self) -> list[Datagram]:
+    def read_kernel_drops(self) -> int:
+        """Return the frames the kernel dropped since the last call (queue full)."""
+        _, drops = struct.unpack("II", self._socket.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        return int(drops)
+
+    def everything(self) -> list[Datagram]:
+        """Datagrams to or from the watched port, in capture order."""
         with self._lock:
             return list(self.datagrams)
 
     def received(self) -> list[Datagram]:
         """Datagrams whose destination is the watched port."""
-        return [d for d in self.snapshot() if d.destination[1] == self.port]
+        return [d for d in self.everything() if d.destination[1] == self.port]
+
+    def snapshot(self) -> list[Datagram]:
+        """The same as `received`: what the peer on the watched port was sent."""
+        return self.received()
 
     def sent(self) -> list[Datagram]:
         """Datagrams whose source is the watched port."""
-        return [d for d in self.snapshot() if d.source[1] == self.port]
+        return [d for d in self.everything() if d.source[1] == self.port]
 
     def _run(self) -> None:
         packet_host = 0

@@ -106,3 +106,53 @@ def test_serve_rejects_bad_port_flag() -> None:
     )
     assert result.returncode == 2
     assert "invalid port range '3000-2000'" in result.stderr
+
+
+def test_default_config_has_demo_queue_and_agent() -> None:
+    settings = load_settings(REPOSITORY / "config" / "voxgate.yaml")
+    assert "general" in settings.acd.queues
+    assert "general" in settings.webrtc.agents["demo"].queues
+    assert settings.acd.store == "memory"
+    assert settings.webrtc.ice_servers == []
+
+
+def test_agent_with_unknown_queue_is_rejected(tmp_path: Path) -> None:
+    text = (
+        "acd:\n  queues:\n    general: {}\n"
+        "webrtc:\n  agents:\n    ann:\n      password_hash: x\n      queues: [sales]\n"
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, text))
+    assert "sales" in str(caught.value)
+
+
+def test_acd_store_must_be_memory_or_redis_url(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "acd:\n  store: mysql://db\n"))
+    assert "acd.store" in str(caught.value)
+    assert "mysql://db" in str(caught.value)
+
+
+def test_short_token_secret_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "webrtc:\n  token_secret: short\n"))
+    assert "webrtc.token_secret" in str(caught.value)
+
+
+def test_hold_music_path_resolved_against_base(tmp_path: Path) -> None:
+    text = "acd:\n  queues:\n    general:\n      hold_music: prompts/hold.wav\n"
+    settings = load_settings(write(tmp_path, text))
+    assert settings.acd.queues["general"].hold_music == tmp_path / "prompts" / "hold.wav"
+
+
+def test_invalid_trusted_network_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "sip:\n  trusted_networks: [not-a-network]\n"))
+    assert "sip.trusted_networks" in str(caught.value)
+    assert "not-a-network" in str(caught.value)
+
+
+def test_sip_tls_port_needs_certificate(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "sip:\n  tls_port: 5061\n"))
+    assert "tls_certfile" in str(caught.value)

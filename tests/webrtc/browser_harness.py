@@ -26,11 +26,11 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from ivr.channel import CallEnded, DtmfInput
+from ivr.channel import CallChannel, CallEnded, DtmfInput
 from media.audio import PcmAudio
-from media.leg import MediaLeg
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.call import WebRtcCall
+from signaling.webrtc.channel import WebRtcChannel
 from signaling.webrtc.config import WebRtcConfig
 from signaling.webrtc.protocol import Incoming, Presence, TransferKind
 from signaling.webrtc.server import WebRtcServer, add_routes
@@ -125,30 +125,30 @@ class ToneLeg:
 
 
 class MediaLegProbe:
-    """Runs a `media.leg.MediaLeg` on the call as the IVR would, and records its inputs.
+    """Drives the call through `WebRtcChannel` as the IVR would, and records its inputs.
 
-    The leg plays a long 440 Hz prompt and collects DTMF with `next_input`
-    until the call ends.
+    The channel plays a long 440 Hz prompt and collects DTMF with
+    `next_input` until the call ends.
     """
 
     def __init__(self, call: WebRtcCall) -> None:
-        self.leg = MediaLeg(call.transport, call_id=call.call_id)
+        self.channel: CallChannel = WebRtcChannel(call)
         self.phase = "start"
         self.digits: list[DtmfInput] = []
         self.digit_received = asyncio.Event()
         self.closed = False
 
     async def run(self) -> None:
-        rate = self.leg.sample_rate
+        rate = 16_000
         samples = np.arange(60 * rate)
         prompt = PcmAudio(
             (6000 * np.sin(2 * np.pi * SERVER_TONE_HZ * samples / rate)).astype("<i2").tobytes(),
             rate,
         )
-        player = asyncio.create_task(self.leg.play(prompt))
+        player = asyncio.create_task(self.channel.play(prompt))
         try:
             while True:
-                item = await self.leg.next_input(120)
+                item = await self.channel.next_input(120)
                 if isinstance(item, DtmfInput):
                     self.digits.append(item)
                     self.digit_received.set()
@@ -179,6 +179,7 @@ class Harness:
         self.server: WebRtcServer | None = None
         self.devtools: DevTools | None = None
         self.click_task: asyncio.Task[None] | None = None
+        self.hangup_task: asyncio.Task[None] | None = None
         self.offer_task: asyncio.Task[WebRtcCall | None] | None = None
 
     # -- WebRtcCallHandler --------------------------------------------------
@@ -221,6 +222,10 @@ class Harness:
             leg.phase = name
         if "expected" in body:
             await self._wait_for_digits(len(str(body["expected"])))
+        if body.get("hangup_by_server"):
+            for leg in self.legs.values():
+                if isinstance(leg, MediaLegProbe):
+                    self.hangup_task = asyncio.create_task(leg.channel.hangup())
         if name in ("agent-available", "agent-second-call"):
             self.offer_task = asyncio.create_task(self._offer(len(self.legs) + 1))
         elif name in ("agent-connected", "agent-connected-2"):

@@ -175,3 +175,84 @@ async def test_agent_offline_after_grace(setup: Setup) -> None:
     await ws.close()
     assert await handler.next_state() == (AgentState.OFFLINE, "signaling lost")
     assert "alice" not in server.agents
+
+
+async def test_ringing_agent_lost_goes_offline_not_away(setup: Setup) -> None:
+    _, server, handler = setup
+    ws = await _available_agent(setup)
+    offering = asyncio.create_task(server.offer_call("alice", INCOMING, timeout_s=30))
+    await _receive_type(ws, "incoming")
+    assert await handler.next_state() == (AgentState.RINGING, "")
+    await ws.close()
+    assert await asyncio.wait_for(offering, 10) is None
+    assert await handler.next_state() == (AgentState.OFFLINE, "signaling lost")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(handler.changes.get(), timeout=1.0)
+
+
+async def test_newer_login_closes_older_socket(setup: Setup) -> None:
+    client, _, _ = setup
+    first = await _available_agent(setup)
+    second = await client.ws_connect("/ws", headers={"Origin": ORIGIN})
+    token, _ = TokenSigner(SECRET, 60).issue("alice", Role.AGENT)
+    await second.send_json({"type": "login", "token": token})
+    await _receive_type(second, "session")
+    while True:
+        msg = await first.receive(timeout=10)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            break
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert msg.data == 4000
+    presence = await _receive_type(second, "presence")
+    assert presence["state"] == "available"
+
+
+async def test_session_token_refreshed_before_expiry() -> None:
+    config = WebRtcConfig(
+        allowed_origins=[ORIGIN],
+        token_secret=SECRET,
+        advertised_addresses=["127.0.0.1"],
+        token_ttl_s=2,
+    )
+    app = web.Application()
+    add_routes(app, config, PresenceHandler())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        ws = await client.ws_connect("/ws", headers={"Origin": ORIGIN})
+        token, expires_at = TokenSigner(SECRET, 2).issue("alice", Role.AGENT)
+        await ws.send_json({"type": "login", "token": token})
+        first = await _receive_type(ws, "session")
+        refreshed = await _receive_type(ws, "session")
+        assert first["session_id"] == refreshed["session_id"]
+        assert refreshed["expires_at"] > expires_at
+        claims = TokenSigner(SECRET, 2).verify(refreshed["token"])
+        assert claims.user == "alice"
+        assert claims.role is Role.AGENT
+
+
+async def test_cancelled_offer_tells_agent_and_frees_them(setup: Setup) -> None:
+    _, server, handler = setup
+    ws = await _available_agent(setup)
+    offering = asyncio.create_task(server.offer_call("alice", INCOMING, timeout_s=30))
+    await _receive_type(ws, "incoming")
+    assert await handler.next_state() == (AgentState.RINGING, "")
+    assert server.cancel_offer("acd-1", "caller left") is True
+    assert await asyncio.wait_for(offering, 10) is None
+    withdrawn = await _receive_type(ws, "hangup")
+    assert withdrawn["call_id"] == "acd-1"
+    assert withdrawn["reason"] == "caller left"
+    assert await handler.next_state() == (AgentState.AVAILABLE, "caller left")
+    assert server.cancel_offer("acd-1") is False
+
+
+async def test_cancelling_offer_task_withdraws_ring(setup: Setup) -> None:
+    _, server, handler = setup
+    ws = await _available_agent(setup)
+    offering = asyncio.create_task(server.offer_call("alice", INCOMING, timeout_s=30))
+    await _receive_type(ws, "incoming")
+    assert await handler.next_state() == (AgentState.RINGING, "")
+    offering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await offering
+    withdrawn = await _receive_type(ws, "hangup")
+    assert withdrawn["reason"] == "offer withdrawn"
+    assert await handler.next_state() == (AgentState.AVAILABLE, "offer withdrawn")

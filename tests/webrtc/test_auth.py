@@ -1,12 +1,17 @@
-"""Session tokens, password hashes and the login throttle."""
+"""Session tokens, password hashes and the per-address throttle."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signaling.webrtc.auth import (
+    AddressThrottle,
     AuthError,
-    LoginThrottle,
     TokenSigner,
     hash_password,
     verify_password,
@@ -86,19 +91,39 @@ def test_malformed_password_hash_never_verifies(stored: str) -> None:
     assert not verify_password("pw", stored)
 
 
-def test_throttle_blocks_after_failures_then_forgets() -> None:
-    throttle = LoginThrottle(max_failures=3, window_s=60)
+def test_throttle_blocks_after_events_then_forgets() -> None:
+    throttle = AddressThrottle(max_events=3, window_s=60)
     for second in range(3):
         assert not throttle.blocked("198.51.100.1", second)
-        throttle.record_failure("198.51.100.1", second)
+        throttle.record("198.51.100.1", second)
     assert throttle.blocked("198.51.100.1", 10)
     assert not throttle.blocked("198.51.100.2", 10)
     assert not throttle.blocked("198.51.100.1", 70)
 
 
 def test_throttle_memory_is_bounded() -> None:
-    throttle = LoginThrottle(max_failures=1, window_s=60, max_clients=10)
+    throttle = AddressThrottle(max_events=1, window_s=60, max_clients=10)
     for index in range(100):
-        throttle.record_failure(f"client-{index}", 0)
+        throttle.record(f"client-{index}", 0)
     assert not throttle.blocked("client-0", 1)
     assert throttle.blocked("client-99", 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzz_token_gives_claims_or_auth_error(token: str) -> None:
+    signer = TokenSigner(SECRET, 60, FakeClock())
+    with contextlib.suppress(AuthError):
+        claims = signer.verify(token)
+        assert claims.user
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=120))
+def test_fuzz_signed_garbage_claims_rejected(body: bytes) -> None:
+    """Claims that are correctly signed but not a claims object still raise AuthError."""
+    signer = TokenSigner(SECRET, 60, FakeClock())
+    encoded = base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+    token = f"{encoded}.{signer._sign(encoded)}"
+    with contextlib.suppress(AuthError):
+        signer.verify(token)

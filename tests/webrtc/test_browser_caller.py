@@ -100,11 +100,18 @@ def test_call_survives_signaling_reconnect(report: dict[str, Any]) -> None:
     assert _leg(report)["phases"]["caller-digits-sent"]["frames"] >= 50
 
 
-def test_denied_microphone_shows_clear_message() -> None:
-    report = run_scenario("caller-denied", "autotest=denied")
+@pytest.mark.parametrize(
+    ("lang", "message", "status"),
+    [
+        ("en", "Microphone access was denied.", "Ready to call"),
+        ("zh", "麦克风权限被拒绝。", "可以呼叫"),
+    ],
+)
+def test_denied_microphone_shows_clear_message(lang: str, message: str, status: str) -> None:
+    report = run_scenario("caller-denied", f"autotest=denied&lang={lang}")
     page = report["page"]
     assert page["error"] is None
-    assert page["measurements"]["deniedMessage"].startswith("Microphone access was denied.")
+    assert page["measurements"]["deniedMessage"].startswith(message)
     assert page["measurements"]["callButtonEnabled"] is True
-    assert page["status"] == "Ready to call"
+    assert page["status"] == status
     assert report["legs"] == {}

@@ -1,7 +1,7 @@
-"""The media package's MediaLeg runs on a browser call's WebRtcTransport.
+"""The IVR's view of a browser caller: `WebRtcChannel` over the media package's MediaLeg.
 
-This is the IVR's view of a browser caller: `play` reaches the page, and
-keypad digits from RTP and from signaling come out of `next_input`.
+`play` reaches the page, keypad digits from RTP and from signaling come out
+of `next_input`, and `hangup` from the server ends the call in the page.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    return run_scenario("caller-medialeg", "autotest=1&rtp_keys=12&signaling_keys=%23")
+    return run_scenario(
+        "caller-medialeg", "autotest=1&rtp_keys=12&signaling_keys=%23&server_hangup=1"
+    )
 
 
 def test_page_hears_played_prompt(report: dict[str, Any]) -> None:
@@ -34,7 +36,9 @@ def test_next_input_returns_digits_in_order(report: dict[str, Any]) -> None:
     assert legs[0]["rtp_digits"] == 2
 
 
-def test_media_leg_ends_with_call(report: dict[str, Any]) -> None:
+def test_server_hangup_ends_call_in_page(report: dict[str, Any]) -> None:
     legs = list(report["legs"].values())
     assert legs[0]["closed"] is True
     assert report["call_states"] == ["connected", "ended"]
+    assert report["page"]["measurements"]["statusAfterServerHangup"] == "Call ended"
+    assert report["page"]["measurements"]["hangupButtonDisabled"] is True

@@ -54,7 +54,7 @@ EVERY_MESSAGE: list[Message] = [
     Transfer(call_id="c-1", target_kind=TransferKind.QUEUE, target="billing"),
     AgentStateMessage(state=AgentState.AWAY, reason="lunch"),
     Presence(user="alice", state=AgentState.WRAP_UP, reason="after call", since=1.5, wrap_up_s=30),
-    Session(session_id="s1", user="alice", role=Role.AGENT, expires_at=100.0),
+    Session(session_id="s1", user="alice", role=Role.AGENT, expires_at=100.0, token="a.b"),
     Incoming(
         call_id="c-2",
         caller="+15550100",

@@ -12,10 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.webrtc.auth import TokenSigner, hash_password
-from signaling.webrtc.call import WebRtcCall
+from signaling.webrtc.call import WebRtcCall, WebRtcTransport
 from signaling.webrtc.config import WebRtcConfig
+from signaling.webrtc.peer import create_peer
 from signaling.webrtc.protocol import Presence, Role, TransferKind
-from signaling.webrtc.server import add_routes
+from signaling.webrtc.server import WebRtcServer, add_routes
 
 ORIGIN = "http://127.0.0.1:8080"
 SECRET = b"t" * 32
@@ -301,3 +302,55 @@ async def test_huge_frame_closes_with_1009(
     closing = await ws.receive(timeout=10)
     assert closing.type is aiohttp.WSMsgType.CLOSE
     assert closing.data == 1009
+
+
+def _existing_call(server: WebRtcServer, call_id: str, user: str) -> WebRtcCall:
+    """Register a call without media, as if its offer had been applied."""
+    transport = WebRtcTransport(create_peer(server.config), 16_000, call_id=call_id)
+    call = WebRtcCall(
+        call_id=call_id,
+        role=Role.CALLER,
+        user=user,
+        to="sales",
+        transport=transport,
+        notify=lambda changed: None,
+    )
+    server.calls[call_id] = call
+    return call
+
+
+@pytest.mark.parametrize(
+    ("limits", "owner", "code"),
+    [
+        ({"max_calls": 1}, "someone-else", "overloaded"),
+        ({"max_calls_per_user": 1}, "alice", "bad_state"),
+    ],
+    ids=["node-full", "user-full"],
+)
+async def test_call_limits_enforced(limits: dict[str, int], owner: str, code: str) -> None:
+    app = web.Application()
+    server = add_routes(app, _config(**limits), RecordingHandler())
+    existing = _existing_call(server, "c-0", owner)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        ws = await _connect(test_client)
+        await ws.send_json({"type": "login", "token": _token(Role.CALLER)})
+        assert (await _receive(ws))["type"] == "session"
+        await ws.send_json({"type": "call", "call_id": "c-1", "to": "sales", "sdp": "v=0\r\n"})
+        error = await _receive(ws)
+        while error["type"] != "error":
+            error = await _receive(ws)
+        assert error["code"] == code
+        assert error["call_id"] == "c-1"
+        assert "c-1" not in server.calls
+    await existing.transport.pc.close()
+
+
+async def test_guest_tokens_throttled_per_address(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    statuses = []
+    for _ in range(31):
+        response = await client.post("/api/webrtc/guest", headers={"Origin": ORIGIN})
+        statuses.append(response.status)
+    assert statuses[:30] == [200] * 30
+    assert statuses[30] == 429

@@ -173,6 +173,8 @@ function startSignaling(token) {
   state.signaling = new Signaling(token, {
     onMessage,
     onLost: () => showMessage(t("status.signaling_lost")),
+    onReplaced: () => showMessage(t("status.replaced")),
+    onToken: (fresh) => sessionStorage.setItem(TOKEN_KEY, fresh),
     onReconnected: () => showMessage(t("status.signaling_back")),
     onRejected: (reason) => {
       sessionStorage.removeItem(TOKEN_KEY);

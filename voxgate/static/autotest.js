@@ -110,6 +110,13 @@ export function runCallerTest(params) {
       app.call.sendDigits(viaSignaling, true);
     }
     const expected = (params.get("rtp_keys") || "") + viaSignaling;
+    if (params.has("server_hangup")) {
+      await checkpoint("caller-digits-sent", { expected, hangup_by_server: true });
+      await waitFor(() => window.voxgateEvents.includes("hangup"), 15000, "hangup from server");
+      results.measurements.statusAfterServerHangup = text("status");
+      results.measurements.hangupButtonDisabled = document.getElementById("hangup").disabled;
+      return;
+    }
     await checkpoint("caller-digits-sent", { expected });
     results.measurements.afterDigits = await measure(remote, 1000);
 

@@ -77,6 +77,7 @@ async function startSignaling() {
   signaling = new Signaling(token, {
     onMessage,
     onLost: () => showMessage(t("status.signaling_lost")),
+    onReplaced: () => showMessage(t("status.replaced")),
     onReconnected: () => showMessage(""),
     onRejected: (reason) => setStatus("status.login_failed", { reason }),
   });

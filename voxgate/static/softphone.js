@@ -29,6 +29,10 @@ export function applyStrings(t, root = document) {
   for (const node of root.querySelectorAll("[data-i18n-placeholder]")) {
     node.placeholder = t(node.dataset.i18nPlaceholder);
   }
+  for (const node of root.querySelectorAll("[data-i18n-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  }
+  document.documentElement.lang = t("lang");
 }
 
 export function newCallId() {
@@ -65,11 +69,19 @@ export class Signaling {
         return;
       }
       if (message.type === "session") {
-        this.retryMs = 500;
-        if (this.everConnected) {
-          this.handlers.onReconnected?.();
+        if (message.token) {
+          this.token = message.token;
+          this.handlers.onToken?.(message.token);
         }
-        this.everConnected = true;
+        // Later session messages on the same socket only refresh the token.
+        if (!socket.loggedIn) {
+          socket.loggedIn = true;
+          this.retryMs = 500;
+          if (this.everConnected) {
+            this.handlers.onReconnected?.();
+          }
+          this.everConnected = true;
+        }
       }
       this.handlers.onMessage(message);
     };
@@ -79,6 +91,11 @@ export class Signaling {
       }
       if (event.code === 4001) {
         this.handlers.onRejected?.(event.reason || "unauthorized");
+        return;
+      }
+      if (event.code === 4000) {
+        // A newer login of the same user took over; reconnecting would take it back.
+        this.handlers.onReplaced?.();
         return;
       }
       this.handlers.onLost?.();

@@ -1,0 +1,261 @@
+"""The transaction user (TU) plumbing of the UA core: transactions, timers, sending.
+
+`TransactionUser` owns the server and client transactions, the timer table
+and the queue of outgoing datagrams, and builds responses and Via/Contact
+values. It knows nothing of calls: `UserAgent` (in `signaling.sip.core`)
+subclasses it and reacts through the hook methods (`_on_client_response`,
+`_on_timed_out`, `_on_server_forgotten`, `_fire_owner_timer`).
+
+Timers are entries in one table keyed by (kind, owner, name) with absolute
+deadlines on the caller's clock; `tick(now)` fires those that are due.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+from signaling.sip import checks
+from signaling.sip.auth import AuthConfig
+from signaling.sip.dialog import new_tag
+from signaling.sip.message import REASON_PHRASES, SipRequest, SipResponse, build_response, to_bytes
+from signaling.sip.parser import DEFAULT_LIMITS, Limits
+from signaling.sip.ratelimit import RateLimit
+from signaling.sip.routing import Outgoing, Peer, response_peer
+from signaling.sip.transaction import (
+    ClientNonInviteTransaction,
+    Deliver,
+    Effect,
+    Send,
+    ServerTransaction,
+    StartTimer,
+    StopTimer,
+    Terminated,
+    TimedOut,
+    Timer,
+    TimerConfig,
+    client_key,
+)
+
+logger = logging.getLogger("sip.core")
+
+TimerKey = tuple[str, str, Timer | str]
+
+
+@dataclass(slots=True)
+class CoreConfig:
+    """Settings of the UA core; `host` and `port` are what Via and Contact advertise."""
+
+    host: str = "127.0.0.1"
+    port: int = 5060
+    user_agent: str = "VoxGate"
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    limits: Limits = DEFAULT_LIMITS
+    force_rport: bool = False
+    max_calls: int | None = None
+    retry_after: int = 5
+    min_session_expires: int = 90
+    answer_timeout: float = 120.0
+    tls_port: int | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    rate_limit: RateLimit | None = None
+
+
+class TransactionUser:
+    """Transactions, timers and the outgoing queue shared by the UA core."""
+
+    def __init__(self, config: CoreConfig, allowed: tuple[str, ...]) -> None:
+        self.config = config
+        self.allowed = allowed
+        self._outgoing: list[Outgoing] = []
+        self._timers: dict[TimerKey, float] = {}
+        # A heap of (deadline, sequence, key); entries whose deadline no longer
+        # matches `_timers` were disarmed or rearmed and are skipped lazily.
+        self._timer_heap: list[tuple[float, int, TimerKey]] = []
+        self._timer_sequence = itertools.count()
+        self._server: dict[str, ServerTransaction] = {}
+        self._server_peer: dict[str, Peer] = {}
+        self._client: dict[str, ClientNonInviteTransaction] = {}
+        self._client_peer: dict[str, Peer] = {}
+        self._client_owner: dict[str, str] = {}
+        self._now = 0.0
+
+    def take_outgoing(self) -> list[Outgoing]:
+        items, self._outgoing = self._outgoing, []
+        return items
+
+    def next_deadline(self) -> float | None:
+        heap = self._timer_heap
+        while heap and self._timers.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due at `now`, earliest first."""
+        self._now = max(self._now, now)
+        while True:
+            deadline = self.next_deadline()
+            if deadline is None or deadline > now:
+                return
+            _, _, key = heapq.heappop(self._timer_heap)
+            del self._timers[key]
+            kind, owner, name = key
+            try:
+                self._fire(kind, owner, name)
+            except Exception:
+                logger.exception("timer %s for %s %s failed", name, kind, owner)
+
+    def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> None:
+        """Send `request` through a new client non-INVITE transaction."""
+        key = client_key(branch, request.method)
+        transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
+        self._client[key] = transaction
+        self._client_peer[key] = peer
+        if owner:
+            self._client_owner[key] = owner
+        self._apply(key, transaction.start(), client=True)
+
+    def _host(self) -> str:
+        host = self.config.host
+        return f"[{host}]" if ":" in host else host
+
+    def _port_for(self, peer: Peer | None) -> int:
+        if peer is not None and peer.transport == "tls" and self.config.tls_port:
+            return self.config.tls_port
+        return self.config.port
+
+    def _via(self, branch: str, peer: Peer) -> str:
+        transport = peer.transport.upper()
+        port = self._port_for(peer)
+        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
+
+    def _contact(self, peer: Peer | None) -> str:
+        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
+        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+
+    def _respond(
+        self,
+        key: str,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        contact: bool = False,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        record_route: bool = False,
+    ) -> SipResponse | None:
+        """Send a response through the server transaction `key` and return it."""
+        transaction = self._server.get(key)
+        if transaction is None:
+            return None
+        request = transaction.request
+        headers = list(extra or ())
+        if contact:
+            headers.append(("Contact", self._contact(self._server_peer.get(key))))
+        if record_route:
+            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
+        if status >= 200 and request.method == "INVITE":
+            headers.append(("Allow", ", ".join(self.allowed)))
+            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
+        headers.append(("Server", self.config.user_agent))
+        if status > 100 and to_tag is None and request.parsed.to.tag is None:
+            to_tag = new_tag()
+        response = build_response(
+            request,
+            status,
+            reason,
+            to_tag=to_tag,
+            headers=headers,
+            body=body,
+            content_type="application/sdp" if body else None,
+        )
+        self._apply(key, transaction.send_response(response))
+        return response
+
+    def _send_stateless(self, request: SipRequest, status: int, reason: str, peer: Peer) -> None:
+        """Answer a request that failed to parse, outside any transaction (§8.2.6)."""
+        logger.debug("rejecting an invalid request from %s with %s: %s", peer.host, status, reason)
+        headers: list[tuple[str, str]] = [("Server", self.config.user_agent)]
+        response = build_response(request, status, _reason_phrase(status, reason), headers=headers)
+        destination = response_peer(request, peer, self.config.force_rport)
+        self._outgoing.append(Outgoing(to_bytes(response), destination))
+
+    def _apply(self, key: str, effects: list[Effect], client: bool = False) -> None:
+        """Carry out a transaction's effects."""
+        peer = (self._client_peer if client else self._server_peer).get(key)
+        kind = "client" if client else "server"
+        for effect in effects:
+            if isinstance(effect, Send) and peer is not None:
+                self._outgoing.append(Outgoing(to_bytes(effect.message), peer))
+            elif isinstance(effect, StartTimer):
+                self._arm(kind, key, effect.timer, self._now + effect.delay)
+            elif isinstance(effect, StopTimer):
+                self._disarm(kind, key, effect.timer)
+            elif isinstance(effect, TimedOut):
+                self._on_timed_out(key, effect.timer, client)
+            elif isinstance(effect, Terminated):
+                self._forget(kind, key)
+            elif isinstance(effect, Deliver):
+                logger.debug("response %s for %s", effect.response.status, key)
+                self._on_client_response(key, effect.response)
+
+    def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
+        """Hook: Timer B, F or H fired for transaction `key`."""
+        if timer is Timer.H:
+            logger.debug("no ACK for a non-2xx final response (%s)", key)
+        elif timer is Timer.F:
+            logger.debug("no response to our request (%s)", key)
+
+    def _on_client_response(self, key: str, response: SipResponse) -> None:
+        """Hook: a client transaction delivered a response."""
+
+    def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
+        """Hook: a server transaction terminated and was dropped."""
+
+    def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
+        """Hook: a timer armed by the subclass (kind other than server or client) fired."""
+
+    def _forget(self, kind: str, key: str) -> None:
+        if kind == "server":
+            transaction = self._server.pop(key, None)
+            self._server_peer.pop(key, None)
+            if transaction is not None:
+                self._on_server_forgotten(key, transaction)
+        else:
+            self._client.pop(key, None)
+            self._client_peer.pop(key, None)
+            self._client_owner.pop(key, None)
+        for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
+            del self._timers[timer_key]
+
+    # ----- timers
+
+    def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
+        key = (kind, owner, name)
+        self._timers[key] = deadline
+        heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), key))
+
+    def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
+        self._timers.pop((kind, owner, name), None)
+
+    def _fire(self, kind: str, owner: str, name: Timer | str) -> None:
+        if kind == "server" and isinstance(name, Timer):
+            server = self._server.get(owner)
+            if server is not None:
+                self._apply(owner, server.on_timer(name))
+        elif kind == "client" and isinstance(name, Timer):
+            client = self._client.get(owner)
+            if client is not None:
+                self._apply(owner, client.on_timer(name), client=True)
+        else:
+            self._fire_owner_timer(kind, owner, str(name))
+
+
+def _reason_phrase(status: int, reason: str) -> str:
+    """Put the parser's reason into the status line so that it names the problem."""
+    cleaned = "".join(char if char.isprintable() else "?" for char in reason)[:120]
+    base = REASON_PHRASES.get(status, "Bad Request")
+    return f"{base} ({cleaned})" if cleaned else base

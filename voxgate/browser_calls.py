@@ -1,0 +1,105 @@
+"""Browser calls: callers from the page at / through the IVR, agents into the ACD.
+
+`BrowserCallHandler` is the `WebRtcCallHandler` that the node mounts with
+the signaling edge. A browser caller's call runs through the same flows as
+a SIP call (chosen by the `to` of its `call` message, else the default
+flow); a caller the flow queues is handed to the `ContactCenter`. Agent
+presence changes go to the contact center, which mirrors them into the ACD.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ivr.engine import IvrSession
+from ivr.model import Flow
+from ivr.registry import FlowRegistry
+from media.tts import Synthesizer
+from signaling.webrtc.call import WebRtcCall
+from signaling.webrtc.channel import WebRtcChannel
+from signaling.webrtc.protocol import Presence, TransferKind
+from voxgate.calls import run_ivr
+from voxgate.contact import ContactCenter
+from voxgate.logs import call_id_var
+from voxgate.queueing import CallerLeg
+
+logger = logging.getLogger("voxgate.calls")
+
+
+class BrowserCallHandler:
+    """Runs browser callers through the IVR and reports agents to the contact center."""
+
+    def __init__(
+        self,
+        *,
+        flows: FlowRegistry,
+        default_flow: str,
+        synthesizer: Synthesizer,
+        contact: ContactCenter | None,
+    ) -> None:
+        self._flows = flows
+        self._default_flow = default_flow
+        self._synthesizer = synthesizer
+        self._contact = contact
+        self.active_calls = 0
+
+    def _choose_flow(self, called: str) -> Flow | None:
+        flow = self._flows.for_number(called)
+        if flow is not None and called in flow.numbers:
+            return flow
+        return self._flows.get(self._default_flow) or flow
+
+    async def on_call(self, call: WebRtcCall) -> None:
+        call_id_var.set(call.call_id)
+        flow = self._choose_flow(call.to)
+        if flow is None:
+            logger.warning("no flow for the called number and no default flow")
+            return
+        self.active_calls += 1
+        channel = WebRtcChannel(call)
+        contact = self._contact
+        session = IvrSession(
+            flow,
+            channel,
+            self._synthesizer,
+            flows=self._flows.get,
+            queue=contact.queue_service if contact is not None else None,
+        )
+
+        async def wait_ended() -> None:
+            await call.ended.wait()
+
+        async def hangup() -> None:
+            await call.hangup("ended by server")
+
+        try:
+            logger.info("browser call running flow %s", flow.flow)
+            result = await run_ivr(session, wait_ended)
+            if contact is not None:
+                leg = CallerLeg(
+                    call_id=call.call_id,
+                    caller=call.user,
+                    called=call.to,
+                    media=channel.leg,
+                    wait_ended=wait_ended,
+                    hangup=hangup,
+                    voice=flow.voice,
+                )
+                await contact.serve_queued(leg, result)
+        finally:
+            self.active_calls -= 1
+            await channel.leg.close()
+
+    async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
+        # NOTE: an agent's blind transfer needs the caller re-queued or an
+        # outbound SIP leg; neither is wired yet, so the agent page gets an
+        # error and the call stays up.
+        logger.info("transfer to a %s refused: not supported yet", kind.value)
+        return False
+
+    def on_call_state(self, call: WebRtcCall) -> None:
+        return
+
+    def on_agent_state(self, presence: Presence) -> None:
+        if self._contact is not None:
+            self._contact.on_agent_state(presence)

@@ -1,0 +1,150 @@
+"""Server settings mapped onto the plain configs of the ACD and the WebRTC edge."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from acd import model as acd_model
+from acd.clock import SystemClock
+from acd.service import Acd
+from acd.store.base import AcdStore
+from acd.store.memory import MemoryStore
+from acd.store.redis import RedisStore
+from media.audio import PcmAudio
+from media.tts import Synthesizer
+from signaling.sip.auth import AuthConfig
+from signaling.sip.endpoint import SipConfig
+from signaling.webrtc.config import IceServer, WebRtcConfig
+from voxgate.contact import AgentAccount, ContactCenter
+from voxgate.queueing import hold_audio, hold_tone
+from voxgate.settings import AcdSettings, Settings, SipSettings, WebRtcSettings
+
+logger = logging.getLogger("voxgate")
+
+
+def acd_config(settings: AcdSettings) -> acd_model.AcdSettings:
+    """Map the `acd` settings section onto the ACD's settings dataclass."""
+    queues = {
+        name: acd_model.QueueSettings(
+            name=name,
+            strategy=acd_model.Strategy.parse(queue.strategy),
+            weight=queue.weight,
+            ring_timeout_s=queue.ring_timeout_s,
+            max_wait_s=queue.max_wait_s,
+            max_length=queue.max_length,
+            overflow_target=queue.overflow_target,
+            wrap_up_s=queue.wrap_up_s,
+            announce_first_s=queue.announce_first_s,
+            announce_every_s=queue.announce_every_s,
+            service_level_s=queue.service_level_s,
+            default_handle_time_s=queue.default_handle_time_s,
+        )
+        for name, queue in settings.queues.items()
+    }
+    jump = acd_model.JumpSettings(
+        credit_per_priority_s=settings.jump.credit_per_priority_s,
+        max_jump_s=settings.jump.max_jump_s,
+        max_passes=settings.jump.max_passes,
+    )
+    return acd_model.AcdSettings(
+        queues=queues,
+        jump=jump,
+        cross_queue_rule=acd_model.CrossQueueRule.parse(settings.cross_queue_rule),
+        away_after_missed=settings.away_after_missed,
+        node_ttl_s=settings.node_ttl_s,
+    )
+
+
+async def open_store(settings: AcdSettings) -> AcdStore:
+    """Open the ACD store named by `acd.store`; raises OSError when Redis is unreachable."""
+    if settings.store == "memory":
+        return MemoryStore()
+    try:
+        return await RedisStore.connect(settings.store, settings.key_prefix)
+    except Exception as exc:
+        raise OSError(f"cannot connect to the ACD store: {exc}") from exc
+
+
+async def build_contact_center(settings: Settings, synthesizer: Synthesizer) -> ContactCenter:
+    """Create the ACD on its store and the contact center around it (not started)."""
+    store = await open_store(settings.acd)
+    # A restarted node must be a new ACD node, so that the reaper closes out
+    # the callers and agents of its previous run.
+    node_id = f"{settings.node.id}.{secrets.token_hex(3)}"
+    acd = Acd(store, SystemClock(), acd_config(settings.acd), node_id=node_id)
+    every_queue = tuple(settings.acd.queues)
+    accounts = {
+        user: AgentAccount(tuple(agent.queues) or every_queue, dict(agent.skills))
+        for user, agent in settings.webrtc.agents.items()
+    }
+    hold_music: dict[str, PcmAudio] = {
+        name: hold_audio(queue.hold_music)
+        for name, queue in settings.acd.queues.items()
+        if queue.hold_music is not None
+    }
+    return ContactCenter(
+        acd, synthesizer, accounts=accounts, hold_music=hold_music, default_hold=hold_tone()
+    )
+
+
+def webrtc_config(settings: WebRtcSettings, http_host: str, http_port: int) -> WebRtcConfig:
+    """Map the `webrtc` settings section onto the signaling edge's config.
+
+    Without `allowed_origins`, only the node's own page address is allowed
+    (http://HOST:PORT, and http://localhost:PORT for a loopback host).
+    Without `token_secret`, a random one is generated for this run.
+    """
+    origins = settings.allowed_origins
+    if origins is None:
+        shown = f"[{http_host}]" if ":" in http_host else http_host
+        origins = [f"http://{shown}:{http_port}"]
+        if http_host in ("127.0.0.1", "::1"):
+            origins.append(f"http://localhost:{http_port}")
+    if settings.token_secret is None:
+        logger.warning(
+            "webrtc.token_secret is not set: using a random one, so sessions end on "
+            "restart and tokens of other nodes are not accepted"
+        )
+        secret = secrets.token_bytes(32)
+    else:
+        secret = settings.token_secret.encode("utf-8")
+    return WebRtcConfig(
+        allowed_origins=tuple(origins),
+        token_secret=secret,
+        token_ttl_s=settings.token_ttl_s,
+        users={user: agent.password_hash for user, agent in settings.agents.items()},
+        guest_callers=settings.guest_callers,
+        reconnect_grace_s=settings.reconnect_grace_s,
+        ring_timeout_s=settings.ring_timeout_s,
+        wrap_up_s=settings.wrap_up_s,
+        ice_servers=tuple(
+            IceServer(server.urls, server.username, server.credential)
+            for server in settings.ice_servers
+        ),
+        advertised_addresses=tuple(settings.advertised_addresses),
+        allow_mdns=settings.allow_mdns,
+    )
+
+
+def sip_config(settings: SipSettings) -> SipConfig:
+    """Map the `sip` settings section onto the SIP endpoint's config."""
+    auth = AuthConfig(
+        realm=settings.realm,
+        users=dict(settings.users),
+        algorithms=tuple(settings.digest_algorithms),
+        trusted_networks=tuple(settings.trusted_networks),
+        allow_rfc2069=settings.digest_allow_rfc2069,
+    )
+    return SipConfig(
+        host=settings.host,
+        port=settings.port,
+        user_agent=settings.user_agent,
+        advertised_host=settings.advertised_host,
+        force_rport=settings.force_rport,
+        max_calls=settings.max_calls,
+        tls_port=settings.tls_port,
+        tls_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
+        tls_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
+        auth=auth,
+    )
