@@ -60,6 +60,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 BENCH = Path(__file__).resolve().parent
 REPOSITORY = BENCH.parent
 SIPP = "/usr/bin/sipp"
@@ -169,23 +171,28 @@ def sipp_server(workdir: Path, lifetime_s: float) -> Iterator[tuple[int, int]]:
 
 
 @contextmanager
-def voxgate_server(workdir: Path, log_level: str) -> Iterator[tuple[int, int]]:
-    """Run `voxgate serve` with the answer_hangup flow; yields (pid, SIP port) once healthy."""
+def voxgate_server(
+    workdir: Path, log_level: str, settings: dict[str, Any]
+) -> Iterator[tuple[int, int]]:
+    """Run `voxgate serve` with the answer_hangup flow; yields (pid, SIP port) once healthy.
+
+    `settings` maps dotted keys (`sip.max_calls`) to values set over the defaults.
+    """
     sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     low = 40_000 + 2 * (os.getpid() % 5_000)
+    document: dict[str, Any] = {
+        "log": {"level": log_level},
+        "ivr": {
+            "flows_dir": str(FLOWS),
+            "default_flow": "answer_hangup",
+            "prompt_cache_dir": str(workdir / "prompts"),
+        },
+    }
+    for dotted, value in settings.items():
+        section, _, key = dotted.partition(".")
+        document.setdefault(section, {})[key] = value
     config = workdir / "voxgate.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "log": {"level": log_level},
-                "ivr": {
-                    "flows_dir": str(FLOWS),
-                    "default_flow": "answer_hangup",
-                    "prompt_cache_dir": str(workdir / "prompts"),
-                },
-            }
-        )
-    )
+    config.write_text(json.dumps(document))
     command = [
         sys.executable, "-m", "voxgate", "serve", "--config", str(config),
         "--sip-port", str(sip_port), "--http-port", str(http_port),
@@ -302,7 +309,7 @@ def run_step(
     context = (
         sipp_server(workdir, lifetime)
         if server == "sipp"
-        else voxgate_server(workdir, args.log_level)
+        else voxgate_server(workdir, args.log_level, args.voxgate_settings)
     )
     with context as (pid, port):
         cpu_before = cpu_seconds(pid)
@@ -345,7 +352,8 @@ def describe(result: StepResult) -> str:
     return (
         f"{result.server:8} r{result.round} {result.rate:5d}/s calls {result.planned:5d} "
         f"sent {result.sent:5d} ok {result.answered:5d} fail {result.failed:5d} "
-        f"503 {result.rejected_503:5d} rate {result.achieved_rate:7.1f} "
+        f"503 {result.rejected_503:5d} ({result.immediate_503} < {IMMEDIATE_503_MS:.0f} ms) "
+        f"rate {result.achieved_rate:7.1f} "
         f"cpu {result.cpu_us_per_call:8.0f} us/call p50 {result.setup_p50_ms:5.0f} "
         f"p99 {result.setup_p99_ms:6.0f} ms {'held' if result.held else '-'}"
     )
@@ -444,6 +452,14 @@ def parse_args() -> argparse.Namespace:
         "--time-limit", type=float, default=1800.0, help="no step starts after this many seconds"
     )
     parser.add_argument("--log-level", default="INFO", help="VoxGate log level")
+    parser.add_argument(
+        "--voxgate-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="VoxGate setting over the defaults, e.g. sip.max_calls=50 "
+        "(VALUE is read as YAML); repeatable",
+    )
     parser.add_argument("--no-overload", action="store_true", help="skip the 1.2 x max step")
     parser.add_argument("--json", type=Path, help="write every step result to this file")
     parser.add_argument("--workdir", type=Path, help="keep SIPp and server output here")
@@ -495,6 +511,13 @@ def run_rounds(args: argparse.Namespace, rates: list[int]) -> list[StepResult]:
 
 def main() -> int:
     args = parse_args()
+    args.voxgate_settings = {}
+    for item in args.voxgate_set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            print(f"invalid --voxgate-set {item!r}: expected SECTION.KEY=VALUE", file=sys.stderr)
+            return 2
+        args.voxgate_settings[key] = yaml.safe_load(value)
     if args.summarize is not None:
         earlier, rounds = load_results(args.summarize)
         print(summarize(earlier, sorted({r.rate for r in earlier if not r.overload}), rounds))
