@@ -21,7 +21,7 @@ The floor printed beside the result is the endpointer's end silence
 legs without a speech model catalog, so this script wires the same public
 pieces itself.
 
-Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--json FILE]
+Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--stop-ms 600] [--json FILE]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +252,7 @@ async def open_session(config: RtpSessionConfig, remote: tuple[str, int]) -> Rtp
     raise RuntimeError(f"no free RTP port pair found in {PORT_ATTEMPTS} tries")
 
 
-async def run(utterances: int) -> dict[str, object]:
+async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     synthesizer = EspeakSynthesizer()
     catalog = ModelCatalog(AsrConfig(models_dir=None))
@@ -269,6 +269,8 @@ async def run(utterances: int) -> dict[str, object]:
     session = await open_session(session_config, (HOST, caller_port))
     server_port = session.local_address[1]
     leg_config = LegConfig()
+    if stop_ms is not None:
+        leg_config = replace(leg_config, vad=replace(leg_config.vad, stop_ms=stop_ms))
     leg = MediaLeg(session, call_id="eos-bench", config=leg_config, models=catalog)
     channel = BenchChannel(leg)
     ivr = IvrSession(load_flow(FLOW), channel, synthesizer, events=log.on_ivr_event)
@@ -326,11 +328,18 @@ def main() -> int:
     parser.add_argument(
         "--utterances", type=int, default=20, help="number of words the caller speaks (1-200)"
     )
+    parser.add_argument(
+        "--stop-ms",
+        type=int,
+        help="silence in ms that ends an utterance (VadConfig.stop_ms; the leg default if unset)",
+    )
     parser.add_argument("--json", type=Path, help="write the result to this file")
     args = parser.parse_args()
     if not 1 <= args.utterances <= 200:
         parser.error(f"--utterances {args.utterances}: expected 1-200")
-    result = asyncio.run(run(args.utterances))
+    if args.stop_ms is not None and not 100 <= args.stop_ms <= 3000:
+        parser.error(f"--stop-ms {args.stop_ms}: expected 100-3000")
+    result = asyncio.run(run(args.utterances, args.stop_ms))
     result["python"] = platform.python_version()
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["command"] = shlex.join([sys.executable, *sys.argv])
