@@ -290,6 +290,11 @@ async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
     warm = measured[1:] if len(measured) > 1 else measured
     to_packet = [m.to_reply_packet_ms for m in warm if m.to_reply_packet_ms is not None]
     to_input = [m.to_input_ms for m in warm if m.to_input_ms is not None]
+    input_to_step = [
+        m.to_reply_step_ms - m.to_input_ms
+        for m in warm
+        if m.to_reply_step_ms is not None and m.to_input_ms is not None
+    ]
     jitter = session_config.jitter
     floor = leg_config.vad.stop_ms + FRAME_MS + jitter.min_delay_ms
     return {
@@ -299,6 +304,8 @@ async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
         "p95_ms": percentile(to_packet, 0.95),
         "input_p50_ms": percentile(to_input, 0.50),
         "input_p95_ms": percentile(to_input, 0.95),
+        "input_to_reply_step_p50_ms": percentile(input_to_step, 0.50),
+        "input_to_reply_step_p95_ms": percentile(input_to_step, 0.95),
         "first_ms": measured[0].to_reply_packet_ms if measured else None,
         "recognized": sum(1 for m in measured if m.reply_step == "reply"),
         "floor_ms": floor,
@@ -339,22 +346,29 @@ def main() -> int:
         parser.error(f"--utterances {args.utterances}: expected 1-200")
     if args.stop_ms is not None and not 100 <= args.stop_ms <= 3000:
         parser.error(f"--stop-ms {args.stop_ms}: expected 100-3000")
+
     result = asyncio.run(run(args.utterances, args.stop_ms))
     result["python"] = platform.python_version()
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["command"] = shlex.join([sys.executable, *sys.argv])
+
     parts = result["floor_parts_ms"]
     assert isinstance(parts, dict)
+    first = result["first_ms"]
+    first_text = "no reply before the next word" if first is None else f"{first:.0f} ms"
     print(
         f"end of speech -> first reply packet, {result['warm_replied']} warm utterances: "
         f"p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms "
-        f"(first utterance {result['first_ms']} ms)\n"
+        f"(first utterance: {first_text})\n"
         f"end of speech -> flow receives the input: p50 {result['input_p50_ms']:.0f} ms, "
         f"p95 {result['input_p95_ms']:.0f} ms\n"
+        f"input -> reply step: p50 {result['input_to_reply_step_p50_ms']:.0f} ms, "
+        f"p95 {result['input_to_reply_step_p95_ms']:.0f} ms\n"
         f"floor {result['floor_ms']} ms = endpoint silence {parts['endpoint_silence']} "
         f"+ ptime {parts['ptime']} + jitter buffer minimum {parts['jitter_min_delay']}\n"
         f"recognized as a grammar phrase: {result['recognized']}/{result['utterances']}"
     )
+
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
