@@ -21,7 +21,7 @@ The floor printed beside the result is the endpointer's end silence
 legs without a speech model catalog, so this script wires the same public
 pieces itself.
 
-Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--json FILE]
+Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--stop-ms 600] [--json FILE]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -199,20 +199,30 @@ class Sample:
     reply_step: str | None
 
 
-def first_after(times: list[float], start: float) -> float | None:
-    return next((at for at in times if start < at <= start + REPLY_TIMEOUT_S), None)
+def first_between(times: list[float], start: float, stop: float) -> float | None:
+    return next((at for at in times if start < at <= stop), None)
 
 
 def samples(log: CallerLog) -> list[Sample]:
-    """Match each end of speech with the next input, reply step and server packet."""
+    """Match each end of speech with the next input, reply step and server packet.
+
+    A match must come before the next utterance ends, so a reply to a later
+    word is never counted for an earlier one that the flow did not hear.
+    """
     result = []
     arrivals = [at for at, _ in log.arrivals]
-    for end in log.speech_ends:
-        input_at = first_after(log.inputs, end)
-        packet = first_after(arrivals, end)
-        reply = next(
-            ((at, step) for at, step in log.replies if end < at <= end + REPLY_TIMEOUT_S), None
-        )
+    ends = log.speech_ends
+    for index, end in enumerate(ends):
+        stop = end + REPLY_TIMEOUT_S
+        if index + 1 < len(ends):
+            stop = min(stop, ends[index + 1])
+        # A reply counts for this word only when the flow got an input after the
+        # word ended and entered a reply step after that input.
+        input_at = first_between(log.inputs, end, stop)
+        reply = None
+        if input_at is not None:
+            reply = next(((at, step) for at, step in log.replies if input_at <= at <= stop), None)
+        packet = None if reply is None else first_between(arrivals, reply[0], stop)
         result.append(
             Sample(
                 None if input_at is None else (input_at - end) * 1000,
@@ -242,7 +252,7 @@ async def open_session(config: RtpSessionConfig, remote: tuple[str, int]) -> Rtp
     raise RuntimeError(f"no free RTP port pair found in {PORT_ATTEMPTS} tries")
 
 
-async def run(utterances: int) -> dict[str, object]:
+async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     synthesizer = EspeakSynthesizer()
     catalog = ModelCatalog(AsrConfig(models_dir=None))
@@ -259,6 +269,8 @@ async def run(utterances: int) -> dict[str, object]:
     session = await open_session(session_config, (HOST, caller_port))
     server_port = session.local_address[1]
     leg_config = LegConfig()
+    if stop_ms is not None:
+        leg_config = replace(leg_config, vad=replace(leg_config.vad, stop_ms=stop_ms))
     leg = MediaLeg(session, call_id="eos-bench", config=leg_config, models=catalog)
     channel = BenchChannel(leg)
     ivr = IvrSession(load_flow(FLOW), channel, synthesizer, events=log.on_ivr_event)
@@ -273,11 +285,16 @@ async def run(utterances: int) -> dict[str, object]:
         caller_transport.close()
 
     measured = samples(log)
-    # The first turn of a fresh process also loads the models the IVR loads lazily
-    # (measured here: about 4 s between the input and the reply step).
+    # The first turn of a fresh process also loads the sentiment model that the
+    # IVR loads lazily (measured: 3-8 s between the input and the reply step).
     warm = measured[1:] if len(measured) > 1 else measured
     to_packet = [m.to_reply_packet_ms for m in warm if m.to_reply_packet_ms is not None]
     to_input = [m.to_input_ms for m in warm if m.to_input_ms is not None]
+    input_to_step = [
+        m.to_reply_step_ms - m.to_input_ms
+        for m in warm
+        if m.to_reply_step_ms is not None and m.to_input_ms is not None
+    ]
     jitter = session_config.jitter
     floor = leg_config.vad.stop_ms + FRAME_MS + jitter.min_delay_ms
     return {
@@ -287,6 +304,8 @@ async def run(utterances: int) -> dict[str, object]:
         "p95_ms": percentile(to_packet, 0.95),
         "input_p50_ms": percentile(to_input, 0.50),
         "input_p95_ms": percentile(to_input, 0.95),
+        "input_to_reply_step_p50_ms": percentile(input_to_step, 0.50),
+        "input_to_reply_step_p95_ms": percentile(input_to_step, 0.95),
         "first_ms": measured[0].to_reply_packet_ms if measured else None,
         "recognized": sum(1 for m in measured if m.reply_step == "reply"),
         "floor_ms": floor,
@@ -316,26 +335,40 @@ def main() -> int:
     parser.add_argument(
         "--utterances", type=int, default=20, help="number of words the caller speaks (1-200)"
     )
+    parser.add_argument(
+        "--stop-ms",
+        type=int,
+        help="silence in ms that ends an utterance (VadConfig.stop_ms; the leg default if unset)",
+    )
     parser.add_argument("--json", type=Path, help="write the result to this file")
     args = parser.parse_args()
     if not 1 <= args.utterances <= 200:
         parser.error(f"--utterances {args.utterances}: expected 1-200")
-    result = asyncio.run(run(args.utterances))
+    if args.stop_ms is not None and not 100 <= args.stop_ms <= 3000:
+        parser.error(f"--stop-ms {args.stop_ms}: expected 100-3000")
+
+    result = asyncio.run(run(args.utterances, args.stop_ms))
     result["python"] = platform.python_version()
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["command"] = shlex.join([sys.executable, *sys.argv])
+
     parts = result["floor_parts_ms"]
     assert isinstance(parts, dict)
+    first = result["first_ms"]
+    first_text = "no reply before the next word" if first is None else f"{first:.0f} ms"
     print(
         f"end of speech -> first reply packet, {result['warm_replied']} warm utterances: "
         f"p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms "
-        f"(first utterance {result['first_ms']} ms)\n"
+        f"(first utterance: {first_text})\n"
         f"end of speech -> flow receives the input: p50 {result['input_p50_ms']:.0f} ms, "
         f"p95 {result['input_p95_ms']:.0f} ms\n"
+        f"input -> reply step: p50 {result['input_to_reply_step_p50_ms']:.0f} ms, "
+        f"p95 {result['input_to_reply_step_p95_ms']:.0f} ms\n"
         f"floor {result['floor_ms']} ms = endpoint silence {parts['endpoint_silence']} "
         f"+ ptime {parts['ptime']} + jitter buffer minimum {parts['jitter_min_delay']}\n"
         f"recognized as a grammar phrase: {result['recognized']}/{result['utterances']}"
     )
+
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
