@@ -329,7 +329,10 @@ class SipEndpoint:
         self._calls: dict[str, InboundCall | OutboundCall] = {}
         self._responses: dict[str, asyncio.Future[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's call_at returns a plain Handle, without when(), for a
+        # deadline already past, so the armed deadline is kept beside it.
+        self._timer: asyncio.Handle | None = None
+        self._timer_deadline: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -560,11 +563,12 @@ class SipEndpoint:
             for event in events:
                 self._dispatch(event)
         deadline = core.next_deadline()
-        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
+        if self._timer is not None and (deadline is None or self._timer_deadline != deadline):
             self._timer.cancel()
             self._timer = None
         if deadline is not None and self._timer is None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_deadline = deadline
 
     def _send(self, item: Outgoing) -> None:
         if item.peer.transport == "udp":
