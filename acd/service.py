@@ -60,7 +60,7 @@ log = logging.getLogger("queues")
 ABANDON_REASONS = frozenset({"hangup", "node_lost"})
 JOINS_FOR_MIX = 100
 STAFFING_CACHE_S = 1.0
-WAITING_WINDOW = 20
+WAITING_WINDOW = 10
 CLOSE_TIMEOUT_S = 5.0
 ABANDONED_KEPT = 10_000
 
@@ -316,7 +316,9 @@ class Acd:
         entry = await self.store.claim_bridge(entry_id, agent_id, now)
         if entry is None:
             log.info(
-                "agent %s: answer for entry %s refused (not offered to it)", agent_id, entry_id
+                "agent %s: answer for entry %s rejected (not offered to this agent)",
+                agent_id,
+                entry_id,
             )
             return False
         self._forget(entry_id)
@@ -366,6 +368,14 @@ class Acd:
             raise ValueError(f"this ACD runs node {self.node_id}, not {node_id}")
         while True:
             yield await self._offers.get()
+
+    async def next_offer(self) -> Offer:
+        """Wait for the next offer to this node's agents.
+
+        Unlike leaving an `offers()` loop, cancelling this (say, in `asyncio.wait_for`) loses
+        no offer.
+        """
+        return await self._offers.get()
 
     # --- the work loop ---
 
@@ -444,7 +454,7 @@ class Acd:
         made = 0
         for _ in range(3):
             now = self.clock.now()
-            free = [agent for agent in await self.store.agents(self.node_id) if agent.is_free(now)]
+            free = await self.store.free_agents(self.node_id, now)
             if not free:
                 return made
             queues = sorted({queue for agent in free for queue in agent.queues})
