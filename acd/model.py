@@ -122,7 +122,6 @@ class AcdSettings:
     away_after_missed: int = 2
     node_ttl_s: float = 10.0
     heartbeat_every_s: float = 2.0
-    reap_every_s: float = 1.0
     poll_every_s: float = 0.5
 
     def queue(self, name: str) -> QueueSettings:

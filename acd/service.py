@@ -324,8 +324,9 @@ class Acd:
         self._forget(entry_id)
         waited = now - entry.joined_at
         log.info("call %s: answered by agent %s after %.1f s", entry.call_id, agent_id, waited)
+        within = waited <= self.settings.queue(entry.queue).service_level_s
         self.events.publish(
-            CallerAnswered(now, entry.call_id, entry_id, entry.queue, agent_id, waited)
+            CallerAnswered(now, entry.call_id, entry_id, entry.queue, agent_id, waited, within)
         )
         self._agent_changed(agent_id, AgentState.OFFERED, AgentState.ON_CALL, "answer")
         return True
@@ -458,6 +459,8 @@ class Acd:
             if not free:
                 return made
             queues = sorted({queue for agent in free for queue in agent.queues})
+            # NOTE: only the first `free + WAITING_WINDOW` waiting callers per queue are
+            # considered, so a caller behind more skill mismatches than that waits a round.
             waiting = {
                 queue: await self.store.waiting(queue, len(free) + WAITING_WINDOW)
                 for queue in queues
