@@ -76,7 +76,7 @@ def decode_event(text: str) -> tuple[str, ev.AcdEvent]:
 
 
 class EventRelay:
-    """Connects one node's event bus to the other nodes' buses through Redis."""
+    """Link between one node's event bus and the other nodes' buses, through Redis."""
 
     def __init__(self, acd: Acd, store: RedisStore) -> None:
         self.acd = acd
@@ -94,6 +94,8 @@ class EventRelay:
             return
         if self._outgoing.full():
             self.dropped += 1
+            if self.dropped == 1:
+                log.warning("node %s: event relay is behind, dropping events", self.acd.node_id)
             return
         self._outgoing.put_nowait(encode_event(event, self.acd.node_id))
 
@@ -112,8 +114,8 @@ class EventRelay:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            # NOTE: redis-py's pub/sub read can swallow a cancellation, so the loops also
-            # check `_closing`, and close() does not wait forever.
+            # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
+            # after a pub/sub read, so the loops also check `_closing` and close() stops waiting.
             await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
         self._tasks = []
 

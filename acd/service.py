@@ -416,8 +416,8 @@ class Acd:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            # NOTE: redis-py's pub/sub read can swallow a cancellation, so the loops also
-            # check `_closing`, and close() does not wait forever.
+            # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
+            # after a pub/sub read, so the loops also check `_closing` and close() stops waiting.
             _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
             if pending:
                 log.warning("node %s: %d ACD tasks did not stop", self.node_id, len(pending))
