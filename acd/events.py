@@ -56,12 +56,15 @@ class CallerOffered:
 
 @dataclass(frozen=True, slots=True)
 class CallerAnswered:
+    """An agent answered; `within_service_level` is `waited_s <= service_level_s` of the queue."""
+
     at: float
     call_id: str
     entry_id: str
     queue: str
     agent_id: str
     waited_s: float
+    within_service_level: bool
 
 
 @dataclass(frozen=True, slots=True)

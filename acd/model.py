@@ -35,7 +35,7 @@ def check_reason(reason: str) -> str:
 
 
 class Strategy(enum.Enum):
-    """How a queue chooses among the free agents that can take its next caller."""
+    """Rule a queue uses to choose among the free agents that can take its next caller."""
 
     LONGEST_IDLE = "longest_idle"
     ROUND_ROBIN = "round_robin"
@@ -54,7 +54,7 @@ class Strategy(enum.Enum):
 
 
 class CrossQueueRule(enum.Enum):
-    """How an agent serving several queues picks the queue to serve next.
+    """Rule an agent serving several queues uses to pick the queue to serve next.
 
     Both rules compare only the first servable caller of each queue, so a caller inserted at
     position 1 can never make every queue look empty.
@@ -122,7 +122,6 @@ class AcdSettings:
     away_after_missed: int = 2
     node_ttl_s: float = 10.0
     heartbeat_every_s: float = 2.0
-    reap_every_s: float = 1.0
     poll_every_s: float = 0.5
 
     def queue(self, name: str) -> QueueSettings:
@@ -134,7 +133,7 @@ class AcdSettings:
 
 
 class EntryStatus(enum.Enum):
-    """Where a queue entry is in its life."""
+    """Life-cycle state of a queue entry."""
 
     WAITING = "waiting"
     OFFERED = "offered"

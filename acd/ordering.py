@@ -38,7 +38,7 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a caller goes: its new key, the ids of earlier callers it passed (which count
+    """Placement of a caller: its new key, the ids of earlier callers it passed (which count
     against the pass limit) and the ids of every caller it went ahead of."""
 
     key: int

@@ -60,7 +60,7 @@ log = logging.getLogger("queues")
 ABANDON_REASONS = frozenset({"hangup", "node_lost"})
 JOINS_FOR_MIX = 100
 STAFFING_CACHE_S = 1.0
-WAITING_WINDOW = 20
+WAITING_WINDOW = 10
 CLOSE_TIMEOUT_S = 5.0
 ABANDONED_KEPT = 10_000
 
@@ -316,14 +316,17 @@ class Acd:
         entry = await self.store.claim_bridge(entry_id, agent_id, now)
         if entry is None:
             log.info(
-                "agent %s: answer for entry %s refused (not offered to it)", agent_id, entry_id
+                "agent %s: answer for entry %s rejected (not offered to this agent)",
+                agent_id,
+                entry_id,
             )
             return False
         self._forget(entry_id)
         waited = now - entry.joined_at
         log.info("call %s: answered by agent %s after %.1f s", entry.call_id, agent_id, waited)
+        within = waited <= self.settings.queue(entry.queue).service_level_s
         self.events.publish(
-            CallerAnswered(now, entry.call_id, entry_id, entry.queue, agent_id, waited)
+            CallerAnswered(now, entry.call_id, entry_id, entry.queue, agent_id, waited, within)
         )
         self._agent_changed(agent_id, AgentState.OFFERED, AgentState.ON_CALL, "answer")
         return True
@@ -367,6 +370,14 @@ class Acd:
         while True:
             yield await self._offers.get()
 
+    async def next_offer(self) -> Offer:
+        """Wait for the next offer to this node's agents.
+
+        Unlike leaving an `offers()` loop, cancelling this (say, in `asyncio.wait_for`) loses
+        no offer.
+        """
+        return await self._offers.get()
+
     # --- the work loop ---
 
     async def step(self) -> None:
@@ -405,8 +416,8 @@ class Acd:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            # NOTE: redis-py's pub/sub read can swallow a cancellation, so the loops also
-            # check `_closing`, and close() does not wait forever.
+            # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
+            # after a pub/sub read, so the loops also check `_closing` and close() stops waiting.
             _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
             if pending:
                 log.warning("node %s: %d ACD tasks did not stop", self.node_id, len(pending))
@@ -444,10 +455,12 @@ class Acd:
         made = 0
         for _ in range(3):
             now = self.clock.now()
-            free = [agent for agent in await self.store.agents(self.node_id) if agent.is_free(now)]
+            free = await self.store.free_agents(self.node_id, now)
             if not free:
                 return made
             queues = sorted({queue for agent in free for queue in agent.queues})
+            # NOTE: only the first `free + WAITING_WINDOW` waiting callers per queue are
+            # considered, so a caller behind more skill mismatches than that waits a round.
             waiting = {
                 queue: await self.store.waiting(queue, len(free) + WAITING_WINDOW)
                 for queue in queues

@@ -125,6 +125,10 @@ class AcdStore(Protocol):
         """Return the agents logged in on `node_id`, or on every node."""
         ...
 
+    async def free_agents(self, node_id: str, now: float) -> list[Agent]:
+        """Return the agents on `node_id` that may get an offer at `now` (`Agent.is_free`)."""
+        ...
+
     async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
         """Log an agent out and return its last record (state before logout); an offer it
         held goes back to the queue."""

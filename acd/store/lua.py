@@ -204,6 +204,21 @@ end
 return ahead + 1
 """
 
+FREE_AGENTS = r"""
+-- Only the free agents of a node, so a busy node does not read every agent on each dispatch.
+local now = tonumber(ARGV[3])
+local free = {}
+for _, aid in ipairs(redis.call('SMEMBERS', p .. 'na:' .. ARGV[2])) do
+  local a = akey(aid)
+  local state = redis.call('HGET', a, 'state')
+  if state == 'available' or (state == 'wrap_up' and tonumber(redis.call('HGET', a, 'wrap')) <= now)
+  then
+    table.insert(free, redis.call('HGETALL', a))
+  end
+end
+return free
+"""
+
 MARK_ANNOUNCED = r"""
 local e = ekey(ARGV[2])
 if redis.call('EXISTS', e) == 1 then

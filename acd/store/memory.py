@@ -83,7 +83,7 @@ class MemoryStore:
             raise DuplicateCall(f"call {entry.call_id} is already queued")
         order = self._order.get(entry.queue, [])
         if max_length is not None and len(order) >= max_length:
-            raise QueueFull(f"queue {entry.queue} holds {len(order)} callers")
+            raise QueueFull(f"queue {entry.queue} is full ({len(order)} callers)")
         entry = _copy(entry)
         entry.status = EntryStatus.WAITING
         entry.passes = 0
@@ -207,6 +207,13 @@ class MemoryStore:
             _copy(agent)
             for agent in self._agents.values()
             if node_id is None or agent.node_id == node_id
+        ]
+
+    async def free_agents(self, node_id: str, now: float) -> list[Agent]:
+        return [
+            _copy(agent)
+            for agent in self._agents.values()
+            if agent.node_id == node_id and agent.is_free(now)
         ]
 
     async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:

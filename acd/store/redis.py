@@ -177,6 +177,7 @@ class RedisStore:
                 "update_agent": lua.UPDATE_AGENT,
                 "finish_call": lua.FINISH_CALL,
                 "position": lua.POSITION,
+                "free_agents": lua.FREE_AGENTS,
                 "add_entry": lua.PLACE + lua.ADD_ENTRY,
                 "reprioritize": lua.PLACE + lua.REPRIORITIZE,
                 "mark_announced": lua.MARK_ANNOUNCED,
@@ -227,7 +228,7 @@ class RedisStore:
         if result[0] == "duplicate":
             raise DuplicateCall(f"call {entry.call_id} is already queued")
         if result[0] == "full":
-            raise QueueFull(f"queue {entry.queue} holds {result[1]} callers")
+            raise QueueFull(f"queue {entry.queue} is full ({result[1]} callers)")
         stored.key = int(result[1])
         position_now = await self.position(entry.entry_id) or 0
         return Inserted(
@@ -333,6 +334,10 @@ class RedisStore:
                 pipe.hgetall(self._k("a", agent_id))
             rows = await pipe.execute()
         return [agent_from(row) for row in rows if row]
+
+    async def free_agents(self, node_id: str, now: float) -> list[Agent]:
+        rows = await self._run("free_agents", node_id, _num(now))
+        return [agent_from(_pairs(row)) for row in rows]
 
     def _released(self, result: Any) -> Released:
         agent = agent_from(_pairs(result[2])) if result[2] else None

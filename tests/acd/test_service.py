@@ -81,6 +81,7 @@ async def test_offer_answer_hangup_wrap_up(store: AcdStore) -> None:
 
     assert agent is not None and agent.state is AgentState.WRAP_UP
     assert [e.waited_s for e in h.of_type(CallerAnswered)] == [0.0]
+    assert [e.within_service_level for e in h.of_type(CallerAnswered)] == [True]
     await h.acd.enqueue("call-2", "sales")
     await h.advance(29.0)
     assert h.offers() == [("call-1", "alice")]
@@ -350,3 +351,18 @@ async def test_position_rise_after_priority_change_is_reported(store: AcdStore) 
     assert info.position == 2
     assert info.jumped_ahead == 1
     assert (await h.acd.announce("vip")).jumped_ahead == 0
+
+
+async def test_answer_after_service_level_flagged(store: AcdStore) -> None:
+    h = harness(store, service_level_s=20.0, announce_first_s=None)
+    await h.acd.enqueue("call-1", "sales")
+    await h.advance(30.0)
+    await h.acd.login("alice", ["sales"])
+    await h.acd.step()
+
+    offer = h.of_type(CallerOffered)[0].offer
+    assert await h.acd.answer_offer("alice", offer.entry_id)
+
+    answered = h.of_type(CallerAnswered)
+    assert [e.waited_s for e in answered] == [30.0]
+    assert [e.within_service_level for e in answered] == [False]

@@ -344,3 +344,16 @@ async def test_reaper_keeps_agent_logged_in_elsewhere(store: AcdStore) -> None:
     assert result.logged_out == []
     agent = await store.get_agent("a1")
     assert agent is not None and agent.node_id == "new"
+
+
+async def test_free_agents_of_node(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2", state=AgentState.AWAY))
+    await store.put_agent(_agent("a3", state=AgentState.WRAP_UP, wrap_until=50.0))
+    await store.put_agent(_agent("b1", node="n2"))
+
+    at_40 = await store.free_agents("n1", 40.0)
+    at_50 = await store.free_agents("n1", 50.0)
+
+    assert sorted(agent.agent_id for agent in at_40) == ["a1"]
+    assert sorted(agent.agent_id for agent in at_50) == ["a1", "a3"]
