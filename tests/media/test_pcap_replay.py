@@ -42,8 +42,10 @@ async def test_sipp_pcma_capture_decoded_in_20ms_frames(port_pool: RtpPortPool) 
     session.attach(handler)
     try:
         sent = await replay(DATA / "g711a.pcap", session.local_address, count=100)
-        await wait_for(lambda: session.stats.packets_received == sent)
-        await wait_for(lambda: len(handler.frames) >= sent * 3 // 2 - 3)
+        # UDP on a loaded machine may drop a few datagrams while the loop stalls.
+        await wait_for(lambda: session.stats.packets_received >= sent - 5)
+        received = session.stats.packets_received
+        await wait_for(lambda: len(handler.frames) >= received * 3 // 2 - 3)
     finally:
         await session.close()
 
@@ -56,7 +58,7 @@ async def test_sipp_pcma_capture_decoded_in_20ms_frames(port_pool: RtpPortPool) 
     # Frames concealed after a stall of a loaded machine are not, hence 90 %.
     copied = [frame for frame in handler.frames if frame.pcm in expected]
     assert len(copied) >= 0.9 * len(handler.frames)
-    assert len(copied) >= 140
+    assert len(copied) >= 0.9 * (received * 3 // 2 - 3)
 
 
 async def test_sipp_dtmf_capture_gives_one_digit(port_pool: RtpPortPool) -> None:
