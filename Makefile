@@ -8,7 +8,7 @@ VOSK_MODELS_URL := https://alphacephei.com/vosk/models
 VOSK_MODELS := vosk-model-small-en-us-0.15 vosk-model-small-cn-0.22
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages run test check format bench models demo clean
+.PHONY: help install system-packages run test check format bench models clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
