@@ -381,6 +381,7 @@ class ContactCenter:
             intent=str(variables.get("intent") or ""),
             priority=request.priority if request is not None else 0,
             waiting_s=round(max(0.0, self.acd.clock.now() - waiting.joined_at), 1),
+            priority_reason=request.reason if request is not None else "",
         )
 
     # -- agents -----------------------------------------------------------------
