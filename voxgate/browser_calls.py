@@ -20,7 +20,8 @@ from media.tts import Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.channel import WebRtcChannel
 from signaling.webrtc.protocol import Presence, TransferKind
-from voxgate.calls import run_ivr
+from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_callback
+from voxgate.calls import end_reason, run_ivr
 from voxgate.contact import ContactCenter
 from voxgate.logs import call_id_var
 from voxgate.queueing import CallerLeg
@@ -39,12 +40,17 @@ class BrowserCallHandler:
         synthesizer: Synthesizer,
         contact: ContactCenter | None,
         models: ModelCatalog | None = None,
+        hub: EventHub | None = None,
+        node_id: str = "",
     ) -> None:
         self._flows = flows
         self._default_flow = default_flow
         self._synthesizer = synthesizer
         self._contact = contact
         self._models = models
+        hub = hub if hub is not None else EventHub()
+        self._legs = CallLegEvents(hub, node_id)
+        self._ivr_events = ivr_event_callback(hub, node_id)
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:
@@ -54,11 +60,23 @@ class BrowserCallHandler:
         return self._flows.get(self._default_flow) or flow
 
     async def on_call(self, call: WebRtcCall) -> None:
+        """Run one browser call and publish its `call.ended` exactly once."""
         call_id_var.set(call.call_id)
+        self._legs.started(call.call_id, channel=Channel.WEBRTC, caller=call.user, called=call.to)
         flow = self._choose_flow(call.to)
         if flow is None:
             logger.warning("no flow for the called number and no default flow")
+            self._legs.ended(call.call_id, reason="rejected")
             return
+        self._legs.answered(call.call_id)
+        reason = "failed"
+        try:
+            reason = await self._run_flow(call, flow)
+        finally:
+            self._legs.ended(call.call_id, reason=reason)
+
+    async def _run_flow(self, call: WebRtcCall, flow: Flow) -> str:
+        """Run the flow and any queue wait; return the `call.ended` reason."""
         self.active_calls += 1
         channel = WebRtcChannel(
             call, MediaLeg(call.transport, call_id=call.call_id, models=self._models)
@@ -70,6 +88,7 @@ class BrowserCallHandler:
             self._synthesizer,
             flows=self._flows.get,
             queue=contact.queue_service if contact is not None else None,
+            events=self._ivr_events,
         )
 
         async def wait_ended() -> None:
@@ -81,6 +100,8 @@ class BrowserCallHandler:
         try:
             logger.info("browser call running flow %s", flow.flow)
             result = await run_ivr(session, wait_ended)
+            self._legs.flow_result(call.call_id, result)
+            queue_end: str | None = None
             if contact is not None:
                 leg = CallerLeg(
                     call_id=call.call_id,
@@ -91,7 +112,8 @@ class BrowserCallHandler:
                     hangup=hangup,
                     voice=flow.voice,
                 )
-                await contact.serve_queued(leg, result)
+                queue_end = await contact.serve_queued(leg, result)
+            return queue_end if queue_end is not None else end_reason(result)
         finally:
             self.active_calls -= 1
             await channel.leg.close()

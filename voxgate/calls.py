@@ -17,9 +17,10 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ivr.channel import CallerInput, RecognizerConfig
-from ivr.engine import IvrSession, SessionResult
+from ivr.engine import IvrSession, Outcome, SessionResult
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
 from media.asr import ModelCatalog
@@ -29,6 +30,9 @@ from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 from media.tts import Synthesizer
 from signaling import sdp
 from signaling.sip.endpoint import InboundCall
+from signaling.sip.errors import CallEnded
+from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_callback
+from voxgate.cdr import SIP_REQUEST_TERMINATED
 from voxgate.contact import ContactCenter
 from voxgate.logs import call_id_var
 from voxgate.queueing import CallerLeg
@@ -108,6 +112,8 @@ class SipCallHandler:
         ring_ms: int,
         contact: ContactCenter | None = None,
         models: ModelCatalog | None = None,
+        hub: EventHub | None = None,
+        node_id: str = "",
     ) -> None:
         self._flows = flows
         self._models = models
@@ -118,7 +124,9 @@ class SipCallHandler:
         self._advertised_address = advertised_address
         self._ring_s = ring_ms / 1000
         self._contact = contact
-        self._models = models
+        hub = hub if hub is not None else EventHub()
+        self._legs = CallLegEvents(hub, node_id)
+        self._ivr_events = ivr_event_callback(hub, node_id)
         self.active_calls = 0
 
     def _choose_flow(self, called: str) -> Flow | None:
@@ -128,42 +136,51 @@ class SipCallHandler:
         return self._flows.get(self._default_flow) or flow
 
     async def on_invite(self, call: InboundCall) -> None:
+        """Run one call and publish its `call.ended` exactly once, however it ends."""
         call_id_var.set(call.call_id)
         self.active_calls += 1
+        end = CallEnd("failed")
+        self._legs.started(
+            call.call_id, channel=Channel.SIP, caller=call.caller, called=call.called
+        )
         try:
-            await self._handle(call)
+            end = await self._handle(call)
+        except CallEnded as exc:
+            end = _ended_by_peer(str(exc), answered=False)
         finally:
             self.active_calls -= 1
+            self._legs.ended(call.call_id, reason=end.reason, status=end.status)
 
-    async def _handle(self, call: InboundCall) -> None:
+    async def _handle(self, call: InboundCall) -> CallEnd:
         flow = self._choose_flow(call.called)
         if flow is None:
             logger.warning("no flow for the called number and no default flow")
-            await call.reject(404, "No flow for this number")
-            return
+            return await _reject(call, 404, "No flow for this number")
         if call.remote_sdp is None:
             # NOTE: delayed offer (INVITE without SDP) needs an offer in the
             # 200 and the answer from the ACK; until the SIP layer carries
             # that, such calls are declined with 488.
-            await call.reject(488, "INVITE without SDP offer is not supported")
-            return
+            return await _reject(call, 488, "INVITE without SDP offer is not supported")
         try:
             offer = sdp.parse(call.remote_sdp)
         except sdp.SdpError as exc:
             logger.info("rejecting call: invalid SDP offer: %s", exc)
-            await call.reject(400, "Invalid SDP offer")
-            return
+            return await _reject(call, 400, "Invalid SDP offer")
         media = await self._open_media(call, offer)
-        if media is None:
-            return
+        if isinstance(media, CallEnd):
+            return media
         answer, session, port = media
         leg = MediaLeg(session, call_id=call.call_id, models=self._models)
         try:
             if self._ring_s > 0 and not await self._ring(call):
-                return
-            await call.answer(answer.sdp)
+                return _ended_by_peer(await call.wait_ended(), answered=False)
+            try:
+                await call.answer(answer.sdp)
+            except CallEnded as exc:
+                return _ended_by_peer(str(exc), answered=False)
+            self._legs.answered(call.call_id)
             logger.info("call answered with %s; running flow %s", answer.codec.name, flow.flow)
-            await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
+            return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
             await leg.close()
             await session.close()
@@ -171,8 +188,8 @@ class SipCallHandler:
 
     async def _open_media(
         self, call: InboundCall, offer: sdp.SessionDescription
-    ) -> tuple[sdp.AudioAnswer, RtpSession, int] | None:
-        """Answer the offer and bind its RTP session, or reject the call and return None.
+    ) -> tuple[sdp.AudioAnswer, RtpSession, int] | CallEnd:
+        """Answer the offer and bind its RTP session, or reject the call and return its end.
 
         A port from the pool may be held by another process; the next one is
         tried, up to PORT_ATTEMPTS times.
@@ -182,8 +199,7 @@ class SipCallHandler:
                 port = self._port_pool.acquire()
             except RuntimeError:
                 logger.warning("rejecting call: the RTP port pool is exhausted")
-                await call.reject(503, "No media port available")
-                return None
+                return await _reject(call, 503, "No media port available")
             try:
                 answer = sdp.answer_audio(
                     offer,
@@ -196,13 +212,11 @@ class SipCallHandler:
             except sdp.NoCommonCodec as exc:
                 self._port_pool.release(port)
                 logger.info("rejecting call: %s", exc)
-                await call.reject(488, "No common codec")
-                return None
+                return await _reject(call, 488, "No common codec")
             except sdp.SdpError as exc:
                 self._port_pool.release(port)
                 logger.info("rejecting call: unusable SDP offer: %s", exc)
-                await call.reject(400, "Invalid SDP offer")
-                return None
+                return await _reject(call, 400, "Invalid SDP offer")
             config = RtpSessionConfig(
                 codec_name=answer.codec.name,
                 payload_type=_payload_type(answer.codec),
@@ -224,8 +238,7 @@ class SipCallHandler:
                 continue
             return answer, session, port
         logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
-        await call.reject(503, "No media port available")
-        return None
+        return await _reject(call, 503, "No media port available")
 
     async def _ring(self, call: InboundCall) -> bool:
         """Send 180 and wait the ring time; False when the caller gave up meanwhile."""
@@ -239,7 +252,7 @@ class SipCallHandler:
 
     async def _run_flow(
         self, call: InboundCall, flow: Flow, channel: SipCallChannel, leg: MediaLeg
-    ) -> None:
+    ) -> CallEnd:
         contact = self._contact
         session = IvrSession(
             flow,
@@ -247,9 +260,13 @@ class SipCallHandler:
             self._synthesizer,
             flows=self._flows.get,
             queue=contact.queue_service if contact is not None else None,
+            events=self._ivr_events,
         )
+        result: SessionResult | None = None
+        queue_end: str | None = None
         try:
             result = await run_ivr(session, call.wait_ended)
+            self._legs.flow_result(call.call_id, result)
             if contact is not None:
                 caller_leg = CallerLeg(
                     call_id=call.call_id,
@@ -260,9 +277,15 @@ class SipCallHandler:
                     hangup=call.hangup,
                     voice=flow.voice,
                 )
-                await contact.serve_queued(caller_leg, result)
+                queue_end = await contact.serve_queued(caller_leg, result)
         finally:
+            peer_reason = await _peer_end_reason(call)
             await call.hangup()
+        if queue_end is not None:
+            return CallEnd(queue_end)
+        if peer_reason is not None:
+            return _ended_by_peer(peer_reason, answered=True)
+        return CallEnd(end_reason(result))
 
 
 async def run_ivr(
@@ -283,6 +306,52 @@ async def run_ivr(
         for task in (flow_task, ended_task):
             task.cancel()
         await asyncio.gather(flow_task, ended_task, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """The `reason` and SIP `status` (of a call rejected before answer) of `call.ended`."""
+
+    reason: str
+    status: int | None = None
+
+
+async def _reject(call: InboundCall, status: int, text: str) -> CallEnd:
+    await call.reject(status, text)
+    return CallEnd("rejected", status)
+
+
+async def _peer_end_reason(call: InboundCall) -> str | None:
+    """Return the end reason of a call that ended before we hung up, else None."""
+    if not call.ended:
+        return None
+    reason = await call.wait_ended()
+    return None if reason == "hangup" else reason
+
+
+def _ended_by_peer(reason: str, *, answered: bool) -> CallEnd:
+    """Map the SIP layer's end reason (bye, cancel, timeout, shutdown) onto `call.ended`."""
+    if reason == "shutdown":
+        return CallEnd("node_stopped")
+    if reason == "timeout":
+        return CallEnd("timeout")
+    if not answered:
+        return CallEnd("caller_cancel", SIP_REQUEST_TERMINATED)
+    return CallEnd("caller_hangup")
+
+
+def end_reason(result: SessionResult | None) -> str:
+    """Return the `call.ended` reason of a call that ended in or right after its IVR."""
+    if result is None:
+        return "caller_hangup"
+    match result.outcome:
+        case Outcome.CALLER_HANGUP:
+            return "caller_hangup"
+        case Outcome.FAILED:
+            return "ivr_failed"
+        case Outcome.TRANSFERRED:
+            return "transferred"
+    return "ivr_hangup"
 
 
 def _payload_type(codec: sdp.Codec) -> int:

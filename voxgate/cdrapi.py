@@ -1,7 +1,7 @@
 """Read CDRs over HTTP: `GET /api/cdrs?limit=N` and `GET /api/cdrs/{call_id}`.
 
 CDRs contain caller numbers, so a configured bearer token is required, as
-for the event stream.
+for the event stream; without one only loopback clients are served.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ async def _by_call(request: web.Request) -> web.Response:
 
 
 def add_cdr_routes(app: web.Application, recorder: CdrRecorder, *, token: str | None) -> None:
-    """Serve the recorder's CDRs; `token`, when set, is the bearer token clients must send."""
+    """Serve the recorder's CDRs behind the bearer `token` (None: loopback clients only)."""
     app[CDR_API_KEY] = _CdrApi(recorder, token)
     app.router.add_get("/api/cdrs", _recent)
     app.router.add_get("/api/cdrs/{call_id}", _by_call)

@@ -19,7 +19,14 @@ from signaling.sip.registration import RegistrationConfig
 from signaling.webrtc.config import IceServer, WebRtcConfig
 from voxgate.contact import AgentAccount, ContactCenter
 from voxgate.queueing import hold_audio, hold_tone
-from voxgate.settings import AcdSettings, Settings, SipSettings, WebRtcSettings
+from voxgate.settings import (
+    AcdSettings,
+    Settings,
+    SipSettings,
+    WebhookSettings,
+    WebRtcSettings,
+)
+from voxgate.webhooks import RetryPolicy, WebhookConfig
 
 logger = logging.getLogger("voxgate")
 
@@ -169,4 +176,17 @@ def sip_config(settings: SipSettings) -> SipConfig:
         tls_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         auth=auth,
         registrations=registrations,
+    )
+
+
+def webhook_config(settings: WebhookSettings) -> WebhookConfig | None:
+    """Map the `webhooks` settings section onto the sender's config; None when no URL is set."""
+    if not settings.urls or settings.secret is None:
+        return None
+    return WebhookConfig(
+        urls=tuple(settings.urls),
+        secret=settings.secret,
+        kinds=tuple(settings.kinds),
+        timeout_s=settings.timeout_s,
+        retry=RetryPolicy(max_attempts=settings.retries + 1),
     )

@@ -57,6 +57,7 @@ from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.protocol import AgentState as WebAgentState
 from signaling.webrtc.protocol import Incoming, Presence
 from signaling.webrtc.server import WebRtcServer
+from voxgate.callevents import CallLegEvents
 from voxgate.logs import call_id_var
 from voxgate.queueing import AcdQueueService, CallerLeg, announcement_text
 
@@ -109,6 +110,7 @@ class ContactCenter:
         self.node_skill = f"node:{acd.node_id}" if route_within_node else None
         self.queue_service = AcdQueueService(acd, self.node_skill)
         self.webrtc: WebRtcServer | None = None
+        self.legs: CallLegEvents | None = None
         self._synthesizer = synthesizer
         self._accounts = accounts
         self._hold_music = hold_music
@@ -154,19 +156,21 @@ class ContactCenter:
 
     # -- callers --------------------------------------------------------------
 
-    async def serve_queued(self, leg: CallerLeg, result: SessionResult | None) -> None:
+    async def serve_queued(self, leg: CallerLeg, result: SessionResult | None) -> str | None:
         """Keep a queued caller's leg until it is bridged to an agent and the call ends.
 
         Call it once for every call whose IVR session ended, with the result
         (None when the caller hung up during the IVR). A caller that the IVR
-        queued but that did not stay leaves the queue as abandoned.
+        queued but that did not stay leaves the queue as abandoned. Returns
+        the end reason of a call that waited in the queue (`caller_hangup` or
+        `agent_hangup`), or None when the caller never waited.
         """
         placed = self.queue_service.take_ticket(leg.call_id)
         if placed is None:
-            return
+            return None
         if result is None or result.outcome is not Outcome.QUEUED:
             await self._leave(leg.call_id, "hangup")
-            return
+            return None
         ticket, joined_at = placed
         waiting = _Waiting(leg, ticket, result, joined_at)
         self._waiting[leg.call_id] = waiting
@@ -180,11 +184,11 @@ class ContactCenter:
                 hold.cancel()
                 await asyncio.gather(hold, return_exceptions=True)
                 agent_id, agent_call = waiting.answered.result()
-                await self._talk(waiting, agent_id, agent_call, ended)
-            else:
-                logger.info("call %s: caller hung up while waiting", leg.call_id)
-                self._withdraw_ring(waiting)
-                await self._leave(leg.call_id, "hangup")
+                return await self._talk(waiting, agent_id, agent_call, ended)
+            logger.info("call %s: caller hung up while waiting", leg.call_id)
+            self._withdraw_ring(waiting)
+            await self._leave(leg.call_id, "hangup")
+            return "caller_hangup"
         finally:
             for task in (hold, ended):
                 task.cancel()
@@ -266,16 +270,20 @@ class ContactCenter:
         agent_id: str,
         agent_call: WebRtcCall,
         caller_ended: asyncio.Future[Any],
-    ) -> None:
+    ) -> str:
+        """Bridge the caller to the agent until one side hangs up; return the end reason."""
         caller = waiting.leg
         agent_leg = MediaLeg(agent_call.transport, call_id=agent_call.call_id)
         mixer = bridge(caller.media, agent_leg, call_id=caller.call_id)
+        if self.legs is not None:
+            self.legs.bridged(caller.call_id, agent_id=agent_id)
         agent_ended: asyncio.Future[Any] = asyncio.ensure_future(agent_call.ended.wait())
         try:
             watched: set[asyncio.Future[Any]] = {caller_ended, agent_ended}
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             side = "caller" if caller_ended in done else "agent"
             logger.info("call %s: %s hung up, ending both legs", caller.call_id, side)
+            return f"{side}_hangup"
         finally:
             agent_ended.cancel()
             mixer.close()
@@ -373,6 +381,7 @@ class ContactCenter:
             intent=str(variables.get("intent") or ""),
             priority=request.priority if request is not None else 0,
             waiting_s=round(max(0.0, self.acd.clock.now() - waiting.joined_at), 1),
+            priority_reason=request.reason if request is not None else "",
         )
 
     # -- agents -----------------------------------------------------------------

@@ -8,15 +8,17 @@ falls behind loses the oldest events and then receives a `stream.dropped`
 notice with the count, so the hub's publisher never waits for a client.
 
 Threat model: the stream carries caller data (numbers, transcripts), so a
-configured bearer token is required (compared in constant time), the
-number of clients is bounded, query values are bounded in size and shape,
-and a WebSocket client may send only small frames, which are ignored.
+configured bearer token is required (compared in constant time). Without
+one, only loopback clients are served. The number of clients is bounded,
+query values are bounded in size and shape, and a WebSocket client may
+send only small frames, which are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -117,10 +119,34 @@ class EventStream:
             await ws.close(code=1001, message=b"server shutdown")
 
 
+def is_loopback(remote: str | None) -> bool:
+    """Return True when `remote` (the peer address of a request) is 127.0.0.0/8 or ::1."""
+    if remote is None:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def check_bearer(request: web.Request, expected: str | None) -> None:
-    """Raise 401 unless `expected` is None or the request carries it as bearer token."""
+    """Raise 401 unless the request carries `expected` as bearer token.
+
+    Without a token (`expected` is None) only loopback clients are let in,
+    so caller data never reaches the network unless a token is configured.
+    """
     if expected is None:
-        return
+        if is_loopback(request.remote):
+            return
+        logger.info(
+            "%s request from %s rejected: no API token is set, so only loopback is allowed",
+            request.path,
+            request.remote,
+        )
+        raise web.HTTPUnauthorized(
+            text="this node has no API token, so only loopback clients may read this route",
+            headers={"WWW-Authenticate": 'Bearer realm="voxgate"'},
+        )
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         presented.strip().encode(), expected.encode()
@@ -256,7 +282,8 @@ def add_event_routes(
 ) -> EventStream:
     """Serve `GET /api/events` (SSE) and `GET /api/events/ws` (WebSocket) from `hub`.
 
-    `token`, when set, is the bearer token every client must send. `config`
+    `token`, when set, is the bearer token every client must send; when None,
+    only loopback clients are served. `config`
     sets the limits; its own `token` field is replaced by `token`.
     """
     base = config or EventStreamConfig()

@@ -3,8 +3,14 @@
 `run_node` starts every component, reports readiness on `GET /healthz`,
 waits for SIGINT or SIGTERM, then stops in reverse order. The SIP endpoint
 sends BYE to every call, which ends each call's flow and frees its RTP
-port. Then the ACD stops dispatching, and the HTTP listener closes last,
-which ends the browser calls.
+port. Then the ACD stops dispatching, and the HTTP listener closes, which
+ends the browser calls and the event streams. The webhook sender and the
+CDR recorder close last, so they receive the `call.ended` of those calls.
+
+Every call event goes through one `EventHub`: the SIP and browser call
+handlers publish `call.*`, their IVR sessions `ivr.*`, and the ACD's event
+bus `acd.*`. The CDR recorder, the webhook sender and the event stream
+routes read from it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -23,11 +31,16 @@ from media.tts import EspeakSynthesizer, Synthesizer, TtsConfig
 from signaling.sip.endpoint import SipEndpoint
 from signaling.webrtc.server import WebRtcServer, add_routes
 from voxgate.browser_calls import BrowserCallHandler
+from voxgate.callevents import CallLegEvents, EventHub, attach_acd
 from voxgate.calls import SipCallHandler
-from voxgate.components import build_contact_center, sip_config, webrtc_config
+from voxgate.cdrapi import add_cdr_routes
+from voxgate.cdrstore import CdrConfig, CdrRecorder, CdrSchemaError
+from voxgate.components import build_contact_center, sip_config, webhook_config, webrtc_config
 from voxgate.contact import ContactCenter
+from voxgate.eventstream import add_event_routes
 from voxgate.http import add_queue_counters, create_app
 from voxgate.settings import Settings
+from voxgate.webhooks import WebhookSender
 
 logger = logging.getLogger("voxgate")
 
@@ -47,6 +60,10 @@ class Node:
         self.contact: ContactCenter | None = None
         self._models: ModelCatalog | None = None
         self.webrtc: WebRtcServer | None = None
+        self.hub = EventHub()
+        self.recorder: CdrRecorder | None = None
+        self.webhooks: WebhookSender | None = None
+        self._detach_acd: Callable[[], None] | None = None
 
     def readiness(self) -> dict[str, bool]:
         return dict(self._ready)
@@ -75,7 +92,10 @@ class Node:
             )
         self._ready["ivr"] = True
 
+        await self._start_events()
         self.contact = await build_contact_center(settings, synthesizer)
+        self.contact.legs = CallLegEvents(self.hub, settings.node.id)
+        self._detach_acd = attach_acd(self.contact.acd.events, self.hub, settings.node.id)
         self.contact.start()
         self._ready["acd"] = True
 
@@ -94,6 +114,8 @@ class Node:
             ring_ms=settings.sip.ring_ms,
             contact=self.contact,
             models=self._models,
+            hub=self.hub,
+            node_id=settings.node.id,
         )
         self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
@@ -110,11 +132,33 @@ class Node:
             "memory" if settings.acd.store == "memory" else "redis",
         )
 
+    async def _start_events(self) -> None:
+        """Open the CDR store and start the webhook sender, both fed by the hub."""
+        settings = self.settings
+        if settings.cdr.path is not None:
+            recorder = CdrRecorder(
+                CdrConfig(path=settings.cdr.path, node_id=settings.node.id), self.hub
+            )
+            try:
+                await recorder.start()
+            except (sqlite3.Error, CdrSchemaError) as exc:
+                raise OSError(f"cannot open the CDR store {settings.cdr.path}: {exc}") from exc
+            self.recorder = recorder
+        else:
+            logger.info("cdr.path is null: CDRs are off")
+        config = webhook_config(settings.webhooks)
+        if config is not None:
+            self.webhooks = WebhookSender(config, self.hub)
+            await self.webhooks.start()
+
     async def _start_http(self, flows: FlowRegistry, synthesizer: Synthesizer) -> None:
         settings = self.settings
         app = create_app(self.readiness)
         if self.contact is not None:
             add_queue_counters(app, self.contact.queue_counters)
+        add_event_routes(app, self.hub, token=settings.api.token)
+        if self.recorder is not None:
+            add_cdr_routes(app, self.recorder, token=settings.api.token)
         if settings.webrtc.enabled:
             handler = BrowserCallHandler(
                 flows=flows,
@@ -122,6 +166,8 @@ class Node:
                 synthesizer=synthesizer,
                 contact=self.contact,
                 models=self._models,
+                hub=self.hub,
+                node_id=settings.node.id,
             )
             config = webrtc_config(settings.webrtc, settings.http.host, settings.http.port)
             self.webrtc = add_routes(app, config, handler)
@@ -156,6 +202,12 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self.webhooks is not None:
+            await self.webhooks.close()
+        if self.recorder is not None:
+            await self.recorder.close()
+        if self._detach_acd is not None:
+            self._detach_acd()
         logger.info("node stopped in %.1f s", time.monotonic() - started)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from voxgate.yamlsource import YamlDocument, YamlSourceError, load_yaml_file
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DigestAlgorithm = Literal["SHA-256", "MD5"]
+_EVENT_KIND = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$")
 
 
 class SettingsError(ValueError):
@@ -290,6 +292,77 @@ class AcdSettings(_Section):
         raise ValueError('must be "memory" or a redis://, rediss:// or unix:// URL')
 
 
+class CdrSettings(_Section):
+    """Call detail records: one row per call in a SQLite file."""
+
+    path: Path | None = Field(
+        default=Path("var/cdr.sqlite"), description="SQLite file of the CDRs; null turns CDRs off."
+    )
+
+
+class ApiSettings(_Section):
+    """Access to the caller data served over HTTP: /api/events, /api/events/ws, /api/cdrs."""
+
+    token: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=512,
+        description=(
+            "Bearer token that clients of those routes must send; unset lets only "
+            "loopback clients (127.0.0.0/8, ::1) in and answers 401 to every other address."
+        ),
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or any(c.isspace() for c in value)):
+            raise ValueError("must not contain whitespace")
+        return value
+
+
+class WebhookSettings(_Section):
+    """Signed HTTP POSTs of call events to receivers such as a CRM."""
+
+    urls: list[str] = Field(default_factory=list, description="http:// or https:// receivers.")
+    secret: str | None = Field(
+        default=None, min_length=16, description="HMAC-SHA256 key; required when urls is set."
+    )
+    kinds: list[str] = Field(
+        default_factory=list,
+        description="Event kinds or prefixes such as acd.*; empty sends every event.",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Limit of one POST attempt.")
+    retries: int = Field(
+        default=4, ge=0, le=20, description="Further attempts after a failed first one."
+    )
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            scheme, _, rest = url.partition("://")
+            if scheme not in ("http", "https") or not rest or rest.startswith("/"):
+                raise ValueError(f"invalid webhook URL {url!r}: expected http://HOST/PATH")
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _check_kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if not _EVENT_KIND.match(kind):
+                raise ValueError(
+                    f"invalid event kind {kind!r}: expected such as call.ended or acd.*"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> WebhookSettings:
+        if self.urls and self.secret is None:
+            raise ValueError("webhook urls need a secret to sign the deliveries")
+        return self
+
+
 class Settings(_Section):
     """All settings of one node."""
 
@@ -302,6 +375,9 @@ class Settings(_Section):
     asr: AsrSettings = Field(default_factory=AsrSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     acd: AcdSettings = Field(default_factory=AcdSettings)
+    cdr: CdrSettings = Field(default_factory=CdrSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @model_validator(mode="after")
     def _check_agent_queues(self) -> Settings:
@@ -389,4 +465,5 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         for name, queue in settings.acd.queues.items()
     }
     acd = settings.acd.model_copy(update={"queues": queues})
-    return settings.model_copy(update={"ivr": ivr, "asr": asr, "acd": acd, "sip": sip})
+    cdr = settings.cdr.model_copy(update={"path": resolve(settings.cdr.path)})
+    return settings.model_copy(update={"ivr": ivr, "asr": asr, "acd": acd, "sip": sip, "cdr": cdr})

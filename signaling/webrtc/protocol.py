@@ -33,6 +33,7 @@ MAX_PATH_STEPS = 32
 
 _CALL_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _DESTINATION = re.compile(r"[A-Za-z0-9_.+*#@\-]{1,64}")
+_PRIORITY_REASON = re.compile(r"[a-z0-9_.\-]{0,32}")
 _USER = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")
 _DIGITS = re.compile(r"[0-9*#A-D]+")
 
@@ -243,6 +244,7 @@ class Incoming:
     intent: str = ""
     priority: int = 0
     waiting_s: float = 0.0
+    priority_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,6 +517,7 @@ def _parse_incoming(f: _Fields) -> Message:
         intent=f.text("intent", 64, required=False),
         priority=f.integer("priority", 0, 9, required=False),
         waiting_s=f.number("waiting_s", 0.0, 1e7),
+        priority_reason=f.text("priority_reason", 32, required=False, pattern=_PRIORITY_REASON),
     )
 
 

@@ -10,6 +10,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from voxgate.eventstream import check_bearer, is_loopback
 
+TOKEN = "secret-token-0123456789"
+
 
 def request_from(address: str, authorization: str | None = None) -> web.Request:
     # The peer address comes from the OS socket, so the transport is the one mock here.
@@ -42,14 +44,13 @@ def test_no_token_rejects_remote_client() -> None:
 
 def test_token_required_from_loopback_too() -> None:
     with pytest.raises(web.HTTPUnauthorized):
-        check_bearer(request_from("127.0.0.1"), "secret-token-0123456789")
+        check_bearer(request_from("127.0.0.1"), TOKEN)
 
 
 def test_valid_token_lets_remote_client_in() -> None:
-    token = "secret-token-0123456789"
-    check_bearer(request_from("192.0.2.10", f"Bearer {token}"), token)
+    check_bearer(request_from("192.0.2.10", f"Bearer {TOKEN}"), TOKEN)
 
 
 def test_wrong_token_rejected() -> None:
     with pytest.raises(web.HTTPUnauthorized):
-        check_bearer(request_from("192.0.2.10", "Bearer other"), "secret-token-0123456789")
+        check_bearer(request_from("192.0.2.10", "Bearer other"), TOKEN)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from voxgate.components import webhook_config
 from voxgate.settings import SettingsError, load_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -166,3 +167,56 @@ def test_registration_needs_registrar_address(tmp_path: Path) -> None:
         load_settings(write(tmp_path, text))
     assert "sip.registrations.provider.registrar" in str(caught.value)
     assert "sip.example.com" in str(caught.value)
+
+
+def test_cdr_path_defaults_under_base(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ""))
+    assert settings.cdr.path == tmp_path / "var" / "cdr.sqlite"
+    assert settings.api.token is None
+    assert settings.webhooks.urls == []
+
+
+def test_cdr_path_null_turns_cdrs_off(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "cdr:\n  path: null\n"))
+    assert settings.cdr.path is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("api:\n  token: short\n", "api.token"),
+        ("api:\n  token: has a space in it 0123\n", "api.token"),
+        ("webhooks:\n  urls: [http://127.0.0.1:9/hook]\n", "webhooks"),
+        ("webhooks:\n  urls: [ftp://example.com/x]\n  secret: 0123456789abcdef\n", "webhooks.urls"),
+        ("webhooks:\n  kinds: ['call ended']\n", "webhooks.kinds"),
+        ("webhooks:\n  retries: -1\n", "webhooks.retries"),
+        ("webhooks:\n  timeout_s: 0\n", "webhooks.timeout_s"),
+    ],
+    ids=[
+        "short token",
+        "token with space",
+        "urls without secret",
+        "ftp url",
+        "bad kind",
+        "negative retries",
+        "zero timeout",
+    ],
+)
+def test_invalid_event_settings_rejected(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, text))
+    assert key in str(caught.value)
+
+
+def test_webhook_settings_map_to_config(tmp_path: Path) -> None:
+    text = (
+        "webhooks:\n  urls: [http://127.0.0.1:9/hook]\n  secret: 0123456789abcdef\n"
+        "  kinds: [call.ended, acd.*]\n  timeout_s: 2\n  retries: 1\n"
+    )
+    config = webhook_config(load_settings(write(tmp_path, text)).webhooks)
+    assert config is not None
+    assert config.urls == ("http://127.0.0.1:9/hook",)
+    assert config.kinds == ("call.ended", "acd.*")
+    assert config.timeout_s == 2
+    assert config.retry.max_attempts == 2
+    assert webhook_config(load_settings(write(tmp_path, "")).webhooks) is None

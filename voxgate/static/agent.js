@@ -74,6 +74,7 @@ function showIncoming(message) {
   $("ctx-words").textContent = message.words;
   $("ctx-intent").textContent = message.intent;
   $("ctx-priority").textContent = String(message.priority);
+  $("ctx-priority-reason").textContent = message.priority_reason || "";
   $("ctx-waiting").textContent = t("agent.seconds", { seconds: Math.round(message.waiting_s) });
   show("incoming", true);
   show("ring-actions", true);

@@ -196,6 +196,7 @@ export function runAgentTest(params) {
       words: text("ctx-words"),
       intent: text("ctx-intent"),
       priority: text("ctx-priority"),
+      priority_reason: text("ctx-priority-reason"),
       waiting: text("ctx-waiting"),
     };
     await checkpoint("agent-incoming", { click: "#answer" });

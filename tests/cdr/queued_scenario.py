@@ -1,0 +1,98 @@
+"""A queued SIP call bridged to an agent, then its CDR and events read over the node's API.
+
+Run it inside a loopback-only network namespace (as `run_queued_call` in
+tests/cdr/test_queued_calls.py does), because aiortc offers ICE candidates
+on every interface. A `voxgate serve` node with the journey flow, a baresip
+caller named "vip" (priority 7, reason `vip`) and an aiortc agent: the
+caller is queued, offered, answered and bridged, then the agent or the
+caller hangs up. The JSON report holds the agent's `incoming` message, the
+call's events from `/api/events` and its CDR from `/api/cdrs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from signaling.webrtc.peer import install_host_addresses
+from tests.journey.agent import AgentClient
+from tests.journey.scenario import (
+    AGENT,
+    AGENT_TONE_HZ,
+    CALLER_TONE_HZ,
+    PASSWORD,
+    dial,
+    node_settings,
+    talk_and_hang_up,
+    wait_counters,
+)
+from tests.support.baresip import BaresipClient
+from tests.support.node import voxgate_node
+from tests.support.wav import tone, write_wav
+from tests.voxgate.node_api import SseReader, wait_for_cdr
+
+TOKEN = "queued-call-test-token-7d3e"
+CALLER = "vip"
+EVENT_TIMEOUT_S = 30.0
+CDR_TIMEOUT_S = 15.0
+CASES = ("agent_hangup", "caller_hangup")
+
+logger = logging.getLogger("queued_scenario")
+
+
+async def run(case: str, work_dir: Path) -> dict[str, Any]:
+    install_host_addresses(["127.0.0.1"])
+    microphone = write_wav(
+        work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
+    )
+    settings = node_settings()
+    settings["api"] = {"token": TOKEN}
+    report: dict[str, Any] = {"case": case}
+    with voxgate_node(work_dir, settings) as node:
+        agent = AgentClient(f"http://127.0.0.1:{node.http_port}", AGENT, PASSWORD, AGENT_TONE_HZ)
+        phone: BaresipClient | None = None
+        try:
+            with SseReader(node.http_port, TOKEN, "?kinds=call.*,acd.caller_answered") as sse:
+                await agent.login()
+                phone = await asyncio.to_thread(dial, work_dir, CALLER, node, microphone)
+                await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
+                await agent.set_state("available")
+                who = "agent" if case == "agent_hangup" else "caller"
+                await talk_and_hang_up(report, agent, phone, who)
+                events = await asyncio.to_thread(sse.wait_for, "call.ended", EVENT_TIMEOUT_S)
+            report["events"] = events
+            call_id = events[-1]["call_id"]
+            report["cdr"] = await asyncio.to_thread(
+                wait_for_cdr, node.http_port, call_id, TOKEN, CDR_TIMEOUT_S
+            )
+        finally:
+            await agent.close()
+            if phone is not None:
+                await asyncio.to_thread(phone.stop)
+        report["node_log_tracebacks"] = node.log().count("Traceback")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("case", choices=CASES)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    work_dir = args.out / args.case
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = asyncio.run(asyncio.wait_for(run(args.case, work_dir), 200))
+    except Exception as exc:
+        logger.exception("queued call %s failed", args.case)
+        report = {"case": args.case, "error": f"{type(exc).__name__}: {exc}"}
+    (args.out / f"{args.case}-result.json").write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
