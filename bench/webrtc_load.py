@@ -223,7 +223,7 @@ class BareServer:
 async def serve(kind: str) -> None:
     """Serve calls of `kind` on a free loopback port until stdin reaches EOF.
 
-    Prints "port N" first, so the driver knows where to send the callers.
+    Prints "port N" first, which the driver passes to the caller process.
     """
     counts: dict[str, Callable[[], int]] = {}
     app = web.Application()
@@ -402,6 +402,8 @@ async def run_callers(
         "caller_cpu_pct": round(caller_cpu, 1),
         "min_fps_to_caller": round(min(received), 1),
         "min_fps_to_server": round(min(sent), 1),
+        "max_fps_to_caller": round(max(received), 1),
+        "max_fps_to_server": round(max(sent), 1),
         "passed": min(received) >= MIN_FPS and min(sent) >= MIN_FPS,
     }
 
@@ -552,7 +554,10 @@ def _median(values: list[float]) -> float | None:
 
 
 def summarize(steps: list[dict[str, Any]], rounds: int, cpu_calls: int) -> dict[str, Any]:
-    """Median CPU per call at `cpu_calls` calls and median max passing calls, per kind."""
+    """Return, per kind, the median CPU per call at `cpu_calls` calls and the max calls.
+
+    A round's max calls is the largest step that passed with every smaller step passed too.
+    """
     summary: dict[str, Any] = {}
     for kind in KINDS:
         mine = [step for step in steps if step["kind"] == kind]
