@@ -61,8 +61,8 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
                 phone = await asyncio.to_thread(dial, work_dir, CALLER, node, microphone)
                 await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
                 await agent.set_state("available")
-                who = "agent" if case == "agent_hangup" else "caller"
-                await talk_and_hang_up(report, agent, phone, who)
+                hangup_side = "agent" if case == "agent_hangup" else "caller"
+                await talk_and_hang_up(report, agent, phone, hangup_side)
                 events = await asyncio.to_thread(sse.wait_for, "call.ended", EVENT_TIMEOUT_S)
             report["events"] = events
             call_id = events[-1]["call_id"]
