@@ -4,10 +4,12 @@ Theory of operation. The SIP endpoint calls `SipCallHandler.on_invite` once
 per new INVITE, in a task the endpoint owns. The handler negotiates audio
 from the SDP offer, binds an RTP session from the node's port pool, answers,
 and runs the flow chosen by the called number until the flow or the caller
-ends the call. A caller that the flow queued stays on its leg, handed to the
-`ContactCenter`, until an agent's call with it ends. Whatever happens, the
-RTP port returns to the pool and the dialog ends with a BYE or a final
-error response.
+ends the call. An INVITE without SDP (delayed offer) is answered with our
+offer, and the ACK's answer sets the codec and the remote address. A caller
+that the flow queued stays on its leg, handed to the `ContactCenter`, until
+an agent's call with it ends. Whatever happens, the RTP port returns to the
+pool, the dialog ends with a BYE or a final error response, and
+`call.ended` is published once on the node's event hub.
 """
 
 from __future__ import annotations
@@ -157,10 +159,7 @@ class SipCallHandler:
             logger.warning("no flow for the called number and no default flow")
             return await _reject(call, 404, "No flow for this number")
         if call.remote_sdp is None:
-            # NOTE: delayed offer (INVITE without SDP) needs an offer in the
-            # 200 and the answer from the ACK; until the SIP layer carries
-            # that, such calls are declined with 488.
-            return await _reject(call, 488, "INVITE without SDP offer is not supported")
+            return await self._handle_delayed_offer(call, flow)
         try:
             offer = sdp.parse(call.remote_sdp)
         except sdp.SdpError as exc:
@@ -217,16 +216,9 @@ class SipCallHandler:
                 self._port_pool.release(port)
                 logger.info("rejecting call: unusable SDP offer: %s", exc)
                 return await _reject(call, 400, "Invalid SDP offer")
-            config = RtpSessionConfig(
-                codec_name=answer.codec.name,
-                payload_type=_payload_type(answer.codec),
-                telephone_event_payload_type=(
-                    _payload_type(answer.dtmf) if answer.dtmf is not None else None
-                ),
-            )
             try:
                 session = await RtpSession.open(
-                    config,
+                    _rtp_config(answer),
                     local_host=self._rtp_host,
                     local_port=port,
                     remote=(answer.remote_host, answer.remote_port),
@@ -237,6 +229,100 @@ class SipCallHandler:
                 logger.warning("RTP port %d unusable, trying another: %s", port, exc)
                 continue
             return answer, session, port
+        logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
+        return await _reject(call, 503, "No media port available")
+
+    async def _handle_delayed_offer(self, call: InboundCall, flow: Flow) -> CallEnd:
+        """Answer an INVITE without SDP with our offer and take the answer from the ACK.
+
+        RFC 3261 section 13.2.1 and RFC 3264: the 200 OK carries the offer,
+        the ACK the answer. An ACK without a usable answer gets a BYE.
+        """
+        bound = await self._bind_for_offer(call)
+        if isinstance(bound, CallEnd):
+            return bound
+        offer, session, port = bound
+        leg: MediaLeg | None = None
+        try:
+            if self._ring_s > 0 and not await self._ring(call):
+                return _ended_by_peer(await call.wait_ended(), answered=False)
+            try:
+                await call.answer(offer)
+            except CallEnded as exc:
+                return _ended_by_peer(str(exc), answered=False)
+            self._legs.answered(call.call_id)
+            negotiated = _negotiate_ack_answer(offer, await call.ack_sdp)
+            if negotiated is None:
+                await call.hangup()
+                return CallEnd("invalid_answer")
+            config = _rtp_config(negotiated)
+            remote = (negotiated.remote_host, negotiated.remote_port)
+            if config == session.config:
+                session.set_remote(remote)
+            else:
+                # The session was bound with our first codec, so that the port
+                # in the offer was ours; the answer chose another one.
+                await session.close()
+                session = await RtpSession.open(
+                    config,
+                    local_host=self._rtp_host,
+                    local_port=port,
+                    remote=remote,
+                    call_id=call.call_id,
+                )
+            leg = MediaLeg(session, call_id=call.call_id, models=self._models)
+            logger.info(
+                "call answered with %s (delayed offer); running flow %s",
+                negotiated.codec.name,
+                flow.flow,
+            )
+            return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
+        except OSError as exc:
+            logger.warning("RTP port %d unusable after the answer: %s", port, exc)
+            await call.hangup()
+            return CallEnd("failed")
+        finally:
+            if leg is not None:
+                await leg.close()
+            await session.close()
+            self._port_pool.release(port)
+
+    async def _bind_for_offer(self, call: InboundCall) -> tuple[bytes, RtpSession, int] | CallEnd:
+        """Bind an RTP port and write our offer on it, or reject the call and return its end."""
+        for _ in range(PORT_ATTEMPTS):
+            try:
+                port = self._port_pool.acquire()
+            except RuntimeError:
+                logger.warning("rejecting call: the RTP port pool is exhausted")
+                return await _reject(call, 503, "No media port available")
+            offer = sdp.create_audio_offer(
+                SUPPORTED_CODECS,
+                local_host=self._advertised_address,
+                local_port=port,
+                session_id=next(_session_ids),
+                session_version=1,
+            )
+            # Until the answer names the codec and address, the session uses
+            # our first codec and sends nothing.
+            first = sdp.parse(offer).media[0]
+            provisional = RtpSessionConfig(
+                codec_name=SUPPORTED_CODECS[0].name,
+                payload_type=_payload_type(SUPPORTED_CODECS[0]),
+                telephone_event_payload_type=_offered_dtmf_payload_type(first),
+            )
+            try:
+                session = await RtpSession.open(
+                    provisional,
+                    local_host=self._rtp_host,
+                    local_port=port,
+                    remote=None,
+                    call_id=call.call_id,
+                )
+            except OSError as exc:
+                self._port_pool.release(port)
+                logger.warning("RTP port %d unusable, trying another: %s", port, exc)
+                continue
+            return offer, session, port
         logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
         return await _reject(call, 503, "No media port available")
 
@@ -352,6 +438,35 @@ def end_reason(result: SessionResult | None) -> str:
         case Outcome.TRANSFERRED:
             return "transferred"
     return "ivr_hangup"
+
+
+def _negotiate_ack_answer(offer: bytes, answer: bytes | None) -> sdp.NegotiatedAudio | None:
+    """Check the SDP answer that the ACK of a delayed offer carries; None when unusable."""
+    if answer is None:
+        logger.info("delayed offer: the ACK carried no SDP answer; ending the call")
+        return None
+    try:
+        return sdp.accept_answer(offer, sdp.parse(answer))
+    except sdp.SdpError as exc:
+        logger.info("delayed offer: unusable SDP answer in the ACK; ending the call: %s", exc)
+        return None
+
+
+def _rtp_config(negotiated: sdp.NegotiatedAudio) -> RtpSessionConfig:
+    return RtpSessionConfig(
+        codec_name=negotiated.codec.name,
+        payload_type=_payload_type(negotiated.codec),
+        telephone_event_payload_type=(
+            _payload_type(negotiated.dtmf) if negotiated.dtmf is not None else None
+        ),
+    )
+
+
+def _offered_dtmf_payload_type(media: sdp.MediaDescription) -> int | None:
+    for codec in sdp.offered_codecs(media):
+        if codec.is_telephone_event and codec.clock_rate == 8000:
+            return codec.payload_type
+    return None
 
 
 def _payload_type(codec: sdp.Codec) -> int:

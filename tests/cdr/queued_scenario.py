@@ -5,8 +5,10 @@ tests/cdr/test_queued_calls.py does), because aiortc offers ICE candidates
 on every interface. A `voxgate serve` node with the journey flow, a baresip
 caller named "vip" (priority 7, reason `vip`) and an aiortc agent: the
 caller is queued, offered, answered and bridged, then the agent or the
-caller hangs up. The JSON report holds the agent's `incoming` message, the
-call's events from `/api/events` and its CDR from `/api/cdrs`.
+caller hangs up. Case `browser_caller` has the real caller page at / in
+headless Chromium as the caller, which hangs up. The JSON report holds
+the agent's `incoming` message, the call's events from `/api/events` and
+its CDR from `/api/cdrs`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.journey.scenario import (
     AGENT_TONE_HZ,
     CALLER_TONE_HZ,
     PASSWORD,
+    browser_caller_case,
     dial,
     node_settings,
     talk_and_hang_up,
@@ -39,7 +42,7 @@ TOKEN = "queued-call-test-token-7d3e"
 CALLER = "vip"
 EVENT_TIMEOUT_S = 30.0
 CDR_TIMEOUT_S = 15.0
-CASES = ("agent_hangup", "caller_hangup")
+CASES = ("agent_hangup", "caller_hangup", "browser_caller")
 
 logger = logging.getLogger("queued_scenario")
 
@@ -53,6 +56,16 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
     settings["api"] = {"token": TOKEN}
     report: dict[str, Any] = {"case": case}
     with voxgate_node(work_dir, settings) as node:
+        if case == "browser_caller":
+            with SseReader(node.http_port, TOKEN, "?kinds=call.*,acd.caller_answered") as sse:
+                await browser_caller_case(report, node, work_dir)
+                events = await asyncio.to_thread(sse.wait_for, "call.ended", EVENT_TIMEOUT_S)
+            report["events"] = events
+            report["cdr"] = await asyncio.to_thread(
+                wait_for_cdr, node.http_port, events[-1]["call_id"], TOKEN, CDR_TIMEOUT_S
+            )
+            report["node_log_tracebacks"] = node.log().count("Traceback")
+            return report
         agent = AgentClient(f"http://127.0.0.1:{node.http_port}", AGENT, PASSWORD, AGENT_TONE_HZ)
         phone: BaresipClient | None = None
         try:
@@ -61,8 +74,8 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
                 phone = await asyncio.to_thread(dial, work_dir, CALLER, node, microphone)
                 await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
                 await agent.set_state("available")
-                who = "agent" if case == "agent_hangup" else "caller"
-                await talk_and_hang_up(report, agent, phone, who)
+                hangup_side = "agent" if case == "agent_hangup" else "caller"
+                await talk_and_hang_up(report, agent, phone, hangup_side)
                 events = await asyncio.to_thread(sse.wait_for, "call.ended", EVENT_TIMEOUT_S)
             report["events"] = events
             call_id = events[-1]["call_id"]

@@ -84,3 +84,29 @@ def test_bridged_call_cdr(case: str) -> None:
     assert cdr["started_at"] <= cdr["answered_at"] < cdr["ended_at"]
     assert report["caller_heard_agent_s"] >= 1.0
     assert report["node_log_tracebacks"] == 0
+
+
+def test_browser_caller_cdr() -> None:
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed")
+    report = run_queued_call("browser_caller")
+    events = report["events"]
+    kinds = [event["kind"] for event in events]
+    assert kinds[:2] == ["call.started", "call.answered"], kinds
+    assert "call.bridged" in kinds
+    assert kinds[-1] == "call.ended"
+    started = events[0]["payload"]
+    assert started["channel"] == "webrtc"
+    assert started["caller"].startswith("guest-")
+    assert events[-1]["payload"] == {"reason": "caller_hangup", "status": None}
+
+    cdr = report["cdr"]
+    assert cdr["channel"] == "webrtc"
+    assert cdr["caller"] == started["caller"]
+    assert cdr["flow"] == "journey"
+    assert cdr["queue"] == "general"
+    assert cdr["agent_id"] == "agent1"
+    assert cdr["disposition"] == "completed"
+    assert cdr["end_reason"] == "caller_hangup"
+    assert cdr["talk_s"] is not None and cdr["talk_s"] > 0
+    assert report["node_log_tracebacks"] == 0

@@ -12,6 +12,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
@@ -121,3 +123,69 @@ def wait_for_cdr(http_port: int, call_id: str, token: str, timeout_s: float) -> 
         return body
 
     return wait_until(probe, timeout_s, f"the CDR of call {call_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One POST that the webhook receiver got: its path, headers and raw body."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records every POST and answers 204."""
+
+    def __init__(self) -> None:
+        self.deliveries: queue.Queue[Delivery] = queue.Queue()
+        deliveries = self.deliveries
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                deliveries.put(Delivery(self.path, dict(self.headers.items()), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="webhook-receiver", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=SSE_OPEN_TIMEOUT_S)
+
+    def wait_for(self, kind: str, call_id: str, timeout_s: float) -> list[Delivery]:
+        """Return the deliveries about `call_id` until the first one of `kind`, including it."""
+        seen: list[Delivery] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {kind} delivery for the call within {timeout_s} s")
+            try:
+                delivery = self.deliveries.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            event = json.loads(delivery.body)
+            if event["call_id"] != call_id:
+                continue
+            seen.append(delivery)
+            if event["kind"] == kind:
+                return seen

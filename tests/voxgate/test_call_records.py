@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ import pytest
 from tests.support.capture import capture_available
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
 from tests.support.sipp import SippProcess, debian_dtmf_pcap, render_scenario
-from tests.voxgate.node_api import SseReader, get_json, wait_for_cdr
+from tests.voxgate.node_api import SseReader, WebhookReceiver, get_json, wait_for_cdr
+from voxgate.webhooks import SIGNATURE_HEADER, verify
 
 pytestmark = pytest.mark.peer
 
 TOKEN = "cdr-test-token-5f1c2a9e"
+WEBHOOK_SECRET = "webhook-test-secret-93a1"
 DEMO_CALL = REPOSITORY / "tests" / "data" / "e2e" / "sipp_demo_call.xml"
 G729_ONLY = REPOSITORY / "tests" / "data" / "voxgate" / "sipp_g729_only.xml"
 CALL_TIMEOUT_S = 90.0
@@ -24,8 +27,20 @@ CDR_TIMEOUT_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    with voxgate_node(tmp_path_factory.mktemp("node"), {"api": {"token": TOKEN}}) as running:
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def node(
+    tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
+) -> Iterator[RunningNode]:
+    settings = {
+        "api": {"token": TOKEN},
+        "webhooks": {"urls": [receiver.url], "secret": WEBHOOK_SECRET, "kinds": ["call.*"]},
+    }
+    with voxgate_node(tmp_path_factory.mktemp("node"), settings) as running:
         yield running
 
 
@@ -113,6 +128,31 @@ def test_rejected_call_cdr(node: RunningNode, tmp_path: Path) -> None:
     assert cdr["end_reason"] == "rejected"
     assert cdr["answered_at"] is None
     assert cdr["ivr_path"] == []
+
+
+def test_webhook_gets_signed_call_events(
+    node: RunningNode, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    with SseReader(node.http_port, TOKEN, "?kinds=call.started") as sse:
+        sipp = SippProcess(
+            G729_ONLY,
+            tmp_path,
+            remote=("127.0.0.1", node.sip_port),
+            service="1000",
+            global_timeout_s=CALL_TIMEOUT_S,
+        )
+        with sipp:
+            result = sipp.wait(CALL_TIMEOUT_S + 10)
+        assert result.passed, result.describe()
+        call_id = sse.wait_for("call.started", EVENT_TIMEOUT_S)[-1]["call_id"]
+
+    deliveries = receiver.wait_for("call.ended", call_id, EVENT_TIMEOUT_S)
+    events = [json.loads(delivery.body) for delivery in deliveries]
+    assert [event["kind"] for event in events] == ["call.started", "call.ended"]
+    assert events[-1]["payload"] == {"reason": "rejected", "status": 488}
+    for delivery in deliveries:
+        assert delivery.path == "/hook"
+        assert verify(WEBHOOK_SECRET, delivery.body, delivery.headers[SIGNATURE_HEADER])
 
 
 @pytest.mark.parametrize("path", ["/api/cdrs", "/api/cdrs/x", "/api/events"])
