@@ -377,7 +377,10 @@ class SipCallHandler:
 async def run_ivr(
     session: IvrSession, wait_ended: Callable[[], Awaitable[object]]
 ) -> SessionResult | None:
-    """Run `session` until its flow ends or the caller hangs up (then None)."""
+    """Run `session` until its flow ends or the leg ends (then None).
+
+    The leg ends when the caller hangs up, or when the node stops and ends it.
+    """
     flow_task = asyncio.ensure_future(session.run())
     ended_task = asyncio.ensure_future(wait_ended())
     try:
@@ -386,7 +389,7 @@ async def run_ivr(
             result = flow_task.result()
             logger.info("flow ended: %s (%s)", result.outcome.value, result.reason)
             return result
-        logger.info("caller ended the call during the flow")
+        logger.info("call ended during the flow: %s", ended_task.result())
         return None
     finally:
         for task in (flow_task, ended_task):

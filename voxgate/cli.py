@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, default=Path("config/voxgate.yaml"), help="settings file (YAML)"
     )
-    serve.add_argument("--sip-port", type=_port, help="SIP port for UDP and TCP (0 picks a free one)")
+    serve.add_argument(
+        "--sip-port", type=_port, help="SIP port for UDP and TCP (0 picks a free one)"
+    )
     serve.add_argument("--http-port", type=_port, help="HTTP port (0 picks a free one)")
     serve.add_argument("--rtp-ports", type=_port_range, help="RTP port range LOW-HIGH")
     serve.add_argument(

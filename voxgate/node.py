@@ -221,7 +221,14 @@ async def run_node(settings: Settings) -> int:
     try:
         await node.start()
     except (OSError, RuntimeError) as exc:
-        logger.error("node failed to start: %s", exc)
+        if isinstance(exc, OSError):
+            logger.error(
+                "node failed to start: %s. If another process holds the port, "
+                "choose others with --sip-port, --http-port or --rtp-ports",
+                exc,
+            )
+        else:
+            logger.error("node failed to start: %s", exc)
         await node.stop()
         return 1
     await stop.wait()

@@ -23,6 +23,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+BIND_ATTEMPTS = 3
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -89,6 +90,21 @@ def wait_until_healthy(node: RunningNode, timeout_s: float = START_TIMEOUT_S) ->
     raise TimeoutError(f"voxgate not healthy after {timeout_s} s:\n{node.log()}")
 
 
+def _start(config_path: Path, log_path: Path, env: dict[str, str]) -> RunningNode:
+    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    rtp_ports = free_port_range()
+    command = [
+        sys.executable, "-m", "voxgate", "serve", "--config", str(config_path),
+        "--sip-port", str(sip_port), "--http-port", str(http_port),
+        "--rtp-ports", f"{rtp_ports[0]}-{rtp_ports[1]}",
+    ]  # fmt: skip
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPOSITORY, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
+    return RunningNode(process, sip_port, http_port, rtp_ports, log_path)
+
+
 @contextmanager
 def voxgate_node(
     tmp_path: Path,
@@ -96,9 +112,11 @@ def voxgate_node(
     *,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningNode]:
-    """Run `voxgate serve` on free loopback ports with `settings` merged over the defaults."""
-    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
-    rtp_ports = free_port_range()
+    """Run `voxgate serve` on free loopback ports with `settings` merged over the defaults.
+
+    A port found free can be taken by another process before the node binds
+    it, so a start that fails to bind is retried on new ports.
+    """
     config: dict[str, Any] = {
         "log": {"level": "DEBUG"},
         "ivr": {
@@ -110,18 +128,16 @@ def voxgate_node(
         config.setdefault(section, {}).update(values)
     config_path = tmp_path / "voxgate.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    log_path = tmp_path / "voxgate.log"
-    command = [
-        sys.executable, "-m", "voxgate", "serve", "--config", str(config_path),
-        "--sip-port", str(sip_port), "--http-port", str(http_port),
-        "--rtp-ports", f"{rtp_ports[0]}-{rtp_ports[1]}",
-    ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=REPOSITORY, stdout=log_file, stderr=subprocess.STDOUT, env=env
-        )
-    node = RunningNode(process, sip_port, http_port, rtp_ports, log_path)
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        node = _start(config_path, tmp_path / f"voxgate-{attempt}.log", env)
+        try:
+            wait_until_healthy(node)
+            break
+        except RuntimeError:
+            if attempt == BIND_ATTEMPTS or "could not bind" not in node.log():
+                raise
+    process = node.process
     try:
         wait_until_healthy(node)
         yield node
