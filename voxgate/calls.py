@@ -32,7 +32,8 @@ from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 from media.tts import Synthesizer
 from signaling import sdp
 from signaling.sip.endpoint import InboundCall
-from signaling.sip.errors import CallEnded
+from signaling.sip.errors import CallEnded, SipUsageError
+from signaling.sip.errors import CallEnded as SipCallEnded
 from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_callback
 from voxgate.cdr import SIP_REQUEST_TERMINATED
 from voxgate.contact import ContactCenter
@@ -93,10 +94,28 @@ class SipCallChannel:
         await self._call.hangup()
 
     async def transfer(self, target: str) -> bool:
-        # NOTE: blind transfer (REFER) is not wired yet, so the flow's
-        # transfer step takes its failure branch.
-        logger.warning("transfer requested but not supported on SIP legs yet")
-        return False
+        """Blind-transfer the caller with REFER (RFC 3515); True once the target answered.
+
+        A plain number becomes `sip:NUMBER@HOST:PORT` of the peer that sent
+        the call, so a trunk places the new call itself.
+        """
+        uri = target if target.startswith(("sip:", "sips:")) else _number_uri(target, self._call)
+        try:
+            accepted = await self._call.refer(uri)
+        except SipUsageError as exc:
+            logger.warning("transfer not sent: %s", exc)
+            return False
+        except SipCallEnded:
+            return False
+        if not accepted:
+            logger.info("transfer failed or was rejected by the peer")
+        return accepted
+
+
+def _number_uri(number: str, call: InboundCall) -> str:
+    host, port = call.source
+    host_part = f"[{host}]" if ":" in host else host
+    return f"sip:{number}@{host_part}:{port}"
 
 
 class SipCallHandler:
