@@ -21,12 +21,11 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession, Outcome, SessionResult
 from ivr.model import Flow
 from ivr.registry import FlowRegistry
 from media.asr import ModelCatalog
-from media.audio import PcmAudio
+from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 from media.tts import Synthesizer
@@ -47,12 +46,12 @@ PORT_ATTEMPTS = 8
 _session_ids = itertools.count(secrets.randbelow(1 << 30))
 
 
-class SipCallChannel:
+class SipCallChannel(MediaLegChannel):
     """A `CallChannel` made of a SIP dialog (hangup, transfer) and a media leg (audio, input)."""
 
     def __init__(self, call: InboundCall, leg: MediaLeg) -> None:
+        super().__init__(leg)
         self._call = call
-        self._leg = leg
 
     @property
     def call_id(self) -> str:
@@ -65,30 +64,6 @@ class SipCallChannel:
     @property
     def called(self) -> str:
         return self._call.called
-
-    @property
-    def speech_available(self) -> bool:
-        return self._leg.speech_available
-
-    async def play(
-        self,
-        audio: PcmAudio,
-        *,
-        interrupt_on_dtmf: bool = False,
-        interrupt_on_speech: bool = False,
-    ) -> CallerInput | None:
-        return await self._leg.play(
-            audio, interrupt_on_dtmf=interrupt_on_dtmf, interrupt_on_speech=interrupt_on_speech
-        )
-
-    def listen(self, config: RecognizerConfig | None) -> None:
-        self._leg.listen(config)
-
-    async def next_input(self, timeout_s: float) -> CallerInput | None:
-        return await self._leg.next_input(timeout_s)
-
-    def clear_inputs(self) -> None:
-        self._leg.clear_inputs()
 
     async def hangup(self) -> None:
         await self._call.hangup()

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import logging
 
-from ivr.channel import CallerInput, RecognizerConfig
-from media.audio import PcmAudio
+from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from signaling.webrtc.call import WebRtcCall
 
 logger = logging.getLogger("webrtc")
 
 
-class WebRtcChannel:
+class WebRtcChannel(MediaLegChannel):
     """A `CallChannel` for one browser call; build it inside `on_call`."""
 
     def __init__(self, call: WebRtcCall, leg: MediaLeg | None = None) -> None:
+        super().__init__(leg if leg is not None else MediaLeg(call.transport, call_id=call.call_id))
         self._call = call
-        self.leg = leg if leg is not None else MediaLeg(call.transport, call_id=call.call_id)
 
     @property
     def call_id(self) -> str:
@@ -37,30 +36,6 @@ class WebRtcChannel:
     def called(self) -> str:
         """The `to` of the browser's `call` message."""
         return self._call.to
-
-    @property
-    def speech_available(self) -> bool:
-        return self.leg.speech_available
-
-    async def play(
-        self,
-        audio: PcmAudio,
-        *,
-        interrupt_on_dtmf: bool = False,
-        interrupt_on_speech: bool = False,
-    ) -> CallerInput | None:
-        return await self.leg.play(
-            audio, interrupt_on_dtmf=interrupt_on_dtmf, interrupt_on_speech=interrupt_on_speech
-        )
-
-    def listen(self, config: RecognizerConfig | None) -> None:
-        self.leg.listen(config)
-
-    async def next_input(self, timeout_s: float) -> CallerInput | None:
-        return await self.leg.next_input(timeout_s)
-
-    def clear_inputs(self) -> None:
-        self.leg.clear_inputs()
 
     async def hangup(self) -> None:
         """End the call from the server side; the browser gets `hangup`. Safe to call twice."""

@@ -1,0 +1,42 @@
+"""The media half of a `CallChannel`, shared by SIP and browser call channels."""
+
+from __future__ import annotations
+
+from ivr.channel import CallerInput, RecognizerConfig
+from media.audio import PcmAudio
+from media.leg import MediaLeg
+
+
+class MediaLegChannel:
+    """Passes play, listen and input calls of a `CallChannel` to a `MediaLeg`.
+
+    A channel class for one kind of call leg subclasses it and adds the
+    signaling half: `call_id`, `caller`, `called`, `hangup` and `transfer`.
+    """
+
+    def __init__(self, leg: MediaLeg) -> None:
+        self.leg = leg
+
+    @property
+    def speech_available(self) -> bool:
+        return self.leg.speech_available
+
+    async def play(
+        self,
+        audio: PcmAudio,
+        *,
+        interrupt_on_dtmf: bool = False,
+        interrupt_on_speech: bool = False,
+    ) -> CallerInput | None:
+        return await self.leg.play(
+            audio, interrupt_on_dtmf=interrupt_on_dtmf, interrupt_on_speech=interrupt_on_speech
+        )
+
+    def listen(self, config: RecognizerConfig | None) -> None:
+        self.leg.listen(config)
+
+    async def next_input(self, timeout_s: float) -> CallerInput | None:
+        return await self.leg.next_input(timeout_s)
+
+    def clear_inputs(self) -> None:
+        self.leg.clear_inputs()
