@@ -1,4 +1,4 @@
-"""A browser caller answers a Korean IVR gather by voice and by keypad.
+"""A browser caller replies to a Korean IVR gather by voice and by keypad.
 
 The real caller page at / runs in headless Chromium, whose fake microphone
 plays a WAV file, and dials the `browser_speech` flow on a `voxgate serve`
@@ -130,9 +130,8 @@ def ask_prompts(stream: EventStream) -> int:
 async def press_key_on_each_prompt(page: BrowserAgent, stream: EventStream) -> int:
     """Press the keypad key after each prompt of the gather until the call ends.
 
-    Waiting for `ivr.prompt_played` means the gather is listening; pressing
-    again after a re-prompt covers a digit lost under load. Returns the
-    number of presses.
+    The gather listens once `ivr.prompt_played` arrives. Pressing again after
+    a re-prompt covers a digit lost under load. Returns the number of presses.
     """
     presses = 0
     deadline = time.monotonic() + SESSION_TIMEOUT_S
