@@ -43,6 +43,7 @@ logger = logging.getLogger("voxgate.calls")
 
 SUPPORTED_CODECS = (sdp.PCMU, sdp.PCMA)
 PORT_ATTEMPTS = 8
+FLOW_END_GRACE_S = 1.0
 _session_ids = itertools.count(secrets.randbelow(1 << 30))
 
 
@@ -373,12 +374,17 @@ async def run_ivr(
 ) -> SessionResult | None:
     """Run `session` until its flow ends or the leg ends (then None).
 
-    The leg ends when the caller hangs up, or when the node stops and ends it.
+    The leg ends when the caller hangs up, when the node stops, or when the
+    flow's own hangup step ended it. The flow gets FLOW_END_GRACE_S to return
+    its result after the leg ends, so a hangup step is not taken for the
+    caller's hangup.
     """
     flow_task = asyncio.ensure_future(session.run())
     ended_task = asyncio.ensure_future(wait_ended())
     try:
         done, _ = await asyncio.wait({flow_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
+        if flow_task not in done:
+            done, _ = await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
         if flow_task in done:
             result = flow_task.result()
             logger.info("flow ended: %s (%s)", result.outcome.value, result.reason)

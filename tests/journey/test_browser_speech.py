@@ -296,13 +296,6 @@ def test_keypad_digit_takes_agent_branch(keypad_report: dict[str, Any]) -> None:
     check_hung_up_in_step(keypad_report, "agent", "refund")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a hangup step ends a browser call before its IVR session returns, so run_ivr in "
-        "voxgate/calls.py takes the call's end for the caller's hangup and cancels the session"
-    ),
-)
 def test_hangup_step_ends_browser_session(speech_report: dict[str, Any]) -> None:
     events = speech_report["events"]
     ended = only(events, "ivr.session_ended")
