@@ -50,14 +50,14 @@ from tests.journey.scenario import (
 from tests.support.baresip import BaresipClient
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
 from tests.support.wav import tone, write_wav
+from voxgate.settings import JumpSettings
 
 # Caller names in dialing order. The journey flow gives "vip" priority 7.
 CALLERS = ("normal1", "normal2", "vip")
 PRIORITY_CALLER = "vip"
 API_TOKEN = "demo-api-token-0123456789"
-# The node's default jump settings (acd.jump), which the demo does not change.
-CREDIT_PER_PRIORITY_S = 120.0
-MAX_JUMP_S = 1800.0
+# The demo leaves acd.jump at its defaults, so the jump bound comes from them.
+JUMP = JumpSettings()
 TALK_TONE_S = 2.0
 DEFAULT_TIMEOUT_S = 240.0
 
@@ -114,7 +114,10 @@ class EventLog:
 def dial(
     work_dir: Path, user: str, node: RunningNode, microphone: Path
 ) -> tuple[BaresipClient, float]:
-    """Start a baresip caller, dial the journey number; return it and the setup time in s."""
+    """Start a baresip caller and dial the journey number.
+
+    Returns the caller and the time from dial to CALL_ESTABLISHED, in seconds.
+    """
     phone = BaresipClient(
         work_dir, user=user, microphone=microphone, max_call_s=120, capture_rtp=False
     )
@@ -137,7 +140,7 @@ async def wait_joined(node: RunningNode, count: int) -> None:
 
 
 async def fetch_cdrs(base: str, count: int, timeout_s: float) -> list[dict[str, Any]]:
-    """Poll `GET /api/cdrs` until `count` records exist; CDRs are written at call end."""
+    """Poll `GET /api/cdrs` until `count` records exist, because CDRs are written at call end."""
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
     deadline = time.monotonic() + timeout_s
     records: list[dict[str, Any]] = []
@@ -178,6 +181,52 @@ async def serve_calls(
     return served
 
 
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def caller_entry(name: str, record: dict[str, Any], shown_intent: str | None) -> dict[str, Any]:
+    """Pick one caller's summary fields from its CDR."""
+    path = record["ivr_path"]
+    return {
+        "caller": name,
+        "ivr_path": json.loads(path) if isinstance(path, str) else path,
+        # The flow sets the intent as a variable, which the agent page shows.
+        # The CDR's intent column holds only intents recognized from speech.
+        "intent": record["intent"] or shown_intent or None,
+        "queue": record["queue"],
+        "priority": record["priority"],
+        "priority_reason": record["priority_reason"],
+        "wait_s": rounded(record["wait_s"]),
+        "agent": record["agent_id"],
+        "talk_s": rounded(record["talk_s"]),
+        "disposition": record["disposition"],
+    }
+
+
+def check_priority(joined: dict[str, float], served: list[str], priority: int) -> dict[str, Any]:
+    """Check that the priority caller went ahead of every earlier caller within the jump bound.
+
+    `joined` maps each caller to the time it joined the queue, `served` lists
+    the callers in the order the agent took them.
+    """
+    bound_s = min(priority * JUMP.credit_per_priority_s, JUMP.max_jump_s)
+    vip_joined = joined[PRIORITY_CALLER]
+    earlier = [name for name in CALLERS if joined[name] < vip_joined]
+    vip_served = served.index(PRIORITY_CALLER)
+    passed = [name for name in earlier if served.index(name) > vip_served]
+    jumps_s = [round(vip_joined - joined[name], 2) for name in passed]
+    ok = bool(earlier) and passed == earlier and all(jump <= bound_s for jump in jumps_s)
+    return {
+        "priority_caller": PRIORITY_CALLER,
+        "earlier_callers": earlier,
+        "served_before": passed,
+        "jumped_s": jumps_s,
+        "jump_bound_s": bound_s,
+        "ok": ok,
+    }
+
+
 def summarize(
     cdrs: list[dict[str, Any]],
     events: EventLog,
@@ -186,54 +235,28 @@ def summarize(
 ) -> dict[str, Any]:
     """Build the summary from the CDRs, the event log and what the agent page showed."""
     served = [context["caller"] for context in contexts]
-    # The flow sets the intent as a variable, which the agent page shows; the
-    # CDR's intent column holds only intents recognized from speech.
     shown_intent = {context["caller"]: context["intent"] for context in contexts}
     by_caller = {record["caller"]: record for record in cdrs if record["caller"] in CALLERS}
+    missing = [name for name in CALLERS if name not in by_caller]
+    if missing:
+        raise RuntimeError(f"no CDR for callers {missing}; see cdrs.json in the output folder")
+
     callers = []
-    joined: dict[str, float | None] = {}
+    joined: dict[str, float] = {}
     for name in CALLERS:
         record = by_caller[name]
-        joined[name] = events.first_time("acd.caller_joined", record["call_id"])
-        path = record["ivr_path"]
-        callers.append(
-            {
-                "caller": name,
-                "ivr_path": json.loads(path) if isinstance(path, str) else path,
-                "intent": record["intent"] or shown_intent.get(name) or None,
-                "queue": record["queue"],
-                "priority": record["priority"],
-                "priority_reason": record["priority_reason"],
-                "wait_s": round(record["wait_s"], 2),
-                "agent": record["agent_id"],
-                "talk_s": record["talk_s"] and round(record["talk_s"], 2),
-                "disposition": record["disposition"],
-            }
-        )
-    vip = by_caller[PRIORITY_CALLER]
-    bound_s = min(vip["priority"] * CREDIT_PER_PRIORITY_S, MAX_JUMP_S)
-    vip_joined = joined[PRIORITY_CALLER]
-    earlier = [
-        name
-        for name in CALLERS
-        if name != PRIORITY_CALLER
-        and vip_joined is not None
-        and (joined[name] or vip_joined) < vip_joined
-    ]
-    passed = [name for name in earlier if served.index(name) > served.index(PRIORITY_CALLER)]
-    jumps_s = [round(vip_joined - (joined[name] or 0.0), 2) for name in passed if vip_joined]
+        callers.append(caller_entry(name, record, shown_intent.get(name)))
+        joined_at = events.first_time("acd.caller_joined", record["call_id"])
+        if joined_at is None:
+            raise RuntimeError(f"no acd.caller_joined event for caller {name}")
+        joined[name] = joined_at
+
+    priority = by_caller[PRIORITY_CALLER]["priority"]
     return {
         "callers": callers,
         "served_order": served,
         "agent_page_context": contexts,
-        "priority_check": {
-            "priority_caller": PRIORITY_CALLER,
-            "earlier_callers": earlier,
-            "served_before": passed,
-            "jumped_s": jumps_s,
-            "jump_bound_s": bound_s,
-            "ok": bool(earlier) and passed == earlier and all(j <= bound_s for j in jumps_s),
-        },
+        "priority_check": check_priority(joined, served, priority),
         "setup_latency_s": latencies,
     }
 
@@ -285,9 +308,9 @@ async def run_demo(work_dir: Path) -> dict[str, Any]:
 
 
 def run_in_namespace(out: Path, timeout_s: float) -> dict[str, Any]:
-    """Re-run this script inside `unshare -n` with only `lo` up; return its summary."""
+    """Re-run this script inside `unshare -n` with only `lo` up and return its summary."""
     if os.geteuid() != 0:
-        raise SystemExit("demo: `unshare -n` needs root; run `sudo make demo` or as root")
+        raise SystemExit("demo: `unshare -n` needs root. Run `sudo make demo` or run as root.")
     out.mkdir(parents=True, exist_ok=True)
     result = out / "summary.json"
     result.unlink(missing_ok=True)
