@@ -61,8 +61,6 @@ JUMP = JumpSettings()
 TALK_TONE_S = 2.0
 DEFAULT_TIMEOUT_S = 240.0
 
-logger = logging.getLogger("demo")
-
 
 def demo_settings(work_dir: Path) -> dict[str, Any]:
     settings = node_settings()
@@ -158,7 +156,7 @@ async def fetch_cdrs(base: str, count: int, timeout_s: float) -> list[dict[str, 
 async def serve_calls(
     agent: BrowserAgent, count: int, latencies: dict[str, Any]
 ) -> list[dict[str, str]]:
-    """Answer `count` offers on the agent page; return the caller contexts in the order served."""
+    """Answer `count` offers on the agent page and return the caller contexts in served order."""
     served: list[dict[str, str]] = []
     answer_to_connected: list[float] = []
     await agent.click("set-available")
@@ -239,7 +237,7 @@ def summarize(
     by_caller = {record["caller"]: record for record in cdrs if record["caller"] in CALLERS}
     missing = [name for name in CALLERS if name not in by_caller]
     if missing:
-        raise RuntimeError(f"no CDR for callers {missing}; see cdrs.json in the output folder")
+        raise RuntimeError(f"no CDR for callers {missing}: see cdrs.json in the output folder")
 
     callers = []
     joined: dict[str, float] = {}
@@ -262,7 +260,7 @@ def summarize(
 
 
 async def run_demo(work_dir: Path) -> dict[str, Any]:
-    """Run the whole demo inside a loopback-only namespace and return the summary."""
+    """Run the demo and return the summary. Call it only inside a loopback-only namespace."""
     install_host_addresses(["127.0.0.1"])
     latencies: dict[str, Any] = {}
     caller_microphone = write_wav(
