@@ -8,7 +8,7 @@ VOSK_MODELS_URL := https://alphacephei.com/vosk/models
 VOSK_MODELS := vosk-model-small-en-us-0.15 vosk-model-small-cn-0.22
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages run test check format bench models clean
+.PHONY: help install system-packages run demo test check format bench models clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ system-packages: ## install the Debian packages the tests need (redis, SIPp, bar
 
 run: install ## run one node on the default settings (SIP 5060/udp, HTTP 8080)
 	$(BIN)/voxgate serve --config $(CONFIG)
+
+demo: install ## run three callers through IVR, queue and a Chromium agent; print a JSON summary (root)
+	@PYTHONPATH=. $(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 test: system-packages install ## set up everything and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
