@@ -418,8 +418,9 @@ class UserAgent(RefreshCore):
         self._respond(key, status, extra=headers)
 
     def _new_call(self, request: SipRequest, key: str, peer: Peer) -> None:
-        active = sum(1 for session in self.calls.values() if not session.ended)
-        if self.config.max_calls is not None and active >= self.config.max_calls:
+        # `calls` contains only calls that have not ended, because `_end` removes a
+        # call as it ends it, so its size is the number of active calls.
+        if self.config.max_calls is not None and len(self.calls) >= self.config.max_calls:
             logger.warning("call limit %d reached; rejecting an INVITE", self.config.max_calls)
             self._respond(key, 503, extra=[("Retry-After", str(self.config.retry_after))])
             return

@@ -44,6 +44,9 @@ logger = logging.getLogger("sip.core")
 
 TimerKey = tuple[str, str, Timer | str]
 
+# Stale heap entries tolerated beyond the number of armed timers before a rebuild.
+_HEAP_SLACK = 1024
+
 
 @dataclass(slots=True)
 class CoreConfig:
@@ -233,8 +236,11 @@ class TransactionUser:
             self._client_peer.pop(key, None)
             self._client_owner.pop(key, None)
             self._on_client_forgotten(key)
-        for timer_key in [item for item in self._timers if item[0] == kind and item[1] == key]:
-            del self._timers[timer_key]
+        # A transaction arms timers only through `_apply`, whose names are `Timer`
+        # members, so popping each member reaches all of them without a scan.
+        for timer in Timer:
+            self._timers.pop((kind, key, timer), None)
+        self._compact_timer_heap()
 
     # ----- timers
 
@@ -245,6 +251,24 @@ class TransactionUser:
 
     def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
         self._timers.pop((kind, owner, name), None)
+        self._compact_timer_heap()
+
+    def _compact_timer_heap(self) -> None:
+        """Rebuild the heap without its stale entries once they outnumber the live ones.
+
+        Disarmed and rearmed timers leave entries that stay until their deadline
+        reaches the top, which is long for a call's answer timeout (120 s by
+        default) or session timer. A rebuild costs O(heap) and runs only when
+        more than half of the heap is stale, so its cost is amortized O(1) per
+        stale entry. Entries keep their (deadline, sequence), so the firing
+        order does not change.
+        """
+        heap = self._timer_heap
+        if len(heap) <= 2 * len(self._timers) + _HEAP_SLACK:
+            return
+        timers = self._timers
+        self._timer_heap = [entry for entry in heap if timers.get(entry[2]) == entry[0]]
+        heapq.heapify(self._timer_heap)
 
     def _fire(self, kind: str, owner: str, name: Timer | str) -> None:
         if kind == "server" and isinstance(name, Timer):
