@@ -126,6 +126,17 @@ class FlowRegistry:
         """Return the flow for a called number, else the default flow, else None."""
         return self._by_number.get(called, self._default)
 
+    def for_call(self, called: str, default_name: str) -> Flow | None:
+        """Return the flow for a called number, else the flow `default_name`, else the default flow.
+
+        A node's settings name its default flow, which wins over a flow file
+        marked `default: true`.
+        """
+        matched = self._by_number.get(called)
+        if matched is not None:
+            return matched
+        return self._by_name.get(default_name) or self._default
+
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)

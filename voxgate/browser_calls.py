@@ -53,17 +53,11 @@ class BrowserCallHandler:
         self._ivr_events = ivr_event_callback(hub, node_id)
         self.active_calls = 0
 
-    def _choose_flow(self, called: str) -> Flow | None:
-        flow = self._flows.for_number(called)
-        if flow is not None and called in flow.numbers:
-            return flow
-        return self._flows.get(self._default_flow) or flow
-
     async def on_call(self, call: WebRtcCall) -> None:
         """Run one browser call and publish its `call.ended` exactly once."""
         call_id_var.set(call.call_id)
         self._legs.started(call.call_id, channel=Channel.WEBRTC, caller=call.user, called=call.to)
-        flow = self._choose_flow(call.to)
+        flow = self._flows.for_call(call.to, self._default_flow)
         if flow is None:
             logger.warning("no flow for the called number and no default flow")
             self._legs.ended(call.call_id, reason="rejected")

@@ -126,12 +126,6 @@ class SipCallHandler:
         self._ivr_events = ivr_event_callback(hub, node_id)
         self.active_calls = 0
 
-    def _choose_flow(self, called: str) -> Flow | None:
-        flow = self._flows.for_number(called)
-        if flow is not None and called in flow.numbers:
-            return flow
-        return self._flows.get(self._default_flow) or flow
-
     async def on_invite(self, call: InboundCall) -> None:
         """Run one call and publish its `call.ended` exactly once, however it ends."""
         call_id_var.set(call.call_id)
@@ -149,7 +143,7 @@ class SipCallHandler:
             self._legs.ended(call.call_id, reason=end.reason, status=end.status)
 
     async def _handle(self, call: InboundCall) -> CallEnd:
-        flow = self._choose_flow(call.called)
+        flow = self._flows.for_call(call.called, self._default_flow)
         if flow is None:
             logger.warning("no flow for the called number and no default flow")
             return await _reject(call, 404, "No flow for this number")

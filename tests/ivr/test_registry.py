@@ -165,3 +165,20 @@ def test_number_claimed_twice_keeps_first(tmp_path: Path, caplog: pytest.LogCapt
     assert flow is not None
     assert flow.flow == "first"
     assert "listed by flows first and second" in caplog.text
+
+
+def test_for_call_prefers_number_then_setting(flows_dir: Path, tmp_path: Path) -> None:
+    for name in ("demo.yaml", "contact_center.yaml", "order_status.yaml"):
+        shutil.copy(flows_dir / name, tmp_path / name)
+    registry = FlowRegistry(tmp_path)
+
+    by_number = registry.for_call("2000", "demo")
+    by_setting = registry.for_call("9999", "contact_center")
+    marked_default = registry.for_call("9999", "absent")
+
+    assert by_number is not None
+    assert by_number.flow == "contact_center"
+    assert by_setting is not None
+    assert by_setting.flow == "contact_center"
+    assert marked_default is not None
+    assert marked_default.flow == "demo"
