@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from voxgate.yamlsource import YamlDocument, YamlSourceError, load_yaml_file
+from ivr.yamlmarks import Mark, PathPart, YamlSyntaxError, load_with_marks, locate
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DigestAlgorithm = Literal["SHA-256", "MD5"]
@@ -397,10 +397,16 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     Raises SettingsError naming file, line, column, key and value.
     """
     try:
-        document = load_yaml_file(path)
-    except YamlSourceError as exc:
-        raise SettingsError(str(exc)) from None
-    data = document.data if document.data is not None else {}
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: file is not valid UTF-8") from None
+    try:
+        loaded, marks = load_with_marks(text)
+    except YamlSyntaxError as exc:
+        raise SettingsError(f"{_where(path, exc.mark)}: {exc.message}") from None
+    data = loaded if loaded is not None else {}
     if not isinstance(data, dict):
         raise SettingsError(f"{path}:1:1: the settings file must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
@@ -408,7 +414,7 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, document, overrides or {})) from None
+        raise SettingsError(_describe(exc, path, data, marks, overrides or {})) from None
     return _resolve_paths(settings, _base_folder(path))
 
 
@@ -424,12 +430,23 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def _describe(exc: ValidationError, document: YamlDocument, overrides: dict[str, Any]) -> str:
+def _where(path: Path, mark: Mark | None) -> str:
+    return f"{path}:{mark.line}:{mark.column}" if mark is not None else f"{path}:1:1"
+
+
+def _describe(
+    exc: ValidationError,
+    file: Path,
+    data: dict[str, Any],
+    marks: dict[tuple[PathPart, ...], Mark],
+    overrides: dict[str, Any],
+) -> str:
     lines = []
     for error in exc.errors():
-        path = tuple(error["loc"])
-        dotted = ".".join(str(part) for part in path)
-        where = "command line" if dotted in overrides else str(document.position(path))
+        loc = tuple(error["loc"])
+        dotted = ".".join(str(part) for part in loc)
+        _, mark = locate(data, marks, loc)
+        where = "command line" if dotted in overrides else _where(file, mark)
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" {value!r}:"
         lines.append(f"{where}: {dotted}:{shown} {error['msg']}")
