@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from ivr.model import Flow
-from tests.e2e.conftest import assert_clean_log, expected_voiced_seconds, prompt_text
+from tests.e2e.conftest import (
+    assert_clean_log,
+    expected_voiced_seconds,
+    prompt_text,
+    voiced_seconds_between,
+)
+from tests.support.audio_analysis import audio_from_rtp, packets_from_datagrams
 from tests.support.capture import LoopbackCapture, capture_available
 from tests.support.node import REPOSITORY, RunningNode, free_port
-from tests.support.rtp_audio import audio_levels, telephone_event_times, voiced_seconds
 
 pytestmark = [
     pytest.mark.peer,
@@ -21,6 +27,8 @@ pytestmark = [
 SCENARIO = REPOSITORY / "tests" / "data" / "e2e" / "sipp_demo_call.xml"
 SIPP_TIMEOUT_S = 90
 DIGIT_DELAY_MS = 2500
+# The payload type of telephone-event in the scenario's offer and in SIPp's DTMF pcaps.
+TELEPHONE_EVENT_PAYLOAD_TYPE = 101
 
 
 def run_sipp_call(node: RunningNode, tmp_path: Path, digit: str) -> tuple[int, LoopbackCapture]:
@@ -52,20 +60,24 @@ def test_digit_chooses_reply(
     returncode, capture = run_sipp_call(node, tmp_path, digit)
     assert returncode == 0, (tmp_path / f"sipp_{digit}_errors.log").read_text(errors="replace")
 
-    heard = audio_levels(capture.received())
-    digit_times = telephone_event_times(capture.sent())
-    assert heard, "no RTP audio reached SIPp"
+    heard = audio_from_rtp(packets_from_datagrams(capture.received()))
+    digit_times = [
+        packet.arrival
+        for packet in packets_from_datagrams(capture.sent())
+        if packet.payload_type == TELEPHONE_EVENT_PAYLOAD_TYPE
+    ]
+    assert heard.packet_count, "no RTP audio reached SIPp"
     assert digit_times, "SIPp sent no RFC 4733 digit"
     pressed_at = digit_times[0]
 
-    welcome = voiced_seconds([level for level in heard if level.at < pressed_at])
+    welcome = voiced_seconds_between(heard, heard.start_arrival, pressed_at)
     assert welcome > 1.0, f"only {welcome:.2f} s of welcome audio before the digit"
 
     expected = expected_voiced_seconds(
         [prompt_text(demo_flow, reply_step), prompt_text(demo_flow, "goodbye")],
         demo_flow.voice,
     )
-    reply = voiced_seconds(heard, start=pressed_at)
+    reply = voiced_seconds_between(heard, pressed_at, math.inf)
     assert abs(reply - expected) <= 0.25 * expected + 0.3, (
         f"heard {reply:.2f} s after the digit, expected about {expected:.2f} s "
         f"for the {reply_step} reply"
