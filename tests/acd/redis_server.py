@@ -11,14 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_tcp_port
+
 START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -55,7 +50,7 @@ def start_redis(directory: Path) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
+    port = free_tcp_port()
     log_file = (directory / "redis.log").open("wb")
     process = subprocess.Popen(
         [

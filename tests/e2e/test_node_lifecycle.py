@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.capture import LoopbackCapture, capture_available
-from tests.support.node import REPOSITORY, free_port, voxgate_node
+from tests.support.node import REPOSITORY, voxgate_node
+from tests.support.ports import free_udp_port
 
 SCENARIO = REPOSITORY / "tests" / "data" / "e2e" / "sipp_wait_for_bye.xml"
 WAIT_S = 30.0
@@ -55,11 +56,11 @@ def test_health_and_options(tmp_path: Path) -> None:
 @pytest.mark.peer
 @pytest.mark.skipif(not capture_available(), reason="packet capture on lo needs root")
 def test_sigterm_sends_bye_and_frees_ports(tmp_path: Path) -> None:
-    media_port = free_port()
+    media_port = free_udp_port()
     with voxgate_node(tmp_path) as node, LoopbackCapture(media_port) as capture:
         command = [
             "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(SCENARIO), "-m", "1",
-            "-s", "1000", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(media_port),
+            "-s", "1000", "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(media_port),
             "-nostdin", "-timeout", "90s", "-timeout_error",
         ]  # fmt: skip
         sipp = subprocess.Popen(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import assert_clean_log
-from tests.support.node import REPOSITORY, RunningNode, free_port, voxgate_node
+from tests.support.node import REPOSITORY, RunningNode, voxgate_node
+from tests.support.ports import free_udp_port
 
 pytestmark = pytest.mark.peer
 
@@ -29,7 +30,7 @@ def test_transfer_step_sends_refer(node: RunningNode, tmp_path: Path) -> None:
     errors = tmp_path / "sipp_errors.log"
     command = [
         "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(SCENARIO), "-m", "1", "-s", "3000",
-        "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-trace_err", "-error_file", str(errors),
         "-nostdin", "-timeout", f"{SIPP_TIMEOUT_S}s", "-timeout_error",
     ]  # fmt: skip

@@ -17,7 +17,8 @@ from tests.e2e.conftest import (
 )
 from tests.support.audio_analysis import audio_from_rtp, packets_from_datagrams
 from tests.support.capture import LoopbackCapture, capture_available
-from tests.support.node import REPOSITORY, RunningNode, free_port
+from tests.support.node import REPOSITORY, RunningNode
+from tests.support.ports import free_udp_port
 
 pytestmark = [
     pytest.mark.peer,
@@ -37,10 +38,10 @@ def run_sipp_call(node: RunningNode, tmp_path: Path, digit: str) -> tuple[int, L
     text = SCENARIO.read_text(encoding="utf-8")
     text = text.replace("DIGIT_DELAY_MS", str(DIGIT_DELAY_MS)).replace("DTMF_PCAP", pcap)
     scenario.write_text(text, encoding="utf-8")
-    media_port = free_port()
+    media_port = free_udp_port()
     command = [
         "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(scenario), "-m", "1", "-s", "1000",
-        "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(media_port),
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(media_port),
         "-trace_err", "-error_file", str(tmp_path / f"sipp_{digit}_errors.log"),
         "-nostdin", "-timeout", f"{SIPP_TIMEOUT_S}s", "-timeout_error",
     ]  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from signaling.sip.headers import Headers
 from signaling.sip.message import SipMessage, SipResponse
 from signaling.sip.parser import parse_datagram
 from signaling.sip.routing import Outgoing, Peer
+from tests.support.ports import free_tcp_port, free_udp_port
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sip"
 SIPP = shutil.which("sipp")
@@ -68,12 +68,6 @@ class ScriptedHandler:
         return ANSWER_SDP
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def run_sipp(
     scenario: str,
     target_port: int,
@@ -86,7 +80,7 @@ async def run_sipp(
 ) -> tuple[int, str]:
     """Run `calls` SIPp calls of `scenario` at `rate` per second; return (exit code, log)."""
     assert SIPP is not None
-    local_port = free_port(socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM)
+    local_port = free_tcp_port() if transport.startswith("t") else free_udp_port()
     process = await asyncio.create_subprocess_exec(
         SIPP,
         "-sf",
@@ -355,7 +349,7 @@ async def start_sipp_uas(scenario: str, workdir: Path, *, calls: int = 1) -> Sip
     Requests sent before SIPp binds are lost, which Timer A's retransmission covers.
     """
     assert SIPP is not None
-    port = free_port()
+    port = free_udp_port()
     process = await asyncio.create_subprocess_exec(
         SIPP,
         "-sf",

@@ -20,18 +20,12 @@ from typing import Any
 
 import yaml
 
+from tests.support.ports import free_tcp_port, free_udp_port
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 BIND_ATTEMPTS = 3
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """Return a port that is free on 127.0.0.1 for `kind` right now."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def free_port_range(size: int = 40) -> tuple[int, int]:
@@ -91,7 +85,7 @@ def wait_until_healthy(node: RunningNode, timeout_s: float = START_TIMEOUT_S) ->
 
 
 def _start(config_path: Path, log_path: Path, env: dict[str, str]) -> RunningNode:
-    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    sip_port, http_port = free_udp_port(), free_tcp_port()
     rtp_ports = free_port_range()
     command = [
         sys.executable, "-m", "voxgate", "serve", "--config", str(config_path),

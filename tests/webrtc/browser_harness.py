@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import logging
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from signaling.webrtc.channel import WebRtcChannel
 from signaling.webrtc.config import WebRtcConfig
 from signaling.webrtc.protocol import Incoming, Presence, TransferKind
 from signaling.webrtc.server import WebRtcServer, add_routes
+from tests.support.ports import free_tcp_port
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -53,13 +53,6 @@ AGENT_PASSWORD = "agent-test-password"
 RATE = 16_000
 
 logger = logging.getLogger("harness")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def dominant_hz(pcm: bytes, rate: int) -> float:
@@ -388,7 +381,7 @@ async def read_devtools_port(profile: Path, timeout_s: float) -> int | None:
 
 async def main(scenario: str, out: Path, wav: Path, url_query: str, timeout_s: float) -> int:
     logging.basicConfig(level=logging.INFO, filename=out / f"{scenario}-server.log")
-    port = free_port()
+    port = free_tcp_port()
     origin = f"http://127.0.0.1:{port}"
     config = WebRtcConfig(
         allowed_origins=[origin],
