@@ -449,7 +449,7 @@ class UserAgent(RefreshCore):
         NOTE: RFC 3261 §12.2.2 matches an ACK by its dialog ID, but pyVoIP
         1.6.8 puts a random To tag in every ACK. An ACK whose Call-ID, From
         tag and CSeq number match one answered, unacknowledged INVITE
-        confirms that call; it can only come from someone who saw the INVITE.
+        confirms that call. Only a party that saw the INVITE can build such an ACK.
         """
         info = request.parsed
         for session in self.calls.values():
