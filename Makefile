@@ -27,7 +27,7 @@ system-packages: ## install the Debian packages the tests need (redis, SIPp, bar
 run: install ## run one node on the default settings (SIP 5060/udp, HTTP 8080)
 	$(BIN)/voxgate serve --config $(CONFIG)
 
-demo: install ## run three callers through IVR, queue and a Chromium agent; print a JSON summary (root)
+demo: install ## run five callers through the contact center to a Chromium agent; print a JSON summary (root)
 	@PYTHONPATH=. $(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 test: system-packages install ## set up everything and run the whole test suite

@@ -41,10 +41,22 @@ TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
 
 CHOOSABLE_FROM = frozenset({AgentState.AVAILABLE, AgentState.AWAY, AgentState.WRAP_UP})
 CHOOSABLE = frozenset({AgentState.AVAILABLE, AgentState.AWAY})
+# A login never replaces a record in these states, so no offer or call loses its agent.
+BUSY = frozenset({AgentState.OFFERED, AgentState.ON_CALL})
 
 
 class AgentStateError(Exception):
     """An agent request that its current state does not allow."""
+
+
+class AgentBusyError(AgentStateError):
+    """A login rejected because the agent's record, on node `node_id`, has an offer or a call."""
+
+    def __init__(self, agent_id: str, node_id: str, state: AgentState) -> None:
+        super().__init__(f"agent {agent_id} is {state.value} on node {node_id}")
+        self.agent_id = agent_id
+        self.node_id = node_id
+        self.state = state
 
 
 def check_transition(agent_id: str, old: AgentState, new: AgentState, event: str) -> None:

@@ -1,9 +1,11 @@
 """Relaying ACD events between nodes over Redis pub/sub.
 
-Each node publishes the events of its own bus on `<prefix>events` and republishes, on its own
-bus, the events of other nodes. So the node holding a caller's leg hears that an agent on
-another node was offered or answered it, and a wallboard on any node sees every queue. The
-IVR context in an offer is not relayed: only the agent's node needs it, and it stays there.
+Each node publishes the events of its own bus on `<prefix>events` and receives the events of
+other nodes. By default it republishes them on its own bus. Given `deliver`, it passes them
+with their origin node to that function instead and keeps its bus for its own events. So the node
+holding a caller's leg hears that an agent on another node was offered or answered it, and
+a wallboard on any node sees every queue. A node never hears its own events back. The IVR
+context in an offer is not relayed: only the agent's node needs it, and it stays there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import enum
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from acd import events as ev
@@ -78,9 +81,15 @@ def decode_event(text: str) -> tuple[str, ev.AcdEvent]:
 class EventRelay:
     """Link between one node's event bus and the other nodes' buses, through Redis."""
 
-    def __init__(self, acd: Acd, store: RedisStore) -> None:
+    def __init__(
+        self,
+        acd: Acd,
+        store: RedisStore,
+        deliver: Callable[[str, ev.AcdEvent], None] | None = None,
+    ) -> None:
         self.acd = acd
         self.store = store
+        self.deliver = deliver
         self.channel = store.prefix + "events"
         self._injecting = False
         self._outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
@@ -127,6 +136,15 @@ class EventRelay:
             except Exception:
                 log.exception("node %s: relaying an event failed", self.acd.node_id)
 
+    def _deliver(self, origin: str, event: ev.AcdEvent) -> None:
+        assert self.deliver is not None
+        try:
+            self.deliver(origin, event)
+        except Exception:
+            log.exception(
+                "node %s: handling a relayed %s failed", self.acd.node_id, type(event).__name__
+            )
+
     async def _receive(self, pubsub: Any) -> None:
         try:
             while not self._closing:
@@ -139,6 +157,9 @@ class EventRelay:
                     log.warning("node %s: %s", self.acd.node_id, exc)
                     continue
                 if origin == self.acd.node_id:
+                    continue
+                if self.deliver is not None:
+                    self._deliver(origin, event)
                     continue
                 self._injecting = True
                 try:

@@ -30,10 +30,37 @@ class Plan:
     round_robin_cursors: dict[str, str]
 
 
-def _eligible(entry: Entry, agents: Sequence[Agent]) -> list[Agent]:
-    able = [agent for agent in agents if agent.can_serve(entry)]
+def _eligible(
+    entry: Entry,
+    free: Sequence[Agent],
+    matched: set[str],
+    able: dict[tuple[str, frozenset[tuple[str, int]]], list[Agent]],
+) -> list[Agent]:
+    """Return the free agents that may get `entry`, preferring those who did not miss it.
+
+    `matched` contains the ids of agents already given a caller in this plan. `able` keeps, per
+    queue and required skills, the agents that could serve such an entry when last asked, so
+    callers with the same needs are not tested against every free agent again.
+    """
+    needs = (entry.queue, frozenset(entry.skills.items()))
+    known = able.get(needs)
+    if known is None:
+        known = [a for a in free if a.agent_id not in matched and a.can_serve(entry)]
+    else:
+        known = [a for a in known if a.agent_id not in matched]
+    able[needs] = known
+    return _fresh_first(entry, known)
+
+
+def _fresh_first(entry: Entry, able: list[Agent]) -> list[Agent]:
     fresh = [agent for agent in able if agent.agent_id not in entry.missed_by]
     return fresh or able
+
+
+def eligible_agents(entry: Entry, free: Sequence[Agent]) -> list[Agent]:
+    """Return the agents of `free` that `plan_offers` chooses from when `entry` is the only
+    caller: those that can serve it, and among them only those that did not miss it, if any."""
+    return _fresh_first(entry, [agent for agent in free if agent.can_serve(entry)])
 
 
 def _cross_queue_rank(entry: Entry, settings: AcdSettings) -> tuple[int, str]:
@@ -78,15 +105,17 @@ def plan_offers(
     """Plan offers for `free_agents` from `waiting` (each queue's waiting callers in order)."""
     free = list(free_agents)
     taken: set[str] = set()
+    matched: set[str] = set()
+    able: dict[tuple[str, frozenset[tuple[str, int]]], list[Agent]] = {}
     new_cursors: dict[str, str] = {}
     matches: list[Match] = []
-    while free:
+    while len(matched) < len(free):
         best: tuple[tuple[int, str], Entry, list[Agent]] | None = None
         for entries in waiting.values():
             for entry in entries:
                 if entry.entry_id in taken:
                     continue
-                eligible = _eligible(entry, free)
+                eligible = _eligible(entry, free, matched, able)
                 if not eligible:
                     continue
                 rank = _cross_queue_rank(entry, settings)
@@ -103,5 +132,5 @@ def plan_offers(
             new_cursors[entry.queue] = agent.agent_id
         matches.append(Match(entry=entry, agent=agent))
         taken.add(entry.entry_id)
-        free.remove(agent)
+        matched.add(agent.agent_id)
     return Plan(matches=matches, round_robin_cursors=new_cursors)

@@ -10,8 +10,16 @@ reaper returns expired leases (ring timeout, or the agent's node died) with the 
 original position, and closes out callers and agents of nodes whose heartbeat stopped.
 
 All timing comes from the injected clock. `step()` does one round of work (heartbeat, reaper,
-due timers, dispatch); `start()` runs it in a background task on the wall clock, while tests
-and the simulator call `step()` themselves on a virtual clock.
+due timers, dispatch), and tests and the simulator call it themselves on a virtual clock.
+`start()` runs the same work in background tasks on the wall clock: a heartbeat task, and a
+work loop that dispatches whenever the store reports a change and reaps and runs timers only
+when one is due. While those run, `enqueue()` plans in the insert's own store call: when the
+new caller is the only one waiting in the queues that this node's free agents serve, the
+store makes the offer that `plan_offers` would make, in the same atomic step, so the offer
+costs one round trip. Otherwise the insert returns the dispatch view and `enqueue()` plans
+from it at once, without waiting for the wake-up. Dispatch rounds hold a lock, so no two of
+them plan at once: an insert that may offer holds it, and an insert made while a round runs
+only reads the view and plans after that round.
 """
 
 from __future__ import annotations
@@ -21,13 +29,22 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from acd import eta
-from acd.agents import CHOOSABLE, CHOOSABLE_FROM, AgentStateError, check_transition, log_transition
+from acd.agents import (
+    BUSY,
+    CHOOSABLE,
+    CHOOSABLE_FROM,
+    AgentBusyError,
+    AgentStateError,
+    check_transition,
+    log_transition,
+)
 from acd.clock import Clock
 from acd.events import (
     AgentStateChanged,
@@ -52,8 +69,19 @@ from acd.model import (
     QueueTicket,
     check_reason,
 )
-from acd.routing import plan_offers
-from acd.store.base import AcdStore, DuplicateCall, Inserted, QueueFull, ReapResult, Released
+from acd.routing import Match, plan_offers
+from acd.store.base import (
+    AcdStore,
+    DispatchView,
+    DuplicateCall,
+    Inserted,
+    Offered,
+    OfferRequest,
+    OfferRule,
+    QueueFull,
+    ReapResult,
+    Released,
+)
 
 log = logging.getLogger("queues")
 
@@ -99,10 +127,13 @@ class Acd:
         self._offers: asyncio.Queue[Offer] = asyncio.Queue()
         self._joins: dict[str, deque[bool]] = {}
         self._staffing: dict[str, tuple[float, eta.Staffing]] = {}
+        self._handle_time: dict[str, tuple[float, float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._abandoned: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
         self._resume_keys: dict[str, str] = {}
         self._closing = False
+        self._upkeep_at = -math.inf
+        self._dispatching = asyncio.Lock()
 
     # --- callers ---
 
@@ -118,15 +149,18 @@ class Acd:
         position: int | None = None,
         joined_at: float | None = None,
         resume_key: str | None = None,
+        callback: bool = False,
     ) -> QueueTicket:
         """Queue a caller; `reason` (a short token such as `vip`) is logged with any jump.
 
         `position` asks for a 1-based place (still bounded by the jump settings). A caller who
         hung up in this queue less than `abandoned_resume_window_s` ago with the same
         `resume_key` (default: the call id; pass an opaque token such as a hash of the caller's
-        number, never the number) gets its old join time back. Returns a ticket without entry
-        id and with the overflow target when the queue is full. Raises KeyError for an unknown
-        queue and ValueError for a bad reason or duplicate call.
+        number, never the number) gets its old join time back. With `callback` the entry is a
+        callback from the start (no leg, no owner node, no announcements or maximum wait), as
+        `request_callback` would make it, so no agent is ever offered it as a call. Returns a
+        ticket without entry id and with the overflow target when the queue is full. Raises
+        KeyError for an unknown queue and ValueError for a bad reason or duplicate call.
         """
         settings = self.settings.queue(queue)
         check_reason(reason)
@@ -147,43 +181,94 @@ class Acd:
             key=0,
             skills=dict(skills or {}),
             context=dict(context or {}),
-            owner_node=self.node_id,
+            owner_node=None if callback else self.node_id,
+            callback=callback,
         )
-        try:
-            inserted = await self.store.add_entry(
-                entry, self.settings.jump, position, settings.max_length
-            )
-        except QueueFull:
-            log.info(
-                "call %s: queue %s is full, overflow to %s",
-                call_id,
-                queue,
-                settings.overflow_target or "-",
-            )
-            return QueueTicket(call_id, queue, None, None, None, settings.overflow_target)
-        except DuplicateCall as exc:
-            raise ValueError(str(exc)) from None
-        entry = inserted.entry
-        self._local[entry.entry_id] = call_id
-        self._resume_keys[entry.entry_id] = resume_key or call_id
-        self._note_join(queue, bool(inserted.overtaken))
-        log.info(
-            "call %s: joined queue %s at position %d (priority %d)",
-            call_id,
-            queue,
-            inserted.position,
-            priority,
-        )
-        self.events.publish(
-            CallerJoined(now, call_id, entry.entry_id, queue, priority, inserted.position)
-        )
-        self._report_jump(inserted, reason, now)
-        if settings.announce_first_s is not None:
-            self._arm(entry.joined_at + settings.announce_first_s, "announce", entry.entry_id)
-        if settings.max_wait_s is not None:
-            self._arm(entry.joined_at + settings.max_wait_s, "max_wait", entry.entry_id)
+        rule = OfferRule(settings.strategy, now + settings.ring_timeout_s)
+        async with self._dispatch_lock_if_free(bool(self._tasks) and not callback) as holding:
+            try:
+                inserted, view, offered = await self._insert(
+                    entry, position, now, rule if holding else None
+                )
+            except QueueFull:
+                log.info(
+                    "call %s: queue %s is full, overflow to %s",
+                    call_id,
+                    queue,
+                    settings.overflow_target or "-",
+                )
+                return QueueTicket(call_id, queue, None, None, None, settings.overflow_target)
+            except DuplicateCall as exc:
+                raise ValueError(str(exc)) from None
+            entry = inserted.entry
+            self._report_join(inserted, reason, now, resume_key or call_id)
+            if callback:
+                return QueueTicket(call_id, queue, entry.entry_id, inserted.position, None)
+            if settings.announce_first_s is not None:
+                self._arm(entry.joined_at + settings.announce_first_s, "announce", entry.entry_id)
+            if settings.max_wait_s is not None:
+                self._arm(entry.joined_at + settings.max_wait_s, "max_wait", entry.entry_id)
+            if offered is not None:
+                self._deliver(offered.entry, offered.agent, now, rule.lease_until)
+            elif holding and view.agents:
+                await self._offer_view(view, now)
+        if not holding and view.agents:
+            # The insert's wake-up also runs the work loop's dispatch, which waits for this
+            # round and then reads a fresh view, so an offer refused here is not lost.
+            async with self._dispatching:
+                await self._offer_view(view, now)
         info = await self._position_info(entry, inserted.position)
         return QueueTicket(call_id, queue, entry.entry_id, inserted.position, info.eta_s)
+
+    @contextlib.asynccontextmanager
+    async def _dispatch_lock_if_free(self, may_offer: bool) -> AsyncIterator[bool]:
+        """Yield True with the dispatch lock held when `may_offer` is set and the lock is free,
+        else yield False at once, without waiting for the lock."""
+        if not may_offer or self._dispatching.locked():
+            yield False
+            return
+        async with self._dispatching:
+            yield True
+
+    async def _insert(
+        self, entry: Entry, position: int | None, now: float, rule: OfferRule | None
+    ) -> tuple[Inserted, DispatchView, Offered | None]:
+        """Store a new entry. With `rule`, which requires the dispatch lock, the store also
+        offers the entry when that offer is the whole plan of the view. A started node gets
+        the dispatch view of a non-callback entry with the insert."""
+        jump = self.settings.jump
+        max_length = self.settings.queue(entry.queue).max_length
+        if rule is not None:
+            return await self.store.add_entry_and_offer(
+                entry, jump, position, max_length, self.node_id, now, WAITING_WINDOW, rule
+            )
+        if self._tasks and not entry.callback:
+            inserted, view = await self.store.add_entry_and_view(
+                entry, jump, position, max_length, self.node_id, now, WAITING_WINDOW
+            )
+            return inserted, view, None
+        return await self.store.add_entry(entry, jump, position, max_length), DispatchView(), None
+
+    def _report_join(self, inserted: Inserted, reason: str, now: float, resume_key: str) -> None:
+        """Track, log and publish a new entry, and any jump it made."""
+        entry = inserted.entry
+        if not entry.callback:
+            self._local[entry.entry_id] = entry.call_id
+            self._resume_keys[entry.entry_id] = resume_key
+        self._note_join(entry.queue, bool(inserted.overtaken))
+        log.info(
+            "call %s: joined queue %s at position %d (priority %d)",
+            entry.call_id,
+            entry.queue,
+            inserted.position,
+            entry.priority,
+        )
+        self.events.publish(
+            CallerJoined(
+                now, entry.call_id, entry.entry_id, entry.queue, entry.priority, inserted.position
+            )
+        )
+        self._report_jump(inserted, reason, now)
 
     async def update_priority(self, call_id: str, priority: int, reason: str) -> PositionInfo:
         """Change a waiting caller's priority and re-sort it at once.
@@ -257,7 +342,11 @@ class Acd:
         state: AgentState = AgentState.AVAILABLE,
         reason: str = "",
     ) -> Agent:
-        """Log an agent in on this node, serving `queues` with `skills` (name -> level)."""
+        """Log an agent in on this node, serving `queues` with `skills` (name -> level).
+
+        A record of the same agent on any node is replaced, so the agent moves here, unless
+        that record has an offer or a call. Then nothing changes and AgentBusyError is raised.
+        """
         for queue in queues:
             self.settings.queue(queue)
         if state not in CHOOSABLE:
@@ -274,7 +363,9 @@ class Acd:
             away_reason=reason if state is AgentState.AWAY else "",
             idle_since=now,
         )
-        await self.store.put_agent(agent)
+        busy_record = await self.store.put_agent(agent, BUSY)
+        if busy_record is not None:
+            raise AgentBusyError(agent_id, busy_record.node_id, busy_record.state)
         self._agent_changed(agent_id, AgentState.LOGGED_OUT, state, reason or "login")
         return agent
 
@@ -343,19 +434,10 @@ class Acd:
 
     async def hangup(self, agent_id: str) -> Agent | None:
         """End the agent's call and start its queue's wrap-up time."""
-        current = await self.store.get_agent(agent_id)
-        if current is None or current.state is not AgentState.ON_CALL:
-            return None
-        queue = current.call_queue
-        wrap_up_s = 0.0
-        if queue is not None and queue in self.settings.queues:
-            wrap_up_s = self.settings.queue(queue).wrap_up_s
-        now = self.clock.now()
-        agent = await self.store.finish_call(agent_id, now, wrap_up_s)
+        wrap_up_s = {name: queue.wrap_up_s for name, queue in self.settings.queues.items()}
+        agent = await self.store.end_call(agent_id, self.clock.now(), wrap_up_s)
         if agent is None:
             return None
-        if queue is not None:
-            await self.store.record_handle_time(queue, now - current.call_started)
         self._agent_changed(agent_id, AgentState.ON_CALL, agent.state, "hangup")
         if agent.state is AgentState.WRAP_UP:
             self._arm(agent.wrap_until, "wrap_up", agent_id)
@@ -384,12 +466,20 @@ class Acd:
         """Do one round: heartbeat, reaper, due timers, dispatch."""
         now = self.clock.now()
         await self.store.heartbeat(self.node_id, now)
+        await self._upkeep(now)
+        await self.dispatch()
+
+    async def _upkeep(self, now: float) -> None:
+        """Reap expired leases and dead nodes, run due timers, and plan the next upkeep."""
         reaped = await self.store.reap(
             now, self.settings.node_ttl_s, self.settings.away_after_missed
         )
         self._report_reap(reaped)
         await self._run_timers(now)
-        await self.dispatch()
+        due = await self.next_due()
+        self._upkeep_at = now + self.settings.poll_every_s
+        if due is not None:
+            self._upkeep_at = min(self._upkeep_at, due)
 
     async def next_due(self) -> float | None:
         """Return the clock time of the next timer or lease expiry, if any."""
@@ -435,15 +525,18 @@ class Acd:
             await self.clock.sleep(self.settings.heartbeat_every_s)
 
     async def _run(self) -> None:
+        """Dispatch on every store change, and reap and run timers only when one is due.
+
+        The upkeep runs every `poll_every_s` and at the next known timer or lease expiry, so a
+        wake-up costs one dispatch round (at most two store calls) and nothing else.
+        """
         log.info("node %s: ACD started", self.node_id)
         while not self._closing:
             try:
-                await self.step()
-                due = await self.next_due()
-                wait_s = self.settings.poll_every_s
-                if due is not None:
-                    wait_s = min(wait_s, max(due - self.clock.now(), 0.0))
-                await self.store.wait_changed(wait_s)
+                if self.clock.now() >= self._upkeep_at:
+                    await self._upkeep(self.clock.now())
+                await self.dispatch()
+                await self.store.wait_changed(max(self._upkeep_at - self.clock.now(), 0.0))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -451,41 +544,55 @@ class Acd:
                 await self.clock.sleep(self.settings.poll_every_s)
 
     async def dispatch(self) -> int:
-        """Offer waiting callers to this node's free agents; return the number of offers."""
+        """Offer waiting callers to this node's free agents; return the number of offers.
+
+        Each round is two store calls: one view of free agents and waiting callers, and one
+        batch of atomic offers. A round with a refused offer (the caller or agent changed in
+        between) is planned again, at most three rounds per call.
+        """
         made = 0
         for _ in range(3):
-            now = self.clock.now()
-            free = await self.store.free_agents(self.node_id, now)
-            if not free:
-                return made
-            queues = sorted({queue for agent in free for queue in agent.queues})
-            # NOTE: only the first `free + WAITING_WINDOW` waiting callers per queue are
-            # considered, so a caller behind more skill mismatches than that waits a round.
-            waiting = {
-                queue: await self.store.waiting(queue, len(free) + WAITING_WINDOW)
-                for queue in queues
-            }
-            plan = plan_offers(free, waiting, self.settings, await self.store.cursors(queues))
-            if not plan.matches:
-                return made
-            refused = 0
-            for match in plan.matches:
-                if await self._offer(match.entry, match.agent, now):
-                    made += 1
-                else:
-                    refused += 1
-            if plan.round_robin_cursors:
-                await self.store.set_cursors(plan.round_robin_cursors)
+            async with self._dispatching:
+                now = self.clock.now()
+                # NOTE: only the first `free + WAITING_WINDOW` waiting callers per queue are
+                # considered, so a caller behind more skill mismatches than that waits a round.
+                view = await self.store.dispatch_view(self.node_id, now, WAITING_WINDOW)
+                offered, refused = await self._offer_view(view, now)
+            made += offered
             if refused == 0:
                 return made
         return made
 
-    async def _offer(self, entry: Entry, agent: Agent, now: float) -> bool:
-        settings = self.settings.queue(entry.queue)
-        timeout = settings.callback_timeout_s if entry.callback else settings.ring_timeout_s
-        offered = await self.store.try_offer(entry.entry_id, agent.agent_id, now, now + timeout)
-        if offered is None:
-            return False
+    async def _offer_view(self, view: DispatchView, now: float) -> tuple[int, int]:
+        """Plan offers from `view` and commit them; return (offers made, offers refused)."""
+        if not view.agents:
+            return 0, 0
+        plan = plan_offers(view.agents, view.waiting, self.settings, view.cursors)
+        if not plan.matches:
+            return 0, 0
+        requests = [
+            OfferRequest(
+                match.entry.entry_id, match.agent.agent_id, now + self._ring(match), self.node_id
+            )
+            for match in plan.matches
+        ]
+        results = await self.store.try_offers(requests, now)
+        made = 0
+        for match, request, offered in zip(plan.matches, requests, results, strict=True):
+            if offered is not None:
+                self._deliver(offered, match.agent, now, request.lease_until)
+                made += 1
+        if plan.round_robin_cursors:
+            await self.store.set_cursors(plan.round_robin_cursors)
+        return made, len(requests) - made
+
+    def _ring(self, match: Match) -> float:
+        """Return how long an offer of `match.entry` may ring before its lease expires."""
+        settings = self.settings.queue(match.entry.queue)
+        return settings.callback_timeout_s if match.entry.callback else settings.ring_timeout_s
+
+    def _deliver(self, offered: Entry, agent: Agent, now: float, lease_until: float) -> None:
+        """Publish a committed offer and hand it to `next_offer()`."""
         kind = OfferKind.CALLBACK if offered.callback else OfferKind.CALL
         offer = Offer(
             entry_id=offered.entry_id,
@@ -495,9 +602,10 @@ class Acd:
             node_id=self.node_id,
             kind=kind,
             offered_at=now,
-            lease_until=now + timeout,
+            lease_until=lease_until,
             context=dict(offered.context),
         )
+        self._upkeep_at = min(self._upkeep_at, lease_until)
         self._agent_changed(agent.agent_id, agent.state, AgentState.OFFERED, kind.value)
         log.info("call %s: offered to agent %s (%s)", offered.call_id, agent.agent_id, kind.value)
         if kind is OfferKind.CALLBACK:
@@ -505,12 +613,12 @@ class Acd:
         else:
             self.events.publish(CallerOffered(now, offer))
         self._offers.put_nowait(offer)
-        return True
 
     # --- timers ---
 
     def _arm(self, due: float, kind: str, target: str) -> None:
         heapq.heappush(self._timers, _Timer(due, next(self._timer_order), kind, target))
+        self._upkeep_at = min(self._upkeep_at, due)
 
     async def _run_timers(self, now: float) -> None:
         while self._timers and self._timers[0].due <= now:
@@ -689,12 +797,20 @@ class Acd:
         self._staffing[queue] = (now, staffing)
         return staffing
 
+    async def _handle_time_for(self, queue: str, default_s: float) -> float:
+        """Return the queue's mean handle time, read at most once per `STAFFING_CACHE_S`."""
+        now = self.clock.now()
+        cached = self._handle_time.get(queue)
+        if cached is not None and now - cached[0] < STAFFING_CACHE_S:
+            return cached[1]
+        mean = eta.mean_handle_time(await self.store.handle_times(queue), default_s)
+        self._handle_time[queue] = (now, mean)
+        return mean
+
     async def _position_info(self, entry: Entry, position: int) -> PositionInfo:
         settings = self.settings.queue(entry.queue)
         staffing = await self._staffing_for(entry.queue)
-        handle_time = eta.mean_handle_time(
-            await self.store.handle_times(entry.queue), settings.default_handle_time_s
-        )
+        handle_time = await self._handle_time_for(entry.queue, settings.default_handle_time_s)
         joins = self._joins.get(entry.queue)
         share = sum(joins) / len(joins) if joins else 0.0
         jumpers = eta.expected_jumpers(

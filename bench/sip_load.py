@@ -15,8 +15,8 @@ rate, and the script reads:
 - INVITE -> 200 times from SIPp's `-trace_rtt` file (1 ms resolution), and
   from the same file the rate SIPp reached (INVITEs answered per second of
   sending);
-- failed calls (SIPp's FailedCall: timeouts, unexpected messages) and 503s
-  (SIPp's `-trace_counts`).
+- failed calls (SIPp's FailedCall: timeouts, unexpected messages) and 503s,
+  with and without a Retry-After header (SIPp's `-trace_counts`).
 
 A server "holds" a rate in a step when every call got its 200 and ended
 without a SIPp failure (no 503 either), SIPp reached at least 95 % of the
@@ -24,11 +24,19 @@ rate, and p99 < 50 ms. A round's maximum is the highest rate up to which
 every step was held. After the rate steps, each server runs one more step at
 1.2 x its maximum of that round, and the script reports the share of the
 calls without a 200 that got a 503 within T1 (500 ms, before any INVITE
-retransmission).
+retransmission), and how many 503s carried Retry-After. VoxGate rejects new
+calls while its SIP socket's receive queue is long (the default overload
+guard) and above `sip.max_calls`; `--overload-max-calls` sets a call limit
+for its overload steps only.
 
 The servers alternate order from round to round. The summary quotes medians
 over rounds, and as the maximum rate the highest rate that it and every lower
 rate held in more than half of the rounds.
+
+`--baseline PATH` adds a third server, "baseline": `voxgate serve` from
+another source tree (a worktree of main, say), run in the same rounds with the
+order rotating, so that a change is measured against its base side by side.
+Each step also records the 1-minute load average at its start.
 
 Everything binds to 127.0.0.1. Bounds: each step stops SIPp after
 `--step-timeout` seconds, and no step starts after `--time-limit` seconds.
@@ -55,7 +63,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +77,18 @@ UAC_SCENARIO = BENCH / "sipp" / "uac_invite_bye.xml"
 UAS_SCENARIO = BENCH / "sipp" / "uas_answer_bye.xml"
 FLOWS = BENCH / "flows"
 HOST = "127.0.0.1"
-START_TIMEOUT_S = 30.0
+# Start-up loads the Korean speech model of bench/flows/eos_reply.yaml, which
+# took over 30 s at a load average of 9.
+START_TIMEOUT_S = 90.0
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 10.0
 TARGET_P99_MS = 50.0
 MIN_RATE_SHARE = 0.95
 OVERLOAD_FACTOR = 1.2
 IMMEDIATE_503_MS = 500.0
+TARGET_CPU_RATIO = 4.0
+TARGET_RATE = 1000
+TARGET_IMMEDIATE_SHARE = 0.95
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVERS = ("sipp", "voxgate")
 
@@ -91,6 +105,7 @@ class StepResult:
     answered: int = 0
     failed: int = 0
     rejected_503: int = 0
+    retry_after_503: int = 0
     immediate_503: int = 0
     achieved_rate: float = 0.0
     cpu_s: float = 0.0
@@ -98,6 +113,7 @@ class StepResult:
     setup_p99_ms: float = math.nan
     elapsed_s: float = 0.0
     overload: bool = False
+    load_average: float = math.nan
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -172,12 +188,39 @@ def sipp_server(workdir: Path, lifetime_s: float) -> Iterator[tuple[int, int]]:
 
 @contextmanager
 def voxgate_server(
-    workdir: Path, log_level: str, settings: dict[str, Any]
+    workdir: Path, log_level: str, settings: dict[str, Any], tree: Path = REPOSITORY
 ) -> Iterator[tuple[int, int]]:
     """Run `voxgate serve` with the answer_hangup flow; yields (pid, SIP port) once healthy.
 
     `settings` maps dotted keys (`sip.max_calls`) to values set over the defaults.
+    `tree` is the source tree whose code runs; the flows are always this tree's.
+    A node that exits during start-up is started again with other ports, up to
+    START_ATTEMPTS times: a port that `free_port` found free can be taken by
+    another process before the node binds it.
     """
+    for attempt in range(1, START_ATTEMPTS + 1):
+        with ExitStack() as stack:
+            try:
+                pid, port = stack.enter_context(
+                    _voxgate_process(workdir, log_level, settings, tree)
+                )
+            except ServerExited:
+                if attempt == START_ATTEMPTS:
+                    raise
+                print(f"voxgate exited during start-up (attempt {attempt}); retrying", flush=True)
+                continue
+            yield pid, port
+            return
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it was healthy."""
+
+
+@contextmanager
+def _voxgate_process(
+    workdir: Path, log_level: str, settings: dict[str, Any], tree: Path
+) -> Iterator[tuple[int, int]]:
     sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     low = 40_000 + 2 * (os.getpid() % 5_000)
     document: dict[str, Any] = {
@@ -198,11 +241,9 @@ def voxgate_server(
         "--sip-port", str(sip_port), "--http-port", str(http_port),
         "--rtp-ports", f"{low}-{low + 3_999}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     with (workdir / "voxgate.log").open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=REPOSITORY, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
+        process = subprocess.Popen(command, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_healthy(process, http_port, workdir)
         yield process.pid, sip_port
@@ -215,7 +256,7 @@ def wait_healthy(process: subprocess.Popen[bytes], http_port: int, workdir: Path
     url = f"http://{HOST}:{http_port}/healthz"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"voxgate exited with {process.returncode}; see {workdir}")
+            raise ServerExited(f"voxgate exited with {process.returncode}; see {workdir}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -279,6 +320,9 @@ def read_caller_results(workdir: Path, result: StepResult) -> None:
     result.sent = count_of(counts, "_INVITE_Sent")
     result.answered = count_of(counts, "_200_Recv")
     result.rejected_503 = count_of(counts, "_503_Recv")
+    # The scenario's ACKs in order: for the 200, for a 503 without Retry-After, for one with it.
+    acks = [int(value) for name, value in counts.items() if name.endswith("_ACK_Sent")]
+    result.retry_after_503 = acks[2] if len(acks) == 3 else 0
     stats = last_csv_row(stat_file)
     result.failed = int(stats.get("FailedCall(C)", 0))
     setup: list[float] = []
@@ -304,12 +348,18 @@ def run_step(
 ) -> StepResult:
     calls = min(rate * args.step_seconds, args.max_calls)
     result = StepResult(server, round_number, rate, calls, overload=overload)
+    result.load_average = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix=f"{server}-{rate}-", dir=args.workdir))
     lifetime = args.step_timeout + START_TIMEOUT_S
+    settings = dict(args.voxgate_settings)
+    if overload and args.overload_max_calls and "sip.max_calls" not in settings:
+        settings["sip.max_calls"] = args.overload_max_calls
     context = (
         sipp_server(workdir, lifetime)
         if server == "sipp"
-        else voxgate_server(workdir, args.log_level, args.voxgate_settings)
+        else voxgate_server(
+            workdir, args.log_level, settings, args.baseline if server == "baseline" else REPOSITORY
+        )
     )
     with context as (pid, port):
         cpu_before = cpu_seconds(pid)
@@ -352,7 +402,8 @@ def describe(result: StepResult) -> str:
     return (
         f"{result.server:8} r{result.round} {result.rate:5d}/s calls {result.planned:5d} "
         f"sent {result.sent:5d} ok {result.answered:5d} fail {result.failed:5d} "
-        f"503 {result.rejected_503:5d} ({result.immediate_503} < {IMMEDIATE_503_MS:.0f} ms) "
+        f"503 {result.rejected_503:5d} ({result.immediate_503} < {IMMEDIATE_503_MS:.0f} ms, "
+        f"{result.retry_after_503} with Retry-After) "
         f"rate {result.achieved_rate:7.1f} "
         f"cpu {result.cpu_us_per_call:8.0f} us/call p50 {result.setup_p50_ms:5.0f} "
         f"p99 {result.setup_p99_ms:6.0f} ms {'held' if result.held else '-'}"
@@ -390,7 +441,9 @@ def summarize(results: list[StepResult], rates: list[int], rounds: int) -> str:
             f"| {median([float(r.rejected_503) for r in steps['voxgate']]):.0f} | {held} |"
         )
     lines.append("")
-    for server in SERVERS:
+    for server in [
+        s for s in ("sipp", "baseline", "voxgate") if any(r.server == s for r in results)
+    ]:
         maxima = [max_held(results, server, n) for n in range(1, rounds + 1)]
         shown = ", ".join(str(m) if m is not None else "none" for m in maxima)
         majority = max_held_by_majority(results, server, rates)
@@ -408,10 +461,103 @@ def summarize(results: list[StepResult], rates: list[int], rounds: int) -> str:
             )
             lines.append(
                 f"  round {step.round} at {step.rate}/s: {step.unanswered} of {step.planned} "
-                f"without 200, {step.rejected_503} got 503, {step.immediate_503} within "
-                f"{IMMEDIATE_503_MS:.0f} ms ({share})"
+                f"without 200, {step.rejected_503} got 503 ({step.retry_after_503} with "
+                f"Retry-After), {step.immediate_503} within {IMMEDIATE_503_MS:.0f} ms ({share})"
             )
+    lines += ["", *target_lines(results, rates), *baseline_lines(results, rates)]
     return "\n".join(lines)
+
+
+def _pair(steps: dict[str, list[StepResult]], name: str) -> str:
+    """Median of field `name` for the baseline and VoxGate, as "baseline, VoxGate"."""
+    return ", ".join(
+        f"{median([float(getattr(r, name)) for r in steps[s]]):.0f}"
+        for s in ("baseline", "voxgate")
+    )
+
+
+def baseline_lines(results: list[StepResult], rates: list[int]) -> list[str]:
+    """Return the baseline tree beside VoxGate per rate (medians), or nothing without one."""
+    if not any(r.server == "baseline" for r in results):
+        return []
+    lines = [
+        "",
+        "| rate /s | SIPp µs/call | baseline µs/call | VoxGate µs/call | change "
+        "| p50/p99 ms baseline, VoxGate | failed baseline, VoxGate | 503 baseline, VoxGate "
+        "| held baseline, VoxGate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rate in rates:
+        steps = {
+            s: [r for r in results if r.rate == rate and r.server == s and not r.overload]
+            for s in ("sipp", "baseline", "voxgate")
+        }
+        if not all(steps.values()):
+            continue
+        cpu = {s: median([r.cpu_us_per_call for r in steps[s]]) for s in steps}
+        latency = ", ".join(
+            f"{median([r.setup_p50_ms for r in steps[s]]):.0f}"
+            f"/{median([r.setup_p99_ms for r in steps[s]]):.0f}"
+            for s in ("baseline", "voxgate")
+        )
+        held = ", ".join(
+            f"{sum(r.held for r in steps[s])}/{len(steps[s])}" for s in ("baseline", "voxgate")
+        )
+        lines.append(
+            f"| {rate} | {cpu['sipp']:.0f} | {cpu['baseline']:.0f} | {cpu['voxgate']:.0f} "
+            f"| {100 * (cpu['voxgate'] / cpu['baseline'] - 1):+.0f} % | {latency} "
+            f"| {_pair(steps, 'failed')} | {_pair(steps, 'rejected_503')} | {held} |"
+        )
+    loads = [r.load_average for r in results]
+    lines.append(f"\nload average at step start: {min(loads):.1f}-{max(loads):.1f}")
+    return lines
+
+
+def target_lines(results: list[StepResult], rates: list[int]) -> list[str]:
+    """Return VoxGate's medians against the targets: CPU ratio, maximum rate, overload 503s."""
+    lines = ["Targets (VoxGate; CPU ratios are medians over rounds, 503 shares per step):"]
+    ratios = []
+    for rate in rates:
+        steps = {
+            s: [r for r in results if r.rate == rate and r.server == s and not r.overload]
+            for s in SERVERS
+        }
+        if steps["sipp"] and steps["voxgate"]:
+            ours = median([r.cpu_us_per_call for r in steps["voxgate"]])
+            reference = median([r.cpu_us_per_call for r in steps["sipp"]])
+            ratios.append(f"{rate}/s {ours / reference:.1f}")
+    shown = ", ".join(ratios) or "n/a"
+    lines.append(f"- CPU per call <= {TARGET_CPU_RATIO:.0f} x SIPp: ratio {shown}")
+
+    best = max_held_by_majority(results, "voxgate", rates)
+    lines.append(
+        f"- >= {TARGET_RATE} calls/s with p99 < {TARGET_P99_MS:.0f} ms and no failure: "
+        f"max {best or 'none'} calls/s"
+    )
+
+    overload = [r for r in results if r.server == "voxgate" and r.overload and r.unanswered]
+    shares = ", ".join(f"{100 * r.immediate_503_share:.0f} %" for r in overload)
+    with_header = sum(r.retry_after_503 for r in overload)
+    rejected = sum(r.rejected_503 for r in overload)
+    lines.append(
+        f"- at {OVERLOAD_FACTOR} x max, >= {100 * TARGET_IMMEDIATE_SHARE:.0f} % of the calls "
+        f"without 200 get a 503 within {IMMEDIATE_503_MS:.0f} ms: "
+        + (
+            f"{shares} per step; {with_header} of {rejected} 503s with Retry-After"
+            if overload
+            else "no call was rejected"
+        )
+    )
+    # The p99 criterion sets the maximum, so the 1.2 x step may overload nothing.
+    # The rate steps that rejected calls show the overload behaviour instead.
+    rejecting = [r for r in results if r.server == "voxgate" and not r.overload and r.rejected_503]
+    if rejecting:
+        shares = ", ".join(
+            f"{r.rate}/s {100 * r.immediate_503_share:.0f} %"
+            for r in sorted(rejecting, key=lambda r: (r.rate, r.round))
+        )
+        lines.append(f"  rate steps with 503s, share within {IMMEDIATE_503_MS:.0f} ms: {shares}")
+    return lines
 
 
 def machine() -> dict[str, Any]:
@@ -461,6 +607,17 @@ def parse_args() -> argparse.Namespace:
         "(VALUE is read as YAML); repeatable",
     )
     parser.add_argument("--no-overload", action="store_true", help="skip the 1.2 x max step")
+    parser.add_argument(
+        "--overload-max-calls",
+        type=int,
+        default=0,
+        help="sip.max_calls of VoxGate in the 1.2 x max steps only; 0 (default) sets none",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another VoxGate source tree, run as server 'baseline' in every round",
+    )
     parser.add_argument("--json", type=Path, help="write every step result to this file")
     parser.add_argument("--workdir", type=Path, help="keep SIPp and server output here")
     parser.add_argument(
@@ -487,8 +644,13 @@ def run_rounds(args: argparse.Namespace, rates: list[int]) -> list[StepResult]:
     def out_of_time() -> bool:
         return time.monotonic() > deadline
 
+    servers = SERVERS if args.baseline is None else ("sipp", "baseline", "voxgate")
     for round_number in range(1, args.rounds + 1):
-        order = SERVERS if round_number % 2 else tuple(reversed(SERVERS))
+        if len(servers) == 2:
+            order = servers if round_number % 2 else tuple(reversed(servers))
+        else:
+            shift = (round_number - 1) % len(servers)
+            order = servers[shift:] + servers[:shift]
         for rate in rates:
             for server in order:
                 if out_of_time():

@@ -58,11 +58,13 @@ class RecognizerConfig:
 
     `phrases` set grammar mode (the recognizer can only return these phrases);
     None means free-form recognition. `language` is a BCP 47 tag such as
-    "en-US", "zh-CN" or "ko-KR" that selects the model.
+    "en-US", "zh-CN" or "ko-KR" that selects the model. `end_silence_ms` is the
+    silence that ends an utterance during this gather (None: the channel's default).
     """
 
     language: str
     phrases: Sequence[str] | None = None
+    end_silence_ms: int | None = None
 
 
 class CallChannel(Protocol):

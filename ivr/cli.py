@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import functools
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ivr.graph import to_dot, to_mermaid, to_svg
 from ivr.loader import Diagnostic, FlowError, load_flow, load_flow_with_source
 from ivr.model import Flow
-from ivr.registry import FLOW_SUFFIXES, FlowRegistry
+from ivr.registry import FlowRegistry, is_flow_file
 from ivr.scripts import format_reports, load_script, run_script
 from ivr.simulator import simulate
 from ivr.validator import check_flow
@@ -29,6 +33,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     simulate.add_argument("flow", metavar="FLOW", help="flow file")
     simulate.add_argument("--caller", default="+15550100001", help="caller number to present")
     simulate.add_argument("--called", default="1000", help="called number to present")
+    simulate.add_argument(
+        "--at",
+        type=_aware_time,
+        default=None,
+        help="wall clock for time-of-day branches, ISO 8601 with offset (2026-12-01T12:00-05:00)",
+    )
     simulate.set_defaults(func=run_simulate)
 
     test = subparsers.add_parser("test", help="run scripted calls against a flow")
@@ -47,22 +57,81 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     graph.set_defaults(func=run_graph)
 
 
-def _flow_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
+def _flow_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
+    """List the flow files to check, each with its folder argument (None for a file argument)."""
+    files: list[tuple[Path, Path | None]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in FLOW_SUFFIXES))
+            # A folder's test scripts (*.script.yaml) are not flows; see is_flow_file.
+            files.extend((p, path) for p in sorted(path.iterdir()) if is_flow_file(p))
         else:
-            files.append(path)
+            files.append((path, None))
     return files
+
+
+def folder_conflicts(files: list[Path]) -> dict[Path, list[Diagnostic]]:
+    """Find conflicts between the valid flows of one folder, keyed by the file that loses.
+
+    The registry loads a folder's files in name order. It keeps the first flow with
+    a given name, the first flow listing a called number and the first
+    `default: true`, so each later claim is reported as an error on the later file.
+    A file whose flow name is taken is ignored whole, so its numbers and default
+    claim nothing.
+    """
+    found: dict[Path, list[Diagnostic]] = {}
+    names: dict[str, Path] = {}
+    numbers: dict[str, Path] = {}
+    default: Path | None = None
+    for path in sorted(files):
+        try:
+            flow, source = load_flow_with_source(path)
+        except FlowError:
+            continue
+        problems: list[Diagnostic] = []
+        if flow.flow in names:
+            problems.append(
+                source.diagnostic(
+                    ("flow",),
+                    f"flow name is also used by {names[flow.flow]}",
+                    hint=f"the registry keeps {names[flow.flow].name} and ignores this file",
+                )
+            )
+            found[path] = problems
+            continue
+        names[flow.flow] = path
+        for index, number in enumerate(flow.numbers):
+            if number in numbers:
+                problems.append(
+                    source.diagnostic(
+                        ("numbers", index),
+                        f"called number is also listed by {numbers[number]}",
+                        hint=f"the registry routes it to {numbers[number].name}",
+                    )
+                )
+            else:
+                numbers[number] = path
+        if flow.default:
+            if default is not None:
+                problems.append(
+                    source.diagnostic(
+                        ("default",),
+                        f"{default} is also the default flow",
+                        hint=f"the registry uses {default.name}; keep one 'default: true'",
+                    )
+                )
+            else:
+                default = path
+        if problems:
+            found[path] = problems
+    return found
 
 
 def flow_names_in(folder: Path) -> set[str]:
     """Return the names of the valid flows in `folder`, which subflow steps may call."""
     names = set()
     for path in folder.iterdir():
-        if path.suffix not in FLOW_SUFFIXES:
+        if not is_flow_file(path):
             continue
         try:
             flow, _ = load_flow_with_source(path)
@@ -89,14 +158,44 @@ def _has_subflow(flow: Flow) -> bool:
     return any(step.type == "subflow" for step in flow.steps.values())
 
 
+# Exit status when stdout is closed early, as a shell reports a tool killed by SIGPIPE.
+EXIT_STDOUT_CLOSED = 141
+
+
+def _quiet_when_stdout_closed(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Wrap a subcommand so a closed stdout (`| head`) ends it quietly with status 141."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except BrokenPipeError:
+            # Point stdout at /dev/null, or Python reports a failed flush of stdout at exit.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+            return EXIT_STDOUT_CLOSED
+
+    return run
+
+
+@_quiet_when_stdout_closed
 def run_validate(args: argparse.Namespace) -> int:
     files = _flow_files(args.paths)
     if not files:
         print("no flow files found", file=sys.stderr)
         return 1
+    conflicts: dict[Path, list[Diagnostic]] = {}
+    for folder in dict.fromkeys(folder for _, folder in files if folder is not None):
+        conflicts.update(folder_conflicts([p for p, f in files if f == folder]))
     failed = False
-    for path in files:
-        diagnostics = validate_file(path)
+    for path, _ in files:
+        diagnostics = validate_file(path) + conflicts.get(path, [])
         for diagnostic in diagnostics:
             print(diagnostic, file=sys.stderr)
         errors = [d for d in diagnostics if d.severity == "error" or args.strict]
@@ -116,6 +215,7 @@ def _load_for_run(path: str) -> tuple[Flow, FlowRegistry] | None:
     return flow, FlowRegistry(Path(path).parent)
 
 
+@_quiet_when_stdout_closed
 def run_simulate(args: argparse.Namespace) -> int:
     loaded = _load_for_run(args.flow)
     if loaded is None:
@@ -138,11 +238,26 @@ def run_simulate(args: argparse.Namespace) -> int:
             called=args.called,
             flows=registry.get,
             echo=not sys.stdin.isatty(),
+            now=args.at,
         )
     )
     return 0
 
 
+def _aware_time(text: str) -> dt.datetime:
+    """Parse `--at`: an ISO 8601 time with a UTC offset, so that branches know its zone."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: expected ISO 8601") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"time {text!r} has no UTC offset: add one, such as -05:00 or Z"
+        )
+    return moment
+
+
+@_quiet_when_stdout_closed
 def run_test(args: argparse.Namespace) -> int:
     loaded = _load_for_run(args.flow)
     if loaded is None:
@@ -159,6 +274,7 @@ def run_test(args: argparse.Namespace) -> int:
     return 0 if all(report.passed for report in reports) else 1
 
 
+@_quiet_when_stdout_closed
 def run_graph(args: argparse.Namespace) -> int:
     loaded = _load_for_run(args.flow)
     if loaded is None:

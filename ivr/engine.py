@@ -10,7 +10,10 @@ it from any step. `max_steps` bounds the walk so a loop in a flow cannot hold
 a call forever.
 
 Every step entered, prompt played and input received is emitted as an
-`IvrEvent`; payloads may carry caller data, log lines never do.
+`IvrEvent`; payloads may carry caller data, log lines never do. A step's
+`recording` option (start, stop, pause, resume) goes to the channel right
+after the step is entered, before its prompt, and is emitted as a
+`recording` event.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ivr.model import (
     TransferStep,
 )
 from ivr.prompts import PromptRenderer, Synthesizer
+from ivr.recording import CallRecordingControl, RecordingAction
 from ivr.services import QueueError, QueueRequest, QueueService, RecordingChannel, RecordingStore
 from ivr.templates import Template, TemplateError
 from ivr.turns import TurnInterpreter, TurnOutcome
@@ -92,6 +96,8 @@ class SessionResult:
     transfer_target: str | None = None
     sentiment: list[float] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    recording: list[str] = field(default_factory=list)
+    """The call recording's state after each `recording` step option, in order."""
 
 
 @dataclass
@@ -148,6 +154,7 @@ class IvrSession:
         self._frames = [_Frame(flow, self._renderer(flow), None)]
         self._path: list[str] = []
         self._prompts: list[str] = []
+        self._recording_states: list[str] = []
         self._queue_request: QueueRequest | None = None
         self._transfer_target: str | None = None
         self.variables: dict[str, Any] = {
@@ -200,7 +207,7 @@ class IvrSession:
     async def run(self) -> SessionResult:
         """Run the flow until the call is queued, transferred or ended."""
         self._set_state(SessionState.RUNNING)
-        log.info("call %s: flow %s started", self.call_id, self._flow.flow)
+        log.debug("call %s: flow %s started", self.call_id, self._flow.flow)
         outcome, reason = Outcome.FAILED, "flow ended"
         try:
             await self._walk()
@@ -213,7 +220,7 @@ class IvrSession:
             outcome, reason = Outcome.FAILED, f"internal error: {type(exc).__name__}"
             await self._safe_hangup()
         self._set_state(SessionState.ENDED)
-        log.info("call %s: flow %s ended: %s", self.call_id, self._flow.flow, outcome.value)
+        log.debug("call %s: flow %s ended: %s", self.call_id, self._flow.flow, outcome.value)
         self.emit(EventKind.SESSION_ENDED, None, outcome=outcome.value, reason=reason)
         return SessionResult(
             outcome=outcome,
@@ -224,6 +231,7 @@ class IvrSession:
             transfer_target=self._transfer_target,
             sentiment=list(self._turns.sentiment_scores),
             prompts=list(self._prompts),
+            recording=list(self._recording_states),
         )
 
     async def _safe_hangup(self) -> None:
@@ -254,6 +262,8 @@ class IvrSession:
             self._path.append(label)
             log.debug("call %s: step %s (%s)", self.call_id, label, step.type)
             self.emit(EventKind.STEP_ENTERED, label, type=step.type)
+            if step.recording is not None:
+                self._control_recording(label, step.recording)
             step_id = await self._run_step(step_id, step)
         self.emit(EventKind.WARNING, None, message="flow ended without a hangup step")
         await self._safe_hangup()
@@ -297,6 +307,29 @@ class IvrSession:
                 await self._safe_hangup()
                 raise _SessionEnd(Outcome.HANGUP, step.reason)
         raise AssertionError(f"unhandled step type {step.type}")
+
+    # -- call recording ---------------------------------------------------
+
+    def _control_recording(self, step_id: str, action: RecordingAction) -> None:
+        """Apply a step's recording action; a failure is a warning event, never the call's end."""
+        channel = self._channel
+        if not isinstance(channel, CallRecordingControl):
+            log.warning(
+                "call %s: channel cannot record; step %s option ignored", self.call_id, step_id
+            )
+            self.emit(EventKind.WARNING, step_id, message="channel cannot record calls")
+            return
+        before = channel.recording_state
+        try:
+            after = channel.control_recording(action)
+        except Exception:
+            log.exception("call %s: recording %s at step %s failed", self.call_id, action, step_id)
+            self.emit(EventKind.WARNING, step_id, message=f"recording {action} failed")
+            return
+        self._recording_states.append(after.value)
+        self.emit(
+            EventKind.RECORDING, step_id, action=action, state=after.value, changed=after != before
+        )
 
     # -- prompts ----------------------------------------------------------
 

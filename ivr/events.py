@@ -21,6 +21,7 @@ class EventKind(enum.StrEnum):
     HTTP_REQUEST = "http_request"
     INTENT_SCORED = "intent_scored"
     SENTIMENT = "sentiment"
+    RECORDING = "recording"
     WARNING = "warning"
     SESSION_ENDED = "session_ended"
 

@@ -6,12 +6,15 @@ Every problem becomes a `Diagnostic` that prints as
 
 from __future__ import annotations
 
+import difflib
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ivr.model import Flow
 from ivr.yamlmarks import Mark, PathPart, YamlSyntaxError, load_with_marks, locate
@@ -114,6 +117,23 @@ class SourceMap:
         )
 
 
+STEP_TYPES = frozenset(
+    {
+        "say",
+        "gather",
+        "menu",
+        "set",
+        "branch",
+        "http",
+        "queue",
+        "transfer",
+        "record",
+        "subflow",
+        "return",
+        "hangup",
+    }
+)
+
 _HINTS = {
     "extra_forbidden": "remove the key or check its spelling",
     "union_tag_invalid": (
@@ -125,10 +145,91 @@ _HINTS = {
 }
 
 
+def _without_step_tag(loc: tuple[PathPart, ...]) -> tuple[PathPart, ...]:
+    """Drop the step-type tag that pydantic puts after `steps.<id>` in error locations.
+
+    The tag is not a key of the data. Left in, it makes `locate()` match the queue
+    step's own `queue:` key, so every error of a queue step would be reported there.
+    """
+    if len(loc) >= 3 and loc[0] == "steps" and loc[2] in STEP_TYPES:
+        return (*loc[:2], *loc[3:])
+    return loc
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """List the pydantic models an annotation contains directly (through unions and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _tag_of(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 else None
+
+
+def _model_at(loc: tuple[PathPart, ...]) -> type[BaseModel] | None:
+    """Find the model whose keys pydantic checks at `loc` (a raw error location), else None."""
+    annotation: Any = Flow
+    for part in loc:
+        models = _models_in(annotation)
+        if len(models) > 1 and isinstance(part, str):
+            # A union tag (such as a step type) or the name of a union member.
+            tagged = [m for m in models if _tag_of(m) == part or m.__name__ == part]
+            if len(tagged) == 1:
+                annotation = tagged[0]
+                continue
+            return None
+        if len(models) == 1 and isinstance(part, str):
+            fields = models[0].model_fields
+            field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+            if field is None:
+                return None
+            annotation = field.annotation
+            continue
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is typing.Union or origin is types.UnionType:
+            args = tuple(a for a in args if a is not type(None))
+            if len(args) != 1:
+                return None
+            annotation = args[0]
+            origin = typing.get_origin(annotation)
+            args = typing.get_args(annotation)
+        if origin in (list, tuple) and args:
+            annotation = args[0]
+        elif origin is dict and len(args) == 2:
+            annotation = args[1]
+        else:
+            return None
+    models = _models_in(annotation)
+    return models[0] if len(models) == 1 else None
+
+
+def _unknown_key_hint(loc: tuple[PathPart, ...]) -> str:
+    """Build the hint for an unknown key at `loc`: the closest allowed key, if one is close."""
+    hint = _HINTS["extra_forbidden"]
+    if not loc or not isinstance(loc[-1], str):
+        return hint
+    model = _model_at(loc[:-1])
+    if model is None:
+        return hint
+    allowed = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], allowed, n=1)
+    return f"did you mean '{close[0]}'?" if close else hint
+
+
 def _pydantic_diagnostics(source: SourceMap, error: ValidationError) -> list[Diagnostic]:
     result = []
     for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
+        raw = tuple(item["loc"])
+        loc = _without_step_tag(raw)
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
@@ -150,7 +251,8 @@ def _pydantic_diagnostics(source: SourceMap, error: ValidationError) -> list[Dia
             message = f"unknown key '{loc[-1]}'"
         else:
             value = _value_at(source.data, path) if path else "(file)"
-        result.append(source.diagnostic(loc, message, hint=_HINTS.get(kind, ""), value=value))
+        hint = _unknown_key_hint(raw) if kind == "extra_forbidden" else _HINTS.get(kind, "")
+        result.append(source.diagnostic(loc, message, hint=hint, value=value))
     return result
 
 

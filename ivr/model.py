@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from ivr.recording import RecordingAction
+
 BargeIn = Literal["none", "dtmf", "speech", "any"]
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 
@@ -50,7 +52,19 @@ class Prompt(FlowModel):
 PromptSpec = str | Prompt
 
 
-class StepBase(FlowModel):
+class StepOptions(FlowModel):
+    """Keys that every step type accepts."""
+
+    recording: RecordingAction | None = Field(
+        default=None,
+        description=(
+            "Call recording action applied when the step is entered, before its prompt: "
+            "start, stop, pause or resume."
+        ),
+    )
+
+
+class StepBase(StepOptions):
     next: str | None = Field(
         default=None,
         description="Step to run after this one; by default the following step in the file.",
@@ -114,6 +128,12 @@ class SpeechSpec(FlowModel):
         description="Flow intents to match the utterance against; none means keep the words.",
     )
     min_confidence: float = Field(default=0.3, ge=0, le=1)
+    end_silence_ms: int | None = Field(
+        default=None,
+        ge=100,
+        le=5000,
+        description="Silence in ms that ends an utterance; the flow's if null.",
+    )
 
 
 class GatherStep(StepBase):
@@ -289,7 +309,7 @@ class PriorityRule(FlowModel):
     )
 
 
-class QueueStep(FlowModel):
+class QueueStep(StepOptions):
     """Hand the caller to the ACD; the session ends with the queue request."""
 
     type: Literal["queue"]
@@ -308,7 +328,7 @@ class QueueStep(FlowModel):
     on_error: str | None = None
 
 
-class TransferStep(FlowModel):
+class TransferStep(StepOptions):
     """Transfer the call to a SIP URI or number on the flow's allow-list."""
 
     type: Literal["transfer"]
@@ -336,13 +356,13 @@ class SubflowStep(StepBase):
     flow: str
 
 
-class ReturnStep(FlowModel):
+class ReturnStep(StepOptions):
     """Return from a subflow to the step after the calling `subflow` step."""
 
     type: Literal["return"]
 
 
-class HangupStep(FlowModel):
+class HangupStep(StepOptions):
     """End the call, optionally after a goodbye prompt."""
 
     type: Literal["hangup"]
@@ -416,6 +436,12 @@ class Flow(FlowModel):
         default_factory=list, description="Glob patterns of allowed transfer targets."
     )
     satisfaction: list[SatisfactionRule] = Field(default_factory=list)
+    end_silence_ms: int | None = Field(
+        default=None,
+        ge=100,
+        le=5000,
+        description="Silence in ms that ends an utterance; the media leg's (600) if null.",
+    )
     max_steps: int = Field(default=200, ge=1, le=10000, description="Loop guard per call.")
     steps: dict[str, Step] = Field(min_length=1)
     _base_dir: Path = PrivateAttr(default_factory=Path)

@@ -19,6 +19,15 @@ from ivr.model import Flow
 log = logging.getLogger("ivr.registry")
 
 FLOW_SUFFIXES = (".yaml", ".yml")
+# Flow test scripts (`voxgate test --script`) may live next to their flow. Files
+# named `*.script.yaml` or `*.script.yml` are scripts, never flows, so the registry
+# and `voxgate validate DIR` skip them.
+SCRIPT_SUFFIXES = (".script.yaml", ".script.yml")
+
+
+def is_flow_file(path: Path) -> bool:
+    """True for a file name the flow folder treats as a flow (not a test script)."""
+    return path.suffix in FLOW_SUFFIXES and not path.name.endswith(SCRIPT_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +59,7 @@ class FlowRegistry:
         """Rescan the folder; returns the files whose flow changed."""
         changed: list[Path] = []
         present = (
-            sorted(p for p in self.folder.iterdir() if p.suffix in FLOW_SUFFIXES and p.is_file())
+            sorted(p for p in self.folder.iterdir() if is_flow_file(p) and p.is_file())
             if self.folder.is_dir()
             else []
         )
@@ -71,9 +80,10 @@ class FlowRegistry:
                 self._rejected[path] = signature
                 self.errors[path] = exc
                 log.warning(
-                    "flow file %s is invalid (%d problems); keeping the previous version",
+                    "flow file %s is invalid (%d problems); %s",
                     path,
                     len(exc.diagnostics),
+                    "keeping the previous version" if path in self._files else "flow not loaded",
                 )
                 continue
             if self._prewarm_intents and flow.intents:

@@ -48,6 +48,10 @@ class Expectation(FlowModel):
     )
     queue: dict[str, Any] | None = None
     transfer: str | None = None
+    recording: list[str] | None = Field(
+        default=None,
+        description="The call recording's state after each recording option, in order.",
+    )
 
 
 class ScriptCase(FlowModel):
@@ -171,6 +175,8 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
                     differ(f"queue {key}", value, actual_queue.get(key))
     if expect.transfer is not None and expect.transfer != result.transfer_target:
         differ("transfer", expect.transfer, result.transfer_target)
+    if expect.recording is not None and expect.recording != result.recording:
+        differ("recording states", expect.recording, result.recording)
     return problems
 
 

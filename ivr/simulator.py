@@ -8,6 +8,7 @@ prompt, the step path and what the engine understood.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from typing import TextIO
 
@@ -45,6 +46,9 @@ def describe_event(event: IvrEvent) -> str | None:
         case EventKind.HTTP_REQUEST:
             state = "ok" if payload.get("ok") else f"failed: {payload.get('error')}"
             return f"  http: {state} after {payload.get('attempts')} attempt(s)"
+        case EventKind.RECORDING:
+            unchanged = "" if payload.get("changed") else " (unchanged)"
+            return f"  recording: {payload['action']} -> {payload['state']}{unchanged}"
         case EventKind.WARNING:
             return f"  warning: {payload.get('message')}"
     return None
@@ -59,18 +63,34 @@ async def simulate(
     called: str = "1000",
     flows: FlowResolver | None = None,
     echo: bool = False,
+    now: dt.datetime | None = None,
 ) -> SessionResult:
     """Run `flow` with turns from `read_line` (None ends input) and print the transcript.
 
     `echo` repeats each turn after the prompt, for input that is not typed.
+    `now` (timezone-aware) fixes the wall clock that time-of-day branches read.
+    When `out` is closed (`voxgate simulate ... | head`), the caller hangs up at
+    the next turn and `simulate` raises BrokenPipeError once the call has ended.
     """
+    closed = False
+
+    def write(text: str) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            out.write(text)
+            out.flush()
+        except BrokenPipeError:
+            closed = True
 
     async def next_turn() -> str | None:
-        out.write("you> ")
-        out.flush()
+        write("you> ")
+        if closed:
+            return HANGUP
         line = await asyncio.to_thread(read_line)
         if echo:
-            out.write(f"{line if line is not None else '/hangup'}\n")
+            write(f"{line if line is not None else '/hangup'}\n")
         if line is None or line.strip() == "/hangup":
             return HANGUP
         return line if line.strip() else SILENCE
@@ -80,19 +100,27 @@ async def simulate(
     def show(event: IvrEvent) -> None:
         line = describe_event(event)
         if line is not None:
-            out.write(line + "\n")
+            write(line + "\n")
 
     session = IvrSession(
-        flow, channel, SilentSynthesizer(), events=show, flows=flows, clock=channel.clock
+        flow,
+        channel,
+        SilentSynthesizer(),
+        events=show,
+        flows=flows,
+        clock=channel.clock,
+        now=(lambda: now) if now is not None else None,
     )
     result = await session.run()
-    out.write(f"call ended: {result.outcome.value} ({result.reason})\n")
-    out.write("path: " + " -> ".join(result.path) + "\n")
+    write(f"call ended: {result.outcome.value} ({result.reason})\n")
+    write("path: " + " -> ".join(result.path) + "\n")
     if result.queue_request is not None:
         request = result.queue_request
-        out.write(
+        write(
             f"queued: {request.queue} priority={request.priority} skills={list(request.skills)}\n"
         )
     if result.transfer_target is not None:
-        out.write(f"transferred to: {result.transfer_target}\n")
+        write(f"transferred to: {result.transfer_target}\n")
+    if closed:
+        raise BrokenPipeError("the transcript's output was closed")
     return result

@@ -20,6 +20,7 @@ from ivr.channel import (
     SpeechInput,
     SpeechStarted,
 )
+from ivr.recording import CallRecordingState, RecordingAction, next_recording_state
 from ivr.services import Recording
 from media.audio import PcmAudio
 
@@ -70,6 +71,7 @@ class TextChannel:
     hung_up_by_us: bool = False
     transferred_to: str | None = None
     recordings: list[str] = field(default_factory=list)
+    recording_state: CallRecordingState = CallRecordingState.OFF
 
     async def _fill(self) -> bool:
         if self.pending:
@@ -152,6 +154,11 @@ class TextChannel:
         self.clock.now += seconds
         audio = PcmAudio(b"\x00\x00" * int(8000 * seconds), 8000)
         return Recording(audio, "terminator" if terminator is not None else "silence")
+
+    def control_recording(self, action: RecordingAction) -> CallRecordingState:
+        """Follow the call recording's states as a real leg would, without audio."""
+        self.recording_state = next_recording_state(self.recording_state, action)
+        return self.recording_state
 
     async def transfer(self, target: str) -> bool:
         if self.ended:

@@ -2,7 +2,8 @@
 
 A `TurnInterpreter` builds the collection plan of a step, then maps the
 captured digits or utterance to an outcome (match, no_input, no_match) and
-a target step. It also scores intents and sentiment and applies the flow's
+a target step. It also scores intents, scores sentiment when the flow has
+satisfaction rules or reads `sentiment` or `satisfaction`, and applies the
 satisfaction rules. Classification is CPU work and runs in a worker thread.
 """
 
@@ -27,6 +28,31 @@ from ivr.understanding import (
 
 MENU_SPEECH_ALLOWANCE_S = 20.0
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
+SENTIMENT_VARIABLES = frozenset({"sentiment", "satisfaction"})
+_TEMPLATE_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def reads_sentiment(flow: Flow) -> bool:
+    """Return whether a template or condition of `flow` reads `sentiment` or `satisfaction`."""
+    return any(
+        _strings_read_sentiment(step.model_dump(by_alias=True)) for step in flow.steps.values()
+    )
+
+
+def _strings_read_sentiment(value: Any) -> bool:
+    if isinstance(value, dict):
+        if value.get("var") is not None and str(value["var"]).split(".")[0] in SENTIMENT_VARIABLES:
+            return True
+        return any(_strings_read_sentiment(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_strings_read_sentiment(item) for item in value)
+    if isinstance(value, str) and "{{" in value:
+        for expression in _TEMPLATE_EXPRESSION.findall(value):
+            first = _NAME.search(expression)
+            if first is not None and first.group() in SENTIMENT_VARIABLES:
+                return True
+    return False
 
 
 def normalize_text(text: str) -> str:
@@ -80,12 +106,26 @@ class TurnInterpreter:
         self._injected_intents = intents
         self._matchers: dict[str, IntentMatcher] = {}
         self._sentiment = sentiment
+        # Scoring costs 15-50 ms per turn with e5 (and seconds for its first load), on
+        # the path from the caller's utterance to the reply, so flows that neither have
+        # satisfaction rules nor read the variables skip it.
+        self._sentiment_readers = {flow.flow: reads_sentiment(flow)}
         self.turns = 0
         self.sentiment_scores: list[float] = []
         self._fired_rules: set[int] = set()
 
     def add_flow(self, flow: Flow) -> None:
         self._flows[flow.flow] = flow
+        self._sentiment_readers[flow.flow] = reads_sentiment(flow)
+
+    def scores_sentiment(self, flow: Flow) -> bool:
+        """Return whether speech turns in `flow` are scored for sentiment."""
+        if self._main.satisfaction or self._sentiment_readers.get(self._main.flow, False):
+            return True
+        readers = self._sentiment_readers
+        if flow.flow not in readers:
+            readers[flow.flow] = reads_sentiment(flow)
+        return readers[flow.flow]
 
     def _matcher(self, flow: Flow) -> IntentMatcher:
         if self._injected_intents is not None:
@@ -114,6 +154,7 @@ class TurnInterpreter:
                 recognizer = RecognizerConfig(
                     step.speech.language or flow.language,
                     tuple(step.speech.phrases) if step.speech.phrases is not None else None,
+                    step.speech.end_silence_ms or flow.end_silence_ms,
                 )
             return CollectPlan(
                 step.dtmf, recognizer, step.timeout_s, step.total_timeout_s, step.barge_in
@@ -128,7 +169,11 @@ class TurnInterpreter:
             intent = flow.intents.get(option.intent) if option.intent else None
             if intent is not None:
                 phrases.extend(intent.examples.get(language_subtag(language), []))
-        recognizer = RecognizerConfig(language, tuple(dict.fromkeys(phrases))) if phrases else None
+        recognizer = (
+            RecognizerConfig(language, tuple(dict.fromkeys(phrases)), flow.end_silence_ms)
+            if phrases
+            else None
+        )
         total = step.timeout_s + MENU_SPEECH_ALLOWANCE_S
         return CollectPlan(dtmf, recognizer, step.timeout_s, total, step.barge_in)
 
@@ -149,7 +194,7 @@ class TurnInterpreter:
             outcome = await self._menu(step, capture, flow)
         else:
             outcome = await self._gather(step, capture, following, flow)
-        if capture.kind is CaptureKind.SPEECH:
+        if capture.kind is CaptureKind.SPEECH and self.scores_sentiment(flow):
             language = (
                 step.language
                 if isinstance(step, MenuStep)
@@ -218,7 +263,11 @@ class TurnInterpreter:
         if capture.kind is CaptureKind.DTMF:
             for option in step.options:
                 if option.key == capture.value:
-                    return TurnOutcome("match", value=capture.value, target=option.goto)
+                    # A key choice names its option's intent as a spoken one does.
+                    variables = {"intent": option.intent} if option.intent else {}
+                    return TurnOutcome(
+                        "match", value=capture.value, target=option.goto, variables=variables
+                    )
             return TurnOutcome("no_match", value=capture.value)
         outcome = TurnOutcome("no_match", variables={"transcript": capture.value})
         if capture.confidence < step.min_confidence:
@@ -227,6 +276,8 @@ class TurnInterpreter:
             if any(_phrase_in(phrase, capture.value) for phrase in option.phrases):
                 outcome.result, outcome.target = "match", option.goto
                 outcome.value = option.intent or option.phrases[0]
+                if option.intent:
+                    outcome.variables["intent"] = option.intent
                 return outcome
         candidates = [o.intent for o in step.options if o.intent is not None]
         if candidates:

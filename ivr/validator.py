@@ -5,7 +5,10 @@ cover unknown step targets, unreachable steps, flows that run off the end,
 gathers without no-input or no-match handling, and loops with no exit. They
 also cover unknown variables, invalid templates, unknown intents, intents
 without examples, invalid regular expressions, missing or unreadable WAV
-files, and transfer targets outside the allow-list.
+files, voices espeak-ng does not have, and transfer targets outside the
+allow-list. A step that pauses the call recording gets a warning when a queue
+step can follow it unresumed, because the whole agent conversation would then
+be silence.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ivr.templates import Template, TemplateError
 from ivr.turns import normalize_text
 from ivr.understanding import language_subtag
 from ivr.yamlmarks import PathPart
+from media.tts import voice_exists, voice_languages
 
 Key = tuple[PathPart, ...]
 
@@ -109,7 +113,9 @@ class _Checker:
         self.check_intents()
         self.check_patterns()
         self.check_audio()
+        self.check_voices()
         self.check_transfers()
+        self.check_recording_pauses()
 
     # -- graph ----------------------------------------------------------------
 
@@ -398,6 +404,32 @@ class _Checker:
                 except (ValueError, OSError) as exc:
                     self.error(key, f"unusable WAV file: {exc}", "use 16-bit mono PCM")
 
+    def check_voices(self) -> None:
+        """Every `voice:` must be one espeak-ng has (a language such as en-us, +variant)."""
+        candidates: list[tuple[Key, str]] = []
+        if isinstance(self.source.data, dict) and "voice" in self.source.data:
+            candidates.append((("voice",), self.flow.voice))
+        for step_id, step in self.flow.steps.items():
+            voice = getattr(step, "voice", None)
+            if isinstance(voice, str):
+                candidates.append((("steps", step_id, "voice"), voice))
+            for name in ("prompt", "no_input_prompt", "no_match_prompt", "announcement"):
+                spec = getattr(step, name, None)
+                if isinstance(spec, Prompt) and spec.voice is not None:
+                    candidates.append((("steps", step_id, name, "voice"), spec.voice))
+        for key, voice in candidates:
+            if voice_exists(voice):
+                continue
+            language = voice.split("+", 1)[0].lower()
+            near = difflib.get_close_matches(language, voice_languages(), n=8, cutoff=0.5)
+            close = [name for name in near if voice_exists(name)][:3]
+            hint = (
+                "did you mean " + ", ".join(f"'{c}'" for c in close) + "?"
+                if close
+                else "use an espeak-ng language such as en-us or de, optionally with +variant"
+            )
+            self.error(key, "unknown voice: espeak-ng has no voice by that name", hint)
+
     def check_transfers(self) -> None:
         for step_id, step in self.flow.steps.items():
             if not isinstance(step, TransferStep):
@@ -420,6 +452,33 @@ class _Checker:
                     ("steps", step_id, "target"),
                     "target is not in transfer_allow",
                     "add a matching pattern to 'transfer_allow:'",
+                )
+
+    def check_recording_pauses(self) -> None:
+        adjacency = self._adjacency()
+        for step_id, step in self.flow.steps.items():
+            if step.recording != "pause":
+                continue
+            seen: set[str] = set()
+            stack = list(adjacency[step_id])
+            queues: list[str] = []
+            while stack:
+                node = stack.pop()
+                if node in seen:
+                    continue
+                seen.add(node)
+                following = self.flow.steps[node]
+                if following.recording in ("resume", "stop"):
+                    continue
+                if following.type == "queue":
+                    queues.append(node)
+                stack.extend(adjacency[node])
+            if queues:
+                names = ", ".join(s for s in self.flow.steps if s in queues)
+                self.warning(
+                    ("steps", step_id, "recording"),
+                    f"the recording stays paused into queue step {names}",
+                    "add 'recording: resume' to a step on the way, or to the queue step",
                 )
 
 

@@ -7,11 +7,15 @@ project names them), then in installed model packages such as
 recognizers. A language without a model disables speech for that gather,
 with one warning per process.
 
-`CallRecognizer` belongs to one call. It owns one worker thread, so the
-event loop never waits on decoding and the Vosk calls of a call stay in
-order. The leg feeds it only utterance audio (pre-roll plus speech, as the
-endpointer marks it), resampled to the model rate: the recognizer is always
-created with the rate of the audio it receives. One Kaldi recognizer is kept
+`CallRecognizer` belongs to one call. Its jobs run one at a time and in
+order on a thread pool that all calls of a catalog share (one thread per
+CPU by default), so the event loop never waits on decoding, and the number
+of recognition threads competing with the loop stays bounded however many
+calls speak at once. The leg feeds it only utterance audio (pre-roll plus speech, as the
+endpointer marks it) at the leg's rate, and the worker resamples it to the
+model rate, so the recognizer is always created with the rate of the audio
+it receives. Workers run at a lower CPU priority than the event loop
+(`AsrConfig.worker_niceness`). One Kaldi recognizer is kept
 for the whole call and reused across utterances. A grammar change between
 gathers is applied with `SetGrammar`, which measured 0.2-0.5 ms against
 about 70 ms to create a free-form recognizer (Korean small model, vosk
@@ -25,12 +29,15 @@ phrase list is serialized with `ensure_ascii=False`.
 from __future__ import annotations
 
 import asyncio
-import functools
+import concurrent.futures
 import importlib.util
 import json
 import logging
+import os
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ from typing import Any
 import vosk
 
 from ivr.channel import RecognizerConfig, SpeechInput
+from media.resample import StreamResampler
 
 logger = logging.getLogger("asr")
 
@@ -66,11 +74,22 @@ class AsrConfig:
     """Where models are found and how results are reported.
 
     `partial_interval_ms` is the audio time between partial-result checks.
+    `lookup_cache_s` is how long the catalog reuses the result of a model
+    lookup (which lists the models folder and looks up installed packages),
+    so a model added while the node runs is found within that time.
+    `worker_threads` is the size of the thread pool that all calls share
+    (None: one per CPU), and `worker_niceness` is added to the niceness of
+    those threads (Linux), so that under CPU shortage recognition lags
+    before the event loop, which sends RTP every 20 ms. The niced threads
+    also yield to other processes.
     """
 
     models_dir: Path | None = Path("asr_models")
     use_model_packages: bool = True
     partial_interval_ms: int = 200
+    lookup_cache_s: float = 10.0
+    worker_niceness: int = 10
+    worker_threads: int | None = None
 
 
 def primary_language(language: str) -> str:
@@ -97,9 +116,38 @@ class ModelCatalog:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._rates: dict[str, int] = {}
+        # Every call's media leg looks up models, so lookups are cached:
+        # language -> (monotonic time of the lookup, its result).
+        self._lookups: dict[str, tuple[float, Path | None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # apart from `_lock`, which model loads hold
+
+    def worker_pool(self) -> ThreadPoolExecutor:
+        """Return the recognition thread pool that the calls of this catalog share."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.config.worker_threads or os.cpu_count() or 2,
+                    thread_name_prefix="asr",
+                    initializer=_lower_priority,
+                    initargs=(self.config.worker_niceness,),
+                )
+            return self._pool
 
     def model_path(self, language: str) -> Path | None:
-        """Return the folder of the model for `language`, or None when there is none."""
+        """Return the folder of the model for `language`, or None when there is none.
+
+        The result of a lookup is reused for `lookup_cache_s` seconds.
+        """
+        now = time.monotonic()
+        cached = self._lookups.get(language)
+        if cached is not None and now - cached[0] < self.config.lookup_cache_s:
+            return cached[1]
+        path = self._find_model_path(language)
+        self._lookups[language] = (now, path)
+        return path
+
+    def _find_model_path(self, language: str) -> Path | None:
         primary = primary_language(language)
         full = language.lower().replace("_", "-")
         models_dir = self.config.models_dir
@@ -187,7 +235,7 @@ class _Active:
 
 
 class CallRecognizer:
-    """One call's speech recognizer: a Vosk recognizer driven from a worker thread.
+    """One call's speech recognizer: a Vosk recognizer driven from the shared worker pool.
 
     Methods are called on the event loop and return at once. Results are
     delivered by calling `on_result` on the loop. Each utterance is
@@ -211,7 +259,10 @@ class CallRecognizer:
         self.config = config or catalog.config
         self._on_result = on_result
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{call_id}")
+        self._pool = catalog.worker_pool()
+        # The call's jobs run in order, one at a time, on any thread of the shared pool.
+        self._jobs: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._draining = False
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._dropped = 0
@@ -219,17 +270,28 @@ class CallRecognizer:
         # Worker-thread state:
         self._active: _Active | None = None
         self._utterance: tuple[int, int, RecognizerConfig] | None = None
+        self._resampler: StreamResampler | None = None
         self._since_partial_ms = 0
         self._last_partial = ""
         self._segments: list[dict[str, Any]] = []
         self.recognizers_created = 0
 
-    def begin(self, utterance_id: int, start_ms: int, config: RecognizerConfig) -> None:
-        """Start recognizing a new utterance with `config` (language and phrases)."""
-        self._submit(self._begin, utterance_id, start_ms, config)
+    def begin(
+        self,
+        utterance_id: int,
+        start_ms: int,
+        config: RecognizerConfig,
+        input_rate: int | None = None,
+    ) -> None:
+        """Start recognizing a new utterance with `config` (language and phrases).
+
+        `feed` then takes audio at `input_rate`, which the worker thread
+        resamples to the model rate (None: audio comes at the model rate).
+        """
+        self._submit(self._begin, utterance_id, start_ms, config, input_rate)
 
     def feed(self, pcm: bytes) -> None:
-        """Queue s16le audio at the model rate for the current utterance."""
+        """Queue s16le audio of the current utterance, at the rate `begin` was given."""
         with self._pending_lock:
             overloaded = self._pending >= MAX_PENDING_JOBS
         if overloaded:
@@ -250,15 +312,20 @@ class CallRecognizer:
         self._submit(self._abandon)
 
     async def close(self) -> None:
-        """Stop the worker after the queued jobs. Safe to call twice."""
+        """Take no more jobs and wait for the queued ones. Safe to call twice."""
         if self._closed:
             return
+        finished = self.drain()
         self._closed = True
-        shutdown = functools.partial(self._executor.shutdown, wait=True, cancel_futures=False)
-        await self._loop.run_in_executor(None, shutdown)
+        await finished
 
     def sample_rate(self, language: str) -> int:
         return self.catalog.sample_rate(language)
+
+    @property
+    def dropped_chunks(self) -> int:
+        """Audio chunks dropped because the worker fell behind by `MAX_PENDING_JOBS` jobs."""
+        return self._dropped
 
     @property
     def active_sample_rate(self) -> int | None:
@@ -267,8 +334,13 @@ class CallRecognizer:
         return active.sample_rate if active is not None else None
 
     def drain(self) -> asyncio.Future[None]:
-        """Return a future that resolves when all queued jobs have run (for tests)."""
-        return asyncio.wrap_future(self._executor.submit(lambda: None))
+        """Return a future that resolves when all jobs queued so far have run."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._closed:
+            done.set_result(None)
+        else:
+            self._submit(done.set_result, None)
+        return asyncio.wrap_future(done)
 
     # -- worker thread ---------------------------------------------------
 
@@ -277,7 +349,20 @@ class CallRecognizer:
             return
         with self._pending_lock:
             self._pending += 1
-        self._executor.submit(self._run, job, *args)
+            self._jobs.append((job, args))
+            if self._draining:
+                return
+            self._draining = True
+        self._pool.submit(self._drain_jobs)
+
+    def _drain_jobs(self) -> None:
+        while True:
+            with self._pending_lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                job, args = self._jobs.popleft()
+            self._run(job, *args)
 
     def _run(self, job: Callable[..., None], *args: Any) -> None:
         try:
@@ -330,11 +415,16 @@ class CallRecognizer:
             entries.append("[unk]")
         return json.dumps(entries, ensure_ascii=False)
 
-    def _begin(self, utterance_id: int, start_ms: int, config: RecognizerConfig) -> None:
+    def _begin(
+        self, utterance_id: int, start_ms: int, config: RecognizerConfig, input_rate: int | None
+    ) -> None:
         if self._utterance is not None and self._active is not None:
             self._active.recognizer.Reset()
         active = self._recognizer_for(config)
         self._utterance = (utterance_id, start_ms, config) if active is not None else None
+        self._resampler = None
+        if active is not None and input_rate is not None and input_rate != active.sample_rate:
+            self._resampler = StreamResampler(input_rate, active.sample_rate)
         self._segments = []
         self._since_partial_ms = 0
         self._last_partial = ""
@@ -343,6 +433,8 @@ class CallRecognizer:
         if self._utterance is None or self._active is None:
             return
         recognizer = self._active.recognizer
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
         if recognizer.AcceptWaveform(pcm):
             # Vosk's own endpointer closed a segment inside our utterance, so keep its words.
             self._segments.append(json.loads(recognizer.Result()))
@@ -400,6 +492,16 @@ class CallRecognizer:
             self._loop.call_soon_threadsafe(self._on_result, utterance_id, result)
         except RuntimeError:
             logger.debug("call %s: loop closed, asr result dropped", self.call_id)
+
+
+def _lower_priority(increment: int) -> None:
+    if increment <= 0:
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + increment)
+    except (AttributeError, OSError) as exc:
+        logger.debug("asr worker priority unchanged: %s", exc)
 
 
 def mean_confidence(words: Sequence[dict[str, Any]]) -> float:

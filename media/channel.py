@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from ivr.channel import CallerInput, RecognizerConfig
+from ivr.recording import CallRecordingState, RecordingAction
 from media.audio import PcmAudio
+from media.call_recording import CallRecording
 from media.leg import MediaLeg
+
+logger = logging.getLogger("media.recording")
 
 
 class MediaLegChannel:
@@ -12,10 +18,13 @@ class MediaLegChannel:
 
     A channel class for one kind of call leg subclasses it and adds the
     signaling half: `call_id`, `caller`, `called`, `hangup` and `transfer`.
+    The node sets `recording` to the call's `CallRecording`, which the
+    flow's `recording` step options then control; without one they do nothing.
     """
 
     def __init__(self, leg: MediaLeg) -> None:
         self.leg = leg
+        self.recording: CallRecording | None = None
 
     @property
     def speech_available(self) -> bool:
@@ -40,3 +49,15 @@ class MediaLegChannel:
 
     def clear_inputs(self) -> None:
         self.leg.clear_inputs()
+
+    @property
+    def recording_state(self) -> CallRecordingState:
+        recording = self.recording
+        return recording.state if recording is not None else CallRecordingState.OFF
+
+    def control_recording(self, action: RecordingAction) -> CallRecordingState:
+        recording = self.recording
+        if recording is None:
+            logger.info("call %s: recording %s ignored: recording is off", self.leg.call_id, action)
+            return CallRecordingState.OFF
+        return recording.control(action)

@@ -64,8 +64,9 @@ def _alaw_decode_byte(code: int) -> int:
 def _build_tables() -> tuple[
     npt.NDArray[np.int16], npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.uint8]
 ]:
-    ulaw_decode = np.array([_ulaw_decode_byte(c) for c in range(256)], dtype=np.int16)
-    alaw_decode = np.array([_alaw_decode_byte(c) for c in range(256)], dtype=np.int16)
+    # Little-endian tables, so a gather from them is s16le PCM as it is.
+    ulaw_decode = np.array([_ulaw_decode_byte(c) for c in range(256)], dtype="<i2")
+    alaw_decode = np.array([_alaw_decode_byte(c) for c in range(256)], dtype="<i2")
     samples = range(-32768, 32768)
     ulaw_encode = np.array([_ulaw_encode_sample(s) for s in samples], dtype=np.uint8)
     alaw_encode = np.array([_alaw_encode_sample(s) for s in samples], dtype=np.uint8)
@@ -92,6 +93,16 @@ def ulaw_encode(pcm: bytes) -> bytes:
 def ulaw_decode(payload: bytes) -> bytes:
     """Decode µ-law bytes to s16le PCM."""
     return _ULAW_DECODE[np.frombuffer(payload, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def ulaw_decode_samples(payload: bytes) -> npt.NDArray[np.int16]:
+    """Decode µ-law bytes to a new array of s16le samples."""
+    return _ULAW_DECODE[np.frombuffer(payload, dtype=np.uint8)]
+
+
+def alaw_decode_samples(payload: bytes) -> npt.NDArray[np.int16]:
+    """Decode A-law bytes to a new array of s16le samples."""
+    return _ALAW_DECODE[np.frombuffer(payload, dtype=np.uint8)]
 
 
 def alaw_encode(pcm: bytes) -> bytes:

@@ -55,9 +55,17 @@ def _is_quiet(samples: _Samples) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class JitterConfig:
-    """Delay bounds and adaptation settings, in milliseconds where named so."""
+    """Delay bounds and adaptation settings, in milliseconds where named so.
 
-    min_delay_ms: int = 40
+    `min_delay_ms` 20 starts playout with one packet buffered, so on a clean
+    path the buffer adds only the wait for the next 20 ms tick. Every 20 ms
+    of minimum delay also delays the detected end of each caller utterance
+    by 20 ms. The target grows with the measured jitter, and an underrun
+    adds one frame of delay. Packets longer than a frame raise the minimum
+    to their length rounded up to whole frames (40 ms for 30 ms packets).
+    """
+
+    min_delay_ms: int = 20
     max_delay_ms: int = 300
     jitter_factor: float = 3.0
     max_conceal_frames: int = 5
@@ -118,37 +126,55 @@ class JitterBuffer:
         self._playing = False
         self._last_frame: _Samples | None = None
         self._conceal_run = 0
-        self._min_depth_window: list[int] = []
+        # The least depth over the current window of `drop_window_frames` pops.
+        self._window_min_depth = 0
+        self._window_frames = 0
         self._last_transit: float | None = None
         self._jitter_units = 0.0
         self._since_stretch = 0
         self._since_drop = 0
         self._draining = False
+        self._end = 0
+        self._packet_ms = 0
 
     # -- input -------------------------------------------------------------
 
     def push(self, timestamp: int, pcm: bytes, arrival_ms: float) -> None:
         """Add one packet's decoded s16le samples."""
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16)
-        if samples.size == 0:
+        # A read-only view, never written.
+        self.push_samples(timestamp, np.frombuffer(pcm, dtype="<i2"), arrival_ms)
+
+    def push_samples(self, timestamp: int, samples: _Samples, arrival_ms: float) -> None:
+        """Add one packet's decoded samples as an s16le array, which the buffer keeps unchanged."""
+        size = samples.size
+        if size == 0:
             return
-        self.stats.received += 1
-        position = self._position(timestamp)
-        resyncs = self.stats.resyncs
-        self._check_resync(position, samples.size)
-        if self.stats.resyncs == resyncs:
-            self._update_jitter(timestamp, arrival_ms)
-        if self._play_position is not None and position + samples.size <= self._play_position:
-            self.stats.late += 1
+        stats = self.stats
+        stats.received += 1
+        self._packet_ms = size * 1000 // self.sample_rate
+        extended = self._extend(timestamp)
+        position = extended * self.sample_rate // self.clock_rate
+        resyncs = stats.resyncs
+        self._check_resync(position, size)
+        if stats.resyncs == resyncs:
+            self._update_jitter(extended, arrival_ms)
+        play_position = self._play_position
+        if play_position is not None and position + size <= play_position:
+            stats.late += 1
             return
-        if position in self._packets:
-            self.stats.duplicates += 1
+        packets = self._packets
+        if position in packets:
+            stats.duplicates += 1
             return
-        if len(self._packets) >= self.config.max_packets:
-            self.stats.overflow += 1
-            self._packets.pop(min(self._packets))
-        self._packets[position] = samples
-        if self._play_position is None:
+        if len(packets) >= self.config.max_packets:
+            stats.overflow += 1
+            packets.pop(min(packets))
+        packets[position] = samples
+        # The packet that ends last is played last, so this stays the end of the
+        # buffered audio for as long as any packet is buffered.
+        if position + size > self._end:
+            self._end = position + size
+        if play_position is None:
             self._play_position = position
 
     def _check_resync(self, position: int, size: int) -> None:
@@ -161,7 +187,8 @@ class JitterBuffer:
             ):
                 self._resync(position)
 
-    def _position(self, timestamp: int) -> int:
+    def _extend(self, timestamp: int) -> int:
+        """Return `timestamp` on the unwrapped axis that starts at the stream's first timestamp."""
         if self._base_timestamp is None:
             self._base_timestamp = timestamp
             self._last_timestamp = timestamp
@@ -170,27 +197,25 @@ class JitterBuffer:
         if extended > self._last_extended:
             self._last_extended = extended
             self._last_timestamp = timestamp
-        return extended * self.sample_rate // self.clock_rate
+        return extended
 
-    def _update_jitter(self, timestamp: int, arrival_ms: float) -> None:
+    def _update_jitter(self, extended: int, arrival_ms: float) -> None:
         # RFC 3550 section 6.4.1, with arrival converted to timestamp units.
-        transit = arrival_ms * self.clock_rate / 1000 - self._last_extended_of(timestamp)
+        transit = arrival_ms * self.clock_rate / 1000 - extended
         if self._last_transit is not None:
             difference = abs(transit - self._last_transit)
             self._jitter_units += (difference - self._jitter_units) / 16
         self._last_transit = transit
         self.stats.jitter_ms = 1000 * self._jitter_units / self.clock_rate
 
-    def _last_extended_of(self, timestamp: int) -> int:
-        return self._last_extended + timestamp_delta(timestamp, self._last_timestamp)
-
     def _resync(self, position: int) -> None:
         self.stats.resyncs += 1
         logger.debug("jitter buffer resynchronized")
         self._packets.clear()
+        self._end = 0
         self._play_position = position
         self._playing = False
-        self._min_depth_window.clear()
+        self._window_frames = 0
         self._last_transit = None
 
     # -- output ------------------------------------------------------------
@@ -199,27 +224,30 @@ class JitterBuffer:
     def target_ms(self) -> int:
         config = self.config
         wanted = self.frame_ms + config.jitter_factor * self.stats.jitter_ms
-        return int(min(config.max_delay_ms, max(config.min_delay_ms, wanted)))
+        # Packets longer than a frame (30 ms ones, say) must be buffered whole frames
+        # deep, else a pop between two arrivals finds only part of a frame.
+        packet_floor = -(-self._packet_ms // self.frame_ms) * self.frame_ms
+        floor = max(config.min_delay_ms, packet_floor)
+        return int(min(config.max_delay_ms, max(floor, wanted)))
 
     @property
     def depth_ms(self) -> int:
         """Buffered audio from the playout position to the end of the newest packet."""
         if self._play_position is None or not self._packets:
             return 0
-        end = max(position + samples.size for position, samples in self._packets.items())
-        return max(0, (end - self._play_position) * 1000 // self.sample_rate)
+        return max(0, (self._end - self._play_position) * 1000 // self.sample_rate)
 
     def pop(self) -> tuple[bytes, FrameKind] | None:
         """Return the next 20 ms frame and how it was made, or None before playout starts."""
         if self._play_position is None:
             return None
+        depth = self.depth_ms
+        target = self.target_ms
         if not self._playing:
-            if self.depth_ms < self.target_ms:
+            if depth < target:
                 return None
             self._playing = True
 
-        depth = self.depth_ms
-        target = self.target_ms
         self._since_stretch += 1
         if (
             depth < target - self.frame_ms
@@ -230,10 +258,12 @@ class JitterBuffer:
             self._since_stretch = 0
             self.stats.stretched += 1
             return self._conceal(), FrameKind.UNDERRUN
-        self._min_depth_window.append(depth)
-        if len(self._min_depth_window) >= self.config.drop_window_frames:
-            self._draining = min(self._min_depth_window) > target + self.frame_ms
-            self._min_depth_window.clear()
+        if self._window_frames == 0 or depth < self._window_min_depth:
+            self._window_min_depth = depth
+        self._window_frames += 1
+        if self._window_frames >= self.config.drop_window_frames:
+            self._draining = self._window_min_depth > target + self.frame_ms
+            self._window_frames = 0
         if self._draining and depth <= target + self.frame_ms:
             self._draining = False
         self._since_drop += 1
@@ -243,11 +273,23 @@ class JitterBuffer:
             and self._next_frame_quiet()
         )
         if drain_now or depth > self.config.max_delay_ms:
+            dropped = self._packets.get(self._play_position)
+            if dropped is not None and dropped.size <= self.frame_samples:
+                del self._packets[self._play_position]
             self._play_position += self.frame_samples
             self.stats.dropped_for_delay += 1
             self._since_drop = 0
 
         start = self._play_position
+        exact = self._packets.get(start)
+        if exact is not None and exact.size == self.frame_samples:
+            # The usual case: one whole packet per frame, in order.
+            del self._packets[start]
+            self._play_position = start + self.frame_samples
+            self._last_frame = exact
+            self._conceal_run = 0
+            self.stats.played += 1
+            return exact.tobytes(), FrameKind.AUDIO
         end = start + self.frame_samples
         frame = np.zeros(self.frame_samples, dtype=np.int16)
         filled = 0

@@ -137,7 +137,7 @@ class Mixer:
         self._recorder = StereoRecorder(path, sample_rate, call_id=self.call_id)
 
     def pause_recording(self) -> None:
-        """Stop writing audio (for example while a card number is read) until resumed."""
+        """Write silence in place of the call's audio (for a card number) until resumed."""
         if self._recorder is not None:
             self._recorder.paused = True
 

@@ -1,11 +1,12 @@
-"""Stereo WAV recording of a call: caller on the left channel, agent on the right.
+"""Stereo WAV recording of a call: caller on the left channel, the other party on the right.
 
 The recorder is clocked by `tick` (one 20 ms frame per call). Each tick takes
 one queued frame per side, or silence when a side sent nothing, so the two
-channels stay aligned in time. While `paused`, ticks write nothing and
-queued audio is discarded, so the paused stretch is absent from the file.
-Writes go through a 64 KiB buffer, so the event loop makes a system call
-about every 4 seconds of 8 kHz audio. The header sizes are fixed up on close.
+channels stay aligned in time. While `paused`, ticks write silence on both
+channels and audio added meanwhile is discarded, so the file keeps the
+call's timing but holds nothing said during the pause. Writes go through a
+64 KiB buffer, so the event loop makes a system call about every 4 seconds
+of 8 kHz audio. The header sizes are fixed up on close.
 """
 
 from __future__ import annotations
@@ -69,14 +70,13 @@ class StereoRecorder:
             queue.popleft()
 
     def tick(self) -> None:
-        """Write one 20 ms stereo frame from the queued audio."""
+        """Write one 20 ms stereo frame from the queued audio, or silence while paused."""
         if self._file.closed:
             return
+        silence = bytes(self._frame_bytes)
         if self.paused:
             self._left.clear()
             self._right.clear()
-            return
-        silence = bytes(self._frame_bytes)
         left = np.frombuffer(self._left.popleft() if self._left else silence, dtype="<i2")
         right = np.frombuffer(self._right.popleft() if self._right else silence, dtype="<i2")
         interleaved = np.column_stack([left, right]).astype("<i2").tobytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import hashlib
 import logging
 import threading
@@ -52,6 +53,40 @@ class Synthesizer(Protocol):
     async def synthesize(self, text: str, *, voice: str = ..., rate_wpm: int = ...) -> PcmAudio: ...
 
 
+class _EspeakVoice(ctypes.Structure):
+    """espeak_VOICE from speak_lib.h."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+@functools.cache
+def voice_exists(voice: str) -> bool:
+    """True when espeak-ng accepts `voice` (a language such as en-us, optionally +variant)."""
+    with _EspeakLibrary.lock:
+        return _EspeakLibrary.get().has_voice(voice)
+
+
+@functools.cache
+def voice_languages() -> tuple[str, ...]:
+    """Return the languages of the installed espeak-ng voices, for suggestions.
+
+    Some listed languages, such as en-gb and fr-fr in espeak-ng 1.52, are aliases
+    that `voice_exists` rejects, so check a name before suggesting it.
+    """
+    with _EspeakLibrary.lock:
+        return tuple(_EspeakLibrary.get().languages())
+
+
 class _EspeakLibrary:
     """The process-wide libespeak-ng handle. Every method must run under `lock`."""
 
@@ -79,6 +114,8 @@ class _EspeakLibrary:
             ctypes.c_void_p,
         ]
         lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
+        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
         data_path = str(Path(espeakng_loader.get_data_path()).parent).encode()
         sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
         if sample_rate <= 0:
@@ -99,6 +136,24 @@ class _EspeakLibrary:
         if count > 0 and wav:
             self._chunks.append(ctypes.string_at(wav, count * 2))
         return 0
+
+    def has_voice(self, voice: str) -> bool:
+        return bool(self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK)
+
+    def languages(self) -> list[str]:
+        """Return the language names of every installed voice, such as en-us and pt-br."""
+        names: set[str] = set()
+        voices = self._lib.espeak_ListVoices(None)
+        index = 0
+        while voices[index]:
+            # A list of (priority byte, NUL-terminated name), ended by a zero priority byte.
+            address = voices[index].contents.languages
+            while address and ctypes.string_at(address, 1) != b"\0":
+                name = ctypes.string_at(address + 1)
+                names.add(name.decode("utf-8", "replace"))
+                address += len(name) + 2
+            index += 1
+        return sorted(names)
 
     def synthesize(self, text: str, voice: str, rate_wpm: int) -> bytes:
         if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:

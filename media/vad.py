@@ -25,7 +25,7 @@ import enum
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import webrtcvad
@@ -89,6 +89,8 @@ class VadFramer:
             raise VadFormatError(
                 f"VAD expects {self.sample_rate} Hz audio, got {sample_rate} Hz; resample first"
             )
+        if channels == 1 and not self._pending and len(pcm) == self.frame_bytes:
+            return [pcm]  # the usual case: one exact mono frame
         if channels < 1:
             raise VadFormatError(f"invalid channel count {channels}")
         if len(pcm) % (2 * channels):
@@ -118,9 +120,14 @@ class VadFramer:
 def level_dbfs(frame: bytes) -> float:
     """Return the RMS level of s16le `frame` in dBFS (-inf for digital silence)."""
     samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
-    if samples.size == 0:
+    return energy_level_dbfs(float(samples @ samples), samples.size)
+
+
+def energy_level_dbfs(energy: float, sample_count: int) -> float:
+    """Return the RMS level in dBFS of `sample_count` s16 samples whose squares sum to `energy`."""
+    if sample_count == 0:
         return -math.inf
-    power = float(np.mean(samples * samples))
+    power = energy / sample_count
     return 10 * math.log10(power / (32768.0 * 32768.0)) if power > 0 else -math.inf
 
 
@@ -186,19 +193,35 @@ class Endpointer:
     def utterance_start_ms(self) -> int:
         return self._start_ms
 
+    def set_stop_ms(self, stop_ms: int) -> None:
+        """End utterances after `stop_ms` of silence from now on, the current one included."""
+        if stop_ms != self.config.stop_ms:
+            self.config = replace(self.config, stop_ms=stop_ms)
+
     def _set_state(self, new: EndpointState) -> None:
         if new is not self.state:
             logger.debug("call %s: endpoint %s -> %s", self.call_id, self.state.value, new.value)
             self.state = new
 
-    def feed(self, pcm: bytes, sample_rate: int, channels: int = 1) -> list[EndpointStep]:
-        """Feed audio of any length and return one step per complete VAD frame."""
+    def feed(
+        self, pcm: bytes, sample_rate: int, channels: int = 1, *, energy: float | None = None
+    ) -> list[EndpointStep]:
+        """Feed audio of any length and return one step per complete VAD frame.
+
+        `energy`, the sum of the squared samples of `pcm`, saves computing the
+        level for the energy gate when `pcm` is exactly one mono VAD frame.
+        """
         steps = []
+        gate = self.config.energy_gate_dbfs
         for frame in self.framer.frames(pcm, sample_rate, channels):
             speech = self.framer.is_speech(frame)
-            gate = self.config.energy_gate_dbfs
-            if speech and gate is not None and level_dbfs(frame) < gate:
-                speech = False
+            if speech and gate is not None:
+                if energy is not None and frame is pcm:
+                    level = energy_level_dbfs(energy, len(frame) // 2)
+                else:
+                    level = level_dbfs(frame)
+                if level < gate:
+                    speech = False
             steps.append(self.step(frame, speech))
         return steps
 

@@ -4,7 +4,8 @@
 the signaling edge. A browser caller's call runs through the same flows as
 a SIP call, chosen by the `to` of its `call` message or else the default
 flow. A caller whom the flow queues is handed to the `ContactCenter`. Agent
-presence changes go to the contact center, which mirrors them into the ACD.
+presence changes go to the contact center, which mirrors them into the ACD,
+and so does an agent's blind transfer of the caller it talks to.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from media.leg import MediaLeg
 from media.tts import Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.channel import WebRtcChannel
-from signaling.webrtc.protocol import Presence, TransferKind
+from signaling.webrtc.protocol import ErrorCode, Presence, ProtocolError, TransferKind
 from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_callback
 from voxgate.calls import end_reason, run_ivr
 from voxgate.contact import ContactCenter
 from voxgate.logs import call_id_var
 from voxgate.queueing import CallerLeg
+from voxgate.recordings import CallRecordings, RecordingConfig
+from voxgate.transfer import TransferError
 
 logger = logging.getLogger("voxgate.calls")
 
@@ -42,6 +45,7 @@ class BrowserCallHandler:
         models: ModelCatalog | None = None,
         hub: EventHub | None = None,
         node_id: str = "",
+        recordings: RecordingConfig | None = None,
     ) -> None:
         self._flows = flows
         self._default_flow = default_flow
@@ -51,6 +55,9 @@ class BrowserCallHandler:
         hub = hub if hub is not None else EventHub()
         self._legs = CallLegEvents(hub, node_id)
         self._ivr_events = ivr_event_callback(hub, node_id)
+        self._recordings = (
+            CallRecordings(recordings, self._legs) if recordings is not None else None
+        )
         self.active_calls = 0
 
     async def on_call(self, call: WebRtcCall) -> None:
@@ -76,6 +83,8 @@ class BrowserCallHandler:
             call, MediaLeg(call.transport, call_id=call.call_id, models=self._models)
         )
         contact = self._contact
+        if self._recordings is not None:
+            channel.recording = self._recordings.attach(channel.leg, call.call_id)
         session = IvrSession(
             flow,
             channel,
@@ -110,14 +119,32 @@ class BrowserCallHandler:
             return queue_end if queue_end is not None else end_reason(result)
         finally:
             self.active_calls -= 1
+            if channel.recording is not None:
+                channel.recording.close()
             await channel.leg.close()
 
     async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
-        # NOTE: an agent's blind transfer needs the caller re-queued or an
-        # outbound SIP leg. Neither is wired yet, so the agent page gets an
-        # error and the call stays up.
-        logger.info("transfer to a %s rejected: not supported yet", kind.value)
-        return False
+        """Blind-transfer the caller bridged to the agent's `call` (see `ContactCenter.transfer`).
+
+        Return True once done, so that the server ends the agent's leg.
+        Raise `ProtocolError` naming the field at fault when the transfer is
+        not done; the agent's page shows its message and the call stays up.
+        """
+        if self._contact is None:
+            raise ProtocolError(
+                ErrorCode.BAD_STATE,
+                "transfers need queues, and this node has none",
+                field="type",
+                call_id=call.call_id,
+            )
+        try:
+            await self._contact.transfer(call.call_id, kind, target)
+        except TransferError as exc:
+            logger.info("call %s: transfer to a %s not done: %s", call.call_id, kind.value, exc)
+            raise ProtocolError(
+                exc.code, exc.message, field=exc.field, call_id=call.call_id
+            ) from None
+        return True
 
     def on_call_state(self, call: WebRtcCall) -> None:
         return

@@ -9,6 +9,10 @@ at once (the CDR recorder, the webhook sender) and to subscriptions
 its reader falls behind, the oldest events are dropped and counted, so the
 publisher never waits.
 
+With a Redis store the node also hears the ACD events of other nodes
+(`acd.relay.EventRelay`), which go only to subscriptions, with the other
+node's id (`EventHub.publish_relayed`).
+
 Kinds carry their source as a prefix: `call.*` from the legs, `ivr.*` from
 the IVR, `acd.*` from the ACD. Payloads may contain caller data (numbers,
 digits, transcripts) because they feed CDRs; log message text never does.
@@ -210,6 +214,16 @@ class EventHub:
             if subscription.matches(event):
                 subscription.put(event)
 
+    def publish_relayed(self, event: CallEvent) -> None:
+        """Deliver an event of another node to the matching subscriptions only.
+
+        Listeners (the CDR recorder, the webhook sender) get only this node's own events,
+        because the node where an event happened records and sends it.
+        """
+        for subscription in self._subscriptions:
+            if subscription.matches(event):
+                subscription.put(event)
+
     def _remove(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
@@ -311,9 +325,22 @@ class CallLegEvents:
     def _publish(self, kind: CallKind, call_id: str, **payload: Any) -> None:
         self._hub.publish(CallEvent(kind.value, call_id, self._node_id, self._clock(), payload))
 
-    def started(self, call_id: str, *, channel: Channel, caller: str, called: str) -> None:
+    def started(
+        self,
+        call_id: str,
+        *,
+        channel: Channel,
+        caller: str,
+        called: str,
+        callback_of: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        """Publish a new leg; an outbound callback leg names its caller's call and attempt."""
+        extra: dict[str, Any] = {}
+        if callback_of is not None:
+            extra = {"callback_of": callback_of, "attempt": attempt}
         self._publish(
-            CallKind.STARTED, call_id, channel=channel.value, caller=caller, called=called
+            CallKind.STARTED, call_id, channel=channel.value, caller=caller, called=called, **extra
         )
 
     def answered(self, call_id: str) -> None:
@@ -341,11 +368,30 @@ class CallLegEvents:
     def bridged(self, call_id: str, *, agent_id: str) -> None:
         self._publish(CallKind.BRIDGED, call_id, agent_id=agent_id)
 
-    def transferred(self, call_id: str, *, target: str) -> None:
-        self._publish(CallKind.TRANSFERRED, call_id, target=target)
+    def transferred(
+        self,
+        call_id: str,
+        *,
+        target: str,
+        target_kind: str = "number",
+        agent_id: str | None = None,
+    ) -> None:
+        """Publish a blind transfer; `target_kind` is `number` (the call left) or `queue`.
 
-    def recording(self, call_id: str, *, path: str) -> None:
-        self._publish(CallKind.RECORDING, call_id, path=path)
+        `agent_id` names the agent who transferred; None for a flow's transfer step.
+        """
+        payload: dict[str, Any] = {"target": target, "target_kind": target_kind}
+        if agent_id is not None:
+            payload["agent_id"] = agent_id
+        self._publish(CallKind.TRANSFERRED, call_id, **payload)
+
+    def recording(self, call_id: str, *, path: str, **details: Any) -> None:
+        """Publish a stopped recording of the whole call: its file `path` and `details`.
+
+        The node's details are `format`, `channels`, `sample_rate`,
+        `started_at`, `stopped_at`, `duration_ms`, `pauses` and `error`.
+        """
+        self._publish(CallKind.RECORDING, call_id, path=path, **details)
 
     def ended(self, call_id: str, *, reason: str, status: int | None = None) -> None:
         """Publish the end of the call; `reason` is a token (caller_hangup, rejected, ...).

@@ -15,9 +15,8 @@ pool, the dialog ends with a BYE or a final error response, and
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextvars
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,24 +26,32 @@ from ivr.registry import FlowRegistry
 from media.asr import ModelCatalog
 from media.channel import MediaLegChannel
 from media.leg import MediaLeg
-from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
+from media.rtp_session import RtpPortPool, RtpSession
 from media.tts import Synthesizer
 from signaling import sdp
 from signaling.sip.endpoint import InboundCall
 from signaling.sip.errors import CallEnded, SipUsageError
 from signaling.sip.errors import CallEnded as SipCallEnded
+from voxgate.bridgetoken import BRIDGE_HEADER, BridgeTokenError
 from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_callback
 from voxgate.cdr import SIP_REQUEST_TERMINATED
 from voxgate.contact import ContactCenter
+from voxgate.crossnode import SipAgentSide, remote_transfer_handler
 from voxgate.logs import call_id_var
 from voxgate.queueing import CallerLeg
+from voxgate.recordings import CallRecordings, RecordingConfig
+from voxgate.rtp_setup import (
+    PORT_ATTEMPTS,
+    SUPPORTED_CODECS,
+    apply_answer,
+    bind_offer,
+    next_session_id,
+    rtp_config,
+)
 
 logger = logging.getLogger("voxgate.calls")
 
-SUPPORTED_CODECS = (sdp.PCMU, sdp.PCMA)
-PORT_ATTEMPTS = 8
 FLOW_END_GRACE_S = 1.0
-_session_ids = itertools.count(secrets.randbelow(1 << 30))
 
 
 class SipCallChannel(MediaLegChannel):
@@ -111,8 +118,13 @@ class SipCallHandler:
         models: ModelCatalog | None = None,
         hub: EventHub | None = None,
         node_id: str = "",
+        recordings: RecordingConfig | None = None,
+        rtp_timeout_s: float = 0.0,
+        rtp_hold_timeout_s: float = 0.0,
     ) -> None:
         self._flows = flows
+        self._rtp_timeout_s = rtp_timeout_s
+        self._rtp_hold_timeout_s = rtp_hold_timeout_s
         self._models = models
         self._default_flow = default_flow
         self._synthesizer = synthesizer
@@ -124,11 +136,22 @@ class SipCallHandler:
         hub = hub if hub is not None else EventHub()
         self._legs = CallLegEvents(hub, node_id)
         self._ivr_events = ivr_event_callback(hub, node_id)
+        self._recordings = (
+            CallRecordings(recordings, self._legs) if recordings is not None else None
+        )
         self.active_calls = 0
 
     async def on_invite(self, call: InboundCall) -> None:
-        """Run one call and publish its `call.ended` exactly once, however it ends."""
+        """Run one call and publish its `call.ended` exactly once, however it ends.
+
+        An INVITE with the bridge header comes from another node for one of
+        our waiting callers; it is no call of its own and publishes nothing.
+        """
         call_id_var.set(call.call_id)
+        bridge_header = call.header(BRIDGE_HEADER)
+        if bridge_header is not None:
+            await self._bridge_in(call, bridge_header)
+            return
         self.active_calls += 1
         end = CallEnd("failed")
         self._legs.started(
@@ -141,6 +164,59 @@ class SipCallHandler:
         finally:
             self.active_calls -= 1
             self._legs.ended(call.call_id, reason=end.reason, status=end.status)
+
+    async def _bridge_in(self, call: InboundCall, header: str) -> None:
+        """Connect a waiting caller to an agent of another node over this INVITE's leg.
+
+        403 for a header that does not verify (`voxgate.bridgetoken`), 404
+        when the caller no longer waits here. Returns when the leg ends.
+        """
+        contact = self._contact
+        crossnode = contact.crossnode if contact is not None else None
+        if contact is None or crossnode is None:
+            logger.warning("bridge INVITE rejected: cross-node bridging is off on this node")
+            await _reject(call, 403, "Forbidden")
+            return
+        try:
+            claim = crossnode.check_bridge(header)
+        except BridgeTokenError as exc:
+            logger.warning("bridge INVITE rejected: %s", exc)
+            await _reject(call, 403, "Forbidden")
+            return
+        call_id_var.set(claim.call_id)
+        if not contact.is_waiting(claim.call_id):
+            logger.info("bridge INVITE for a caller that no longer waits here")
+            await _reject(call, 404, "Caller not waiting")
+            return
+        try:
+            offer = sdp.parse(call.remote_sdp or b"")
+        except sdp.SdpError as exc:
+            logger.info("bridge INVITE rejected: invalid SDP offer: %s", exc)
+            await _reject(call, 400, "Invalid SDP offer")
+            return
+        media = await self._open_media(call, offer)
+        if isinstance(media, CallEnd):
+            return
+        answer, session, port = media
+        try:
+            await call.answer(answer.sdp)
+            if not await crossnode.wait_claimed(claim.call_id, claim.agent_id, lambda: call.ended):
+                logger.info("bridge answered but the agent's node did not claim the caller")
+                return
+            side = SipAgentSide(call, session)
+            call.on_refer = remote_transfer_handler(contact, call.call_id)
+            if not contact.connect_remote(claim.call_id, claim.agent_id, side):
+                logger.info("bridge answered but the caller stopped waiting; hanging up")
+                return
+            logger.info("bridged to agent %s of node %s", claim.agent_id, claim.node_id)
+            await call.wait_ended()
+            side.ended.set()
+        except CallEnded:
+            logger.info("bridge leg ended before it was confirmed")
+        finally:
+            await call.hangup()
+            await session.close()
+            self._port_pool.release(port)
 
     async def _handle(self, call: InboundCall) -> CallEnd:
         flow = self._flows.for_call(call.called, self._default_flow)
@@ -167,7 +243,8 @@ class SipCallHandler:
             except CallEnded as exc:
                 return _ended_by_peer(str(exc), answered=False)
             self._legs.answered(call.call_id)
-            logger.info("call answered with %s; running flow %s", answer.codec.name, flow.flow)
+            self._watch_media(call, session, call.remote_sdp)
+            logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
             return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
             await leg.close()
@@ -194,7 +271,7 @@ class SipCallHandler:
                     SUPPORTED_CODECS,
                     local_host=self._advertised_address,
                     local_port=port,
-                    session_id=next(_session_ids),
+                    session_id=next_session_id(),
                     session_version=1,
                 )
             except sdp.NoCommonCodec as exc:
@@ -207,7 +284,7 @@ class SipCallHandler:
                 return await _reject(call, 400, "Invalid SDP offer")
             try:
                 session = await RtpSession.open(
-                    _rtp_config(answer),
+                    rtp_config(answer),
                     local_host=self._rtp_host,
                     local_port=port,
                     remote=(answer.remote_host, answer.remote_port),
@@ -244,23 +321,18 @@ class SipCallHandler:
             if negotiated is None:
                 await call.hangup()
                 return CallEnd("invalid_answer")
-            config = _rtp_config(negotiated)
-            remote = (negotiated.remote_host, negotiated.remote_port)
-            if config == session.config:
-                session.set_remote(remote)
-            else:
-                # The session was bound with our first codec, so that the port
-                # in the offer was ours; the answer chose another one.
-                await session.close()
-                session = await RtpSession.open(
-                    config,
-                    local_host=self._rtp_host,
-                    local_port=port,
-                    remote=remote,
-                    call_id=call.call_id,
-                )
+            # The session was bound with our first codec, so that the port in
+            # the offer was ours; the answer may choose another one.
+            session = await apply_answer(
+                session,
+                negotiated,
+                local_host=self._rtp_host,
+                local_port=port,
+                call_id=call.call_id,
+            )
             leg = MediaLeg(session, call_id=call.call_id, models=self._models)
-            logger.info(
+            self._watch_media(call, session, call.remote_sdp)
+            logger.debug(
                 "call answered with %s (delayed offer); running flow %s",
                 negotiated.codec.name,
                 flow.flow,
@@ -278,42 +350,15 @@ class SipCallHandler:
 
     async def _bind_for_offer(self, call: InboundCall) -> tuple[bytes, RtpSession, int] | CallEnd:
         """Bind an RTP port and write our offer on it, or reject the call and return its end."""
-        for _ in range(PORT_ATTEMPTS):
-            try:
-                port = self._port_pool.acquire()
-            except RuntimeError:
-                logger.warning("rejecting call: the RTP port pool is exhausted")
-                return await _reject(call, 503, "No media port available")
-            offer = sdp.create_audio_offer(
-                SUPPORTED_CODECS,
-                local_host=self._advertised_address,
-                local_port=port,
-                session_id=next(_session_ids),
-                session_version=1,
-            )
-            # Until the answer names the codec and address, the session uses
-            # our first codec and sends nothing.
-            first = sdp.parse(offer).media[0]
-            provisional = RtpSessionConfig(
-                codec_name=SUPPORTED_CODECS[0].name,
-                payload_type=_payload_type(SUPPORTED_CODECS[0]),
-                telephone_event_payload_type=_offered_dtmf_payload_type(first),
-            )
-            try:
-                session = await RtpSession.open(
-                    provisional,
-                    local_host=self._rtp_host,
-                    local_port=port,
-                    remote=None,
-                    call_id=call.call_id,
-                )
-            except OSError as exc:
-                self._port_pool.release(port)
-                logger.warning("RTP port %d unusable, trying another: %s", port, exc)
-                continue
-            return offer, session, port
-        logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
-        return await _reject(call, 503, "No media port available")
+        bound = await bind_offer(
+            self._port_pool,
+            rtp_host=self._rtp_host,
+            advertised_address=self._advertised_address,
+            call_id=call.call_id,
+        )
+        if bound is None:
+            return await _reject(call, 503, "No media port available")
+        return bound
 
     async def _ring(self, call: InboundCall) -> bool:
         """Send 180 and wait the ring time; False when the caller gave up meanwhile."""
@@ -325,10 +370,45 @@ class SipCallHandler:
             ended.cancel()
         return not call.ended
 
+    def _watch_media(
+        self, call: InboundCall, session: RtpSession, remote_sdp: bytes | None
+    ) -> None:
+        """End the call with BYE and reason `rtp_timeout` when the caller's media stops.
+
+        The caller's SDP (the offer, then each re-INVITE or UPDATE) sets
+        whether the call is on hold, which has its own limit.
+        """
+        if self._rtp_timeout_s <= 0 and self._rtp_hold_timeout_s <= 0:
+            return
+        session.on_hold = sdp_holds(remote_sdp)
+
+        def reoffered(offer: bytes | None) -> None:
+            if offer is not None:
+                session.on_hold = sdp_holds(offer)
+
+        def timed_out() -> None:
+            logger.info(
+                "no RTP or RTCP from the caller for %.0f s%s; sending BYE",
+                self._rtp_hold_timeout_s if session.on_hold else self._rtp_timeout_s,
+                " (on hold)" if session.on_hold else "",
+            )
+            call.hangup_for("rtp_timeout")
+
+        call.on_remote_sdp = reoffered
+        # The packet clock runs the callback in its own context: log with this call's id.
+        context = contextvars.copy_context()
+        session.watch_inactivity(
+            self._rtp_timeout_s,
+            self._rtp_hold_timeout_s,
+            lambda: context.run(timed_out),
+        )
+
     async def _run_flow(
         self, call: InboundCall, flow: Flow, channel: SipCallChannel, leg: MediaLeg
     ) -> CallEnd:
         contact = self._contact
+        if self._recordings is not None:
+            channel.recording = self._recordings.attach(leg, call.call_id)
         session = IvrSession(
             flow,
             channel,
@@ -351,9 +431,12 @@ class SipCallHandler:
                     wait_ended=call.wait_ended,
                     hangup=call.hangup,
                     voice=flow.voice,
+                    transfer=channel.transfer,
                 )
                 queue_end = await contact.serve_queued(caller_leg, result)
         finally:
+            if channel.recording is not None:
+                channel.recording.close()
             peer_reason = await _peer_end_reason(call)
             await call.hangup()
         if queue_end is not None:
@@ -381,9 +464,9 @@ async def run_ivr(
             done, _ = await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
         if flow_task in done:
             result = flow_task.result()
-            logger.info("flow ended: %s (%s)", result.outcome.value, result.reason)
+            logger.debug("flow ended: %s (%s)", result.outcome.value, result.reason)
             return result
-        logger.info("call ended during the flow: %s", ended_task.result())
+        logger.debug("call ended during the flow: %s", ended_task.result())
         return None
     finally:
         for task in (flow_task, ended_task):
@@ -412,10 +495,36 @@ async def _peer_end_reason(call: InboundCall) -> str | None:
     return None if reason == "hangup" else reason
 
 
+def sdp_holds(body: bytes | None) -> bool:
+    """Return True when the peer's SDP puts the call on hold or sends no audio.
+
+    That is audio marked sendonly or inactive (hold, RFC 3264), recvonly (the
+    peer only listens) or a connection address of 0.0.0.0 or :: (the older
+    RFC 2543 hold). The media-level direction and address win over the session
+    level ones. An SDP that does not parse puts nothing on hold.
+    """
+    if body is None:
+        return False
+    try:
+        parsed = sdp.parse(body)
+    except sdp.SdpError:
+        return False
+    for media in parsed.media:
+        if media.media == "audio" and not media.is_rejected:
+            direction = media.direction or parsed.direction
+            connection = parsed.media_connection(media)
+            if connection is not None and connection.host in ("0.0.0.0", "::"):
+                return True
+            return direction in ("sendonly", "recvonly", "inactive")
+    return False
+
+
 def _ended_by_peer(reason: str, *, answered: bool) -> CallEnd:
     """Map the SIP layer's end reason (bye, cancel, timeout, shutdown) onto `call.ended`."""
     if reason == "shutdown":
         return CallEnd("node_stopped")
+    if reason == "rtp_timeout":
+        return CallEnd("rtp_timeout")
     if reason == "timeout":
         return CallEnd("timeout")
     if not answered:
@@ -447,26 +556,3 @@ def _negotiate_ack_answer(offer: bytes, answer: bytes | None) -> sdp.NegotiatedA
     except sdp.SdpError as exc:
         logger.info("delayed offer: unusable SDP answer in the ACK; ending the call: %s", exc)
         return None
-
-
-def _rtp_config(negotiated: sdp.NegotiatedAudio) -> RtpSessionConfig:
-    return RtpSessionConfig(
-        codec_name=negotiated.codec.name,
-        payload_type=_payload_type(negotiated.codec),
-        telephone_event_payload_type=(
-            _payload_type(negotiated.dtmf) if negotiated.dtmf is not None else None
-        ),
-    )
-
-
-def _offered_dtmf_payload_type(media: sdp.MediaDescription) -> int | None:
-    for codec in sdp.offered_codecs(media):
-        if codec.is_telephone_event and codec.clock_rate == 8000:
-            return codec.payload_type
-    return None
-
-
-def _payload_type(codec: sdp.Codec) -> int:
-    if codec.payload_type is None:
-        raise ValueError(f"negotiated codec {codec.name} has no payload type")
-    return codec.payload_type

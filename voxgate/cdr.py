@@ -24,6 +24,10 @@ from voxgate.callevents import CallEvent, CallKind
 
 # SIP 487 Request Terminated: the caller cancelled before the answer.
 SIP_REQUEST_TERMINATED = 487
+# End or queue-leave reasons of a call that broke rather than one the caller left: the
+# queue's node died or stopped, or the caller's media stopped (no BYE came). They are
+# `failed`, so that node restarts and dead trunks do not count as abandoned calls.
+NOT_ABANDONED = frozenset({"node_lost", "node_stopped", "rtp_timeout"})
 
 
 class Disposition(enum.StrEnum):
@@ -34,7 +38,9 @@ class Disposition(enum.StrEnum):
     ABANDONED = "abandoned"  # the caller hung up in the IVR or while queued
     TRANSFERRED = "transferred"
     FAILED = "failed"  # rejected, or ended by an error on our side
-    NO_ANSWER = "no_answer"  # the caller cancelled before the node answered
+    NO_ANSWER = "no_answer"  # the caller cancelled before the node answered, or a callee never did
+    BUSY = "busy"  # a callback's callee answered busy (486 or 600)
+    CALLBACK = "callback"  # the caller asked to be called back and hung up, keeping its place
 
 
 @dataclass(slots=True)
@@ -64,6 +70,11 @@ class CallDetailRecord:
     disposition: Disposition
     end_reason: str | None
     recording_path: str | None
+    recording_pauses: list[dict[str, Any]]
+    """Pauses of the call recording: `paused_at`, `resumed_at` (Unix seconds, null when the
+    pause lasted to the end), `offset_ms` and `duration_ms` of the silence in the file."""
+    callback_of: str | None = None
+    callback_attempt: int | None = None
 
 
 @dataclass(slots=True)
@@ -93,8 +104,13 @@ class CallTrace:
     left_reason: str | None = None
     agent_id: str | None = None
     bridged_at: float | None = None
+    # Talk time of earlier agents, whose bridges an agent's transfer to a queue ended.
+    talked_s: float | None = None
     transferred: bool = False
     recording_path: str | None = None
+    recording_pauses: list[dict[str, Any]] = field(default_factory=list)
+    callback_of: str | None = None
+    callback_attempt: int | None = None
     last_event_at: float = 0.0
 
     def apply(self, event: CallEvent) -> None:
@@ -115,8 +131,11 @@ class CallTrace:
                 waited += max(0.0, ended_at - self.joined_at)
             wait_s = round(waited, 3)
         talk_s = None
-        if self.bridged_at is not None:
-            talk_s = round(max(0.0, ended_at - self.bridged_at), 3)
+        if self.bridged_at is not None or self.talked_s is not None:
+            talked = self.talked_s or 0.0
+            if self.bridged_at is not None:
+                talked += max(0.0, ended_at - self.bridged_at)
+            talk_s = round(talked, 3)
         return CallDetailRecord(
             call_id=self.call_id,
             node_id=self.node_id,
@@ -141,20 +160,33 @@ class CallTrace:
             disposition=self.disposition(reason, status),
             end_reason=reason,
             recording_path=self.recording_path,
+            recording_pauses=list(self.recording_pauses),
+            callback_of=self.callback_of,
+            callback_attempt=self.callback_attempt,
         )
 
     def disposition(self, reason: str | None, status: int | None) -> Disposition:
         """Classify the call; the checks run from the furthest point the call reached."""
         if self.transferred:
             return Disposition.TRANSFERRED
-        if self.bridged_at is not None:
+        if self.bridged_at is not None or self.talked_s is not None:
             return Disposition.COMPLETED
+        if reason == "callback_requested":
+            return Disposition.CALLBACK
+        if self.callback_of is not None:
+            return {"busy": Disposition.BUSY, "no_answer": Disposition.NO_ANSWER}.get(
+                reason or "", Disposition.FAILED
+            )
         if self.answered_at is None and self.ivr_outcome is None and not self.queued:
             if status is not None and status != SIP_REQUEST_TERMINATED:
                 return Disposition.FAILED
             return Disposition.NO_ANSWER
         if self.queued:
-            return Disposition.FAILED if self.left_reason == "node_lost" else Disposition.ABANDONED
+            if self.left_reason in NOT_ABANDONED or reason in NOT_ABANDONED:
+                return Disposition.FAILED
+            return Disposition.ABANDONED
+        if reason in NOT_ABANDONED:
+            return Disposition.FAILED
         match self.ivr_outcome:
             case "hangup":
                 return Disposition.SELF_SERVICE
@@ -172,6 +204,8 @@ def _call_started(trace: CallTrace, at: float, payload: Any) -> None:
     trace.channel = payload.get("channel")
     trace.caller = payload.get("caller")
     trace.called = payload.get("called")
+    trace.callback_of = payload.get("callback_of")
+    trace.callback_attempt = payload.get("attempt")
 
 
 def _call_answered(trace: CallTrace, at: float, payload: Any) -> None:
@@ -196,11 +230,19 @@ def _call_bridged(trace: CallTrace, at: float, payload: Any) -> None:
 
 
 def _call_transferred(trace: CallTrace, at: float, payload: Any) -> None:
-    trace.transferred = True
+    # A transfer to a queue keeps the caller on this node, so the call goes on
+    # and the next agent's bridge starts a new stretch of talk time.
+    if payload.get("target_kind", "number") != "queue":
+        trace.transferred = True
+    elif trace.bridged_at is not None:
+        trace.talked_s = (trace.talked_s or 0.0) + max(0.0, at - trace.bridged_at)
+        trace.bridged_at = None
 
 
 def _call_recording(trace: CallTrace, at: float, payload: Any) -> None:
     trace.recording_path = payload.get("path")
+    pauses = payload.get("pauses")
+    trace.recording_pauses = [dict(p) for p in pauses] if isinstance(pauses, list) else []
 
 
 def _step_entered(trace: CallTrace, at: float, payload: Any) -> None:

@@ -49,15 +49,26 @@ async def _recent(request: web.Request) -> web.Response:
     return web.json_response({"cdrs": [record_to_json(record) for record in records]})
 
 
-async def _by_call(request: web.Request) -> web.Response:
-    api = request.app[CDR_API_KEY]
-    check_bearer(request, api.token)
+async def find_record(
+    request: web.Request, recorder: CdrRecorder, token: str | None, *, missing: str
+) -> CallDetailRecord:
+    """Return the CDR of the route's `{call_id}` after checking the bearer `token`.
+
+    Raise 400 for an overlong call id and 404 with the text `missing` when no CDR exists.
+    """
+    check_bearer(request, token)
     call_id = request.match_info["call_id"]
     if len(call_id) > MAX_CALL_ID_LENGTH:
         raise web.HTTPBadRequest(text=f"invalid call id: longer than {MAX_CALL_ID_LENGTH}")
-    record = await api.recorder.get(call_id)
+    record = await recorder.get(call_id)
     if record is None:
-        raise web.HTTPNotFound(text="no CDR for this call id")
+        raise web.HTTPNotFound(text=missing)
+    return record
+
+
+async def _by_call(request: web.Request) -> web.Response:
+    api = request.app[CDR_API_KEY]
+    record = await find_record(request, api.recorder, api.token, missing="no CDR for this call id")
     return web.json_response(record_to_json(record))
 
 

@@ -26,7 +26,7 @@ from voxgate.cdr import CallDetailRecord, CallTrace, Disposition
 
 logger = logging.getLogger("voxgate.cdr")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("call_id", "TEXT PRIMARY KEY"),
@@ -52,8 +52,11 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("disposition", "TEXT NOT NULL"),
     ("end_reason", "TEXT"),
     ("recording_path", "TEXT"),
+    ("recording_pauses", "TEXT NOT NULL DEFAULT '[]'"),  # JSON list of pause objects
+    ("callback_of", "TEXT"),  # the caller's call id, on each outbound callback leg
+    ("callback_attempt", "INTEGER"),
 )
-_JSON_COLUMNS = frozenset({"ivr_path", "sentiment"})
+_JSON_COLUMNS = frozenset({"ivr_path", "sentiment", "recording_pauses"})
 _NAMES = tuple(name for name, _ in _COLUMNS)
 
 _SCHEMA = [
@@ -63,6 +66,15 @@ _SCHEMA = [
     + ")",
     "CREATE INDEX IF NOT EXISTS cdr_ended_at ON cdr (ended_at)",
 ]
+
+# Statements that bring a file from the key's version to the next one.
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "ALTER TABLE cdr ADD COLUMN recording_pauses TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE cdr ADD COLUMN callback_of TEXT",
+        "ALTER TABLE cdr ADD COLUMN callback_attempt INTEGER",
+    ],
+}
 
 
 class CdrSchemaError(RuntimeError):
@@ -92,11 +104,19 @@ class CdrStore:
                 for statement in _SCHEMA:
                     self._db.execute(statement)
                 row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                if row[0] is None:
+                version = row[0]
+                if version is None:
                     self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                elif row[0] != SCHEMA_VERSION:
+                    version = SCHEMA_VERSION
+                while version in _MIGRATIONS and version < SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[version]:
+                        self._db.execute(statement)
+                    version += 1
+                    self._db.execute("UPDATE schema_version SET version = ?", (version,))
+                    logger.info("CDR database %s migrated to schema version %d", self.path, version)
+                if version != SCHEMA_VERSION:
                     raise CdrSchemaError(
-                        f"CDR database {self.path} has schema version {row[0]}, "
+                        f"CDR database {self.path} has schema version {version}, "
                         f"this node supports {SCHEMA_VERSION}; use another file or migrate it"
                     )
                 self._db.execute("COMMIT")

@@ -15,12 +15,19 @@ from media.audio import PcmAudio
 from media.tts import Synthesizer
 from signaling.sip.auth import AuthConfig
 from signaling.sip.endpoint import SipConfig
+from signaling.sip.ping import PingConfig
 from signaling.sip.registration import RegistrationConfig
+from signaling.sip.uri import parse_sip_uri
 from signaling.webrtc.config import IceServer, WebRtcConfig
-from voxgate.contact import AgentAccount, ContactCenter
+from voxgate.agentmirror import AgentAccount
+from voxgate.callbacks import CallbackConfig
+from voxgate.contact import ContactCenter
 from voxgate.queueing import hold_audio, hold_tone
+from voxgate.recordings import RecordingConfig
 from voxgate.settings import (
     AcdSettings,
+    PingSettings,
+    RecordingSettings,
     Settings,
     SipSettings,
     WebhookSettings,
@@ -39,6 +46,7 @@ def acd_config(settings: AcdSettings) -> acd_model.AcdSettings:
             strategy=acd_model.Strategy.parse(queue.strategy),
             weight=queue.weight,
             ring_timeout_s=queue.ring_timeout_s,
+            callback_timeout_s=queue.callback_timeout_s,
             max_wait_s=queue.max_wait_s,
             max_length=queue.max_length,
             overflow_target=queue.overflow_target,
@@ -74,13 +82,24 @@ async def open_store(settings: AcdSettings) -> AcdStore:
         raise OSError(f"cannot connect to the ACD store: {exc}") from exc
 
 
+def acd_node_id(name: str) -> str:
+    """Return a new ACD node id for the node named `name` (`node.id`).
+
+    A restarted node must be a new ACD node, so that the reaper closes out the callers and
+    agents of its previous run.
+    """
+    return f"{name}.{secrets.token_hex(3)}"
+
+
+def node_name(acd_node_id: str) -> str:
+    """Return the node name (`node.id`) inside an ACD node id made by `acd_node_id`."""
+    return acd_node_id.rpartition(".")[0] or acd_node_id
+
+
 async def build_contact_center(settings: Settings, synthesizer: Synthesizer) -> ContactCenter:
     """Create the ACD on its store and the contact center around it (not started)."""
     store = await open_store(settings.acd)
-    # A restarted node must be a new ACD node, so that the reaper closes out
-    # the callers and agents of its previous run.
-    node_id = f"{settings.node.id}.{secrets.token_hex(3)}"
-    acd = Acd(store, SystemClock(), acd_config(settings.acd), node_id=node_id)
+    acd = Acd(store, SystemClock(), acd_config(settings.acd), node_id=acd_node_id(settings.node.id))
     every_queue = tuple(settings.acd.queues)
     accounts = {
         user: AgentAccount(tuple(agent.queues) or every_queue, dict(agent.skills))
@@ -97,7 +116,32 @@ async def build_contact_center(settings: Settings, synthesizer: Synthesizer) -> 
         accounts=accounts,
         hold_music=hold_music,
         default_hold=hold_tone(),
-        route_within_node=settings.acd.route_within_node,
+        route_within_node=settings.routes_within_node,
+        transfer_allow=settings.webrtc.transfer_allow,
+    )
+
+
+def callback_config(settings: Settings) -> CallbackConfig | None:
+    """Map the `callbacks` section and the queues' callback keys; None when callbacks are off."""
+    callbacks = settings.callbacks
+    if callbacks.trunk_uri is None:
+        return None
+    credentials = None
+    if callbacks.username is not None:
+        credentials = (callbacks.username, callbacks.password)
+    return CallbackConfig(
+        trunk_uri=callbacks.trunk_uri,
+        caller_id=callbacks.caller_id,
+        credentials=credentials,
+        ring_timeout_s=callbacks.ring_timeout_s,
+        retries=callbacks.retries,
+        retry_interval_s=callbacks.retry_interval_s,
+        number_pattern=callbacks.number_pattern,
+        keys={
+            name: queue.callback_key
+            for name, queue in settings.acd.queues.items()
+            if queue.callback_key is not None
+        },
     )
 
 
@@ -176,6 +220,25 @@ def sip_config(settings: SipSettings) -> SipConfig:
         tls_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         auth=auth,
         registrations=registrations,
+        dns_servers=tuple(settings.dns_servers),
+        dns_port=settings.dns_port,
+        udp_receive_buffer=settings.udp_receive_buffer,
+        overload_queue_bytes=settings.overload_queue_bytes,
+        pings=[ping_config(name, ping) for name, ping in settings.pings.items()],
+    )
+
+
+def ping_config(name: str, settings: PingSettings) -> PingConfig:
+    """Map one `sip.pings` entry onto the endpoint's ping config (host and port from the URI)."""
+    uri = parse_sip_uri(settings.target)
+    return PingConfig(
+        name=name,
+        target=settings.target,
+        host=uri.bare_host,
+        port=uri.port,
+        transport=uri.transport,
+        interval=settings.interval_s,
+        timeout=settings.timeout_s,
     )
 
 
@@ -189,4 +252,11 @@ def webhook_config(settings: WebhookSettings) -> WebhookConfig | None:
         kinds=tuple(settings.kinds),
         timeout_s=settings.timeout_s,
         retry=RetryPolicy(max_attempts=settings.retries + 1),
+    )
+
+
+def recording_config(settings: RecordingSettings) -> RecordingConfig:
+    """Map the `recording` settings section onto the call handlers' recording config."""
+    return RecordingConfig(
+        directory=settings.directory, enabled=settings.enabled, sample_rate=settings.sample_rate
     )

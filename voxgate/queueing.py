@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from acd.model import QueueTicket
 from acd.service import Acd
+from ivr.model import Flow, QueueStep
 from ivr.services import QueueError as IvrQueueError
 from ivr.services import QueuePlacement, QueueRequest
 from media.audio import PcmAudio
@@ -37,6 +38,31 @@ HOLD_CYCLE_S = 2.5
 HOLD_AMPLITUDE = 0.06
 
 
+def warn_unknown_queues(flows: Iterable[Flow], queues: Collection[str]) -> int:
+    """Log one warning per queue step whose queue is not in `queues` (`acd.queues`).
+
+    Such a step sends every caller to its `on_error` step, so the node still
+    starts, as it does with a missing default flow. A queue name with a
+    template is known only during a call and is not checked. Returns the
+    number of warnings.
+    """
+    count = 0
+    for flow in flows:
+        for step_id, step in flow.steps.items():
+            if not isinstance(step, QueueStep) or "{{" in step.queue:
+                continue
+            if step.queue not in queues:
+                logger.warning(
+                    "flow %s, step %s: queue %r is not defined in acd.queues; "
+                    "its callers go to the step's on_error",
+                    flow.flow,
+                    step_id,
+                    step.queue,
+                )
+                count += 1
+    return count
+
+
 @dataclass(slots=True)
 class CallerLeg:
     """A caller's call as the queue and the bridge need it, whatever its signaling."""
@@ -48,6 +74,9 @@ class CallerLeg:
     wait_ended: Callable[[], Awaitable[object]]
     hangup: Callable[[], Awaitable[None]]
     voice: str = "en-us"
+    # Blind transfer to a number or SIP URI (REFER for a SIP caller); True once
+    # the target answered. None for a leg that cannot be transferred that way.
+    transfer: Callable[[str], Awaitable[bool]] | None = None
 
 
 class AcdQueueService:

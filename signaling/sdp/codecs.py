@@ -8,11 +8,12 @@ a=rtpmap line. Any other payload type means nothing without an a=rtpmap line
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from signaling.sdp.model import MediaDescription
+from signaling.sdp.model import Attribute, MediaDescription
 
 TELEPHONE_EVENT = "telephone-event"
 
@@ -138,8 +139,20 @@ def offered_codecs(media: MediaDescription) -> list[Codec]:
     payload type, and dynamic ones without a=rtpmap, are left out because
     their meaning is unknown.
     """
+    return list(_offered_codecs(media.media, media.formats, media.attributes))
+
+
+@functools.lru_cache(maxsize=256)
+def _offered_codecs(
+    kind: str, formats: tuple[str, ...], attributes: tuple[Attribute, ...]
+) -> tuple[Codec, ...]:
+    """`offered_codecs` of a section with this kind, formats and attributes.
+
+    It is a pure function of immutable values, cached because a peer offers
+    the same formats in every call and answering an offer reads them three times.
+    """
     rtpmaps: dict[int, Codec] = {}
-    for value in media.attribute_values("rtpmap"):
+    for value in _values(attributes, "rtpmap"):
         try:
             codec = parse_rtpmap(value)
         except ValueError:
@@ -148,7 +161,7 @@ def offered_codecs(media: MediaDescription) -> list[Codec]:
             rtpmaps.setdefault(codec.payload_type, codec)
 
     fmtps: dict[str, str] = {}
-    for value in media.attribute_values("fmtp"):
+    for value in _values(attributes, "fmtp"):
         try:
             format_, parameters = split_fmtp(value)
         except ValueError:
@@ -157,7 +170,7 @@ def offered_codecs(media: MediaDescription) -> list[Codec]:
 
     codecs: list[Codec] = []
     seen: set[int] = set()
-    for format_ in media.formats:
+    for format_ in formats:
         payload_type = payload_type_of(format_)
         if payload_type is None or payload_type in seen:
             continue
@@ -166,9 +179,13 @@ def offered_codecs(media: MediaDescription) -> list[Codec]:
         static = STATIC_AUDIO_PAYLOAD_TYPES.get(payload_type)
         if mapped is not None:
             codecs.append(replace(mapped, fmtp=fmtps.get(format_)))
-        elif static is not None and media.media == "audio":
+        elif static is not None and kind == "audio":
             codecs.append(Codec(*static, payload_type=payload_type, fmtp=fmtps.get(format_)))
-    return codecs
+    return tuple(codecs)
+
+
+def _values(attributes: tuple[Attribute, ...], name: str) -> list[str]:
+    return [a.value for a in attributes if a.name == name and a.value is not None]
 
 
 def parse_events(fmtp: str | None) -> frozenset[int] | None:

@@ -15,6 +15,7 @@ flag because the peer has no address to receive on.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -356,12 +357,18 @@ def _stream_connection(
         raise SdpError(f"audio stream {index + 1} has no c= line at media or session level")
     if connection.nettype != "IN" or connection.addrtype not in ("IP4", "IP6"):
         return None
-    try:
-        if ipaddress.ip_address(connection.host).is_multicast:
-            return None
-    except ValueError:
-        pass
+    if _is_multicast(connection.host):
+        return None
     return connection
+
+
+@functools.lru_cache(maxsize=256)
+def _is_multicast(host: str) -> bool:
+    """True for a multicast IP literal, and False for a unicast one or a host name."""
+    try:
+        return ipaddress.ip_address(host).is_multicast
+    except ValueError:
+        return False
 
 
 def _select_codec(
@@ -513,13 +520,19 @@ def _local_origin(
         raise ValueError(f"o= username {username!r} is empty or contains whitespace")
     if session_id < 0 or session_version < 0:
         raise ValueError("session id and session version must not be negative")
+    addrtype = _address_type(host)
+    origin = Origin(username, str(session_id), str(session_version), "IN", addrtype, host)
+    return origin, Connection("IN", addrtype, host)
+
+
+@functools.lru_cache(maxsize=64)
+def _address_type(host: str) -> str:
+    """Return "IP4" or "IP6" for an IP literal (cached: it is our own address)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"local host {host!r} is not an IPv4 or IPv6 address") from None
-    addrtype = "IP4" if address.version == 4 else "IP6"
-    origin = Origin(username, str(session_id), str(session_version), "IN", addrtype, host)
-    return origin, Connection("IN", addrtype, host)
+    return "IP4" if address.version == 4 else "IP6"
 
 
 def _describe(codec: Codec) -> str:

@@ -21,6 +21,7 @@ dialog or the application. Peer input never raises out of `receive`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from signaling.sip.events import (
     CallTerminated,
     CoreEvent,
     InfoReceived,
+    PingChanged,
     RegistrationChanged,
     ReofferReceived,
     RequestAnswered,
@@ -47,7 +49,8 @@ from signaling.sip.parser import (
     parse_datagram,
     salvage_request,
 )
-from signaling.sip.ratelimit import SourceRateLimiter
+from signaling.sip.ping import Ping, PingConfig
+from signaling.sip.ratelimit import OverloadReport, SourceRateLimiter
 from signaling.sip.refresh import RefreshCore, session_expires_of
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
@@ -80,9 +83,19 @@ class UserAgent(RefreshCore):
         self.authenticator = Authenticator(config.auth)
         self.registrar = Registrar()
         self.registrations: dict[str, Registration] = {}
+        self.pings: dict[str, Ping] = {}
+        self._ping_keys: dict[str, str] = {}
         self._merge_keys: dict[tuple[str, str, int, str], str] = {}
+        # The merge key of each server transaction that registered one, by transaction key.
+        self._merge_key_of: dict[str, tuple[str, str, int, str]] = {}
         self._call_by_invite: dict[str, str] = {}
+        # Inbound calls by (Call-ID, From tag), to find the call of an ACK without a scan.
+        self._inbound_by_caller: dict[tuple[str, str], str] = {}
         self._rate_limiter = SourceRateLimiter(config.rate_limit) if config.rate_limit else None
+        self._overload = OverloadReport()
+        self.overloaded = False
+        """Set by the adapter while the node cannot keep up; new INVITEs then get 503."""
+        self._stateless_tag_key = secrets.token_bytes(16)
 
     # ----- adapter interface
 
@@ -176,6 +189,9 @@ class UserAgent(RefreshCore):
             record_route=True,
         )
         session.change(CallState.ANSWERED, "answer")
+        transaction = self._server.get(session.transaction_key)
+        if isinstance(transaction, ServerInviteTransaction):
+            transaction.release_request()
         self._disarm("call", handle, "unanswered")
         if not self._call_peer[handle].reliable:
             session.retransmit_interval = self.config.timers.t1
@@ -183,6 +199,7 @@ class UserAgent(RefreshCore):
         self._arm("call", handle, "ack", self._now + 64 * self.config.timers.t1)
 
     def reject(self, handle: str, status: int, reason: str | None, now: float) -> None:
+        """Send the final response `status` (300-699); a 503 carries Retry-After."""
         self._now = max(self._now, now)
         session = self._session(handle)
         if not 300 <= status <= 699:
@@ -192,7 +209,10 @@ class UserAgent(RefreshCore):
         if reason is not None:
             # The reason phrase ends at CRLF, so control characters would split the message.
             reason = "".join(char for char in reason if char.isprintable())[:120] or None
-        self._respond(session.transaction_key, status, reason, to_tag=session.local_tag)
+        extra = [("Retry-After", str(self.config.retry_after))] if status == 503 else None
+        self._respond(
+            session.transaction_key, status, reason, to_tag=session.local_tag, extra=extra
+        )
         self._end(session, "hangup")
 
     def hangup(self, handle: str, now: float) -> None:
@@ -267,8 +287,51 @@ class UserAgent(RefreshCore):
         peer = self._registrar_peer(registration.config)
         self._drive(registration, lambda: registration.stop(self._via(branch, peer)), branch)
 
+    def add_ping(self, config: PingConfig, now: float) -> None:
+        """Start sending OPTIONS to `config.host` every `config.interval` s (see `ping`)."""
+        self._now = max(self._now, now)
+        if config.name in self.pings:
+            raise SipUsageError(f"ping {config.name} already exists")
+        peer = _ping_peer(config)
+        contact = self._contact(peer)
+        ping = Ping(config, contact, contact[1:-1])
+        self.pings[config.name] = ping
+        ping.start(self._now)
+        self._arm("ping", config.name, "next", self._now)
+
+    def remove_ping(self, name: str) -> None:
+        """Stop pinging `name`; an answer still on its way is ignored."""
+        if self.pings.pop(name, None) is not None:
+            self._disarm("ping", name, "next")
+            self._ping_keys.pop(name, None)
+
+    def _fire_ping(self, name: str) -> None:
+        ping = self.pings.get(name)
+        if ping is None:
+            return
+        before = ping.state
+        peer = _ping_peer(ping.config)
+        branch = new_branch()
+        request = ping.on_timer(self._via(branch, peer), self._now)
+        if request is not None:
+            self._ping_keys[name] = client_key(branch, "OPTIONS")
+            self._start_client(request, branch, peer, f"ping:{name}")
+        if ping.state is not before:
+            self._events.append(PingChanged(name, ping.state.value, ping.rtt, ping.last_status))
+        if ping.deadline is not None:
+            self._arm("ping", name, "next", ping.deadline)
+
+    def _on_ping_response(self, name: str, key: str, response: SipResponse) -> None:
+        ping = self.pings.get(name)
+        if ping is None or self._ping_keys.get(name) != key or response.status < 200:
+            return
+        if ping.on_response(response.status, self._now):
+            self._events.append(PingChanged(name, ping.state.value, ping.rtt, ping.last_status))
+        if ping.deadline is not None:
+            self._arm("ping", name, "next", ping.deadline)
+
     def _registrar_peer(self, config: RegistrationConfig) -> Peer:
-        return Peer(config.transport, config.registrar, config.port)
+        return Peer(config.transport, config.registrar, config.port or 5060)
 
     def _drive(
         self, registration: Registration, step: Callable[[], SipRequest | None], branch: str
@@ -333,6 +396,9 @@ class UserAgent(RefreshCore):
             return
         if info.to.tag is None and not self._within_rate(request, peer):
             return
+        if request.method == "INVITE" and info.to.tag is None and self._at_call_limit():
+            self._reject_at_call_limit(request, peer)
+            return
         created: ServerTransaction
         if request.method == "INVITE":
             created = ServerInviteTransaction(key, request, peer.reliable, self.config.timers)
@@ -377,6 +443,48 @@ class UserAgent(RefreshCore):
             self._outgoing.append(Outgoing(to_bytes(response), destination))
         return False
 
+    def _at_call_limit(self) -> bool:
+        """Return whether a new call must be rejected: `overloaded`, or `max_calls` reached."""
+        if self.overloaded:
+            return True
+        # `calls` contains only calls that have not ended, because `_end` removes a
+        # call as it ends it, so its size is the number of active calls.
+        return self.config.max_calls is not None and len(self.calls) >= self.config.max_calls
+
+    def _reject_at_call_limit(self, request: SipRequest, peer: Peer) -> None:
+        """Reject a new INVITE with a stateless 503 and Retry-After (see `_at_call_limit`).
+
+        The check runs before the server transaction, the 100 Trying and the
+        request checks, so an overloaded node spends on a rejected INVITE
+        little more than its parse. Stateless (§8.2.7): a retransmitted INVITE
+        gets the same 503 again, with the same To tag, and its ACK matches
+        nothing and is dropped.
+        """
+        if self._overload.count(self._now):
+            logger.warning(
+                "%s: rejected %d new INVITEs with 503 since the last report",
+                "node overloaded" if self.overloaded else f"call limit {self.config.max_calls}",
+                self._overload.reported,
+            )
+        response = build_response(
+            request,
+            503,
+            to_tag=self._stateless_tag(request),
+            headers=[
+                ("Retry-After", str(self.config.retry_after)),
+                ("Server", self.config.user_agent),
+            ],
+        )
+        destination = response_peer(request, peer, self.config.force_rport)
+        self._outgoing.append(Outgoing(to_bytes(response), destination))
+
+    def _stateless_tag(self, request: SipRequest) -> str:
+        """Return a To tag that is the same for every retransmission of `request` (§8.2.7)."""
+        info = request.parsed
+        branch = info.top_via.branch or ""
+        identity = f"{info.call_id}|{info.from_.tag}|{info.cseq.number}|{branch}".encode()
+        return hashlib.blake2s(identity, key=self._stateless_tag_key, digest_size=8).hexdigest()
+
     def _check_merged(self, request: SipRequest, key: str) -> Rejection | None:
         """Detect a request that forked back to us by another path (§8.2.2.2)."""
         info = request.parsed
@@ -387,6 +495,7 @@ class UserAgent(RefreshCore):
         if other is not None and other != key and other in self._server:
             return Rejection(482)
         self._merge_keys[merge] = key
+        self._merge_key_of[key] = merge
         return None
 
     def _authenticate(self, request: SipRequest, peer: Peer) -> Rejection | None:
@@ -418,12 +527,6 @@ class UserAgent(RefreshCore):
         self._respond(key, status, extra=headers)
 
     def _new_call(self, request: SipRequest, key: str, peer: Peer) -> None:
-        # `calls` contains only calls that have not ended, because `_end` removes a
-        # call as it ends it, so its size is the number of active calls.
-        if self.config.max_calls is not None and len(self.calls) >= self.config.max_calls:
-            logger.warning("call limit %d reached; rejecting an INVITE", self.config.max_calls)
-            self._respond(key, 503, extra=[("Retry-After", str(self.config.retry_after))])
-            return
         expires = checks.session_expires(request, self.config.min_session_expires)
         if isinstance(expires, Rejection):
             self._respond(key, expires.status, expires.reason, extra=expires.headers)
@@ -433,8 +536,9 @@ class UserAgent(RefreshCore):
         session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle
+        self._inbound_by_caller[(request.parsed.call_id, request.parsed.from_.tag or "")] = handle
         self._call_peer[handle] = peer
-        logger.info("call %s: INVITE received over %s", handle, peer.transport)
+        logger.debug("call %s: INVITE received over %s", handle, peer.transport)
         self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
         self._events.append(CallOffered(session, peer))
 
@@ -452,16 +556,15 @@ class UserAgent(RefreshCore):
         confirms that call. Only a party that saw the INVITE can build such an ACK.
         """
         info = request.parsed
-        for session in self.calls.values():
-            invite = session.invite.parsed
-            if (
-                session.state is CallState.ANSWERED
-                and invite.call_id == info.call_id
-                and invite.from_.tag == info.from_.tag
-                and invite.cseq.number == info.cseq.number
-            ):
-                logger.debug("call %s: ACK with another To tag accepted", session.handle)
-                return session
+        handle = self._inbound_by_caller.get((info.call_id, info.from_.tag or ""))
+        session = self.calls.get(handle) if handle is not None else None
+        if (
+            session is not None
+            and session.state is CallState.ANSWERED
+            and session.invite.parsed.cseq.number == info.cseq.number
+        ):
+            logger.debug("call %s: ACK with another To tag accepted", session.handle)
+            return session
         return None
 
     def _on_dialog_request(self, request: SipRequest, key: str) -> None:
@@ -475,7 +578,7 @@ class UserAgent(RefreshCore):
         method = request.method
         if method == "BYE":
             self._respond(key, 200)
-            logger.info("call %s: BYE received", session.handle)
+            logger.debug("call %s: BYE received", session.handle)
             self._end(session, "bye")
         elif method == "INFO":
             self._respond(key, 200)
@@ -591,7 +694,7 @@ class UserAgent(RefreshCore):
         sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         if sdp is not None:
             session.remote_sdp = sdp
-        logger.info("call %s: confirmed by ACK", session.handle)
+        logger.debug("call %s: confirmed by ACK", session.handle)
         self._events.append(CallConfirmed(session.handle, sdp))
         if session.pending_end is not None:
             self._send_bye(session)
@@ -627,13 +730,22 @@ class UserAgent(RefreshCore):
             self._disarm("call", session.handle, name)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
-        logger.info("call %s: ended (%s)", session.handle, reason)
+        # A BYE, its 200 or a timer ends most calls, and those run outside the
+        # call's task, so the record names the call itself rather than
+        # relying on the task's call id (voxgate.logs.CallIdFilter keeps it).
+        logger.info(
+            "call %s: ended (%s)", session.handle, reason, extra={"call_id": session.handle}
+        )
         self._events.append(CallTerminated(session.handle, reason))
         self.calls.pop(session.handle, None)
         self._call_peer.pop(session.handle, None)
+        invite = session.invite.parsed
+        caller = (invite.call_id, invite.from_.tag or "")
+        if self._inbound_by_caller.get(caller) == session.handle:
+            del self._inbound_by_caller[caller]
 
     def _send_bye(self, session: InviteSession) -> None:
-        logger.info("call %s: sending BYE", session.handle)
+        logger.debug("call %s: sending BYE", session.handle)
         self._send_request(session, "BYE")
 
     # ----- hooks of TransactionUser
@@ -645,6 +757,8 @@ class UserAgent(RefreshCore):
                 self._events.append(RequestAnswered(owner[7:], key, response.status))
         elif owner.startswith("refresh:"):
             self._on_refresh_response(owner[8:], key, response)
+        elif owner.startswith("ping:"):
+            self._on_ping_response(owner[5:], key, response)
         elif not self._on_outbound_response(key, response):
             self._on_registration_response(key, response)
 
@@ -657,6 +771,8 @@ class UserAgent(RefreshCore):
             session = self.calls.get(owner[8:])
             if session is not None and not session.ended:
                 self._refresh_failed(session, 408)
+        elif client and owner.startswith("ping:"):
+            return  # the ping's own, shorter timeout has marked the peer already
         elif client and not self._on_outbound_timeout(key):
             self._on_registration_timeout(key)
 
@@ -685,9 +801,8 @@ class UserAgent(RefreshCore):
 
     def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
         self._call_by_invite.pop(key, None)
-        info = transaction.request.parsed
-        merge = (info.from_.tag or "", info.call_id, info.cseq.number, transaction.request.method)
-        if self._merge_keys.get(merge) == key:
+        merge = self._merge_key_of.pop(key, None)
+        if merge is not None and self._merge_keys.get(merge) == key:
             del self._merge_keys[merge]
 
     def _fire_owner_timer(self, kind: str, owner: str, name: str) -> None:
@@ -695,6 +810,8 @@ class UserAgent(RefreshCore):
             self._fire_call_timer(owner, name)
         elif kind == "outbound":
             self._fire_outbound_timer(owner, name)
+        elif kind == "ping":
+            self._fire_ping(owner)
         elif kind == "registration":
             registration = self.registrations.get(owner)
             if registration is not None:
@@ -757,3 +874,8 @@ class UserAgent(RefreshCore):
             interval = session.session_expires
             deadline = self._now + interval - min(32, interval / 3)
             self._arm("call", session.handle, "session", deadline)
+
+
+def _ping_peer(config: PingConfig) -> Peer:
+    """Return where the OPTIONS pings of `config` go; a port left unset means 5060."""
+    return Peer(config.transport, config.host, config.port or 5060)

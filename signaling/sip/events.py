@@ -99,7 +99,17 @@ class RegistrationChanged:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class PingChanged:
+    """An OPTIONS-pinged peer became reachable or unreachable; `rtt` in seconds."""
+
+    name: str
+    state: str
+    rtt: float | None
+    status: int | None
+
+
 CoreEvent = (
     CallOffered | CallConfirmed | CallTerminated | CallProgress | InfoReceived | ReofferReceived
-    | RequestAnswered | ReferProgress | ReferReceived | RegistrationChanged
+    | RequestAnswered | ReferProgress | ReferReceived | RegistrationChanged | PingChanged
 )  # fmt: skip

@@ -204,11 +204,12 @@ def _parse_head(head: bytes, limits: Limits) -> SipMessage:
     except UnicodeDecodeError:
         raise SipSyntaxError("header section is not valid UTF-8") from None
     lines = text.split("\r\n")
-    for line in lines:
-        if len(line) > limits.max_line_bytes:
-            raise SipSyntaxError(f"header line exceeds max_line_bytes={limits.max_line_bytes}")
-        if "\r" in line or "\n" in line:
-            raise SipSyntaxError("bare CR or LF in the header section")
+    if max(map(len, lines)) > limits.max_line_bytes:
+        raise SipSyntaxError(f"header line exceeds max_line_bytes={limits.max_line_bytes}")
+    # Each CRLF the split removed contains one CR and one LF, so any other CR or LF is bare.
+    breaks = len(lines) - 1
+    if text.count("\r") != breaks or text.count("\n") != breaks:
+        raise SipSyntaxError("bare CR or LF in the header section")
     fields: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -320,10 +321,14 @@ def validate(message: SipMessage) -> None:
         raise _error_for(message, error.reason, error.status) from None
 
 
+# The headers every request and response must carry (§8.1.1), by lookup key.
+_REQUIRED = tuple((name.lower(), name) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+_SINGLE_KEYS = tuple((name.lower(), name) for name in sorted(SINGLE_HEADERS))
+
+
 def _validate_request(request: SipRequest) -> None:
-    missing = [
-        name for name in ("Via", "From", "To", "Call-ID", "CSeq") if name not in request.headers
-    ]
+    table = request.headers.by_key()
+    missing = [name for key, name in _REQUIRED if key not in table]
     if missing:
         raise SipSyntaxError(f"missing required header(s): {', '.join(missing)}")
     info = _parse_info(request.headers)
@@ -338,24 +343,26 @@ def _validate_request(request: SipRequest) -> None:
 
 
 def _parse_info(headers: Headers) -> MessageInfo:
-    for name in SINGLE_HEADERS:
-        if headers.count(name) > 1:
+    table = headers.by_key()
+    for key, name in _SINGLE_KEYS:
+        if len(table.get(key, ())) > 1:
             raise SipSyntaxError(f"more than one {name} header")
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name not in headers:
+    for key, name in _REQUIRED:
+        if key not in table:
             raise SipSyntaxError(f"missing required header {name}")
     vias: list[Via] = []
     for element in headers.get_list("Via"):
         vias.append(parse_via(element))
     if not vias:
         raise SipSyntaxError("invalid Via: empty")
-    from_ = _parse_address(headers, "From")
-    to = _parse_address(headers, "To")
-    call_id = check_call_id(headers.get("Call-ID") or "")
-    cseq = parse_cseq(headers.get("CSeq") or "")
+    from_ = _parse_address(table["from"][0], "From")
+    to = _parse_address(table["to"][0], "To")
+    call_id = check_call_id(table["call-id"][0])
+    cseq = parse_cseq(table["cseq"][0])
     max_forwards: int | None = None
-    max_forwards_text = headers.get("Max-Forwards")
-    if max_forwards_text is not None:
+    max_forwards_values = table.get("max-forwards")
+    if max_forwards_values is not None:
+        max_forwards_text = max_forwards_values[0]
         if not max_forwards_text.isdigit() or not max_forwards_text.isascii():
             raise SipSyntaxError("invalid Max-Forwards: not an integer")
         max_forwards = int(max_forwards_text[-6:]) if len(max_forwards_text) <= 6 else 256
@@ -368,9 +375,9 @@ def _parse_info(headers: Headers) -> MessageInfo:
     return MessageInfo(vias, from_, to, call_id, cseq, max_forwards, contact, record_route)
 
 
-def _parse_address(headers: Headers, name: str) -> NameAddr:
+def _parse_address(value: str, name: str) -> NameAddr:
     try:
-        return parse_name_addr(headers.get(name) or "")
+        return parse_name_addr(value)
     except SipSyntaxError as error:
         raise SipSyntaxError(f"invalid {name}: {error.reason}", error.status) from None
 

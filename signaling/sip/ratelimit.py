@@ -48,3 +48,27 @@ class SourceRateLimiter:
             return False
         self._last_refusal[source] = now
         return True
+
+
+class OverloadReport:
+    """A rejection counter that reports the first rejection, then one per `interval_s`.
+
+    Under overload a node may reject thousands of requests a second, and a
+    log line for each would add to the load. After `count` returns True,
+    `reported` is the number of rejections that the log line covers.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self.reported = 0
+        self._pending = 0
+        self._last_report: float | None = None
+
+    def count(self, now: float) -> bool:
+        """Count one rejection; True when the caller should log a report now."""
+        self._pending += 1
+        if self._last_report is not None and now - self._last_report < self.interval_s:
+            return False
+        self._last_report = now
+        self.reported, self._pending = self._pending, 0
+        return True

@@ -35,15 +35,17 @@ logger = logging.getLogger("sip.registration")
 class RegistrationConfig:
     """One account at a registrar.
 
-    `registrar` must be an IP address (the stack does not resolve names).
-    `domain` is the host of the address of record, by default the registrar.
+    `registrar` is an IP address, or a name that `SipEndpoint` looks up in
+    DNS (SRV when `port` is None, else A/AAAA) before it starts the
+    registration. `port` None means 5060 for an IP address. `domain` is the
+    host of the address of record, by default the registrar.
     """
 
     name: str
     registrar: str
     user: str
     password: str
-    port: int = 5060
+    port: int | None = None
     transport: str = "udp"
     domain: str | None = None
     expires: int = 600

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import ssl
+import struct
 from collections.abc import Callable
 from typing import cast
 
@@ -22,6 +24,10 @@ from signaling.sip.parser import Limits, StreamParser
 from signaling.sip.routing import Peer
 
 logger = logging.getLogger("sip.transport")
+
+# getsockopt option of Linux's asm-generic/socket.h, absent from the socket module.
+SO_MEMINFO = 55
+_MEMINFO_BYTES = 9 * 4
 
 DatagramHandler = Callable[[bytes, Peer], None]
 MessageHandler = Callable[[SipMessage, Peer], None]
@@ -61,6 +67,36 @@ class UdpTransport(asyncio.DatagramProtocol):
     def port(self) -> int:
         assert self._transport is not None
         return int(self._transport.get_extra_info("sockname")[1])
+
+    def queued_bytes(self) -> int | None:
+        """Return the memory of the datagrams waiting in the socket, or None where unknown.
+
+        Linux reports it with SO_MEMINFO, counting each datagram with its
+        kernel overhead: about 2.3 KB for a 900-byte INVITE on loopback.
+        """
+        if self._transport is None:
+            return None
+        sock = self._transport.get_extra_info("socket")
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_BYTES)
+        except OSError:
+            return None
+        # The first field is SK_MEMINFO_RMEM_ALLOC, the receive queue's memory.
+        return int(struct.unpack_from("I", raw)[0])
+
+    def set_receive_buffer(self, size: int) -> int:
+        """Ask for a socket receive buffer of `size` bytes and return the size granted.
+
+        Linux caps the request at net.core.rmem_max and reports twice the
+        value it set, because it counts its bookkeeping too.
+        """
+        assert self._transport is not None
+        sock = self._transport.get_extra_info("socket")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError as error:
+            logger.warning("could not set the UDP receive buffer to %d bytes: %s", size, error)
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def close(self) -> None:
         if self._transport is not None:

@@ -135,11 +135,14 @@ class OutboundCore(TransactionUser):
         credentials: tuple[str, str] | None = None,
         timeout: float = 60.0,
         session_expires: int | None = None,
+        destination: tuple[str, int] | None = None,
     ) -> str:
         """Send an INVITE with `sdp_offer` to `target_uri`; return the call handle.
 
-        The target's host must be an IP address (names are never resolved),
-        and its transport UDP (default) or TCP. With `session_expires` the
+        The INVITE goes to `destination` (IP address, port) when given, which
+        the caller found for a target host name (`signaling.sip.resolver`);
+        otherwise the target's host must be an IP address. The transport is
+        UDP (default) or TCP. With `session_expires` the
         INVITE asks for session timers (RFC 4028). Raise `SipUsageError` for a
         target, user or header the stack cannot send.
         """
@@ -150,8 +153,10 @@ class OutboundCore(TransactionUser):
             raise SipUsageError(f"invalid target URI: {error.reason}") from None
         if uri.scheme.lower() != "sip":
             raise SipUsageError("invalid target URI: only sip: targets are supported, not sips:")
-        if not is_ip(uri.bare_host):
+        if destination is None and not is_ip(uri.bare_host):
             raise SipUsageError("invalid target URI: the host must be an IP address")
+        if destination is not None and not is_ip(destination[0]):
+            raise SipUsageError(f"invalid destination {destination[0]}: expected an IP address")
         if uri.transport not in ("udp", "tcp"):
             raise SipUsageError(f"unsupported transport {uri.transport} for an outbound call")
         if len(sdp_offer) > self.config.limits.max_body_bytes:
@@ -169,7 +174,8 @@ class OutboundCore(TransactionUser):
                 raise SipUsageError(f"header {name!r} is set by the stack; remove it")
         if session_expires is not None:
             extra += [("Supported", "timer"), ("Session-Expires", str(session_expires))]
-        peer = Peer(uri.transport, uri.bare_host, uri.effective_port())
+        address, port = destination or (uri.bare_host, uri.effective_port())
+        peer = Peer(uri.transport, address, port)
         handle = secrets.token_hex(4)
         local_uri = f"sip:{from_user}@{self._host()}:{self._port_for(peer)}"
         session = OutboundSession(

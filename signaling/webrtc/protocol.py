@@ -30,10 +30,15 @@ MAX_REASON_CHARS = 200
 MAX_DIGITS = 32
 MAX_WORDS_CHARS = 2_000
 MAX_PATH_STEPS = 32
+MAX_SENTIMENT_TURNS = 32
 
 _CALL_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _DESTINATION = re.compile(r"[A-Za-z0-9_.+*#@\-]{1,64}")
+# A transfer target: a queue name, a number or a SIP URI (host, port and parameters
+# included). The application checks its form further.
+_TRANSFER_TARGET = re.compile(r"[A-Za-z0-9_.+*#@:;=%!~\[\]\-]{1,256}")
 _PRIORITY_REASON = re.compile(r"[a-z0-9_.\-]{0,32}")
+_INCOMING_KIND = re.compile(r"^(call|callback)$")
 _USER = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")
 _DIGITS = re.compile(r"[0-9*#A-D]+")
 
@@ -232,7 +237,11 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """A call offered to an agent, with what the IVR learned about the caller."""
+    """A call offered to an agent, with what the IVR learned about the caller.
+
+    `kind` is "call" for a caller on the line and "callback" for a caller to
+    be called back once the agent answers (then `caller` is the number called).
+    """
 
     type: ClassVar[str] = "incoming"
     call_id: str
@@ -245,6 +254,9 @@ class Incoming:
     priority: int = 0
     waiting_s: float = 0.0
     priority_reason: str = ""
+    # Sentiment score (-1 to 1) of each spoken turn in the IVR, oldest first.
+    sentiment: Sequence[float] = field(default_factory=tuple)
+    kind: str = "call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +405,24 @@ class _Fields:
                 )
         return tuple(value)
 
+    def number_list(self, name: str, max_items: int, low: float, high: float) -> tuple[float, ...]:
+        value = self._get(name, False)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or len(value) > max_items:
+            raise self._fail(name, f"field '{name}' must be a list of at most {max_items} numbers")
+        for item in value:
+            if (
+                isinstance(item, bool)
+                or not isinstance(item, int | float)
+                or not math.isfinite(item)
+                or not low <= item <= high
+            ):
+                raise self._fail(
+                    name, f"field '{name}' items must be numbers between {low} and {high}"
+                )
+        return tuple(float(item) for item in value)
+
     def reject_unknown(self) -> None:
         for name in self._obj:
             if name not in self._read:
@@ -477,7 +507,7 @@ def _parse_transfer(f: _Fields) -> Message:
     return Transfer(
         call_id=_call_id(f),
         target_kind=f.choice("target_kind", TransferKind),
-        target=f.text("target", 64, pattern=_DESTINATION),
+        target=f.text("target", 256, pattern=_TRANSFER_TARGET),
     )
 
 
@@ -518,6 +548,8 @@ def _parse_incoming(f: _Fields) -> Message:
         priority=f.integer("priority", 0, 9, required=False),
         waiting_s=f.number("waiting_s", 0.0, 1e7),
         priority_reason=f.text("priority_reason", 32, required=False, pattern=_PRIORITY_REASON),
+        sentiment=f.number_list("sentiment", MAX_SENTIMENT_TURNS, -1.0, 1.0),
+        kind=f.text("kind", 16, required=False, pattern=_INCOMING_KIND, default="call"),
     )
 
 

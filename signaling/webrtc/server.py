@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from signaling.webrtc.agents import AgentPresence
 from signaling.webrtc.auth import Claims, LoginHandlers, TokenSigner
@@ -72,7 +72,11 @@ class WebRtcCallHandler(Protocol):
         ...
 
     async def on_transfer(self, call: WebRtcCall, kind: TransferKind, target: str) -> bool:
-        """Blind-transfer `call`; True once accepted (the server then ends this leg)."""
+        """Blind-transfer `call`; True once done (the server then ends this leg).
+
+        False, or a raised `ProtocolError` whose message and field the
+        agent's page shows, leaves the call up.
+        """
         ...
 
     def on_call_state(self, call: WebRtcCall) -> None:
@@ -191,12 +195,19 @@ class WebRtcServer:
             logger.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     async def close(self) -> None:
-        """End every call and stop every task."""
+        """End every call, close every signaling session as going away and stop every task.
+
+        Closing the sessions lets the HTTP server stop at once: it waits for open WebSockets
+        otherwise (30 s was seen with one agent page open).
+        """
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         for call in list(self.calls.values()):
             await call.hangup("server shutdown")
+        for session in list(self._sessions.values()):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await session.close(WSCloseCode.GOING_AWAY, "server shutdown")
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -248,7 +259,8 @@ class WebRtcServer:
             if call.user == user:
                 self.spawn(call.hangup("signaling lost"), f"webrtc-hangup-{call.call_id}")
         agent = self.agents.pop(user, None)
-        if agent is not None:
+        # An agent set offline by the application (moved to another node) is offline already.
+        if agent is not None and agent.state is not AgentState.OFFLINE:
             self._cancel_timer(f"wrap:{user}")
             agent.change(AgentState.OFFLINE, "signaling lost", self.clock())
             self.handler.on_agent_state(agent.presence())
@@ -348,6 +360,33 @@ class WebRtcServer:
             logger.exception("call handler failed call_id=%s", call.call_id)
         finally:
             await call.hangup("completed")
+
+    async def transfer_call(self, call: WebRtcCall, kind: TransferKind, target: str) -> None:
+        """Run the handler's blind transfer of an agent's `call` and report a failure.
+
+        A done transfer ends the agent's leg with reason `transferred`. A
+        failure goes to the agent as an `error` with the call's id, and the
+        call stays up.
+        """
+        try:
+            done = await self.handler.on_transfer(call, kind, target)
+        except ProtocolError as exc:
+            failure = exc
+        except Exception:
+            logger.exception("transfer handler failed call_id=%s", call.call_id)
+            failure = ProtocolError(
+                ErrorCode.INTERNAL, "internal error, the call was not transferred", field="type"
+            )
+        else:
+            if done:
+                await call.hangup("transferred")
+                return
+            failure = ProtocolError(
+                ErrorCode.BAD_STATE, "transfer was not accepted", field="target"
+            )
+        if failure.call_id is None:
+            failure.call_id = call.call_id
+        self.send_to(call.user, error_message(failure))
 
     def find_call(self, user: str, call_id: str) -> WebRtcCall:
         call = self.calls.get(call_id)

@@ -200,14 +200,12 @@ class SignalingSession:
             case Transfer():
                 self._require_agent()
                 call = server.find_call(user, message.call_id)
-                if not await server.handler.on_transfer(call, message.target_kind, message.target):
-                    raise ProtocolError(
-                        ErrorCode.BAD_STATE,
-                        "transfer was not accepted",
-                        field="target",
-                        call_id=message.call_id,
-                    )
-                await call.hangup("transferred")
+                # A transfer to a number waits for the far end's answer, so it
+                # runs beside this loop, which keeps taking the agent's messages.
+                server.spawn(
+                    server.transfer_call(call, message.target_kind, message.target),
+                    f"webrtc-transfer-{call.call_id}",
+                )
             case AgentStateMessage():
                 self._require_agent()
                 agent = server.agents[user]

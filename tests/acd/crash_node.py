@@ -15,6 +15,7 @@ import asyncio
 import random
 import uuid
 
+from acd.agents import AgentBusyError
 from acd.clock import SystemClock
 from acd.model import AcdSettings, Offer, QueueSettings
 from acd.service import Acd
@@ -30,6 +31,7 @@ SETTINGS = AcdSettings(
 )
 UNANSWERED_SHARE = 0.05
 LATE_SHARE = 0.05
+LOGIN_RETRY_S = 0.1
 
 
 async def handle_offer(acd: Acd, store: RedisStore, offer: Offer, rng: random.Random) -> None:
@@ -50,6 +52,20 @@ async def handle_offer(acd: Acd, store: RedisStore, offer: Offer, rng: random.Ra
     await acd.hangup(offer.agent_id)
 
 
+async def log_in_again(acd: Acd, agent_id: str) -> None:
+    """Log in an agent of the killed run of this node, once that run has released it.
+
+    A login never replaces a record with an offer or a call, so an agent that the killed run
+    had offered a caller or bridged waits until a reaper closes that run out (`node_ttl_s`).
+    """
+    while True:
+        try:
+            await acd.login(agent_id, ["q"])
+            return
+        except AgentBusyError:
+            await asyncio.sleep(LOGIN_RETRY_S)
+
+
 async def run(url: str, prefix: str, name: str, agents: int, own_callers: int) -> None:
     store = await RedisStore.connect(url, prefix=prefix)
     node_id = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -61,7 +77,7 @@ async def run(url: str, prefix: str, name: str, agents: int, own_callers: int) -
         await acd.enqueue(call_id, "q")
         await store.client.sadd(prefix + f"test:own:{node_id}", call_id)
     for number in range(agents):
-        await acd.login(f"{name}-agent-{number}", ["q"])
+        await log_in_again(acd, f"{name}-agent-{number}")
     await store.client.set(prefix + f"test:ready:{name}", node_id)
     tasks: set[asyncio.Task[None]] = set()
     async for offer in acd.offers():

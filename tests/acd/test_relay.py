@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from acd.clock import VirtualClock
-from acd.events import AcdEvent, AgentStateChanged, CallerAnswered, CallerOffered
+from acd.events import AcdEvent, AgentStateChanged, CallerAnswered, CallerLeft, CallerOffered
 from acd.model import AcdSettings, AgentState, Offer, OfferKind, QueueSettings
 from acd.relay import EventRelay, decode_event, encode_event
 from acd.service import Acd
@@ -92,3 +93,47 @@ async def test_caller_node_hears_remote_answer(redis_server: RedisServer) -> Non
     states = [e.new for e in heard if isinstance(e, AgentStateChanged)]
     assert AgentState.ON_CALL in states
     assert sum(isinstance(e, CallerAnswered) for e in heard) == 1
+
+
+async def test_deliver_gets_other_nodes_events_once(redis_server: RedisServer) -> None:
+    prefix = f"relay-{uuid.uuid4().hex[:8]}:"
+    settings = AcdSettings(queues={"sales": QueueSettings(name="sales", announce_first_s=None)})
+    clock = VirtualClock(100.0)
+    store_a = await RedisStore.connect(redis_server.url, prefix=prefix)
+    store_b = await RedisStore.connect(redis_server.url, prefix=prefix)
+    node_a = Acd(store_a, clock, settings, node_id="node-a")
+    node_b = Acd(store_b, clock, settings, node_id="node-b")
+    relayed: dict[str, list[tuple[str, AcdEvent]]] = {"node-a": [], "node-b": []}
+    own_bus: list[AcdEvent] = []
+    node_a.events.listen(own_bus.append)
+    b_left = asyncio.Event()
+
+    def deliver_to(node: str) -> Callable[[str, AcdEvent], None]:
+        def deliver(origin: str, event: AcdEvent) -> None:
+            relayed[node].append((origin, event))
+            if isinstance(event, CallerLeft):
+                b_left.set()
+
+        return deliver
+
+    relay_a = EventRelay(node_a, store_a, deliver_to("node-a"))
+    relay_b = EventRelay(node_b, store_b, deliver_to("node-b"))
+    await relay_a.start()
+    await relay_b.start()
+    try:
+        await node_a.login("alice", ["sales"], state=AgentState.AWAY, reason="lunch")
+        await node_b.enqueue("call-1", "sales")
+        await node_b.leave("call-1")
+
+        await asyncio.wait_for(b_left.wait(), EVENT_TIMEOUT_S)
+    finally:
+        await relay_a.close()
+        await relay_b.close()
+        await store_a.delete_all()
+        await store_a.close()
+        await store_b.close()
+
+    kinds_on_a = [(origin, type(event).__name__) for origin, event in relayed["node-a"]]
+    assert kinds_on_a == [("node-b", "CallerJoined"), ("node-b", "CallerLeft")]
+    assert [type(event).__name__ for event in own_bus] == ["AgentStateChanged"]
+    assert all(origin == "node-a" for origin, _ in relayed["node-b"])

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import pytest
 
-from acd.agents import AgentStateError
+from acd.agents import AgentBusyError, AgentStateError
 from acd.clock import VirtualClock
 from acd.events import (
     AcdEvent,
@@ -329,6 +329,40 @@ async def test_logout_returns_offer(store: AcdStore) -> None:
     assert (await h.acd.position("call-1")).position == 1
 
 
+async def test_login_takes_agent_over_from_other_node(store: AcdStore) -> None:
+    h = harness(store)
+    other = Acd(store, h.clock, h.acd.settings, node_id="node-b")
+    await other.login("alice", ["sales"])
+
+    await h.acd.login("alice", ["sales"], state=AgentState.AWAY, reason="away")
+
+    agent = await store.get_agent("alice")
+    assert agent is not None
+    assert agent.node_id == "node-a"
+    assert agent.state is AgentState.AWAY
+    assert await store.agents("node-b") == []
+
+
+async def test_login_rejected_while_busy_elsewhere(store: AcdStore) -> None:
+    h = harness(store)
+    other = Acd(store, h.clock, h.acd.settings, node_id="node-b")
+    await other.login("alice", ["sales"])
+    await h.acd.enqueue("call-1", "sales")
+    await other.step()
+    offer = await other.next_offer()
+    assert await other.answer_offer("alice", offer.entry_id)
+
+    with pytest.raises(AgentBusyError, match="on_call on node node-b") as raised:
+        await h.acd.login("alice", ["sales"])
+
+    assert raised.value.node_id == "node-b"
+    agent = await store.get_agent("alice")
+    assert agent is not None
+    assert agent.node_id == "node-b"
+    assert agent.state is AgentState.ON_CALL
+    assert not [e for e in h.of_type(AgentStateChanged) if e.agent_id == "alice"]
+
+
 async def test_unknown_queue_rejected(store: AcdStore) -> None:
     h = harness(store)
 
@@ -366,3 +400,37 @@ async def test_answer_after_service_level_flagged(store: AcdStore) -> None:
     answered = h.of_type(CallerAnswered)
     assert [e.waited_s for e in answered] == [30.0]
     assert [e.within_service_level for e in answered] == [False]
+
+
+async def test_requeued_callback_keeps_place_as_callback(store: AcdStore) -> None:
+    h = harness(store)
+    await h.acd.enqueue("call-1", "sales")
+    h.clock.advance_to(1010.0)
+    await h.acd.enqueue("call-2", "sales")
+    await h.acd.request_callback("call-1", {"callback_number": "+15550100"})
+    await h.acd.login("alice", ["sales"])
+    await h.acd.step()
+    first = h.of_type(CallbackRequested)[0].offer
+    assert await h.acd.answer_offer("alice", first.entry_id) is True
+    await h.acd.hangup("alice")
+
+    ticket = await h.acd.enqueue(
+        "call-1",
+        "sales",
+        context=dict(first.context),
+        reason="callback",
+        joined_at=1000.0,
+        callback=True,
+    )
+    assert ticket.position == 1
+    assert ticket.eta_s is None
+    await h.advance(40.0)
+
+    requests = h.of_type(CallbackRequested)
+    assert [r.offer.call_id for r in requests] == ["call-1", "call-1"]
+    assert requests[1].offer.kind is OfferKind.CALLBACK
+    assert requests[1].offer.context["callback_number"] == "+15550100"
+    assert ("call-1", "alice") not in h.offers()
+    assert [e.call_id for e in h.of_type(PositionChanged)] == ["call-2"] * len(
+        h.of_type(PositionChanged)
+    )

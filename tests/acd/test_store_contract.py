@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from acd.agents import BUSY
 from acd.model import Agent, AgentState, Entry, EntryStatus, JumpSettings, time_key
-from acd.store.base import AcdStore, DuplicateCall, QueueFull
+from acd.store.base import AcdStore, DuplicateCall, OfferRequest, QueueFull
 
 JUMP = JumpSettings(credit_per_priority_s=60.0, max_jump_s=300.0, max_passes=3)
 
@@ -333,6 +336,41 @@ async def test_agents_by_node(store: AcdStore) -> None:
     assert {agent.agent_id for agent in await store.agents()} == {"a1", "b1"}
 
 
+async def test_put_agent_moves_agent_between_nodes(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1", node="old"))
+
+    busy_record = await store.put_agent(_agent("a1", node="new", state=AgentState.AWAY), BUSY)
+
+    assert busy_record is None
+    agent = await store.get_agent("a1")
+    assert agent is not None
+    assert agent.node_id == "new"
+    assert agent.state is AgentState.AWAY
+    assert await store.agents("old") == []
+    assert [agent.agent_id for agent in await store.agents("new")] == ["a1"]
+
+
+@pytest.mark.parametrize("state", [AgentState.OFFERED, AgentState.ON_CALL])
+async def test_put_agent_keeps_busy_record(store: AcdStore, state: AgentState) -> None:
+    await store.put_agent(_agent("a1", node="old"))
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    assert await store.try_offer("n1.0001", "a1", 1.0, 20.0) is not None
+    if state is AgentState.ON_CALL:
+        assert await store.claim_bridge("n1.0001", "a1", 2.0) is not None
+
+    busy_record = await store.put_agent(_agent("a1", node="new"), BUSY)
+
+    assert busy_record is not None
+    assert busy_record.node_id == "old"
+    assert busy_record.state is state
+    agent = await store.get_agent("a1")
+    assert agent is not None
+    assert agent.node_id == "old"
+    assert agent.state is state
+    assert agent.entry_id == "n1.0001"
+    assert await store.agents("new") == []
+
+
 async def test_reaper_keeps_agent_logged_in_elsewhere(store: AcdStore) -> None:
     await store.put_agent(_agent("a1", node="old"))
     await store.heartbeat("old", 0.0)
@@ -357,3 +395,219 @@ async def test_free_agents_of_node(store: AcdStore) -> None:
 
     assert sorted(agent.agent_id for agent in at_40) == ["a1"]
     assert sorted(agent.agent_id for agent in at_50) == ["a1", "a3"]
+
+
+async def test_dispatch_view_of_node(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1", queues=("q", "r"), skills={"es": 2}))
+    await store.put_agent(_agent("a2", state=AgentState.AWAY))
+    await store.put_agent(_agent("a3", state=AgentState.WRAP_UP, wrap_until=50.0))
+    await store.put_agent(_agent("b1", node="n2", queues=("s",)))
+    await store.put_agent(_agent("a4", queues=("t",)))
+    for number in range(1, 6):
+        await store.add_entry(_entry(number, float(number)), JUMP)
+    await store.add_entry(_entry(6, 1.0, queue="r", skills={"es": 1}, context={"v": "a/b ü"}), JUMP)
+    await store.add_entry(_entry(7, 1.0, queue="s"), JUMP)
+    await store.put_agent(_agent("x1", node="n3"))
+    await store.try_offer("n1.0001", "x1", 2.0, 17.0)
+    await store.set_cursors({"q": "a0", "s": "b0"})
+
+    at_40 = await store.dispatch_view("n1", 40.0, extra=1)
+    at_50 = await store.dispatch_view("n1", 50.0, extra=1)
+
+    assert [agent.agent_id for agent in at_40.agents] == ["a1"]
+    assert at_40.agents[0].skills == {"es": 2}
+    assert at_40.agents[0].queues == ("q", "r")
+    assert {queue: [e.entry_id for e in entries] for queue, entries in at_40.waiting.items()} == {
+        "q": ["n1.0002", "n1.0003"],
+        "r": ["n1.0006"],
+    }
+    assert at_40.waiting["r"][0].skills == {"es": 1}
+    assert at_40.waiting["r"][0].context == {"v": "a/b ü"}
+    assert at_40.waiting["q"][0].status is EntryStatus.WAITING
+    assert at_40.cursors == {"q": "a0"}
+    assert sorted(agent.agent_id for agent in at_50.agents) == ["a1", "a3"]
+    assert [e.entry_id for e in at_50.waiting["q"]] == ["n1.0002", "n1.0003", "n1.0004"]
+
+
+async def test_dispatch_view_empty_without_match(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2", queues=("r",), state=AgentState.AWAY))
+    await store.add_entry(_entry(1, 0.0, queue="r"), JUMP)
+
+    view = await store.dispatch_view("n1", 1.0, extra=10)
+    other_node = await store.dispatch_view("n2", 1.0, extra=10)
+
+    assert view.agents == []
+    assert view.waiting == {}
+    assert view.cursors == {}
+    assert other_node.agents == []
+
+
+async def test_try_offers_skip_agent_moved_away(store: AcdStore) -> None:
+    await store.add_entry(_entry(1, 1.0), JUMP)
+    await store.add_entry(_entry(2, 2.0), JUMP)
+    await store.put_agent(_agent("a1", node="n1"))
+    await store.put_agent(_agent("a1", node="n2"))
+    await store.put_agent(_agent("a2", node="n1"))
+    requests = [
+        OfferRequest("n1.0001", "a1", 16.0, "n1"),
+        OfferRequest("n1.0002", "a2", 16.0, "n1"),
+    ]
+
+    results = await store.try_offers(requests, 1.0)
+
+    assert results[0] is None
+    assert results[1] is not None
+    assert results[1].entry_id == "n1.0002"
+    agent = await store.get_agent("a1")
+    assert agent is not None
+    assert agent.state is AgentState.AVAILABLE
+    assert [entry.entry_id for entry in await store.waiting("q", 10)] == ["n1.0001"]
+
+
+async def test_try_offers_commit_each_on_its_own(store: AcdStore) -> None:
+    for number in (1, 2, 3):
+        await store.add_entry(_entry(number, float(number)), JUMP)
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2"))
+    requests = [
+        OfferRequest("n1.0001", "a1", 16.0),
+        OfferRequest("n1.0002", "a1", 16.0),
+        OfferRequest("n1.0009", "a2", 16.0),
+        OfferRequest("n1.0003", "a2", 17.0),
+    ]
+
+    results = await store.try_offers(requests, 1.0)
+
+    assert [None if entry is None else entry.entry_id for entry in results] == [
+        "n1.0001",
+        None,
+        None,
+        "n1.0003",
+    ]
+    third = results[3]
+    assert third is not None
+    assert third.status is EntryStatus.OFFERED
+    assert third.agent_id == "a2"
+    assert third.lease_until == 17.0
+    assert [entry.entry_id for entry in await store.waiting("q", 10)] == ["n1.0002"]
+    assert await store.next_lease_expiry() == 16.0
+    assert await store.try_offers([], 1.0) == []
+
+
+async def test_free_agents_follow_every_state_change(store: AcdStore) -> None:
+    async def free_on(node: str, now: float = 1.0) -> list[str]:
+        return sorted(agent.agent_id for agent in await store.free_agents(node, now))
+
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2"))
+    for number in (1, 2, 3):
+        await store.add_entry(_entry(number, float(number)), JUMP)
+    assert await free_on("n1") == ["a1", "a2"]
+
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+    assert await free_on("n1") == ["a2"]
+    await store.claim_bridge("n1.0001", "a1", 2.0)
+    assert await free_on("n1") == ["a2"]
+    await store.finish_call("a1", 3.0, 10.0)
+    assert await free_on("n1", 12.0) == ["a2"]
+    assert await free_on("n1", 13.0) == ["a1", "a2"]
+
+    await store.try_offer("n1.0002", "a2", 4.0, 19.0)
+    await store.release_offer("n1.0002", "a2", True, 1)
+    assert await free_on("n1", 13.0) == ["a1"]
+    await store.update_agent(
+        "a2", frozenset({AgentState.AWAY}), {"state": AgentState.AVAILABLE, "missed_in_row": 0}
+    )
+    assert await free_on("n1", 13.0) == ["a1", "a2"]
+
+    await store.try_offer("n1.0002", "a2", 14.0, 29.0)
+    await store.remove_entry("n1.0002")
+    assert await free_on("n1", 14.0) == ["a1", "a2"]
+
+    await store.try_offer("n1.0003", "a2", 15.0, 30.0)
+    await store.remove_agent("a2", 15.0)
+    assert await free_on("n1", 15.0) == ["a1"]
+
+    await store.put_agent(_agent("a1", node="n2"))
+    assert await free_on("n1", 15.0) == []
+    assert await free_on("n2", 15.0) == ["a1"]
+    assert [e.entry_id for e in await store.waiting("q", 10)] == ["n1.0003"]
+
+
+async def test_many_concurrent_calls_all_answered(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1"))
+
+    found = await asyncio.gather(*(store.get_agent("a1") for _ in range(300)))
+
+    assert len(found) == 300
+    assert all(agent is not None and agent.agent_id == "a1" for agent in found)
+
+
+async def test_dispatch_view_agents_are_current(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1", skills={"es": 3}))
+    await store.put_agent(_agent("a2"))
+    for number in (1, 2, 3, 4):
+        await store.add_entry(_entry(number, float(number)), JUMP)
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+    await store.claim_bridge("n1.0001", "a1", 2.0)
+    await store.finish_call("a1", 3.0, 5.0)
+    await store.try_offer("n1.0002", "a2", 4.0, 19.0)
+    await store.release_offer("n1.0002", "a2", True, 0)
+    await store.update_agent("a2", frozenset({AgentState.AVAILABLE}), {"idle_since": 6.0})
+
+    view = await store.dispatch_view("n1", 10.0, extra=0)
+
+    assert sorted(agent.agent_id for agent in view.agents) == ["a1", "a2"]
+    for agent in view.agents:
+        assert agent == await store.get_agent(agent.agent_id)
+    first = next(agent for agent in view.agents if agent.agent_id == "a1")
+    assert first.calls == 1
+    assert first.state is AgentState.WRAP_UP
+    second = next(agent for agent in view.agents if agent.agent_id == "a2")
+    assert second.missed_offers == 1
+    assert second.idle_since == 6.0
+
+
+async def test_add_entry_and_view_in_one_step(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1"))
+    await store.add_entry(_entry(1, 1.0), JUMP)
+
+    inserted, view = await store.add_entry_and_view(_entry(2, 2.0), JUMP, None, None, "n1", 3.0, 0)
+    _, elsewhere = await store.add_entry_and_view(_entry(3, 4.0), JUMP, None, None, "n2", 5.0, 0)
+
+    assert inserted.position == 2
+    assert inserted.entry.status is EntryStatus.WAITING
+    assert [agent.agent_id for agent in view.agents] == ["a1"]
+    assert [entry.entry_id for entry in view.waiting["q"]] == ["n1.0001"]
+    assert elsewhere.agents == []
+    with pytest.raises(DuplicateCall):
+        await store.add_entry_and_view(
+            _entry(4, 5.0, call_id="call-1"), JUMP, None, None, "n1", 6.0, 0
+        )
+
+
+async def test_end_call_with_handle_time(store: AcdStore) -> None:
+    await store.put_agent(_agent("a1"))
+    await store.put_agent(_agent("a2", queues=("r",)))
+    await store.add_entry(_entry(1, 0.0), JUMP)
+    await store.add_entry(_entry(2, 0.0, queue="r"), JUMP)
+    await store.try_offer("n1.0001", "a1", 1.0, 16.0)
+    await store.claim_bridge("n1.0001", "a1", 10.0)
+    await store.try_offer("n1.0002", "a2", 1.0, 16.0)
+    await store.claim_bridge("n1.0002", "a2", 10.0)
+
+    wrapping = await store.end_call("a1", 25.1, {"q": 5.0})
+    freed = await store.end_call("a2", 12.0, {"q": 5.0})
+
+    assert wrapping is not None
+    assert wrapping.state is AgentState.WRAP_UP
+    assert wrapping.wrap_until == 25.1 + 5.0
+    assert wrapping.calls == 1
+    assert freed is not None
+    assert freed.state is AgentState.AVAILABLE
+    assert freed.wrap_until == 12.0
+    assert await store.handle_times("q") == [25.1 - 10.0]
+    assert await store.handle_times("r") == [2.0]
+    assert await store.end_call("a1", 30.0, {"q": 5.0}) is None
+    assert await store.get_agent("a1") == wrapping

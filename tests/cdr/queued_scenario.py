@@ -13,9 +13,7 @@ its CDR from `/api/cdrs`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,9 @@ from tests.journey.agent import AgentClient
 from tests.journey.scenario import (
     AGENT,
     AGENT_TONE_HZ,
-    CALLER_TONE_HZ,
     PASSWORD,
     browser_caller_case,
+    caller_microphone,
     dial,
     node_settings,
     talk_and_hang_up,
@@ -35,7 +33,7 @@ from tests.journey.scenario import (
 )
 from tests.support.baresip import BaresipClient
 from tests.support.node import voxgate_node
-from tests.support.wav import tone, write_wav
+from tests.support.scenario import run_scenario_main
 from tests.voxgate.node_api import SseReader, wait_for_cdr
 
 TOKEN = "queued-call-test-token-7d3e"
@@ -49,9 +47,7 @@ logger = logging.getLogger("queued_scenario")
 
 async def run(case: str, work_dir: Path) -> dict[str, Any]:
     install_host_addresses(["127.0.0.1"])
-    microphone = write_wav(
-        work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
-    )
+    microphone = caller_microphone(work_dir)
     settings = node_settings()
     settings["api"] = {"token": TOKEN}
     report: dict[str, Any] = {"case": case}
@@ -91,20 +87,7 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("case", choices=CASES)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    work_dir = args.out / args.case
-    work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        report = asyncio.run(asyncio.wait_for(run(args.case, work_dir), 200))
-    except Exception as exc:
-        logger.exception("queued call %s failed", args.case)
-        report = {"case": args.case, "error": f"{type(exc).__name__}: {exc}"}
-    (args.out / f"{args.case}-result.json").write_text(json.dumps(report, indent=2, default=str))
-    return 0
+    return run_scenario_main(__doc__, CASES, run, logger=logger, label="queued call")
 
 
 if __name__ == "__main__":

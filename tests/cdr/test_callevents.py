@@ -159,5 +159,5 @@ def test_flow_result_publishes_queue_or_transfer() -> None:
         ("call.transferred", "c2"),
     ]
     assert seen[0].payload == {"queue": "care", "priority": 7, "reason": "vip"}
-    assert seen[1].payload == {"target": "2000"}
+    assert seen[1].payload == {"target": "2000", "target_kind": "number"}
     assert seen[0].time == 50.0

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.namespace import run_in_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "cdr"
@@ -21,29 +18,11 @@ pytestmark = [pytest.mark.peer, pytest.mark.timeout(300)]
 
 def run_queued_call(case: str, timeout_s: float = 260.0) -> dict[str, Any]:
     """Run tests/cdr/queued_scenario.py for `case` in a private network namespace."""
-    if shutil.which("baresip") is None:
-        pytest.skip("baresip is not installed")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("unshare and ip (util-linux, iproute2) are needed for a private namespace")
-    if os.geteuid() != 0:
-        pytest.skip("unshare -n needs root")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    args = [case, "--out", str(ARTIFACTS)]
     result_file = ARTIFACTS / f"{case}-result.json"
-    result_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "tests.cdr.queued_scenario", case, "--out", str(ARTIFACTS)]
-    script = "ip link set lo up && exec " + shlex.join(command)
-    completed = subprocess.run(
-        ["unshare", "-n", "sh", "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        timeout=timeout_s,
-        check=False,
+    return run_in_namespace(
+        "tests.cdr.queued_scenario", args, result_file, timeout_s=timeout_s, tools=["baresip"]
     )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-3000:]
-    report: dict[str, Any] = json.loads(result_file.read_text())
-    assert "error" not in report, report["error"]
-    return report
 
 
 @pytest.mark.parametrize("case", ["agent_hangup", "caller_hangup"])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -67,6 +71,11 @@ async def test_check_case_prompts_in_order(flows_dir: Path) -> None:
     assert check_case(Expectation(prompts=["support", "Welcome"]), run.result) != []
 
 
+# A Tuesday noon and a Sunday noon in New York, inside and outside the flow's hours.
+OPEN_TIME = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+CLOSED_TIME = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+
+
 async def test_simulator_transcript(flows_dir: Path) -> None:
     lines = iter(["", "I'd like to talk about billing", "/hangup"])
     out = io.StringIO()
@@ -75,6 +84,7 @@ async def test_simulator_transcript(flows_dir: Path) -> None:
         lambda: next(lines, None),
         out,
         flows=None,
+        now=OPEN_TIME,
     )
     text = out.getvalue()
     assert "IVR: Thank you for calling Northwind." in text
@@ -84,6 +94,31 @@ async def test_simulator_transcript(flows_dir: Path) -> None:
     assert result.queue_request is not None
     assert result.queue_request.queue == "billing"
     assert "queued: billing priority=" in text
+
+
+async def test_simulator_closed_hours(flows_dir: Path) -> None:
+    lines = iter(["/hangup"])
+    out = io.StringIO()
+    result = await simulate(
+        flow_from_file(flows_dir / "contact_center.yaml"),
+        lambda: next(lines, None),
+        out,
+        flows=None,
+        now=CLOSED_TIME,
+    )
+
+    assert result.path[:3] == ["welcome", "hours", "closed"]
+    assert "[main] menu" not in out.getvalue()
+
+
+def test_simulate_rejects_time_without_offset(
+    flows_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["simulate", str(flows_dir / "contact_center.yaml"), "--at", "2026-12-01T12:00"])
+
+    assert caught.value.code == 2
+    assert "has no UTC offset" in capsys.readouterr().err
 
 
 def test_graph_mermaid(flows_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,3 +143,56 @@ def test_graph_invalid_flow_exits_one(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("flow: bad\nsteps: {}\n")
     assert main(["graph", str(path)]) == 1
+
+
+def test_simulate_closed_stdout_quiet(flows_dir: Path) -> None:
+    """`voxgate simulate ... | head -1`: no BrokenPipeError traceback, SIGPIPE-like status."""
+    repo = flows_dir.parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ivr.cli", "simulate", str(flows_dir / "demo.yaml")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=repo,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    # The banner is flushed with the first "you> " prompt, when the simulator waits for a turn.
+    assert proc.stdout.readline().startswith(b"flow demo:")
+    proc.stdout.close()
+    proc.stdin.write(b"#1\n" * 20)
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 141
+    errors = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert "Traceback" not in errors
+    assert "BrokenPipe" not in errors
+
+
+@pytest.mark.parametrize(
+    "arguments", [["graph"], ["test", "--script", str(SCRIPTS / "demo.script.yaml")]]
+)
+def test_commands_closed_stdout_quiet(flows_dir: Path, arguments: list[str]) -> None:
+    """A stdout pipe whose reader is gone before the command writes gives status 141."""
+    repo = flows_dir.parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    command, *options = arguments
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ivr.cli", command, str(flows_dir / "demo.yaml"), *options],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=repo,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr.decode()
+    assert done.returncode == 141

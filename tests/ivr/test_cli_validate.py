@@ -17,3 +17,51 @@ def test_validate_broken_exits_one(tmp_path: Path, capsys: pytest.CaptureFixture
     path.write_text("flow: bad\nsteps:\n  a: {type: say, text: hi, next: b}\n")
     assert main(["validate", str(path)]) == 1
     assert f"{path}:3:28: steps.a.next: 'b': unknown step" in capsys.readouterr().err
+
+
+def test_validate_dir_skips_script_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hot.yaml").write_text("flow: hot\nsteps:\n  a: {type: hangup}\n")
+    (tmp_path / "hot.script.yaml").write_text("cases:\n  - name: x\n    turns: []\n")
+    assert main(["validate", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "hot.yaml: ok" in out.out
+    assert "hot.script.yaml" not in out.out + out.err
+
+
+def test_validate_dir_reports_conflicts_naming_both_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second, third = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    first.write_text(
+        'flow: a\ndefault: true\nnumbers: ["2000", "2001"]\nsteps:\n  x: {type: hangup}\n'
+    )
+    second.write_text(
+        'flow: b\ndefault: true\nnumbers:\n  - "3000"\n  - "2001"\nsteps:\n  x: {type: hangup}\n'
+    )
+    third.write_text('flow: a\nnumbers: ["4000"]\nsteps:\n  x: {type: hangup}\n')
+    assert main(["validate", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert f"{first}: ok" in out.out
+    assert f"{second}: ok" not in out.out
+    assert f"{third}: ok" not in out.out
+    errors = out.err.splitlines()
+    assert (
+        f"{second}:5:5: numbers[1]: '2001': called number is also listed by {first} "
+        "(hint: the registry routes it to a.yaml)"
+    ) in errors
+    assert f"{second}:2:1: default: True: {first} is also the default flow " in out.err
+    assert (
+        f"{third}:1:1: flow: 'a': flow name is also used by {first} "
+        "(hint: the registry keeps a.yaml and ignores this file)"
+    ) in errors
+
+
+def test_validate_files_one_by_one_skips_folder_conflicts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text("flow: a\nsteps:\n  x: {type: hangup}\n")
+    assert main(["validate", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]) == 0
+    assert capsys.readouterr().err == ""

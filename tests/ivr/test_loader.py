@@ -93,3 +93,53 @@ def test_load_flow_sets_base_dir(tmp_path: Path) -> None:
     path = tmp_path / "x.yaml"
     path.write_text("flow: x\nsteps:\n  a: {type: hangup}\n")
     assert load_flow(path).base_dir == tmp_path
+
+
+QUEUE_FLOW = (
+    "flow: t\nsteps:\n  sales:\n    type: queue\n    queue: sales\n"
+    "    anouncement: Please hold for sales.\n    priority: high\n"
+)
+
+
+def test_queue_step_unknown_key_position() -> None:
+    errors = _errors(QUEUE_FLOW)
+    assert any(
+        e.startswith("f.yaml:6:5: steps.sales.anouncement: 'Please hold for sales.': unknown key")
+        for e in errors
+    ), errors
+
+
+def test_queue_step_bad_value_position() -> None:
+    errors = _errors(QUEUE_FLOW)
+    assert any(
+        e.startswith("f.yaml:7:5: steps.sales.priority: 'high': Input should be a valid integer")
+        for e in errors
+    ), errors
+
+
+def test_menu_step_error_location_unchanged() -> None:
+    errors = _errors("flow: t\nsteps:\n  m:\n    type: menu\n    prompt: hi\n    timeout: x\n")
+    assert any(e.startswith("f.yaml:6:") and "steps.m.timeout" in e for e in errors), errors
+
+
+def test_misspelled_key_gets_did_you_mean() -> None:
+    errors = _errors(
+        "flow: t\nsteps:\n  a:\n    type: say\n    txt: hi\n"
+        "  q:\n    type: queue\n    queue: sales\n    prority: 3\n"
+    )
+    assert "f.yaml:5:5: steps.a.txt: 'hi': unknown key 'txt' (hint: did you mean 'text'?)" in errors
+    assert (
+        "f.yaml:9:5: steps.q.prority: 3: unknown key 'prority' (hint: did you mean 'priority'?)"
+        in errors
+    )
+
+
+def test_nested_key_did_you_mean() -> None:
+    errors = _errors("flow: t\nlangauge: en\nsteps:\n  b: {type: gather, dtmf: {max_digit: 3}}\n")
+    assert any(e.endswith("(hint: did you mean 'language'?)") for e in errors), errors
+    assert any(e.endswith("(hint: did you mean 'max_digits'?)") for e in errors), errors
+
+
+def test_unknown_key_far_from_any_keeps_plain_hint() -> None:
+    errors = _errors("flow: t\nsteps:\n  a:\n    type: say\n    text: hi\n    zzzz: 1\n")
+    assert any(e.endswith("(hint: remove the key or check its spelling)") for e in errors), errors

@@ -182,3 +182,38 @@ def test_for_call_prefers_number_then_setting(flows_dir: Path, tmp_path: Path) -
     assert by_setting.flow == "contact_center"
     assert marked_default is not None
     assert marked_default.flow == "demo"
+
+
+SCRIPT = """cases:
+  - name: greets
+    turns: []
+    expect: {prompts: ["good"]}
+"""
+
+
+def test_script_files_are_not_flows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write(tmp_path / "hot.yaml", FLOW.format(text="good"))
+    _write(tmp_path / "hot.script.yaml", SCRIPT)
+    _write(tmp_path / "hot.script.yml", SCRIPT)
+    caplog.set_level(logging.WARNING, logger="ivr.registry")
+    registry = FlowRegistry(tmp_path)
+    assert registry.names == ["hot"]
+    assert registry.errors == {}
+    assert "is invalid" not in caplog.text
+
+
+def test_invalid_first_load_says_not_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write(tmp_path / "hot.yaml", "flow: hot\nsteps: {}\n")
+    caplog.set_level(logging.WARNING, logger="ivr.registry")
+    registry = FlowRegistry(tmp_path)
+    assert registry.names == []
+    assert "is invalid (1 problems); flow not loaded" in caplog.text
+    assert "keeping the previous version" not in caplog.text
+    caplog.clear()
+    _write(tmp_path / "hot.yaml", FLOW.format(text="good"))
+    registry.reload()
+    _write(tmp_path / "hot.yaml", "flow: hot\nsteps: {}\n")
+    registry.reload()
+    assert "keeping the previous version" in caplog.text

@@ -22,7 +22,18 @@ from typing import Any
 
 from tests.webrtc.browser_harness import CHROMIUM_FLAGS, DevTools, read_devtools_port
 
-CONTEXT_FIELDS = ("caller", "queue", "path", "words", "intent", "priority", "waiting")
+# Element ids after "ctx-" on the agent page; the context keys use "_" for "-".
+CONTEXT_FIELDS = (
+    "caller",
+    "queue",
+    "path",
+    "words",
+    "intent",
+    "sentiment",
+    "priority",
+    "priority-reason",
+    "waiting",
+)
 
 
 class BrowserAgentError(RuntimeError):
@@ -140,13 +151,34 @@ class BrowserAgent:
             "!document.getElementById('incoming').classList.contains('hidden')", timeout_s
         )
         fields = ", ".join(
-            f"{name}: document.getElementById('ctx-{name}').textContent" for name in CONTEXT_FIELDS
+            f"{json.dumps(name.replace('-', '_'))}: "
+            f"document.getElementById('ctx-{name}').textContent"
+            for name in CONTEXT_FIELDS
         )
         context: dict[str, str] = await self.evaluate(f"({{{fields}}})")
         return context
 
     async def wait_connected(self, timeout_s: float) -> None:
         await self.wait_for("window.voxgate.state.callState === 'connected'", timeout_s)
+
+    async def answer_next_call(self, incoming_timeout_s: float = 30) -> dict[str, str]:
+        """Set the agent page available, answer its next ring and wait until it connects.
+
+        Returns the caller context the page showed while ringing.
+        """
+        await self.click("set-available")
+        context = await self.wait_incoming(incoming_timeout_s)
+        await self.click("answer")
+        await self.wait_connected(20)
+        return context
+
+    async def start_caller_call(self, connect_timeout_s: float = 20) -> None:
+        """Click Call on the caller page once its session is open, then wait until it connects."""
+        await self.wait_for("window.voxgateEvents.includes('session')", 15)
+        await self.click("call")
+        await self.wait_for(
+            "window.voxgateEvents.includes('call_state:connected')", connect_timeout_s
+        )
 
     async def heard_tone_s(
         self, frequency_hz: float, seconds: float, timeout_s: float, meter: str = AGENT_METER
@@ -158,6 +190,20 @@ class BrowserAgent:
         while time.monotonic() < deadline and heard < seconds:
             sample = await self.evaluate(expression)
             if sample is not None and sample[0] > 0.01 and abs(sample[1] - frequency_hz) <= 60:
+                heard += 0.1
+            await asyncio.sleep(0.1)
+        return round(heard, 1)
+
+    async def heard_sound_s(
+        self, seconds: float, timeout_s: float, meter: str = AGENT_METER
+    ) -> float:
+        """Sample the remote meter every 100 ms until it was above 1 % RMS for `seconds`."""
+        expression = f"(() => {{ const m = {meter}; return m ? m.rms() : null; }})()"
+        heard = 0.0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and heard < seconds:
+            level = await self.evaluate(expression)
+            if level is not None and level > 0.01:
                 heard += 0.1
             await asyncio.sleep(0.1)
         return round(heard, 1)

@@ -1,7 +1,7 @@
 """Runs one caller-to-agent journey and writes what every side saw to a JSON report.
 
 Run it inside a loopback-only network namespace, as `run_journey` in
-tests/journey/namespace.py does: a `voxgate serve` node, baresip callers
+tests/journey/test_journey.py does: a `voxgate serve` node, baresip callers
 dialing the test flow, and an aiortc agent that logs in on the node's
 signaling WebSocket. Cases:
 
@@ -18,8 +18,9 @@ signaling WebSocket. Cases:
 - browser_caller: the real caller page at / calls the default flow, is
   queued and talks to the aiortc agent until the page hangs up.
 - priority_redis: as priority, with the ACD on a real redis-server.
-- two_nodes_redis: two nodes on one redis-server; the caller on node A is
-  offered to the agent on node A, never to the idle agent on node B.
+- two_nodes_redis: two nodes on one redis-server with a cluster secret. The
+  caller on node A is offered to the only available agent, on node B, who
+  talks to it through both nodes. The away agent on node A gets no offer.
 - speech: as agent_hangup, but the caller answers a Korean speech gather
   first (espeak-ng Korean, recognized by the Vosk Korean model), and the
   agent sees the recognized words.
@@ -27,9 +28,7 @@ signaling WebSocket. Cases:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -43,11 +42,11 @@ from media.resample import resample
 from media.tts import EspeakSynthesizer
 from signaling.webrtc.auth import hash_password
 from signaling.webrtc.peer import install_host_addresses
-from tests.acd.redis_server import start_redis
 from tests.journey.agent import AgentClient, tone_seconds
 from tests.journey.browser_agent import CALLER_METER, BrowserAgent
 from tests.support.baresip import BaresipClient
 from tests.support.node import REPOSITORY, RunningNode, voxgate_node
+from tests.support.scenario import run_scenario_main, start_fresh_redis
 from tests.support.wav import load_mono, silence, tone, write_wav
 
 CALLER_TONE_HZ = 600.0
@@ -55,11 +54,25 @@ AGENT_TONE_HZ = 1000.0
 AGENT = "agent1"
 OTHER_AGENT = "agent2"
 PASSWORD = "journey-agent-password"
+CLUSTER_SECRET = "journey-test-cluster-secret-journey-test"
 FLOWS = REPOSITORY / "tests" / "data" / "journey" / "flows"
 NUMBER = "2900"
 SPEECH_NUMBER = "2901"
 SPEECH_WORD = "환불"
 SPEECH_REPEATS = 6
+CASES = (
+    "agent_hangup",
+    "caller_hangup",
+    "abandon",
+    "abandon_ringing",
+    "decline",
+    "priority",
+    "priority_redis",
+    "two_nodes_redis",
+    "browser_agent",
+    "browser_caller",
+    "speech",
+)
 
 logger = logging.getLogger("journey")
 
@@ -114,6 +127,27 @@ async def wait_counters(
     return counters
 
 
+def caller_microphone(work_dir: Path) -> Path:
+    """Write the SIP caller's microphone: 80 s of the caller tone at 8 kHz."""
+    return write_wav(
+        work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
+    )
+
+
+def agent_page_microphone(work_dir: Path) -> Path:
+    """Write the agent page's microphone for Chromium: 120 s of the agent tone at 48 kHz."""
+    return write_wav(
+        work_dir / "agent-tone.wav", tone(AGENT_TONE_HZ, 120.0, 48_000, amplitude=0.3), 48_000
+    )
+
+
+def caller_page_microphone(work_dir: Path) -> Path:
+    """Write the caller page's microphone for Chromium: 120 s of the caller tone at 48 kHz."""
+    return write_wav(
+        work_dir / "caller-tone-48k.wav", tone(CALLER_TONE_HZ, 120.0, 48_000, 0.3), 48_000
+    )
+
+
 def dial(
     work_dir: Path, user: str, node: RunningNode, microphone: Path, number: str = NUMBER
 ) -> BaresipClient:
@@ -148,9 +182,7 @@ async def talk_and_hang_up(
 
 async def run(case: str, work_dir: Path) -> dict[str, Any]:
     install_host_addresses(["127.0.0.1"])
-    microphone = write_wav(
-        work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.2), 8000
-    )
+    microphone = caller_microphone(work_dir)
     report: dict[str, Any] = {"case": case}
     if case in ("browser_agent", "browser_caller"):
         with voxgate_node(work_dir, node_settings()) as node:
@@ -161,7 +193,7 @@ async def run(case: str, work_dir: Path) -> dict[str, Any]:
             report["health"] = node.health()[0]
             report["node_log_tracebacks"] = node.log().count("Traceback")
         return report
-    redis = start_redis(work_dir) if case.endswith("_redis") else None
+    redis = start_fresh_redis(work_dir) if case.endswith("_redis") else None
     try:
         store = redis.url if redis is not None else "memory"
         if case == "two_nodes_redis":
@@ -295,11 +327,9 @@ async def priority_case(
 async def browser_case(
     report: dict[str, Any], node: RunningNode, work_dir: Path, microphone: Path
 ) -> None:
-    agent_microphone = write_wav(
-        work_dir / "agent-tone.wav", tone(AGENT_TONE_HZ, 120.0, 48_000, amplitude=0.3), 48_000
-    )
+    page_microphone = agent_page_microphone(work_dir)
     url = f"http://127.0.0.1:{node.http_port}/agent"
-    async with BrowserAgent(url, agent_microphone, work_dir / "chromium.log") as agent:
+    async with BrowserAgent(url, page_microphone, work_dir / "chromium.log") as agent:
         await agent.login(AGENT, PASSWORD)
         report["presence_after_login"] = await agent.presence()
         phone = await asyncio.to_thread(dial, work_dir, "caller", node, microphone)
@@ -309,10 +339,7 @@ async def browser_case(
             )
             # The caller is waiting, so the page may go from available to
             # ringing faster than it is polled.
-            await agent.click("set-available")
-            report["context"] = await agent.wait_incoming(30)
-            await agent.click("answer")
-            await agent.wait_connected(20)
+            report["context"] = await agent.answer_next_call()
             report["agent_heard_caller_s"] = await agent.heard_tone_s(CALLER_TONE_HZ, 2.0, 30)
             await agent.click("hangup")
             end = await asyncio.to_thread(phone.wait_closed, 20)
@@ -328,17 +355,13 @@ async def browser_case(
 
 
 async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_dir: Path) -> None:
-    caller_microphone = write_wav(
-        work_dir / "caller-tone-48k.wav", tone(CALLER_TONE_HZ, 120.0, 48_000, 0.3), 48_000
-    )
+    microphone = caller_page_microphone(work_dir)
     base = f"http://127.0.0.1:{node.http_port}"
     agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
     try:
         await agent.login()
-        async with BrowserAgent(f"{base}/", caller_microphone, work_dir / "chromium.log") as page:
-            await page.wait_for("window.voxgateEvents.includes('session')", 15)
-            await page.click("call")
-            await page.wait_for("window.voxgateEvents.includes('call_state:connected')", 20)
+        async with BrowserAgent(f"{base}/", microphone, work_dir / "chromium.log") as page:
+            await page.start_caller_call()
             report["waiting"] = await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
             await agent.set_state("available")
             incoming = await agent.expect("incoming", 30)
@@ -359,36 +382,40 @@ async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_di
 async def two_nodes_case(
     report: dict[str, Any], work_dir: Path, microphone: Path, store: str
 ) -> None:
-    """A caller on node A with an idle agent on node B and then one on node A."""
+    """A caller on node A, an available agent on node B and an away agent on node A."""
     (work_dir / "a").mkdir(exist_ok=True)
     (work_dir / "b").mkdir(exist_ok=True)
+    settings = node_settings(store)
+    settings["cluster"] = {"secret": CLUSTER_SECRET}
     with (
-        voxgate_node(work_dir / "a", node_settings(store)) as node_a,
-        voxgate_node(work_dir / "b", node_settings(store)) as node_b,
+        voxgate_node(work_dir / "a", settings) as node_a,
+        voxgate_node(work_dir / "b", settings) as node_b,
     ):
-        remote = AgentClient(f"http://127.0.0.1:{node_b.http_port}", OTHER_AGENT, PASSWORD, 0)
-        local = AgentClient(f"http://127.0.0.1:{node_a.http_port}", AGENT, PASSWORD, AGENT_TONE_HZ)
+        remote = AgentClient(
+            f"http://127.0.0.1:{node_b.http_port}", OTHER_AGENT, PASSWORD, AGENT_TONE_HZ
+        )
+        local = AgentClient(f"http://127.0.0.1:{node_a.http_port}", AGENT, PASSWORD, 0)
         phone: BaresipClient | None = None
         try:
             await remote.login()
             await remote.set_state("available")
             await local.login()
             phone = await asyncio.to_thread(dial, work_dir, "caller", node_a, microphone)
-            report["waiting"] = await wait_counters(
-                node_a, lambda c: c.get("joined", 0) >= 1 and c.get("announced", 0) >= 1, 30
-            )
-            await local.set_state("available")
-            incoming = await local.expect("incoming", 30)
+            report["waiting"] = await wait_counters(node_a, lambda c: c.get("joined", 0) >= 1, 30)
+            incoming = await remote.expect("incoming", 30)
             report["incoming"] = incoming
-            await local.answer(incoming["call_id"])
-            report["agent_heard_caller_s"] = await local.wait_heard_tone(CALLER_TONE_HZ, 2.0, 30)
-            await local.hangup(incoming["call_id"])
-            await asyncio.to_thread(phone.wait_closed, 20)
-            report["after"] = await wait_counters(node_a, lambda c: c.get("answered", 0) >= 1, 10)
-            report["remote_agent_offers"] = sum(
-                1 for message in remote.messages if message["type"] == "incoming"
+            await remote.answer(incoming["call_id"])
+            report["agent_heard_caller_s"] = await remote.wait_heard_tone(CALLER_TONE_HZ, 2.0, 30)
+            await remote.hangup(incoming["call_id"])
+            end = await asyncio.to_thread(phone.wait_closed, 20)
+            report["caller_end"] = end.ended_by.value
+            received = load_mono(phone.received_wav(), 8000)
+            report["caller_heard_agent_s"] = tone_seconds(received, 8000, AGENT_TONE_HZ)
+            report["after"] = await wait_counters(node_b, lambda c: c.get("answered", 0) >= 1, 10)
+            report["local_agent_offers"] = sum(
+                1 for message in local.messages if message["type"] == "incoming"
             )
-            report["node_b_counters"] = await queue_counters(node_b)
+            report["node_a_counters"] = await queue_counters(node_a)
         finally:
             await remote.close()
             await local.close()
@@ -400,35 +427,7 @@ async def two_nodes_case(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "case",
-        choices=[
-            "agent_hangup",
-            "caller_hangup",
-            "abandon",
-            "abandon_ringing",
-            "decline",
-            "priority",
-            "priority_redis",
-            "two_nodes_redis",
-            "browser_agent",
-            "browser_caller",
-            "speech",
-        ],
-    )
-    parser.add_argument("--out", type=Path, required=True, help="folder for the report and logs")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    work_dir = args.out / args.case
-    work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        report = asyncio.run(asyncio.wait_for(run(args.case, work_dir), 200))
-    except Exception as exc:
-        logger.exception("journey %s failed", args.case)
-        report = {"case": args.case, "error": f"{type(exc).__name__}: {exc}"}
-    (args.out / f"{args.case}-result.json").write_text(json.dumps(report, indent=2, default=str))
-    return 0
+    return run_scenario_main(__doc__, CASES, run, logger=logger, label="journey")
 
 
 if __name__ == "__main__":

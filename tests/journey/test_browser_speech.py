@@ -15,26 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import shlex
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 
 from media.resample import resample
 from media.tts import EspeakSynthesizer
 from tests.journey.browser_agent import BrowserAgent
-from tests.support.node import REPOSITORY, RunningNode, voxgate_node
+from tests.support.events import EventSocket
+from tests.support.namespace import run_in_namespace
+from tests.support.node import REPOSITORY, voxgate_node
 from tests.support.wav import silence, write_wav
 
 FLOWS = REPOSITORY / "tests" / "data" / "journey" / "browser_flows"
@@ -71,63 +66,13 @@ def word_microphone(work_dir: Path, word: str) -> Path:
     return write_wav(work_dir / "caller-word.wav", np.concatenate(parts), MICROPHONE_RATE)
 
 
-class EventStream:
-    """The node's IVR and call events, read from `/api/events/ws` in a background task."""
-
-    def __init__(self, node: RunningNode) -> None:
-        self._url = f"http://127.0.0.1:{node.http_port}/api/events/ws?kinds=ivr.*,call.*"
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-        self._http: aiohttp.ClientSession | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self._http = aiohttp.ClientSession()
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        socket = await self._http.ws_connect(self._url, headers=headers)
-        self._reader = asyncio.create_task(self._read(socket))
-
-    async def _read(self, socket: aiohttp.ClientWebSocketResponse) -> None:
-        async for message in socket:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                continue
-            async with self._changed:
-                self.events.append(json.loads(message.data))
-                self._changed.notify_all()
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._http is not None:
-            await self._http.close()
-
-    async def wait_change(self, timeout_s: float) -> None:
-        """Wait until the next event arrives or `timeout_s` passes."""
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [event for event in self.events if event["kind"] == kind]
-
-    async def wait_count(self, kind: str, count: int, timeout_s: float) -> list[dict[str, Any]]:
-        """Wait until `count` events of `kind` arrived and return them all."""
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.of_kind(kind)) >= count), timeout_s
-            )
-        return self.of_kind(kind)
-
-
-def ask_prompts(stream: EventStream) -> int:
+def ask_prompts(stream: EventSocket) -> int:
     return sum(
         1 for event in stream.of_kind("ivr.prompt_played") if event["payload"]["step"] == "ask"
     )
 
 
-async def press_key_on_each_prompt(page: BrowserAgent, stream: EventStream) -> int:
+async def press_key_on_each_prompt(page: BrowserAgent, stream: EventSocket) -> int:
     """Press the keypad key after each prompt of the gather until the call ends.
 
     The gather listens once `ivr.prompt_played` arrives. Pressing again after
@@ -153,21 +98,21 @@ async def run_case(case: str, work_dir: Path, report: dict[str, Any]) -> None:
             work_dir / "caller-silence.wav", silence(3.0, MICROPHONE_RATE), MICROPHONE_RATE
         )
     with voxgate_node(work_dir, node_settings()) as node:
-        stream = EventStream(node)
+        stream = EventSocket(node, "ivr.*,call.*", API_TOKEN)
         report["events"] = stream.events
         await stream.open()
         try:
-            url = f"http://127.0.0.1:{node.http_port}/?to={NUMBER}"
+            # A file microphone has no echo to cancel, and echo cancellation
+            # would cut the word while a prompt plays.
+            url = f"http://127.0.0.1:{node.http_port}/?to={NUMBER}&audio_processing=off"
             async with BrowserAgent(url, microphone, work_dir / "chromium.log") as page:
-                await page.wait_for("window.voxgateEvents.includes('session')", 15)
-                await page.click("call")
-                await page.wait_for("window.voxgateEvents.includes('call_state:connected')", 30)
+                await page.start_caller_call(30)
                 if case == "keypad":
                     report["presses"] = await press_key_on_each_prompt(page, stream)
                 # The hangup step ends the call from the node's side, so the
                 # page receives a hangup message it did not ask for.
                 await page.wait_for("window.voxgateEvents.includes('hangup')", SESSION_TIMEOUT_S)
-                await stream.wait_count("call.ended", 1, 30)
+                await stream.wait("call.ended", 30)
                 report["page_status"] = await page.evaluate(
                     "document.getElementById('status').dataset.state"
                 )
@@ -196,27 +141,16 @@ def main() -> int:
     return 0
 
 
-def run_in_namespace(case: str, out: Path) -> dict[str, Any]:
+def run_isolated(case: str, out: Path) -> dict[str, Any]:
     """Run this module's `main` for `case` in a loopback-only network namespace."""
-    for tool in ("chromium", "unshare", "ip"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if os.geteuid() != 0:
-        pytest.skip("unshare -n needs root")
-    command = [sys.executable, "-m", "tests.journey.test_browser_speech", case, "--out", str(out)]
-    script = "ip link set lo up && exec " + shlex.join(command)
-    completed = subprocess.run(
-        ["unshare", "-n", "sh", "-c", script],
-        cwd=REPOSITORY,
-        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
-        capture_output=True,
-        timeout=280,
-        check=False,
+    args = [case, "--out", str(out)]
+    return run_in_namespace(
+        "tests.journey.test_browser_speech",
+        args,
+        out / f"{case}-result.json",
+        timeout_s=280,
+        tools=["chromium"],
     )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-3000:]
-    report: dict[str, Any] = json.loads((out / f"{case}-result.json").read_text("utf-8"))
-    assert "error" not in report, report["error"]
-    return report
 
 
 def only(events: list[dict[str, Any]], kind: str, **payload: Any) -> list[dict[str, Any]]:
@@ -234,12 +168,12 @@ def steps_entered(events: list[dict[str, Any]]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def speech_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return run_in_namespace("speech", tmp_path_factory.mktemp("browser-speech"))
+    return run_isolated("speech", tmp_path_factory.mktemp("browser-speech"))
 
 
 @pytest.fixture(scope="module")
 def keypad_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return run_in_namespace("keypad", tmp_path_factory.mktemp("browser-keypad"))
+    return run_isolated("keypad", tmp_path_factory.mktemp("browser-keypad"))
 
 
 def check_hung_up_in_step(report: dict[str, Any], step: str, other_step: str) -> None:

@@ -3,16 +3,13 @@ and an aiortc agent on the signaling WebSocket, in a loopback-only namespace."""
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.namespace import run_in_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "journey"
@@ -20,31 +17,14 @@ ARTIFACTS = ROOT / "test-artifacts" / "journey"
 pytestmark = pytest.mark.timeout(300)
 
 
-def run_journey(case: str, timeout_s: float = 260.0) -> dict[str, Any]:
-    """Run tests/journey/scenario.py for `case` in a private network namespace."""
-    if shutil.which("baresip") is None:
-        pytest.skip("baresip is not installed")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("unshare and ip (util-linux, iproute2) are needed for a private namespace")
-    if os.geteuid() != 0:
-        pytest.skip("unshare -n needs root")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def run_journey(
+    case: str, timeout_s: float = 260.0, module: str = "tests.journey.scenario"
+) -> dict[str, Any]:
+    """Run the scenario `module` (tests/journey/scenario.py) for `case` in a private
+    network namespace."""
+    args = [case, "--out", str(ARTIFACTS)]
     result_file = ARTIFACTS / f"{case}-result.json"
-    result_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "tests.journey.scenario", case, "--out", str(ARTIFACTS)]
-    script = "ip link set lo up && exec " + shlex.join(command)
-    completed = subprocess.run(
-        ["unshare", "-n", "sh", "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-3000:]
-    report: dict[str, Any] = json.loads(result_file.read_text())
-    assert "error" not in report, report["error"]
-    return report
+    return run_in_namespace(module, args, result_file, timeout_s=timeout_s, tools=["baresip"])
 
 
 def check_offer(incoming: dict[str, Any], caller: str, priority: int) -> None:
@@ -178,12 +158,15 @@ def test_browser_caller_page_reaches_agent() -> None:
     assert report["node_log_tracebacks"] == 0
 
 
-def test_two_nodes_route_caller_to_own_node() -> None:
+def test_two_nodes_bridge_caller_to_other_node() -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     report = run_journey("two_nodes_redis")
-    assert report["incoming"]["queue"] == "general"
+    check_offer(report["incoming"], "caller", 0)
     assert report["agent_heard_caller_s"] >= 2.0
+    assert report["caller_heard_agent_s"] >= 1.0
+    assert report["caller_end"] == "remote"
     assert report["after"]["answered"] == 1
-    assert report["remote_agent_offers"] == 0
+    assert report["node_a_counters"]["abandoned"] == 0
+    assert report["local_agent_offers"] == 0
     assert report["node_log_tracebacks"] == 0

@@ -148,6 +148,7 @@ def test_packet_sizes_rechunked_to_20ms() -> None:
         run = simulate(seconds=3, packet_ms=packet_ms)
         assert all(len(frame) == 320 for frame in run.frames)
         assert run.buffer.stats.concealed == 0
+        assert run.buffer.stats.underruns == 0, f"{packet_ms} ms packets"
 
 
 def test_timestamp_jump_resynchronizes() -> None:

@@ -146,7 +146,7 @@ def test_mixed_rates_resampled_for_listener() -> None:
     assert tone_level(heard[Role.CALLER], 8000, TONES[Role.AGENT]) > 1000
 
 
-def test_recording_is_stereo_and_skips_paused_audio(tmp_path: Path) -> None:
+def test_recording_is_stereo_and_silent_when_paused(tmp_path: Path) -> None:
     mixer, transports = conference()
     path = tmp_path / "call.wav"
     mixer.start_recording(path)
@@ -162,10 +162,13 @@ def test_recording_is_stereo_and_skips_paused_audio(tmp_path: Path) -> None:
         assert recording.getframerate() == 8000
         frames = recording.getnframes()
         data = recording.readframes(frames)
-    assert frames == 75 * 160
+    assert frames == 100 * 160
     stereo = np.frombuffer(data, "<i2").reshape(-1, 2)
-    left = stereo[:, 0].astype("<i2").tobytes()
-    right = stereo[:, 1].astype("<i2").tobytes()
+    paused = stereo[50 * 160 : 75 * 160]
+    assert not paused.any()
+    spoken = np.concatenate([stereo[: 50 * 160], stereo[75 * 160 :]])
+    left = spoken[:, 0].astype("<i2").tobytes()
+    right = spoken[:, 1].astype("<i2").tobytes()
     assert abs(dominant_hz(left, 8000) - TONES[Role.CALLER]) < 10
     assert abs(dominant_hz(right, 8000) - TONES[Role.AGENT]) < 10
     assert tone_level(left, 8000, TONES[Role.AGENT]) < 100

@@ -218,3 +218,59 @@ def test_codec_registry_lists_g722() -> None:
     assert (g722.clock_rate, g722.sample_rate, g722.static_payload_type) == (8000, 16000, 9)
     with pytest.raises(KeyError, match="known codecs"):
         get_codec("opus-x")
+
+
+async def test_port_free_right_after_close(port_pool: RtpPortPool) -> None:
+    port = port_pool.acquire()
+    session = await RtpSession.open(RtpSessionConfig(), local_host=LOOPBACK, local_port=port)
+
+    await session.close()
+    reopened = await RtpSession.open(RtpSessionConfig(), local_host=LOOPBACK, local_port=port)
+    bound = reopened.local_address[1]
+    await reopened.close()
+
+    assert bound == port
+
+
+async def test_cancelled_close_still_releases(port_pool: RtpPortPool) -> None:
+    # Without attach there is no send task, so the first wait in close() is
+    # the one for the sockets, and the cancel lands there.
+    session = await RtpSession.open_from_pool(port_pool, RtpSessionConfig(), local_host=LOOPBACK)
+    free_before = port_pool.free_count
+
+    closing = asyncio.ensure_future(session.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+
+    assert port_pool.free_count == free_before + 1
+
+
+async def test_media_timeout_fires_after_peer_stops(session_pair: SessionPair) -> None:
+    a, b = session_pair
+    loop = asyncio.get_running_loop()
+    a.attach(RecordingHandler())
+    b.attach(RecordingHandler())
+    fired = loop.create_future()
+    a.watch_inactivity(0.5, 0.0, lambda: fired.set_result(loop.time()))
+    # b sends a packet every 20 ms, so 1.5 s of it spans three timeouts.
+    await wait_for(lambda: a.stats.packets_received >= 75)
+    assert not fired.done()
+
+    await b.close()
+    closed_at = loop.time()
+    fired_at = await asyncio.wait_for(fired, 5)
+    assert fired_at - closed_at >= 0.45
+
+
+async def test_media_timeout_uses_hold_limit(session_pair: SessionPair) -> None:
+    a, _ = session_pair
+    a.attach(RecordingHandler())
+    a.on_hold = True
+    started = asyncio.get_running_loop().time()
+    fired = asyncio.get_running_loop().create_future()
+    # The normal limit would fire at once; on hold only the 0.5 s hold limit applies.
+    a.watch_inactivity(0.01, 0.5, lambda: fired.set_result(asyncio.get_running_loop().time()))
+    fired_at = await asyncio.wait_for(fired, 5)
+    assert fired_at - started >= 0.5

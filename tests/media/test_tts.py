@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from media.audio import PcmAudio
-from media.tts import EspeakSynthesizer, SynthesisError, TtsConfig
+from media.tts import (
+    EspeakSynthesizer,
+    SynthesisError,
+    TtsConfig,
+    voice_exists,
+    voice_languages,
+)
 from media.wav import load_wav
 
 
@@ -64,3 +70,23 @@ async def test_unknown_voice_rejected() -> None:
 async def test_bad_arguments_rejected(text: str, rate: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         await EspeakSynthesizer().synthesize(text, rate_wpm=rate)
+
+
+@pytest.mark.parametrize("voice", ["en-us", "de", "en-us+f3", "cmn"])
+def test_voice_exists_accepts_installed(voice: str) -> None:
+    assert voice_exists(voice)
+
+
+@pytest.mark.parametrize("voice", ["zz-top", "en-uss", ""])
+def test_voice_exists_rejects_unknown(voice: str) -> None:
+    assert not voice_exists(voice)
+
+
+def test_voice_languages_lists_installed() -> None:
+    languages = voice_languages()
+    assert "en-us" in languages
+    assert "fr" in languages
+    assert voice_exists("fr")
+    # Listed as a language of the French voice, but not a name it can be set by.
+    assert "fr-fr" in languages
+    assert not voice_exists("fr-fr")

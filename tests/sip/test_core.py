@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from signaling.sip.auth import AuthConfig, digest_response, parse_digest
 from signaling.sip.core import CoreConfig
 from signaling.sip.events import CallConfirmed, InfoReceived, ReofferReceived
@@ -16,6 +20,7 @@ from tests.sip.support import (
     sip_request,
     statuses,
 )
+from voxgate.logs import LOG_FORMAT, CallIdFilter
 
 INVITE = sip_request("INVITE", body=OFFER_SDP)
 
@@ -273,8 +278,10 @@ def test_call_limit_gets_503_with_retry_after() -> None:
 
     sent = responses(harness.feed(sip_request("INVITE", call_id="call-2", branch="z9hG4bK-2")))
 
-    assert [response.status for response in sent] == [100, 503]
-    assert sent[1].headers.get("Retry-After") == "7"
+    # Rejected statelessly before the transaction, so without a 100 Trying first.
+    assert [response.status for response in sent] == [503]
+    assert sent[0].headers.get("Retry-After") == "7"
+    assert sent[0].parsed.to.tag is not None
 
 
 def reinvite(tag: str, cseq: int, branch: str, body: bytes = OFFER_SDP, **kwargs: object) -> bytes:
@@ -630,3 +637,20 @@ def test_response_via_gets_received_and_rport() -> None:
     assert via.params["received"] == "127.0.0.9"
     assert via.params["rport"] == "40000"
     assert harness.sent[0].peer == Peer("udp", "127.0.0.9", 40000)
+
+
+def test_ended_log_line_carries_call_id(caplog: pytest.LogCaptureFixture) -> None:
+    harness = CoreHarness()
+    handle, tag = answered_call(harness)
+    formatter = logging.Formatter(LOG_FORMAT)
+    id_filter = CallIdFilter()
+
+    # The BYE arrives outside any call's task, where the context's call id is "-".
+    with caplog.at_level(logging.INFO, logger="sip.core"):
+        harness.feed(sip_request("BYE", branch="z9hG4bK-bye", to_tag=tag, cseq=2))
+
+    ended = [record for record in caplog.records if record.getMessage().endswith("ended (bye)")]
+    assert len(ended) == 1
+    assert id_filter.filter(ended[0])
+    assert getattr(ended[0], "call_id", None) == handle
+    assert f"[{handle}] call {handle}: ended (bye)" in formatter.format(ended[0])

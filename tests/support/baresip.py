@@ -140,12 +140,18 @@ class BaresipClient:
         microphone: Path | None = None,
         max_call_s: float = 60.0,
         capture_rtp: bool = True,
+        max_calls: int = 1,
     ) -> None:
         self.work_dir = work_dir / f"baresip-{user}"
         self.user = user
         self.microphone = microphone
         self.max_call_s = max_call_s
         self.capture_rtp = capture_rtp
+        # A transferee needs two calls at once: baresip places the call to the
+        # REFER target while the first call is still up.
+        if not 1 <= max_calls <= 2:
+            raise ValueError(f"max_calls must be 1 or 2, got {max_calls}")
+        self.max_calls = max_calls
         # baresip 1.0.0 listens on UDP and TCP at sip_listen and TLS one port above.
         self.sip_port = free_port_block(udp_offsets=(0,), tcp_offsets=(0, 1))
         self.rtp_port = free_udp_port_pair()
@@ -336,6 +342,12 @@ class BaresipClient:
             raise BaresipError("RTP capture is off: create the client with capture_rtp=True")
         return packets_from_datagrams(self._capture.received())
 
+    def sent_packets(self) -> list[RtpPacket]:
+        """Return the RTP packets captured on their way from baresip's RTP port."""
+        if self._capture is None:
+            raise BaresipError("RTP capture is off: create the client with capture_rtp=True")
+        return packets_from_datagrams(self._capture.sent())
+
     def received_audio(self) -> Timeline:
         """Return the G.711 audio sent to baresip, laid out by RTP timestamp."""
         return audio_from_rtp(self.received_packets())
@@ -369,10 +381,11 @@ class BaresipClient:
             "poll_method": "epoll",
             "sip_listen": f"127.0.0.1:{self.sip_port}",
             "call_local_timeout": "30",
-            "call_max_calls": "1",
+            "call_max_calls": str(self.max_calls),
             "audio_source": f"aufile,{microphone}",
             "audio_level": "no",
-            "rtp_ports": f"{self.rtp_port}-{self.rtp_port + 1}",
+            # free_udp_port_pair checked that rtp_port to rtp_port + 3 were free: two calls.
+            "rtp_ports": f"{self.rtp_port}-{self.rtp_port + 2 * self.max_calls - 1}",
             "rtcp_mux": "no",
             "jitter_buffer_delay": "1-5",
             "module_path": str(MODULE_PATH),

@@ -25,6 +25,8 @@ from tests.support.ports import free_tcp_port, free_udp_port
 REPOSITORY = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+# How a node's log says a port was taken: the SIP and RTP sockets, then the HTTP listener.
+BIND_FAILURES = ("could not bind", "address already in use")
 BIND_ATTEMPTS = 3
 
 
@@ -117,6 +119,8 @@ def voxgate_node(
             "flows_dir": str(REPOSITORY / "config" / "flows"),
             "prompt_cache_dir": str(tmp_path / "prompts"),
         },
+        # Most tests use no speech, so their nodes skip loading the models.
+        "asr": {"preload": False},
     }
     for section, values in (settings or {}).items():
         config.setdefault(section, {}).update(values)
@@ -129,7 +133,8 @@ def voxgate_node(
             wait_until_healthy(node)
             break
         except RuntimeError:
-            if attempt == BIND_ATTEMPTS or "could not bind" not in node.log():
+            taken = any(text in node.log() for text in BIND_FAILURES)
+            if attempt == BIND_ATTEMPTS or not taken:
                 raise
     process = node.process
     try:

@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from acd.clock import VirtualClock
+from acd.events import AgentStateChanged
 from acd.model import AcdSettings, QueueSettings
 from acd.model import AgentState as AcdState
 from acd.service import Acd
 from acd.store.memory import MemoryStore
+from ivr.model import QueueStep
+from ivr.registry import FlowRegistry
 from ivr.services import QueueError, QueueRequest
 from media.tts import EspeakSynthesizer
 from signaling.webrtc.agents import AgentPresence
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.config import WebRtcConfig
-from signaling.webrtc.protocol import AgentState, Presence, TransferKind
+from signaling.webrtc.protocol import AgentState, Error, Message, Presence, TransferKind
 from signaling.webrtc.server import WebRtcServer
-from voxgate.contact import AgentAccount, ContactCenter
+from voxgate.agentmirror import AgentAccount
+from voxgate.contact import ContactCenter
 from voxgate.queueing import (
     HOLD_NOTES_HZ,
     HOLD_RATE,
     AcdQueueService,
     announcement_text,
     hold_tone,
+    warn_unknown_queues,
 )
+
+FLOWS_DIR = Path(__file__).resolve().parents[2] / "config" / "flows"
 
 
 def make_acd(max_length: int | None = None) -> Acd:
@@ -193,3 +203,192 @@ async def test_presence_of_unknown_agent_is_not_routed(
     change(server, contact, AgentState.AVAILABLE)
     await mirrored_state(contact, AcdState.AVAILABLE)
     assert await contact.acd.store.get_agent("bob") is None
+
+
+class RecordingServer(WebRtcServer):
+    """A signaling edge without sockets that keeps what it would send to each page."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            WebRtcConfig(allowed_origins=("http://127.0.0.1",), token_secret=b"s" * 32),
+            IdleHandler(),
+        )
+        self.sent: list[tuple[str, Message]] = []
+
+    def send_to(self, user: str, message: Message) -> bool:
+        self.sent.append((user, message))
+        return True
+
+
+@pytest.fixture
+async def two_nodes() -> AsyncIterator[tuple[ContactCenter, ContactCenter]]:
+    """Two contact centers, on nodes "node-a" and "node-b", sharing one store."""
+    store = MemoryStore()
+    settings = AcdSettings(queues={"general": QueueSettings(name="general")})
+    centers = []
+    for node in ("node-a", "node-b"):
+        acd = Acd(store, VirtualClock(1000.0), settings, node_id=node)
+        contact = ContactCenter(
+            acd,
+            EspeakSynthesizer(),
+            accounts={"ann": AgentAccount(("general",))},
+            hold_music={},
+            default_hold=hold_tone(),
+        )
+        contact.webrtc = RecordingServer()
+        centers.append(contact)
+    try:
+        yield centers[0], centers[1]
+    finally:
+        for contact in centers:
+            await contact.close()
+
+
+async def synced(contact: ContactCenter, state: AgentState) -> None:
+    """Set ann's page on `contact` to `state` and mirror it into the ACD at once."""
+    server = contact.webrtc
+    assert server is not None
+    agent = server.agents.setdefault("ann", AgentPresence(user="ann"))
+    agent.change(state, "test", 0.0)
+    await contact._sync_agent("ann")
+
+
+async def test_newest_page_takes_agent_over(
+    two_nodes: tuple[ContactCenter, ContactCenter],
+) -> None:
+    node_a, node_b = two_nodes
+    await synced(node_a, AgentState.AVAILABLE)
+
+    await synced(node_b, AgentState.AWAY)
+
+    agent = await node_a.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.node_id == "node-b"
+    assert agent.state is AcdState.AWAY
+    assert agent.skills == {"node:node-b": 1}
+
+    await synced(node_a, AgentState.OFFLINE)
+
+    agent = await node_a.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.node_id == "node-b"
+    assert agent.state is AcdState.AWAY
+
+
+async def test_page_losing_agent_goes_offline(
+    two_nodes: tuple[ContactCenter, ContactCenter],
+) -> None:
+    node_a, node_b = two_nodes
+    await synced(node_a, AgentState.AVAILABLE)
+    await synced(node_b, AgentState.AWAY)
+    server_a = node_a.webrtc
+    assert server_a is not None
+
+    node_a.on_relayed(AgentStateChanged(1000.0, "ann", AcdState.LOGGED_OUT, AcdState.AWAY, "away"))
+    moved = [task for task in node_a._tasks if task.get_name() == "agent-moved-ann"]
+    assert len(moved) == 1
+    await asyncio.wait_for(moved[0], 5.0)
+
+    assert server_a.agents["ann"].state is AgentState.OFFLINE
+    assert server_a.agents["ann"].reason == "moved to another node"
+    await node_a._sync_agent("ann")
+    agent = await node_a.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.node_id == "node-b"
+    assert node_a.cluster_queue_counters() == {}
+
+
+async def test_agent_on_call_elsewhere_not_taken_over(
+    two_nodes: tuple[ContactCenter, ContactCenter],
+) -> None:
+    node_a, node_b = two_nodes
+    await synced(node_a, AgentState.AVAILABLE)
+    await node_a.acd.enqueue("c1", "general", skills={"node:node-a": 1})
+    await node_a.acd.dispatch()
+    offer = await node_a.acd.next_offer()
+    assert await node_a.acd.answer_offer("ann", offer.entry_id)
+
+    await synced(node_b, AgentState.AVAILABLE)
+
+    server_b = node_b.webrtc
+    assert isinstance(server_b, RecordingServer)
+    assert server_b.agents["ann"].state is AgentState.AWAY
+    assert server_b.agents["ann"].reason == "busy on another node"
+    await node_b._sync_agent("ann")
+    errors = [message for _, message in server_b.sent if isinstance(message, Error)]
+    assert len(errors) == 1
+    assert "busy with a call on another node" in errors[0].message
+    agent = await node_a.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.node_id == "node-a"
+    assert agent.state is AcdState.ON_CALL
+
+    await synced(node_b, AgentState.OFFLINE)
+
+    agent = await node_a.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.node_id == "node-a"
+    assert agent.state is AcdState.ON_CALL
+
+
+async def test_agent_ringing_elsewhere_not_taken_over(
+    two_nodes: tuple[ContactCenter, ContactCenter],
+) -> None:
+    node_a, node_b = two_nodes
+    await synced(node_a, AgentState.AVAILABLE)
+    await node_a.acd.enqueue("c1", "general", skills={"node:node-a": 1})
+    await node_a.acd.dispatch()
+    await node_a.acd.next_offer()
+
+    await synced(node_b, AgentState.AVAILABLE)
+
+    server_b = node_b.webrtc
+    assert isinstance(server_b, RecordingServer)
+    assert server_b.agents["ann"].state is AgentState.AWAY
+    assert server_b.agents["ann"].reason == "busy on another node"
+    await node_b._sync_agent("ann")
+    errors = [message for _, message in server_b.sent if isinstance(message, Error)]
+    assert len(errors) == 1
+    assert "busy with a call on another node" in errors[0].message
+    agent = await node_a.acd.store.get_agent("ann")
+    assert agent is not None
+    assert agent.node_id == "node-a"
+    assert agent.state is AcdState.OFFERED
+
+
+def test_unknown_flow_queue_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    shutil.copy(FLOWS_DIR / "contact_center.yaml", tmp_path / "contact_center.yaml")
+    (tmp_path / "extra.yaml").write_text(
+        "flow: extra\n"
+        "steps:\n"
+        "  to_sales: {type: queue, queue: sales, on_error: by_intent}\n"
+        "  by_intent: {type: queue, queue: '{{ intent }}', on_error: bye}\n"
+        "  bye: {type: hangup}\n"
+    )
+    registry = FlowRegistry(tmp_path)
+    assert registry.errors == {}
+    flows = [flow for flow in map(registry.get, registry.names) if flow is not None]
+    shipped = ["general", "billing", "support", "refunds", "payments"]
+
+    with caplog.at_level(logging.WARNING, logger="queues"):
+        count = warn_unknown_queues(flows, shipped)
+
+    assert count == 1
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert "flow extra, step to_sales: queue 'sales' is not defined" in warnings[0]
+
+
+def test_flow_queues_without_settings_warned(caplog: pytest.LogCaptureFixture) -> None:
+    registry = FlowRegistry(FLOWS_DIR)
+    flow = registry.get("contact_center")
+    assert flow is not None
+
+    with caplog.at_level(logging.WARNING, logger="queues"):
+        count = warn_unknown_queues([flow], [])
+
+    queue_steps = [step for step in flow.steps.values() if isinstance(step, QueueStep)]
+    assert count == len(queue_steps)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == count
+    assert any("flow contact_center, step tech_queue: queue 'support'" in m for m in messages)

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from voxgate.components import webhook_config
+from ivr.model import QueueStep
+from ivr.registry import FlowRegistry
+from media.tts import EspeakSynthesizer
+from voxgate.components import build_contact_center, webhook_config
+from voxgate.queueing import warn_unknown_queues
 from voxgate.settings import SettingsError, load_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -159,14 +163,29 @@ def test_sip_tls_port_needs_certificate(tmp_path: Path) -> None:
     assert "tls_certfile" in str(caught.value)
 
 
-def test_registration_needs_registrar_address(tmp_path: Path) -> None:
+def test_registration_accepts_registrar_name(tmp_path: Path) -> None:
     text = (
         "sip:\n  registrations:\n    provider:\n      registrar: sip.example.com\n      user: u\n"
     )
+    settings = load_settings(write(tmp_path, text))
+    registration = settings.sip.registrations["provider"]
+    assert registration.registrar == "sip.example.com"
+    assert registration.port is None
+
+
+def test_registration_rejects_invalid_registrar(tmp_path: Path) -> None:
+    text = "sip:\n  registrations:\n    provider:\n      registrar: sip_ex!ample\n      user: u\n"
     with pytest.raises(SettingsError) as caught:
         load_settings(write(tmp_path, text))
     assert "sip.registrations.provider.registrar" in str(caught.value)
-    assert "sip.example.com" in str(caught.value)
+    assert "sip_ex!ample" in str(caught.value)
+    assert "DNS host name" in str(caught.value)
+
+
+def test_dns_servers_must_be_addresses(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "sip:\n  dns_servers: [dns.example.com]\n"))
+    assert "sip.dns_servers" in str(caught.value)
 
 
 def test_cdr_path_defaults_under_base(tmp_path: Path) -> None:
@@ -220,3 +239,60 @@ def test_webhook_settings_map_to_config(tmp_path: Path) -> None:
     assert config.timeout_s == 2
     assert config.retry.max_attempts == 2
     assert webhook_config(load_settings(write(tmp_path, "")).webhooks) is None
+
+
+def test_ping_target_must_be_sip_uri(tmp_path: Path) -> None:
+    text = "sip:\n  pings:\n    carrier:\n      target: http://trunk.example.net\n"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, text))
+    assert "sip.pings.carrier.target" in str(caught.value)
+
+
+def test_ping_timeout_below_interval(tmp_path: Path) -> None:
+    text = (
+        "sip:\n  pings:\n    carrier:\n      target: sip:trunk.example.net\n"
+        "      interval_s: 5\n      timeout_s: 5\n"
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, text))
+    assert "sip.pings.carrier" in str(caught.value)
+    assert "must be below interval_s" in str(caught.value)
+
+
+async def test_transfer_allow_reaches_contact_center(tmp_path: Path) -> None:
+    text = "webrtc:\n  transfer_allow: ['+4420*', 'sip:*@pbx.example.net']\n"
+    settings = load_settings(write(tmp_path, text))
+
+    contact = await build_contact_center(settings, EspeakSynthesizer())
+    try:
+        assert contact.transfer_allow == ("+4420*", "sip:*@pbx.example.net")
+        assert load_settings(write(tmp_path, "")).webrtc.transfer_allow == ["*"]
+    finally:
+        await contact.acd.store.close()
+
+
+def test_default_config_defines_flow_queues() -> None:
+    settings = load_settings(REPOSITORY / "config" / "voxgate.yaml")
+    registry = FlowRegistry(settings.ivr.flows_dir)
+    flows = [flow for flow in map(registry.get, registry.names) if flow is not None]
+    assert flows
+
+    assert warn_unknown_queues(flows, settings.acd.queues) == 0
+    assert set(settings.webrtc.agents["demo"].queues) == set(settings.acd.queues)
+
+
+def test_demo_agent_has_flow_skills() -> None:
+    settings = load_settings(REPOSITORY / "config" / "voxgate.yaml")
+    registry = FlowRegistry(settings.ivr.flows_dir)
+    flows = [flow for flow in map(registry.get, registry.names) if flow is not None]
+    wanted = {
+        skill
+        for flow in flows
+        for step in flow.steps.values()
+        if isinstance(step, QueueStep)
+        for skill in [*step.skills, *(s for rule in step.rules for s in rule.skills)]
+        if "{{" not in skill
+    }
+    assert {"ko", "zh", "billing"} <= wanted
+
+    assert wanted <= set(settings.webrtc.agents["demo"].skills)

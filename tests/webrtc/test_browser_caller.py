@@ -46,6 +46,14 @@ def test_page_hears_server_tone(report: dict[str, Any]) -> None:
     assert abs(remote["peakHz"] - 440) < 30
 
 
+def test_microphone_processing_on_by_default(report: dict[str, Any]) -> None:
+    assert report["page"]["measurements"]["microphone"] == {
+        "echoCancellation": True,
+        "noiseSuppression": True,
+        "autoGainControl": True,
+    }
+
+
 def test_page_still_hears_tone_after_digits(report: dict[str, Any]) -> None:
     after = report["page"]["measurements"]["afterDigits"]
     assert after["maxRms"] > 0.02

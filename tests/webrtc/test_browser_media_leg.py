@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
     return run_scenario(
-        "caller-medialeg", "autotest=1&rtp_keys=12&signaling_keys=%23&server_hangup=1"
+        "caller-medialeg",
+        "autotest=1&rtp_keys=12&signaling_keys=%23&server_hangup=1&audio_processing=off",
     )
 
 
@@ -27,6 +28,14 @@ def test_page_hears_played_prompt(report: dict[str, Any]) -> None:
     remote = report["page"]["measurements"]["remote"]
     assert remote["maxRms"] > 0.02
     assert abs(remote["peakHz"] - 440) < 30
+
+
+def test_audio_processing_off_in_address_reaches_microphone(report: dict[str, Any]) -> None:
+    assert report["page"]["measurements"]["microphone"] == {
+        "echoCancellation": False,
+        "noiseSuppression": False,
+        "autoGainControl": False,
+    }
 
 
 def test_next_input_returns_digits_in_order(report: dict[str, Any]) -> None:

@@ -65,6 +65,7 @@ EVERY_MESSAGE: list[Message] = [
         intent="billing",
         priority=3,
         waiting_s=12.5,
+        sentiment=(-0.25, 0.5),
     ),
     CallStateMessage(call_id="c-1", state=CallState.HELD, reason=""),
     Error(code=ErrorCode.BAD_SDP, message="offer is empty", field="sdp", call_id="c-1"),
@@ -115,6 +116,14 @@ def test_invalid_field_is_named(body: dict[str, Any], field: str) -> None:
     assert error.code is ErrorCode.BAD_MESSAGE
     assert error.field == field
     assert field in error.message
+
+
+@pytest.mark.parametrize("sentiment", [[1.5], ["0.5"], [True], [0.1] * 33, 0.5])
+def test_incoming_sentiment_checked(sentiment: Any) -> None:
+    body = {"type": "incoming", "call_id": "c", "caller": "100", "sentiment": sentiment}
+    with pytest.raises(ProtocolError) as info:
+        parse_message(json.dumps(body))
+    assert info.value.field == "sentiment"
 
 
 def test_server_only_type_rejected_from_client() -> None:

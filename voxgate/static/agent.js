@@ -12,6 +12,12 @@ applyStrings(t);
 
 const TOKEN_KEY = "voxgate.agent.token";
 const audioContext = new AudioContext();
+// Any click lets a suspended audio context play (see answer()).
+document.addEventListener("click", () => {
+  if (audioContext.state === "suspended") {
+    audioContext.resume();
+  }
+});
 const state = {
   user: null,
   presence: null,
@@ -19,6 +25,7 @@ const state = {
   call: null,
   callState: null,
   muted: false,
+  transferPending: false,
   signaling: null,
 };
 window.voxgateEvents = [];
@@ -68,11 +75,13 @@ setInterval(tickWrapUp, 250);
 
 function showIncoming(message) {
   state.incoming = message;
+  $("ctx-kind").textContent = t(message.kind === "callback" ? "agent.kind_callback" : "agent.kind_call");
   $("ctx-caller").textContent = message.caller;
   $("ctx-queue").textContent = message.queue;
   $("ctx-path").textContent = (message.ivr_path || []).join(" → ");
   $("ctx-words").textContent = message.words;
   $("ctx-intent").textContent = message.intent;
+  $("ctx-sentiment").textContent = (message.sentiment || []).map((score) => score.toFixed(2)).join(" → ");
   $("ctx-priority").textContent = String(message.priority);
   $("ctx-priority-reason").textContent = message.priority_reason || "";
   $("ctx-waiting").textContent = t("agent.seconds", { seconds: Math.round(message.waiting_s) });
@@ -89,6 +98,7 @@ function renderCall() {
   $("call-status").textContent = t(`status.${state.callState || "connecting"}`);
   $("call-status").dataset.state = state.callState || "connecting";
   $("hold").textContent = t(state.callState === "held" ? "agent.unhold" : "agent.hold");
+  $("transfer").disabled = state.transferPending;
   $("mute").textContent = t(state.muted ? "agent.unmute" : "agent.mute");
 }
 
@@ -97,6 +107,7 @@ function endCall() {
   state.call = null;
   state.callState = null;
   state.muted = false;
+  state.transferPending = false;
   state.incoming = null;
   show("incoming", false);
   drawMeter($("mic-meter"), null);
@@ -104,12 +115,22 @@ function endCall() {
   renderCall();
 }
 
+const AUDIO_RESUME_TIMEOUT_MS = 1000;
+
 async function answer() {
   const incoming = state.incoming;
   if (!incoming || state.call) {
     return;
   }
-  await audioContext.resume();
+  // Browsers keep audio suspended until a user gesture (a click); resume()
+  // then never settles, so answering goes on and the page says why it is silent.
+  const resumed = await Promise.race([
+    audioContext.resume().then(() => true),
+    new Promise((resolve) => setTimeout(() => resolve(false), AUDIO_RESUME_TIMEOUT_MS)),
+  ]);
+  if (!resumed) {
+    showMessage(t("error.audio_blocked"));
+  }
   show("ring-actions", false);
   const call = new PeerCall(incoming.call_id, state.signaling, $("remote-audio"), audioContext);
   call.onRemoteMeter = (meter) => drawMeter($("remote-meter"), meter);
@@ -158,14 +179,25 @@ function onMessage(message) {
       break;
     case "hangup":
       if (state.call && message.call_id === state.call.callId) {
+        const transferred = message.reason === "transferred";
         endCall();
+        if (transferred) {
+          showMessage(t("agent.transferred"));
+        }
       } else if (state.incoming && message.call_id === state.incoming.call_id) {
         state.incoming = null;
         show("incoming", false);
       }
       break;
     case "error":
-      showMessage(t("error.server", { message: message.message }));
+      if (state.transferPending && state.call && message.call_id === state.call.callId) {
+        // The server keeps the call up when a transfer fails.
+        state.transferPending = false;
+        renderCall();
+        showMessage(t("agent.transfer_failed", { message: message.message }));
+      } else {
+        showMessage(t("error.server", { message: message.message }));
+      }
       break;
   }
 }
@@ -240,7 +272,10 @@ $("hangup").addEventListener("click", () => {
 });
 $("transfer").addEventListener("click", () => {
   const target = $("transfer-target").value.trim();
-  if (state.call && target) {
+  if (state.call && target && !state.transferPending) {
+    state.transferPending = true;
+    renderCall();
+    showMessage(t("agent.transferring", { target }));
     send({ type: "transfer", call_id: state.call.callId, target_kind: $("transfer-kind").value, target });
   }
 });

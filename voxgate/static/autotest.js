@@ -97,6 +97,9 @@ export function runCallerTest(params) {
     await waitFor(() => window.voxgateEvents.includes("call_state:connected"), 15000, "connected");
     await waitForSound(remote, 15000);
     results.measurements.remote = await measure(remote, 1000);
+    const [track] = app.call.localStream.getAudioTracks();
+    const { echoCancellation, noiseSuppression, autoGainControl } = track.getSettings();
+    results.measurements.microphone = { echoCancellation, noiseSuppression, autoGainControl };
     await checkpoint("caller-connected");
     await waitFor(() => app.call.dtmfSender?.canInsertDTMF, 10000, "DTMF sender");
     for (const key of params.get("rtp_keys") || "") {

@@ -181,6 +181,20 @@ export function microphoneError(t, error) {
   return t("error.call_failed", { message: error ? error.message : "" });
 }
 
+// The browser's echo cancellation, noise suppression and gain control are on
+// by default, as a caller on laptop speakers needs. `?audio_processing=off`
+// in the page's address turns all three off: for headsets with their own
+// echo cancellation, and for test callers whose microphone is a file, which
+// echo cancellation would cut while the server's prompt plays.
+export function microphoneConstraints(search = window.location.search) {
+  const processing = new URLSearchParams(search).get("audio_processing") !== "off";
+  return {
+    echoCancellation: processing,
+    noiseSuppression: processing,
+    autoGainControl: processing,
+  };
+}
+
 // One browser call leg: microphone, peer connection, offer, remote audio.
 export class PeerCall {
   constructor(callId, signaling, audioElement, audioContext) {
@@ -197,7 +211,10 @@ export class PeerCall {
   }
 
   async start(firstMessage) {
-    this.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+    this.localStream = await navigator.mediaDevices.getUserMedia({
+      audio: microphoneConstraints(),
+      video: false,
+    });
     this.localMeter = new LevelMeter(this.audioContext, this.localStream);
     this.pc = new RTCPeerConnection({ iceServers: [] });
     const [track] = this.localStream.getAudioTracks();

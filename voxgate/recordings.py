@@ -1,0 +1,92 @@
+"""Call recordings of one node: where the files go, when they start, and their event.
+
+`CallRecordings.attach` gives each answered call a `CallRecording` on the
+caller's media leg. With `enabled` it starts at once, else the flow's
+`recording: start` option starts it. When it stops (by the flow, at hangup
+or on a write error) the node publishes `call.recording` with the file's
+path and its pauses, before the call's `call.ended`, so the CDR gets both.
+Files are named `<directory>/<YYYY-MM-DD>/<UTC time>-<call id>-<hash>.wav`:
+the call id is cut to safe characters, and the hash of the full call id
+keeps two ids that differ only in cut characters apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from media.call_recording import CallRecording, RecordingSummary
+from media.leg import MediaLeg
+from voxgate.callevents import CallLegEvents
+
+MAX_ID_CHARS = 48
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """`enabled` records every call from its answer; files go under `directory`."""
+
+    directory: Path
+    enabled: bool = False
+    sample_rate: int = 8000
+
+
+class CallRecordings:
+    """Create, name and report the recordings of one node's calls."""
+
+    def __init__(
+        self, config: RecordingConfig, legs: CallLegEvents, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self._legs = legs
+        self._clock = clock
+
+    def path_for(self, call_id: str) -> Path:
+        """Return a new file path for `call_id`, in the folder of the current UTC day."""
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        safe = _UNSAFE.sub("_", call_id)[:MAX_ID_CHARS].strip("._") or "call"
+        digest = hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:8]
+        name = f"{now:%Y%m%dT%H%M%S}Z-{safe}-{digest}.wav"
+        return self.config.directory / f"{now:%Y-%m-%d}" / name
+
+    def attach(self, leg: MediaLeg, call_id: str) -> CallRecording:
+        """Give the call on `leg` its recording, started now when recording is enabled."""
+        recording = CallRecording(
+            leg,
+            self.path_for(call_id),
+            call_id=call_id,
+            sample_rate=self.config.sample_rate,
+            clock=self._clock,
+            on_stopped=lambda summary: self._publish(call_id, summary),
+        )
+        if self.config.enabled:
+            recording.control("start")
+        return recording
+
+    def _publish(self, call_id: str, summary: RecordingSummary) -> None:
+        self._legs.recording(
+            call_id,
+            path=str(summary.path),
+            format="wav",
+            channels=["caller", "heard"],
+            sample_rate=summary.sample_rate,
+            started_at=summary.started_at,
+            stopped_at=summary.stopped_at,
+            duration_ms=summary.duration_ms,
+            pauses=[
+                {
+                    "paused_at": pause.paused_at,
+                    "resumed_at": pause.resumed_at,
+                    "offset_ms": pause.offset_ms,
+                    "duration_ms": pause.duration_ms,
+                }
+                for pause in summary.pauses
+            ],
+            error=summary.error,
+        )
