@@ -9,6 +9,7 @@ import pytest
 
 from tests.peers.conftest import echo_callee, require_binary
 from tests.support.audio_analysis import (
+    audio_from_rtp,
     dbfs,
     describe_spans,
     digits_from_events,
@@ -57,6 +58,13 @@ def test_netstrings_reject_missing_comma() -> None:
 
 
 def test_microphone_echo_comes_back(tmp_path: Path, microphone: Path, needs_capture: None) -> None:
+    """The tone baresip sends comes back from the echoing callee unchanged.
+
+    The echo is compared with what baresip put on the wire, not with the
+    microphone file: when baresip 1.0.0 is starved of CPU, its audio source
+    catches up in a burst that overflows the transmit buffer, and the
+    dropped frames shorten the tone it sends (seen once in CI: 0.64 s of 1 s).
+    """
     callee = echo_callee(tmp_path)
     with callee, BaresipClient(tmp_path, microphone=microphone, max_call_s=20) as phone:
         callee.wait_until_listening()
@@ -75,9 +83,14 @@ def test_microphone_echo_comes_back(tmp_path: Path, microphone: Path, needs_capt
     assert end.ended_by is CallEndedBy.LOCAL
     assert end.reason == "Connection reset by user"
     assert callee_result.passed, callee_result.describe()
-    spans = voiced_spans(phone.received_audio().samples)
-    assert len(spans) == 1, describe_spans(spans)
-    assert duration_matches(spans[0], TONE_S, 0.1), describe_spans(spans)
+    sent = voiced_spans(audio_from_rtp(phone.sent_packets()).samples)
+    echoed = voiced_spans(phone.received_audio().samples)
+    assert len(sent) == 1, describe_spans(sent)
+    assert sent[0].duration_s <= TONE_S + 0.1, describe_spans(sent)
+    assert len(echoed) == 1, describe_spans(echoed)
+    assert duration_matches(echoed[0], sent[0].duration_s, 0.06), (
+        f"sent {describe_spans(sent)}, echoed {describe_spans(echoed)}"
+    )
     decoded, rate = read_wav(phone.received_wav())
     assert rate == 8000
     assert dbfs(float(np.sqrt(np.mean(decoded.astype(np.float64) ** 2)))) > -20
