@@ -37,6 +37,16 @@ class CannedResponse(FlowModel):
     text: str | None = Field(default=None, description="Raw body, sent instead of json.")
 
 
+class ExpectedQueue(FlowModel):
+    """The fields of the queue request that a case checks; unset fields are not checked."""
+
+    queue: str | None = None
+    priority: int | None = None
+    skills: list[str] | None = None
+    reason: str | None = None
+    attributes: dict[str, Any] | None = None
+
+
 class Expectation(FlowModel):
     path: list[str] | None = Field(default=None, description="The exact step path.")
     steps: list[str] | None = Field(default=None, description="Steps visited, in this order.")
@@ -46,7 +56,7 @@ class Expectation(FlowModel):
     prompts: list[str] | None = Field(
         default=None, description="Texts that must appear in the prompts, in order."
     )
-    queue: dict[str, Any] | None = None
+    queue: ExpectedQueue | None = None
     transfer: str | None = None
     recording: list[str] | None = Field(
         default=None,
@@ -97,7 +107,7 @@ def load_script(path: Path) -> Script:
     try:
         return Script.model_validate(data)
     except ValidationError as exc:
-        raise FlowError(_pydantic_diagnostics(SourceMap(file, data, marks), exc)) from exc
+        raise FlowError(_pydantic_diagnostics(SourceMap(file, data, marks), exc, Script)) from exc
 
 
 @asynccontextmanager
@@ -160,8 +170,9 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
         differ("prompts (in order, substrings)", expect.prompts, result.prompts)
     if expect.queue is not None:
         request = result.queue_request
+        expected_queue = expect.queue.model_dump(exclude_unset=True)
         if request is None:
-            differ("queue", expect.queue, None)
+            differ("queue", expected_queue, None)
         else:
             actual_queue = {
                 "queue": request.queue,
@@ -170,7 +181,7 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
                 "reason": request.reason,
                 "attributes": dict(request.attributes),
             }
-            for key, value in expect.queue.items():
+            for key, value in expected_queue.items():
                 if actual_queue.get(key) != value:
                     differ(f"queue {key}", value, actual_queue.get(key))
     if expect.transfer is not None and expect.transfer != result.transfer_target:
