@@ -15,7 +15,7 @@ from ivr.graph import to_dot, to_mermaid, to_svg
 from ivr.loader import Diagnostic, FlowError, load_flow, load_flow_with_source
 from ivr.model import Flow
 from ivr.registry import FlowRegistry, is_flow_file
-from ivr.scripts import format_reports, load_script, run_script
+from ivr.scripts import clock_warnings, format_reports, load_script_with_source, run_script
 from ivr.simulator import simulate
 from ivr.validator import check_flow
 
@@ -295,11 +295,13 @@ def run_test(args: argparse.Namespace) -> int:
         return 1
     flow, registry = loaded
     try:
-        script = load_script(Path(args.script))
+        script, source = load_script_with_source(Path(args.script))
     except FlowError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return 1
+    for warning in clock_warnings(script, source, flow, registry.get):
+        print(warning, file=sys.stderr)
     reports = asyncio.run(run_script(script, flow, flows=registry.get))
     sys.stdout.write(format_reports(reports))
     return 0 if all(report.passed for report in reports) else 1
