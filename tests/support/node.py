@@ -86,8 +86,12 @@ def wait_until_healthy(node: RunningNode, timeout_s: float = START_TIMEOUT_S) ->
     raise TimeoutError(f"voxgate not healthy after {timeout_s} s:\n{node.log()}")
 
 
-def _start(config_path: Path, log_path: Path, env: dict[str, str]) -> RunningNode:
-    sip_port, http_port = free_udp_port(), free_tcp_port()
+def start_node(
+    config_path: Path, log_path: Path, env: dict[str, str], *, sip_port: int | None = None
+) -> RunningNode:
+    """Start `voxgate serve` on free loopback ports, or on `sip_port` when given."""
+    sip_port = free_udp_port() if sip_port is None else sip_port
+    http_port = free_tcp_port()
     rtp_ports = free_port_range()
     command = [
         sys.executable, "-m", "voxgate", "serve", "--config", str(config_path),
@@ -99,6 +103,29 @@ def _start(config_path: Path, log_path: Path, env: dict[str, str]) -> RunningNod
             command, cwd=REPOSITORY, stdout=log_file, stderr=subprocess.STDOUT, env=env
         )
     return RunningNode(process, sip_port, http_port, rtp_ports, log_path)
+
+
+def write_config(tmp_path: Path, settings: dict[str, Any] | None = None) -> Path:
+    """Write `tmp_path/voxgate.yaml`: test defaults with `settings` merged section by section."""
+    config: dict[str, Any] = {
+        "log": {"level": "DEBUG"},
+        "ivr": {
+            "flows_dir": str(REPOSITORY / "config" / "flows"),
+            "prompt_cache_dir": str(tmp_path / "prompts"),
+        },
+        # Most tests use no speech, so their nodes skip loading the models.
+        "asr": {"preload": False},
+    }
+    for section, values in (settings or {}).items():
+        config.setdefault(section, {}).update(values)
+    config_path = tmp_path / "voxgate.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return config_path
+
+
+def node_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the environment of a node process: this one, with the repository importable."""
+    return {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
 
 
 @contextmanager
@@ -113,22 +140,10 @@ def voxgate_node(
     A port found free can be taken by another process before the node binds
     it, so a start that fails to bind is retried on new ports.
     """
-    config: dict[str, Any] = {
-        "log": {"level": "DEBUG"},
-        "ivr": {
-            "flows_dir": str(REPOSITORY / "config" / "flows"),
-            "prompt_cache_dir": str(tmp_path / "prompts"),
-        },
-        # Most tests use no speech, so their nodes skip loading the models.
-        "asr": {"preload": False},
-    }
-    for section, values in (settings or {}).items():
-        config.setdefault(section, {}).update(values)
-    config_path = tmp_path / "voxgate.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
+    config_path = write_config(tmp_path, settings)
+    env = node_env(extra_env)
     for attempt in range(1, BIND_ATTEMPTS + 1):
-        node = _start(config_path, tmp_path / f"voxgate-{attempt}.log", env)
+        node = start_node(config_path, tmp_path / f"voxgate-{attempt}.log", env)
         try:
             wait_until_healthy(node)
             break
