@@ -1,12 +1,15 @@
-"""A node binds its ports before it registers in Redis."""
+"""A node binds its ports before it registers in Redis, and holds its node.id while alive."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -15,8 +18,11 @@ from tests.acd.redis_server import start_redis
 from tests.support.node import (
     node_env,
     start_node,
+    voxgate_node,
+    wait_until_healthy,
     write_config,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.peer
 
@@ -78,6 +84,78 @@ def test_busy_sip_port_leaves_redis_untouched(tmp_path: Path) -> None:
         written = [c for c in commands if c.split(" ", 1)[0].upper() in REGISTERING]
         assert written == []
         assert client.zrange("acd:nodes", 0, -1) == []
+        assert client.hgetall("acd:names") == {}
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_second_node_with_live_id_is_refused(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        settings = {"acd": {"store": server.url}, "node": {"id": "cc1"}}
+        (tmp_path / "first").mkdir()
+        (tmp_path / "second").mkdir()
+        with voxgate_node(tmp_path / "first", settings) as first:
+            holder = cast(str | None, client.hget("acd:names", "cc1"))
+            assert holder is not None and holder.startswith("cc1.")
+            config = write_config(tmp_path / "second", settings)
+            second = start_node(config, tmp_path / "second.log", node_env())
+            try:
+                code = second.process.wait(timeout=WAIT_S)
+            finally:
+                if second.process.poll() is None:
+                    second.process.kill()
+                    second.process.wait(timeout=WAIT_S)
+            log = second.log()
+            assert code == 1, log
+            assert f"node name 'cc1' is held by live node {holder}" in log
+            assert "node.id must be unique among the nodes that share the ACD store" in log
+            assert "ACD started" not in log
+            assert first.health()[0] == 200
+            assert client.hget("acd:names", "cc1") == holder
+            assert client.zrange("acd:nodes", 0, -1) == [holder]
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_id_of_crashed_node_is_taken_over(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        ttl_s = 1.0
+        settings = {"acd": {"store": server.url, "node_ttl_s": ttl_s}, "node": {"id": "cc1"}}
+        (tmp_path / "first").mkdir()
+        (tmp_path / "second").mkdir()
+        config = write_config(tmp_path / "first", settings)
+        first = start_node(config, tmp_path / "first.log", node_env())
+        try:
+            wait_until_healthy(first)
+            holder = cast(str, client.hget("acd:names", "cc1"))
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=WAIT_S)
+        finally:
+            if first.process.poll() is None:
+                first.process.kill()
+                first.process.wait(timeout=WAIT_S)
+        # The crashed node keeps the name until its last heartbeat is older than the TTL.
+        last_beat = cast(float, client.zscore("acd:nodes", holder))
+        wait_until(lambda: time.time() > last_beat + ttl_s + 0.2, WAIT_S, "the heartbeat to expire")
+
+        with voxgate_node(tmp_path / "second", settings) as second:
+            successor = cast(str | None, client.hget("acd:names", "cc1"))
+            assert successor is not None and successor != holder
+            # The successor's reaper closes out the crashed node.
+            wait_until(
+                lambda: client.zscore("acd:nodes", holder) is None,
+                WAIT_S,
+                "the crashed node's close-out",
+            )
+            assert second.health()[0] == 200
+        # A clean stop frees the name, so a restart can claim it at once.
+        assert client.hget("acd:names", "cc1") is None
         client.close()
     finally:
         server.stop()
