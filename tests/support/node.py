@@ -128,6 +128,24 @@ def node_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
 
 
+def start_healthy_node(config_path: Path, log_dir: Path, env: dict[str, str]) -> RunningNode:
+    """Start `voxgate serve` on free ports and wait until it is healthy; the caller stops it.
+
+    A port found free can be taken by another process before the node binds
+    it, so a start that fails to bind is retried on new ports.
+    """
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        node = start_node(config_path, log_dir / f"voxgate-{attempt}.log", env)
+        try:
+            wait_until_healthy(node)
+            return node
+        except RuntimeError:
+            taken = any(text in node.log() for text in BIND_FAILURES)
+            if attempt == BIND_ATTEMPTS or not taken:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 @contextmanager
 def voxgate_node(
     tmp_path: Path,
@@ -137,20 +155,10 @@ def voxgate_node(
 ) -> Iterator[RunningNode]:
     """Run `voxgate serve` on free loopback ports with `settings` merged over the defaults.
 
-    A port found free can be taken by another process before the node binds
-    it, so a start that fails to bind is retried on new ports.
+    A start that fails to bind is retried on new ports (see `start_healthy_node`).
     """
     config_path = write_config(tmp_path, settings)
-    env = node_env(extra_env)
-    for attempt in range(1, BIND_ATTEMPTS + 1):
-        node = start_node(config_path, tmp_path / f"voxgate-{attempt}.log", env)
-        try:
-            wait_until_healthy(node)
-            break
-        except RuntimeError:
-            taken = any(text in node.log() for text in BIND_FAILURES)
-            if attempt == BIND_ATTEMPTS or not taken:
-                raise
+    node = start_healthy_node(config_path, tmp_path, node_env(extra_env))
     process = node.process
     try:
         wait_until_healthy(node)

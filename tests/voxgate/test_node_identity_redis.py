@@ -16,10 +16,12 @@ import redis
 
 from tests.acd.redis_server import start_redis
 from tests.support.node import (
+    BIND_ATTEMPTS,
+    BIND_FAILURES,
     node_env,
+    start_healthy_node,
     start_node,
     voxgate_node,
-    wait_until_healthy,
     write_config,
 )
 from tests.support.waiting import wait_until
@@ -59,6 +61,29 @@ def redis_commands(url: str) -> Iterator[list[str]]:
     assert not reader.is_alive(), "the MONITOR reader did not see the end marker"
 
 
+def run_to_exit(config: Path, log_dir: Path, sip_port: int | None = None) -> tuple[int, str]:
+    """Run `voxgate serve` until it exits by itself; return its exit code and log.
+
+    The HTTP and RTP ports are picked free but can be taken before the node
+    binds them, so a start that failed on one of those is run again on new ports.
+    """
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        node = start_node(config, log_dir / f"run-{attempt}.log", node_env(), sip_port=sip_port)
+        try:
+            code = node.process.wait(timeout=WAIT_S)
+        finally:
+            if node.process.poll() is None:
+                node.process.kill()
+                node.process.wait(timeout=WAIT_S)
+        log = node.log()
+        other_port_taken = any(text in log for text in BIND_FAILURES) and (
+            sip_port is None or f"'127.0.0.1', {sip_port})" not in log
+        )
+        if not other_port_taken or attempt == BIND_ATTEMPTS:
+            return code, log
+    raise AssertionError("unreachable: the last attempt returns")
+
+
 def test_busy_sip_port_leaves_redis_untouched(tmp_path: Path) -> None:
     server = start_redis(tmp_path)
     try:
@@ -68,14 +93,7 @@ def test_busy_sip_port_leaves_redis_untouched(tmp_path: Path) -> None:
             busy.bind(("127.0.0.1", 0))
             port = busy.getsockname()[1]
             with redis_commands(server.url) as commands:
-                node = start_node(config, tmp_path / "node.log", node_env(), sip_port=port)
-                try:
-                    code = node.process.wait(timeout=WAIT_S)
-                finally:
-                    if node.process.poll() is None:
-                        node.process.kill()
-                        node.process.wait(timeout=WAIT_S)
-        log = node.log()
+                code, log = run_to_exit(config, tmp_path, sip_port=port)
         assert code == 1, log
         assert f"could not bind to local_addr ('127.0.0.1', {port})" in log
         assert "--sip-port" in log
@@ -101,14 +119,7 @@ def test_second_node_with_live_id_is_refused(tmp_path: Path) -> None:
             holder = cast(str | None, client.hget("acd:names", "cc1"))
             assert holder is not None and holder.startswith("cc1.")
             config = write_config(tmp_path / "second", settings)
-            second = start_node(config, tmp_path / "second.log", node_env())
-            try:
-                code = second.process.wait(timeout=WAIT_S)
-            finally:
-                if second.process.poll() is None:
-                    second.process.kill()
-                    second.process.wait(timeout=WAIT_S)
-            log = second.log()
+            code, log = run_to_exit(config, tmp_path / "second")
             assert code == 1, log
             assert f"node name 'cc1' is held by live node {holder}" in log
             assert "node.id must be unique among the nodes that share the ACD store" in log
@@ -130,9 +141,8 @@ def test_id_of_crashed_node_is_taken_over(tmp_path: Path) -> None:
         (tmp_path / "first").mkdir()
         (tmp_path / "second").mkdir()
         config = write_config(tmp_path / "first", settings)
-        first = start_node(config, tmp_path / "first.log", node_env())
+        first = start_healthy_node(config, tmp_path / "first", node_env())
         try:
-            wait_until_healthy(first)
             holder = cast(str, client.hget("acd:names", "cc1"))
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(timeout=WAIT_S)
