@@ -93,6 +93,19 @@ CLOSE_TIMEOUT_S = 5.0
 ABANDONED_KEPT = 10_000
 
 
+class NodeNameTaken(RuntimeError):
+    """Another live node of the same store holds the node name this node claimed."""
+
+    def __init__(self, name: str, holder: str, heartbeat_age_s: float) -> None:
+        super().__init__(
+            f"node name {name!r} is held by live node {holder} "
+            f"(last heartbeat {heartbeat_age_s:.1f} s ago)"
+        )
+        self.name = name
+        self.holder = holder
+        self.heartbeat_age_s = heartbeat_age_s
+
+
 @dataclass(order=True, slots=True)
 class _Timer:
     due: float
@@ -133,6 +146,7 @@ class Acd:
         self._resume_keys: dict[str, str] = {}
         self._closing = False
         self._upkeep_at = -math.inf
+        self._name: str | None = None
         self._dispatching = asyncio.Lock()
 
     # --- callers ---
@@ -499,6 +513,26 @@ class Acd:
                 asyncio.create_task(self._run(), name=f"acd-{self.node_id}"),
                 asyncio.create_task(self._beat(), name=f"acd-heartbeat-{self.node_id}"),
             ]
+
+    async def claim_name(self, name: str) -> None:
+        """Claim the node name `name` in the store and record this node's first heartbeat.
+
+        Call it before `start()`. Raises NodeNameTaken while another node with a heartbeat
+        younger than `node_ttl_s` holds the name. A holder that stopped cleanly released
+        it, and one that crashed loses it once its heartbeat is that old.
+        """
+        now = self.clock.now()
+        holder = await self.store.claim_name(name, self.node_id, now, self.settings.node_ttl_s)
+        if holder is not None:
+            holder_id, seen = holder
+            raise NodeNameTaken(name, holder_id, max(now - seen, 0.0))
+        self._name = name
+
+    async def release_name(self) -> None:
+        """Free the node name claimed by `claim_name`, so that a restart may claim it at once."""
+        if self._name is not None:
+            await self.store.release_name(self._name, self.node_id)
+            self._name = None
 
     async def close(self) -> None:
         """Stop the background tasks (waiting at most `CLOSE_TIMEOUT_S` for them)."""

@@ -15,17 +15,36 @@ from ivr.graph import to_dot, to_mermaid, to_svg
 from ivr.loader import Diagnostic, FlowError, load_flow, load_flow_with_source
 from ivr.model import Flow
 from ivr.registry import FlowRegistry, is_flow_file
-from ivr.scripts import format_reports, load_script, run_script
+from ivr.scripts import clock_warnings, format_reports, load_script_with_source, run_script
 from ivr.simulator import simulate
 from ivr.validator import check_flow
 
+# Reads the queue names (`acd.queues`) of a server settings file; raises ValueError
+# with a message naming file, line and key when the file is invalid.
+QueueNamesReader = Callable[[Path], set[str]]
 
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the IVR subcommands; each sets `func` returning an exit code."""
+
+def add_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    read_queue_names: QueueNamesReader | None = None,
+) -> None:
+    """Register the IVR subcommands; each sets `func` returning an exit code.
+
+    With `read_queue_names`, `validate` takes `--config FILE` and checks queue
+    steps against the queues that settings file defines.
+    """
     validate = subparsers.add_parser("validate", help="check flow files (schema and static checks)")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="flow files or folders")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
-    validate.set_defaults(func=run_validate)
+    if read_queue_names is not None:
+        validate.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="server settings file (as for serve); queue steps must name one of its acd.queues",
+        )
+    validate.set_defaults(func=run_validate, read_queue_names=read_queue_names, config=None)
 
     simulate = subparsers.add_parser(
         "simulate", help="talk to a flow in the terminal: words are speech, #digits are DTMF"
@@ -141,17 +160,18 @@ def flow_names_in(folder: Path) -> set[str]:
     return names
 
 
-def validate_file(path: Path) -> list[Diagnostic]:
+def validate_file(path: Path, known_queues: set[str] | None = None) -> list[Diagnostic]:
     """Return every schema error, or every static-check finding, of one flow file.
 
-    Subflow steps must name a flow defined in the same folder.
+    Subflow steps must name a flow defined in the same folder. With
+    `known_queues`, queue steps must name one of those queues.
     """
     try:
         flow, source = load_flow_with_source(path)
     except FlowError as exc:
         return exc.diagnostics
     known = flow_names_in(path.parent) if _has_subflow(flow) else None
-    return check_flow(flow, source, path.parent, known)
+    return check_flow(flow, source, path.parent, known, known_queues)
 
 
 def _has_subflow(flow: Flow) -> bool:
@@ -184,8 +204,19 @@ def _quiet_when_stdout_closed(
     return run
 
 
+# Exit status of `validate` when its --config settings file is invalid, as for `serve`.
+EXIT_USAGE = 2
+
+
 @_quiet_when_stdout_closed
 def run_validate(args: argparse.Namespace) -> int:
+    known_queues: set[str] | None = None
+    if args.config is not None:
+        try:
+            known_queues = args.read_queue_names(args.config)
+        except ValueError as exc:
+            print(f"voxgate: invalid settings:\n{exc}", file=sys.stderr)
+            return EXIT_USAGE
     files = _flow_files(args.paths)
     if not files:
         print("no flow files found", file=sys.stderr)
@@ -195,7 +226,7 @@ def run_validate(args: argparse.Namespace) -> int:
         conflicts.update(folder_conflicts([p for p, f in files if f == folder]))
     failed = False
     for path, _ in files:
-        diagnostics = validate_file(path) + conflicts.get(path, [])
+        diagnostics = validate_file(path, known_queues) + conflicts.get(path, [])
         for diagnostic in diagnostics:
             print(diagnostic, file=sys.stderr)
         errors = [d for d in diagnostics if d.severity == "error" or args.strict]
@@ -264,11 +295,13 @@ def run_test(args: argparse.Namespace) -> int:
         return 1
     flow, registry = loaded
     try:
-        script = load_script(Path(args.script))
+        script, source = load_script_with_source(Path(args.script))
     except FlowError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return 1
+    for warning in clock_warnings(script, source, flow, registry.get):
+        print(warning, file=sys.stderr)
     reports = asyncio.run(run_script(script, flow, flows=registry.get))
     sys.stdout.write(format_reports(reports))
     return 0 if all(report.passed for report in reports) else 1

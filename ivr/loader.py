@@ -174,9 +174,9 @@ def _tag_of(model: type[BaseModel]) -> Any:
     return args[0] if len(args) == 1 else None
 
 
-def _model_at(loc: tuple[PathPart, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[PathPart, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """Find the model whose keys pydantic checks at `loc` (a raw error location), else None."""
-    annotation: Any = Flow
+    annotation: Any = root
     for part in loc:
         models = _models_in(annotation)
         if len(models) > 1 and isinstance(part, str):
@@ -212,12 +212,12 @@ def _model_at(loc: tuple[PathPart, ...]) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
-def _unknown_key_hint(loc: tuple[PathPart, ...]) -> str:
+def _unknown_key_hint(loc: tuple[PathPart, ...], root: type[BaseModel]) -> str:
     """Build the hint for an unknown key at `loc`: the closest allowed key, if one is close."""
     hint = _HINTS["extra_forbidden"]
     if not loc or not isinstance(loc[-1], str):
         return hint
-    model = _model_at(loc[:-1])
+    model = _model_at(loc[:-1], root)
     if model is None:
         return hint
     allowed = [f.alias or name for name, f in model.model_fields.items()]
@@ -225,7 +225,10 @@ def _unknown_key_hint(loc: tuple[PathPart, ...]) -> str:
     return f"did you mean '{close[0]}'?" if close else hint
 
 
-def _pydantic_diagnostics(source: SourceMap, error: ValidationError) -> list[Diagnostic]:
+def _pydantic_diagnostics(
+    source: SourceMap, error: ValidationError, root: type[BaseModel] = Flow
+) -> list[Diagnostic]:
+    """Turn a validation error of `root` (the model of the whole file) into diagnostics."""
     result = []
     for item in error.errors(include_url=False):
         raw = tuple(item["loc"])
@@ -251,7 +254,7 @@ def _pydantic_diagnostics(source: SourceMap, error: ValidationError) -> list[Dia
             message = f"unknown key '{loc[-1]}'"
         else:
             value = _value_at(source.data, path) if path else "(file)"
-        hint = _unknown_key_hint(raw) if kind == "extra_forbidden" else _HINTS.get(kind, "")
+        hint = _unknown_key_hint(raw, root) if kind == "extra_forbidden" else _HINTS.get(kind, "")
         result.append(source.diagnostic(loc, message, hint=hint, value=value))
     return result
 

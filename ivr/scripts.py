@@ -25,7 +25,7 @@ from ivr.conditions import MISSING, lookup_path
 from ivr.engine import FlowResolver, IvrSession, SessionResult
 from ivr.events import IvrEvent
 from ivr.loader import Diagnostic, FlowError, SourceMap, _pydantic_diagnostics
-from ivr.model import Flow, FlowModel
+from ivr.model import BranchStep, Condition, Flow, FlowModel, QueueStep, SubflowStep
 from ivr.prompts import SilentSynthesizer
 from ivr.textchannel import TextChannel, scripted
 from ivr.yamlmarks import Mark, YamlSyntaxError, load_with_marks
@@ -37,6 +37,16 @@ class CannedResponse(FlowModel):
     text: str | None = Field(default=None, description="Raw body, sent instead of json.")
 
 
+class ExpectedQueue(FlowModel):
+    """The fields of the queue request that a case checks; unset fields are not checked."""
+
+    queue: str | None = None
+    priority: int | None = None
+    skills: list[str] | None = None
+    reason: str | None = None
+    attributes: dict[str, Any] | None = None
+
+
 class Expectation(FlowModel):
     path: list[str] | None = Field(default=None, description="The exact step path.")
     steps: list[str] | None = Field(default=None, description="Steps visited, in this order.")
@@ -46,7 +56,7 @@ class Expectation(FlowModel):
     prompts: list[str] | None = Field(
         default=None, description="Texts that must appear in the prompts, in order."
     )
-    queue: dict[str, Any] | None = None
+    queue: ExpectedQueue | None = None
     transfer: str | None = None
     recording: list[str] | None = Field(
         default=None,
@@ -84,6 +94,12 @@ class CaseReport:
 
 def load_script(path: Path) -> Script:
     """Read and validate a script; raises FlowError with positioned diagnostics."""
+    script, _ = load_script_with_source(path)
+    return script
+
+
+def load_script_with_source(path: Path) -> tuple[Script, SourceMap]:
+    """Read and validate a script, returning the source map for positioned warnings."""
     file = str(path)
     try:
         data, marks = load_with_marks(path.read_text(encoding="utf-8"))
@@ -94,10 +110,68 @@ def load_script(path: Path) -> Script:
         ) from exc
     except OSError as exc:
         raise FlowError([Diagnostic(file, 1, 1, "(file)", "(unreadable)", str(exc))]) from exc
+    source = SourceMap(file, data, marks)
     try:
-        return Script.model_validate(data)
+        return Script.model_validate(data), source
     except ValidationError as exc:
-        raise FlowError(_pydantic_diagnostics(SourceMap(file, data, marks), exc)) from exc
+        raise FlowError(_pydantic_diagnostics(source, exc, Script)) from exc
+
+
+def clock_steps(flow: Flow, flows: FlowResolver | None = None) -> list[str]:
+    """List the steps whose conditions test the time of day, as `flow/step`.
+
+    Subflows that `flows` resolves are searched too, each once.
+    """
+    found: list[str] = []
+    pending = [flow]
+    seen = {flow.flow}
+    while pending:
+        current = pending.pop(0)
+        for step_id, step in current.steps.items():
+            conditions = [case.if_ for case in step.cases] if isinstance(step, BranchStep) else []
+            if isinstance(step, QueueStep):
+                conditions = [rule.if_ for rule in step.rules]
+            if any(_tests_time(condition) for condition in conditions):
+                found.append(f"{current.flow}/{step_id}")
+            if isinstance(step, SubflowStep) and flows is not None and step.flow not in seen:
+                seen.add(step.flow)
+                child = flows(step.flow)
+                if child is not None:
+                    pending.append(child)
+    return found
+
+
+def _tests_time(condition: Condition) -> bool:
+    if condition.time is not None:
+        return True
+    children = [*(condition.all_ or []), *(condition.any_ or [])]
+    if condition.not_ is not None:
+        children.append(condition.not_)
+    return any(_tests_time(child) for child in children)
+
+
+def clock_warnings(
+    script: Script, source: SourceMap, flow: Flow, flows: FlowResolver | None = None
+) -> list[Diagnostic]:
+    """Build a warning for each case without `now` when the flow tests the time of day.
+
+    Such a case reads the real clock, so whether it passes depends on when it runs.
+    """
+    steps = clock_steps(flow, flows)
+    if not steps:
+        return []
+    listed = ", ".join(steps[:3]) + (", ..." if len(steps) > 3 else "")
+    return [
+        source.diagnostic(
+            ("cases", index, "name"),
+            f"case has no 'now' but the flow tests the time of day ({listed}), "
+            "so its result depends on when it runs",
+            hint="set 'now:' to a fixed time, such as 2026-12-07T15:00:00Z",
+            severity="warning",
+        )
+        for index, case in enumerate(script.cases)
+        if case.now is None
+    ]
 
 
 @asynccontextmanager
@@ -160,8 +234,9 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
         differ("prompts (in order, substrings)", expect.prompts, result.prompts)
     if expect.queue is not None:
         request = result.queue_request
+        expected_queue = expect.queue.model_dump(exclude_unset=True)
         if request is None:
-            differ("queue", expect.queue, None)
+            differ("queue", expected_queue, None)
         else:
             actual_queue = {
                 "queue": request.queue,
@@ -170,7 +245,7 @@ def check_case(expect: Expectation, result: SessionResult) -> list[str]:
                 "reason": request.reason,
                 "attributes": dict(request.attributes),
             }
-            for key, value in expect.queue.items():
+            for key, value in expected_queue.items():
                 if actual_queue.get(key) != value:
                     differ(f"queue {key}", value, actual_queue.get(key))
     if expect.transfer is not None and expect.transfer != result.transfer_target:

@@ -6,7 +6,8 @@ gathers without no-input or no-match handling, and loops with no exit. They
 also cover unknown variables, invalid templates, unknown intents, intents
 without examples, invalid regular expressions, missing or unreadable WAV
 files, voices espeak-ng does not have, and transfer targets outside the
-allow-list. A step that pauses the call recording gets a warning when a queue
+allow-list. With the server settings at hand, queue steps must name a
+queue the settings define. A step that pauses the call recording gets a warning when a queue
 step can follow it unresumed, because the whole agent conversation would then
 be silence.
 """
@@ -77,16 +78,24 @@ def _suggest(name: str, known: list[str]) -> str:
 
 
 def check_flow(
-    flow: Flow, source: SourceMap, base_dir: Path, known_flows: set[str] | None = None
+    flow: Flow,
+    source: SourceMap,
+    base_dir: Path,
+    known_flows: set[str] | None = None,
+    known_queues: set[str] | None = None,
 ) -> list[Diagnostic]:
     """Run every static check; returns errors and warnings in file order.
 
-    `known_flows` are the flow names a subflow step may use; None skips that check.
+    `known_flows` are the flow names a subflow step may use, and `known_queues`
+    the queue names a queue step may use (`acd.queues` of the server settings).
+    None skips that check.
     """
     checker = _Checker(flow, source, base_dir)
     checker.run()
     if known_flows is not None:
         checker.check_subflows(known_flows)
+    if known_queues is not None:
+        checker.check_queues(known_queues)
     return sorted(checker.found, key=lambda d: (d.line, d.column))
 
 
@@ -225,6 +234,27 @@ class _Checker:
                     if close
                     else "add the flow file to the same folder",
                 )
+
+    def check_queues(self, known_queues: set[str]) -> None:
+        """Check each queue name without a template against `known_queues`.
+
+        A templated name is known only during a call, so it is not checked.
+        """
+        names = sorted(known_queues)
+        for step_id, step in self.flow.steps.items():
+            if not isinstance(step, QueueStep) or "{{" in step.queue:
+                continue
+            if step.queue in known_queues:
+                continue
+            close = difflib.get_close_matches(step.queue, names, n=1)
+            if close:
+                hint = f"did you mean '{close[0]}'?"
+            elif names:
+                shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                hint = f"acd.queues defines {shown}"
+            else:
+                hint = "the settings define no queue: add it under acd.queues"
+            self.error(("steps", step_id, "queue"), "unknown queue: not in acd.queues", hint)
 
     # -- templates and variables ------------------------------------------------
 

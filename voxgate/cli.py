@@ -79,8 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != module_name:
                 raise
             continue
-        module.add_commands(commands)
+        if module_name == "ivr.cli":
+            module.add_commands(commands, read_queue_names=_queue_names)
+        else:
+            module.add_commands(commands)
     return parser
+
+
+def _queue_names(path: Path) -> set[str]:
+    """Return the queue names of a settings file; raises SettingsError (a ValueError)."""
+    return set(load_settings(path).acd.queues)
 
 
 def _serve(args: argparse.Namespace) -> int:

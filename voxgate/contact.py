@@ -191,6 +191,7 @@ class ContactCenter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.acd.close()
         try:
+            await self.acd.release_name()
             await self._log_out_idle_agents()
             if not await self.acd.store.forget_node(self.acd.node_id):
                 logger.info(

@@ -1,13 +1,20 @@
 """One VoxGate node: SIP, RTP, IVR, ACD, WebRTC and HTTP wired together in one process.
 
 `run_node` starts every component, reports readiness on `GET /healthz`,
-waits for SIGINT or SIGTERM, then stops in reverse order. The contact
-center is notified first, so that its waiting callers leave their queues with
-reason `node_stopped` rather than as abandoned. The SIP endpoint
-sends BYE to every call, which ends each call's flow and frees its RTP
-port. Then the ACD stops dispatching, and the HTTP listener closes, which
-ends the browser calls and the event streams. The webhook sender and the
-CDR recorder close last, so they receive the `call.ended` of those calls.
+waits for SIGINT or SIGTERM, then stops in reverse order.
+
+The node binds its HTTP and SIP ports before it registers in the ACD store.
+It registers by claiming its `node.id` there, which fails while a live node
+of the same store holds that id, and only then starts the ACD heartbeat and
+dispatch.
+
+When the node stops, the contact center is notified first, so that its
+waiting callers leave their queues with reason `node_stopped` rather than
+as abandoned. The SIP endpoint sends BYE to every call, which ends each
+call's flow and frees its RTP port. Then the ACD stops dispatching, and
+the HTTP listener closes, which ends the browser calls and the event
+streams. The webhook sender and the CDR recorder close last, so they
+receive the `call.ended` of those calls.
 
 Every call event goes through one `EventHub`: the SIP and browser call
 handlers publish `call.*`, their IVR sessions `ivr.*`, and the ACD's event
@@ -32,6 +39,7 @@ from aiohttp import web
 
 from acd.events import AcdEvent
 from acd.relay import EventRelay
+from acd.service import NodeNameTaken
 from acd.store.redis import RedisStore
 from ivr.registry import FlowRegistry
 from ivr.sentiment import default_analyzer
@@ -128,17 +136,16 @@ class Node:
             self._own(asyncio.create_task(self._warm_up(flows, self._models)))
 
         await self._start_events()
+        # Opening the store writes nothing to it: the node registers in claim_name below.
         self.contact = await build_contact_center(settings, synthesizer)
         self.contact.legs = CallLegEvents(self.hub, settings.node.id)
         self._detach_acd = attach_acd(self.contact.acd.events, self.hub, settings.node.id)
-        self.contact.start()
-        await self._start_relay(self.contact)
-        self._ready["acd"] = True
 
+        # Bind the HTTP and SIP ports before the node registers in the ACD store, so that a
+        # taken port stops the start before other nodes can see this node.
         await self._start_http(flows, synthesizer)
 
         pool = RtpPortPool(settings.rtp.port_low, settings.rtp.port_high)
-        self._ready["rtp"] = True
 
         handler = SipCallHandler(
             flows=flows,
@@ -158,6 +165,21 @@ class Node:
         )
         self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
+
+        try:
+            await self.contact.acd.claim_name(settings.node.id)
+        except NodeNameTaken as exc:
+            raise RuntimeError(
+                f"{exc}. node.id must be unique among the nodes that share the ACD store: "
+                "set another node.id in the settings file, or stop the other node. "
+                f"A crashed node's id is free again {settings.acd.node_ttl_s:g} s "
+                "(acd.node_ttl_s) after its last heartbeat"
+            ) from exc
+        self.contact.start()
+        await self._start_relay(self.contact)
+        self._ready["acd"] = True
+        self._ready["rtp"] = True
+
         await self._start_cross_node(self._sip, pool)
         callbacks = callback_config(settings)
         if callbacks is not None:
@@ -262,7 +284,9 @@ class Node:
         settings = self.settings
         app = create_app(self.readiness)
         if self.contact is not None:
-            cluster = self.contact.cluster_queue_counters if self.relay is not None else None
+            # The event relay of a Redis store, started later, feeds the cluster counters.
+            relayed = isinstance(self.contact.acd.store, RedisStore)
+            cluster = self.contact.cluster_queue_counters if relayed else None
             add_queue_counters(app, self.contact.queue_counters, cluster)
         add_sip_status(app, self.sip_status)
         add_event_routes(app, self.hub, token=settings.api.token)

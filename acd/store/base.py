@@ -291,6 +291,21 @@ class AcdStore(Protocol):
         """Drop the heartbeat and keys of a cleanly stopped node that left no entry or agent."""
         ...
 
+    async def claim_name(
+        self, name: str, node_id: str, now: float, node_ttl_s: float
+    ) -> tuple[str, float] | None:
+        """Make `node_id` the holder of the node name `name` and record its first heartbeat.
+
+        The check and the claim are one atomic step. A holder whose heartbeat is older than
+        `node_ttl_s` is dead, so the name passes to `node_id`. Returns None when claimed,
+        else the live holder's node id and the time of its last heartbeat.
+        """
+        ...
+
+    async def release_name(self, name: str, node_id: str) -> None:
+        """Free the node name `name` if `node_id` holds it (a clean stop)."""
+        ...
+
     async def record_handle_time(self, queue: str, seconds: float) -> None: ...
 
     async def handle_times(self, queue: str) -> list[float]: ...

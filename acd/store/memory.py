@@ -45,6 +45,7 @@ class MemoryStore:
         self._bridged: OrderedDict[str, str] = OrderedDict()
         self._agents: dict[str, Agent] = {}
         self._nodes: dict[str, float] = {}
+        self._names: dict[str, str] = {}
         self._handle_times: dict[str, deque[float]] = {}
         self._cursors: dict[str, str] = {}
         self._changed = asyncio.Event()
@@ -454,6 +455,8 @@ class MemoryStore:
                         if outcome[1] is not None:
                             result.returned.append(outcome[1])
             del self._nodes[node]
+            for name in [name for name, holder in self._names.items() if holder == node]:
+                del self._names[name]
         return result
 
     async def next_lease_expiry(self) -> float | None:
@@ -467,6 +470,22 @@ class MemoryStore:
     async def forget_node(self, node_id: str) -> bool:
         self._nodes.pop(node_id, None)
         return True
+
+    async def claim_name(
+        self, name: str, node_id: str, now: float, node_ttl_s: float
+    ) -> tuple[str, float] | None:
+        holder = self._names.get(name)
+        if holder is not None and holder != node_id:
+            seen = self._nodes.get(holder)
+            if seen is not None and seen >= now - node_ttl_s:
+                return holder, seen
+        self._names[name] = node_id
+        self._nodes[node_id] = now
+        return None
+
+    async def release_name(self, name: str, node_id: str) -> None:
+        if self._names.get(name) == node_id:
+            del self._names[name]
 
     async def record_handle_time(self, queue: str, seconds: float) -> None:
         kept = self._handle_times.setdefault(queue, deque(maxlen=HANDLE_TIMES_KEPT))

@@ -13,6 +13,7 @@ Layout (every key starts with the prefix, default `acd:`):
     fi:<node>        zset   the same agents, score = the time they became idle
     nq:<node>        set    queues that agents logged in on the node serve or served
     nodes            zset   node heartbeats
+    names            hash   node name (`node.id`) -> the node that holds it
     ht:<queue>       list   recent handle times;  rr  hash  round-robin cursors
     wake             pub/sub channel published on every change that may allow an offer
 
@@ -58,6 +59,35 @@ if redis.call('SCARD', KEYS[1]) > 0 or redis.call('SCARD', KEYS[2]) > 0 then ret
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
 return 1
+"""
+
+# Claim a node name unless its holder's heartbeat is within the node TTL; returns the live
+# holder and its heartbeat, or nil once the name and the first heartbeat are recorded.
+_CLAIM_NAME = """
+local holder = redis.call('HGET', KEYS[1], ARGV[1])
+if holder and holder ~= ARGV[2] then
+  local seen = redis.call('ZSCORE', KEYS[2], holder)
+  if seen and tonumber(seen) >= tonumber(ARGV[3]) - tonumber(ARGV[4]) then
+    return {holder, seen}
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return false
+"""
+
+_RELEASE_NAME = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+# Drop every name a dead node holds; the hash has one field per live or crashed node name.
+_DROP_NAMES_OF = """
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  if flat[i + 1] == ARGV[1] then redis.call('HDEL', KEYS[1], flat[i]) end
+end
+return 0
 """
 
 log = logging.getLogger("queues")
@@ -617,6 +647,7 @@ class RedisStore:
                 self._k("nq", node),
             )
             await pipe.execute()
+        await self.client.eval(_DROP_NAMES_OF, 1, self._k("names"), node)
 
     async def next_lease_expiry(self) -> float | None:
         first = await self.client.zrange(self._k("leases"), 0, 0, withscores=True)
@@ -646,6 +677,26 @@ class RedisStore:
             node_id,
         )
         return bool(dropped)
+
+    async def claim_name(
+        self, name: str, node_id: str, now: float, node_ttl_s: float
+    ) -> tuple[str, float] | None:
+        holder = await self.client.eval(
+            _CLAIM_NAME,
+            2,
+            self._k("names"),
+            self._k("nodes"),
+            name,
+            node_id,
+            _num(now),
+            _num(node_ttl_s),
+        )
+        if not holder:
+            return None
+        return str(holder[0]), float(holder[1])
+
+    async def release_name(self, name: str, node_id: str) -> None:
+        await self.client.eval(_RELEASE_NAME, 1, self._k("names"), name, node_id)
 
     async def record_handle_time(self, queue: str, seconds: float) -> None:
         async with self.client.pipeline(transaction=True) as pipe:

@@ -56,6 +56,15 @@ RESERVED_HEADERS = frozenset(
 _USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+")
 
 
+def _call_extra(handle: str) -> dict[str, str]:
+    """Return the log record `extra` that names the call `handle` as its call id.
+
+    Responses and timers reach this core outside the call's task, where the
+    context's call id (voxgate.logs.CallIdFilter) is "-".
+    """
+    return {"call_id": handle}
+
+
 class OutboundState(enum.Enum):
     CALLING = "calling"
     PROCEEDING = "proceeding"
@@ -107,7 +116,14 @@ class OutboundSession:
             raise SipUsageError(
                 f"outbound call {self.handle}: {event} is not allowed in state {self.state.value}"
             )
-        logger.debug("call %s: %s -> %s (%s)", self.handle, self.state.value, new.value, event)
+        logger.debug(
+            "call %s: %s -> %s (%s)",
+            self.handle,
+            self.state.value,
+            new.value,
+            event,
+            extra=_call_extra(self.handle),
+        )
         self.state = new
 
 
@@ -192,6 +208,8 @@ class OutboundCore(TransactionUser):
             extra=extra,
         )
         self.outbound[handle] = session
+        # This runs in the task that places the call, so its context call id, if that task
+        # set one (such as a callback), names this line and links the handle to it.
         logger.info("call %s: sending INVITE over %s", handle, peer.transport)
         self._send_invite(session, None)
         self._arm("outbound", handle, "answer", self._now + timeout)
@@ -254,7 +272,7 @@ class OutboundCore(TransactionUser):
         headers.add("Max-Forwards", "70")
         request = SipRequest("CANCEL", invite.uri, headers)
         branch = session.transaction_key.split("|", 1)[0]
-        logger.info("call %s: sending CANCEL", session.handle)
+        logger.info("call %s: sending CANCEL", session.handle, extra=_call_extra(session.handle))
         self._start_client(request, branch, session.peer)
         # §9.1: without a final response 64*T1 after the CANCEL, the INVITE is given up.
         self._arm("outbound", session.handle, "cancel", self._now + 64 * self.config.timers.t1)
@@ -288,7 +306,12 @@ class OutboundCore(TransactionUser):
             pass
         else:
             reason = session.cancel_reason or "rejected"
-            logger.info("call %s: INVITE failed with status %s", session.handle, status)
+            logger.info(
+                "call %s: INVITE failed with status %s",
+                session.handle,
+                status,
+                extra=_call_extra(session.handle),
+            )
             self._finish_outbound(session, reason, status)
         return True
 
@@ -324,7 +347,11 @@ class OutboundCore(TransactionUser):
         self._outgoing.append(Outgoing(to_bytes(ack), peer))
         branch = new_branch()
         self._start_client(dialog.build_request("BYE", self._via(branch, peer)), branch, peer)
-        logger.info("call %s: 2xx from a second fork; sending BYE to its dialog", session.handle)
+        logger.info(
+            "call %s: 2xx from a second fork; sending BYE to its dialog",
+            session.handle,
+            extra=_call_extra(session.handle),
+        )
 
     def _on_answer(
         self, session: OutboundSession, response: SipResponse, sdp: bytes | None
@@ -357,7 +384,7 @@ class OutboundCore(TransactionUser):
         self.calls[session.handle] = call
         self._dialogs[dialog.id] = session.handle
         self._call_peer[session.handle] = session.peer
-        logger.info("call %s: answered", session.handle)
+        logger.info("call %s: answered", session.handle, extra=_call_extra(session.handle))
         self._events.append(CallConfirmed(session.handle, call.remote_sdp))
         if session.cancel_reason is not None:
             # §15: a 2xx that crossed our CANCEL still makes a dialog; end it with BYE.
@@ -390,10 +417,16 @@ class OutboundCore(TransactionUser):
                 "call %s: retrying the INVITE with credentials after %s",
                 session.handle,
                 response.status,
+                extra=_call_extra(session.handle),
             )
             self._send_invite(session, (answer, authorization))
             return True
-        logger.info("call %s: no usable digest challenge in %s", session.handle, response.status)
+        logger.info(
+            "call %s: no usable digest challenge in %s",
+            session.handle,
+            response.status,
+            extra=_call_extra(session.handle),
+        )
         return False
 
     def _on_outbound_timeout(self, key: str) -> bool:
@@ -402,7 +435,11 @@ class OutboundCore(TransactionUser):
         if session is None or not key.endswith("|INVITE") or key != session.transaction_key:
             return False
         if session.state not in (OutboundState.ANSWERED, OutboundState.TERMINATED):
-            logger.info("call %s: no response to the INVITE", session.handle)
+            logger.info(
+                "call %s: no response to the INVITE",
+                session.handle,
+                extra=_call_extra(session.handle),
+            )
             self._finish_outbound(session, session.cancel_reason or "timeout", 408)
         return True
 
@@ -423,17 +460,23 @@ class OutboundCore(TransactionUser):
             OutboundState.CALLING,
             OutboundState.PROCEEDING,
         ):
-            logger.info("call %s: answer timeout expired; sending CANCEL", handle)
+            logger.info(
+                "call %s: answer timeout expired; sending CANCEL", handle, extra=_call_extra(handle)
+            )
             self.cancel_call(handle, self._now, "timeout")
         elif name == "cancel" and session.state is OutboundState.CANCELLING:
-            logger.info("call %s: no final response after CANCEL", handle)
+            logger.info(
+                "call %s: no final response after CANCEL", handle, extra=_call_extra(handle)
+            )
             self._finish_outbound(session, session.cancel_reason or "cancel", 408)
 
     def _finish_outbound(self, session: OutboundSession, reason: str, status: int) -> None:
         session.change(OutboundState.TERMINATED, reason)
         self._disarm("outbound", session.handle, "answer")
         self._disarm("outbound", session.handle, "cancel")
-        logger.info("call %s: ended (%s)", session.handle, reason)
+        logger.info(
+            "call %s: ended (%s)", session.handle, reason, extra=_call_extra(session.handle)
+        )
         self._events.append(CallTerminated(session.handle, reason, status))
         if session.transaction_key not in self._client:
             self.outbound.pop(session.handle, None)

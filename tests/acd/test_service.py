@@ -21,7 +21,7 @@ from acd.events import (
     PositionChanged,
 )
 from acd.model import AcdSettings, AgentState, JumpSettings, OfferKind, QueueSettings, Strategy
-from acd.service import Acd
+from acd.service import Acd, NodeNameTaken
 from acd.store.base import AcdStore
 
 _Event = TypeVar("_Event")
@@ -434,3 +434,38 @@ async def test_requeued_callback_keeps_place_as_callback(store: AcdStore) -> Non
     assert [e.call_id for e in h.of_type(PositionChanged)] == ["call-2"] * len(
         h.of_type(PositionChanged)
     )
+
+
+async def test_claim_name_refused_while_holder_beats(store: AcdStore) -> None:
+    h = harness(store)
+    await h.acd.claim_name("cc1")
+    h.clock.advance_to(1004.0)
+    second = Acd(store, h.clock, h.acd.settings, node_id="node-b")
+
+    with pytest.raises(NodeNameTaken, match=r"'cc1' is held by live node node-a") as raised:
+        await second.claim_name("cc1")
+
+    assert raised.value.holder == "node-a"
+    assert raised.value.heartbeat_age_s == 4.0
+
+
+async def test_claim_name_taken_over_after_ttl(store: AcdStore) -> None:
+    h = harness(store)
+    await h.acd.claim_name("cc1")
+    h.clock.advance_to(1000.0 + h.acd.settings.node_ttl_s + 0.5)
+    second = Acd(store, h.clock, h.acd.settings, node_id="node-b")
+
+    await second.claim_name("cc1")
+
+    third = Acd(store, h.clock, h.acd.settings, node_id="node-c")
+    with pytest.raises(NodeNameTaken, match="node-b"):
+        await third.claim_name("cc1")
+
+
+async def test_release_name_frees_it_at_once(store: AcdStore) -> None:
+    h = harness(store)
+    await h.acd.claim_name("cc1")
+    await h.acd.release_name()
+    second = Acd(store, h.clock, h.acd.settings, node_id="node-b")
+
+    await second.claim_name("cc1")

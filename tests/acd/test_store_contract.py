@@ -611,3 +611,53 @@ async def test_end_call_with_handle_time(store: AcdStore) -> None:
     assert await store.handle_times("r") == [2.0]
     assert await store.end_call("a1", 30.0, {"q": 5.0}) is None
     assert await store.get_agent("a1") == wrapping
+
+
+async def test_claim_name_records_first_heartbeat(store: AcdStore) -> None:
+    assert await store.claim_name("cc1", "cc1.aaaaaa", 100.0, node_ttl_s=10.0) is None
+
+    # The claim is the node's first heartbeat, so the reaper sees the node as alive.
+    await store.reap(105.0, node_ttl_s=10.0, away_after=0)
+    assert await store.claim_name("cc1", "cc1.bbbbbb", 105.0, node_ttl_s=10.0) == (
+        "cc1.aaaaaa",
+        100.0,
+    )
+
+
+async def test_claim_name_refused_while_holder_beats(store: AcdStore) -> None:
+    assert await store.claim_name("cc1", "cc1.aaaaaa", 100.0, node_ttl_s=10.0) is None
+    await store.heartbeat("cc1.aaaaaa", 108.0)
+
+    assert await store.claim_name("cc1", "cc1.bbbbbb", 118.0, node_ttl_s=10.0) == (
+        "cc1.aaaaaa",
+        108.0,
+    )
+    # Another name on the same store is free.
+    assert await store.claim_name("cc2", "cc2.cccccc", 118.0, node_ttl_s=10.0) is None
+
+
+async def test_claim_name_taken_over_from_dead_holder(store: AcdStore) -> None:
+    assert await store.claim_name("cc1", "cc1.aaaaaa", 100.0, node_ttl_s=10.0) is None
+
+    assert await store.claim_name("cc1", "cc1.bbbbbb", 110.5, node_ttl_s=10.0) is None
+    assert await store.claim_name("cc1", "cc1.cccccc", 111.0, node_ttl_s=10.0) == (
+        "cc1.bbbbbb",
+        110.5,
+    )
+
+
+async def test_claim_name_free_after_holder_reaped(store: AcdStore) -> None:
+    assert await store.claim_name("cc1", "cc1.aaaaaa", 100.0, node_ttl_s=10.0) is None
+    await store.reap(120.0, node_ttl_s=10.0, away_after=0)
+
+    assert await store.claim_name("cc1", "cc1.bbbbbb", 120.0, node_ttl_s=10.0) is None
+
+
+async def test_release_name_lets_restart_claim(store: AcdStore) -> None:
+    assert await store.claim_name("cc1", "cc1.aaaaaa", 100.0, node_ttl_s=10.0) is None
+    # Only the holder can release the name.
+    await store.release_name("cc1", "cc1.bbbbbb")
+    assert await store.claim_name("cc1", "cc1.bbbbbb", 101.0, node_ttl_s=10.0) is not None
+
+    await store.release_name("cc1", "cc1.aaaaaa")
+    assert await store.claim_name("cc1", "cc1.bbbbbb", 101.0, node_ttl_s=10.0) is None

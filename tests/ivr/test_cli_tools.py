@@ -65,6 +65,117 @@ def test_script_schema_error_is_positioned(
     )
 
 
+def test_script_unknown_expect_queue_key_is_positioned(
+    flows_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "bad.yaml"
+    script.write_text(
+        "cases:\n  - name: x\n    expect:\n      queue:\n        queue: billing\n"
+        "        priorty: 1\n        skils: [en]\n"
+    )
+    assert main(["test", str(flows_dir / "demo.yaml"), "--script", str(script)]) == 1
+    out = capsys.readouterr()
+    errors = out.err.splitlines()
+    assert (
+        f"{script}:6:9: cases[0].expect.queue.priorty: 1: unknown key 'priorty' "
+        "(hint: did you mean 'priority'?)"
+    ) in errors
+    assert (
+        f"{script}:7:9: cases[0].expect.queue.skils: [\"en\"]: unknown key 'skils' "
+        "(hint: did you mean 'skills'?)"
+    ) in errors
+    assert out.out == ""
+
+
+def test_script_unknown_keys_get_suggestions(
+    flows_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "bad.yaml"
+    script.write_text(
+        "crm:\n  /orders/1: {stauts: 503}\n"
+        "cases:\n  - name: x\n    expect: {pathh: [], outcome: hangup}\n"
+    )
+    assert main(["test", str(flows_dir / "demo.yaml"), "--script", str(script)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert (
+        f"{script}:2:15: crm./orders/1.stauts: 503: unknown key 'stauts' "
+        "(hint: did you mean 'status'?)"
+    ) in errors
+    assert (
+        f"{script}:5:14: cases[0].expect.pathh: []: unknown key 'pathh' "
+        "(hint: did you mean 'path'?)"
+    ) in errors
+
+
+def test_script_queue_mismatch_names_field(
+    flows_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "queue.yaml"
+    script.write_text(
+        "cases:\n  - name: billing by key\n    now: 2026-12-07T15:00:00Z\n"
+        "    turns: ['#1']\n    expect:\n"
+        "      queue: {queue: billing, priority: 3, skills: [billing, en]}\n"
+    )
+    code = main(["test", str(flows_dir / "contact_center.yaml"), "--script", str(script)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "queue priority:\n      expected 3\n      actual   1" in out
+    assert "queue queue" not in out
+    assert "queue skills" not in out
+
+
+def test_script_without_now_warns_on_time_branch(
+    flows_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "clock.yaml"
+    script.write_text(
+        "cases:\n"
+        "  - name: fixed clock\n    now: 2026-12-07T15:00:00Z\n    turns: ['#1']\n"
+        "    expect: {outcome: queued}\n"
+        "  - name: real clock\n    variables: {open_all_hours: true}\n    turns: ['#1']\n"
+        "    expect: {outcome: queued}\n"
+    )
+    code = main(["test", str(flows_dir / "contact_center.yaml"), "--script", str(script)])
+    out = capsys.readouterr()
+    assert code == 0, out.out
+    warnings = [line for line in out.err.splitlines() if line.endswith("[warning]")]
+    assert warnings == [
+        f"{script}:6:5: cases[1].name: 'real clock': case has no 'now' but the flow tests "
+        "the time of day (contact_center/hours), so its result depends on when it runs "
+        "(hint: set 'now:' to a fixed time, such as 2026-12-07T15:00:00Z) [warning]"
+    ]
+
+
+def test_script_without_now_warns_through_subflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "outer.yaml").write_text(
+        "flow: outer\nsteps:\n  inner: {type: subflow, flow: inner}\n  bye: {type: hangup}\n"
+    )
+    (tmp_path / "inner.yaml").write_text(
+        "flow: inner\nsteps:\n"
+        "  hours:\n    type: branch\n"
+        "    cases: [{if: {not: {time: {between: '08:00-20:00'}}}, goto: closed}]\n"
+        "    otherwise: open\n"
+        "  closed: {type: hangup}\n  open: {type: return}\n"
+    )
+    script = tmp_path / "outer.script.yaml"
+    script.write_text("cases:\n  - name: any time\n    expect: {}\n")
+    main(["test", str(tmp_path / "outer.yaml"), "--script", str(script)])
+    err = capsys.readouterr().err
+    assert f"{script}:2:5: cases[0].name: 'any time': case has no 'now'" in err
+    assert "(inner/hours)" in err
+
+
+def test_script_without_now_quiet_without_time_branch(
+    flows_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = SCRIPTS / "demo.script.yaml"
+    assert "now:" not in script.read_text()
+    assert main(["test", str(flows_dir / "demo.yaml"), "--script", str(script)]) == 0
+    assert "[warning]" not in capsys.readouterr().err
+
+
 async def test_check_case_prompts_in_order(flows_dir: Path) -> None:
     run = await run_flow(flow_from_file(flows_dir / "demo.yaml"), ["#2"])
     assert check_case(Expectation(prompts=["Welcome", "support"]), run.result) == []

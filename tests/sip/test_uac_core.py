@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
+import pytest
+
 from signaling.sip.auth import parse_digest
 from signaling.sip.core import UserAgent
 from signaling.sip.events import CallConfirmed, CallProgress
 from signaling.sip.message import SipMessage, SipRequest, build_response, to_bytes
 from tests.sip.support import ANSWER_SDP, OFFER_SDP, CoreHarness
+from voxgate.logs import LOG_FORMAT, CallIdFilter
 
 TARGET = "sip:100@127.0.0.1:5070"
 
@@ -277,3 +283,40 @@ def test_second_fork_2xx_gets_bye() -> None:
     assert all(item.parsed.to.tag == "fork2" for item in requests(sent, "BYE"))
     assert handle in harness.core.calls
     assert harness.ended() == []
+
+
+@pytest.mark.parametrize(
+    ("drive", "ending"),
+    [
+        (lambda harness, invite: reply(harness, invite, 486), "ended (rejected)"),
+        (lambda harness, invite: harness.advance(32.1), "ended (timeout)"),
+    ],
+    ids=["response", "timer"],
+)
+def test_ended_log_line_carries_call_id(
+    caplog: pytest.LogCaptureFixture,
+    drive: Callable[[CoreHarness, SipRequest], object],
+    ending: str,
+) -> None:
+    harness = CoreHarness()
+    handle, invite = place(harness, timeout=300.0)
+    formatter = logging.Formatter(LOG_FORMAT)
+    id_filter = CallIdFilter()
+
+    # Responses and timers arrive outside any call's task, where the context's call id is "-".
+    with caplog.at_level(logging.DEBUG, logger="sip.uac"):
+        drive(harness, invite)
+
+    ended = [record for record in caplog.records if record.getMessage().endswith(ending)]
+    assert len(ended) == 1
+    assert id_filter.filter(ended[0])
+    assert getattr(ended[0], "call_id", None) == handle
+    line = formatter.format(ended[0])
+    assert f"[{handle}] call {handle}: {ending}" in line
+    # Every line of the call names it, and none shows the called or calling number.
+    for record in caplog.records:
+        assert id_filter.filter(record)
+        assert f"[{handle}]" in formatter.format(record)
+        message = record.getMessage().replace(handle, "")
+        assert "100" not in message
+        assert "200" not in message

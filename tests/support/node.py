@@ -86,8 +86,12 @@ def wait_until_healthy(node: RunningNode, timeout_s: float = START_TIMEOUT_S) ->
     raise TimeoutError(f"voxgate not healthy after {timeout_s} s:\n{node.log()}")
 
 
-def _start(config_path: Path, log_path: Path, env: dict[str, str]) -> RunningNode:
-    sip_port, http_port = free_udp_port(), free_tcp_port()
+def start_node(
+    config_path: Path, log_path: Path, env: dict[str, str], *, sip_port: int | None = None
+) -> RunningNode:
+    """Start `voxgate serve` on free loopback ports, or on `sip_port` when given."""
+    sip_port = free_udp_port() if sip_port is None else sip_port
+    http_port = free_tcp_port()
     rtp_ports = free_port_range()
     command = [
         sys.executable, "-m", "voxgate", "serve", "--config", str(config_path),
@@ -101,18 +105,8 @@ def _start(config_path: Path, log_path: Path, env: dict[str, str]) -> RunningNod
     return RunningNode(process, sip_port, http_port, rtp_ports, log_path)
 
 
-@contextmanager
-def voxgate_node(
-    tmp_path: Path,
-    settings: dict[str, Any] | None = None,
-    *,
-    extra_env: dict[str, str] | None = None,
-) -> Iterator[RunningNode]:
-    """Run `voxgate serve` on free loopback ports with `settings` merged over the defaults.
-
-    A port found free can be taken by another process before the node binds
-    it, so a start that fails to bind is retried on new ports.
-    """
+def write_config(tmp_path: Path, settings: dict[str, Any] | None = None) -> Path:
+    """Write `tmp_path/voxgate.yaml`: test defaults with `settings` merged section by section."""
     config: dict[str, Any] = {
         "log": {"level": "DEBUG"},
         "ivr": {
@@ -126,16 +120,45 @@ def voxgate_node(
         config.setdefault(section, {}).update(values)
     config_path = tmp_path / "voxgate.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
+    return config_path
+
+
+def node_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the environment of a node process: this one, with the repository importable."""
+    return {**os.environ, "PYTHONPATH": str(REPOSITORY), **(extra_env or {})}
+
+
+def start_healthy_node(config_path: Path, log_dir: Path, env: dict[str, str]) -> RunningNode:
+    """Start `voxgate serve` on free ports and wait until it is healthy; the caller stops it.
+
+    A port found free can be taken by another process before the node binds
+    it, so a start that fails to bind is retried on new ports.
+    """
     for attempt in range(1, BIND_ATTEMPTS + 1):
-        node = _start(config_path, tmp_path / f"voxgate-{attempt}.log", env)
+        node = start_node(config_path, log_dir / f"voxgate-{attempt}.log", env)
         try:
             wait_until_healthy(node)
-            break
+            return node
         except RuntimeError:
             taken = any(text in node.log() for text in BIND_FAILURES)
             if attempt == BIND_ATTEMPTS or not taken:
                 raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@contextmanager
+def voxgate_node(
+    tmp_path: Path,
+    settings: dict[str, Any] | None = None,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[RunningNode]:
+    """Run `voxgate serve` on free loopback ports with `settings` merged over the defaults.
+
+    A start that fails to bind is retried on new ports (see `start_healthy_node`).
+    """
+    config_path = write_config(tmp_path, settings)
+    node = start_healthy_node(config_path, tmp_path, node_env(extra_env))
     process = node.process
     try:
         wait_until_healthy(node)
