@@ -58,12 +58,11 @@ def test_netstrings_reject_missing_comma() -> None:
 
 
 def test_microphone_echo_comes_back(tmp_path: Path, microphone: Path, needs_capture: None) -> None:
-    """The tone baresip sends comes back from the echoing callee unchanged.
+    """Check that the tone baresip sends comes back from the echoing callee unchanged.
 
-    The echo is compared with what baresip put on the wire, not with the
-    microphone file: when baresip 1.0.0 is starved of CPU, its audio source
-    catches up in a burst that overflows the transmit buffer, and the
-    dropped frames shorten the tone it sends (seen once in CI: 0.64 s of 1 s).
+    The echo is compared with what baresip put on the wire, not with the microphone file.
+    NOTE: once in CI, baresip 1.0.0 sent 0.64 s of the 1 s tone while the machine was
+    loaded. Frames dropped in its transmit path are the likely cause (not confirmed).
     """
     callee = echo_callee(tmp_path)
     with callee, BaresipClient(tmp_path, microphone=microphone, max_call_s=20) as phone:
