@@ -67,6 +67,7 @@ from voxgate.callevents import CallLegEvents
 from voxgate.logs import call_id_var
 from voxgate.queuecounters import ACD_COUNTS, NODE_COUNTS, QueueCounters
 from voxgate.queueing import AcdQueueService, CallerLeg, announcement_text
+from voxgate.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from voxgate.transfer import TransferError, check_number_target
 
 if TYPE_CHECKING:
@@ -186,9 +187,9 @@ class ContactCenter:
         self._stop_listening()
         if self.callbacks is not None:
             await self.callbacks.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if left:
+            logger.warning("node %s: %d queue tasks did not stop", self.acd.node_id, len(left))
         await self.acd.close()
         try:
             await self.acd.release_name()

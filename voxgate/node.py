@@ -73,6 +73,7 @@ from voxgate.outbound import OutboundDialer
 from voxgate.queueing import warn_unknown_queues
 from voxgate.recordingapi import add_recording_route
 from voxgate.settings import Settings
+from voxgate.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from voxgate.webhooks import WebhookSender
 
 logger = logging.getLogger("voxgate")
@@ -388,9 +389,9 @@ class Node:
             await self.relay.close()
         if self.contact is not None:
             await self.contact.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if left:
+            logger.warning("%d node tasks did not stop", len(left))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.webhooks is not None:
