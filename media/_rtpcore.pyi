@@ -1,0 +1,9 @@
+from typing import Any
+
+def parse_rtp(
+    data: bytes,
+) -> tuple[int, int, int, int, bool, int, tuple[int, int, int] | None, int, int, int]: ...
+def configure(audio: Any, concealed: Any, underrun: Any, stats: Any, /) -> None: ...
+
+class JitterCore:
+    def __init__(self, sample_rate: int, clock_rate: int, frame_ms: int, config: Any) -> None: ...

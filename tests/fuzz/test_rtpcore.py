@@ -1,0 +1,247 @@
+"""The C receive path (`media._rtpcore`) decides as the Python reference does.
+
+The RTP header parser must accept and reject the same datagrams as
+`RtpPacket.parse`, and find the same fields. The C jitter buffer must return
+the same frames and counters as `PythonJitterBuffer` for the same stream of
+packets and pops. The inputs are the mutation engine's packets (seeded,
+FUZZ_INPUTS of them) and hypothesis examples (bounded by `max_examples`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from media import _rtpcore
+from media.jitter import NATIVE, JitterBuffer, JitterConfig, PythonJitterBuffer
+from media.rtp import RtpPacket
+from tests.fuzz.mutate import INPUTS, SEED, inputs
+from tests.fuzz.test_parsers import RTP_CORPUS
+
+Verdict = tuple[object, ...] | str
+
+
+def python_verdict(data: bytes) -> Verdict:
+    try:
+        packet = RtpPacket.parse(data)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    extension = None
+    if packet.extension is not None:
+        extension = (packet.extension[0], packet.extension[1])
+    return (
+        packet.payload_type,
+        packet.sequence_number,
+        packet.timestamp,
+        packet.ssrc,
+        packet.marker,
+        packet.csrc,
+        extension,
+        packet.payload,
+        packet.padding_size,
+    )
+
+
+def c_verdict(data: bytes) -> Verdict:
+    try:
+        fields = _rtpcore.parse_rtp(data)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    payload_type, sequence, timestamp, ssrc, marker, csrc_count, extension, start, end, padding = (
+        fields
+    )
+    csrc = tuple(int.from_bytes(data[12 + 4 * i : 16 + 4 * i], "big") for i in range(csrc_count))
+    extension_fields = None
+    if extension is not None:
+        profile, extension_start, extension_end = extension
+        extension_fields = (profile, data[extension_start:extension_end])
+    return (
+        payload_type,
+        sequence,
+        timestamp,
+        ssrc,
+        marker,
+        csrc,
+        extension_fields,
+        data[start:end],
+        padding,
+    )
+
+
+def test_native_jitter_buffer_in_use() -> None:
+    assert NATIVE
+    assert JitterBuffer is not PythonJitterBuffer
+
+
+def test_rtp_parser_matches_python_on_mutations() -> None:
+    for index, data in enumerate(inputs(RTP_CORPUS)):
+        expected = python_verdict(data)
+        got = c_verdict(data)
+        if got != expected:
+            pytest.fail(
+                f"input {index} of {INPUTS} (FUZZ_SEED={SEED}): C {got!r}, Python {expected!r}"
+                f"\ninput: {data!r}"
+            )
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_rtp_parser_matches_python_on_random_bytes(data: bytes) -> None:
+    assert c_verdict(data) == python_verdict(data)
+
+
+@settings(max_examples=500)
+@given(
+    first=st.integers(0, 255),
+    second=st.integers(0, 255),
+    extension_words=st.integers(0, 0xFFFF),
+    body=st.binary(max_size=120),
+    last=st.integers(0, 255),
+)
+def test_rtp_parser_matches_python_on_headers(
+    first: int, second: int, extension_words: int, body: bytes, last: int
+) -> None:
+    # Random flag bits and counts with bodies around the lengths they declare.
+    data = bytes([first, second]) + bytes(10) + body
+    if first & 0x10:
+        csrc_end = 12 + 4 * (first & 0x0F)
+        data = data[:csrc_end] + b"\xbe\xde" + extension_words.to_bytes(2, "big") + data[csrc_end:]
+    data += bytes([last])
+    assert c_verdict(data) == python_verdict(data)
+
+
+def test_g711_push_matches_python_on_mutations() -> None:
+    seeds = [
+        bytes.fromhex("80000001000000a00000002a") + bytes(range(160)),
+        bytes.fromhex("80080002000001400000002a") + bytes(range(96, 256)),
+        *RTP_CORPUS,
+    ]
+    for alaw, payload_type in ((False, 0), (True, 8)):
+        native = JitterBuffer(8000, 8000)
+        reference = PythonJitterBuffer(8000, 8000)
+        for index, data in enumerate(inputs(seeds, count=min(INPUTS, 20_000))):
+            arrival = 20.0 * index
+            got = native.push_rtp_g711(data, payload_type, 42, alaw, arrival)
+            expected = reference.push_rtp_g711(data, payload_type, 42, alaw, arrival)
+            assert got == expected, f"input {index} (FUZZ_SEED={SEED}): {data!r}"
+            if index % 3 == 0:
+                assert native.pop() == reference.pop(), f"pop after input {index}"
+        assert native.stats == reference.stats
+
+
+@dataclass(frozen=True)
+class Push:
+    timestamp_step: int
+    samples: int
+    arrival_jitter_ms: float
+    level: int
+
+
+@dataclass(frozen=True)
+class Pop:
+    pass
+
+
+_operations = st.one_of(
+    st.builds(
+        Push,
+        timestamp_step=st.sampled_from([160, 160, 160, 80, 240, 320, 0, -160, -480, 9000, 2**31]),
+        samples=st.sampled_from([160, 160, 80, 240, 320, 1, 0, 7]),
+        arrival_jitter_ms=st.floats(-5, 60, allow_nan=False),
+        level=st.sampled_from([0, 100, 400, 8000, 32767]),
+    ),
+    st.just(Pop()),
+    st.just(Pop()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    operations=st.lists(_operations, max_size=120),
+    sample_rate=st.sampled_from([8000, 16000]),
+    min_delay_ms=st.sampled_from([0, 20, 40, 60]),
+    max_delay_ms=st.sampled_from([40, 100, 300]),
+    max_conceal_frames=st.sampled_from([0, 2, 5]),
+    drop_window_frames=st.sampled_from([1, 5, 50]),
+    max_packets=st.sampled_from([1, 3, 200]),
+    start_timestamp=st.integers(0, 2**32 - 1),
+)
+def test_jitter_buffer_matches_python(
+    operations: list[Push | Pop],
+    sample_rate: int,
+    min_delay_ms: int,
+    max_delay_ms: int,
+    max_conceal_frames: int,
+    drop_window_frames: int,
+    max_packets: int,
+    start_timestamp: int,
+) -> None:
+    config = JitterConfig(
+        min_delay_ms=min_delay_ms,
+        max_delay_ms=max_delay_ms,
+        max_conceal_frames=max_conceal_frames,
+        drop_window_frames=drop_window_frames,
+        max_packets=max_packets,
+        resync_ms=200,
+    )
+    native = JitterBuffer(sample_rate, 8000, config=config)
+    reference = PythonJitterBuffer(sample_rate, 8000, config=config)
+    rng = np.random.default_rng(len(operations))
+    timestamp = start_timestamp
+    clock_ms = 0.0
+    for step, operation in enumerate(operations):
+        if isinstance(operation, Pop):
+            clock_ms += 20
+            assert native.pop() == reference.pop(), f"step {step}"
+        else:
+            timestamp = (timestamp + operation.timestamp_step) % 2**32
+            samples = rng.integers(
+                -operation.level, operation.level + 1, operation.samples, dtype=np.int16
+            )
+            arrival = clock_ms + operation.arrival_jitter_ms
+            native.push_samples(timestamp, samples, arrival)
+            reference.push_samples(timestamp, samples, arrival)
+        assert native.depth_ms == reference.depth_ms, f"step {step}"
+        assert native.target_ms == reference.target_ms, f"step {step}"
+    assert native.stats == reference.stats
+
+
+def test_jitter_buffer_matches_python_on_a_lossy_stream() -> None:
+    # A longer stream than hypothesis builds: loss, reordering, duplicates and
+    # a sender clock that runs fast, so the drop and stretch paths run too.
+    rng = random.Random(SEED)
+    native = JitterBuffer(8000, 8000)
+    reference = PythonJitterBuffer(8000, 8000)
+    tone = (8000 * np.sin(np.arange(160) / 3)).astype(np.int16).tobytes()
+    quiet = bytes(320)
+    pending: list[tuple[int, bytes]] = []
+    for tick in range(3000):
+        pcm = tone if (tick // 40) % 2 else quiet
+        step = 161 if 1000 <= tick < 2000 else 160
+        pending.append(((tick * step) % 2**32, pcm))
+        rng.shuffle(pending)
+        while pending and rng.random() < 0.8:
+            timestamp, payload = pending.pop()
+            if rng.random() < 0.03:
+                continue
+            for _ in range(2 if rng.random() < 0.02 else 1):
+                arrival = 20 * tick + rng.uniform(0, 40)
+                native.push(timestamp, payload, arrival)
+                reference.push(timestamp, payload, arrival)
+        assert native.pop() == reference.pop(), f"tick {tick}"
+    assert native.stats == reference.stats
+    assert reference.stats.dropped_for_delay > 0
+    assert reference.stats.concealed > 0
+
+
+def test_jitter_buffer_rejects_wrong_sample_type() -> None:
+    native = JitterBuffer(8000, 8000)
+    with pytest.raises(TypeError):
+        native.push_samples(0, np.zeros(160, dtype=np.int32), 0.0)
+    with pytest.raises(ValueError):
+        native.push(0, b"\x00" * 3, 0.0)
