@@ -211,9 +211,26 @@ class Endpointer:
         `energy`, the sum of the squared samples of `pcm`, saves computing the
         level for the energy gate when `pcm` is exactly one mono VAD frame.
         """
-        steps = []
         gate = self.config.energy_gate_dbfs
-        for frame in self.framer.frames(pcm, sample_rate, channels):
+        framer = self.framer
+        if (
+            channels == 1
+            and sample_rate == framer.sample_rate
+            and len(pcm) == framer.frame_bytes
+            and not framer._pending
+        ):
+            # The usual call: one exact mono frame, classified without the framer's list.
+            speech = bool(framer._vad.is_speech(pcm, sample_rate))
+            if speech and gate is not None:
+                if energy is None:
+                    level = level_dbfs(pcm)
+                else:
+                    level = energy_level_dbfs(energy, len(pcm) // 2)
+                if level < gate:
+                    speech = False
+            return [self.step(pcm, speech)]
+        steps = []
+        for frame in framer.frames(pcm, sample_rate, channels):
             speech = self.framer.is_speech(frame)
             if speech and gate is not None:
                 if energy is not None and frame is pcm:
