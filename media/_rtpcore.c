@@ -5,6 +5,8 @@
  * and `tests/fuzz/test_rtpcore.py` compares the two on random and mutated
  * input. It contains:
  *
+ * - `build_rtp`: a plain RTP packet for the sender, header and payload in one
+ *   allocation.
  * - `parse_rtp`: the RTP fixed header, CSRC list, extension and padding
  *   checks of `RtpPacket.parse` (RFC 3550 section 5.1), returning offsets
  *   instead of copies.
@@ -196,6 +198,47 @@ rtpcore_parse_rtp(PyObject *module, PyObject *arg)
                          header.ssrc, header.marker ? Py_True : Py_False, header.csrc_count,
                          extension, header.payload_start, header.payload_end,
                          header.padding_size);
+}
+
+/* build_rtp(second, sequence, timestamp, ssrc, payload) -> bytes: a plain RTP packet. */
+static PyObject *
+rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "build_rtp(second, sequence, timestamp, ssrc, payload)");
+        return NULL;
+    }
+    unsigned long fields[4];
+    for (int i = 0; i < 4; i++) {
+        fields[i] = PyLong_AsUnsignedLong(args[i]);
+        if (fields[i] == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (fields[0] > 0xFF || fields[1] > 0xFFFF || fields[2] > 0xFFFFFFFFUL ||
+        fields[3] > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError, "RTP header field out of range");
+        return NULL;
+    }
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[4], &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, RTP_HEADER_SIZE + payload.len);
+    if (packet != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(packet);
+        out[0] = 0x80;
+        out[1] = (unsigned char)fields[0];
+        out[2] = (unsigned char)(fields[1] >> 8);
+        out[3] = (unsigned char)fields[1];
+        for (int i = 0; i < 4; i++) {
+            out[4 + i] = (unsigned char)(fields[2] >> (24 - 8 * i));
+            out[8 + i] = (unsigned char)(fields[3] >> (24 - 8 * i));
+        }
+        memcpy(out + RTP_HEADER_SIZE, payload.buf, (size_t)payload.len);
+    }
+    PyBuffer_Release(&payload);
+    return packet;
 }
 
 /* -- JitterCore ------------------------------------------------------------- */
@@ -938,6 +981,9 @@ static PyMethodDef rtpcore_methods[] = {
      "Parse an RTP header: (payload_type, sequence, timestamp, ssrc, marker, csrc_count, "
      "extension (profile, start, end) or None, payload_start, payload_end, padding_size). "
      "Raises ValueError as RtpPacket.parse does."},
+    {"build_rtp", (PyCFunction)(void (*)(void))rtpcore_build_rtp, METH_FASTCALL,
+     "Return a plain RTP packet (version 2, no padding, extension or CSRC): the second "
+     "header byte (marker and payload type), sequence number, timestamp, SSRC, payload."},
     {"configure", rtpcore_configure, METH_VARARGS,
      "Set the FrameKind members (audio, concealed, underrun) and the JitterStats class."},
     {NULL, NULL, 0, NULL},

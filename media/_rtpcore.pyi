@@ -3,6 +3,9 @@ from typing import Any
 def parse_rtp(
     data: bytes,
 ) -> tuple[int, int, int, int, bool, int, tuple[int, int, int] | None, int, int, int]: ...
+def build_rtp(
+    second: int, sequence: int, timestamp: int, ssrc: int, payload: bytes, /
+) -> bytes: ...
 def configure(audio: Any, concealed: Any, underrun: Any, stats: Any, /) -> None: ...
 
 class JitterCore:

@@ -41,14 +41,13 @@ from __future__ import annotations
 import enum
 import logging
 import struct
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from media import g711
+from media import g711, native
 from media.rtp import timestamp_delta
 
 logger = logging.getLogger("media.jitter")
@@ -393,36 +392,24 @@ class PythonJitterBuffer:
 NATIVE = False
 """Whether `JitterBuffer` is the C implementation."""
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or native.rtpcore is None:
     JitterBuffer = PythonJitterBuffer
 else:
-    try:
-        if sys.byteorder != "little":
-            # The C buffer keeps native int16 samples, and frames are s16le bytes.
-            raise ImportError("media._rtpcore supports little-endian hosts only")
-        from media import _rtpcore
-    except ImportError as exc:
-        logger.warning(
-            "media._rtpcore unavailable (%s), so the media path runs the slower Python "
-            "jitter buffer; run `make install` to build it",
-            exc,
-        )
-        JitterBuffer = PythonJitterBuffer
-    else:
-        _rtpcore.configure(FrameKind.AUDIO, FrameKind.CONCEALED, FrameKind.UNDERRUN, JitterStats)
-        NATIVE = True
+    _rtpcore = native.rtpcore
+    _rtpcore.configure(FrameKind.AUDIO, FrameKind.CONCEALED, FrameKind.UNDERRUN, JitterStats)
+    NATIVE = True
 
-        class JitterBuffer(_rtpcore.JitterCore):
-            """The jitter buffer of `PythonJitterBuffer`, in C (`media/_rtpcore.c`)."""
+    class JitterBuffer(_rtpcore.JitterCore):
+        """The jitter buffer of `PythonJitterBuffer`, in C (`media/_rtpcore.c`)."""
 
-            __slots__ = ()
+        __slots__ = ()
 
-            def __init__(
-                self,
-                sample_rate: int,
-                clock_rate: int,
-                *,
-                frame_ms: int = 20,
-                config: JitterConfig | None = None,
-            ) -> None:
-                super().__init__(sample_rate, clock_rate, frame_ms, config or JitterConfig())
+        def __init__(
+            self,
+            sample_rate: int,
+            clock_rate: int,
+            *,
+            frame_ms: int = 20,
+            config: JitterConfig | None = None,
+        ) -> None:
+            super().__init__(sample_rate, clock_rate, frame_ms, config or JitterConfig())

@@ -66,7 +66,7 @@ from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
-from media.rtp import RtpPacket
+from media.rtp import RtpPacket, build_plain_packet
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
@@ -74,7 +74,6 @@ logger = logging.getLogger("media.rtp")
 MAX_DATAGRAM = 2048
 _HEADER_SIZE = 12
 _PLAIN_FIRST_BYTE = 0x80  # version 2, no padding, no extension, no CSRC
-_HEADER = struct.Struct("!BBHII")
 _PLAIN_HEADER = struct.Struct("!BHII")  # the header after its first byte
 SOCKET_CLOSE_TIMEOUT_S = 1.0
 _RTCP_PACKET_TYPES = range(200, 205)
@@ -744,10 +743,10 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._transport is None or self._remote is None or self._closed or not payload:
             return
         second = payload_type | 0x80 if marker or self._marker_next else payload_type
-        header = _HEADER.pack(_PLAIN_FIRST_BYTE, second, self._sequence, timestamp, self._ssrc)
+        packet = build_plain_packet(second, self._sequence, timestamp, self._ssrc, payload)
         self._marker_next = False
         self._sequence = (self._sequence + 1) & 0xFFFF
-        self._transport.sendto(header + payload, self._remote)
+        self._transport.sendto(packet, self._remote)
         self.stats.packets_sent += 1
         self._octets_sent += len(payload)
 

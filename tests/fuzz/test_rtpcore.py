@@ -115,6 +115,29 @@ def test_rtp_parser_matches_python_on_headers(
     assert c_verdict(data) == python_verdict(data)
 
 
+@settings(max_examples=300)
+@given(
+    payload_type=st.integers(0, 127),
+    marker=st.booleans(),
+    sequence=st.integers(0, 0xFFFF),
+    timestamp=st.integers(0, 0xFFFFFFFF),
+    ssrc=st.integers(0, 0xFFFFFFFF),
+    payload=st.binary(max_size=200),
+)
+def test_rtp_builder_matches_serialize(
+    payload_type: int, marker: bool, sequence: int, timestamp: int, ssrc: int, payload: bytes
+) -> None:
+    second = payload_type | (0x80 if marker else 0)
+    expected = RtpPacket(payload_type, sequence, timestamp, ssrc, payload, marker=marker)
+    assert _rtpcore.build_rtp(second, sequence, timestamp, ssrc, payload) == expected.serialize()
+
+
+def test_rtp_builder_rejects_out_of_range_fields() -> None:
+    for fields in ((256, 0, 0, 0), (0, 0x10000, 0, 0), (0, 0, 2**32, 0), (0, 0, 0, -1)):
+        with pytest.raises((ValueError, OverflowError)):
+            _rtpcore.build_rtp(*fields, b"")
+
+
 def test_g711_push_matches_python_on_mutations() -> None:
     seeds = [
         bytes.fromhex("80000001000000a00000002a") + bytes(range(160)),
