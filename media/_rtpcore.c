@@ -15,6 +15,11 @@
  *   `push_rtp_g711`, which parses a plain RTP header, checks payload type
  *   and SSRC, decodes the G.711 payload and inserts it in one call.
  *
+ * - `EndpointCore`: the endpointing state machine of `media.vad.Endpointer`
+ *   (QUIET, STARTING, SPEAKING, STOPPING), which calls webrtcvad and applies
+ *   the energy gate for an exact frame, and leaves re-chunking other input
+ *   and logging to its Python subclass.
+ *
  * Every length read from a datagram is checked against the datagram's size
  * before it is used. No I/O happens here.
  */
@@ -960,6 +965,539 @@ static PyTypeObject JitterCoreType = {
     .tp_getset = JitterCore_getset,
 };
 
+/* -- EndpointCore -------------------------------------------------------------- */
+
+enum { STATE_QUIET, STATE_STARTING, STATE_SPEAKING, STATE_STOPPING };
+
+/* Set by `configure_endpointer` from media/vad.py. */
+static PyObject *endpoint_states[4] = {NULL, NULL, NULL, NULL};
+static PyObject *utterance_start_type = NULL;
+static PyObject *utterance_end_type = NULL;
+static PyObject *endpoint_step_type = NULL;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *classify;  /* classify(frame, sample_count) -> speech, from VadFramer */
+    PyObject *preroll;   /* collections.deque with maxlen */
+    PyObject *preroll_append;
+    PyObject *starting;  /* list of the frames since a possible start */
+    int sample_rate;
+    Py_ssize_t frame_bytes;
+    long long frame_ms, start_ms, start_gap_ms, stop_ms, max_utterance_ms;
+    int has_gate;
+    double gate_dbfs;
+    int state;
+    long long now_ms;
+    long long utterance_start_ms;
+    long long voiced_ms;
+    long long silence_ms;
+    long long last_voiced_end_ms;
+    int framer_pending; /* set by the Python `_feed_frames` after each re-chunking */
+} EndpointCore;
+
+static PyObject *deque_type = NULL;
+
+static int
+EndpointCore_init(EndpointCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"classify",   "sample_rate", "frame_bytes", "frame_ms",
+                               "start_ms",   "start_gap_ms", "stop_ms",    "preroll_frames",
+                               "max_utterance_ms", "energy_gate_dbfs", NULL};
+    PyObject *classify, *gate;
+    int sample_rate;
+    Py_ssize_t frame_bytes, preroll_frames;
+    long long frame_ms, start_ms, start_gap_ms, stop_ms, max_utterance_ms;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OinLLLLnLO", keywords, &classify,
+                                     &sample_rate, &frame_bytes, &frame_ms, &start_ms,
+                                     &start_gap_ms, &stop_ms, &preroll_frames, &max_utterance_ms,
+                                     &gate)) {
+        return -1;
+    }
+    if (frame_ms <= 0 || preroll_frames < 1) {
+        PyErr_SetString(PyExc_ValueError, "endpointer frame_ms and preroll_frames must be positive");
+        return -1;
+    }
+    if (gate != Py_None) {
+        self->gate_dbfs = PyFloat_AsDouble(gate);
+        if (self->gate_dbfs == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        self->has_gate = 1;
+    }
+    else {
+        self->has_gate = 0;
+    }
+    PyObject *preroll = PyObject_CallFunction(deque_type, "(()n)", preroll_frames);
+    if (preroll == NULL) {
+        return -1;
+    }
+    PyObject *starting = PyList_New(0);
+    if (starting == NULL) {
+        Py_DECREF(preroll);
+        return -1;
+    }
+    PyObject *preroll_append = PyObject_GetAttrString(preroll, "append");
+    if (preroll_append == NULL) {
+        Py_DECREF(preroll);
+        Py_DECREF(starting);
+        return -1;
+    }
+    Py_XSETREF(self->classify, Py_NewRef(classify));
+    Py_XSETREF(self->preroll, preroll);
+    Py_XSETREF(self->preroll_append, preroll_append);
+    Py_XSETREF(self->starting, starting);
+    self->sample_rate = sample_rate;
+    self->frame_bytes = frame_bytes;
+    self->frame_ms = frame_ms;
+    self->start_ms = start_ms;
+    self->start_gap_ms = start_gap_ms;
+    self->stop_ms = stop_ms;
+    self->max_utterance_ms = max_utterance_ms;
+    self->state = STATE_QUIET;
+    self->now_ms = self->utterance_start_ms = self->voiced_ms = self->silence_ms = 0;
+    self->last_voiced_end_ms = 0;
+    self->framer_pending = 0;
+    return 0;
+}
+
+static int
+EndpointCore_traverse(EndpointCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->classify);
+    Py_VISIT(self->preroll);
+    Py_VISIT(self->preroll_append);
+    Py_VISIT(self->starting);
+    return 0;
+}
+
+static int
+EndpointCore_clear(EndpointCore *self)
+{
+    Py_CLEAR(self->classify);
+    Py_CLEAR(self->preroll);
+    Py_CLEAR(self->preroll_append);
+    Py_CLEAR(self->starting);
+    return 0;
+}
+
+static void
+EndpointCore_dealloc(EndpointCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    EndpointCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Change the state, calling the Python `_log_state(old, new)` for a real change. */
+static int
+set_state(EndpointCore *self, int new_state)
+{
+    if (new_state == self->state) {
+        return 0;
+    }
+    int old_state = self->state;
+    self->state = new_state;
+    PyObject *result = PyObject_CallMethod((PyObject *)self, "_log_state", "OO",
+                                           endpoint_states[old_state], endpoint_states[new_state]);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+static int
+maybe_confirm_start(EndpointCore *self, PyObject *events)
+{
+    if (self->voiced_ms < self->start_ms) {
+        return 0;
+    }
+    Py_ssize_t preroll_count = PyObject_Length(self->preroll);
+    if (preroll_count < 0) {
+        return -1;
+    }
+    PyObject *audio = PySequence_List(self->preroll);
+    if (audio == NULL) {
+        return -1;
+    }
+    PyObject *extended = PySequence_InPlaceConcat(audio, self->starting);
+    Py_DECREF(audio);
+    if (extended == NULL) {
+        return -1;
+    }
+    PyObject *audio_tuple = PyList_AsTuple(extended);
+    Py_DECREF(extended);
+    if (audio_tuple == NULL) {
+        return -1;
+    }
+    PyObject *cleared = PyObject_CallMethod(self->preroll, "clear", NULL);
+    if (cleared == NULL) {
+        Py_DECREF(audio_tuple);
+        return -1;
+    }
+    Py_DECREF(cleared);
+    PyObject *starting = PyList_New(0);
+    if (starting == NULL) {
+        Py_DECREF(audio_tuple);
+        return -1;
+    }
+    Py_SETREF(self->starting, starting);
+    self->last_voiced_end_ms = self->now_ms;
+    if (set_state(self, STATE_SPEAKING) < 0) {
+        Py_DECREF(audio_tuple);
+        return -1;
+    }
+    PyObject *event = PyObject_CallFunction(utterance_start_type, "LN", self->utterance_start_ms,
+                                            audio_tuple);
+    if (event == NULL || PyList_Append(events, event) < 0) {
+        Py_XDECREF(event);
+        return -1;
+    }
+    Py_DECREF(event);
+    PyObject *logged = PyObject_CallMethod((PyObject *)self, "_log_start", "L",
+                                           (long long)preroll_count * self->frame_ms);
+    if (logged == NULL) {
+        return -1;
+    }
+    Py_DECREF(logged);
+    return 0;
+}
+
+static int
+end_utterance(EndpointCore *self, PyObject *events, int forced)
+{
+    PyObject *event = PyObject_CallFunction(utterance_end_type, "LLLO", self->utterance_start_ms,
+                                            self->last_voiced_end_ms, self->voiced_ms,
+                                            forced ? Py_True : Py_False);
+    if (event == NULL || PyList_Append(events, event) < 0) {
+        Py_XDECREF(event);
+        return -1;
+    }
+    Py_DECREF(event);
+    self->voiced_ms = 0;
+    self->silence_ms = 0;
+    return set_state(self, STATE_QUIET);
+}
+
+static PyObject *events_name = NULL;
+static PyObject *utterance_audio_name = NULL;
+
+/* An EndpointStep with both fields set, without running its dataclass __init__;
+ * steals the reference to `events`. */
+static PyObject *
+new_endpoint_step(PyObject *events, PyObject *utterance_audio)
+{
+    PyTypeObject *type = (PyTypeObject *)endpoint_step_type;
+    PyObject *step = type->tp_alloc(type, 0);
+    if (step == NULL || PyObject_SetAttr(step, events_name, events) < 0 ||
+        PyObject_SetAttr(step, utterance_audio_name, utterance_audio) < 0) {
+        Py_XDECREF(step);
+        Py_DECREF(events);
+        return NULL;
+    }
+    Py_DECREF(events);
+    return step;
+}
+
+static PyObject *
+endpoint_step(EndpointCore *self, PyObject *frame, int speech)
+{
+    if (endpoint_step_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "media._rtpcore endpointer is not configured");
+        return NULL;
+    }
+    long long frame_ms = self->frame_ms;
+    long long frame_start = self->now_ms;
+    self->now_ms += frame_ms;
+    PyObject *events = PyList_New(0);
+    if (events == NULL) {
+        return NULL;
+    }
+    PyObject *utterance_audio = Py_None;
+    int status = 0;
+    if (self->state == STATE_QUIET) {
+        if (speech) {
+            self->utterance_start_ms = frame_start;
+            self->voiced_ms = frame_ms;
+            self->silence_ms = 0;
+            PyObject *starting = PyList_New(1);
+            if (starting == NULL) {
+                goto error;
+            }
+            PyList_SET_ITEM(starting, 0, Py_NewRef(frame));
+            Py_SETREF(self->starting, starting);
+            status = set_state(self, STATE_STARTING);
+            if (status == 0) {
+                status = maybe_confirm_start(self, events);
+            }
+        }
+        else {
+            PyObject *result = PyObject_CallOneArg(self->preroll_append, frame);
+            if (result == NULL) {
+                goto error;
+            }
+            Py_DECREF(result);
+        }
+    }
+    else if (self->state == STATE_STARTING) {
+        if (PyList_Append(self->starting, frame) < 0) {
+            goto error;
+        }
+        if (speech) {
+            self->voiced_ms += frame_ms;
+            self->silence_ms = 0;
+            status = maybe_confirm_start(self, events);
+        }
+        else {
+            self->silence_ms += frame_ms;
+            if (self->silence_ms > self->start_gap_ms) {
+                PyObject *result = PyObject_CallMethod(self->preroll, "extend", "O",
+                                                       self->starting);
+                if (result == NULL) {
+                    goto error;
+                }
+                Py_DECREF(result);
+                PyObject *starting = PyList_New(0);
+                if (starting == NULL) {
+                    goto error;
+                }
+                Py_SETREF(self->starting, starting);
+                self->voiced_ms = 0;
+                status = set_state(self, STATE_QUIET);
+            }
+        }
+    }
+    else {
+        utterance_audio = frame;
+        if (speech) {
+            self->voiced_ms += frame_ms;
+            self->silence_ms = 0;
+            self->last_voiced_end_ms = self->now_ms;
+            status = set_state(self, STATE_SPEAKING);
+        }
+        else {
+            self->silence_ms += frame_ms;
+            status = set_state(self, STATE_STOPPING);
+            if (status == 0 && self->silence_ms >= self->stop_ms) {
+                status = end_utterance(self, events, 0);
+                goto done;
+            }
+        }
+        if (status == 0 && self->now_ms - self->utterance_start_ms >= self->max_utterance_ms) {
+            status = end_utterance(self, events, 1);
+        }
+    }
+done:
+    if (status < 0) {
+        goto error;
+    }
+    return new_endpoint_step(events, utterance_audio);
+error:
+    Py_DECREF(events);
+    return NULL;
+}
+
+static PyObject *
+EndpointCore_step(EndpointCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "step(frame, speech)");
+        return NULL;
+    }
+    int speech = PyObject_IsTrue(args[1]);
+    if (speech < 0) {
+        return NULL;
+    }
+    return endpoint_step(self, args[0], speech);
+}
+
+/* feed(pcm, sample_rate, channels=1, *, energy=None): one exact mono frame is classified
+ * here; any other input goes to the Python `_feed_frames`, which re-chunks it. */
+static PyObject *
+EndpointCore_feed(EndpointCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *pcm = NULL, *rate = NULL, *channels = NULL, *energy = Py_None;
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "feed(pcm, sample_rate, channels=1, *, energy=None)");
+        return NULL;
+    }
+    pcm = args[0];
+    rate = args[1];
+    if (nargs == 3) {
+        channels = args[2];
+    }
+    Py_ssize_t keyword_count = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < keyword_count; i++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+        if (name == NULL) {
+            return NULL;
+        }
+        if (strcmp(name, "energy") == 0) {
+            energy = args[nargs + i];
+        }
+        else if (strcmp(name, "channels") == 0 && channels == NULL) {
+            channels = args[nargs + i];
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "feed() got an unexpected keyword argument '%s'", name);
+            return NULL;
+        }
+    }
+    long channel_count = 1;
+    if (channels != NULL) {
+        channel_count = PyLong_AsLong(channels);
+        if (channel_count == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    long sample_rate = PyLong_AsLong(rate);
+    if (sample_rate == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int exact = channel_count == 1 && sample_rate == self->sample_rate && PyBytes_Check(pcm) &&
+                PyBytes_GET_SIZE(pcm) == self->frame_bytes;
+    /* The framer must hold no partial frame, else this frame is not aligned. */
+    exact = exact && !self->framer_pending;
+    if (!exact) {
+        PyObject *channel_object = channels != NULL ? Py_NewRef(channels) : PyLong_FromLong(1);
+        if (channel_object == NULL) {
+            return NULL;
+        }
+        PyObject *steps = PyObject_CallMethod((PyObject *)self, "_feed_frames", "OOOO", pcm, rate,
+                                              channel_object, energy);
+        Py_DECREF(channel_object);
+        return steps;
+    }
+    PyObject *sample_count = PyLong_FromSsize_t(self->frame_bytes / 2);
+    if (sample_count == NULL) {
+        return NULL;
+    }
+    PyObject *call_args[2] = {pcm, sample_count};
+    PyObject *verdict = PyObject_Vectorcall(self->classify, call_args, 2, NULL);
+    Py_DECREF(sample_count);
+    if (verdict == NULL) {
+        return NULL;
+    }
+    int speech = PyObject_IsTrue(verdict);
+    Py_DECREF(verdict);
+    if (speech < 0) {
+        return NULL;
+    }
+    if (speech && self->has_gate) {
+        double level;
+        if (energy == Py_None) {
+            PyObject *result = PyObject_CallMethod((PyObject *)self, "_level_dbfs", "O", pcm);
+            if (result == NULL) {
+                return NULL;
+            }
+            level = PyFloat_AsDouble(result);
+            Py_DECREF(result);
+            if (level == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+        else {
+            /* energy_level_dbfs of media/vad.py. */
+            double energy_value = PyFloat_AsDouble(energy);
+            if (energy_value == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_ssize_t sample_count = self->frame_bytes / 2;
+            double power = sample_count > 0 ? energy_value / (double)sample_count : 0.0;
+            level = (sample_count > 0 && power > 0)
+                        ? 10 * log10(power / (32768.0 * 32768.0))
+                        : -INFINITY;
+        }
+        if (level < self->gate_dbfs) {
+            speech = 0;
+        }
+    }
+    PyObject *step = endpoint_step(self, pcm, speech);
+    if (step == NULL) {
+        return NULL;
+    }
+    PyObject *steps = PyList_New(1);
+    if (steps == NULL) {
+        Py_DECREF(step);
+        return NULL;
+    }
+    PyList_SET_ITEM(steps, 0, step);
+    return steps;
+}
+
+static PyObject *
+EndpointCore_get_state(EndpointCore *self, void *Py_UNUSED(closure))
+{
+    if (endpoint_states[self->state] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "media._rtpcore endpointer is not configured");
+        return NULL;
+    }
+    return Py_NewRef(endpoint_states[self->state]);
+}
+
+static PyObject *
+EndpointCore_get_voiced_ms(EndpointCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->state == STATE_QUIET ? 0 : self->voiced_ms);
+}
+
+static PyMethodDef EndpointCore_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))EndpointCore_feed, METH_FASTCALL | METH_KEYWORDS,
+     "Feed audio and return one EndpointStep per complete VAD frame."},
+    {"step", (PyCFunction)(void (*)(void))EndpointCore_step, METH_FASTCALL,
+     "Advance by one frame with a known speech decision."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef EndpointCore_members[] = {
+    {"now_ms", T_LONGLONG, offsetof(EndpointCore, now_ms), 0, NULL},
+    {"utterance_start_ms", T_LONGLONG, offsetof(EndpointCore, utterance_start_ms), READONLY,
+     NULL},
+    {"_stop_ms", T_LONGLONG, offsetof(EndpointCore, stop_ms), 0, NULL},
+    {"_framer_pending", T_INT, offsetof(EndpointCore, framer_pending), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef EndpointCore_getset[] = {
+    {"state", (getter)EndpointCore_get_state, NULL, "The EndpointState.", NULL},
+    {"voiced_ms", (getter)EndpointCore_get_voiced_ms, NULL,
+     "Voiced time in the current utterance (0 when quiet).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EndpointCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._rtpcore.EndpointCore",
+    .tp_basicsize = sizeof(EndpointCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The endpointing state machine of media/vad.py in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)EndpointCore_init,
+    .tp_dealloc = (destructor)EndpointCore_dealloc,
+    .tp_traverse = (traverseproc)EndpointCore_traverse,
+    .tp_clear = (inquiry)EndpointCore_clear,
+    .tp_methods = EndpointCore_methods,
+    .tp_members = EndpointCore_members,
+    .tp_getset = EndpointCore_getset,
+};
+
+static PyObject *
+rtpcore_configure_endpointer(PyObject *module, PyObject *args)
+{
+    PyObject *quiet, *starting, *speaking, *stopping, *start, *end, *step;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!", &quiet, &starting, &speaking, &stopping, &start, &end,
+                          &PyType_Type, &step)) {
+        return NULL;
+    }
+    Py_XSETREF(endpoint_states[STATE_QUIET], Py_NewRef(quiet));
+    Py_XSETREF(endpoint_states[STATE_STARTING], Py_NewRef(starting));
+    Py_XSETREF(endpoint_states[STATE_SPEAKING], Py_NewRef(speaking));
+    Py_XSETREF(endpoint_states[STATE_STOPPING], Py_NewRef(stopping));
+    Py_XSETREF(utterance_start_type, Py_NewRef(start));
+    Py_XSETREF(utterance_end_type, Py_NewRef(end));
+    Py_XSETREF(endpoint_step_type, Py_NewRef(step));
+    Py_RETURN_NONE;
+}
+
 /* -- module ------------------------------------------------------------------ */
 
 static PyObject *
@@ -984,6 +1522,9 @@ static PyMethodDef rtpcore_methods[] = {
     {"build_rtp", (PyCFunction)(void (*)(void))rtpcore_build_rtp, METH_FASTCALL,
      "Return a plain RTP packet (version 2, no padding, extension or CSRC): the second "
      "header byte (marker and payload type), sequence number, timestamp, SSRC, payload."},
+    {"configure_endpointer", rtpcore_configure_endpointer, METH_VARARGS,
+     "Set the EndpointState members (quiet, starting, speaking, stopping) and the "
+     "UtteranceStart, UtteranceEnd and EndpointStep classes."},
     {"configure", rtpcore_configure, METH_VARARGS,
      "Set the FrameKind members (audio, concealed, underrun) and the JitterStats class."},
     {NULL, NULL, 0, NULL},
@@ -998,14 +1539,26 @@ PyMODINIT_FUNC
 PyInit__rtpcore(void)
 {
     build_g711_tables();
-    if (PyType_Ready(&JitterCoreType) < 0) {
+    if (PyType_Ready(&JitterCoreType) < 0 || PyType_Ready(&EndpointCoreType) < 0) {
+        return NULL;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        return NULL;
+    }
+    deque_type = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    events_name = PyUnicode_InternFromString("events");
+    utterance_audio_name = PyUnicode_InternFromString("utterance_audio");
+    if (deque_type == NULL || events_name == NULL || utterance_audio_name == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&rtpcore_module);
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "JitterCore", (PyObject *)&JitterCoreType) < 0) {
+    if (PyModule_AddObjectRef(module, "JitterCore", (PyObject *)&JitterCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "EndpointCore", (PyObject *)&EndpointCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

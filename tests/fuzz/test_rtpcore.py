@@ -3,7 +3,8 @@
 The RTP header parser must accept and reject the same datagrams as
 `RtpPacket.parse`, and find the same fields. The C jitter buffer must return
 the same frames and counters as `PythonJitterBuffer` for the same stream of
-packets and pops. The inputs are the mutation engine's packets (seeded,
+packets and pops, and the C endpointer the same steps and states as
+`PythonEndpointer` for the same frames. The inputs are the mutation engine's packets (seeded,
 FUZZ_INPUTS of them) and hypothesis examples (bounded by `max_examples`).
 """
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from media import _rtpcore
 from media.jitter import NATIVE, JitterBuffer, JitterConfig, PythonJitterBuffer
 from media.rtp import RtpPacket
+from media.vad import Endpointer, PythonEndpointer, VadConfig, VadFormatError
 from tests.fuzz.mutate import INPUTS, SEED, inputs
 from tests.fuzz.test_parsers import RTP_CORPUS
 
@@ -73,9 +75,10 @@ def c_verdict(data: bytes) -> Verdict:
     )
 
 
-def test_native_jitter_buffer_in_use() -> None:
+def test_native_implementations_in_use() -> None:
     assert NATIVE
     assert JitterBuffer is not PythonJitterBuffer
+    assert Endpointer is not PythonEndpointer
 
 
 def test_rtp_parser_matches_python_on_mutations() -> None:
@@ -268,3 +271,100 @@ def test_jitter_buffer_rejects_wrong_sample_type() -> None:
         native.push_samples(0, np.zeros(160, dtype=np.int32), 0.0)
     with pytest.raises(ValueError):
         native.push(0, b"\x00" * 3, 0.0)
+
+
+def _endpointer_config(
+    start_ms: int, start_gap_ms: int, stop_ms: int, preroll_ms: int, max_utterance_ms: int
+) -> VadConfig:
+    return VadConfig(
+        start_ms=start_ms,
+        start_gap_ms=start_gap_ms,
+        stop_ms=stop_ms,
+        preroll_ms=preroll_ms,
+        max_utterance_ms=max_utterance_ms,
+    )
+
+
+def _assert_same_endpointers(native: Endpointer, reference: PythonEndpointer, step: int) -> None:
+    assert native.state is reference.state, f"step {step}"
+    assert native.now_ms == reference.now_ms, f"step {step}"
+    assert native.voiced_ms == reference.voiced_ms, f"step {step}"
+    assert native.utterance_start_ms == reference.utterance_start_ms, f"step {step}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    decisions=st.lists(st.booleans(), max_size=300),
+    start_ms=st.sampled_from([0, 20, 60, 120]),
+    start_gap_ms=st.sampled_from([0, 20, 60]),
+    stop_ms=st.sampled_from([0, 20, 100, 300]),
+    preroll_ms=st.sampled_from([0, 20, 300]),
+    max_utterance_ms=st.sampled_from([0, 100, 1000, 20_000]),
+    stop_change=st.integers(0, 300),
+)
+def test_endpointer_steps_match_python(
+    decisions: list[bool],
+    start_ms: int,
+    start_gap_ms: int,
+    stop_ms: int,
+    preroll_ms: int,
+    max_utterance_ms: int,
+    stop_change: int,
+) -> None:
+    config = _endpointer_config(start_ms, start_gap_ms, stop_ms, preroll_ms, max_utterance_ms)
+    native = Endpointer(config, 8000)
+    reference = PythonEndpointer(config, 8000)
+    for index, speech in enumerate(decisions):
+        if index == stop_change:
+            native.set_stop_ms(200)
+            reference.set_stop_ms(200)
+        frame = index.to_bytes(4, "big") * 80
+        assert native.step(frame, speech) == reference.step(frame, speech), f"step {index}"
+        _assert_same_endpointers(native, reference, index)
+
+
+_speech_like = (8000 * np.sin(np.arange(4000) * 2 * np.pi * 300 / 8000)).astype(np.int16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(
+        st.tuples(
+            st.sampled_from([320, 320, 320, 160, 480, 2, 1000]),
+            st.sampled_from([0, 10, 300, 3000, 16000]),
+            st.booleans(),
+        ),
+        max_size=80,
+    ),
+    gate=st.sampled_from([None, -55.0, -20.0]),
+    mode=st.integers(0, 3),
+)
+def test_endpointer_feed_matches_python(
+    chunks: list[tuple[int, int, bool]], gate: float | None, mode: int
+) -> None:
+    config = VadConfig(mode=mode, energy_gate_dbfs=gate, start_ms=40, stop_ms=100)
+    native = Endpointer(config, 8000)
+    reference = PythonEndpointer(config, 8000)
+    rng = np.random.default_rng(len(chunks))
+    offset = 0
+    for index, (size, level, pass_energy) in enumerate(chunks):
+        samples = _speech_like[np.arange(offset, offset + size // 2) % _speech_like.size]
+        noise = rng.integers(-level - 1, level + 1, size // 2)
+        pcm = np.clip(samples * (level / 16000) + noise, -32768, 32767).astype("<i2").tobytes()
+        offset += size // 2
+        values = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+        energy = float(values @ values) if pass_energy else None
+        got = native.feed(pcm, 8000, energy=energy)
+        expected = reference.feed(pcm, 8000, energy=energy)
+        assert got == expected, f"chunk {index}"
+        _assert_same_endpointers(native, reference, index)
+
+
+def test_endpointer_feed_rejects_bad_format_as_python() -> None:
+    native = Endpointer(VadConfig(), 8000)
+    with pytest.raises(VadFormatError):
+        native.feed(bytes(320), 16000)
+    with pytest.raises(VadFormatError):
+        native.feed(bytes(3), 8000)
+    with pytest.raises(VadFormatError):
+        native.feed(bytes(320), 8000, 0)
