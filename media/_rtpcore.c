@@ -492,6 +492,10 @@ static int
 push(JitterCore *self, uint32_t timestamp, const void *source, Py_ssize_t size,
      const int16_t *decode, double arrival_ms)
 {
+    if (self->last_frame == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "jitter buffer used before __init__");
+        return -1;
+    }
     if (size <= 0) {
         return 0;
     }
@@ -704,6 +708,9 @@ depth_ms(JitterCore *self)
 static int64_t
 target_ms(JitterCore *self)
 {
+    if (self->frame_ms <= 0) {
+        return 0; /* before __init__ */
+    }
     double wanted = self->frame_ms + self->jitter_factor * self->stats.jitter_ms;
     int64_t packet_floor = (self->packet_ms + self->frame_ms - 1) / self->frame_ms * self->frame_ms;
     int64_t floor = self->min_delay_ms > packet_floor ? self->min_delay_ms : packet_floor;
@@ -767,6 +774,10 @@ next_frame_quiet(JitterCore *self)
 static PyObject *
 JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->last_frame == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "jitter buffer used before __init__");
+        return NULL;
+    }
     if (!self->has_play) {
         Py_RETURN_NONE;
     }
@@ -1206,6 +1217,10 @@ endpoint_step(EndpointCore *self, PyObject *frame, int speech)
         PyErr_SetString(PyExc_RuntimeError, "media._rtpcore endpointer is not configured");
         return NULL;
     }
+    if (self->classify == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
+        return NULL;
+    }
     long long frame_ms = self->frame_ms;
     long long frame_start = self->now_ms;
     self->now_ms += frame_ms;
@@ -1317,6 +1332,10 @@ static PyObject *
 EndpointCore_feed(EndpointCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *pcm = NULL, *rate = NULL, *channels = NULL, *energy = Py_None;
+    if (self->classify == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
+        return NULL;
+    }
     if (nargs < 2 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "feed(pcm, sample_rate, channels=1, *, energy=None)");
         return NULL;
