@@ -127,10 +127,10 @@ class VadFramer:
     def classifier(self) -> Callable[[bytes, int], object]:
         """Return `classify(frame, sample_count)`, webrtcvad's decision on one exact frame.
 
-        The caller must pass exact frames, as `is_speech` checks. For the
-        per-frame C path this is webrtcvad-wheels 2.0's own `_webrtcvad.process`
-        bound to this VAD, without the Python wrapper of `Vad.is_speech`; with
-        another webrtcvad it is that wrapper.
+        The caller must pass exact frames, as `is_speech` checks. With
+        webrtcvad-wheels 2.0 this is its C function `_webrtcvad.process`
+        bound to this VAD, which skips the Python wrapper `Vad.is_speech`.
+        With another webrtcvad it is that wrapper.
         """
         handle = getattr(self._vad, "_vad", None)
         process = getattr(_webrtcvad, "process", None) if _webrtcvad is not None else None
@@ -386,8 +386,8 @@ else:
         The C part classifies an exact mono frame and steps the state
         machine. Other input comes back to `_feed_frames` here for the
         framer, and this class logs the transitions. The framer must be fed
-        only through `feed`, because the C part tracks whether it holds a
-        partial frame.
+        only through `feed`, because the C part tracks whether it contains
+        a partial frame.
         """
 
         __slots__ = ("call_id", "config", "framer")
