@@ -8,7 +8,7 @@ VOSK_MODELS_URL := https://alphacephei.com/vosk/models
 VOSK_MODELS := vosk-model-small-en-us-0.15 vosk-model-small-cn-0.22
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages run demo test check format bench models clean
+.PHONY: help install extensions system-packages run demo test check format bench models clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,7 +19,10 @@ $(BIN)/voxgate: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-install: $(BIN)/voxgate ## create .venv and install VoxGate with its test tools
+install: $(BIN)/voxgate extensions ## create .venv and install VoxGate with its test tools
+
+extensions: $(BIN)/voxgate ## build the C extension of the media path in place (gcc, Python headers)
+	$(BIN)/python scripts/build_extensions.py
 
 system-packages: ## install the Debian packages the tests need (redis, SIPp, baresip, Chromium)
 	sh scripts/install-system-packages.sh
@@ -59,3 +62,4 @@ models: ## download the small English and Chinese Vosk models into asr_models/
 
 clean: ## remove caches and build output (keeps .venv and asr_models)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info var test-artifacts
+	rm -f media/_rtpcore.*.so

@@ -26,17 +26,28 @@ Each pop falls in one of these cases:
   even in speech.
 A jump of more than `resync_ms` (a sender that paused, or a new timestamp
 base) restarts playout at the new position.
+
+Two implementations share this contract. `PythonJitterBuffer` below is the
+reference. `media/_rtpcore.c` implements the same steps in C, and
+`JitterBuffer` is that C version when the extension is built (`make
+install` builds it), else the Python one. `tests/fuzz/test_rtpcore.py`
+drives both with the same random streams and compares every frame and
+counter. The C version does not log resynchronizations, which
+`stats.resyncs` counts.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from media import g711, native
 from media.rtp import timestamp_delta
 
 logger = logging.getLogger("media.jitter")
@@ -44,6 +55,9 @@ logger = logging.getLogger("media.jitter")
 _Samples = npt.NDArray[np.int16]
 _STRETCH_SPACING_FRAMES = 5
 _QUIET_LEVEL = 330.0  # RMS of about -40 dBFS: below this a frame counts as a pause
+_PLAIN_FIRST_BYTE = 0x80  # RTP version 2, no padding, no extension, no CSRC
+_PLAIN_HEADER = struct.Struct("!BHII")  # the RTP header after its first byte
+_RTCP_PACKET_TYPES = range(200, 205)
 
 
 def _is_quiet(samples: _Samples) -> bool:
@@ -97,7 +111,7 @@ class JitterStats:
     jitter_ms: float = 0.0
 
 
-class JitterBuffer:
+class PythonJitterBuffer:
     """Reorder and pace decoded audio of one RTP stream.
 
     `clock_rate` is the RTP timestamp rate and `sample_rate` the rate of the
@@ -143,6 +157,25 @@ class JitterBuffer:
         """Add one packet's decoded s16le samples."""
         # A read-only view, never written.
         self.push_samples(timestamp, np.frombuffer(pcm, dtype="<i2"), arrival_ms)
+
+    def push_rtp_g711(
+        self, data: bytes, payload_type: int, ssrc: int | None, alaw: bool, arrival_ms: float
+    ) -> tuple[int, int] | None:
+        """Add a plain G.711 RTP packet with `payload_type` and `ssrc`.
+
+        Returns (sequence number, timestamp) when the packet went in, or
+        None, without any change, when the packet is not a plain RTP packet
+        (version 2, no padding, extension or CSRC, non-empty payload) with
+        that payload type and SSRC, so that the caller takes its full path.
+        """
+        if ssrc is None or len(data) <= 12 or data[0] != _PLAIN_FIRST_BYTE:
+            return None
+        second, sequence, timestamp, packet_ssrc = _PLAIN_HEADER.unpack_from(data, 1)
+        if second & 0x7F != payload_type or second in _RTCP_PACKET_TYPES or packet_ssrc != ssrc:
+            return None
+        decode = g711.alaw_decode_samples if alaw else g711.ulaw_decode_samples
+        self.push_samples(timestamp, decode(data[12:]), arrival_ms)
+        return sequence, timestamp
 
     def push_samples(self, timestamp: int, samples: _Samples, arrival_ms: float) -> None:
         """Add one packet's decoded samples as an s16le array, which the buffer keeps unchanged."""
@@ -219,6 +252,11 @@ class JitterBuffer:
         self._last_transit = None
 
     # -- output ------------------------------------------------------------
+
+    @property
+    def played(self) -> int:
+        """Frames played from received audio (`stats.played`)."""
+        return self.stats.played
 
     @property
     def target_ms(self) -> int:
@@ -349,3 +387,29 @@ class JitterBuffer:
 
     def _ms_to_samples(self, ms: int) -> int:
         return self.sample_rate * ms // 1000
+
+
+NATIVE = False
+"""Whether `JitterBuffer` is the C implementation."""
+
+if TYPE_CHECKING or native.rtpcore is None:
+    JitterBuffer = PythonJitterBuffer
+else:
+    _rtpcore = native.rtpcore
+    _rtpcore.configure(FrameKind.AUDIO, FrameKind.CONCEALED, FrameKind.UNDERRUN, JitterStats)
+    NATIVE = True
+
+    class JitterBuffer(_rtpcore.JitterCore):
+        """The jitter buffer of `PythonJitterBuffer`, in C (`media/_rtpcore.c`)."""
+
+        __slots__ = ()
+
+        def __init__(
+            self,
+            sample_rate: int,
+            clock_rate: int,
+            *,
+            frame_ms: int = 20,
+            config: JitterConfig | None = None,
+        ) -> None:
+            super().__init__(sample_rate, clock_rate, frame_ms, config or JitterConfig())

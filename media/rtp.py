@@ -8,7 +8,10 @@ problem, so a receive loop can count and drop it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from media.native import rtpcore
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
@@ -133,3 +136,20 @@ def sequence_delta(newer: int, older: int) -> int:
 def timestamp_delta(newer: int, older: int) -> int:
     """Return `newer - older` in 32-bit timestamp space, signed."""
     return (newer - older + 0x80000000) % 0x100000000 - 0x80000000
+
+
+def _build_plain_packet(
+    second: int, sequence_number: int, timestamp: int, ssrc: int, payload: bytes
+) -> bytes:
+    return _HEADER.pack(0x80, second, sequence_number, timestamp, ssrc) + payload
+
+
+build_plain_packet: Callable[[int, int, int, int, bytes], bytes] = (
+    rtpcore.build_rtp if rtpcore is not None else _build_plain_packet
+)
+"""Return a plain RTP packet (version 2, no padding, extension or CSRC).
+
+Takes the second header byte (marker bit and payload type), sequence
+number, timestamp, SSRC and payload. This is the sender's path; the C
+version writes header and payload in one allocation.
+"""

@@ -57,11 +57,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
-import numpy.typing as npt
-
 from ivr.channel import DtmfInput
-from media import g711, rtcp
+from media import rtcp
 from media.audio import PcmAudio
 from media.codecs import Codec, get_codec
 from media.frame_batch import FrameFeatures
@@ -69,7 +66,7 @@ from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
-from media.rtp import RtpPacket
+from media.rtp import RtpPacket, build_plain_packet
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
@@ -77,14 +74,8 @@ logger = logging.getLogger("media.rtp")
 MAX_DATAGRAM = 2048
 _HEADER_SIZE = 12
 _PLAIN_FIRST_BYTE = 0x80  # version 2, no padding, no extension, no CSRC
-_HEADER = struct.Struct("!BBHII")
 _PLAIN_HEADER = struct.Struct("!BHII")  # the header after its first byte
 SOCKET_CLOSE_TIMEOUT_S = 1.0
-# Stateless decoders that return the jitter buffer's s16le arrays without a bytes copy.
-_SAMPLE_DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.int16]]] = {
-    "PCMU": g711.ulaw_decode_samples,
-    "PCMA": g711.alaw_decode_samples,
-}
 _RTCP_PACKET_TYPES = range(200, 205)
 # Interval, in 20 ms ticks, between checks of a watched session's receive counters.
 ACTIVITY_CHECK_TICKS = 25
@@ -208,7 +199,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self.codec: Codec = get_codec(config.codec_name)
         self._encode = self.codec.new_encoder()
         self._decode = self.codec.new_decoder()
-        self._decode_samples = _SAMPLE_DECODERS.get(self.codec.name)
+        # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
+        self._g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
         self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
         # G.711 is stateless, so its silence payload is encoded once; G.722 keeps state.
         self._silence_payload = (
@@ -474,24 +466,21 @@ class RtpSession(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if (
             addr == self._remote
-            and self._decode_samples is not None
-            and _HEADER_SIZE < len(data) <= MAX_DATAGRAM
-            and data[0] == _PLAIN_FIRST_BYTE
+            and self._g711_alaw is not None
+            and self._audio_ssrc is not None
+            and len(data) <= MAX_DATAGRAM
+            and self._latch is LatchState.LATCHED
         ):
             # The usual packet of a latched G.711 stream: a plain header from the
-            # latched source with the audio payload type and the current SSRC. It
-            # takes the same steps as below, without building the source tuple and
-            # with the payload decoded straight into the jitter buffer's array.
-            second, sequence, timestamp, ssrc = _PLAIN_HEADER.unpack_from(data, 1)
-            if (
-                second & 0x7F == self.config.payload_type
-                and ssrc == self._audio_ssrc
-                and second not in _RTCP_PACKET_TYPES
-                and self._latch is LatchState.LATCHED
-            ):
+            # latched source with the audio payload type and the current SSRC. The
+            # jitter buffer checks the header and decodes the payload in one call
+            # (in C when media._rtpcore is built); any other packet goes below.
+            pushed = self.jitter.push_rtp_g711(
+                data, self.config.payload_type, self._audio_ssrc, self._g711_alaw, self._now_ms()
+            )
+            if pushed is not None:
                 self.stats.packets_received += 1
-                self.reception.update(ssrc, sequence, timestamp, time.time())
-                self.jitter.push_samples(timestamp, self._decode_samples(data[12:]), self._now_ms())
+                self.reception.update(self._audio_ssrc, pushed[0], pushed[1], time.time())
                 return
         source = (str(addr[0]), int(addr[1]))
         if len(data) > MAX_DATAGRAM:
@@ -754,10 +743,10 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._transport is None or self._remote is None or self._closed or not payload:
             return
         second = payload_type | 0x80 if marker or self._marker_next else payload_type
-        header = _HEADER.pack(_PLAIN_FIRST_BYTE, second, self._sequence, timestamp, self._ssrc)
+        packet = build_plain_packet(second, self._sequence, timestamp, self._ssrc, payload)
         self._marker_next = False
         self._sequence = (self._sequence + 1) & 0xFFFF
-        self._transport.sendto(header + payload, self._remote)
+        self._transport.sendto(packet, self._remote)
         self.stats.packets_sent += 1
         self._octets_sent += len(payload)
 

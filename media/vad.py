@@ -22,13 +22,26 @@ Times are media time in milliseconds, counted from the first frame fed.
 from __future__ import annotations
 
 import enum
+import functools
+import importlib
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import webrtcvad
+
+from media import native
+
+_webrtcvad: ModuleType | None
+try:
+    _webrtcvad = importlib.import_module("_webrtcvad")  # the C module under webrtcvad-wheels 2.0
+except ImportError:
+    _webrtcvad = None
 
 logger = logging.getLogger("media.vad")
 
@@ -111,6 +124,22 @@ class VadFramer:
             raise VadFormatError(f"VAD frame of {len(frame)} bytes, expected {self.frame_bytes}")
         return bool(self._vad.is_speech(frame, self.sample_rate))
 
+    def classifier(self) -> Callable[[bytes, int], object]:
+        """Return `classify(frame, sample_count)`, webrtcvad's decision on one exact frame.
+
+        The caller must pass exact frames, as `is_speech` checks. With
+        webrtcvad-wheels 2.0 this is its C function `_webrtcvad.process`
+        bound to this VAD, which skips the Python wrapper `Vad.is_speech`.
+        With another webrtcvad it is that wrapper.
+        """
+        handle = getattr(self._vad, "_vad", None)
+        process = getattr(_webrtcvad, "process", None) if _webrtcvad is not None else None
+        if handle is None or process is None:
+            is_speech = self._vad.is_speech
+            rate = self.sample_rate
+            return lambda frame, sample_count: is_speech(frame, rate, sample_count)
+        return functools.partial(process, handle, self.sample_rate)
+
     @property
     def pending_bytes(self) -> int:
         """Bytes of a partial frame kept for the next call."""
@@ -167,8 +196,40 @@ class EndpointStep:
     utterance_audio: bytes | None = None
 
 
-class Endpointer:
-    """Find utterance starts and ends in a stream of frames (pure, no clock of its own)."""
+class _FrameStepper(Protocol):
+    config: VadConfig
+    framer: VadFramer
+
+    def step(self, frame: bytes, speech: bool) -> EndpointStep: ...
+
+
+def _feed_chunked(
+    endpointer: _FrameStepper, pcm: bytes, sample_rate: int, channels: int, energy: float | None
+) -> list[EndpointStep]:
+    """Re-chunk `pcm` into VAD frames and step `endpointer` once per frame."""
+    steps = []
+    gate = endpointer.config.energy_gate_dbfs
+    framer = endpointer.framer
+    for frame in framer.frames(pcm, sample_rate, channels):
+        speech = framer.is_speech(frame)
+        if speech and gate is not None:
+            if energy is not None and frame is pcm:
+                level = energy_level_dbfs(energy, len(frame) // 2)
+            else:
+                level = level_dbfs(frame)
+            if level < gate:
+                speech = False
+        steps.append(endpointer.step(frame, speech))
+    return steps
+
+
+class PythonEndpointer:
+    """Find utterance starts and ends in a stream of frames (pure, no clock of its own).
+
+    This is the reference implementation. `Endpointer` is the same machine
+    with its per-frame steps in C (`media/_rtpcore.c`) when the extension
+    is built; `tests/fuzz/test_rtpcore.py` compares the two.
+    """
 
     def __init__(self, config: VadConfig, sample_rate: int, *, call_id: str = "-") -> None:
         self.config = config
@@ -211,19 +272,25 @@ class Endpointer:
         `energy`, the sum of the squared samples of `pcm`, saves computing the
         level for the energy gate when `pcm` is exactly one mono VAD frame.
         """
-        steps = []
         gate = self.config.energy_gate_dbfs
-        for frame in self.framer.frames(pcm, sample_rate, channels):
-            speech = self.framer.is_speech(frame)
+        framer = self.framer
+        if (
+            channels == 1
+            and sample_rate == framer.sample_rate
+            and len(pcm) == framer.frame_bytes
+            and not framer._pending
+        ):
+            # The usual call: one exact mono frame, classified without the framer's list.
+            speech = bool(framer._vad.is_speech(pcm, sample_rate))
             if speech and gate is not None:
-                if energy is not None and frame is pcm:
-                    level = energy_level_dbfs(energy, len(frame) // 2)
+                if energy is None:
+                    level = level_dbfs(pcm)
                 else:
-                    level = level_dbfs(frame)
+                    level = energy_level_dbfs(energy, len(pcm) // 2)
                 if level < gate:
                     speech = False
-            steps.append(self.step(frame, speech))
-        return steps
+            return [self.step(pcm, speech)]
+        return _feed_chunked(self, pcm, sample_rate, channels, energy)
 
     def step(self, frame: bytes, speech: bool) -> EndpointStep:
         """Advance by one frame with a known speech decision."""
@@ -298,3 +365,68 @@ class Endpointer:
         self._voiced_ms = 0
         self._silence_ms = 0
         self._set_state(EndpointState.QUIET)
+
+
+if TYPE_CHECKING or native.rtpcore is None:
+    Endpointer = PythonEndpointer
+else:
+    native.rtpcore.configure_endpointer(
+        EndpointState.QUIET,
+        EndpointState.STARTING,
+        EndpointState.SPEAKING,
+        EndpointState.STOPPING,
+        UtteranceStart,
+        UtteranceEnd,
+        EndpointStep,
+    )
+
+    class Endpointer(native.rtpcore.EndpointCore):
+        """The machine of `PythonEndpointer` with `feed` and `step` in C.
+
+        The C part classifies an exact mono frame and steps the state
+        machine. Other input comes back to `_feed_frames` here for the
+        framer, and this class logs the transitions. The framer must be fed
+        only through `feed`, because the C part tracks whether it contains
+        a partial frame.
+        """
+
+        __slots__ = ("call_id", "config", "framer")
+
+        def __init__(self, config: VadConfig, sample_rate: int, *, call_id: str = "-") -> None:
+            self.config = config
+            self.call_id = call_id
+            self.framer = VadFramer(sample_rate, mode=config.mode, frame_ms=config.frame_ms)
+            super().__init__(
+                self.framer.classifier(),
+                sample_rate,
+                self.framer.frame_bytes,
+                config.frame_ms,
+                config.start_ms,
+                config.start_gap_ms,
+                config.stop_ms,
+                max(1, config.preroll_ms // config.frame_ms),
+                config.max_utterance_ms,
+                config.energy_gate_dbfs,
+            )
+
+        def set_stop_ms(self, stop_ms: int) -> None:
+            """End utterances after `stop_ms` of silence from now on, the current one included."""
+            if stop_ms != self.config.stop_ms:
+                self.config = replace(self.config, stop_ms=stop_ms)
+                self._stop_ms = stop_ms
+
+        def _feed_frames(
+            self, pcm: bytes, sample_rate: int, channels: int, energy: float | None
+        ) -> list[EndpointStep]:
+            steps = _feed_chunked(self, pcm, sample_rate, channels, energy)
+            self._framer_pending = 1 if self.framer.pending_bytes else 0
+            return steps
+
+        def _log_state(self, old: EndpointState, new: EndpointState) -> None:
+            logger.debug("call %s: endpoint %s -> %s", self.call_id, old.value, new.value)
+
+        def _log_start(self, preroll_ms: int) -> None:
+            logger.debug("call %s: utterance start, %d ms pre-roll", self.call_id, preroll_ms)
+
+        def _level_dbfs(self, pcm: bytes) -> float:
+            return level_dbfs(pcm)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 import pytest
@@ -67,12 +66,14 @@ async def receive_all(codec_name: str, *, fast_path: bool) -> tuple[RtpSession, 
     session = RtpSession(config, call_id="receive-path", remote=("127.0.0.1", 39_998))
     session.connection_made(_NullTransport())  # type: ignore[arg-type]
     if not fast_path:
-        session._decode_samples = None  # every packet takes the full path
+        session._g711_alaw = None  # every packet takes the full path
     # Arrival times 20 ms apart, the same in both runs, so the jitter estimates match.
-    arrivals = itertools.count(1000, 20)
-    session._now_ms = lambda: next(arrivals)  # type: ignore[method-assign]
+    # Like the loop's clock, the time stays the same within one datagram's handling.
+    arrival_ms = 1000
+    session._now_ms = lambda: arrival_ms  # type: ignore[method-assign]
     frames: list[bytes] = []
     for data, source in datagrams(codec_name):
+        arrival_ms += 20
         session.datagram_received(data, source)
         popped = session.jitter.pop()
         if popped is not None:

@@ -1,0 +1,1585 @@
+/* The per-packet hot path of the RTP receive side, in C.
+ *
+ * Theory of operation. `media/jitter.py` and `media/rtp.py` hold the Python
+ * reference of everything here; this module must decide exactly as they do,
+ * and `tests/fuzz/test_rtpcore.py` compares the two on random and mutated
+ * input. It contains:
+ *
+ * - `build_rtp`: a plain RTP packet for the sender, header and payload in one
+ *   allocation.
+ * - `parse_rtp`: the RTP fixed header, CSRC list, extension and padding
+ *   checks of `RtpPacket.parse` (RFC 3550 section 5.1), returning offsets
+ *   instead of copies.
+ * - `JitterCore`: the adaptive jitter buffer of `media/jitter.py`, with its
+ *   packets kept as int16 copies in an array sorted by position, plus
+ *   `push_rtp_g711`, which parses a plain RTP header, checks payload type
+ *   and SSRC, decodes the G.711 payload and inserts it in one call.
+ *
+ * - `EndpointCore`: the endpointing state machine of `media.vad.Endpointer`
+ *   (QUIET, STARTING, SPEAKING, STOPPING), which calls webrtcvad and applies
+ *   the energy gate for an exact frame, and leaves re-chunking other input
+ *   and logging to its Python subclass.
+ *
+ * Every length read from a datagram is checked against the datagram's size
+ * before it is used. No I/O happens here.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RTP_HEADER_SIZE 12
+#define STRETCH_SPACING_FRAMES 5
+#define QUIET_LEVEL 330.0
+
+/* Set by `configure` from media/jitter.py: FrameKind members and JitterStats. */
+static PyObject *kind_audio = NULL;
+static PyObject *kind_concealed = NULL;
+static PyObject *kind_underrun = NULL;
+static PyObject *stats_type = NULL;
+
+static int16_t ulaw_table[256];
+static int16_t alaw_table[256];
+
+static void
+build_g711_tables(void)
+{
+    for (int code = 0; code < 256; code++) {
+        /* ITU-T G.711, the same formulas as media/g711.py. */
+        int u = ~code & 0xFF;
+        int sign = u & 0x80;
+        int exponent = (u >> 4) & 0x07;
+        int mantissa = u & 0x0F;
+        int magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+        ulaw_table[code] = (int16_t)(sign ? -magnitude : magnitude);
+
+        int a = code ^ 0x55;
+        sign = a & 0x80;
+        exponent = (a >> 4) & 0x07;
+        mantissa = a & 0x0F;
+        magnitude = exponent == 0 ? (mantissa << 4) + 8 : ((mantissa << 4) + 264) << (exponent - 1);
+        alaw_table[code] = (int16_t)(sign ? magnitude : -magnitude);
+    }
+}
+
+/* Python's floor division for a positive divisor. */
+static inline int64_t
+floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    if ((a % b != 0) && (a < 0)) {
+        q -= 1;
+    }
+    return q;
+}
+
+static inline int64_t
+timestamp_delta(uint32_t newer, uint32_t older)
+{
+    return (int64_t)(int32_t)(newer - older);
+}
+
+static inline uint32_t
+read_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* -- parse_rtp ------------------------------------------------------------ */
+
+typedef struct {
+    int payload_type;
+    int marker;
+    uint32_t sequence;
+    uint32_t timestamp;
+    uint32_t ssrc;
+    int csrc_count;
+    int has_extension;
+    int extension_profile;
+    Py_ssize_t extension_start;
+    Py_ssize_t extension_end;
+    Py_ssize_t payload_start;
+    Py_ssize_t payload_end;
+    int padding_size;
+} RtpHeader;
+
+/* Fill `header` from `data`; return NULL on success, else the error message. */
+static const char *
+parse_header(const unsigned char *data, Py_ssize_t size, RtpHeader *header, char *message,
+             size_t message_size)
+{
+    if (size < RTP_HEADER_SIZE) {
+        snprintf(message, message_size, "RTP packet too short: %zd bytes, header needs 12", size);
+        return message;
+    }
+    int first = data[0];
+    int version = first >> 6;
+    if (version != 2) {
+        snprintf(message, message_size, "RTP version %d is not supported (expected 2)", version);
+        return message;
+    }
+    header->marker = (data[1] & 0x80) != 0;
+    header->payload_type = data[1] & 0x7F;
+    header->sequence = (uint32_t)data[2] << 8 | data[3];
+    header->timestamp = read_u32(data + 4);
+    header->ssrc = read_u32(data + 8);
+    header->csrc_count = first & 0x0F;
+    header->has_extension = (first & 0x10) != 0;
+    header->extension_profile = 0;
+    header->extension_start = header->extension_end = 0;
+
+    Py_ssize_t end = size;
+    header->padding_size = 0;
+    if (first & 0x20) {
+        int padding = data[size - 1];
+        if (padding == 0) {
+            return "RTP padding bit set but padding count is 0";
+        }
+        if (padding > size - RTP_HEADER_SIZE) {
+            snprintf(message, message_size, "RTP padding count %d exceeds packet", padding);
+            return message;
+        }
+        header->padding_size = padding;
+        end -= padding;
+    }
+    Py_ssize_t offset = RTP_HEADER_SIZE + 4 * (Py_ssize_t)header->csrc_count;
+    if (offset > end) {
+        snprintf(message, message_size,
+                 "RTP packet truncated in CSRC list (%d CSRCs declared)", header->csrc_count);
+        return message;
+    }
+    if (header->has_extension) {
+        if (offset + 4 > end) {
+            return "RTP packet truncated in header extension";
+        }
+        int words = data[offset + 2] << 8 | data[offset + 3];
+        header->extension_profile = data[offset] << 8 | data[offset + 1];
+        offset += 4;
+        Py_ssize_t extension_end = offset + 4 * (Py_ssize_t)words;
+        if (extension_end > end) {
+            snprintf(message, message_size,
+                     "RTP header extension length %d words exceeds packet", words);
+            return message;
+        }
+        header->extension_start = offset;
+        header->extension_end = extension_end;
+        offset = extension_end;
+    }
+    header->payload_start = offset;
+    header->payload_end = end;
+    return NULL;
+}
+
+static PyObject *
+rtpcore_parse_rtp(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    RtpHeader header;
+    char message[128];
+    const char *error = parse_header(view.buf, view.len, &header, message, sizeof message);
+    PyBuffer_Release(&view);
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    PyObject *extension;
+    if (header.has_extension) {
+        extension = Py_BuildValue("(inn)", header.extension_profile, header.extension_start,
+                                  header.extension_end);
+        if (extension == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        extension = Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("(iIIIOiNnni)", header.payload_type, header.sequence, header.timestamp,
+                         header.ssrc, header.marker ? Py_True : Py_False, header.csrc_count,
+                         extension, header.payload_start, header.payload_end,
+                         header.padding_size);
+}
+
+/* build_rtp(second, sequence, timestamp, ssrc, payload) -> bytes: a plain RTP packet. */
+static PyObject *
+rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "build_rtp(second, sequence, timestamp, ssrc, payload)");
+        return NULL;
+    }
+    unsigned long fields[4];
+    for (int i = 0; i < 4; i++) {
+        fields[i] = PyLong_AsUnsignedLong(args[i]);
+        if (fields[i] == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (fields[0] > 0xFF || fields[1] > 0xFFFF || fields[2] > 0xFFFFFFFFUL ||
+        fields[3] > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError, "RTP header field out of range");
+        return NULL;
+    }
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[4], &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, RTP_HEADER_SIZE + payload.len);
+    if (packet != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(packet);
+        out[0] = 0x80;
+        out[1] = (unsigned char)fields[0];
+        out[2] = (unsigned char)(fields[1] >> 8);
+        out[3] = (unsigned char)fields[1];
+        for (int i = 0; i < 4; i++) {
+            out[4 + i] = (unsigned char)(fields[2] >> (24 - 8 * i));
+            out[8 + i] = (unsigned char)(fields[3] >> (24 - 8 * i));
+        }
+        memcpy(out + RTP_HEADER_SIZE, payload.buf, (size_t)payload.len);
+    }
+    PyBuffer_Release(&payload);
+    return packet;
+}
+
+/* -- JitterCore ------------------------------------------------------------- */
+
+typedef struct {
+    int64_t position;
+    Py_ssize_t size;
+    int16_t *samples;
+} Packet;
+
+typedef struct {
+    long long received, late, duplicates, played, concealed, underruns, dropped_for_delay,
+        stretched, resyncs, overflow;
+    double jitter_ms;
+} JitterCounters;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *config;
+    int sample_rate;
+    int clock_rate;
+    int frame_ms;
+    Py_ssize_t frame_samples;
+    /* From JitterConfig. */
+    int min_delay_ms, max_delay_ms, max_conceal_frames, resync_ms, drop_window_frames;
+    Py_ssize_t max_packets;
+    double jitter_factor;
+
+    JitterCounters stats;
+    Packet *packets; /* sorted by position, no two alike */
+    Py_ssize_t count;
+    Py_ssize_t capacity;
+    int has_base;
+    uint32_t last_timestamp;
+    int64_t last_extended;
+    int has_play;
+    int64_t play_position;
+    int playing;
+    int has_last_frame;
+    int16_t *last_frame; /* frame_samples long */
+    int conceal_run;
+    int64_t window_min_depth;
+    int window_frames;
+    int has_last_transit;
+    double last_transit;
+    double jitter_units;
+    int since_stretch;
+    int since_drop;
+    int draining;
+    int64_t end;
+    int64_t packet_ms;
+} JitterCore;
+
+static int
+read_int_attribute(PyObject *object, const char *name, long *value)
+{
+    PyObject *item = PyObject_GetAttrString(object, name);
+    if (item == NULL) {
+        return -1;
+    }
+    *value = PyLong_AsLong(item);
+    Py_DECREF(item);
+    return (*value == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+JitterCore_init(JitterCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"sample_rate", "clock_rate", "frame_ms", "config", NULL};
+    int sample_rate, clock_rate, frame_ms;
+    PyObject *config;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iiiO", keywords, &sample_rate, &clock_rate,
+                                     &frame_ms, &config)) {
+        return -1;
+    }
+    if (sample_rate <= 0 || clock_rate <= 0 || frame_ms <= 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "jitter buffer sample rate, clock rate and frame length must be positive");
+        return -1;
+    }
+    long min_delay, max_delay, conceal, resync, window, max_packets;
+    if (read_int_attribute(config, "min_delay_ms", &min_delay) < 0 ||
+        read_int_attribute(config, "max_delay_ms", &max_delay) < 0 ||
+        read_int_attribute(config, "max_conceal_frames", &conceal) < 0 ||
+        read_int_attribute(config, "resync_ms", &resync) < 0 ||
+        read_int_attribute(config, "drop_window_frames", &window) < 0 ||
+        read_int_attribute(config, "max_packets", &max_packets) < 0) {
+        return -1;
+    }
+    PyObject *factor = PyObject_GetAttrString(config, "jitter_factor");
+    if (factor == NULL) {
+        return -1;
+    }
+    double jitter_factor = PyFloat_AsDouble(factor);
+    Py_DECREF(factor);
+    if (jitter_factor == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (max_packets < 1 || max_packets > 100000) {
+        PyErr_Format(PyExc_ValueError, "jitter buffer max_packets %ld outside 1-100000",
+                     max_packets);
+        return -1;
+    }
+    Py_XSETREF(self->config, Py_NewRef(config));
+    self->sample_rate = sample_rate;
+    self->clock_rate = clock_rate;
+    self->frame_ms = frame_ms;
+    self->frame_samples = (Py_ssize_t)sample_rate * frame_ms / 1000;
+    self->min_delay_ms = (int)min_delay;
+    self->max_delay_ms = (int)max_delay;
+    self->max_conceal_frames = (int)conceal;
+    self->resync_ms = (int)resync;
+    self->drop_window_frames = (int)window;
+    self->max_packets = max_packets;
+    self->jitter_factor = jitter_factor;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        PyMem_Free(self->packets[i].samples);
+    }
+    self->count = 0;
+    PyMem_Free(self->last_frame);
+    self->last_frame = PyMem_Calloc(self->frame_samples > 0 ? self->frame_samples : 1,
+                                    sizeof(int16_t));
+    if (self->last_frame == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(&self->stats, 0, sizeof self->stats);
+    self->has_base = self->has_play = self->playing = self->has_last_frame = 0;
+    self->has_last_transit = 0;
+    self->last_timestamp = 0;
+    self->last_extended = self->play_position = self->window_min_depth = self->end = 0;
+    self->packet_ms = 0;
+    self->conceal_run = self->window_frames = self->since_stretch = self->since_drop = 0;
+    self->draining = 0;
+    self->last_transit = self->jitter_units = 0.0;
+    return 0;
+}
+
+static void
+JitterCore_dealloc(JitterCore *self)
+{
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        PyMem_Free(self->packets[i].samples);
+    }
+    PyMem_Free(self->packets);
+    PyMem_Free(self->last_frame);
+    Py_XDECREF(self->config);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline int64_t
+ms_to_samples(JitterCore *self, int64_t ms)
+{
+    return floor_div((int64_t)self->sample_rate * ms, 1000);
+}
+
+/* Index of the first packet whose position is >= `position`. */
+static Py_ssize_t
+lower_bound(JitterCore *self, int64_t position)
+{
+    Py_ssize_t low = 0, high = self->count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (self->packets[middle].position < position) {
+            low = middle + 1;
+        }
+        else {
+            high = middle;
+        }
+    }
+    return low;
+}
+
+static Py_ssize_t
+find_packet(JitterCore *self, int64_t position)
+{
+    Py_ssize_t index = lower_bound(self, position);
+    if (index < self->count && self->packets[index].position == position) {
+        return index;
+    }
+    return -1;
+}
+
+static void
+remove_packet(JitterCore *self, Py_ssize_t index)
+{
+    PyMem_Free(self->packets[index].samples);
+    memmove(&self->packets[index], &self->packets[index + 1],
+            (size_t)(self->count - index - 1) * sizeof(Packet));
+    self->count--;
+}
+
+static void
+clear_packets(JitterCore *self)
+{
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        PyMem_Free(self->packets[i].samples);
+    }
+    self->count = 0;
+}
+
+static int
+is_quiet(const int16_t *samples, Py_ssize_t size)
+{
+    if (size <= 0) {
+        return 1;
+    }
+    int64_t sum = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        sum += (int64_t)samples[i] * samples[i];
+    }
+    return sqrt((double)sum / (double)size) < QUIET_LEVEL;
+}
+
+static int64_t
+extend_timestamp(JitterCore *self, uint32_t timestamp)
+{
+    if (!self->has_base) {
+        self->has_base = 1;
+        self->last_timestamp = timestamp;
+        self->last_extended = 0;
+    }
+    int64_t extended = self->last_extended + timestamp_delta(timestamp, self->last_timestamp);
+    if (extended > self->last_extended) {
+        self->last_extended = extended;
+        self->last_timestamp = timestamp;
+    }
+    return extended;
+}
+
+static void
+resync(JitterCore *self, int64_t position)
+{
+    self->stats.resyncs++;
+    clear_packets(self);
+    self->end = 0;
+    self->has_play = 1;
+    self->play_position = position;
+    self->playing = 0;
+    self->window_frames = 0;
+    self->has_last_transit = 0;
+}
+
+/* Insert `size` samples at RTP `timestamp`; `decode` maps payload bytes when not NULL. */
+static int
+push(JitterCore *self, uint32_t timestamp, const void *source, Py_ssize_t size,
+     const int16_t *decode, double arrival_ms)
+{
+    if (self->last_frame == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "jitter buffer used before __init__");
+        return -1;
+    }
+    if (size <= 0) {
+        return 0;
+    }
+    self->stats.received++;
+    self->packet_ms = (int64_t)size * 1000 / self->sample_rate;
+    int64_t extended = extend_timestamp(self, timestamp);
+    int64_t position = floor_div(extended * self->sample_rate, self->clock_rate);
+
+    long long resyncs = self->stats.resyncs;
+    if (self->has_play) {
+        if (position + size <= self->play_position) {
+            if (self->play_position - position > ms_to_samples(self, self->resync_ms)) {
+                resync(self, position);
+            }
+        }
+        else if (position - self->play_position >
+                 ms_to_samples(self, (int64_t)self->resync_ms + self->max_delay_ms)) {
+            resync(self, position);
+        }
+    }
+    if (self->stats.resyncs == resyncs) {
+        /* RFC 3550 section 6.4.1, with arrival converted to timestamp units. */
+        double transit = arrival_ms * self->clock_rate / 1000 - (double)extended;
+        if (self->has_last_transit) {
+            double difference = fabs(transit - self->last_transit);
+            self->jitter_units += (difference - self->jitter_units) / 16;
+        }
+        self->has_last_transit = 1;
+        self->last_transit = transit;
+        self->stats.jitter_ms = 1000 * self->jitter_units / self->clock_rate;
+    }
+    if (self->has_play && position + size <= self->play_position) {
+        self->stats.late++;
+        return 0;
+    }
+    Py_ssize_t index = lower_bound(self, position);
+    if (index < self->count && self->packets[index].position == position) {
+        self->stats.duplicates++;
+        return 0;
+    }
+    if (self->count >= self->max_packets) {
+        self->stats.overflow++;
+        remove_packet(self, 0);
+        index = index > 0 ? index - 1 : 0;
+    }
+    if (self->count == self->capacity) {
+        Py_ssize_t capacity = self->capacity ? 2 * self->capacity : 8;
+        Packet *packets = PyMem_Realloc(self->packets, (size_t)capacity * sizeof(Packet));
+        if (packets == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->packets = packets;
+        self->capacity = capacity;
+    }
+    int16_t *samples = PyMem_Malloc((size_t)size * sizeof(int16_t));
+    if (samples == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (decode != NULL) {
+        const unsigned char *bytes = source;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            samples[i] = decode[bytes[i]];
+        }
+    }
+    else {
+        memcpy(samples, source, (size_t)size * sizeof(int16_t));
+    }
+    memmove(&self->packets[index + 1], &self->packets[index],
+            (size_t)(self->count - index) * sizeof(Packet));
+    self->packets[index].position = position;
+    self->packets[index].size = size;
+    self->packets[index].samples = samples;
+    self->count++;
+    if (position + size > self->end) {
+        self->end = position + size;
+    }
+    if (!self->has_play) {
+        self->has_play = 1;
+        self->play_position = position;
+    }
+    return 0;
+}
+
+static PyObject *
+JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "push_samples(timestamp, samples, arrival_ms)");
+        return NULL;
+    }
+    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[0]);
+    if (timestamp == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double arrival_ms = PyFloat_AsDouble(args[2]);
+    if (arrival_ms == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (view.itemsize != 2 || view.format == NULL ||
+        !(strcmp(view.format, "h") == 0 || strcmp(view.format, "<h") == 0)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "jitter buffer samples must be 16-bit signed integers");
+        return NULL;
+    }
+    int status = push(self, (uint32_t)timestamp, view.buf, view.len / 2, NULL, arrival_ms);
+    PyBuffer_Release(&view);
+    if (status < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "push(timestamp, pcm, arrival_ms)");
+        return NULL;
+    }
+    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[0]);
+    if (timestamp == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double arrival_ms = PyFloat_AsDouble(args[2]);
+    if (arrival_ms == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (view.len % 2) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "buffer size must be a multiple of element size");
+        return NULL;
+    }
+    /* s16le input; media/jitter.py loads this module on little-endian hosts only. */
+    int status = push(self, (uint32_t)timestamp, view.buf, view.len / 2, NULL, arrival_ms);
+    PyBuffer_Release(&view);
+    if (status < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms) -> (sequence, timestamp) | None */
+static PyObject *
+JitterCore_push_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms)");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "push_rtp_g711 data must be bytes");
+        return NULL;
+    }
+    long payload_type = PyLong_AsLong(args[1]);
+    if (payload_type == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (args[2] == Py_None) {
+        Py_RETURN_NONE;
+    }
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[2]);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int alaw = PyObject_IsTrue(args[3]);
+    if (alaw < 0) {
+        return NULL;
+    }
+    double arrival_ms = PyFloat_AsDouble(args[4]);
+    if (arrival_ms == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
+    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
+        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
+        Py_RETURN_NONE;
+    }
+    uint32_t sequence = (uint32_t)data[2] << 8 | data[3];
+    uint32_t timestamp = read_u32(data + 4);
+    if (push(self, timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
+             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(kk)", (unsigned long)sequence, (unsigned long)timestamp);
+}
+
+static int64_t
+depth_ms(JitterCore *self)
+{
+    if (!self->has_play || self->count == 0) {
+        return 0;
+    }
+    int64_t depth = floor_div((self->end - self->play_position) * 1000, self->sample_rate);
+    return depth > 0 ? depth : 0;
+}
+
+static int64_t
+target_ms(JitterCore *self)
+{
+    if (self->frame_ms <= 0) {
+        return 0; /* before __init__ */
+    }
+    double wanted = self->frame_ms + self->jitter_factor * self->stats.jitter_ms;
+    int64_t packet_floor = (self->packet_ms + self->frame_ms - 1) / self->frame_ms * self->frame_ms;
+    int64_t floor = self->min_delay_ms > packet_floor ? self->min_delay_ms : packet_floor;
+    double value = (double)floor > wanted ? (double)floor : wanted;
+    if ((double)self->max_delay_ms < value) {
+        value = (double)self->max_delay_ms;
+    }
+    return (int64_t)value;
+}
+
+static PyObject *
+frame_result(const int16_t *samples, Py_ssize_t size, PyObject *kind)
+{
+    PyObject *pcm = PyBytes_FromStringAndSize((const char *)samples, size * 2);
+    if (pcm == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(NO)", pcm, kind);
+}
+
+static PyObject *
+conceal(JitterCore *self, PyObject *kind)
+{
+    self->conceal_run++;
+    PyObject *pcm = PyBytes_FromStringAndSize(NULL, self->frame_samples * 2);
+    if (pcm == NULL) {
+        return NULL;
+    }
+    int16_t *out = (int16_t *)PyBytes_AS_STRING(pcm);
+    if (!self->has_last_frame || self->conceal_run > self->max_conceal_frames) {
+        memset(out, 0, (size_t)self->frame_samples * 2);
+    }
+    else {
+        /* Halve the level per concealed frame; shifts past 31 give the sign alone. */
+        int shift = self->conceal_run > 31 ? 31 : self->conceal_run;
+        for (Py_ssize_t i = 0; i < self->frame_samples; i++) {
+            out[i] = (int16_t)((int32_t)self->last_frame[i] >> shift);
+        }
+    }
+    return Py_BuildValue("(NO)", pcm, kind);
+}
+
+static int
+next_frame_quiet(JitterCore *self)
+{
+    int64_t start = self->play_position;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Packet *packet = &self->packets[i];
+        if (packet->position <= start && start < packet->position + packet->size) {
+            Py_ssize_t offset = (Py_ssize_t)(start - packet->position);
+            Py_ssize_t length = packet->size - offset;
+            if (length > self->frame_samples) {
+                length = self->frame_samples;
+            }
+            return is_quiet(packet->samples + offset, length);
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->last_frame == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "jitter buffer used before __init__");
+        return NULL;
+    }
+    if (!self->has_play) {
+        Py_RETURN_NONE;
+    }
+    int64_t depth = depth_ms(self);
+    int64_t target = target_ms(self);
+    int64_t frame_ms = self->frame_ms;
+    Py_ssize_t frame_samples = self->frame_samples;
+    if (!self->playing) {
+        if (depth < target) {
+            Py_RETURN_NONE;
+        }
+        self->playing = 1;
+    }
+
+    self->since_stretch++;
+    if (depth < target - frame_ms && self->since_stretch >= STRETCH_SPACING_FRAMES &&
+        (!self->has_last_frame || is_quiet(self->last_frame, frame_samples))) {
+        /* Jitter grew: hold the position for one frame, during a pause. */
+        self->since_stretch = 0;
+        self->stats.stretched++;
+        return conceal(self, kind_underrun);
+    }
+    if (self->window_frames == 0 || depth < self->window_min_depth) {
+        self->window_min_depth = depth;
+    }
+    self->window_frames++;
+    if (self->window_frames >= self->drop_window_frames) {
+        self->draining = self->window_min_depth > target + frame_ms;
+        self->window_frames = 0;
+    }
+    if (self->draining && depth <= target + frame_ms) {
+        self->draining = 0;
+    }
+    self->since_drop++;
+    int drain_now = self->draining && self->since_drop >= STRETCH_SPACING_FRAMES &&
+                    next_frame_quiet(self);
+    if (drain_now || depth > self->max_delay_ms) {
+        Py_ssize_t dropped = find_packet(self, self->play_position);
+        if (dropped >= 0 && self->packets[dropped].size <= frame_samples) {
+            remove_packet(self, dropped);
+        }
+        self->play_position += frame_samples;
+        self->stats.dropped_for_delay++;
+        self->since_drop = 0;
+    }
+
+    int64_t start = self->play_position;
+    Py_ssize_t exact = find_packet(self, start);
+    if (exact >= 0 && self->packets[exact].size == frame_samples) {
+        /* The usual case: one whole packet per frame, in order. */
+        memcpy(self->last_frame, self->packets[exact].samples, (size_t)frame_samples * 2);
+        self->has_last_frame = 1;
+        remove_packet(self, exact);
+        self->play_position = start + frame_samples;
+        self->conceal_run = 0;
+        self->stats.played++;
+        return frame_result(self->last_frame, frame_samples, kind_audio);
+    }
+    int64_t end = start + frame_samples;
+    int16_t *frame = PyMem_Calloc(frame_samples > 0 ? frame_samples : 1, sizeof(int16_t));
+    if (frame == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t filled = 0;
+    int later_audio = 0;
+    Py_ssize_t i = 0;
+    while (i < self->count) {
+        Packet *packet = &self->packets[i];
+        int64_t position = packet->position;
+        int64_t packet_end = position + packet->size;
+        if (packet_end <= start) {
+            remove_packet(self, i);
+            continue;
+        }
+        if (position >= end) {
+            later_audio = 1;
+            break;
+        }
+        int64_t overlap_start = start > position ? start : position;
+        int64_t overlap_end = end < packet_end ? end : packet_end;
+        memcpy(frame + (overlap_start - start), packet->samples + (overlap_start - position),
+               (size_t)(overlap_end - overlap_start) * 2);
+        filled += (Py_ssize_t)(overlap_end - overlap_start);
+        if (packet_end <= end) {
+            remove_packet(self, i);
+            continue;
+        }
+        i++;
+    }
+    if (filled) {
+        self->play_position = end;
+        memcpy(self->last_frame, frame, (size_t)frame_samples * 2);
+        self->has_last_frame = 1;
+        PyMem_Free(frame);
+        self->conceal_run = 0;
+        self->stats.played++;
+        return frame_result(self->last_frame, frame_samples, kind_audio);
+    }
+    PyMem_Free(frame);
+    if (later_audio) {
+        self->play_position = end;
+        self->stats.concealed++;
+        return conceal(self, kind_concealed);
+    }
+    self->stats.underruns++;
+    return conceal(self, kind_underrun);
+}
+
+static PyObject *
+JitterCore_get_stats(JitterCore *self, void *Py_UNUSED(closure))
+{
+    if (stats_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "media._rtpcore is not configured");
+        return NULL;
+    }
+    JitterCounters *s = &self->stats;
+    PyObject *kwargs = Py_BuildValue(
+        "{sLsLsLsLsLsLsLsLsLsLsd}", "received", s->received, "late", s->late, "duplicates",
+        s->duplicates, "played", s->played, "concealed", s->concealed, "underruns",
+        s->underruns, "dropped_for_delay", s->dropped_for_delay, "stretched", s->stretched,
+        "resyncs", s->resyncs, "overflow", s->overflow, "jitter_ms", s->jitter_ms);
+    if (kwargs == NULL) {
+        return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) {
+        Py_DECREF(kwargs);
+        return NULL;
+    }
+    PyObject *stats = PyObject_Call(stats_type, empty, kwargs);
+    Py_DECREF(empty);
+    Py_DECREF(kwargs);
+    return stats;
+}
+
+static PyObject *
+JitterCore_get_depth_ms(JitterCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(depth_ms(self));
+}
+
+static PyObject *
+JitterCore_get_target_ms(JitterCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(target_ms(self));
+}
+
+static PyObject *
+JitterCore_get_played(JitterCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->stats.played);
+}
+
+static PyMethodDef JitterCore_methods[] = {
+    {"push", (PyCFunction)(void (*)(void))JitterCore_push, METH_FASTCALL,
+     "Add one packet's decoded s16le samples."},
+    {"push_samples", (PyCFunction)(void (*)(void))JitterCore_push_samples, METH_FASTCALL,
+     "Add one packet's samples from an int16 buffer, copied."},
+    {"push_rtp_g711", (PyCFunction)(void (*)(void))JitterCore_push_rtp_g711, METH_FASTCALL,
+     "Add a plain G.711 RTP packet of the given payload type and SSRC; return "
+     "(sequence, timestamp), or None when the packet needs the full receive path."},
+    {"pop", (PyCFunction)JitterCore_pop, METH_NOARGS,
+     "Return the next frame and how it was made, or None before playout starts."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef JitterCore_members[] = {
+    {"config", T_OBJECT, offsetof(JitterCore, config), READONLY, NULL},
+    {"sample_rate", T_INT, offsetof(JitterCore, sample_rate), READONLY, NULL},
+    {"clock_rate", T_INT, offsetof(JitterCore, clock_rate), READONLY, NULL},
+    {"frame_ms", T_INT, offsetof(JitterCore, frame_ms), READONLY, NULL},
+    {"frame_samples", T_PYSSIZET, offsetof(JitterCore, frame_samples), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef JitterCore_getset[] = {
+    {"stats", (getter)JitterCore_get_stats, NULL, "Counters since the stream began (a copy).",
+     NULL},
+    {"depth_ms", (getter)JitterCore_get_depth_ms, NULL,
+     "Buffered audio from the playout position to the end of the newest packet.", NULL},
+    {"target_ms", (getter)JitterCore_get_target_ms, NULL, NULL, NULL},
+    {"played", (getter)JitterCore_get_played, NULL, "Frames played from received audio.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject JitterCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._rtpcore.JitterCore",
+    .tp_basicsize = sizeof(JitterCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The jitter buffer of media/jitter.py in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)JitterCore_init,
+    .tp_dealloc = (destructor)JitterCore_dealloc,
+    .tp_methods = JitterCore_methods,
+    .tp_members = JitterCore_members,
+    .tp_getset = JitterCore_getset,
+};
+
+/* -- EndpointCore -------------------------------------------------------------- */
+
+enum { STATE_QUIET, STATE_STARTING, STATE_SPEAKING, STATE_STOPPING };
+
+/* Set by `configure_endpointer` from media/vad.py. */
+static PyObject *endpoint_states[4] = {NULL, NULL, NULL, NULL};
+static PyObject *utterance_start_type = NULL;
+static PyObject *utterance_end_type = NULL;
+static PyObject *endpoint_step_type = NULL;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *classify;  /* classify(frame, sample_count) -> speech, from VadFramer */
+    PyObject *preroll;   /* collections.deque with maxlen */
+    PyObject *preroll_append;
+    PyObject *starting;  /* list of the frames since a possible start */
+    int sample_rate;
+    Py_ssize_t frame_bytes;
+    long long frame_ms, start_ms, start_gap_ms, stop_ms, max_utterance_ms;
+    int has_gate;
+    double gate_dbfs;
+    int state;
+    long long now_ms;
+    long long utterance_start_ms;
+    long long voiced_ms;
+    long long silence_ms;
+    long long last_voiced_end_ms;
+    int framer_pending; /* set by the Python `_feed_frames` after each re-chunking */
+} EndpointCore;
+
+static PyObject *deque_type = NULL;
+
+static int
+EndpointCore_init(EndpointCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"classify",   "sample_rate", "frame_bytes", "frame_ms",
+                               "start_ms",   "start_gap_ms", "stop_ms",    "preroll_frames",
+                               "max_utterance_ms", "energy_gate_dbfs", NULL};
+    PyObject *classify, *gate;
+    int sample_rate;
+    Py_ssize_t frame_bytes, preroll_frames;
+    long long frame_ms, start_ms, start_gap_ms, stop_ms, max_utterance_ms;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OinLLLLnLO", keywords, &classify,
+                                     &sample_rate, &frame_bytes, &frame_ms, &start_ms,
+                                     &start_gap_ms, &stop_ms, &preroll_frames, &max_utterance_ms,
+                                     &gate)) {
+        return -1;
+    }
+    if (frame_ms <= 0 || preroll_frames < 1) {
+        PyErr_SetString(PyExc_ValueError, "endpointer frame_ms and preroll_frames must be positive");
+        return -1;
+    }
+    if (gate != Py_None) {
+        self->gate_dbfs = PyFloat_AsDouble(gate);
+        if (self->gate_dbfs == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        self->has_gate = 1;
+    }
+    else {
+        self->has_gate = 0;
+    }
+    PyObject *preroll = PyObject_CallFunction(deque_type, "(()n)", preroll_frames);
+    if (preroll == NULL) {
+        return -1;
+    }
+    PyObject *starting = PyList_New(0);
+    if (starting == NULL) {
+        Py_DECREF(preroll);
+        return -1;
+    }
+    PyObject *preroll_append = PyObject_GetAttrString(preroll, "append");
+    if (preroll_append == NULL) {
+        Py_DECREF(preroll);
+        Py_DECREF(starting);
+        return -1;
+    }
+    Py_XSETREF(self->classify, Py_NewRef(classify));
+    Py_XSETREF(self->preroll, preroll);
+    Py_XSETREF(self->preroll_append, preroll_append);
+    Py_XSETREF(self->starting, starting);
+    self->sample_rate = sample_rate;
+    self->frame_bytes = frame_bytes;
+    self->frame_ms = frame_ms;
+    self->start_ms = start_ms;
+    self->start_gap_ms = start_gap_ms;
+    self->stop_ms = stop_ms;
+    self->max_utterance_ms = max_utterance_ms;
+    self->state = STATE_QUIET;
+    self->now_ms = self->utterance_start_ms = self->voiced_ms = self->silence_ms = 0;
+    self->last_voiced_end_ms = 0;
+    self->framer_pending = 0;
+    return 0;
+}
+
+static int
+EndpointCore_traverse(EndpointCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->classify);
+    Py_VISIT(self->preroll);
+    Py_VISIT(self->preroll_append);
+    Py_VISIT(self->starting);
+    return 0;
+}
+
+static int
+EndpointCore_clear(EndpointCore *self)
+{
+    Py_CLEAR(self->classify);
+    Py_CLEAR(self->preroll);
+    Py_CLEAR(self->preroll_append);
+    Py_CLEAR(self->starting);
+    return 0;
+}
+
+static void
+EndpointCore_dealloc(EndpointCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    EndpointCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Change the state, calling the Python `_log_state(old, new)` for a real change. */
+static int
+set_state(EndpointCore *self, int new_state)
+{
+    if (new_state == self->state) {
+        return 0;
+    }
+    int old_state = self->state;
+    self->state = new_state;
+    PyObject *result = PyObject_CallMethod((PyObject *)self, "_log_state", "OO",
+                                           endpoint_states[old_state], endpoint_states[new_state]);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+static int
+maybe_confirm_start(EndpointCore *self, PyObject *events)
+{
+    if (self->voiced_ms < self->start_ms) {
+        return 0;
+    }
+    Py_ssize_t preroll_count = PyObject_Length(self->preroll);
+    if (preroll_count < 0) {
+        return -1;
+    }
+    PyObject *audio = PySequence_List(self->preroll);
+    if (audio == NULL) {
+        return -1;
+    }
+    PyObject *extended = PySequence_InPlaceConcat(audio, self->starting);
+    Py_DECREF(audio);
+    if (extended == NULL) {
+        return -1;
+    }
+    PyObject *audio_tuple = PyList_AsTuple(extended);
+    Py_DECREF(extended);
+    if (audio_tuple == NULL) {
+        return -1;
+    }
+    PyObject *cleared = PyObject_CallMethod(self->preroll, "clear", NULL);
+    if (cleared == NULL) {
+        Py_DECREF(audio_tuple);
+        return -1;
+    }
+    Py_DECREF(cleared);
+    PyObject *starting = PyList_New(0);
+    if (starting == NULL) {
+        Py_DECREF(audio_tuple);
+        return -1;
+    }
+    Py_SETREF(self->starting, starting);
+    self->last_voiced_end_ms = self->now_ms;
+    if (set_state(self, STATE_SPEAKING) < 0) {
+        Py_DECREF(audio_tuple);
+        return -1;
+    }
+    PyObject *event = PyObject_CallFunction(utterance_start_type, "LN", self->utterance_start_ms,
+                                            audio_tuple);
+    if (event == NULL || PyList_Append(events, event) < 0) {
+        Py_XDECREF(event);
+        return -1;
+    }
+    Py_DECREF(event);
+    PyObject *logged = PyObject_CallMethod((PyObject *)self, "_log_start", "L",
+                                           (long long)preroll_count * self->frame_ms);
+    if (logged == NULL) {
+        return -1;
+    }
+    Py_DECREF(logged);
+    return 0;
+}
+
+static int
+end_utterance(EndpointCore *self, PyObject *events, int forced)
+{
+    PyObject *event = PyObject_CallFunction(utterance_end_type, "LLLO", self->utterance_start_ms,
+                                            self->last_voiced_end_ms, self->voiced_ms,
+                                            forced ? Py_True : Py_False);
+    if (event == NULL || PyList_Append(events, event) < 0) {
+        Py_XDECREF(event);
+        return -1;
+    }
+    Py_DECREF(event);
+    self->voiced_ms = 0;
+    self->silence_ms = 0;
+    return set_state(self, STATE_QUIET);
+}
+
+static PyObject *events_name = NULL;
+static PyObject *utterance_audio_name = NULL;
+
+/* An EndpointStep with both fields set, without running its dataclass __init__;
+ * steals the reference to `events`. */
+static PyObject *
+new_endpoint_step(PyObject *events, PyObject *utterance_audio)
+{
+    PyTypeObject *type = (PyTypeObject *)endpoint_step_type;
+    PyObject *step = type->tp_alloc(type, 0);
+    if (step == NULL || PyObject_SetAttr(step, events_name, events) < 0 ||
+        PyObject_SetAttr(step, utterance_audio_name, utterance_audio) < 0) {
+        Py_XDECREF(step);
+        Py_DECREF(events);
+        return NULL;
+    }
+    Py_DECREF(events);
+    return step;
+}
+
+static PyObject *
+endpoint_step(EndpointCore *self, PyObject *frame, int speech)
+{
+    if (endpoint_step_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "media._rtpcore endpointer is not configured");
+        return NULL;
+    }
+    if (self->classify == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
+        return NULL;
+    }
+    long long frame_ms = self->frame_ms;
+    long long frame_start = self->now_ms;
+    self->now_ms += frame_ms;
+    PyObject *events = PyList_New(0);
+    if (events == NULL) {
+        return NULL;
+    }
+    PyObject *utterance_audio = Py_None;
+    int status = 0;
+    if (self->state == STATE_QUIET) {
+        if (speech) {
+            self->utterance_start_ms = frame_start;
+            self->voiced_ms = frame_ms;
+            self->silence_ms = 0;
+            PyObject *starting = PyList_New(1);
+            if (starting == NULL) {
+                goto error;
+            }
+            PyList_SET_ITEM(starting, 0, Py_NewRef(frame));
+            Py_SETREF(self->starting, starting);
+            status = set_state(self, STATE_STARTING);
+            if (status == 0) {
+                status = maybe_confirm_start(self, events);
+            }
+        }
+        else {
+            PyObject *result = PyObject_CallOneArg(self->preroll_append, frame);
+            if (result == NULL) {
+                goto error;
+            }
+            Py_DECREF(result);
+        }
+    }
+    else if (self->state == STATE_STARTING) {
+        if (PyList_Append(self->starting, frame) < 0) {
+            goto error;
+        }
+        if (speech) {
+            self->voiced_ms += frame_ms;
+            self->silence_ms = 0;
+            status = maybe_confirm_start(self, events);
+        }
+        else {
+            self->silence_ms += frame_ms;
+            if (self->silence_ms > self->start_gap_ms) {
+                PyObject *result = PyObject_CallMethod(self->preroll, "extend", "O",
+                                                       self->starting);
+                if (result == NULL) {
+                    goto error;
+                }
+                Py_DECREF(result);
+                PyObject *starting = PyList_New(0);
+                if (starting == NULL) {
+                    goto error;
+                }
+                Py_SETREF(self->starting, starting);
+                self->voiced_ms = 0;
+                status = set_state(self, STATE_QUIET);
+            }
+        }
+    }
+    else {
+        utterance_audio = frame;
+        if (speech) {
+            self->voiced_ms += frame_ms;
+            self->silence_ms = 0;
+            self->last_voiced_end_ms = self->now_ms;
+            status = set_state(self, STATE_SPEAKING);
+        }
+        else {
+            self->silence_ms += frame_ms;
+            status = set_state(self, STATE_STOPPING);
+            if (status == 0 && self->silence_ms >= self->stop_ms) {
+                status = end_utterance(self, events, 0);
+                goto done;
+            }
+        }
+        if (status == 0 && self->now_ms - self->utterance_start_ms >= self->max_utterance_ms) {
+            status = end_utterance(self, events, 1);
+        }
+    }
+done:
+    if (status < 0) {
+        goto error;
+    }
+    return new_endpoint_step(events, utterance_audio);
+error:
+    Py_DECREF(events);
+    return NULL;
+}
+
+static PyObject *
+EndpointCore_step(EndpointCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "step(frame, speech)");
+        return NULL;
+    }
+    int speech = PyObject_IsTrue(args[1]);
+    if (speech < 0) {
+        return NULL;
+    }
+    return endpoint_step(self, args[0], speech);
+}
+
+/* feed(pcm, sample_rate, channels=1, *, energy=None): one exact mono frame is classified
+ * here; any other input goes to the Python `_feed_frames`, which re-chunks it. */
+static PyObject *
+EndpointCore_feed(EndpointCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *pcm = NULL, *rate = NULL, *channels = NULL, *energy = Py_None;
+    if (self->classify == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
+        return NULL;
+    }
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "feed(pcm, sample_rate, channels=1, *, energy=None)");
+        return NULL;
+    }
+    pcm = args[0];
+    rate = args[1];
+    if (nargs == 3) {
+        channels = args[2];
+    }
+    Py_ssize_t keyword_count = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < keyword_count; i++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+        if (name == NULL) {
+            return NULL;
+        }
+        if (strcmp(name, "energy") == 0) {
+            energy = args[nargs + i];
+        }
+        else if (strcmp(name, "channels") == 0 && channels == NULL) {
+            channels = args[nargs + i];
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "feed() got an unexpected keyword argument '%s'", name);
+            return NULL;
+        }
+    }
+    long channel_count = 1;
+    if (channels != NULL) {
+        channel_count = PyLong_AsLong(channels);
+        if (channel_count == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    long sample_rate = PyLong_AsLong(rate);
+    if (sample_rate == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int exact = channel_count == 1 && sample_rate == self->sample_rate && PyBytes_Check(pcm) &&
+                PyBytes_GET_SIZE(pcm) == self->frame_bytes;
+    /* The framer must hold no partial frame, else this frame is not aligned. */
+    exact = exact && !self->framer_pending;
+    if (!exact) {
+        PyObject *channel_object = channels != NULL ? Py_NewRef(channels) : PyLong_FromLong(1);
+        if (channel_object == NULL) {
+            return NULL;
+        }
+        PyObject *steps = PyObject_CallMethod((PyObject *)self, "_feed_frames", "OOOO", pcm, rate,
+                                              channel_object, energy);
+        Py_DECREF(channel_object);
+        return steps;
+    }
+    PyObject *sample_count = PyLong_FromSsize_t(self->frame_bytes / 2);
+    if (sample_count == NULL) {
+        return NULL;
+    }
+    PyObject *call_args[2] = {pcm, sample_count};
+    PyObject *verdict = PyObject_Vectorcall(self->classify, call_args, 2, NULL);
+    Py_DECREF(sample_count);
+    if (verdict == NULL) {
+        return NULL;
+    }
+    int speech = PyObject_IsTrue(verdict);
+    Py_DECREF(verdict);
+    if (speech < 0) {
+        return NULL;
+    }
+    if (speech && self->has_gate) {
+        double level;
+        if (energy == Py_None) {
+            PyObject *result = PyObject_CallMethod((PyObject *)self, "_level_dbfs", "O", pcm);
+            if (result == NULL) {
+                return NULL;
+            }
+            level = PyFloat_AsDouble(result);
+            Py_DECREF(result);
+            if (level == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+        else {
+            /* energy_level_dbfs of media/vad.py. */
+            double energy_value = PyFloat_AsDouble(energy);
+            if (energy_value == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_ssize_t sample_count = self->frame_bytes / 2;
+            double power = sample_count > 0 ? energy_value / (double)sample_count : 0.0;
+            level = (sample_count > 0 && power > 0)
+                        ? 10 * log10(power / (32768.0 * 32768.0))
+                        : -INFINITY;
+        }
+        if (level < self->gate_dbfs) {
+            speech = 0;
+        }
+    }
+    PyObject *step = endpoint_step(self, pcm, speech);
+    if (step == NULL) {
+        return NULL;
+    }
+    PyObject *steps = PyList_New(1);
+    if (steps == NULL) {
+        Py_DECREF(step);
+        return NULL;
+    }
+    PyList_SET_ITEM(steps, 0, step);
+    return steps;
+}
+
+static PyObject *
+EndpointCore_get_state(EndpointCore *self, void *Py_UNUSED(closure))
+{
+    if (endpoint_states[self->state] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "media._rtpcore endpointer is not configured");
+        return NULL;
+    }
+    return Py_NewRef(endpoint_states[self->state]);
+}
+
+static PyObject *
+EndpointCore_get_voiced_ms(EndpointCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->state == STATE_QUIET ? 0 : self->voiced_ms);
+}
+
+static PyMethodDef EndpointCore_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))EndpointCore_feed, METH_FASTCALL | METH_KEYWORDS,
+     "Feed audio and return one EndpointStep per complete VAD frame."},
+    {"step", (PyCFunction)(void (*)(void))EndpointCore_step, METH_FASTCALL,
+     "Advance by one frame with a known speech decision."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef EndpointCore_members[] = {
+    {"now_ms", T_LONGLONG, offsetof(EndpointCore, now_ms), 0, NULL},
+    {"utterance_start_ms", T_LONGLONG, offsetof(EndpointCore, utterance_start_ms), READONLY,
+     NULL},
+    {"_stop_ms", T_LONGLONG, offsetof(EndpointCore, stop_ms), 0, NULL},
+    {"_framer_pending", T_INT, offsetof(EndpointCore, framer_pending), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef EndpointCore_getset[] = {
+    {"state", (getter)EndpointCore_get_state, NULL, "The EndpointState.", NULL},
+    {"voiced_ms", (getter)EndpointCore_get_voiced_ms, NULL,
+     "Voiced time in the current utterance (0 when quiet).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EndpointCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._rtpcore.EndpointCore",
+    .tp_basicsize = sizeof(EndpointCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The endpointing state machine of media/vad.py in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)EndpointCore_init,
+    .tp_dealloc = (destructor)EndpointCore_dealloc,
+    .tp_traverse = (traverseproc)EndpointCore_traverse,
+    .tp_clear = (inquiry)EndpointCore_clear,
+    .tp_methods = EndpointCore_methods,
+    .tp_members = EndpointCore_members,
+    .tp_getset = EndpointCore_getset,
+};
+
+static PyObject *
+rtpcore_configure_endpointer(PyObject *module, PyObject *args)
+{
+    PyObject *quiet, *starting, *speaking, *stopping, *start, *end, *step;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!", &quiet, &starting, &speaking, &stopping, &start, &end,
+                          &PyType_Type, &step)) {
+        return NULL;
+    }
+    Py_XSETREF(endpoint_states[STATE_QUIET], Py_NewRef(quiet));
+    Py_XSETREF(endpoint_states[STATE_STARTING], Py_NewRef(starting));
+    Py_XSETREF(endpoint_states[STATE_SPEAKING], Py_NewRef(speaking));
+    Py_XSETREF(endpoint_states[STATE_STOPPING], Py_NewRef(stopping));
+    Py_XSETREF(utterance_start_type, Py_NewRef(start));
+    Py_XSETREF(utterance_end_type, Py_NewRef(end));
+    Py_XSETREF(endpoint_step_type, Py_NewRef(step));
+    Py_RETURN_NONE;
+}
+
+/* -- module ------------------------------------------------------------------ */
+
+static PyObject *
+rtpcore_configure(PyObject *module, PyObject *args)
+{
+    PyObject *audio, *concealed, *underrun, *stats;
+    if (!PyArg_ParseTuple(args, "OOOO", &audio, &concealed, &underrun, &stats)) {
+        return NULL;
+    }
+    Py_XSETREF(kind_audio, Py_NewRef(audio));
+    Py_XSETREF(kind_concealed, Py_NewRef(concealed));
+    Py_XSETREF(kind_underrun, Py_NewRef(underrun));
+    Py_XSETREF(stats_type, Py_NewRef(stats));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef rtpcore_methods[] = {
+    {"parse_rtp", rtpcore_parse_rtp, METH_O,
+     "Parse an RTP header: (payload_type, sequence, timestamp, ssrc, marker, csrc_count, "
+     "extension (profile, start, end) or None, payload_start, payload_end, padding_size). "
+     "Raises ValueError as RtpPacket.parse does."},
+    {"build_rtp", (PyCFunction)(void (*)(void))rtpcore_build_rtp, METH_FASTCALL,
+     "Return a plain RTP packet (version 2, no padding, extension or CSRC): the second "
+     "header byte (marker and payload type), sequence number, timestamp, SSRC, payload."},
+    {"configure_endpointer", rtpcore_configure_endpointer, METH_VARARGS,
+     "Set the EndpointState members (quiet, starting, speaking, stopping) and the "
+     "UtteranceStart, UtteranceEnd and EndpointStep classes."},
+    {"configure", rtpcore_configure, METH_VARARGS,
+     "Set the FrameKind members (audio, concealed, underrun) and the JitterStats class."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef rtpcore_module = {
+    PyModuleDef_HEAD_INIT, "media._rtpcore", "RTP receive hot path in C.", -1, rtpcore_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__rtpcore(void)
+{
+    build_g711_tables();
+    if (PyType_Ready(&JitterCoreType) < 0 || PyType_Ready(&EndpointCoreType) < 0) {
+        return NULL;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        return NULL;
+    }
+    deque_type = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    events_name = PyUnicode_InternFromString("events");
+    utterance_audio_name = PyUnicode_InternFromString("utterance_audio");
+    if (deque_type == NULL || events_name == NULL || utterance_audio_name == NULL) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&rtpcore_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "JitterCore", (PyObject *)&JitterCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "EndpointCore", (PyObject *)&EndpointCoreType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,29 @@
+from typing import Any
+
+def parse_rtp(
+    data: bytes,
+) -> tuple[int, int, int, int, bool, int, tuple[int, int, int] | None, int, int, int]: ...
+def build_rtp(
+    second: int, sequence: int, timestamp: int, ssrc: int, payload: bytes, /
+) -> bytes: ...
+def configure(audio: Any, concealed: Any, underrun: Any, stats: Any, /) -> None: ...
+
+class JitterCore:
+    def __init__(self, sample_rate: int, clock_rate: int, frame_ms: int, config: Any) -> None: ...
+
+class EndpointCore:
+    def __init__(
+        self,
+        classify: Any,
+        sample_rate: int,
+        frame_bytes: int,
+        frame_ms: int,
+        start_ms: int,
+        start_gap_ms: int,
+        stop_ms: int,
+        preroll_frames: int,
+        max_utterance_ms: int,
+        energy_gate_dbfs: float | None,
+    ) -> None: ...
+
+def configure_endpointer(*members: Any) -> None: ...
