@@ -259,7 +259,7 @@ async def browser_case(
     microphone: Path,
 ) -> None:
     page_microphone = agent_page_microphone(work_dir)
-    url = f"http://127.0.0.1:{node_b.http_port}/agent"
+    url = f"http://127.0.0.1:{node_b.http_port}/agent?audio_processing=off"
     async with BrowserAgent(url, page_microphone, work_dir / "chromium.log") as agent:
         await agent.login(OTHER_AGENT, PASSWORD)
         phone = await asyncio.to_thread(dial, work_dir, "caller", node_a, microphone)

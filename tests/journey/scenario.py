@@ -328,7 +328,7 @@ async def browser_case(
     report: dict[str, Any], node: RunningNode, work_dir: Path, microphone: Path
 ) -> None:
     page_microphone = agent_page_microphone(work_dir)
-    url = f"http://127.0.0.1:{node.http_port}/agent"
+    url = f"http://127.0.0.1:{node.http_port}/agent?audio_processing=off"
     async with BrowserAgent(url, page_microphone, work_dir / "chromium.log") as agent:
         await agent.login(AGENT, PASSWORD)
         report["presence_after_login"] = await agent.presence()
@@ -360,7 +360,9 @@ async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_di
     agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
     try:
         await agent.login()
-        async with BrowserAgent(f"{base}/", microphone, work_dir / "chromium.log") as page:
+        async with BrowserAgent(
+            f"{base}/?audio_processing=off", microphone, work_dir / "chromium.log"
+        ) as page:
             await page.start_caller_call()
             report["waiting"] = await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
             await agent.set_state("available")

@@ -164,7 +164,7 @@ async def queue_case(report: dict[str, Any], node: RunningNode, work_dir: Path) 
     try:
         await other.login()
         async with BrowserAgent(
-            f"{base}/agent", page_microphone, work_dir / "chromium.log"
+            f"{base}/agent?audio_processing=off", page_microphone, work_dir / "chromium.log"
         ) as page:
             await page.login(AGENT, PASSWORD)
             with SseReader(node.http_port, TOKEN, "?kinds=call.*,acd.caller_joined") as sse:
@@ -220,7 +220,7 @@ async def number_case(report: dict[str, Any], node: RunningNode, work_dir: Path)
         target.wait_until_listening()
         page_microphone = agent_page_microphone(work_dir)
         async with BrowserAgent(
-            f"{base}/agent", page_microphone, work_dir / "chromium.log"
+            f"{base}/agent?audio_processing=off", page_microphone, work_dir / "chromium.log"
         ) as page:
             try:
                 await page.login(AGENT, PASSWORD)
@@ -255,7 +255,9 @@ async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_di
     agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
     try:
         await agent.login()
-        async with BrowserAgent(f"{base}/", microphone, work_dir / "chromium.log") as page:
+        async with BrowserAgent(
+            f"{base}/?audio_processing=off", microphone, work_dir / "chromium.log"
+        ) as page:
             await page.start_caller_call()
             await wait_queue(node, "general", "joined", 1)
             await agent.set_state("available")

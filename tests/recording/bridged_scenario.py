@@ -70,7 +70,7 @@ async def agent_page_case(report: dict[str, Any], node: RunningNode, work_dir: P
         work_dir / "caller-tone.wav", tone(CALLER_TONE_HZ, 80.0, 8000, amplitude=0.3), 8000
     )
     page_microphone = agent_page_microphone(work_dir)
-    url = f"http://127.0.0.1:{node.http_port}/agent"
+    url = f"http://127.0.0.1:{node.http_port}/agent?audio_processing=off"
     async with BrowserAgent(url, page_microphone, work_dir / "chromium.log") as agent:
         await agent.login(AGENT, PASSWORD)
         phone = await asyncio.to_thread(dial, work_dir, "caller", node, caller_microphone)
@@ -92,7 +92,9 @@ async def browser_caller_case(report: dict[str, Any], node: RunningNode, work_di
     agent = AgentClient(base, AGENT, PASSWORD, AGENT_TONE_HZ)
     try:
         await agent.login()
-        async with BrowserAgent(f"{base}/", microphone, work_dir / "chromium.log") as page:
+        async with BrowserAgent(
+            f"{base}/?audio_processing=off", microphone, work_dir / "chromium.log"
+        ) as page:
             await page.start_caller_call()
             await wait_counters(node, lambda c: c.get("joined", 0) >= 1, 30)
             await agent.set_state("available")

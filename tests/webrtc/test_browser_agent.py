@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    return run_scenario("agent", f"autotest=1&user=alice&password={AGENT_PASSWORD}")
+    return run_scenario(
+        "agent", f"autotest=1&user=alice&password={AGENT_PASSWORD}&audio_processing=off"
+    )
 
 
 def _phases(report: dict[str, Any]) -> dict[str, Any]:
