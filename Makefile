@@ -22,9 +22,10 @@ $(BIN)/voxgate: pyproject.toml
 install: $(BIN)/voxgate extensions ## create .venv and install VoxGate with its test tools
 
 extensions: $(BIN)/voxgate ## build the C extension of the media path in place (gcc, Python headers)
-	@# A venv of Python 3.12 or newer has no setuptools of its own.
-	$(BIN)/python -c 'import setuptools' 2>/dev/null || $(BIN)/pip install --quiet setuptools
-	$(BIN)/python scripts/build_extensions.py
+	@# A venv of Python 3.12 or newer has no setuptools of its own. The build reports on
+	@# stderr, so that `make demo > summary.json` keeps only the summary on stdout.
+	@$(BIN)/python -c 'import setuptools' 2>/dev/null || $(BIN)/pip install --quiet setuptools >&2
+	@$(BIN)/python scripts/build_extensions.py >&2
 
 system-packages: ## install the Debian packages the tests need (redis, SIPp, baresip, Chromium)
 	sh scripts/install-system-packages.sh

@@ -36,7 +36,9 @@ class Diagnostic:
     severity: str = "error"
 
     def __str__(self) -> str:
-        text = f"{self.file}:{self.line}:{self.column}: {self.key}: {self.value}: {self.message}"
+        # A problem of the whole file (invalid YAML, unreadable) has no key or value to show.
+        where = [part for part in (self.key, self.value) if part]
+        text = ": ".join([f"{self.file}:{self.line}:{self.column}", *where, self.message])
         if self.hint:
             text += f" (hint: {self.hint})"
         if self.severity != "error":
@@ -212,7 +214,7 @@ def _model_at(loc: tuple[PathPart, ...], root: type[BaseModel]) -> type[BaseMode
     return models[0] if len(models) == 1 else None
 
 
-def _unknown_key_hint(loc: tuple[PathPart, ...], root: type[BaseModel]) -> str:
+def unknown_key_hint(loc: tuple[PathPart, ...], root: type[BaseModel]) -> str:
     """Build the hint for an unknown key at `loc`: the closest allowed key, if one is close."""
     hint = _HINTS["extra_forbidden"]
     if not loc or not isinstance(loc[-1], str):
@@ -254,7 +256,7 @@ def _pydantic_diagnostics(
             message = f"unknown key '{loc[-1]}'"
         else:
             value = _value_at(source.data, path) if path else "(file)"
-        hint = _unknown_key_hint(raw, root) if kind == "extra_forbidden" else _HINTS.get(kind, "")
+        hint = unknown_key_hint(raw, root) if kind == "extra_forbidden" else _HINTS.get(kind, "")
         result.append(source.diagnostic(loc, message, hint=hint, value=value))
     return result
 
@@ -265,9 +267,7 @@ def parse_flow(text: str, file: str) -> tuple[Flow, SourceMap]:
         data, marks = load_with_marks(text)
     except YamlSyntaxError as exc:
         mark = exc.mark or Mark(1, 1)
-        raise FlowError(
-            [Diagnostic(file, mark.line, mark.column, "(file)", "(yaml)", exc.message)]
-        ) from exc
+        raise FlowError([Diagnostic(file, mark.line, mark.column, "", "", exc.message)]) from exc
     source = SourceMap(file, data, marks)
     if not isinstance(data, dict):
         raise FlowError(
@@ -286,7 +286,7 @@ def load_flow_with_source(path: str | Path) -> tuple[Flow, SourceMap]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise FlowError([Diagnostic(file, 1, 1, "(file)", "(unreadable)", str(exc))]) from exc
+        raise FlowError([Diagnostic(file, 1, 1, "", "", str(exc))]) from exc
     flow, source = parse_flow(text, file)
     return flow.with_base_dir(Path(path).parent), source
 

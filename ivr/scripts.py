@@ -105,11 +105,9 @@ def load_script_with_source(path: Path) -> tuple[Script, SourceMap]:
         data, marks = load_with_marks(path.read_text(encoding="utf-8"))
     except YamlSyntaxError as exc:
         mark = exc.mark or Mark(1, 1)
-        raise FlowError(
-            [Diagnostic(file, mark.line, mark.column, "(file)", "(yaml)", exc.message)]
-        ) from exc
+        raise FlowError([Diagnostic(file, mark.line, mark.column, "", "", exc.message)]) from exc
     except OSError as exc:
-        raise FlowError([Diagnostic(file, 1, 1, "(file)", "(unreadable)", str(exc))]) from exc
+        raise FlowError([Diagnostic(file, 1, 1, "", "", str(exc))]) from exc
     source = SourceMap(file, data, marks)
     try:
         return Script.model_validate(data), source

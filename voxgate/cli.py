@@ -23,6 +23,8 @@ from voxgate.settings import SettingsError, load_settings
 logger = logging.getLogger("voxgate")
 
 EXIT_USAGE = 2
+# The settings file of `serve` without --config, relative to the working directory.
+DEFAULT_CONFIG = "config/voxgate.yaml"
 
 
 def _port(text: str) -> int:
@@ -55,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run one node (SIP, RTP, HTTP, IVR, ACD)")
     serve.add_argument(
-        "--config", type=Path, default=Path("config/voxgate.yaml"), help="settings file (YAML)"
+        "--config",
+        type=Path,
+        help=f"settings file (YAML); default: {DEFAULT_CONFIG} in the working directory,"
+        " else the one in the VoxGate checkout",
     )
     serve.add_argument(
         "--sip-port", type=_port, help="SIP port for UDP and TCP (0 picks a free one)"
@@ -91,6 +96,19 @@ def _queue_names(path: Path) -> set[str]:
     return set(load_settings(path).acd.queues)
 
 
+def default_config() -> Path:
+    """Return the settings file that `serve` reads without `--config`.
+
+    `config/voxgate.yaml` in the working directory comes first, then the one next to the
+    installed package, so that a checkout's node starts from any folder.
+    """
+    in_working_dir = Path(DEFAULT_CONFIG)
+    if in_working_dir.exists():
+        return in_working_dir
+    checkout = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG
+    return checkout if checkout.exists() else in_working_dir
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.sip_port is not None:
@@ -102,9 +120,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.log_level is not None:
         overrides["log.level"] = args.log_level
     try:
-        settings = load_settings(args.config, overrides)
+        settings = load_settings(args.config or default_config(), overrides)
     except SettingsError as exc:
         print(f"voxgate: invalid settings:\n{exc}", file=sys.stderr)
+        if args.config is None:
+            print("voxgate: name the settings file with --config FILE", file=sys.stderr)
         return EXIT_USAGE
     from voxgate.logs import configure_logging
     from voxgate.node import run_node

@@ -167,8 +167,8 @@ class ContactCenter:
         # Set by `begin_stop` before the node ends its calls: a waiting caller's
         # end is then the node's stop, not the caller's hangup.
         self.stopping = False
-        self.counters = QueueCounters(NODE_COUNTS)
-        self.cluster_counters = QueueCounters(ACD_COUNTS)
+        self.counters = QueueCounters(NODE_COUNTS, acd.settings.queues)
+        self.cluster_counters = QueueCounters(ACD_COUNTS, acd.settings.queues)
 
     # -- lifetime -----------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from acd.events import (
     AcdEvent,
     CallerAnswered,
@@ -17,11 +19,17 @@ NODE_COUNTS = (*ACD_COUNTS, "transferred")
 
 
 class QueueCounters:
-    """Counts per queue, each queue starting with every name of `names` at 0."""
+    """Counts per queue, each queue starting with every name of `names` at 0.
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    The configured `queues` are listed from the start, so a fresh node reports them at 0.
+    A queue that only a flow names appears with its first count.
+    """
+
+    def __init__(self, names: tuple[str, ...], queues: Iterable[str] = ()) -> None:
         self.names = names
-        self._counts: dict[str, dict[str, int]] = {}
+        self._counts: dict[str, dict[str, int]] = {
+            queue: dict.fromkeys(names, 0) for queue in queues
+        }
 
     def count(self, queue: str, name: str) -> None:
         counts = self._counts.setdefault(queue, dict.fromkeys(self.names, 0))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ivr.loader import unknown_key_hint
 from ivr.yamlmarks import Mark, PathPart, YamlSyntaxError, load_with_marks, locate
 from signaling.sip.errors import SipSyntaxError
 from signaling.sip.uri import parse_sip_uri
@@ -725,7 +726,11 @@ def _describe(
         where = "command line" if dotted in overrides else _where(file, mark)
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" {value!r}:"
-        lines.append(f"{where}: {dotted}:{shown} {error['msg']}")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            hint = unknown_key_hint(loc, Settings)
+            message = f"unknown key '{loc[-1]}' (hint: {hint})"
+        lines.append(f"{where}: {dotted}:{shown} {message}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from signaling.webrtc.auth import hash_password
 from tests.support.node import RunningNode, voxgate_node
+from voxgate.queuecounters import NODE_COUNTS
 
 PASSWORD = "route-test-password"
 
@@ -76,10 +77,12 @@ def test_login_from_other_origin_rejected(node: RunningNode) -> None:
     assert status == 403
 
 
-def test_queue_counters_start_empty(node: RunningNode) -> None:
+def test_queue_counters_list_configured_queues_at_zero(node: RunningNode) -> None:
     status, body = request(node, "/api/queues")
     assert status == 200
-    assert json.loads(body) == {"queues": {}}
+    queues = json.loads(body)["queues"]
+    assert list(queues) == ["general"]
+    assert queues["general"] == dict.fromkeys(NODE_COUNTS, 0)
 
 
 def test_health_lists_acd(node: RunningNode) -> None:

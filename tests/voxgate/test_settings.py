@@ -11,6 +11,7 @@ import pytest
 from ivr.model import QueueStep
 from ivr.registry import FlowRegistry
 from media.tts import EspeakSynthesizer
+from voxgate.cli import default_config
 from voxgate.components import build_contact_center, webhook_config
 from voxgate.queueing import warn_unknown_queues
 from voxgate.settings import SettingsError, load_settings
@@ -296,3 +297,31 @@ def test_demo_agent_has_flow_skills() -> None:
     assert {"ko", "zh", "billing"} <= wanted
 
     assert wanted <= set(settings.webrtc.agents["demo"].skills)
+
+
+def test_unknown_key_gets_spelling_hint(tmp_path: Path) -> None:
+    path = write(tmp_path, "acd:\n  queues:\n    billing:\n      max_wiat_s: 60\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert f"{path}:4:7: acd.queues.billing.max_wiat_s: 60:" in message
+    assert "unknown key 'max_wiat_s' (hint: did you mean 'max_wait_s'?)" in message
+
+
+def test_serve_finds_checkout_settings_from_other_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "voxgate", "serve", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "config/voxgate.yaml in the working directory" in " ".join(result.stdout.split())
+    monkeypatch.chdir(tmp_path)
+    assert default_config() == REPOSITORY / "config" / "voxgate.yaml"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "voxgate.yaml").write_text("{}\n")
+    assert default_config() == Path("config/voxgate.yaml")
