@@ -446,9 +446,16 @@ class Acd:
         self._report_release(released, "declined")
         return True
 
-    async def hangup(self, agent_id: str) -> Agent | None:
-        """End the agent's call and start its queue's wrap-up time."""
-        wrap_up_s = {name: queue.wrap_up_s for name, queue in self.settings.queues.items()}
+    async def hangup(self, agent_id: str, min_wrap_up_s: float = 0.0) -> Agent | None:
+        """End the agent's call and start its queue's wrap-up time, at least `min_wrap_up_s`.
+
+        A node whose agent page starts its own wrap-up passes that time, so the record never
+        shows available between the hangup and the page's wrap-up reaching the ACD.
+        """
+        wrap_up_s = {
+            name: max(queue.wrap_up_s, min_wrap_up_s)
+            for name, queue in self.settings.queues.items()
+        }
         agent = await self.store.end_call(agent_id, self.clock.now(), wrap_up_s)
         if agent is None:
             return None

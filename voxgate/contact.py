@@ -61,6 +61,9 @@ from signaling.webrtc.protocol import (
     Presence,
     TransferKind,
 )
+from signaling.webrtc.protocol import (
+    AgentState as WebAgentState,
+)
 from signaling.webrtc.server import WebRtcServer
 from voxgate.agentmirror import AgentAccount, AgentMirror
 from voxgate.callevents import CallLegEvents
@@ -489,9 +492,15 @@ class ContactCenter:
                 await self._end_agent_call(agent_id, caller.call_id)
 
     async def _end_agent_call(self, agent_id: str, call_id: str) -> None:
+        presence = self.webrtc.agents.get(agent_id) if self.webrtc is not None else None
+        # The page went to wrap-up as its call ended. An ACD record left available until the
+        # mirror sets it away would take the next offer in between.
+        page_wrap_up_s = 0.0
+        if presence is not None and presence.state is WebAgentState.WRAP_UP:
+            page_wrap_up_s = float(presence.wrap_up_s)
         async with self._lock(agent_id):
             try:
-                await self.acd.hangup(agent_id)
+                await self.acd.hangup(agent_id, page_wrap_up_s)
             except Exception:
                 logger.exception("call %s: ACD hangup failed", call_id)
             await self._sync_agent(agent_id)

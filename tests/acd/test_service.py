@@ -469,3 +469,22 @@ async def test_release_name_frees_it_at_once(store: AcdStore) -> None:
     second = Acd(store, h.clock, h.acd.settings, node_id="node-b")
 
     await second.claim_name("cc1")
+
+
+async def test_hangup_wrap_up_at_least_page_time(store: AcdStore) -> None:
+    h = harness(store)
+    await h.acd.enqueue("call-1", "sales")
+    await h.acd.login("alice", ["sales"])
+    await h.acd.step()
+    offer = h.of_type(CallerOffered)[0].offer
+    assert await h.acd.answer_offer("alice", offer.entry_id) is True
+    await h.acd.enqueue("call-2", "sales")
+
+    agent = await h.acd.hangup("alice", min_wrap_up_s=10.0)
+
+    assert agent is not None
+    assert agent.state is AgentState.WRAP_UP
+    await h.advance(9.0)
+    assert h.offers() == [("call-1", "alice")]
+    await h.advance(1.0)
+    assert h.offers() == [("call-1", "alice"), ("call-2", "alice")]
