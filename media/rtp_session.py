@@ -70,6 +70,7 @@ from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
 from media.rtp import RtpPacket
+from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
@@ -182,6 +183,8 @@ class RtpStats:
     rtcp_received: int = 0
     """RTCP datagrams from the peer's address, whether they parsed or not."""
     send_errors: int = 0
+    stale_source: int = 0
+    """Packets from the previous call's peer on a reused socket pair, never latched."""
     ticks_skipped: int = 0
     payload_types_seen: set[int] = field(default_factory=set)
 
@@ -252,6 +255,11 @@ class RtpSession(asyncio.DatagramProtocol):
         self._rtcp_sent = False
         self._cname = f"voxgate-{secrets.token_hex(6)}"
         self._release_port: Callable[[], None] | None = None
+        # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
+        self._pair: RtpSocketPair | None = None
+        self._socket_pool: RtpSocketPool | None = None
+        self._sdp_remote = remote
+        self._stale_sources: frozenset[Address] = frozenset()
         # Resolved by connection_lost of the RTP socket (first) and the RTCP socket.
         self._sockets_lost: list[asyncio.Future[None]] = []
         # The peer's media timeout (`watch_inactivity`); None while unwatched.
@@ -326,10 +334,44 @@ class RtpSession(asyncio.DatagramProtocol):
                 pool.release(port)
                 logger.warning("call %s: rtp port %d busy, trying another", call_id, port)
                 continue
-            session._release_port = functools.partial(pool.release, port)
+            session.on_close_release(functools.partial(pool.release, port))
             return session
         assert last_error is not None
         raise last_error
+
+    @classmethod
+    def open_on_pair(
+        cls,
+        pool: RtpSocketPool,
+        pair: RtpSocketPair,
+        config: RtpSessionConfig,
+        *,
+        remote: tuple[str, int] | None = None,
+        call_id: str = "-",
+    ) -> RtpSession:
+        """Run a session on a pair from `pool.acquire()`; `close` gives the pair back.
+
+        The session never latches onto the previous call's remote addresses
+        (`pair.stale_sources`) except `remote` itself. The RTCP socket stays
+        idle when the session muxes RTCP.
+        """
+        if pair.rtp is None or pair.rtcp is None:
+            raise RuntimeError(f"RTP socket pair on port {pair.port} is not bound")
+        session = cls(config, call_id=call_id, remote=remote)
+        session._pair = pair
+        session._socket_pool = pool
+        session._stale_sources = pair.stale_sources - {remote} if remote else pair.stale_sources
+        session._loop = asyncio.get_running_loop()
+        session._transport = pair.rtp
+        pair.rtp.set_protocol(session)
+        if not config.rtcp_mux:
+            session._rtcp_transport = pair.rtcp
+            pair.rtcp.set_protocol(_RtcpProtocol(session, track_close=False))
+        return session
+
+    def on_close_release(self, release: Callable[[], None]) -> None:
+        """Call `release` (giving the port back) once `close` has closed the sockets."""
+        self._release_port = release
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
@@ -362,6 +404,8 @@ class RtpSession(asyncio.DatagramProtocol):
     def set_remote(self, remote: tuple[str, int] | None) -> None:
         """Point the stream at a new SDP address (None: on hold) and latch again."""
         self._remote = remote
+        if remote is not None:
+            self._stale_sources = self._stale_sources - {remote}
         self._set_latch(LatchState.WAITING)
 
     def watch_inactivity(
@@ -424,6 +468,10 @@ class RtpSession(asyncio.DatagramProtocol):
         # RFC 3550 section 6.3.7: no BYE from a participant that sent no RTP or RTCP.
         if self.stats.packets_sent or self._rtcp_sent:
             self._send_rtcp(bye=True)
+        if self._pair is not None:
+            self._release_pair()
+            self._finish_close()
+            return
         self._close_sockets()
         try:
             await self._wait_sockets_closed()
@@ -431,6 +479,14 @@ class RtpSession(asyncio.DatagramProtocol):
             # Even when the caller is cancelled meanwhile, the port goes back
             # and the handler learns of the end.
             self._finish_close()
+
+    def _release_pair(self) -> None:
+        pair, pool = self._pair, self._socket_pool
+        assert pair is not None and pool is not None
+        stale = {address for address in (self._sdp_remote, self._remote) if address is not None}
+        # `_transport` stays for `local_address`; `_closed` already stops every send on it.
+        self._rtcp_transport = None
+        pool.release(pair, frozenset(stale))
 
     def _finish_close(self) -> None:
         if self._release_port is not None:
@@ -549,6 +605,10 @@ class RtpSession(asyncio.DatagramProtocol):
             return
 
         if self._latch is LatchState.WAITING:
+            if source in self._stale_sources:
+                # The previous call's peer on a reused socket pair (see `media.rtp_sockets`).
+                self.stats.stale_source += 1
+                return
             # NOTE: the first packet with a negotiated payload type is trusted whatever its
             # source, as most SBCs do; a packet injected before the caller's first one wins.
             if source != self._remote:
@@ -608,6 +668,8 @@ class RtpSession(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             logger.warning("call %s: rtp socket lost: %s", self.call_id, exc)
+        if self._pair is not None:
+            self._pair.socket_closed()
         if self._sockets_lost and not self._sockets_lost[0].done():
             self._sockets_lost[0].set_result(None)
 
@@ -780,6 +842,9 @@ class RtpSession(asyncio.DatagramProtocol):
         remote = self._rtcp_remote()
         if transport is None or remote is None or transport.is_closing():
             return
+        if self._closed and not bye:
+            # A closed session's pooled socket may already carry another call.
+            return
         now = time.time()
         block = self.reception.report_block(now)
         blocks = (block,) if block is not None else ()
@@ -810,6 +875,9 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._remote is not None and source[0] != self._remote[0]:
             self.stats.wrong_source += 1
             return
+        if source in self._stale_sources:
+            self.stats.stale_source += 1
+            return
         self.stats.rtcp_received += 1
         try:
             packets = rtcp.parse_compound(data)
@@ -833,13 +901,17 @@ class RtpSession(asyncio.DatagramProtocol):
 class _RtcpProtocol(asyncio.DatagramProtocol):
     """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
 
-    def __init__(self, session: RtpSession) -> None:
+    def __init__(self, session: RtpSession, *, track_close: bool = True) -> None:
         self._session = session
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        session._sockets_lost.append(self._lost)
+        self._lost: asyncio.Future[None] | None = None
+        if track_close:
+            self._lost = asyncio.get_running_loop().create_future()
+            session._sockets_lost.append(self._lost)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._lost.done():
+        if self._session._pair is not None:
+            self._session._pair.socket_closed()
+        if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:

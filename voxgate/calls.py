@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from media.asr import ModelCatalog
 from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession
+from media.rtp_sockets import RtpSocketPool
 from media.tts import Synthesizer
 from signaling import sdp
 from signaling.sip.endpoint import InboundCall
@@ -121,8 +123,10 @@ class SipCallHandler:
         recordings: RecordingConfig | None = None,
         rtp_timeout_s: float = 0.0,
         rtp_hold_timeout_s: float = 0.0,
+        socket_pool: RtpSocketPool | None = None,
     ) -> None:
         self._flows = flows
+        self._socket_pool = socket_pool
         self._rtp_timeout_s = rtp_timeout_s
         self._rtp_hold_timeout_s = rtp_hold_timeout_s
         self._models = models
@@ -197,7 +201,7 @@ class SipCallHandler:
         media = await self._open_media(call, offer)
         if isinstance(media, CallEnd):
             return
-        answer, session, port = media
+        answer, session = media
         try:
             await call.answer(answer.sdp)
             if not await crossnode.wait_claimed(claim.call_id, claim.agent_id, lambda: call.ended):
@@ -216,7 +220,6 @@ class SipCallHandler:
         finally:
             await call.hangup()
             await session.close()
-            self._port_pool.release(port)
 
     async def _handle(self, call: InboundCall) -> CallEnd:
         flow = self._flows.for_call(call.called, self._default_flow)
@@ -233,7 +236,7 @@ class SipCallHandler:
         media = await self._open_media(call, offer)
         if isinstance(media, CallEnd):
             return media
-        answer, session, port = media
+        answer, session = media
         leg = MediaLeg(session, call_id=call.call_id, models=self._models)
         try:
             if self._ring_s > 0 and not await self._ring(call):
@@ -249,39 +252,29 @@ class SipCallHandler:
         finally:
             await leg.close()
             await session.close()
-            self._port_pool.release(port)
 
     async def _open_media(
         self, call: InboundCall, offer: sdp.SessionDescription
-    ) -> tuple[sdp.AudioAnswer, RtpSession, int] | CallEnd:
+    ) -> tuple[sdp.AudioAnswer, RtpSession] | CallEnd:
         """Answer the offer and bind its RTP session, or reject the call and return its end.
 
-        A port from the pool may be held by another process; the next one is
-        tried, up to PORT_ATTEMPTS times.
+        The session's port goes back when the session closes. With a socket
+        pool the session runs on a pooled socket pair; without one, a port
+        from the range is bound, and a port that another process holds is
+        skipped, up to PORT_ATTEMPTS times.
         """
+        if self._socket_pool is not None:
+            return await self._open_pooled_media(call, offer, self._socket_pool)
         for _ in range(PORT_ATTEMPTS):
             try:
                 port = self._port_pool.acquire()
             except RuntimeError:
                 logger.warning("rejecting call: the RTP port pool is exhausted")
                 return await _reject(call, 503, "No media port available")
-            try:
-                answer = sdp.answer_audio(
-                    offer,
-                    SUPPORTED_CODECS,
-                    local_host=self._advertised_address,
-                    local_port=port,
-                    session_id=next_session_id(),
-                    session_version=1,
-                )
-            except sdp.NoCommonCodec as exc:
+            answer = await self._answer_offer(call, offer, port)
+            if isinstance(answer, CallEnd):
                 self._port_pool.release(port)
-                logger.info("rejecting call: %s", exc)
-                return await _reject(call, 488, "No common codec")
-            except sdp.SdpError as exc:
-                self._port_pool.release(port)
-                logger.info("rejecting call: unusable SDP offer: %s", exc)
-                return await _reject(call, 400, "Invalid SDP offer")
+                return answer
             try:
                 session = await RtpSession.open(
                     rtp_config(answer),
@@ -294,9 +287,54 @@ class SipCallHandler:
                 self._port_pool.release(port)
                 logger.warning("RTP port %d unusable, trying another: %s", port, exc)
                 continue
-            return answer, session, port
+            session.on_close_release(functools.partial(self._port_pool.release, port))
+            return answer, session
         logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
         return await _reject(call, 503, "No media port available")
+
+    async def _open_pooled_media(
+        self, call: InboundCall, offer: sdp.SessionDescription, pool: RtpSocketPool
+    ) -> tuple[sdp.AudioAnswer, RtpSession] | CallEnd:
+        try:
+            pair = await pool.acquire()
+        except RuntimeError:
+            logger.warning("rejecting call: the RTP port pool is exhausted")
+            return await _reject(call, 503, "No media port available")
+        except OSError as exc:
+            logger.warning("rejecting call: no usable RTP port: %s", exc)
+            return await _reject(call, 503, "No media port available")
+        answer = await self._answer_offer(call, offer, pair.port)
+        if isinstance(answer, CallEnd):
+            pool.give_back(pair)
+            return answer
+        session = RtpSession.open_on_pair(
+            pool,
+            pair,
+            rtp_config(answer),
+            remote=(answer.remote_host, answer.remote_port),
+            call_id=call.call_id,
+        )
+        return answer, session
+
+    async def _answer_offer(
+        self, call: InboundCall, offer: sdp.SessionDescription, port: int
+    ) -> sdp.AudioAnswer | CallEnd:
+        """Write our SDP answer for RTP on `port`, or reject the call and return its end."""
+        try:
+            return sdp.answer_audio(
+                offer,
+                SUPPORTED_CODECS,
+                local_host=self._advertised_address,
+                local_port=port,
+                session_id=next_session_id(),
+                session_version=1,
+            )
+        except sdp.NoCommonCodec as exc:
+            logger.info("rejecting call: %s", exc)
+            return await _reject(call, 488, "No common codec")
+        except sdp.SdpError as exc:
+            logger.info("rejecting call: unusable SDP offer: %s", exc)
+            return await _reject(call, 400, "Invalid SDP offer")
 
     async def _handle_delayed_offer(self, call: InboundCall, flow: Flow) -> CallEnd:
         """Answer an INVITE without SDP with our offer and take the answer from the ACK.
