@@ -18,8 +18,8 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ivr.engine import IvrSession, Outcome, SessionResult
 from ivr.model import Flow
@@ -458,7 +458,7 @@ class SipCallHandler:
         result: SessionResult | None = None
         queue_end: str | None = None
         try:
-            result = await run_ivr(session, call.wait_ended)
+            result = await run_ivr(session, call.end_future)
             self._legs.flow_result(call.call_id, result)
             if contact is not None:
                 caller_leg = CallerLeg(
@@ -484,32 +484,42 @@ class SipCallHandler:
         return CallEnd(end_reason(result))
 
 
-async def run_ivr(
-    session: IvrSession, wait_ended: Callable[[], Awaitable[object]]
-) -> SessionResult | None:
+async def run_ivr(session: IvrSession, ended: asyncio.Future[Any]) -> SessionResult | None:
     """Run `session` until its flow ends or the leg ends (then None).
 
-    The leg ends when the caller hangs up, when the node stops, or when the
-    flow's own hangup step ended it. The flow gets FLOW_END_GRACE_S to return
+    `ended` resolves when the leg ends: when the caller hangs up, when the
+    node stops, or when the flow's own hangup step ended it. It is only
+    watched here, never cancelled. The flow gets FLOW_END_GRACE_S to return
     its result after the leg ends, so a hangup step is not taken for the
     caller's hangup.
     """
+    loop = asyncio.get_running_loop()
     flow_task = asyncio.ensure_future(session.run())
-    ended_task = asyncio.ensure_future(wait_ended())
+    # One future for "flow or leg ended first", set by done callbacks: cheaper per
+    # call than a task that awaits the leg's end plus `asyncio.wait`.
+    first_done: asyncio.Future[None] = loop.create_future()
+
+    def settle(_: object) -> None:
+        if not first_done.done():
+            first_done.set_result(None)
+
+    flow_task.add_done_callback(settle)
+    ended.add_done_callback(settle)
     try:
-        done, _ = await asyncio.wait({flow_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
-        if flow_task not in done:
-            done, _ = await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
-        if flow_task in done:
+        await first_done
+        if not flow_task.done():
+            await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
+        if flow_task.done():
             result = flow_task.result()
             logger.debug("flow ended: %s (%s)", result.outcome.value, result.reason)
             return result
-        logger.debug("call ended during the flow: %s", ended_task.result())
+        logger.debug("call ended during the flow: %s", ended.result())
         return None
     finally:
-        for task in (flow_task, ended_task):
-            task.cancel()
-        await asyncio.gather(flow_task, ended_task, return_exceptions=True)
+        ended.remove_done_callback(settle)
+        if not flow_task.done():
+            flow_task.cancel()
+            await asyncio.gather(flow_task, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
