@@ -246,7 +246,8 @@ class SipCallHandler:
             except CallEnded as exc:
                 return _ended_by_peer(str(exc), answered=False)
             self._legs.answered(call.call_id)
-            self._watch_media(call, session, call.remote_sdp)
+            # The offer was parsed above; its SDP is not parsed again for the hold check.
+            self._watch_media(call, session, description_holds(offer))
             logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
             return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
@@ -369,7 +370,7 @@ class SipCallHandler:
                 call_id=call.call_id,
             )
             leg = MediaLeg(session, call_id=call.call_id, models=self._models)
-            self._watch_media(call, session, call.remote_sdp)
+            self._watch_media(call, session, sdp_holds(call.remote_sdp))
             logger.debug(
                 "call answered with %s (delayed offer); running flow %s",
                 negotiated.codec.name,
@@ -408,17 +409,15 @@ class SipCallHandler:
             ended.cancel()
         return not call.ended
 
-    def _watch_media(
-        self, call: InboundCall, session: RtpSession, remote_sdp: bytes | None
-    ) -> None:
+    def _watch_media(self, call: InboundCall, session: RtpSession, on_hold: bool) -> None:
         """End the call with BYE and reason `rtp_timeout` when the caller's media stops.
 
-        The caller's SDP (the offer, then each re-INVITE or UPDATE) sets
-        whether the call is on hold, which has its own limit.
+        `on_hold` is what the caller's current SDP says (`sdp_holds`); each
+        re-INVITE or UPDATE then sets it again. A call on hold has its own limit.
         """
         if self._rtp_timeout_s <= 0 and self._rtp_hold_timeout_s <= 0:
             return
-        session.on_hold = sdp_holds(remote_sdp)
+        session.on_hold = on_hold
 
         def reoffered(offer: bytes | None) -> None:
             if offer is not None:
@@ -557,6 +556,11 @@ def sdp_holds(body: bytes | None) -> bool:
         parsed = sdp.parse(body)
     except sdp.SdpError:
         return False
+    return description_holds(parsed)
+
+
+def description_holds(parsed: sdp.SessionDescription) -> bool:
+    """Return True when the parsed SDP puts the call on hold or sends no audio (`sdp_holds`)."""
     for media in parsed.media:
         if media.media == "audio" and not media.is_rejected:
             direction = media.direction or parsed.direction
