@@ -13,8 +13,8 @@ guards keep that from happening:
 1. Quarantine: a released pair is handed out again only after `quarantine_s`.
    Meanwhile an idle protocol reads and drops whatever arrives on it.
 2. Drain: when a pair is handed out, the datagrams already queued in the
-   kernel are read and dropped, so the new session sees only datagrams that
-   arrived after it took the pair.
+   kernel are read and dropped, so the new session receives only datagrams
+   that arrived after it took the pair.
 3. Stale sources: a pair remembers the remote addresses of its previous call
    (the SDP address and the latched source). The next session drops packets
    from those addresses instead of latching onto them, except from the
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("media.rtp")
 
 # Upper bound of the datagrams one drain reads per socket, so that a flood cannot
-# hold the event loop; whatever stays queued meets the stale-source check.
+# hold the event loop. Whatever stays queued still meets the stale-source check.
 MAX_DRAIN_DATAGRAMS = 256
 _DRAIN_READ_SIZE = 4096
 BIND_ATTEMPTS = 8

@@ -18,7 +18,7 @@ from tests.media.conftest import LOOPBACK, RecordingHandler, wait_for
 
 
 class FakeClock:
-    """A monotonic clock that moves only when the test says so."""
+    """A monotonic clock that moves only when the test advances `now`."""
 
     def __init__(self) -> None:
         self.now = 100.0
