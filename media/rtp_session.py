@@ -89,6 +89,8 @@ _SAMPLE_DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.int16]]] = {
 _RTCP_PACKET_TYPES = range(200, 205)
 # Interval, in 20 ms ticks, between checks of a watched session's receive counters.
 ACTIVITY_CHECK_TICKS = 25
+# SSRCs of the latched source that a pooled session hands on as stale streams.
+MAX_REMEMBERED_SSRCS = 8
 
 
 class RtpPortPool:
@@ -184,7 +186,7 @@ class RtpStats:
     """RTCP datagrams from the peer's address, whether they parsed or not."""
     send_errors: int = 0
     stale_source: int = 0
-    """Packets from the previous call's peer on a reused socket pair, never latched."""
+    """Packets of the previous call's stream on a reused socket pair, never latched."""
     ticks_skipped: int = 0
     payload_types_seen: set[int] = field(default_factory=set)
 
@@ -258,8 +260,10 @@ class RtpSession(asyncio.DatagramProtocol):
         # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
         self._pair: RtpSocketPair | None = None
         self._socket_pool: RtpSocketPool | None = None
-        self._sdp_remote = remote
-        self._stale_sources: frozenset[Address] = frozenset()
+        # The previous call's (source, SSRC) streams on a pooled pair, and the SSRCs
+        # this session took from its latched source (at most MAX_REMEMBERED_SSRCS).
+        self._stale_streams: frozenset[tuple[Address, int]] = frozenset()
+        self._ssrcs_seen: set[int] = set()
         # Resolved by connection_lost of the RTP socket (first) and the RTCP socket.
         self._sockets_lost: list[asyncio.Future[None]] = []
         # The peer's media timeout (`watch_inactivity`); None while unwatched.
@@ -351,8 +355,9 @@ class RtpSession(asyncio.DatagramProtocol):
     ) -> RtpSession:
         """Run a session on a pair from `pool.acquire()`; `close` gives the pair back.
 
-        The session never latches onto the previous call's remote addresses
-        (`pair.stale_sources`) except `remote` itself. The RTCP socket stays
+        The session never latches onto a stream of the previous call
+        (`pair.stale_streams`: source and SSRC) unless that source is
+        `remote` itself. The RTCP socket stays
         idle when the session muxes RTCP.
         """
         if pair.rtp is None or pair.rtcp is None:
@@ -360,7 +365,9 @@ class RtpSession(asyncio.DatagramProtocol):
         session = cls(config, call_id=call_id, remote=remote)
         session._pair = pair
         session._socket_pool = pool
-        session._stale_sources = pair.stale_sources - {remote} if remote else pair.stale_sources
+        session._stale_streams = frozenset(
+            stream for stream in pair.stale_streams if stream[0] != remote
+        )
         session._loop = asyncio.get_running_loop()
         session._transport = pair.rtp
         pair.rtp.set_protocol(session)
@@ -404,8 +411,10 @@ class RtpSession(asyncio.DatagramProtocol):
     def set_remote(self, remote: tuple[str, int] | None) -> None:
         """Point the stream at a new SDP address (None: on hold) and latch again."""
         self._remote = remote
-        if remote is not None:
-            self._stale_sources = self._stale_sources - {remote}
+        if remote is not None and self._stale_streams:
+            self._stale_streams = frozenset(
+                stream for stream in self._stale_streams if stream[0] != remote
+            )
         self._set_latch(LatchState.WAITING)
 
     def watch_inactivity(
@@ -483,10 +492,13 @@ class RtpSession(asyncio.DatagramProtocol):
     def _release_pair(self) -> None:
         pair, pool = self._pair, self._socket_pool
         assert pair is not None and pool is not None
-        stale = {address for address in (self._sdp_remote, self._remote) if address is not None}
+        streams: frozenset[tuple[Address, int]] = frozenset()
+        if self._latch is LatchState.LATCHED and self._remote is not None:
+            source = self._remote
+            streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
         # `_transport` stays for `local_address`; `_closed` already stops every send on it.
         self._rtcp_transport = None
-        pool.release(pair, frozenset(stale))
+        pool.release(pair, streams)
 
     def _finish_close(self) -> None:
         if self._release_port is not None:
@@ -605,8 +617,8 @@ class RtpSession(asyncio.DatagramProtocol):
             return
 
         if self._latch is LatchState.WAITING:
-            if source in self._stale_sources:
-                # The previous call's peer on a reused socket pair (see `media.rtp_sockets`).
+            if self._stale_streams and (source, ssrc) in self._stale_streams:
+                # The previous call's stream on a reused socket pair (see `media.rtp_sockets`).
                 self.stats.stale_source += 1
                 return
             # NOTE: the first packet with a negotiated payload type is trusted whatever its
@@ -618,6 +630,8 @@ class RtpSession(asyncio.DatagramProtocol):
         elif source != self._remote:
             self.stats.wrong_source += 1
             return
+        if ssrc not in self._ssrcs_seen and len(self._ssrcs_seen) < MAX_REMEMBERED_SSRCS:
+            self._ssrcs_seen.add(ssrc)
 
         if is_audio:
             self._receive_audio(sequence, timestamp, ssrc, payload)
@@ -874,9 +888,6 @@ class RtpSession(asyncio.DatagramProtocol):
         """Take one RTCP datagram (from the RTCP socket, or muxed on the RTP port)."""
         if self._remote is not None and source[0] != self._remote[0]:
             self.stats.wrong_source += 1
-            return
-        if source in self._stale_sources:
-            self.stats.stale_source += 1
             return
         self.stats.rtcp_received += 1
         try:

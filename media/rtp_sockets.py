@@ -15,11 +15,15 @@ guards keep that from happening:
 2. Drain: when a pair is handed out, the datagrams already queued in the
    kernel are read and dropped, so the new session receives only datagrams
    that arrived after it took the pair.
-3. Stale sources: a pair remembers the remote addresses of its previous call
-   (the SDP address and the latched source). The next session drops packets
-   from those addresses instead of latching onto them, except from the
-   address that the new call's own SDP names: a peer may call again from
-   the same port, and its packets then go where the SDP says anyway.
+3. Stale streams: a pair remembers the streams of its previous call, as
+   the latched source address with each SSRC received from it. The next
+   session drops packets of those streams instead of latching onto them.
+   A packet from the same address with a new SSRC is a new stream and may
+   latch, because a phone behind NAT that calls again often gets the same
+   public address and port. Streams from the address that the new call's
+   own SDP names are not dropped either, so that a peer that replays the
+   same SSRC in every call (SIPp with a pcap) still works. Late RTCP is
+   not filtered and only counts as activity for the media timeout.
 
 The pool is bounded twice: by the node's RTP port range (`RtpPortPool`),
 from which each pair takes its port for as long as it stays open, and by
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("media.rtp")
 
 # Upper bound of the datagrams one drain reads per socket, so that a flood cannot
-# hold the event loop. Whatever stays queued still meets the stale-source check.
+# hold the event loop. Whatever stays queued still meets the stale-stream check.
 MAX_DRAIN_DATAGRAMS = 256
 _DRAIN_READ_SIZE = 4096
 BIND_ATTEMPTS = 8
@@ -80,8 +84,8 @@ class RtpSocketPair:
         self.rtp: asyncio.DatagramTransport | None = None
         self.rtcp: asyncio.DatagramTransport | None = None
         self.idle_protocol = _IdleProtocol(self)
-        self.stale_sources: frozenset[Address] = frozenset()
-        """The remote addresses of the previous call on this pair."""
+        self.stale_streams: frozenset[tuple[Address, int]] = frozenset()
+        """The (source address, SSRC) streams of the previous call on this pair."""
         self.reusable_at = 0.0
         self.dropped = 0
         """Datagrams dropped while idle or drained before reuse."""
@@ -191,7 +195,7 @@ class RtpSocketPool:
             if pair.reusable_at > now and self._ports.free_count > 0:
                 break
             # NOTE: with the port range used up, a pair leaves quarantine early;
-            # the drain and the stale-source check still apply to it.
+            # the drain and the stale-stream check still apply to it.
             self._idle.popleft()
             if pair.is_broken():
                 # The loop closed a socket after an error; the port returns when both are closed.
@@ -206,8 +210,8 @@ class RtpSocketPool:
         self.bound += 1
         return pair
 
-    def release(self, pair: RtpSocketPair, stale_sources: frozenset[Address]) -> None:
-        """Take back a pair whose session ended, remembering that call's remote addresses.
+    def release(self, pair: RtpSocketPair, stale_streams: frozenset[tuple[Address, int]]) -> None:
+        """Take back a pair whose session ended, remembering that call's streams.
 
         The pair is closed instead of kept when the pool is closed or already
         keeps `max_idle` pairs.
@@ -219,7 +223,7 @@ class RtpSocketPool:
         if self._closed or len(self._idle) >= self._max_idle:
             pair.close()
             return
-        pair.stale_sources = stale_sources
+        pair.stale_streams = stale_streams
         pair.reusable_at = self._clock() + self._quarantine_s
         self._idle.append(pair)
 

@@ -138,6 +138,34 @@ async def test_same_peer_may_call_again(
     pool.close()
 
 
+async def test_new_stream_from_old_source_latches(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    # A phone behind NAT: its SDP names a private address, its packets come from
+    # the NAT's address, and a second call gets the same NAT address and port.
+    phone, _ = peers
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.0)
+    pair = await pool.acquire()
+    first = RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9))
+    first.attach(RecordingHandler())
+    phone.sendto(rtp_packet(ssrc=1111, sequence=1), ("127.0.0.1", pair.port))
+    await wait_for(lambda: first.latch_state is LatchState.LATCHED)
+    await first.close()
+
+    await pool.acquire()
+    second = RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 11))
+    second.attach(RecordingHandler())
+    phone.sendto(rtp_packet(ssrc=1111, sequence=2), ("127.0.0.1", pair.port))
+    phone.sendto(rtp_packet(ssrc=4444, sequence=1), ("127.0.0.1", pair.port))
+    await wait_for(lambda: second.latch_state is LatchState.LATCHED)
+
+    assert second.remote == address(phone)
+    assert second.stats.stale_source == 1
+    assert second.stats.packets_received == 2
+    await second.close()
+    pool.close()
+
+
 async def test_quarantined_pair_not_handed_out(port_pool: RtpPortPool) -> None:
     clock = FakeClock()
     pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.5, clock=clock)
