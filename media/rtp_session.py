@@ -357,8 +357,7 @@ class RtpSession(asyncio.DatagramProtocol):
 
         The session never latches onto a stream of the previous call
         (`pair.stale_streams`: source and SSRC) unless that source is
-        `remote` itself. The RTCP socket stays
-        idle when the session muxes RTCP.
+        `remote` itself. The RTCP socket stays idle when the session muxes RTCP.
         """
         if pair.rtp is None or pair.rtcp is None:
             raise RuntimeError(f"RTP socket pair on port {pair.port} is not bound")
