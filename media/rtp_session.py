@@ -67,6 +67,7 @@ from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
 from media.rtp import RtpPacket, build_plain_packet
+from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
@@ -79,6 +80,8 @@ SOCKET_CLOSE_TIMEOUT_S = 1.0
 _RTCP_PACKET_TYPES = range(200, 205)
 # Interval, in 20 ms ticks, between checks of a watched session's receive counters.
 ACTIVITY_CHECK_TICKS = 25
+# SSRCs of the latched source that a pooled session hands on as stale streams.
+MAX_REMEMBERED_SSRCS = 8
 
 
 class RtpPortPool:
@@ -173,6 +176,8 @@ class RtpStats:
     rtcp_received: int = 0
     """RTCP datagrams from the peer's address, whether they parsed or not."""
     send_errors: int = 0
+    stale_source: int = 0
+    """Packets of the previous call's stream on a reused socket pair, never latched."""
     ticks_skipped: int = 0
     payload_types_seen: set[int] = field(default_factory=set)
 
@@ -244,6 +249,13 @@ class RtpSession(asyncio.DatagramProtocol):
         self._rtcp_sent = False
         self._cname = f"voxgate-{secrets.token_hex(6)}"
         self._release_port: Callable[[], None] | None = None
+        # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
+        self._pair: RtpSocketPair | None = None
+        self._socket_pool: RtpSocketPool | None = None
+        # The previous call's (source, SSRC) streams on a pooled pair, and the SSRCs
+        # this session took from its latched source (at most MAX_REMEMBERED_SSRCS).
+        self._stale_streams: frozenset[tuple[Address, int]] = frozenset()
+        self._ssrcs_seen: set[int] = set()
         # Resolved by connection_lost of the RTP socket (first) and the RTCP socket.
         self._sockets_lost: list[asyncio.Future[None]] = []
         # The peer's media timeout (`watch_inactivity`); None while unwatched.
@@ -318,10 +330,46 @@ class RtpSession(asyncio.DatagramProtocol):
                 pool.release(port)
                 logger.warning("call %s: rtp port %d busy, trying another", call_id, port)
                 continue
-            session._release_port = functools.partial(pool.release, port)
+            session.on_close_release(functools.partial(pool.release, port))
             return session
         assert last_error is not None
         raise last_error
+
+    @classmethod
+    def open_on_pair(
+        cls,
+        pool: RtpSocketPool,
+        pair: RtpSocketPair,
+        config: RtpSessionConfig,
+        *,
+        remote: tuple[str, int] | None = None,
+        call_id: str = "-",
+    ) -> RtpSession:
+        """Run a session on a pair from `pool.acquire()`; `close` gives the pair back.
+
+        The session never latches onto a stream of the previous call
+        (`pair.stale_streams`: source and SSRC) unless that source is
+        `remote` itself. The RTCP socket stays idle when the session muxes RTCP.
+        """
+        if pair.rtp is None or pair.rtcp is None:
+            raise RuntimeError(f"RTP socket pair on port {pair.port} is not bound")
+        session = cls(config, call_id=call_id, remote=remote)
+        session._pair = pair
+        session._socket_pool = pool
+        session._stale_streams = frozenset(
+            stream for stream in pair.stale_streams if stream[0] != remote
+        )
+        session._loop = asyncio.get_running_loop()
+        session._transport = pair.rtp
+        pair.rtp.set_protocol(session)
+        if not config.rtcp_mux:
+            session._rtcp_transport = pair.rtcp
+            pair.rtcp.set_protocol(_RtcpProtocol(session, track_close=False))
+        return session
+
+    def on_close_release(self, release: Callable[[], None]) -> None:
+        """Call `release` (giving the port back) once `close` has closed the sockets."""
+        self._release_port = release
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
@@ -354,6 +402,10 @@ class RtpSession(asyncio.DatagramProtocol):
     def set_remote(self, remote: tuple[str, int] | None) -> None:
         """Point the stream at a new SDP address (None: on hold) and latch again."""
         self._remote = remote
+        if remote is not None and self._stale_streams:
+            self._stale_streams = frozenset(
+                stream for stream in self._stale_streams if stream[0] != remote
+            )
         self._set_latch(LatchState.WAITING)
 
     def watch_inactivity(
@@ -416,6 +468,10 @@ class RtpSession(asyncio.DatagramProtocol):
         # RFC 3550 section 6.3.7: no BYE from a participant that sent no RTP or RTCP.
         if self.stats.packets_sent or self._rtcp_sent:
             self._send_rtcp(bye=True)
+        if self._pair is not None:
+            self._release_pair()
+            self._finish_close()
+            return
         self._close_sockets()
         try:
             await self._wait_sockets_closed()
@@ -423,6 +479,17 @@ class RtpSession(asyncio.DatagramProtocol):
             # Even when the caller is cancelled meanwhile, the port goes back
             # and the handler learns of the end.
             self._finish_close()
+
+    def _release_pair(self) -> None:
+        pair, pool = self._pair, self._socket_pool
+        assert pair is not None and pool is not None
+        streams: frozenset[tuple[Address, int]] = frozenset()
+        if self._latch is LatchState.LATCHED and self._remote is not None:
+            source = self._remote
+            streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
+        # `_transport` stays for `local_address`; `_closed` already stops every send on it.
+        self._rtcp_transport = None
+        pool.release(pair, streams)
 
     def _finish_close(self) -> None:
         if self._release_port is not None:
@@ -538,6 +605,10 @@ class RtpSession(asyncio.DatagramProtocol):
             return
 
         if self._latch is LatchState.WAITING:
+            if self._stale_streams and (source, ssrc) in self._stale_streams:
+                # The previous call's stream on a reused socket pair (see `media.rtp_sockets`).
+                self.stats.stale_source += 1
+                return
             # NOTE: the first packet with a negotiated payload type is trusted whatever its
             # source, as most SBCs do; a packet injected before the caller's first one wins.
             if source != self._remote:
@@ -547,6 +618,8 @@ class RtpSession(asyncio.DatagramProtocol):
         elif source != self._remote:
             self.stats.wrong_source += 1
             return
+        if ssrc not in self._ssrcs_seen and len(self._ssrcs_seen) < MAX_REMEMBERED_SSRCS:
+            self._ssrcs_seen.add(ssrc)
 
         if is_audio:
             self._receive_audio(sequence, timestamp, ssrc, payload)
@@ -597,6 +670,8 @@ class RtpSession(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             logger.warning("call %s: rtp socket lost: %s", self.call_id, exc)
+        if self._pair is not None:
+            self._pair.socket_closed()
         if self._sockets_lost and not self._sockets_lost[0].done():
             self._sockets_lost[0].set_result(None)
 
@@ -769,6 +844,9 @@ class RtpSession(asyncio.DatagramProtocol):
         remote = self._rtcp_remote()
         if transport is None or remote is None or transport.is_closing():
             return
+        if self._closed and not bye:
+            # A closed session's pooled socket may already carry another call.
+            return
         now = time.time()
         block = self.reception.report_block(now)
         blocks = (block,) if block is not None else ()
@@ -822,13 +900,17 @@ class RtpSession(asyncio.DatagramProtocol):
 class _RtcpProtocol(asyncio.DatagramProtocol):
     """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
 
-    def __init__(self, session: RtpSession) -> None:
+    def __init__(self, session: RtpSession, *, track_close: bool = True) -> None:
         self._session = session
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        session._sockets_lost.append(self._lost)
+        self._lost: asyncio.Future[None] | None = None
+        if track_close:
+            self._lost = asyncio.get_running_loop().create_future()
+            session._sockets_lost.append(self._lost)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._lost.done():
+        if self._session._pair is not None:
+            self._session._pair.socket_closed()
+        if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:

@@ -10,6 +10,7 @@ and so does an agent's blind transfer of the caller it talks to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ivr.engine import IvrSession
@@ -102,7 +103,11 @@ class BrowserCallHandler:
 
         try:
             logger.info("browser call running flow %s", flow.flow)
-            result = await run_ivr(session, wait_ended)
+            ended = asyncio.ensure_future(call.ended.wait())
+            try:
+                result = await run_ivr(session, ended)
+            finally:
+                ended.cancel()
             self._legs.flow_result(call.call_id, result)
             queue_end: str | None = None
             if contact is not None:

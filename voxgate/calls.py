@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ivr.engine import IvrSession, Outcome, SessionResult
 from ivr.model import Flow
@@ -27,6 +28,7 @@ from media.asr import ModelCatalog
 from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from media.rtp_session import RtpPortPool, RtpSession
+from media.rtp_sockets import RtpSocketPool
 from media.tts import Synthesizer
 from signaling import sdp
 from signaling.sip.endpoint import InboundCall
@@ -121,8 +123,10 @@ class SipCallHandler:
         recordings: RecordingConfig | None = None,
         rtp_timeout_s: float = 0.0,
         rtp_hold_timeout_s: float = 0.0,
+        socket_pool: RtpSocketPool | None = None,
     ) -> None:
         self._flows = flows
+        self._socket_pool = socket_pool
         self._rtp_timeout_s = rtp_timeout_s
         self._rtp_hold_timeout_s = rtp_hold_timeout_s
         self._models = models
@@ -197,7 +201,7 @@ class SipCallHandler:
         media = await self._open_media(call, offer)
         if isinstance(media, CallEnd):
             return
-        answer, session, port = media
+        answer, session = media
         try:
             await call.answer(answer.sdp)
             if not await crossnode.wait_claimed(claim.call_id, claim.agent_id, lambda: call.ended):
@@ -216,7 +220,6 @@ class SipCallHandler:
         finally:
             await call.hangup()
             await session.close()
-            self._port_pool.release(port)
 
     async def _handle(self, call: InboundCall) -> CallEnd:
         flow = self._flows.for_call(call.called, self._default_flow)
@@ -233,7 +236,7 @@ class SipCallHandler:
         media = await self._open_media(call, offer)
         if isinstance(media, CallEnd):
             return media
-        answer, session, port = media
+        answer, session = media
         leg = MediaLeg(session, call_id=call.call_id, models=self._models)
         try:
             if self._ring_s > 0 and not await self._ring(call):
@@ -243,45 +246,36 @@ class SipCallHandler:
             except CallEnded as exc:
                 return _ended_by_peer(str(exc), answered=False)
             self._legs.answered(call.call_id)
-            self._watch_media(call, session, call.remote_sdp)
+            # The offer was parsed above; its SDP is not parsed again for the hold check.
+            self._watch_media(call, session, description_holds(offer))
             logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
             return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
             await leg.close()
             await session.close()
-            self._port_pool.release(port)
 
     async def _open_media(
         self, call: InboundCall, offer: sdp.SessionDescription
-    ) -> tuple[sdp.AudioAnswer, RtpSession, int] | CallEnd:
+    ) -> tuple[sdp.AudioAnswer, RtpSession] | CallEnd:
         """Answer the offer and bind its RTP session, or reject the call and return its end.
 
-        A port from the pool may be held by another process; the next one is
-        tried, up to PORT_ATTEMPTS times.
+        The session's port goes back when the session closes. With a socket
+        pool the session runs on a pooled socket pair; without one, a port
+        from the range is bound, and a port that another process holds is
+        skipped, up to PORT_ATTEMPTS times.
         """
+        if self._socket_pool is not None:
+            return await self._open_pooled_media(call, offer, self._socket_pool)
         for _ in range(PORT_ATTEMPTS):
             try:
                 port = self._port_pool.acquire()
             except RuntimeError:
                 logger.warning("rejecting call: the RTP port pool is exhausted")
                 return await _reject(call, 503, "No media port available")
-            try:
-                answer = sdp.answer_audio(
-                    offer,
-                    SUPPORTED_CODECS,
-                    local_host=self._advertised_address,
-                    local_port=port,
-                    session_id=next_session_id(),
-                    session_version=1,
-                )
-            except sdp.NoCommonCodec as exc:
+            answer = await self._answer_offer(call, offer, port)
+            if isinstance(answer, CallEnd):
                 self._port_pool.release(port)
-                logger.info("rejecting call: %s", exc)
-                return await _reject(call, 488, "No common codec")
-            except sdp.SdpError as exc:
-                self._port_pool.release(port)
-                logger.info("rejecting call: unusable SDP offer: %s", exc)
-                return await _reject(call, 400, "Invalid SDP offer")
+                return answer
             try:
                 session = await RtpSession.open(
                     rtp_config(answer),
@@ -294,9 +288,54 @@ class SipCallHandler:
                 self._port_pool.release(port)
                 logger.warning("RTP port %d unusable, trying another: %s", port, exc)
                 continue
-            return answer, session, port
+            session.on_close_release(functools.partial(self._port_pool.release, port))
+            return answer, session
         logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
         return await _reject(call, 503, "No media port available")
+
+    async def _open_pooled_media(
+        self, call: InboundCall, offer: sdp.SessionDescription, pool: RtpSocketPool
+    ) -> tuple[sdp.AudioAnswer, RtpSession] | CallEnd:
+        try:
+            pair = await pool.acquire()
+        except RuntimeError:
+            logger.warning("rejecting call: the RTP port pool is exhausted")
+            return await _reject(call, 503, "No media port available")
+        except OSError as exc:
+            logger.warning("rejecting call: no usable RTP port: %s", exc)
+            return await _reject(call, 503, "No media port available")
+        answer = await self._answer_offer(call, offer, pair.port)
+        if isinstance(answer, CallEnd):
+            pool.give_back(pair)
+            return answer
+        session = RtpSession.open_on_pair(
+            pool,
+            pair,
+            rtp_config(answer),
+            remote=(answer.remote_host, answer.remote_port),
+            call_id=call.call_id,
+        )
+        return answer, session
+
+    async def _answer_offer(
+        self, call: InboundCall, offer: sdp.SessionDescription, port: int
+    ) -> sdp.AudioAnswer | CallEnd:
+        """Write our SDP answer for RTP on `port`, or reject the call and return its end."""
+        try:
+            return sdp.answer_audio(
+                offer,
+                SUPPORTED_CODECS,
+                local_host=self._advertised_address,
+                local_port=port,
+                session_id=next_session_id(),
+                session_version=1,
+            )
+        except sdp.NoCommonCodec as exc:
+            logger.info("rejecting call: %s", exc)
+            return await _reject(call, 488, "No common codec")
+        except sdp.SdpError as exc:
+            logger.info("rejecting call: unusable SDP offer: %s", exc)
+            return await _reject(call, 400, "Invalid SDP offer")
 
     async def _handle_delayed_offer(self, call: InboundCall, flow: Flow) -> CallEnd:
         """Answer an INVITE without SDP with our offer and take the answer from the ACK.
@@ -331,7 +370,7 @@ class SipCallHandler:
                 call_id=call.call_id,
             )
             leg = MediaLeg(session, call_id=call.call_id, models=self._models)
-            self._watch_media(call, session, call.remote_sdp)
+            self._watch_media(call, session, sdp_holds(call.remote_sdp))
             logger.debug(
                 "call answered with %s (delayed offer); running flow %s",
                 negotiated.codec.name,
@@ -370,17 +409,15 @@ class SipCallHandler:
             ended.cancel()
         return not call.ended
 
-    def _watch_media(
-        self, call: InboundCall, session: RtpSession, remote_sdp: bytes | None
-    ) -> None:
+    def _watch_media(self, call: InboundCall, session: RtpSession, on_hold: bool) -> None:
         """End the call with BYE and reason `rtp_timeout` when the caller's media stops.
 
-        The caller's SDP (the offer, then each re-INVITE or UPDATE) sets
-        whether the call is on hold, which has its own limit.
+        `on_hold` is what the caller's current SDP says (`sdp_holds`); each
+        re-INVITE or UPDATE then sets it again. A call on hold has its own limit.
         """
         if self._rtp_timeout_s <= 0 and self._rtp_hold_timeout_s <= 0:
             return
-        session.on_hold = sdp_holds(remote_sdp)
+        session.on_hold = on_hold
 
         def reoffered(offer: bytes | None) -> None:
             if offer is not None:
@@ -420,7 +457,7 @@ class SipCallHandler:
         result: SessionResult | None = None
         queue_end: str | None = None
         try:
-            result = await run_ivr(session, call.wait_ended)
+            result = await run_ivr(session, call.end_future)
             self._legs.flow_result(call.call_id, result)
             if contact is not None:
                 caller_leg = CallerLeg(
@@ -446,32 +483,42 @@ class SipCallHandler:
         return CallEnd(end_reason(result))
 
 
-async def run_ivr(
-    session: IvrSession, wait_ended: Callable[[], Awaitable[object]]
-) -> SessionResult | None:
+async def run_ivr(session: IvrSession, ended: asyncio.Future[Any]) -> SessionResult | None:
     """Run `session` until its flow ends or the leg ends (then None).
 
-    The leg ends when the caller hangs up, when the node stops, or when the
-    flow's own hangup step ended it. The flow gets FLOW_END_GRACE_S to return
+    `ended` resolves when the leg ends: when the caller hangs up, when the
+    node stops, or when the flow's own hangup step ended it. It is only
+    watched here, never cancelled. The flow gets FLOW_END_GRACE_S to return
     its result after the leg ends, so a hangup step is not taken for the
     caller's hangup.
     """
+    loop = asyncio.get_running_loop()
     flow_task = asyncio.ensure_future(session.run())
-    ended_task = asyncio.ensure_future(wait_ended())
+    # One future for "flow or leg ended first", set by done callbacks: cheaper per
+    # call than a task that awaits the leg's end plus `asyncio.wait`.
+    first_done: asyncio.Future[None] = loop.create_future()
+
+    def settle(_: object) -> None:
+        if not first_done.done():
+            first_done.set_result(None)
+
+    flow_task.add_done_callback(settle)
+    ended.add_done_callback(settle)
     try:
-        done, _ = await asyncio.wait({flow_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
-        if flow_task not in done:
-            done, _ = await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
-        if flow_task in done:
+        await first_done
+        if not flow_task.done():
+            await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
+        if flow_task.done():
             result = flow_task.result()
             logger.debug("flow ended: %s (%s)", result.outcome.value, result.reason)
             return result
-        logger.debug("call ended during the flow: %s", ended_task.result())
+        logger.debug("call ended during the flow: %s", ended.result())
         return None
     finally:
-        for task in (flow_task, ended_task):
-            task.cancel()
-        await asyncio.gather(flow_task, ended_task, return_exceptions=True)
+        ended.remove_done_callback(settle)
+        if not flow_task.done():
+            flow_task.cancel()
+            await asyncio.gather(flow_task, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +556,11 @@ def sdp_holds(body: bytes | None) -> bool:
         parsed = sdp.parse(body)
     except sdp.SdpError:
         return False
+    return description_holds(parsed)
+
+
+def description_holds(parsed: sdp.SessionDescription) -> bool:
+    """Return True when the parsed SDP puts the call on hold or sends no audio (`sdp_holds`)."""
     for media in parsed.media:
         if media.media == "audio" and not media.is_rejected:
             direction = media.direction or parsed.direction

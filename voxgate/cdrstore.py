@@ -187,6 +187,8 @@ class CdrConfig:
     `max_open_calls` bounds the traces of calls not yet ended; past it the
     oldest trace is written with end reason `evicted`. `max_pending` bounds
     finished records waiting for the disk; past it records are lost and logged.
+    The writer waits `batch_wait_s` after a record before it writes, so that
+    the records of that time share one transaction and one thread hop.
     """
 
     path: Path
@@ -194,6 +196,9 @@ class CdrConfig:
     max_open_calls: int = 10_000
     max_pending: int = 10_000
     batch_size: int = 200
+    # One record per transaction cost 59 us of CPU, one of 20 records 22 us each
+    # (CdrStore.insert on a 2-core VM), besides the thread hop per batch.
+    batch_wait_s: float = 0.1
 
 
 def _is_lost_caller(event: CallEvent) -> bool:
@@ -289,6 +294,8 @@ class CdrRecorder:
         assert self._pending is not None and self.store is not None
         while True:
             batch = [await self._pending.get()]
+            if self.config.batch_wait_s > 0 and self._pending.qsize() < self.config.batch_size:
+                await asyncio.sleep(self.config.batch_wait_s)
             while len(batch) < self.config.batch_size and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
             try:

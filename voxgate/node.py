@@ -45,6 +45,7 @@ from ivr.registry import FlowRegistry
 from ivr.sentiment import default_analyzer
 from media.asr import AsrConfig, ModelCatalog
 from media.rtp_session import RtpPortPool
+from media.rtp_sockets import RtpSocketPool
 from media.tts import EspeakSynthesizer, Synthesizer, TtsConfig
 from signaling.sip.endpoint import SipEndpoint
 from signaling.webrtc.server import WebRtcServer, add_routes
@@ -72,7 +73,7 @@ from voxgate.http import add_queue_counters, add_sip_status, create_app
 from voxgate.outbound import OutboundDialer
 from voxgate.queueing import warn_unknown_queues
 from voxgate.recordingapi import add_recording_route
-from voxgate.settings import Settings
+from voxgate.settings import RtpSettings, Settings
 from voxgate.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from voxgate.webhooks import WebhookSender
 
@@ -89,6 +90,7 @@ class Node:
         self.settings = settings
         self._ready = {"sip": False, "rtp": False, "ivr": False, "acd": False}
         self._sip: SipEndpoint | None = None
+        self._socket_pool: RtpSocketPool | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.http_port = 0
@@ -147,6 +149,7 @@ class Node:
         await self._start_http(flows, synthesizer)
 
         pool = RtpPortPool(settings.rtp.port_low, settings.rtp.port_high)
+        self._socket_pool = rtp_socket_pool(settings.rtp, pool)
 
         handler = SipCallHandler(
             flows=flows,
@@ -163,6 +166,7 @@ class Node:
             recordings=recording_config(settings.recording),
             rtp_timeout_s=settings.rtp.timeout_s,
             rtp_hold_timeout_s=settings.rtp.hold_timeout_s,
+            socket_pool=self._socket_pool,
         )
         self._sip = SipEndpoint(sip_config(settings.sip), handler)
         await self._sip.start()
@@ -400,7 +404,25 @@ class Node:
             await self.recorder.close()
         if self._detach_acd is not None:
             self._detach_acd()
+        if self._socket_pool is not None:
+            # After the SIP endpoint, whose calls have given their pairs back by now.
+            self._socket_pool.close()
         logger.info("node stopped in %.1f s", time.monotonic() - started)
+
+
+def rtp_socket_pool(settings: RtpSettings, ports: RtpPortPool) -> RtpSocketPool | None:
+    """Build the pool of RTP socket pairs reused between SIP calls; None when it is off.
+
+    The pool keeps at most half the pairs of the port range, so that outbound
+    and cross-node legs, which bind their own ports, still find free ones.
+    """
+    pairs_in_range = (settings.port_high - settings.port_low + 1) // 2
+    max_idle = min(settings.socket_pool_size, pairs_in_range // 2)
+    if max_idle == 0:
+        return None
+    return RtpSocketPool(
+        ports, settings.host, max_idle=max_idle, quarantine_s=settings.socket_quarantine_s
+    )
 
 
 def freeze_startup_objects() -> None:

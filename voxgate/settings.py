@@ -245,6 +245,23 @@ class RtpSettings(_Section):
         ),
     )
 
+    socket_pool_size: int = Field(
+        default=256,
+        ge=0,
+        description=(
+            "RTP/RTCP socket pairs of ended SIP calls kept bound for later calls, at most "
+            "half the pairs of the port range; 0 opens and closes sockets per call."
+        ),
+    )
+    socket_quarantine_s: float = Field(
+        default=0.5,
+        ge=0,
+        description=(
+            "Seconds a kept socket pair rests after its call before another call gets it, "
+            "so that late packets of the previous peer are dropped."
+        ),
+    )
+
     _host = field_validator("host")(_check_host)
 
     @field_validator("advertised_address")

@@ -147,8 +147,15 @@ class DialogCall:
     def ended(self) -> bool:
         return self._ended.done()
 
+    @property
+    def end_future(self) -> asyncio.Future[str]:
+        """A future with the end reason, for done callbacks; cancelling it is a bug."""
+        return self._ended
+
     async def wait_ended(self) -> str:
         """Wait for the end and return its reason (bye, hangup, cancel, timeout, ...)."""
+        if self._ended.done():
+            return self._ended.result()
         return await asyncio.shield(self._ended)
 
     async def refer(self, target_uri: str, timeout_s: float = 30.0) -> bool:
@@ -220,7 +227,10 @@ class InboundCall(DialogCall):
         self._invite_headers = session.invite.headers
         loop = asyncio.get_running_loop()
         self.ack_sdp: asyncio.Future[bytes | None] = loop.create_future()
-        self._confirmed: asyncio.Future[None] = loop.create_future()
+        # Resolved by the ACK or by the end of the call, whichever comes first;
+        # `_acked` tells which. Only `answer` awaits it.
+        self._settled: asyncio.Future[None] = loop.create_future()
+        self._acked = False
 
     def header(self, name: str) -> str | None:
         """Return the first value of header `name` in the INVITE (case-insensitive), or None."""
@@ -237,9 +247,9 @@ class InboundCall(DialogCall):
         """
         self._check_live()
         self._endpoint._command(lambda core, now: core.answer(self._handle, sdp, now))
-        waiters: set[asyncio.Future[object]] = {self._confirmed, self._ended}  # type: ignore[arg-type]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if not self._confirmed.done():
+        if not self._settled.done():
+            await self._settled
+        if not self._acked:
             raise CallEnded(self._ended.result())
 
     async def reject(self, status: int, reason: str | None = None) -> None:
@@ -272,14 +282,17 @@ class InboundCall(DialogCall):
             self.remote_sdp = sdp
         if not self.ack_sdp.done():
             self.ack_sdp.set_result(sdp)
-        if not self._confirmed.done():
-            self._confirmed.set_result(None)
+        if not self._settled.done():
+            self._acked = True
+            self._settled.set_result(None)
 
     def _finish(self, reason: str, status: int | None = None) -> None:
         if not self._ended.done():
             self._ended.set_result(reason)
         if not self.ack_sdp.done():
             self.ack_sdp.cancel()
+        if not self._settled.done():
+            self._settled.set_result(None)
 
 
 class OutboundCall(DialogCall):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from acd.events import CallerLeft
 from ivr.engine import Outcome
 from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_node
-from voxgate.callevents import CallEvent, Channel, EventHub, from_acd_event
-from voxgate.cdr import Disposition
+from voxgate.callevents import CallEvent, CallLegEvents, Channel, EventHub, from_acd_event
+from voxgate.cdr import CallDetailRecord, Disposition
 from voxgate.cdrapi import add_cdr_routes
 from voxgate.cdrstore import SCHEMA_VERSION, CdrConfig, CdrRecorder, CdrSchemaError, CdrStore
 
@@ -306,3 +307,33 @@ async def test_http_routes_serve_cdrs(hub: EventHub, recorder: CdrRecorder) -> N
             assert response.status == 404
         async with client.get("/api/cdrs?limit=0", headers=auth) as response:
             assert response.status == 400
+
+
+async def test_records_of_wait_share_transaction(tmp_path: Path, hub: EventHub) -> None:
+    recorder = CdrRecorder(CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID), hub)
+    await recorder.start()
+    store = recorder.store
+    assert store is not None
+    batches: list[int] = []
+    write = store.insert
+
+    def counting_insert(records: Sequence[CallDetailRecord]) -> None:
+        batches.append(len(records))
+        write(records)
+
+    store.insert = counting_insert  # type: ignore[method-assign]
+    legs = CallLegEvents(hub, NODE_ID)
+    try:
+        legs.started("call-1", channel=Channel.SIP, caller=CALLER, called=CALLED)
+        legs.ended("call-1", reason="caller_hangup", status=None)
+        # The writer takes the first record now and waits for more.
+        await asyncio.sleep(0)
+        for number in range(2, 6):
+            legs.started(f"call-{number}", channel=Channel.SIP, caller=CALLER, called=CALLED)
+            legs.ended(f"call-{number}", reason="caller_hangup", status=None)
+        await asyncio.wait_for(recorder.flush(), 5.0)
+    finally:
+        await recorder.close()
+
+    assert batches == [5]
+    assert recorder.written == 5

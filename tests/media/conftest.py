@@ -7,12 +7,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+import uvloop
 
 from ivr.channel import DtmfInput
 from media.audio import PcmAudio
 from media.rtp_session import RtpPortPool, RtpSession, RtpSessionConfig
 
 LOOPBACK = "127.0.0.1"
+# Test modules that run on both event loops, because their transports differ.
+BOTH_LOOPS_MODULES = ("test_rtp_sockets.py",)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run the tests of BOTH_LOOPS_MODULES on asyncio's loop and on uvloop, which the node uses.
+
+    The other tests keep asyncio's loop. pytest-asyncio requires a mapping for every test.
+    """
+    if item.path.name in BOTH_LOOPS_MODULES:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @dataclass

@@ -105,6 +105,31 @@ async def test_answer_returns_after_ack(peer: UdpPeer) -> None:
         await endpoint.stop()
 
 
+async def test_answer_raises_when_call_ends_before_ack(peer: UdpPeer) -> None:
+    handler = GatedHandler()
+    endpoint = await started(handler)
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+        call = await asyncio.wait_for(handler.calls.get(), 5.0)
+        handler.gate.set()
+        ok = await peer.next_matching(b"SIP/2.0 200", 5.0)
+        assert handler.outcomes.empty()
+        tag = ok.split(b";tag=")[-1].split(b"\r\n")[0].decode()
+
+        # The caller hangs up before its ACK, while `answer` waits for the ACK.
+        bye = sip_request(
+            "BYE", call_id="e1", to_tag=tag, port=peer.port, cseq=2, branch="z9hG4bK-bye"
+        )
+        peer.send(bye, endpoint.port)
+
+        assert await asyncio.wait_for(handler.outcomes.get(), 5.0) == "ended:bye"
+        assert call.ended
+        assert call.end_future.result() == "bye"
+        assert await call.wait_ended() == "bye"
+    finally:
+        await endpoint.stop()
+
+
 async def test_stop_hangs_up_every_call(peer: UdpPeer) -> None:
     handler = ScriptedHandler(mode="ring")
     endpoint = await started(handler)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voxgate.calls import sdp_holds
+from signaling import sdp
+from voxgate.calls import description_holds, sdp_holds
 
 
 def offer(
@@ -40,3 +41,17 @@ def offer(
 )
 def test_sdp_holds(body: bytes | None, held: bool) -> None:
     assert sdp_holds(body) is held
+
+
+@pytest.mark.parametrize(
+    ("body", "held"),
+    [
+        (offer(), False),
+        (offer(media_direction="recvonly"), True),
+        (offer(host="0.0.0.0"), True),
+        (offer(session_direction="inactive", media_direction="sendrecv"), False),
+        (offer(media_direction="sendonly", port=0), False),
+    ],
+)
+def test_parsed_sdp_holds_alike(body: bytes, held: bool) -> None:
+    assert description_holds(sdp.parse(body)) is held
