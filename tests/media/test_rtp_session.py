@@ -221,8 +221,8 @@ def test_codec_registry_lists_g722() -> None:
 
 
 async def test_port_free_right_after_close(port_pool: RtpPortPool) -> None:
-    port = port_pool.acquire()
-    session = await RtpSession.open(RtpSessionConfig(), local_host=LOOPBACK, local_port=port)
+    session = await RtpSession.open_from_pool(port_pool, RtpSessionConfig(), local_host=LOOPBACK)
+    port = session.local_address[1]
 
     await session.close()
     reopened = await RtpSession.open(RtpSessionConfig(), local_host=LOOPBACK, local_port=port)
