@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 import sqlite3
 import time
@@ -410,6 +411,21 @@ class Node:
         logger.info("node stopped in %.1f s", time.monotonic() - started)
 
 
+def port_flag(settings: Settings, error: str) -> str:
+    """Name the command-line flag that moves the port an OSError's text names, if known."""
+    found = re.search(r"\(\'[^']*\', (\d+)\)", error)
+    port = int(found.group(1)) if found else None
+    if port is not None and port == settings.http.port:
+        return "--http-port"
+    if port is not None and port == settings.sip.port:
+        return "--sip-port"
+    if port is not None and port == settings.sip.tls_port:
+        return "sip.tls_port in the settings file"
+    if port is not None and settings.rtp.port_low <= port <= settings.rtp.port_high + 1:
+        return "--rtp-ports"
+    return "--sip-port, --http-port or --rtp-ports"
+
+
 def rtp_socket_pool(settings: RtpSettings, ports: RtpPortPool) -> RtpSocketPool | None:
     """Build the pool of RTP socket pairs reused between SIP calls; None when it is off.
 
@@ -461,8 +477,9 @@ async def run_node(settings: Settings) -> int:
         if isinstance(exc, OSError):
             logger.error(
                 "node failed to start: %s. If another process holds the port, "
-                "choose others with --sip-port, --http-port or --rtp-ports",
+                "choose another with %s",
                 exc,
+                port_flag(settings, str(exc)),
             )
         else:
             logger.error("node failed to start: %s", exc)

@@ -13,8 +13,9 @@ from ivr.registry import FlowRegistry
 from media.tts import EspeakSynthesizer
 from voxgate.cli import default_config
 from voxgate.components import build_contact_center, webhook_config
+from voxgate.node import port_flag
 from voxgate.queueing import warn_unknown_queues
-from voxgate.settings import SettingsError, load_settings
+from voxgate.settings import Settings, SettingsError, load_settings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -325,3 +326,19 @@ def test_serve_finds_checkout_settings_from_other_folder(
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "voxgate.yaml").write_text("{}\n")
     assert default_config() == Path("config/voxgate.yaml")
+
+
+@pytest.mark.parametrize(
+    ("error", "flag"),
+    [
+        ("error while attempting to bind on address ('127.0.0.1', 8080): in use", "--http-port"),
+        ("could not bind to local_addr ('127.0.0.1', 5060)", "--sip-port"),
+        ("could not bind to local_addr ('127.0.0.1', 20003)", "--rtp-ports"),
+        ("[Errno 99] Cannot assign requested address", "--sip-port, --http-port or --rtp-ports"),
+    ],
+)
+def test_port_error_names_its_flag(error: str, flag: str) -> None:
+    settings = Settings.model_validate(
+        {"http": {"port": 8080}, "sip": {"port": 5060}, "rtp": {"port_low": 20000}}
+    )
+    assert port_flag(settings, error) == flag
