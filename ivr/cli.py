@@ -303,7 +303,7 @@ def run_test(args: argparse.Namespace) -> int:
     for warning in clock_warnings(script, source, flow, registry.get):
         print(warning, file=sys.stderr)
     reports = asyncio.run(run_script(script, flow, flows=registry.get))
-    sys.stdout.write(format_reports(reports))
+    sys.stdout.write(format_reports(reports, source))
     return 0 if all(report.passed for report in reports) else 1
 
 

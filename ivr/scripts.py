@@ -298,10 +298,18 @@ def _fixed_clock(moment: dt.datetime) -> Callable[[], dt.datetime]:
     return lambda: aware
 
 
-def format_reports(reports: list[CaseReport]) -> str:
+def format_reports(reports: list[CaseReport], source: SourceMap | None = None) -> str:
+    """Format one PASS or FAIL line per case, with its problems, and a total.
+
+    With the script's `source`, a failed case's line also names the file and line of the case.
+    """
     lines = []
-    for report in reports:
-        lines.append(f"{'PASS' if report.passed else 'FAIL'} {report.name}")
+    for index, report in enumerate(reports):
+        head = f"{'PASS' if report.passed else 'FAIL'} {report.name}"
+        if not report.passed and source is not None:
+            where = source.diagnostic(("cases", index, "name"), "")
+            head += f" ({where.file}:{where.line})"
+        lines.append(head)
         for problem in report.problems:
             lines.append("  " + problem.replace("\n", "\n  "))
     passed = sum(r.passed for r in reports)

@@ -47,7 +47,7 @@ def test_script_failure_shows_diff(
     code = main(["test", str(flows_dir / "demo.yaml"), "--script", str(script)])
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAIL expects the wrong reply" in out
+    assert f"FAIL expects the wrong reply ({script}:2)" in out
     assert "expected ['welcome', 'choose', 'support', 'goodbye']" in out
     assert "actual   ['welcome', 'choose', 'sales', 'goodbye']" in out
     assert "variable choice:\n      expected '2'\n      actual   '1'" in out
