@@ -107,7 +107,10 @@ def test_agent_keypad_digit_arrives_in_rtp(report: dict[str, Any]) -> None:
 
 
 def test_signaling_reconnect_keeps_call_and_state(report: dict[str, Any]) -> None:
+    dropped = report["page"]["measurements"]["whileDropped"]
+    assert dropped["reason"] == "(reconnecting…)"
     after = report["page"]["measurements"]["afterReconnect"]
+    assert after["stale"] is False
     assert after["presence"] == "busy"
     assert after["callState"] == "connected"
     assert after["message"] == "Connection to the server restored"

@@ -27,6 +27,8 @@ const state = {
   muted: false,
   transferPending: false,
   signaling: null,
+  // False from a signaling drop until the server answers again; the shown state may be stale.
+  connected: true,
 };
 window.voxgateEvents = [];
 
@@ -53,11 +55,14 @@ function renderPresence() {
   badge.className = `badge ${presence.state}`;
   badge.textContent = t(`agent.state.${presence.state}`);
   badge.dataset.state = presence.state;
-  $("state-reason").textContent = presence.reason ? `(${presence.reason})` : "";
+  badge.classList.toggle("stale", !state.connected);
+  const reason = state.connected ? presence.reason : t("agent.reconnecting");
+  $("state-reason").textContent = reason ? `(${reason})` : "";
   const inCall = ["ringing", "busy"].includes(presence.state);
-  $("set-available").disabled = inCall || presence.state === "available";
-  $("set-away").disabled = inCall;
-  $("set-wrap-up").disabled = inCall || presence.state !== "available";
+  const locked = inCall || !state.connected;
+  $("set-available").disabled = locked || presence.state === "available";
+  $("set-away").disabled = locked;
+  $("set-wrap-up").disabled = locked || presence.state !== "available";
 }
 
 function tickWrapUp() {
@@ -205,10 +210,18 @@ function onMessage(message) {
 function startSignaling(token) {
   state.signaling = new Signaling(token, {
     onMessage,
-    onLost: () => showMessage(t("status.signaling_lost")),
+    onLost: () => {
+      state.connected = false;
+      renderPresence();
+      showMessage(t("status.signaling_lost"));
+    },
     onReplaced: () => showMessage(t("status.replaced")),
     onToken: (fresh) => sessionStorage.setItem(TOKEN_KEY, fresh),
-    onReconnected: () => showMessage(t("status.signaling_back")),
+    onReconnected: () => {
+      state.connected = true;
+      renderPresence();
+      showMessage(t("status.signaling_back"));
+    },
     onRejected: (reason) => {
       sessionStorage.removeItem(TOKEN_KEY);
       state.signaling = null;

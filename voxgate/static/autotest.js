@@ -237,10 +237,18 @@ export function runAgentTest(params) {
     await checkpoint("agent-digits-sent", { expected: "5" });
 
     const sessions = () => window.voxgateEvents.filter((e) => e === "session").length;
+    const badge = document.getElementById("state-badge");
     app.state.signaling.dropForTest();
+    await waitFor(() => badge.classList.contains("stale"), 5000, "stale state badge");
+    m.whileDropped = { reason: text("state-reason") };
     await waitFor(() => sessions() === 2, 20000, "signaling reconnect");
     await waitFor(() => window.voxgateEvents.slice(-3).includes("call_state:connected"), 10000, "call state after reconnect");
-    m.afterReconnect = { presence: presence().state, callState: app.state.callState, message: text("message") };
+    m.afterReconnect = {
+      presence: presence().state,
+      callState: app.state.callState,
+      message: text("message"),
+      stale: badge.classList.contains("stale"),
+    };
     m.reconnected = await measure(remote, 1000);
     await checkpoint("agent-reconnected");
 
