@@ -135,6 +135,13 @@ class RtpSessionConfig:
     rtcp_interval_s: float = 5.0
 
 
+@functools.cache
+def _g711_silence_payload(codec_name: str) -> bytes:
+    """Return one frame of encoded silence for the stateless G.711 codec `codec_name`."""
+    codec = get_codec(codec_name)
+    return codec.new_encoder()(bytes(2 * frame_samples(codec.sample_rate)))
+
+
 def _bind_arguments(family: int, host: str, port: int) -> dict[str, Any]:
     """Return the `create_datagram_endpoint` arguments for a socket on `host:port`.
 
@@ -207,9 +214,9 @@ class RtpSession(asyncio.DatagramProtocol):
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
         self._g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
         self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
-        # G.711 is stateless, so its silence payload is encoded once; G.722 keeps state.
+        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps state.
         self._silence_payload = (
-            self._encode(self._silence_pcm) if self.codec.name in ("PCMU", "PCMA") else None
+            _g711_silence_payload(self.codec.name) if self._g711_alaw is not None else None
         )
         self.stats = RtpStats()
         self._remote = remote

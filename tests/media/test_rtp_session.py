@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ivr.channel import CallEnded, DtmfInput, SpeechStarted
+from media import g711
 from media.audio import PcmAudio
 from media.codecs import codec_names, get_codec
 from media.leg import MediaLeg
@@ -149,6 +150,40 @@ async def test_sender_packets_have_consistent_header_fields(port_pool: RtpPortPo
     for earlier, later in itertools.pairwise(audio):
         assert (later.timestamp - earlier.timestamp) % 2**32 % 160 == 0
     assert all(len(p.payload) == 160 for p in audio)
+
+
+@pytest.mark.parametrize(
+    ("codec_name", "payload_type", "silence_byte"),
+    [
+        ("PCMU", 0, g711.ULAW_SILENCE),
+        ("PCMA", 8, g711.ALAW_SILENCE),
+        ("PCMU", 0, g711.ULAW_SILENCE),
+    ],
+)
+async def test_g711_silence_payload_per_codec(
+    port_pool: RtpPortPool, codec_name: str, payload_type: int, silence_byte: int
+) -> None:
+    """Sessions of both G.711 codecs, one after the other, each send their own silence."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((LOOPBACK, 0))
+    receiver.setblocking(False)
+    config = RtpSessionConfig(codec_name=codec_name, payload_type=payload_type)
+    session = await RtpSession.open_from_pool(
+        port_pool, config, local_host=LOOPBACK, remote=receiver.getsockname()
+    )
+    session.attach(RecordingHandler())
+    loop = asyncio.get_running_loop()
+    packets: list[RtpPacket] = []
+    try:
+        async with asyncio.timeout(10):
+            while len(packets) < 3:
+                packets.append(RtpPacket.parse(await loop.sock_recv(receiver, 2048)))
+    finally:
+        await session.close()
+        receiver.close()
+
+    assert {p.payload_type for p in packets} == {payload_type}
+    assert {p.payload for p in packets} == {bytes([silence_byte]) * 160}
 
 
 async def test_latched_session_drops_other_sources(session_pair: SessionPair) -> None:
