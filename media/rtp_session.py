@@ -235,9 +235,12 @@ class RtpSession(asyncio.DatagramProtocol):
             call_id=call_id,
         )
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
-        self._ssrc = secrets.randbits(32)
-        self._sequence = secrets.randbits(16)
-        self._timestamp = secrets.randbits(32)
+        # One read of the OS random source gives SSRC, first sequence number,
+        # first timestamp (RFC 3550 §5.1) and the CNAME's suffix.
+        seed = secrets.token_bytes(16)
+        self._ssrc = int.from_bytes(seed[0:4])
+        self._sequence = int.from_bytes(seed[4:6])
+        self._timestamp = int.from_bytes(seed[6:10])
         self._marker_next = True
         self._events: deque[_OutgoingEvent] = deque()
         self._dtmf_queue: deque[tuple[str, int]] = deque()
@@ -254,7 +257,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._sent_at_last_report = 0
         self._next_rtcp_s = 0.0
         self._rtcp_sent = False
-        self._cname = f"voxgate-{secrets.token_hex(6)}"
+        self._cname = f"voxgate-{seed[10:16].hex()}"
         self._release_port: Callable[[], None] | None = None
         # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
         self._pair: RtpSocketPair | None = None

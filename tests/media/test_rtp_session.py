@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import socket
 
 import numpy as np
@@ -215,6 +216,25 @@ async def test_malformed_and_unnegotiated_packets_are_counted(session_pair: Sess
     finally:
         sender.close()
     assert b.latch_state is LatchState.WAITING
+
+
+def test_session_random_fields_differ() -> None:
+    """SSRC, first sequence number, first timestamp and CNAME are drawn anew for each session."""
+    sessions = [RtpSession(RtpSessionConfig(), call_id=str(n)) for n in range(200)]
+
+    ssrcs = {s.ssrc for s in sessions}
+    sequences = {s._sequence for s in sessions}
+    timestamps = {s._timestamp for s in sessions}
+    cnames = {s._cname for s in sessions}
+    assert len(ssrcs) == 200
+    assert len(timestamps) == 200
+    assert len(cnames) == 200
+    assert len(sequences) > 150  # 200 draws from 65,536 values repeat a few at most
+    assert all(0 <= s < 2**32 for s in ssrcs | timestamps)
+    assert all(0 <= s < 2**16 for s in sequences)
+    assert all(re.fullmatch(r"voxgate-[0-9a-f]{12}", c) for c in cnames)
+    # SSRC and timestamp come from different random bytes, so they almost never match.
+    assert len(ssrcs & timestamps) < 2
 
 
 def test_speech_started_type_is_importable() -> None:
