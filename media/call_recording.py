@@ -80,6 +80,9 @@ class _OpenPause:
 class CallRecording:
     """Record `leg` to the stereo WAV file `path` (created by `start`).
 
+    `path` may be a function that returns the path, called once when the path
+    is first needed.
+
     `clock` returns Unix time in seconds. `on_stopped` runs once, inside the
     call to `control` or `close` that stopped the recording.
     """
@@ -87,7 +90,7 @@ class CallRecording:
     def __init__(
         self,
         leg: MediaLeg,
-        path: Path,
+        path: Path | Callable[[], Path],
         *,
         call_id: str,
         sample_rate: int = 8000,
@@ -95,7 +98,7 @@ class CallRecording:
         on_stopped: Callable[[RecordingSummary], None] | None = None,
     ) -> None:
         self.leg = leg
-        self.path = path
+        self._path = path
         self.call_id = call_id
         self.sample_rate = sample_rate
         self._clock = clock
@@ -107,6 +110,13 @@ class CallRecording:
         self._pauses: list[PauseSpan] = []
         self._error: str | None = None
         self.summary: RecordingSummary | None = None
+
+    @property
+    def path(self) -> Path:
+        """The WAV file's path, built on first use when `path` was given as a function."""
+        if not isinstance(self._path, Path):
+            self._path = self._path()
+        return self._path
 
     @property
     def state(self) -> CallRecordingState:

@@ -135,6 +135,13 @@ class RtpSessionConfig:
     rtcp_interval_s: float = 5.0
 
 
+@functools.cache
+def _g711_silence_payload(codec_name: str) -> bytes:
+    """Return one frame of encoded silence for the stateless G.711 codec `codec_name`."""
+    codec = get_codec(codec_name)
+    return codec.new_encoder()(bytes(2 * frame_samples(codec.sample_rate)))
+
+
 def _bind_arguments(family: int, host: str, port: int) -> dict[str, Any]:
     """Return the `create_datagram_endpoint` arguments for a socket on `host:port`.
 
@@ -207,9 +214,9 @@ class RtpSession(asyncio.DatagramProtocol):
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
         self._g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
         self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
-        # G.711 is stateless, so its silence payload is encoded once; G.722 keeps state.
+        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps state.
         self._silence_payload = (
-            self._encode(self._silence_pcm) if self.codec.name in ("PCMU", "PCMA") else None
+            _g711_silence_payload(self.codec.name) if self._g711_alaw is not None else None
         )
         self.stats = RtpStats()
         self._remote = remote
@@ -228,9 +235,12 @@ class RtpSession(asyncio.DatagramProtocol):
             call_id=call_id,
         )
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
-        self._ssrc = secrets.randbits(32)
-        self._sequence = secrets.randbits(16)
-        self._timestamp = secrets.randbits(32)
+        # One read of the OS random source gives SSRC, first sequence number,
+        # first timestamp (RFC 3550 §5.1) and the CNAME's suffix.
+        seed = secrets.token_bytes(16)
+        self._ssrc = int.from_bytes(seed[0:4])
+        self._sequence = int.from_bytes(seed[4:6])
+        self._timestamp = int.from_bytes(seed[6:10])
         self._marker_next = True
         self._events: deque[_OutgoingEvent] = deque()
         self._dtmf_queue: deque[tuple[str, int]] = deque()
@@ -247,7 +257,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._sent_at_last_report = 0
         self._next_rtcp_s = 0.0
         self._rtcp_sent = False
-        self._cname = f"voxgate-{secrets.token_hex(6)}"
+        self._cname = f"voxgate-{seed[10:16].hex()}"
         self._release_port: Callable[[], None] | None = None
         # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
         self._pair: RtpSocketPair | None = None

@@ -13,6 +13,7 @@ keeps two ids that differ only in cut characters apart.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import time
@@ -47,19 +48,24 @@ class CallRecordings:
         self._legs = legs
         self._clock = clock
 
-    def path_for(self, call_id: str) -> Path:
-        """Return a new file path for `call_id`, in the folder of the current UTC day."""
-        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+    def path_for(self, call_id: str, at: float | None = None) -> Path:
+        """Return a new file path for `call_id` at Unix time `at` (default now), in its UTC day."""
+        now = dt.datetime.fromtimestamp(self._clock() if at is None else at, dt.UTC)
         safe = _UNSAFE.sub("_", call_id)[:MAX_ID_CHARS].strip("._") or "call"
         digest = hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:8]
         name = f"{now:%Y%m%dT%H%M%S}Z-{safe}-{digest}.wav"
         return self.config.directory / f"{now:%Y-%m-%d}" / name
 
     def attach(self, leg: MediaLeg, call_id: str) -> CallRecording:
-        """Give the call on `leg` its recording, started now when recording is enabled."""
+        """Give the call on `leg` its recording, started now when recording is enabled.
+
+        The file name carries the time of this call (its answer), but it is built
+        only when the recording starts, because most calls never record.
+        """
+        answered_at = self._clock()
         recording = CallRecording(
             leg,
-            self.path_for(call_id),
+            functools.partial(self.path_for, call_id, answered_at),
             call_id=call_id,
             sample_rate=self.config.sample_rate,
             clock=self._clock,

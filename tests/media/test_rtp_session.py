@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import socket
 
 import numpy as np
 import pytest
 
 from ivr.channel import CallEnded, DtmfInput, SpeechStarted
+from media import g711
 from media.audio import PcmAudio
 from media.codecs import codec_names, get_codec
 from media.leg import MediaLeg
@@ -151,6 +153,40 @@ async def test_sender_packets_have_consistent_header_fields(port_pool: RtpPortPo
     assert all(len(p.payload) == 160 for p in audio)
 
 
+@pytest.mark.parametrize(
+    ("codec_name", "payload_type", "silence_byte"),
+    [
+        ("PCMU", 0, g711.ULAW_SILENCE),
+        ("PCMA", 8, g711.ALAW_SILENCE),
+        ("PCMU", 0, g711.ULAW_SILENCE),
+    ],
+)
+async def test_g711_silence_payload_per_codec(
+    port_pool: RtpPortPool, codec_name: str, payload_type: int, silence_byte: int
+) -> None:
+    """Sessions of both G.711 codecs, one after the other, each send their own silence."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((LOOPBACK, 0))
+    receiver.setblocking(False)
+    config = RtpSessionConfig(codec_name=codec_name, payload_type=payload_type)
+    session = await RtpSession.open_from_pool(
+        port_pool, config, local_host=LOOPBACK, remote=receiver.getsockname()
+    )
+    session.attach(RecordingHandler())
+    loop = asyncio.get_running_loop()
+    packets: list[RtpPacket] = []
+    try:
+        async with asyncio.timeout(10):
+            while len(packets) < 3:
+                packets.append(RtpPacket.parse(await loop.sock_recv(receiver, 2048)))
+    finally:
+        await session.close()
+        receiver.close()
+
+    assert {p.payload_type for p in packets} == {payload_type}
+    assert {p.payload for p in packets} == {bytes([silence_byte]) * 160}
+
+
 async def test_latched_session_drops_other_sources(session_pair: SessionPair) -> None:
     a, b = session_pair
     received = RecordingHandler()
@@ -180,6 +216,25 @@ async def test_malformed_and_unnegotiated_packets_are_counted(session_pair: Sess
     finally:
         sender.close()
     assert b.latch_state is LatchState.WAITING
+
+
+def test_session_random_fields_differ() -> None:
+    """SSRC, first sequence number, first timestamp and CNAME are drawn anew for each session."""
+    sessions = [RtpSession(RtpSessionConfig(), call_id=str(n)) for n in range(200)]
+
+    ssrcs = {s.ssrc for s in sessions}
+    sequences = {s._sequence for s in sessions}
+    timestamps = {s._timestamp for s in sessions}
+    cnames = {s._cname for s in sessions}
+    assert len(ssrcs) == 200
+    assert len(timestamps) == 200
+    assert len(cnames) == 200
+    assert len(sequences) > 150  # 200 draws from 65,536 values repeat a few at most
+    assert all(0 <= s < 2**32 for s in ssrcs | timestamps)
+    assert all(0 <= s < 2**16 for s in sequences)
+    assert all(re.fullmatch(r"voxgate-[0-9a-f]{12}", c) for c in cnames)
+    # SSRC and timestamp come from different random bytes, so they almost never match.
+    assert len(ssrcs & timestamps) < 2
 
 
 def test_speech_started_type_is_importable() -> None:

@@ -114,6 +114,40 @@ def test_disabled_recording_waits_for_flow(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_flow_started_file_named_at_answer(tmp_path: Path) -> None:
+    now = [NOON]
+    recordings = CallRecordings(
+        RecordingConfig(tmp_path), CallLegEvents(EventHub(), "n"), clock=lambda: now[0]
+    )
+    transport = MemoryTransport(8000)
+    recording = recordings.attach(MediaLeg(transport, call_id="call-10"), "call-10")
+    now[0] += 13 * 3600  # the flow starts recording on the next UTC day
+    recording.control("start")
+    transport.tick()
+    summary = recording.close()
+
+    assert summary is not None
+    assert summary.path.parent == tmp_path / "2026-12-04"
+    assert summary.path.name.startswith("20261204T123005Z-call-10-")
+    assert summary.path.is_file()
+
+
+def test_unstarted_recording_builds_no_path(tmp_path: Path) -> None:
+    built: list[str] = []
+
+    class CountingRecordings(CallRecordings):
+        def path_for(self, call_id: str, at: float | None = None) -> Path:
+            built.append(call_id)
+            return super().path_for(call_id, at)
+
+    recordings = CountingRecordings(RecordingConfig(tmp_path), CallLegEvents(EventHub(), "n"))
+    recording = recordings.attach(MediaLeg(MemoryTransport(8000), call_id="call-11"), "call-11")
+    assert recording.close() is None
+    assert built == []
+    assert recording.path.parent.parent == tmp_path
+    assert built == ["call-11"]
+
+
 async def test_cdr_keeps_path_and_pauses(tmp_path: Path) -> None:
     hub = EventHub()
     recorder = CdrRecorder(CdrConfig(path=tmp_path / "cdr.db", node_id="node-a"), hub)
