@@ -330,7 +330,8 @@ if TYPE_CHECKING or native.rtpcore is not None:
         """`PythonReceptionStatistics` with the per-packet `update` in C (`ReceptionCore`).
 
         `update` raises ValueError unless ssrc and timestamp are in 0..2**32-1
-        and sequence in 0..65535. Without `media._rtpcore` this name is
+        and sequence in 0..65535, and the constructor unless clock_rate is in
+        1..1000000 Hz. Without `media._rtpcore` this name is
         `PythonReceptionStatistics`.
         """
 
