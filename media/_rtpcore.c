@@ -19,6 +19,8 @@
  *   (QUIET, STARTING, SPEAKING, STOPPING), which calls webrtcvad and applies
  *   the energy gate for an exact frame, and leaves re-chunking other input
  *   and logging to its Python subclass.
+ * - `ReceptionCore`: the per-packet update of the RTCP reception statistics
+ *   of `media.rtcp.PythonReceptionStatistics`.
  *
  * Every length read from a datagram is checked against the datagram's size
  * before it is used. No I/O happens here.
@@ -1533,6 +1535,171 @@ rtpcore_configure(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---- ReceptionCore: RTP reception statistics (RFC 3550 appendix A.1, A.8) ----
+ *
+ * The per-packet part of `media.rtcp.PythonReceptionStatistics.update`: the
+ * extended highest sequence number, the received count and the interarrival
+ * jitter estimate. Report blocks and sender report notes stay in the Python
+ * subclass, because they run once per RTCP interval.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    long long clock_rate;
+    int has_ssrc;
+    long long ssrc;
+    long long base_sequence;
+    long long max_sequence;
+    long long cycles;
+    long long received;
+    long long expected_prior;
+    long long received_prior;
+    double jitter;
+    int has_last_transit;
+    double last_transit;
+} ReceptionCore;
+
+static int
+ReceptionCore_init(ReceptionCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"clock_rate", NULL};
+    long long clock_rate;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "L", keywords, &clock_rate)) {
+        return -1;
+    }
+    if (clock_rate <= 0 || clock_rate > 1000000) {
+        PyErr_SetString(PyExc_ValueError, "clock_rate must be in 1..1000000 Hz");
+        return -1;
+    }
+    self->clock_rate = clock_rate;
+    self->has_ssrc = 0;
+    self->ssrc = 0;
+    self->base_sequence = self->max_sequence = self->cycles = 0;
+    self->received = self->expected_prior = self->received_prior = 0;
+    self->jitter = 0.0;
+    self->has_last_transit = 0;
+    self->last_transit = 0.0;
+    return 0;
+}
+
+static int
+reception_arg(PyObject *arg, long long maximum, const char *name, long long *out)
+{
+    long long value = PyLong_AsLongLong(arg);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value < 0 || value > maximum) {
+        PyErr_Format(PyExc_ValueError, "%s must be in 0..%lld", name, maximum);
+        return -1;
+    }
+    *out = value;
+    return 0;
+}
+
+static PyObject *
+ReceptionCore_update(ReceptionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "update() takes ssrc, sequence, timestamp and arrival_s");
+        return NULL;
+    }
+    long long ssrc, sequence, timestamp;
+    if (reception_arg(args[0], 0xFFFFFFFFLL, "ssrc", &ssrc) < 0 ||
+        reception_arg(args[1], 0xFFFFLL, "sequence", &sequence) < 0 ||
+        reception_arg(args[2], 0xFFFFFFFFLL, "timestamp", &timestamp) < 0) {
+        return NULL;
+    }
+    double arrival_s = PyFloat_AsDouble(args[3]);
+    if (arrival_s == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!self->has_ssrc || self->ssrc != ssrc) {
+        self->has_ssrc = 1;
+        self->ssrc = ssrc;
+        self->base_sequence = self->max_sequence = sequence;
+        self->cycles = self->received = self->expected_prior = self->received_prior = 0;
+        self->jitter = 0.0;
+        self->has_last_transit = 0;
+    }
+    /* sequence_delta: newer - older in 16-bit space, -32768..32767. */
+    long long delta = ((sequence - self->max_sequence + 0x8000) & 0xFFFF) - 0x8000;
+    if (delta > 0) {
+        if (sequence < self->max_sequence) {
+            self->cycles += 1LL << 16;
+        }
+        self->max_sequence = sequence;
+    }
+    self->received += 1;
+    double transit = arrival_s * (double)self->clock_rate - (double)timestamp;
+    if (self->has_last_transit) {
+        double difference = fabs(transit - self->last_transit);
+        if (difference < (double)(self->clock_rate * 10)) { /* ignore timestamp jumps */
+            self->jitter += (difference - self->jitter) / 16;
+        }
+    }
+    self->last_transit = transit;
+    self->has_last_transit = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ReceptionCore_get_ssrc(ReceptionCore *self, void *closure)
+{
+    if (!self->has_ssrc) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(self->ssrc);
+}
+
+static PyObject *
+ReceptionCore_get_last_transit(ReceptionCore *self, void *closure)
+{
+    if (!self->has_last_transit) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(self->last_transit);
+}
+
+static PyGetSetDef ReceptionCore_getset[] = {
+    {"ssrc", (getter)ReceptionCore_get_ssrc, NULL, "SSRC of the source, or None.", NULL},
+    {"last_transit", (getter)ReceptionCore_get_last_transit, NULL,
+     "Transit time of the previous packet in timestamp units, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef ReceptionCore_methods[] = {
+    {"update", (PyCFunction)(void (*)(void))ReceptionCore_update, METH_FASTCALL,
+     "Account one received RTP packet: ssrc, sequence, timestamp, arrival_s."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ReceptionCore_members[] = {
+    {"clock_rate", T_LONGLONG, offsetof(ReceptionCore, clock_rate), READONLY, NULL},
+    {"base_sequence", T_LONGLONG, offsetof(ReceptionCore, base_sequence), READONLY, NULL},
+    {"max_sequence", T_LONGLONG, offsetof(ReceptionCore, max_sequence), READONLY, NULL},
+    {"cycles", T_LONGLONG, offsetof(ReceptionCore, cycles), READONLY, NULL},
+    {"received", T_LONGLONG, offsetof(ReceptionCore, received), READONLY, NULL},
+    {"expected_prior", T_LONGLONG, offsetof(ReceptionCore, expected_prior), 0, NULL},
+    {"received_prior", T_LONGLONG, offsetof(ReceptionCore, received_prior), 0, NULL},
+    {"jitter", T_DOUBLE, offsetof(ReceptionCore, jitter), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ReceptionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._rtpcore.ReceptionCore",
+    .tp_basicsize = sizeof(ReceptionCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Per-packet RTP reception statistics of one source (RFC 3550 A.1, A.8).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ReceptionCore_init,
+    .tp_methods = ReceptionCore_methods,
+    .tp_members = ReceptionCore_members,
+    .tp_getset = ReceptionCore_getset,
+};
+
 static PyMethodDef rtpcore_methods[] = {
     {"parse_rtp", rtpcore_parse_rtp, METH_O,
      "Parse an RTP header: (payload_type, sequence, timestamp, ssrc, marker, csrc_count, "
@@ -1558,7 +1725,8 @@ PyMODINIT_FUNC
 PyInit__rtpcore(void)
 {
     build_g711_tables();
-    if (PyType_Ready(&JitterCoreType) < 0 || PyType_Ready(&EndpointCoreType) < 0) {
+    if (PyType_Ready(&JitterCoreType) < 0 || PyType_Ready(&EndpointCoreType) < 0 ||
+        PyType_Ready(&ReceptionCoreType) < 0) {
         return NULL;
     }
     PyObject *collections = PyImport_ImportModule("collections");
@@ -1577,7 +1745,8 @@ PyInit__rtpcore(void)
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "JitterCore", (PyObject *)&JitterCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "EndpointCore", (PyObject *)&EndpointCoreType) < 0) {
+        PyModule_AddObjectRef(module, "EndpointCore", (PyObject *)&EndpointCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "ReceptionCore", (PyObject *)&ReceptionCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -27,3 +27,19 @@ class EndpointCore:
     ) -> None: ...
 
 def configure_endpointer(*members: Any) -> None: ...
+
+class ReceptionCore:
+    clock_rate: int
+    base_sequence: int
+    max_sequence: int
+    cycles: int
+    received: int
+    expected_prior: int
+    received_prior: int
+    jitter: float
+    def __init__(self, clock_rate: int) -> None: ...
+    @property
+    def ssrc(self) -> int | None: ...
+    @property
+    def last_transit(self) -> float | None: ...
+    def update(self, ssrc: int, sequence: int, timestamp: int, arrival_s: float, /) -> None: ...

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from media import native
 from media.rtp import sequence_delta
 
 RTCP_SR = 200
@@ -210,44 +212,27 @@ def ntp_middle(ntp: int) -> int:
     return (ntp >> 16) & 0xFFFFFFFF
 
 
-@dataclass(slots=True)
-class ReceptionStatistics:
-    """Loss and jitter of one received source (RFC 3550 appendix A.1, A.3, A.8)."""
+class _ReceptionReports:
+    """The once-per-interval part of the reception statistics, shared by both classes.
 
-    clock_rate: int
-    ssrc: int | None = None
-    base_sequence: int = 0
-    max_sequence: int = 0
-    cycles: int = 0
-    received: int = 0
-    expected_prior: int = 0
-    received_prior: int = 0
-    jitter: float = 0.0
-    last_transit: float | None = None
-    last_sr_middle: int = 0
-    last_sr_arrival: float | None = None
-    bad_sequence: set[int] = field(default_factory=set)
+    A subclass provides `ssrc`, `base_sequence`, `max_sequence`, `cycles`,
+    `received`, `expected_prior`, `received_prior`, `jitter`, `last_sr_middle`
+    and `last_sr_arrival`.
+    """
 
-    def update(self, ssrc: int, sequence: int, timestamp: int, arrival_s: float) -> None:
-        """Account one received RTP packet."""
-        if self.ssrc != ssrc:
-            self.ssrc = ssrc
-            self.base_sequence = self.max_sequence = sequence
-            self.cycles = self.received = self.expected_prior = self.received_prior = 0
-            self.jitter = 0.0
-            self.last_transit = None
-        delta = sequence_delta(sequence, self.max_sequence)
-        if delta > 0:
-            if sequence < self.max_sequence:
-                self.cycles += 1 << 16
-            self.max_sequence = sequence
-        self.received += 1
-        transit = arrival_s * self.clock_rate - timestamp
-        if self.last_transit is not None:
-            difference = abs(transit - self.last_transit)
-            if difference < self.clock_rate * 10:  # ignore timestamp jumps
-                self.jitter += (difference - self.jitter) / 16
-        self.last_transit = transit
+    if not TYPE_CHECKING:  # mypy reads an empty __slots__ as "no attributes to assign"
+        __slots__ = ()
+
+    ssrc: int | None
+    base_sequence: int
+    max_sequence: int
+    cycles: int
+    received: int
+    expected_prior: int
+    received_prior: int
+    jitter: float
+    last_sr_middle: int
+    last_sr_arrival: float | None
 
     @property
     def extended_max(self) -> int:
@@ -289,6 +274,79 @@ class ReceptionStatistics:
             last_sr=self.last_sr_middle,
             delay_since_last_sr=delay,
         )
+
+
+@dataclass(slots=True)
+class PythonReceptionStatistics(_ReceptionReports):
+    """Loss and jitter of one received source (RFC 3550 appendix A.1, A.3, A.8).
+
+    The Python reference of `NativeReceptionStatistics`, used when
+    `media._rtpcore` is not built.
+    """
+
+    clock_rate: int
+    ssrc: int | None = None
+    base_sequence: int = 0
+    max_sequence: int = 0
+    cycles: int = 0
+    received: int = 0
+    expected_prior: int = 0
+    received_prior: int = 0
+    jitter: float = 0.0
+    last_transit: float | None = None
+    last_sr_middle: int = 0
+    last_sr_arrival: float | None = None
+    bad_sequence: set[int] = field(default_factory=set)
+
+    def update(self, ssrc: int, sequence: int, timestamp: int, arrival_s: float) -> None:
+        """Account one received RTP packet."""
+        if self.ssrc != ssrc:
+            self.ssrc = ssrc
+            self.base_sequence = self.max_sequence = sequence
+            self.cycles = self.received = self.expected_prior = self.received_prior = 0
+            self.jitter = 0.0
+            self.last_transit = None
+        delta = sequence_delta(sequence, self.max_sequence)
+        if delta > 0:
+            if sequence < self.max_sequence:
+                self.cycles += 1 << 16
+            self.max_sequence = sequence
+        self.received += 1
+        transit = arrival_s * self.clock_rate - timestamp
+        if self.last_transit is not None:
+            difference = abs(transit - self.last_transit)
+            if difference < self.clock_rate * 10:  # ignore timestamp jumps
+                self.jitter += (difference - self.jitter) / 16
+        self.last_transit = transit
+
+
+ReceptionStatistics: type[PythonReceptionStatistics] | type[NativeReceptionStatistics]
+"""The reception statistics class in use: the C one when `media._rtpcore` is built."""
+
+if TYPE_CHECKING or native.rtpcore is not None:
+    from media._rtpcore import ReceptionCore
+
+    class NativeReceptionStatistics(ReceptionCore, _ReceptionReports):  # type: ignore[override]
+        """`PythonReceptionStatistics` with the per-packet `update` in C (`ReceptionCore`).
+
+        `update` raises ValueError unless ssrc and timestamp are in 0..2**32-1
+        and sequence in 0..65535, and the constructor unless clock_rate is in
+        1..1000000 Hz. Without `media._rtpcore` this name is
+        `PythonReceptionStatistics`.
+        """
+
+        __slots__ = ("bad_sequence", "last_sr_arrival", "last_sr_middle")
+
+        def __init__(self, clock_rate: int) -> None:
+            super().__init__(clock_rate)
+            self.last_sr_middle = 0
+            self.last_sr_arrival: float | None = None
+            self.bad_sequence: set[int] = set()
+
+    ReceptionStatistics = NativeReceptionStatistics
+else:
+    NativeReceptionStatistics = PythonReceptionStatistics
+    ReceptionStatistics = PythonReceptionStatistics
 
 
 def round_trip_ms(block: ReportBlock, arrival_s: float) -> float | None:

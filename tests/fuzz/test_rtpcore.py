@@ -4,8 +4,10 @@ The RTP header parser must accept and reject the same datagrams as
 `RtpPacket.parse`, and find the same fields. The C jitter buffer must return
 the same frames and counters as `PythonJitterBuffer` for the same stream of
 packets and pops, and the C endpointer the same steps and states as
-`PythonEndpointer` for the same frames. The inputs are the mutation engine's packets (seeded,
-FUZZ_INPUTS of them) and hypothesis examples (bounded by `max_examples`).
+`PythonEndpointer` for the same frames, and the C reception statistics the
+same fields and report blocks as `PythonReceptionStatistics` for the same
+packets. The inputs are the mutation engine's packets (seeded, FUZZ_INPUTS of
+them) and hypothesis examples (bounded by `max_examples`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 
 from media import _rtpcore
 from media.jitter import NATIVE, JitterBuffer, JitterConfig, PythonJitterBuffer
+from media.rtcp import NativeReceptionStatistics, PythonReceptionStatistics, ReceptionStatistics
 from media.rtp import RtpPacket
 from media.vad import Endpointer, PythonEndpointer, VadConfig, VadFormatError
 from tests.fuzz.mutate import INPUTS, SEED, inputs
@@ -79,6 +82,7 @@ def test_native_implementations_in_use() -> None:
     assert NATIVE
     assert JitterBuffer is not PythonJitterBuffer
     assert Endpointer is not PythonEndpointer
+    assert ReceptionStatistics is NativeReceptionStatistics
 
 
 def test_rtp_parser_matches_python_on_mutations() -> None:
@@ -368,3 +372,90 @@ def test_endpointer_feed_rejects_bad_format_as_python() -> None:
         native.feed(bytes(3), 8000)
     with pytest.raises(VadFormatError):
         native.feed(bytes(320), 8000, 0)
+
+
+ReceptionStep = tuple[int, int, int, float] | float
+
+
+def reception_fields(
+    stats: PythonReceptionStatistics | NativeReceptionStatistics,
+) -> tuple[object, ...]:
+    return (
+        stats.ssrc,
+        stats.base_sequence,
+        stats.max_sequence,
+        stats.cycles,
+        stats.received,
+        stats.expected_prior,
+        stats.received_prior,
+        stats.jitter,
+        stats.last_transit,
+        stats.extended_max,
+        stats.expected,
+        stats.cumulative_lost,
+    )
+
+
+def compare_reception(steps: list[ReceptionStep], clock_rate: int = 8000) -> None:
+    """Feed both classes the steps: an update tuple, or a float time for a report block."""
+    native = NativeReceptionStatistics(clock_rate)
+    reference = PythonReceptionStatistics(clock_rate)
+    for index, step in enumerate(steps):
+        if isinstance(step, tuple):
+            native.update(*step)
+            reference.update(*step)
+        else:
+            native.note_sender_report(index << 32, step - 0.5)
+            reference.note_sender_report(index << 32, step - 0.5)
+            assert native.report_block(step) == reference.report_block(step), f"step {index}"
+        assert reception_fields(native) == reception_fields(reference), f"step {index}: {step!r}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from([0, 7, 0xFFFFFFFF]),
+                st.integers(0, 0xFFFF),
+                st.integers(0, 0xFFFFFFFF),
+                st.floats(0.0, 2e9, allow_nan=False),
+            ),
+            st.floats(0.0, 2e9, allow_nan=False),
+        ),
+        max_size=60,
+    ),
+    st.sampled_from([8000, 16000, 48000, 90000]),
+)
+def test_reception_statistics_match_python(steps: list[ReceptionStep], clock_rate: int) -> None:
+    compare_reception(steps, clock_rate)
+
+
+def test_reception_statistics_match_python_on_mutations() -> None:
+    steps: list[ReceptionStep] = []
+    for index, data in enumerate(inputs(RTP_CORPUS, count=min(INPUTS, 20_000))):
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError:
+            continue
+        arrival = 0.02 * index
+        steps.append((packet.ssrc, packet.sequence_number, packet.timestamp, arrival))
+        if index % 50 == 0:
+            steps.append(arrival)
+    assert steps, f"no valid RTP packet among the mutations (FUZZ_SEED={SEED})"
+    compare_reception(steps)
+
+
+def test_reception_core_rejects_out_of_range_fields() -> None:
+    stats = NativeReceptionStatistics(8000)
+    for fields in ((-1, 0, 0), (2**32, 0, 0), (0, 0x10000, 0), (0, -1, 0), (0, 0, 2**32)):
+        with pytest.raises((ValueError, OverflowError)):
+            stats.update(*fields, 0.0)
+    with pytest.raises(TypeError):
+        stats.update(0, 0, 0, "now")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        stats.update(0, 0)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        NativeReceptionStatistics(0)
+    assert stats.received == 0
+    assert stats.ssrc is None
