@@ -23,6 +23,7 @@ from acd import events as ev
 from acd.model import AgentState, Offer, OfferKind
 from acd.service import Acd
 from acd.store.redis import RedisStore
+from lifecycle.tasks import cancel_and_wait
 
 log = logging.getLogger("queues")
 
@@ -120,12 +121,12 @@ class EventRelay:
     async def close(self) -> None:
         self._closing = True
         self._unlisten()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
-            # after a pub/sub read, so the loops also check `_closing` and close() stops waiting.
-            await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+        # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
+        # after a pub/sub read, so the loops also check `_closing`, and `cancel_and_wait`
+        # cancels again and stops waiting after CLOSE_TIMEOUT_S.
+        pending = await cancel_and_wait(self._tasks, CLOSE_TIMEOUT_S)
+        if pending:
+            log.warning("ACD relay: %d tasks did not stop", len(pending))
         self._tasks = []
 
     async def _send(self) -> None:

@@ -82,6 +82,7 @@ from acd.store.base import (
     ReapResult,
     Released,
 )
+from lifecycle.tasks import cancel_and_wait
 
 log = logging.getLogger("queues")
 
@@ -544,14 +545,12 @@ class Acd:
     async def close(self) -> None:
         """Stop the background tasks (waiting at most `CLOSE_TIMEOUT_S` for them)."""
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
-            # after a pub/sub read, so the loops also check `_closing` and close() stops waiting.
-            _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
-            if pending:
-                log.warning("node %s: %d ACD tasks did not stop", self.node_id, len(pending))
+        # NOTE: with redis-py 8.2 on Python 3.11 a cancelled task was seen to keep running
+        # after a pub/sub read, so the loops also check `_closing`, and `cancel_and_wait`
+        # cancels again and stops waiting after CLOSE_TIMEOUT_S.
+        pending = await cancel_and_wait(self._tasks, CLOSE_TIMEOUT_S)
+        if pending:
+            log.warning("node %s: %d ACD tasks did not stop", self.node_id, len(pending))
         self._tasks = []
         self._closing = False
 

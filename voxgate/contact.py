@@ -48,6 +48,7 @@ from acd.model import Offer, OfferKind, PositionInfo, QueueTicket
 from acd.service import Acd
 from ivr.channel import CallEnded
 from ivr.engine import Outcome, SessionResult
+from lifecycle.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.mixer import bridge
@@ -70,7 +71,6 @@ from voxgate.callevents import CallLegEvents
 from voxgate.logs import call_id_var
 from voxgate.queuecounters import ACD_COUNTS, NODE_COUNTS, QueueCounters
 from voxgate.queueing import AcdQueueService, CallerLeg, announcement_text
-from voxgate.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from voxgate.transfer import TransferError, check_number_target
 
 if TYPE_CHECKING:

@@ -44,6 +44,7 @@ from acd.service import NodeNameTaken
 from acd.store.redis import RedisStore
 from ivr.registry import FlowRegistry
 from ivr.sentiment import default_analyzer
+from lifecycle.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from media.asr import AsrConfig, ModelCatalog
 from media.rtp_session import RtpPortPool
 from media.rtp_sockets import RtpSocketPool
@@ -75,7 +76,6 @@ from voxgate.outbound import OutboundDialer
 from voxgate.queueing import warn_unknown_queues
 from voxgate.recordingapi import add_recording_route
 from voxgate.settings import RtpSettings, Settings
-from voxgate.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from voxgate.webhooks import WebhookSender
 
 logger = logging.getLogger("voxgate")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
+from lifecycle.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from signaling.sip.auth import AuthConfig
 from signaling.sip.core import CoreConfig, UserAgent
 from signaling.sip.dialog import CallState, InviteSession
@@ -503,9 +504,9 @@ class SipEndpoint:
         # Handlers see their calls end and may finish on their own; the rest are cancelled.
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if left:
+            logger.warning("%d call handlers did not stop", len(left))
         if self._timer is not None:
             self._timer.cancel()
         if self._udp is not None:

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
+from lifecycle.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from signaling.sip.errors import SipSyntaxError
 from signaling.sip.message import SipMessage
 from signaling.sip.parser import Limits, StreamParser
@@ -204,9 +205,9 @@ class TcpServer:
             self._server.close()
         for writer in list(self._writers.values()):
             writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if left:
+            logger.warning("%d connection tasks did not stop", len(left))
         if self._server is not None:
             await self._server.wait_closed()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from voxgate.tasks import cancel_and_wait
+from lifecycle.tasks import cancel_and_wait
 
 
 async def absorbs_one_cancel(entered: asyncio.Event) -> None:
