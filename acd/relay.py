@@ -126,7 +126,9 @@ class EventRelay:
         # cancels again and stops waiting after CLOSE_TIMEOUT_S.
         pending = await cancel_and_wait(self._tasks, CLOSE_TIMEOUT_S)
         if pending:
-            log.warning("ACD relay: %d tasks did not stop", len(pending))
+            log.warning(
+                "ACD relay: %d tasks did not stop within %.0f s", len(pending), CLOSE_TIMEOUT_S
+            )
         self._tasks = []
 
     async def _send(self) -> None:

@@ -504,9 +504,11 @@ class SipEndpoint:
         # Handlers see their calls end and may finish on their own; the rest are cancelled.
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
-        left = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
-        if left:
-            logger.warning("%d call handlers did not stop", len(left))
+        still_running = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if still_running:
+            logger.warning(
+                "%d call handlers did not stop within %.0f s", len(still_running), STOP_TIMEOUT_S
+            )
         if self._timer is not None:
             self._timer.cancel()
         if self._udp is not None:

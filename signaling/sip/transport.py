@@ -205,9 +205,11 @@ class TcpServer:
             self._server.close()
         for writer in list(self._writers.values()):
             writer.close()
-        left = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
-        if left:
-            logger.warning("%d connection tasks did not stop", len(left))
+        still_running = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if still_running:
+            logger.warning(
+                "%d connection tasks did not stop within %.0f s", len(still_running), STOP_TIMEOUT_S
+            )
         if self._server is not None:
             await self._server.wait_closed()
 
