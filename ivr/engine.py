@@ -498,7 +498,7 @@ class IvrSession:
 
     async def _enqueue(self, step_id: str, step: QueueStep) -> str | None:
         context = self.condition_context()
-        priority, reason = step.priority, "priority"
+        priority, reason = step.priority, step.reason
         skills = self._render_list(step_id, step.skills)
         for rule in step.rules:
             if evaluate(rule.if_, context):

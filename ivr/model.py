@@ -315,6 +315,14 @@ class QueueStep(StepOptions):
     type: Literal["queue"]
     queue: str = Field(description="Queue name; a template.")
     priority: int = Field(default=0, ge=0, le=9, description="0 is normal, 9 the highest.")
+    reason: str = Field(
+        default="queue",
+        pattern=r"^[a-z0-9_.-]{1,32}$",
+        description=(
+            "Short token the ACD logs with a jump and the agent sees, used when no rule "
+            "raised the step's own priority."
+        ),
+    )
     skills: list[str] = Field(default_factory=list, description="Templates.")
     rules: list[PriorityRule] = Field(default_factory=list)
     context: dict[str, str] | None = Field(

@@ -232,7 +232,7 @@ async def test_queue_without_service_returns_request() -> None:
     assert run.result.queue_request is not None
     assert run.result.queue_request.queue == "sales"
     assert run.result.queue_request.priority == 1
-    assert run.result.queue_request.reason == "priority"
+    assert run.result.queue_request.reason == "queue"
     assert run.result.prompts == []
 
 
