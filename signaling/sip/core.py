@@ -189,9 +189,6 @@ class UserAgent(RefreshCore):
             record_route=True,
         )
         session.change(CallState.ANSWERED, "answer")
-        transaction = self._server.get(session.transaction_key)
-        if isinstance(transaction, ServerInviteTransaction):
-            transaction.release_request()
         self._disarm("call", handle, "unanswered")
         if not self._call_peer[handle].reliable:
             session.retransmit_interval = self.config.timers.t1
@@ -244,13 +241,15 @@ class UserAgent(RefreshCore):
         if request.method == "UPDATE" and not request.body:
             # RFC 3311 §5.2: an UPDATE without an offer (a session refresh) gets no SDP.
             sdp = b""
+        # The transaction lingers without its peer once the 2xx is sent, so read it first.
+        peer = self._server_peer.get(key)
         response = self._respond(key, 200, contact=True, body=sdp, extra=extra)
         self._arm_session_timer(session)
-        if transaction.request.method == "INVITE" and response is not None:
+        if request.method == "INVITE" and response is not None:
             # §13.3.1.4 holds for a re-INVITE too: the TU retransmits its 2xx until the ACK.
             session.reinvite_answer = response
-            session.reinvite_cseq = transaction.request.parsed.cseq.number
-            session.reinvite_peer = self._server_peer.get(key)
+            session.reinvite_cseq = request.parsed.cseq.number
+            session.reinvite_peer = peer
             if session.reinvite_peer is not None and not session.reinvite_peer.reliable:
                 session.retransmit_interval = self.config.timers.t1
                 self._arm("call", handle, "re2xx", self._now + session.retransmit_interval)
@@ -394,6 +393,8 @@ class UserAgent(RefreshCore):
         if transaction is not None:
             self._apply(key, transaction.on_request(request))
             return
+        if self._absorb(key):
+            return
         if info.to.tag is None and not self._within_rate(request, peer):
             return
         if request.method == "INVITE" and info.to.tag is None and self._at_call_limit():
@@ -492,7 +493,11 @@ class UserAgent(RefreshCore):
             return None
         merge = (info.from_.tag or "", info.call_id, info.cseq.number, request.method)
         other = self._merge_keys.get(merge)
-        if other is not None and other != key and other in self._server:
+        if (
+            other is not None
+            and other != key
+            and (other in self._server or other in self._lingering)
+        ):
             return Rejection(482)
         self._merge_keys[merge] = key
         self._merge_key_of[key] = merge
@@ -635,6 +640,10 @@ class UserAgent(RefreshCore):
         parts[-2 if key.startswith("2543|") else -1] = "INVITE"
         invite_key = "|".join(parts)
         invite = self._server.get(invite_key)
+        if invite is None and invite_key in self._lingering:
+            # §9.2: the INVITE has its final response, so the CANCEL has no effect.
+            self._respond(key, 200)
+            return
         if invite is None:
             self._respond(key, 481)
             return
@@ -799,7 +808,7 @@ class UserAgent(RefreshCore):
             session.session_expires = interval
             self._arm_session_timer(session)
 
-    def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
+    def _on_server_forgotten(self, key: str) -> None:
         self._call_by_invite.pop(key, None)
         merge = self._merge_key_of.pop(key, None)
         if merge is not None and self._merge_keys.get(merge) == key:

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from signaling.sip.errors import SipUsageError
-from signaling.sip.headers import Headers
 from signaling.sip.message import SipRequest, SipResponse
 
 logger = logging.getLogger("sip.transaction")
@@ -187,18 +186,6 @@ class ServerInviteTransaction(_Transaction):
             effects.append(StartTimer(Timer.G, self._interval_g))
         effects.append(StartTimer(Timer.H, 64 * self.timers.t1))
         return effects
-
-    def release_request(self) -> None:
-        """Keep only the start line of the request once the transaction is Accepted.
-
-        An Accepted transaction only absorbs retransmitted INVITEs until Timer
-        L (32 s), which matches them by key. Its parsed INVITE is about 20
-        objects that the garbage collector tracks, and at a steady call rate
-        every call left them behind for those 32 s, which made each full
-        collection longer. The call's session keeps the INVITE while the call lasts.
-        """
-        if self.state is State.ACCEPTED:
-            self.request = SipRequest(self.request.method, self.request.uri, Headers())
 
     def on_timer(self, timer: Timer) -> list[Effect]:
         effects: list[Effect] = []

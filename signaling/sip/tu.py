@@ -8,6 +8,15 @@ subclasses it and reacts through the hook methods (`_on_client_response`,
 
 Timers are entries in one table keyed by (kind, owner, name) with absolute
 deadlines on the caller's clock; `tick(now)` fires those that are due.
+
+A server transaction that has sent its final response and only waits out
+Timer L (an Accepted INVITE, RFC 6026) or Timer J (a Completed non-INVITE)
+is replaced by a lingering entry: its key, the bytes of its final response
+(non-INVITE only) and the peer's address, all in atomic values. At a steady
+call rate every call left a transaction object, its request and the timer
+entries for those 32 s, and the garbage collector walked them all in every
+collection. The lingering entry absorbs retransmissions or resends the
+final response, as the transaction did.
 """
 
 from __future__ import annotations
@@ -30,8 +39,11 @@ from signaling.sip.transaction import (
     Deliver,
     Effect,
     Send,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
     ServerTransaction,
     StartTimer,
+    State,
     StopTimer,
     Terminated,
     TimedOut,
@@ -81,6 +93,10 @@ class TransactionUser:
         self._timer_sequence = itertools.count()
         self._server: dict[str, ServerTransaction] = {}
         self._server_peer: dict[str, Peer] = {}
+        # Server transactions past their final response, by key: the response to
+        # send again for a retransmitted request (None for an Accepted INVITE,
+        # which absorbs them), and the peer's transport, host and port.
+        self._lingering: dict[str, tuple[bytes | None, str, str, int]] = {}
         self._client: dict[str, ClientTransaction] = {}
         self._client_peer: dict[str, Peer] = {}
         self._client_owner: dict[str, str] = {}
@@ -191,9 +207,11 @@ class TransactionUser:
         """Carry out a transaction's effects."""
         peer = (self._client_peer if client else self._server_peer).get(key)
         kind = "client" if client else "server"
+        sent: bytes | None = None
         for effect in effects:
             if isinstance(effect, Send) and peer is not None:
-                self._outgoing.append(Outgoing(to_bytes(effect.message), peer))
+                sent = to_bytes(effect.message)
+                self._outgoing.append(Outgoing(sent, peer))
             elif isinstance(effect, StartTimer):
                 self._arm(kind, key, effect.timer, self._now + effect.delay)
             elif isinstance(effect, StopTimer):
@@ -205,6 +223,46 @@ class TransactionUser:
             elif isinstance(effect, Deliver):
                 logger.debug("response %s for %s", effect.response.status, key)
                 self._on_client_response(key, effect.response)
+        if not client and sent is not None:
+            self._linger(key, sent)
+
+    def _linger(self, key: str, sent: bytes) -> None:
+        """Replace the server transaction `key` by a lingering entry once it only waits.
+
+        `sent` is the response the transaction has just sent. Only a final response
+        can leave it waiting for Timer L or J, and only on an unreliable transport
+        does that wait last (on TCP and TLS Timer J is zero).
+        """
+        transaction = self._server.get(key)
+        if isinstance(transaction, ServerInviteTransaction):
+            if transaction.state is not State.ACCEPTED:
+                return
+            timer, response = Timer.L, None
+        elif isinstance(transaction, ServerNonInviteTransaction):
+            if transaction.state is not State.COMPLETED:
+                return
+            timer, response = Timer.J, sent
+        else:
+            return
+        deadline = self._timers.get(("server", key, timer))
+        peer = self._server_peer.get(key)
+        if deadline is None or deadline <= self._now or peer is None:
+            return
+        del self._timers[("server", key, timer)]
+        del self._server[key]
+        del self._server_peer[key]
+        self._lingering[key] = (response, peer.transport, peer.host, peer.port)
+        self._arm("lingering", key, "end", deadline)
+
+    def _absorb(self, key: str) -> bool:
+        """Resend the final response for a retransmission to a lingering `key`; False if none."""
+        entry = self._lingering.get(key)
+        if entry is None:
+            return False
+        response, transport, host, port = entry
+        if response is not None:
+            self._outgoing.append(Outgoing(response, Peer(transport, host, port)))
+        return True
 
     def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
         """Hook: Timer B, F or H fired for transaction `key`."""
@@ -216,8 +274,8 @@ class TransactionUser:
     def _on_client_response(self, key: str, response: SipResponse) -> None:
         """Hook: a client transaction delivered a response."""
 
-    def _on_server_forgotten(self, key: str, transaction: ServerTransaction) -> None:
-        """Hook: a server transaction terminated and was dropped."""
+    def _on_server_forgotten(self, key: str) -> None:
+        """Hook: a server transaction terminated, or its lingering entry ended, and was dropped."""
 
     def _on_client_forgotten(self, key: str) -> None:
         """Hook: a client transaction terminated and was dropped."""
@@ -230,7 +288,7 @@ class TransactionUser:
             transaction = self._server.pop(key, None)
             self._server_peer.pop(key, None)
             if transaction is not None:
-                self._on_server_forgotten(key, transaction)
+                self._on_server_forgotten(key)
         else:
             self._client.pop(key, None)
             self._client_peer.pop(key, None)
@@ -279,6 +337,9 @@ class TransactionUser:
             client = self._client.get(owner)
             if client is not None:
                 self._apply(owner, client.on_timer(name), client=True)
+        elif kind == "lingering":
+            if self._lingering.pop(owner, None) is not None:
+                self._on_server_forgotten(owner)
         else:
             self._fire_owner_timer(kind, owner, str(name))
 

@@ -1,9 +1,14 @@
-"""An accepted INVITE transaction keeps only its start line, and still absorbs retransmissions."""
+"""Server transactions past their final response linger as compact entries.
+
+An Accepted INVITE (RFC 6026) and a Completed non-INVITE transaction on UDP
+leave only their key, response bytes and peer, and still absorb
+retransmissions or resend the final response until Timer L or J ends.
+"""
 
 from __future__ import annotations
 
 from signaling.sip.core import CoreConfig
-from signaling.sip.transaction import ServerInviteTransaction, State
+from signaling.sip.transaction import ServerInviteTransaction
 from tests.sip.support import (
     ANSWER_SDP,
     OFFER_SDP,
@@ -30,16 +35,14 @@ def invite_transactions(harness: CoreHarness) -> list[ServerInviteTransaction]:
     return [t for t in harness.core._server.values() if isinstance(t, ServerInviteTransaction)]
 
 
-def test_accepted_transaction_keeps_start_line() -> None:
+def test_accepted_invite_lingers_without_transaction() -> None:
     harness = CoreHarness()
     answered(harness)
 
-    [transaction] = invite_transactions(harness)
-
-    assert transaction.state is State.ACCEPTED
-    assert transaction.request.method == "INVITE"
-    assert transaction.request.info is None
-    assert len(transaction.request.headers) == 0
+    assert invite_transactions(harness) == []
+    [(response, transport, host, port)] = harness.core._lingering.values()
+    assert response is None
+    assert (transport, host, port) == ("udp", "127.0.0.1", 5070)
 
 
 def test_retransmitted_invite_absorbed_after_answer() -> None:
@@ -63,3 +66,40 @@ def test_invite_after_timer_l_is_new_call() -> None:
     assert invite_transactions(harness) != []
     assert statuses(sent) == [100]
     assert len(harness.offered()) == 2
+
+
+def test_cancel_after_answer_gets_200() -> None:
+    harness = CoreHarness()
+    handle = answered(harness)
+
+    sent = harness.feed(sip_request("CANCEL"))
+
+    assert statuses(sent) == [200]
+    assert handle in harness.core.calls
+
+
+def test_retransmitted_bye_gets_same_200() -> None:
+    harness = CoreHarness()
+    handle = answered(harness)
+    tag = harness.core.calls[handle].local_tag
+    bye = sip_request("BYE", branch="z9hG4bK-bye1", to_tag=tag, cseq=2)
+    first = harness.feed(bye)
+
+    again = harness.feed(bye)
+
+    assert statuses(first) == [200]
+    assert statuses(again) == [200]
+    assert again[0].headers.get("To") == first[0].headers.get("To")
+
+
+def test_lingering_entries_end_with_timers() -> None:
+    harness = CoreHarness()
+    handle = answered(harness)
+    tag = harness.core.calls[handle].local_tag
+    harness.feed(sip_request("BYE", branch="z9hG4bK-bye1", to_tag=tag, cseq=2))
+    assert len(harness.core._lingering) == 2
+
+    harness.advance(40.0)
+
+    assert harness.core._lingering == {}
+    assert harness.core._call_by_invite == {}
