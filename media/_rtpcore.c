@@ -14,6 +14,9 @@
  *   packets kept as int16 copies in an array sorted by position, plus
  *   `push_rtp_g711`, which parses a plain RTP header, checks payload type
  *   and SSRC, decodes the G.711 payload and inserts it in one call.
+ *   `receive_rtp_g711` does the same and also updates the stream's
+ *   `ReceptionCore` at the wall clock's time, so that the RTP session's
+ *   receive path makes one call per packet.
  *
  * - `EndpointCore`: the endpointing state machine of `media.vad.Endpointer`
  *   (QUIET, STARTING, SPEAKING, STOPPING), which calls webrtcvad and applies
@@ -32,6 +35,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define RTP_HEADER_SIZE 12
 #define STRETCH_SPACING_FRAMES 5
@@ -246,6 +250,60 @@ rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyBuffer_Release(&payload);
     return packet;
+}
+
+/* -- ReceptionCore state, used by JitterCore.receive_rtp_g711 -------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    long long clock_rate;
+    int has_ssrc;
+    long long ssrc;
+    long long base_sequence;
+    long long max_sequence;
+    long long cycles;
+    long long received;
+    long long expected_prior;
+    long long received_prior;
+    double jitter;
+    int has_last_transit;
+    double last_transit;
+} ReceptionCore;
+
+static PyTypeObject ReceptionCoreType;
+
+/* Account one received RTP packet (RFC 3550 appendix A.1 and A.8). The caller checks that ssrc
+ * and timestamp fit 32 bits and sequence 16 bits. */
+static void
+reception_update(ReceptionCore *self, long long ssrc, long long sequence, long long timestamp,
+                 double arrival_s)
+{
+    if (!self->has_ssrc || self->ssrc != ssrc) {
+        self->has_ssrc = 1;
+        self->ssrc = ssrc;
+        self->base_sequence = self->max_sequence = sequence;
+        self->cycles = self->received = self->expected_prior = self->received_prior = 0;
+        self->jitter = 0.0;
+        self->has_last_transit = 0;
+    }
+    /* sequence_delta: newer - older in 16-bit space, -32768..32767. */
+    long long delta = ((sequence - self->max_sequence + 0x8000) & 0xFFFF) - 0x8000;
+    if (delta > 0) {
+        if (sequence < self->max_sequence) {
+            self->cycles += 1LL << 16;
+        }
+        self->max_sequence = sequence;
+    }
+    self->received += 1;
+    double transit = arrival_s * (double)self->clock_rate - (double)timestamp;
+    if (self->has_last_transit) {
+        double difference = fabs(transit - self->last_transit);
+        if (difference < (double)(self->clock_rate * 10)) { /* ignore timestamp jumps */
+            self->jitter += (difference - self->jitter) / 16;
+        }
+    }
+    self->last_transit = transit;
+    self->has_last_transit = 1;
 }
 
 /* -- JitterCore ------------------------------------------------------------- */
@@ -583,11 +641,15 @@ push(JitterCore *self, uint32_t timestamp, const void *source, Py_ssize_t size,
     return 0;
 }
 
+/* Serve push(timestamp, pcm, arrival_ms) and push_samples(timestamp, samples, arrival_ms).
+ * With `typed` the samples must be an int16 buffer (push_samples), else any buffer of s16le
+ * bytes (push). */
 static PyObject *
-JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+push_buffer(JitterCore *self, PyObject *const *args, Py_ssize_t nargs, int typed)
 {
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "push_samples(timestamp, samples, arrival_ms)");
+        PyErr_SetString(PyExc_TypeError, typed ? "push_samples(timestamp, samples, arrival_ms)"
+                                               : "push(timestamp, pcm, arrival_ms)");
         return NULL;
     }
     unsigned long timestamp = PyLong_AsUnsignedLongMask(args[0]);
@@ -599,43 +661,17 @@ JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    int flags = typed ? PyBUF_C_CONTIGUOUS | PyBUF_FORMAT : PyBUF_SIMPLE;
+    if (PyObject_GetBuffer(args[1], &view, flags) < 0) {
         return NULL;
     }
-    if (view.itemsize != 2 || view.format == NULL ||
-        !(strcmp(view.format, "h") == 0 || strcmp(view.format, "<h") == 0)) {
+    if (typed && (view.itemsize != 2 || view.format == NULL ||
+                  !(strcmp(view.format, "h") == 0 || strcmp(view.format, "<h") == 0))) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_TypeError, "jitter buffer samples must be 16-bit signed integers");
         return NULL;
     }
-    int status = push(self, (uint32_t)timestamp, view.buf, view.len / 2, NULL, arrival_ms);
-    PyBuffer_Release(&view);
-    if (status < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "push(timestamp, pcm, arrival_ms)");
-        return NULL;
-    }
-    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[0]);
-    if (timestamp == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    double arrival_ms = PyFloat_AsDouble(args[2]);
-    if (arrival_ms == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    if (view.len % 2) {
+    if (!typed && view.len % 2) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "buffer size must be a multiple of element size");
         return NULL;
@@ -649,6 +685,63 @@ JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return push_buffer(self, args, nargs, 1);
+}
+
+static PyObject *
+JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return push_buffer(self, args, nargs, 0);
+}
+
+/* Push a plain G.711 packet for push_rtp_g711 and receive_rtp_g711, whose first five
+ * arguments are (data, payload_type, ssrc, alaw, arrival_ms). Returns 1 when the packet went
+ * in, 0 for any other packet (nothing changes) and -1 with an exception set. */
+static int
+push_g711_packet(JitterCore *self, PyObject *const *args, uint32_t *sequence, uint32_t *timestamp)
+{
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "G.711 RTP data must be bytes");
+        return -1;
+    }
+    long payload_type = PyLong_AsLong(args[1]);
+    if (payload_type == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (args[2] == Py_None) {
+        return 0;
+    }
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[2]);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    int alaw = PyObject_IsTrue(args[3]);
+    if (alaw < 0) {
+        return -1;
+    }
+    double arrival_ms = PyFloat_AsDouble(args[4]);
+    if (arrival_ms == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
+    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
+        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
+        return 0;
+    }
+    *sequence = (uint32_t)data[2] << 8 | data[3];
+    *timestamp = read_u32(data + 4);
+    if (push(self, *timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
+             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
 /* push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms) -> (sequence, timestamp) | None */
 static PyObject *
 JitterCore_push_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -658,43 +751,62 @@ JitterCore_push_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nar
                         "push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms)");
         return NULL;
     }
-    if (!PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "push_rtp_g711 data must be bytes");
+    uint32_t sequence, timestamp;
+    int pushed = push_g711_packet(self, args, &sequence, &timestamp);
+    if (pushed < 0) {
         return NULL;
     }
-    long payload_type = PyLong_AsLong(args[1]);
-    if (payload_type == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (args[2] == Py_None) {
+    if (!pushed) {
         Py_RETURN_NONE;
-    }
-    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[2]);
-    if (ssrc == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    int alaw = PyObject_IsTrue(args[3]);
-    if (alaw < 0) {
-        return NULL;
-    }
-    double arrival_ms = PyFloat_AsDouble(args[4]);
-    if (arrival_ms == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
-    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
-        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
-        Py_RETURN_NONE;
-    }
-    uint32_t sequence = (uint32_t)data[2] << 8 | data[3];
-    uint32_t timestamp = read_u32(data + 4);
-    if (push(self, timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
-             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
-        return NULL;
     }
     return Py_BuildValue("(kk)", (unsigned long)sequence, (unsigned long)timestamp);
+}
+
+/* The wall clock in seconds since the epoch, as time.time() reads it on POSIX. */
+static double
+wall_clock_s(void)
+{
+    struct timespec now;
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0) {
+        return 0.0;
+    }
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* receive_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms, reception[, arrival_s]) -> bool.
+ * Runs push_rtp_g711 and, for a packet that went in, updates `reception` at arrival_s, which
+ * defaults to the wall clock after the push. */
+static PyObject *
+JitterCore_receive_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp_g711(data, payload_type, ssrc, alaw, "
+                                         "arrival_ms, reception[, arrival_s])");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[5], &ReceptionCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp_g711 reception must be a ReceptionCore");
+        return NULL;
+    }
+    double arrival_s = 0.0;
+    if (nargs == 7) {
+        arrival_s = PyFloat_AsDouble(args[6]);
+        if (arrival_s == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    uint32_t sequence, timestamp;
+    int pushed = push_g711_packet(self, args, &sequence, &timestamp);
+    if (pushed < 0) {
+        return NULL;
+    }
+    if (!pushed) {
+        Py_RETURN_FALSE;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    reception_update((ReceptionCore *)args[5], read_u32(data + 8), sequence, timestamp,
+                     nargs == 7 ? arrival_s : wall_clock_s());
+    Py_RETURN_TRUE;
 }
 
 static int64_t
@@ -941,6 +1053,9 @@ static PyMethodDef JitterCore_methods[] = {
     {"push_rtp_g711", (PyCFunction)(void (*)(void))JitterCore_push_rtp_g711, METH_FASTCALL,
      "Add a plain G.711 RTP packet of the given payload type and SSRC; return "
      "(sequence, timestamp), or None when the packet needs the full receive path."},
+    {"receive_rtp_g711", (PyCFunction)(void (*)(void))JitterCore_receive_rtp_g711, METH_FASTCALL,
+     "push_rtp_g711, and for a pushed packet the update of the given ReceptionCore at "
+     "arrival_s (default: the wall clock now); return whether the packet went in."},
     {"pop", (PyCFunction)JitterCore_pop, METH_NOARGS,
      "Return the next frame and how it was made, or None before playout starts."},
     {NULL, NULL, 0, NULL},
@@ -1543,21 +1658,6 @@ rtpcore_configure(PyObject *module, PyObject *args)
  * subclass, because they run once per RTCP interval.
  */
 
-typedef struct {
-    PyObject_HEAD
-    long long clock_rate;
-    int has_ssrc;
-    long long ssrc;
-    long long base_sequence;
-    long long max_sequence;
-    long long cycles;
-    long long received;
-    long long expected_prior;
-    long long received_prior;
-    double jitter;
-    int has_last_transit;
-    double last_transit;
-} ReceptionCore;
 
 static int
 ReceptionCore_init(ReceptionCore *self, PyObject *args, PyObject *kwargs)
@@ -1615,32 +1715,7 @@ ReceptionCore_update(ReceptionCore *self, PyObject *const *args, Py_ssize_t narg
     if (arrival_s == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    if (!self->has_ssrc || self->ssrc != ssrc) {
-        self->has_ssrc = 1;
-        self->ssrc = ssrc;
-        self->base_sequence = self->max_sequence = sequence;
-        self->cycles = self->received = self->expected_prior = self->received_prior = 0;
-        self->jitter = 0.0;
-        self->has_last_transit = 0;
-    }
-    /* sequence_delta: newer - older in 16-bit space, -32768..32767. */
-    long long delta = ((sequence - self->max_sequence + 0x8000) & 0xFFFF) - 0x8000;
-    if (delta > 0) {
-        if (sequence < self->max_sequence) {
-            self->cycles += 1LL << 16;
-        }
-        self->max_sequence = sequence;
-    }
-    self->received += 1;
-    double transit = arrival_s * (double)self->clock_rate - (double)timestamp;
-    if (self->has_last_transit) {
-        double difference = fabs(transit - self->last_transit);
-        if (difference < (double)(self->clock_rate * 10)) { /* ignore timestamp jumps */
-            self->jitter += (difference - self->jitter) / 16;
-        }
-    }
-    self->last_transit = transit;
-    self->has_last_transit = 1;
+    reception_update(self, ssrc, sequence, timestamp, arrival_s);
     Py_RETURN_NONE;
 }
 

@@ -541,24 +541,28 @@ class RtpSession(asyncio.DatagramProtocol):
     # -- receive ---------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        # The usual packet of a latched G.711 stream: a plain header from the latched
+        # source with the audio payload type and the current SSRC. One call (in C when
+        # media._rtpcore is built) checks the header, decodes the payload into the
+        # jitter buffer and updates the RTCP reception statistics. Any other packet
+        # takes the path below.
         if (
             addr == self._remote
             and self._g711_alaw is not None
             and self._audio_ssrc is not None
             and len(data) <= MAX_DATAGRAM
             and self._latch is LatchState.LATCHED
-        ):
-            # The usual packet of a latched G.711 stream: a plain header from the
-            # latched source with the audio payload type and the current SSRC. The
-            # jitter buffer checks the header and decodes the payload in one call
-            # (in C when media._rtpcore is built); any other packet goes below.
-            pushed = self.jitter.push_rtp_g711(
-                data, self.config.payload_type, self._audio_ssrc, self._g711_alaw, self._now_ms()
+            and self.jitter.receive_rtp_g711(
+                data,
+                self.config.payload_type,
+                self._audio_ssrc,
+                self._g711_alaw,
+                self._now_ms(),
+                self.reception,
             )
-            if pushed is not None:
-                self.stats.packets_received += 1
-                self.reception.update(self._audio_ssrc, pushed[0], pushed[1], time.time())
-                return
+        ):
+            self.stats.packets_received += 1
+            return
         source = (str(addr[0]), int(addr[1]))
         if len(data) > MAX_DATAGRAM:
             self.stats.malformed += 1
