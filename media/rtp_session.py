@@ -61,7 +61,7 @@ from ivr.channel import DtmfInput
 from media import rtcp
 from media.audio import PcmAudio
 from media.codecs import Codec, get_codec
-from media.frame_batch import FrameFeatures
+from media.frame_batch import FrameFeatures, FrameReceiver
 from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
@@ -223,6 +223,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._latch = LatchState.WAITING
         self._transport: asyncio.DatagramTransport | None = None
         self._handler: FrameHandler | None = None
+        # Where `clock_receive` sends the handler's frames: its C receiver, or `_deliver_frame`.
+        self._frame_receiver: FrameReceiver = self._deliver_frame
         self._clock: PacketClock | None = None
         self._clock_key: int | None = None
         self._skip_through_tick = -1
@@ -461,6 +463,8 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             raise RuntimeError("RTP session is closed")
         self._handler = handler
+        receiver = getattr(handler, "frame_receiver", None)
+        self._frame_receiver = receiver if receiver is not None else self._deliver_frame
         if self._clock_key is None:
             # RFC 3550 section 6.2: the first report waits half the interval.
             self._schedule_rtcp(0.5)
@@ -757,7 +761,8 @@ class RtpSession(asyncio.DatagramProtocol):
         """Pop one frame from the jitter buffer for the handler, once per tick that sent.
 
         The frame joins the clock's `FrameBatch`, which analyzes the frames of
-        all sessions of the tick together and then calls `_deliver_frame`.
+        all sessions of the tick together and then calls the handler's
+        `frame_receiver` (the leg's C core), or else `_deliver_frame`.
         """
         if not self._receive_due:
             return
@@ -766,7 +771,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if inbound is None or self._handler is None:
             return
         if self._clock is not None:
-            self._clock.frames.add(inbound[0], self.codec.sample_rate, self._deliver_frame)
+            self._clock.frames.add(inbound[0], self.codec.sample_rate, self._frame_receiver)
         else:
             self._deliver_frame(inbound[0], None)
 
