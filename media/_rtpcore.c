@@ -2286,6 +2286,10 @@ LegCore_frame(LegCore *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *pcm = args[0], *features = args[1];
     EndpointCore *endpointer = (EndpointCore *)self->endpointer;
+    if (endpointer->classify == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
+        return NULL;
+    }
     if (!self->enabled || features == Py_None || !PyBytes_CheckExact(pcm) ||
         PyBytes_GET_SIZE(pcm) != self->frame_bytes) {
         return call_leg(self, "_on_core_fallback", "(OO)", pcm, features);

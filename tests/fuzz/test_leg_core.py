@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ivr.channel import CallerInput
+from media import _rtpcore
 from media.audio import PcmAudio
 from media.dtmf_inband import (
     HIGH_FREQUENCIES,
@@ -347,3 +348,18 @@ def test_leg_core_sends_odd_frames_to_python() -> None:
         await native.close()
 
     asyncio.run(run())
+
+
+def test_cores_before_init_raise() -> None:
+    pcm = bytes(2 * FRAME)
+    detector = _rtpcore.InbandCore.__new__(_rtpcore.InbandCore)
+    with pytest.raises(RuntimeError):
+        detector.process(pcm)
+    endpointer = _rtpcore.EndpointCore.__new__(_rtpcore.EndpointCore)
+    core = _rtpcore.LegCore(object(), None, endpointer, 2 * FRAME, 10, 400)
+    with pytest.raises(RuntimeError):
+        core.frame(pcm, FrameFeatures(0.0, None))
+    with pytest.raises(RuntimeError):
+        _rtpcore.LegCore.__new__(_rtpcore.LegCore).frame(pcm, None)
+    with pytest.raises(TypeError):
+        core.sink = ()  # type: ignore[assignment]
