@@ -2149,12 +2149,15 @@ static PyTypeObject InbandCoreType = {
  *
  * Theory of operation. `MediaLeg.on_analyzed_frame` is the reference: in-band DTMF, the
  * endpointer, the utterance audio and the barge-in check, for each inbound frame. `LegCore.frame`
- * runs the same steps on the leg's own InbandCore and EndpointCore. It finishes in C a frame
- * that produces no digit, no endpointer event and no barge-in, which is almost every frame.
- * Any other frame goes back to Python at the point where C stops:
+ * runs the same steps on the leg's own InbandCore and EndpointCore. Without features it computes
+ * the frame's energy (exactly) and, for a loud frame, the tone powers, which can differ from
+ * numpy's in the last bits (see InbandCore). It finishes in C a frame that produces no digit,
+ * no endpointer event and no barge-in, the usual frame. Any other frame goes back to Python at
+ * the point where C stops:
  *
- * - a frame the core cannot take (wrong size, no features, inbound taps, a VAD frame of another
- *   length): `leg._on_core_fallback(pcm, features)`, the whole Python path;
+ * - a frame the core cannot take (wrong size, inbound taps): `leg._on_core_fallback(pcm,
+ *   features)`, the whole Python path;
+ * - a VAD frame of another length than the leg's frame: `leg._finish_frame(pcm, energy, ())`;
  * - a reported digit, or a tone during an utterance: `leg._finish_frame(pcm, energy, digits)`,
  *   after in-band detection;
  * - endpointer events, or utterance audio that the recognizer takes: `leg._on_core_step(step)`;
@@ -2272,7 +2275,8 @@ call_leg(LegCore *self, const char *name, const char *format, ...)
     Py_RETURN_NONE;
 }
 
-/* frame(pcm, features) -> None: one inbound frame with its FrameFeatures. */
+/* frame(pcm, features) -> None: one inbound frame with its FrameFeatures, or with None to compute
+ * the energy here and the tone powers when in-band detection needs them. */
 static PyObject *
 LegCore_frame(LegCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2290,11 +2294,22 @@ LegCore_frame(LegCore *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
         return NULL;
     }
-    if (!self->enabled || features == Py_None || !PyBytes_CheckExact(pcm) ||
-        PyBytes_GET_SIZE(pcm) != self->frame_bytes) {
+    if (!self->enabled || !PyBytes_CheckExact(pcm) || PyBytes_GET_SIZE(pcm) != self->frame_bytes) {
         return call_leg(self, "_on_core_fallback", "(OO)", pcm, features);
     }
-    PyObject *energy = PyObject_GetAttr(features, energy_name);
+    PyObject *energy;
+    if (features == Py_None) {
+        /* The sum of squares is exact, as FrameBatch's float64 sum of the same integers is. */
+        const int16_t *samples = (const int16_t *)PyBytes_AS_STRING(pcm);
+        int64_t sum = 0;
+        for (Py_ssize_t i = 0; i < self->frame_bytes / 2; i++) {
+            sum += (int64_t)samples[i] * samples[i];
+        }
+        energy = PyFloat_FromDouble((double)sum);
+    }
+    else {
+        energy = PyObject_GetAttr(features, energy_name);
+    }
     if (energy == NULL) {
         return NULL;
     }
@@ -2308,7 +2323,7 @@ LegCore_frame(LegCore *self, PyObject *const *args, Py_ssize_t nargs)
         InbandCore *inband = (InbandCore *)self->inband;
         double powers[DTMF_TONES];
         int has_powers = 0;
-        if (!(energy_value < inband->min_energy && inband->current < 0)) {
+        if (features != Py_None && !(energy_value < inband->min_energy && inband->current < 0)) {
             PyObject *powers_object = PyObject_GetAttr(features, tone_powers_name);
             if (powers_object == NULL) {
                 goto done;
@@ -2390,7 +2405,7 @@ LegCore_get_sink(LegCore *self, void *Py_UNUSED(closure))
 
 static PyMethodDef LegCore_methods[] = {
     {"frame", (PyCFunction)(void (*)(void))LegCore_frame, METH_FASTCALL,
-     "Take one inbound frame (s16le bytes) with its FrameFeatures, or None."},
+     "Take one inbound frame (s16le bytes) with its FrameFeatures, or None to compute them."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -321,17 +321,18 @@ class MediaLeg:
 
     @property
     def frame_receiver(self) -> Callable[[bytes, FrameFeatures | None], None] | None:
-        """The C receiver of inbound frames with their features, or None without the extension.
+        """The C receiver of inbound s16le frames, or None without the extension.
 
-        `RtpSession` hands each frame of the packet clock's `FrameBatch` to it
-        directly. It decides as `on_analyzed_frame` does.
+        It takes the frame's `FrameFeatures`, or None to compute them in C,
+        and decides as `on_analyzed_frame` does. `RtpSession` hands it each
+        frame directly, without the packet clock's `FrameBatch`.
         """
         return self._core.frame if self._core is not None else None
 
     def on_audio_frame(self, frame: PcmAudio) -> None:
         core = self._core
         if core is not None and frame.sample_rate == self.sample_rate:
-            core.frame(frame.pcm, analyze_frame(frame.pcm, frame.sample_rate))
+            core.frame(frame.pcm, None)
             return
         self.on_analyzed_frame(frame, None)
 
@@ -341,7 +342,8 @@ class MediaLeg:
         The packet clock's `FrameBatch` computes them for all calls of a tick
         at once; without them (None) they are computed here, once for both
         the in-band DTMF detector and the VAD's energy gate. This is the
-        Python path of every frame, and the reference of the C one
+        Python path, which frames take without the C extension, with inbound
+        taps attached or at a wrong size. It is the reference of the C path
         (`frame_receiver`).
         """
         if frame.sample_rate != self.sample_rate or len(frame.pcm) != self._frame_bytes:

@@ -61,7 +61,7 @@ from ivr.channel import DtmfInput
 from media import rtcp
 from media.audio import PcmAudio
 from media.codecs import Codec, get_codec
-from media.frame_batch import FrameFeatures, FrameReceiver
+from media.frame_batch import FrameFeatures
 from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
@@ -223,8 +223,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._latch = LatchState.WAITING
         self._transport: asyncio.DatagramTransport | None = None
         self._handler: FrameHandler | None = None
-        # Where `clock_receive` sends the handler's frames: its C receiver, or `_deliver_frame`.
-        self._frame_receiver: FrameReceiver = self._deliver_frame
+        # The handler's C receiver of inbound frames (`MediaLeg.frame_receiver`), or None.
+        self._frame_receiver: Callable[[bytes, FrameFeatures | None], None] | None = None
         self._clock: PacketClock | None = None
         self._clock_key: int | None = None
         self._skip_through_tick = -1
@@ -463,8 +463,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             raise RuntimeError("RTP session is closed")
         self._handler = handler
-        receiver = getattr(handler, "frame_receiver", None)
-        self._frame_receiver = receiver if receiver is not None else self._deliver_frame
+        self._frame_receiver = getattr(handler, "frame_receiver", None)
         if self._clock_key is None:
             # RFC 3550 section 6.2: the first report waits half the interval.
             self._schedule_rtcp(0.5)
@@ -760,9 +759,10 @@ class RtpSession(asyncio.DatagramProtocol):
     def clock_receive(self, tick: int) -> None:
         """Pop one frame from the jitter buffer for the handler, once per tick that sent.
 
-        The frame joins the clock's `FrameBatch`, which analyzes the frames of
-        all sessions of the tick together and then calls the handler's
-        `frame_receiver` (the leg's C core), or else `_deliver_frame`.
+        A handler with a C receiver (`MediaLeg.frame_receiver`) gets the frame
+        at once, and the receiver computes its features. Otherwise the frame
+        joins the clock's `FrameBatch`, which analyzes the frames of all
+        sessions of the tick together and then calls `_deliver_frame`.
         """
         if not self._receive_due:
             return
@@ -770,8 +770,14 @@ class RtpSession(asyncio.DatagramProtocol):
         inbound = self.jitter.pop()
         if inbound is None or self._handler is None:
             return
-        if self._clock is not None:
-            self._clock.frames.add(inbound[0], self.codec.sample_rate, self._frame_receiver)
+        receiver = self._frame_receiver
+        if receiver is not None:
+            try:
+                receiver(inbound[0], None)
+            except Exception:
+                logger.exception("call %s: inbound frame handling failed", self.call_id)
+        elif self._clock is not None:
+            self._clock.frames.add(inbound[0], self.codec.sample_rate, self._deliver_frame)
         else:
             self._deliver_frame(inbound[0], None)
 

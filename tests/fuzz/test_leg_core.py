@@ -230,8 +230,9 @@ _actions = st.lists(
 
 
 async def compare_legs(
-    frames: list[bytes], actions: list[Action], config: LegConfig, batched: bool
+    frames: list[bytes], actions: list[Action], config: LegConfig, features: str
 ) -> None:
+    """Run both legs; `features` says where the C leg's come from: "core", "frame" or "batch"."""
     native = MediaLeg(MemoryTransport(RATE), call_id="native", config=config)
     reference = python_leg(config)
     receiver = native.frame_receiver
@@ -262,12 +263,14 @@ async def compare_legs(
             native.clear_inputs()
             reference.clear_inputs()
 
-        if batched:
+        if features == "batch":
             batch = FrameBatch()
             batch.add(pcm, RATE, receiver)
             batch.flush()
-        else:
+        elif features == "frame":
             receiver(pcm, analyze_frame(pcm, RATE))
+        else:
+            receiver(pcm, None)
         reference.on_analyzed_frame(PcmAudio(pcm, RATE), analyze_frame(pcm, RATE))
         assert leg_state(native) == leg_state(reference), f"frame {index}"
         native.next_frame()
@@ -291,7 +294,7 @@ async def compare_legs(
     actions=_actions,
     seed=st.integers(0, 1000),
     inband_dtmf=st.booleans(),
-    batched=st.booleans(),
+    features=st.sampled_from(["core", "frame", "batch"]),
     barge_in_min_speech_ms=st.sampled_from([0, 100, 400]),
     stop_ms=st.sampled_from([100, 300]),
     max_buffered_utterance_ms=st.sampled_from([0, 200, 10_000]),
@@ -301,7 +304,7 @@ def test_leg_core_matches_python_path(
     actions: list[Action],
     seed: int,
     inband_dtmf: bool,
-    batched: bool,
+    features: str,
     barge_in_min_speech_ms: int,
     stop_ms: int,
     max_buffered_utterance_ms: int,
@@ -312,7 +315,7 @@ def test_leg_core_matches_python_path(
         max_buffered_utterance_ms=max_buffered_utterance_ms,
         vad=replace(VadConfig(), stop_ms=stop_ms, start_ms=60),
     )
-    asyncio.run(compare_legs(render(segments, seed), actions, config, batched))
+    asyncio.run(compare_legs(render(segments, seed), actions, config, features))
 
 
 def test_leg_core_matches_python_on_mutated_frames() -> None:
@@ -333,7 +336,7 @@ def test_leg_core_matches_python_on_mutated_frames() -> None:
             frame[rng.randrange(len(frame))] = rng.randrange(256)
         frames.append(bytes(frame))
     actions = [Action(500, "interruptible"), Action(1500, "tap"), Action(2000, "untap")]
-    asyncio.run(compare_legs(frames, actions, LegConfig(), batched=False))
+    asyncio.run(compare_legs(frames, actions, LegConfig(), features="core"))
 
 
 def test_leg_core_sends_odd_frames_to_python() -> None:
