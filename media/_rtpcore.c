@@ -14,6 +14,9 @@
  *   packets kept as int16 copies in an array sorted by position, plus
  *   `push_rtp_g711`, which parses a plain RTP header, checks payload type
  *   and SSRC, decodes the G.711 payload and inserts it in one call.
+ *   `receive_rtp_g711` does the same and also updates the stream's
+ *   `ReceptionCore` at the wall clock's time, so that the RTP session's
+ *   receive path makes one call per packet.
  *
  * - `EndpointCore`: the endpointing state machine of `media.vad.Endpointer`
  *   (QUIET, STARTING, SPEAKING, STOPPING), which calls webrtcvad and applies
@@ -32,6 +35,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define RTP_HEADER_SIZE 12
 #define STRETCH_SPACING_FRAMES 5
@@ -246,6 +250,60 @@ rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyBuffer_Release(&payload);
     return packet;
+}
+
+/* -- ReceptionCore state, used by JitterCore.receive_rtp_g711 -------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    long long clock_rate;
+    int has_ssrc;
+    long long ssrc;
+    long long base_sequence;
+    long long max_sequence;
+    long long cycles;
+    long long received;
+    long long expected_prior;
+    long long received_prior;
+    double jitter;
+    int has_last_transit;
+    double last_transit;
+} ReceptionCore;
+
+static PyTypeObject ReceptionCoreType;
+
+/* Account one received RTP packet (RFC 3550 appendix A.1 and A.8). The caller checks that ssrc
+ * and timestamp fit 32 bits and sequence 16 bits. */
+static void
+reception_update(ReceptionCore *self, long long ssrc, long long sequence, long long timestamp,
+                 double arrival_s)
+{
+    if (!self->has_ssrc || self->ssrc != ssrc) {
+        self->has_ssrc = 1;
+        self->ssrc = ssrc;
+        self->base_sequence = self->max_sequence = sequence;
+        self->cycles = self->received = self->expected_prior = self->received_prior = 0;
+        self->jitter = 0.0;
+        self->has_last_transit = 0;
+    }
+    /* sequence_delta: newer - older in 16-bit space, -32768..32767. */
+    long long delta = ((sequence - self->max_sequence + 0x8000) & 0xFFFF) - 0x8000;
+    if (delta > 0) {
+        if (sequence < self->max_sequence) {
+            self->cycles += 1LL << 16;
+        }
+        self->max_sequence = sequence;
+    }
+    self->received += 1;
+    double transit = arrival_s * (double)self->clock_rate - (double)timestamp;
+    if (self->has_last_transit) {
+        double difference = fabs(transit - self->last_transit);
+        if (difference < (double)(self->clock_rate * 10)) { /* ignore timestamp jumps */
+            self->jitter += (difference - self->jitter) / 16;
+        }
+    }
+    self->last_transit = transit;
+    self->has_last_transit = 1;
 }
 
 /* -- JitterCore ------------------------------------------------------------- */
@@ -583,11 +641,15 @@ push(JitterCore *self, uint32_t timestamp, const void *source, Py_ssize_t size,
     return 0;
 }
 
+/* Serve push(timestamp, pcm, arrival_ms) and push_samples(timestamp, samples, arrival_ms).
+ * With `typed` the samples must be an int16 buffer (push_samples), else any buffer of s16le
+ * bytes (push). */
 static PyObject *
-JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+push_buffer(JitterCore *self, PyObject *const *args, Py_ssize_t nargs, int typed)
 {
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "push_samples(timestamp, samples, arrival_ms)");
+        PyErr_SetString(PyExc_TypeError, typed ? "push_samples(timestamp, samples, arrival_ms)"
+                                               : "push(timestamp, pcm, arrival_ms)");
         return NULL;
     }
     unsigned long timestamp = PyLong_AsUnsignedLongMask(args[0]);
@@ -599,43 +661,17 @@ JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    int flags = typed ? PyBUF_C_CONTIGUOUS | PyBUF_FORMAT : PyBUF_SIMPLE;
+    if (PyObject_GetBuffer(args[1], &view, flags) < 0) {
         return NULL;
     }
-    if (view.itemsize != 2 || view.format == NULL ||
-        !(strcmp(view.format, "h") == 0 || strcmp(view.format, "<h") == 0)) {
+    if (typed && (view.itemsize != 2 || view.format == NULL ||
+                  !(strcmp(view.format, "h") == 0 || strcmp(view.format, "<h") == 0))) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_TypeError, "jitter buffer samples must be 16-bit signed integers");
         return NULL;
     }
-    int status = push(self, (uint32_t)timestamp, view.buf, view.len / 2, NULL, arrival_ms);
-    PyBuffer_Release(&view);
-    if (status < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "push(timestamp, pcm, arrival_ms)");
-        return NULL;
-    }
-    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[0]);
-    if (timestamp == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    double arrival_ms = PyFloat_AsDouble(args[2]);
-    if (arrival_ms == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    if (view.len % 2) {
+    if (!typed && view.len % 2) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "buffer size must be a multiple of element size");
         return NULL;
@@ -649,6 +685,63 @@ JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+JitterCore_push_samples(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return push_buffer(self, args, nargs, 1);
+}
+
+static PyObject *
+JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return push_buffer(self, args, nargs, 0);
+}
+
+/* Push a plain G.711 packet for push_rtp_g711 and receive_rtp_g711, whose first five
+ * arguments are (data, payload_type, ssrc, alaw, arrival_ms). Returns 1 when the packet went
+ * in, 0 for any other packet (nothing changes) and -1 with an exception set. */
+static int
+push_g711_packet(JitterCore *self, PyObject *const *args, uint32_t *sequence, uint32_t *timestamp)
+{
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "G.711 RTP data must be bytes");
+        return -1;
+    }
+    long payload_type = PyLong_AsLong(args[1]);
+    if (payload_type == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (args[2] == Py_None) {
+        return 0;
+    }
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[2]);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    int alaw = PyObject_IsTrue(args[3]);
+    if (alaw < 0) {
+        return -1;
+    }
+    double arrival_ms = PyFloat_AsDouble(args[4]);
+    if (arrival_ms == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
+    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
+        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
+        return 0;
+    }
+    *sequence = (uint32_t)data[2] << 8 | data[3];
+    *timestamp = read_u32(data + 4);
+    if (push(self, *timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
+             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
 /* push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms) -> (sequence, timestamp) | None */
 static PyObject *
 JitterCore_push_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -658,43 +751,62 @@ JitterCore_push_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nar
                         "push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms)");
         return NULL;
     }
-    if (!PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "push_rtp_g711 data must be bytes");
+    uint32_t sequence, timestamp;
+    int pushed = push_g711_packet(self, args, &sequence, &timestamp);
+    if (pushed < 0) {
         return NULL;
     }
-    long payload_type = PyLong_AsLong(args[1]);
-    if (payload_type == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (args[2] == Py_None) {
+    if (!pushed) {
         Py_RETURN_NONE;
-    }
-    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[2]);
-    if (ssrc == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    int alaw = PyObject_IsTrue(args[3]);
-    if (alaw < 0) {
-        return NULL;
-    }
-    double arrival_ms = PyFloat_AsDouble(args[4]);
-    if (arrival_ms == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
-    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
-        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
-        Py_RETURN_NONE;
-    }
-    uint32_t sequence = (uint32_t)data[2] << 8 | data[3];
-    uint32_t timestamp = read_u32(data + 4);
-    if (push(self, timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
-             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
-        return NULL;
     }
     return Py_BuildValue("(kk)", (unsigned long)sequence, (unsigned long)timestamp);
+}
+
+/* The wall clock in seconds since the epoch, as time.time() reads it on POSIX. */
+static double
+wall_clock_s(void)
+{
+    struct timespec now;
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0) {
+        return 0.0;
+    }
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* receive_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms, reception[, arrival_s]) -> bool.
+ * Runs push_rtp_g711 and, for a packet that went in, updates `reception` at arrival_s, which
+ * defaults to the wall clock after the push. */
+static PyObject *
+JitterCore_receive_rtp_g711(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp_g711(data, payload_type, ssrc, alaw, "
+                                         "arrival_ms, reception[, arrival_s])");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[5], &ReceptionCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp_g711 reception must be a ReceptionCore");
+        return NULL;
+    }
+    double arrival_s = 0.0;
+    if (nargs == 7) {
+        arrival_s = PyFloat_AsDouble(args[6]);
+        if (arrival_s == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    uint32_t sequence, timestamp;
+    int pushed = push_g711_packet(self, args, &sequence, &timestamp);
+    if (pushed < 0) {
+        return NULL;
+    }
+    if (!pushed) {
+        Py_RETURN_FALSE;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    reception_update((ReceptionCore *)args[5], read_u32(data + 8), sequence, timestamp,
+                     nargs == 7 ? arrival_s : wall_clock_s());
+    Py_RETURN_TRUE;
 }
 
 static int64_t
@@ -941,6 +1053,9 @@ static PyMethodDef JitterCore_methods[] = {
     {"push_rtp_g711", (PyCFunction)(void (*)(void))JitterCore_push_rtp_g711, METH_FASTCALL,
      "Add a plain G.711 RTP packet of the given payload type and SSRC; return "
      "(sequence, timestamp), or None when the packet needs the full receive path."},
+    {"receive_rtp_g711", (PyCFunction)(void (*)(void))JitterCore_receive_rtp_g711, METH_FASTCALL,
+     "push_rtp_g711, and for a pushed packet the update of the given ReceptionCore at "
+     "arrival_s (default: the wall clock now); return whether the packet went in."},
     {"pop", (PyCFunction)JitterCore_pop, METH_NOARGS,
      "Return the next frame and how it was made, or None before playout starts."},
     {NULL, NULL, 0, NULL},
@@ -1119,8 +1234,28 @@ set_state(EndpointCore *self, int new_state)
     return 0;
 }
 
+/* Append `event` (a new reference, or NULL after an error) to `*events`, creating the list on
+ * the first event, because most frames have none. */
 static int
-maybe_confirm_start(EndpointCore *self, PyObject *events)
+append_event(PyObject **events, PyObject *event)
+{
+    if (event == NULL) {
+        return -1;
+    }
+    if (*events == NULL) {
+        *events = PyList_New(0);
+        if (*events == NULL) {
+            Py_DECREF(event);
+            return -1;
+        }
+    }
+    int status = PyList_Append(*events, event);
+    Py_DECREF(event);
+    return status;
+}
+
+static int
+maybe_confirm_start(EndpointCore *self, PyObject **events)
 {
     if (self->voiced_ms < self->start_ms) {
         return 0;
@@ -1162,11 +1297,9 @@ maybe_confirm_start(EndpointCore *self, PyObject *events)
     }
     PyObject *event = PyObject_CallFunction(utterance_start_type, "LN", self->utterance_start_ms,
                                             audio_tuple);
-    if (event == NULL || PyList_Append(events, event) < 0) {
-        Py_XDECREF(event);
+    if (append_event(events, event) < 0) {
         return -1;
     }
-    Py_DECREF(event);
     PyObject *logged = PyObject_CallMethod((PyObject *)self, "_log_start", "L",
                                            (long long)preroll_count * self->frame_ms);
     if (logged == NULL) {
@@ -1177,16 +1310,14 @@ maybe_confirm_start(EndpointCore *self, PyObject *events)
 }
 
 static int
-end_utterance(EndpointCore *self, PyObject *events, int forced)
+end_utterance(EndpointCore *self, PyObject **events, int forced)
 {
     PyObject *event = PyObject_CallFunction(utterance_end_type, "LLLO", self->utterance_start_ms,
                                             self->last_voiced_end_ms, self->voiced_ms,
                                             forced ? Py_True : Py_False);
-    if (event == NULL || PyList_Append(events, event) < 0) {
-        Py_XDECREF(event);
+    if (append_event(events, event) < 0) {
         return -1;
     }
-    Py_DECREF(event);
     self->voiced_ms = 0;
     self->silence_ms = 0;
     return set_state(self, STATE_QUIET);
@@ -1212,25 +1343,26 @@ new_endpoint_step(PyObject *events, PyObject *utterance_audio)
     return step;
 }
 
-static PyObject *
-endpoint_step(EndpointCore *self, PyObject *frame, int speech)
+/* Advance the machine by one frame. `*events` stays NULL unless the frame made events.
+ * `*in_utterance` is set to 1 when the frame belongs to an utterance (the state was SPEAKING or
+ * STOPPING before it). Returns 0, or -1 with an exception set and `*events` cleared. */
+static int
+endpoint_advance(EndpointCore *self, PyObject *frame, int speech, PyObject **events,
+                 int *in_utterance)
 {
+    *events = NULL;
+    *in_utterance = 0;
     if (endpoint_step_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "media._rtpcore endpointer is not configured");
-        return NULL;
+        return -1;
     }
     if (self->classify == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
-        return NULL;
+        return -1;
     }
     long long frame_ms = self->frame_ms;
     long long frame_start = self->now_ms;
     self->now_ms += frame_ms;
-    PyObject *events = PyList_New(0);
-    if (events == NULL) {
-        return NULL;
-    }
-    PyObject *utterance_audio = Py_None;
     int status = 0;
     if (self->state == STATE_QUIET) {
         if (speech) {
@@ -1285,7 +1417,7 @@ endpoint_step(EndpointCore *self, PyObject *frame, int speech)
         }
     }
     else {
-        utterance_audio = frame;
+        *in_utterance = 1;
         if (speech) {
             self->voiced_ms += frame_ms;
             self->silence_ms = 0;
@@ -1308,10 +1440,80 @@ done:
     if (status < 0) {
         goto error;
     }
-    return new_endpoint_step(events, utterance_audio);
+    return 0;
 error:
-    Py_DECREF(events);
-    return NULL;
+    Py_CLEAR(*events);
+    return -1;
+}
+
+static PyObject *
+endpoint_step(EndpointCore *self, PyObject *frame, int speech)
+{
+    PyObject *events;
+    int in_utterance;
+    if (endpoint_advance(self, frame, speech, &events, &in_utterance) < 0) {
+        return NULL;
+    }
+    if (events == NULL) {
+        events = PyList_New(0);
+        if (events == NULL) {
+            return NULL;
+        }
+    }
+    return new_endpoint_step(events, in_utterance ? frame : Py_None);
+}
+
+/* Set `*speech` to webrtcvad's decision on one exact frame `pcm`, after the energy gate.
+ * `energy` is the frame's sum of squared samples, or None to compute its level here. */
+static int
+endpoint_decide(EndpointCore *self, PyObject *pcm, PyObject *energy, int *speech_out)
+{
+    PyObject *sample_count = PyLong_FromSsize_t(self->frame_bytes / 2);
+    if (sample_count == NULL) {
+        return -1;
+    }
+    PyObject *call_args[2] = {pcm, sample_count};
+    PyObject *verdict = PyObject_Vectorcall(self->classify, call_args, 2, NULL);
+    Py_DECREF(sample_count);
+    if (verdict == NULL) {
+        return -1;
+    }
+    int speech = PyObject_IsTrue(verdict);
+    Py_DECREF(verdict);
+    if (speech < 0) {
+        return -1;
+    }
+    if (speech && self->has_gate) {
+        double level;
+        if (energy == Py_None) {
+            PyObject *result = PyObject_CallMethod((PyObject *)self, "_level_dbfs", "O", pcm);
+            if (result == NULL) {
+                return -1;
+            }
+            level = PyFloat_AsDouble(result);
+            Py_DECREF(result);
+            if (level == -1.0 && PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        else {
+            /* energy_level_dbfs of media/vad.py. */
+            double energy_value = PyFloat_AsDouble(energy);
+            if (energy_value == -1.0 && PyErr_Occurred()) {
+                return -1;
+            }
+            Py_ssize_t sample_count = self->frame_bytes / 2;
+            double power = sample_count > 0 ? energy_value / (double)sample_count : 0.0;
+            level = (sample_count > 0 && power > 0)
+                        ? 10 * log10(power / (32768.0 * 32768.0))
+                        : -INFINITY;
+        }
+        if (level < self->gate_dbfs) {
+            speech = 0;
+        }
+    }
+    *speech_out = speech;
+    return 0;
 }
 
 static PyObject *
@@ -1389,49 +1591,9 @@ EndpointCore_feed(EndpointCore *self, PyObject *const *args, Py_ssize_t nargs, P
         Py_DECREF(channel_object);
         return steps;
     }
-    PyObject *sample_count = PyLong_FromSsize_t(self->frame_bytes / 2);
-    if (sample_count == NULL) {
+    int speech;
+    if (endpoint_decide(self, pcm, energy, &speech) < 0) {
         return NULL;
-    }
-    PyObject *call_args[2] = {pcm, sample_count};
-    PyObject *verdict = PyObject_Vectorcall(self->classify, call_args, 2, NULL);
-    Py_DECREF(sample_count);
-    if (verdict == NULL) {
-        return NULL;
-    }
-    int speech = PyObject_IsTrue(verdict);
-    Py_DECREF(verdict);
-    if (speech < 0) {
-        return NULL;
-    }
-    if (speech && self->has_gate) {
-        double level;
-        if (energy == Py_None) {
-            PyObject *result = PyObject_CallMethod((PyObject *)self, "_level_dbfs", "O", pcm);
-            if (result == NULL) {
-                return NULL;
-            }
-            level = PyFloat_AsDouble(result);
-            Py_DECREF(result);
-            if (level == -1.0 && PyErr_Occurred()) {
-                return NULL;
-            }
-        }
-        else {
-            /* energy_level_dbfs of media/vad.py. */
-            double energy_value = PyFloat_AsDouble(energy);
-            if (energy_value == -1.0 && PyErr_Occurred()) {
-                return NULL;
-            }
-            Py_ssize_t sample_count = self->frame_bytes / 2;
-            double power = sample_count > 0 ? energy_value / (double)sample_count : 0.0;
-            level = (sample_count > 0 && power > 0)
-                        ? 10 * log10(power / (32768.0 * 32768.0))
-                        : -INFINITY;
-        }
-        if (level < self->gate_dbfs) {
-            speech = 0;
-        }
     }
     PyObject *step = endpoint_step(self, pcm, speech);
     if (step == NULL) {
@@ -1519,6 +1681,766 @@ rtpcore_configure_endpointer(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* -- InbandCore: in-band DTMF detection of media/dtmf_inband.py ------------------------------
+ *
+ * `PythonInbandDtmfDetector.classify` and `process` in C. The Python subclass
+ * `InbandDtmfDetector` passes the thresholds of its InbandConfig and the Goertzel basis rows of
+ * `goertzel_basis`, so both versions use the same coefficients. Tone powers that the caller
+ * passes (from FrameBatch) are used as given. Powers computed here add in another order than
+ * numpy's matrix product, so they can differ in the last bits.
+ */
+
+#define DTMF_TONES 8
+
+static const double low_frequencies[4] = {697.0, 770.0, 852.0, 941.0};
+static const double high_frequencies[4] = {1209.0, 1336.0, 1477.0, 1633.0};
+static const char keypad[4][5] = {"123A", "456B", "789C", "*0#D"};
+#define HARMONIC_GUARD_HZ 150.0
+
+static PyObject *key_strings[16]; /* one str per keypad key, made at module init */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *digit_type; /* DtmfInput */
+    Py_ssize_t block;
+    long long block_ms;
+    double min_energy;
+    double min_level_dbfs, max_forward_twist_db, max_reverse_twist_db, min_group_margin_db;
+    double min_tone_energy_fraction, max_harmonic_ratio_db;
+    long long min_duration_ms;
+    double *tone_basis;     /* cos rows then sin rows, DTMF_TONES x block each */
+    double *harmonic_basis; /* the same at twice each frequency */
+    int current;            /* key index 0-15, or -1 outside a tone */
+    long long current_blocks;
+    int silent_blocks;
+} InbandCore;
+
+static int
+read_basis(PyObject *object, Py_ssize_t block, double *out, const char *name)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(object, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    int valid = view.itemsize == sizeof(double) && view.format != NULL &&
+                (strcmp(view.format, "d") == 0 || strcmp(view.format, "<d") == 0) &&
+                view.len == (Py_ssize_t)(DTMF_TONES * block * sizeof(double));
+    if (valid) {
+        memcpy(out, view.buf, (size_t)view.len);
+    }
+    PyBuffer_Release(&view);
+    if (!valid) {
+        PyErr_Format(PyExc_ValueError, "in-band DTMF %s must be %d x %zd float64 values", name,
+                     DTMF_TONES, block);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+InbandCore_init(InbandCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"block",
+                               "block_ms",
+                               "min_energy",
+                               "min_level_dbfs",
+                               "max_forward_twist_db",
+                               "max_reverse_twist_db",
+                               "min_group_margin_db",
+                               "min_tone_energy_fraction",
+                               "max_harmonic_ratio_db",
+                               "min_duration_ms",
+                               "tone_cos",
+                               "tone_sin",
+                               "harmonic_cos",
+                               "harmonic_sin",
+                               "digit_type",
+                               NULL};
+    Py_ssize_t block;
+    long long block_ms, min_duration_ms;
+    double min_energy, min_level, forward, reverse, margin, fraction, harmonic;
+    PyObject *tone_cos, *tone_sin, *harmonic_cos, *harmonic_sin, *digit_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nLdddddddLOOOOO", keywords, &block,
+                                     &block_ms, &min_energy, &min_level, &forward, &reverse,
+                                     &margin, &fraction, &harmonic, &min_duration_ms, &tone_cos,
+                                     &tone_sin, &harmonic_cos, &harmonic_sin, &digit_type)) {
+        return -1;
+    }
+    if (block < 1 || block > 100000 || block_ms < 1) {
+        PyErr_Format(PyExc_ValueError, "in-band DTMF block of %zd samples and %lld ms is invalid",
+                     block, block_ms);
+        return -1;
+    }
+    double *tone_basis = PyMem_Malloc(2 * DTMF_TONES * (size_t)block * sizeof(double));
+    double *harmonic_basis = PyMem_Malloc(2 * DTMF_TONES * (size_t)block * sizeof(double));
+    if (tone_basis == NULL || harmonic_basis == NULL) {
+        PyMem_Free(tone_basis);
+        PyMem_Free(harmonic_basis);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t rows = DTMF_TONES * block;
+    if (read_basis(tone_cos, block, tone_basis, "tone_cos") < 0 ||
+        read_basis(tone_sin, block, tone_basis + rows, "tone_sin") < 0 ||
+        read_basis(harmonic_cos, block, harmonic_basis, "harmonic_cos") < 0 ||
+        read_basis(harmonic_sin, block, harmonic_basis + rows, "harmonic_sin") < 0) {
+        PyMem_Free(tone_basis);
+        PyMem_Free(harmonic_basis);
+        return -1;
+    }
+    PyMem_Free(self->tone_basis);
+    PyMem_Free(self->harmonic_basis);
+    self->tone_basis = tone_basis;
+    self->harmonic_basis = harmonic_basis;
+    Py_XSETREF(self->digit_type, Py_NewRef(digit_type));
+    self->block = block;
+    self->block_ms = block_ms;
+    self->min_energy = min_energy;
+    self->min_level_dbfs = min_level;
+    self->max_forward_twist_db = forward;
+    self->max_reverse_twist_db = reverse;
+    self->min_group_margin_db = margin;
+    self->min_tone_energy_fraction = fraction;
+    self->max_harmonic_ratio_db = harmonic;
+    self->min_duration_ms = min_duration_ms;
+    self->current = -1;
+    self->current_blocks = 0;
+    self->silent_blocks = 0;
+    return 0;
+}
+
+static void
+InbandCore_dealloc(InbandCore *self)
+{
+    PyMem_Free(self->tone_basis);
+    PyMem_Free(self->harmonic_basis);
+    Py_XDECREF(self->digit_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline double
+decibels(double ratio)
+{
+    return ratio > 0 ? 10 * log10(ratio) : -INFINITY;
+}
+
+/* Goertzel power of `samples` for basis row `row` (cos rows first, then sin rows). */
+static double
+goertzel_power(const double *basis, Py_ssize_t block, int row, const int16_t *samples)
+{
+    const double *cos_row = basis + (Py_ssize_t)row * block;
+    const double *sin_row = basis + (Py_ssize_t)(DTMF_TONES + row) * block;
+    double real = 0.0, imag = 0.0;
+    for (Py_ssize_t n = 0; n < block; n++) {
+        real += cos_row[n] * samples[n];
+        imag += sin_row[n] * samples[n];
+    }
+    return real * real + imag * imag;
+}
+
+/* The key index (0-15) present in one block, or -1. `energy` < 0 means "compute it", and
+ * `powers` NULL means "compute the tone powers". The block size is checked by the caller. */
+static int
+inband_classify(InbandCore *self, const int16_t *samples, double energy, const double *powers)
+{
+    Py_ssize_t block = self->block;
+    if (energy < 0) {
+        int64_t sum = 0;
+        for (Py_ssize_t i = 0; i < block; i++) {
+            sum += (int64_t)samples[i] * samples[i];
+        }
+        energy = (double)sum;
+    }
+    if (energy < self->min_energy || energy <= 0) {
+        return -1;
+    }
+    double computed[DTMF_TONES];
+    if (powers == NULL) {
+        for (int row = 0; row < DTMF_TONES; row++) {
+            computed[row] = goertzel_power(self->tone_basis, block, row, samples);
+        }
+        powers = computed;
+    }
+    /* The first maximum of each group, as Python's max() and list.index() find it. */
+    int low_index = 0, high_index = 0;
+    for (int i = 1; i < 4; i++) {
+        if (powers[i] > powers[low_index]) {
+            low_index = i;
+        }
+        if (powers[4 + i] > powers[4 + high_index]) {
+            high_index = i;
+        }
+    }
+    double low_power = powers[low_index], high_power = powers[4 + high_index];
+    double full_scale = (32768.0 * (double)block / 2) * (32768.0 * (double)block / 2);
+    double low_level = decibels(low_power / full_scale);
+    double high_level = decibels(high_power / full_scale);
+    if ((low_level < high_level ? low_level : high_level) < self->min_level_dbfs) {
+        return -1;
+    }
+    double twist = decibels(low_power / high_power);
+    if (twist > self->max_forward_twist_db || -twist > self->max_reverse_twist_db) {
+        return -1;
+    }
+    double others_low = -INFINITY, others_high = -INFINITY;
+    for (int i = 0; i < 4; i++) {
+        if (i != low_index && powers[i] > others_low) {
+            others_low = powers[i];
+        }
+        if (i != high_index && powers[4 + i] > others_high) {
+            others_high = powers[4 + i];
+        }
+    }
+    if (decibels(low_power / (others_low > 1e-9 ? others_low : 1e-9)) < self->min_group_margin_db) {
+        return -1;
+    }
+    if (decibels(high_power / (others_high > 1e-9 ? others_high : 1e-9)) <
+        self->min_group_margin_db) {
+        return -1;
+    }
+    /* For a sinusoid, 2 * power / N equals its energy in the block. */
+    double tone_energy = 2 * (low_power + high_power) / (double)block;
+    if (tone_energy / energy < self->min_tone_energy_fraction) {
+        return -1;
+    }
+    /* The low tone's harmonic can sit within one bin of the high tone (2 x 852 Hz next to
+     * 1633 Hz), where the high tone itself would fail the check. */
+    double near_high = fabs(2 * low_frequencies[low_index] - high_frequencies[high_index]);
+    if (near_high > HARMONIC_GUARD_HZ) {
+        double harmonic = goertzel_power(self->harmonic_basis, block, low_index, samples);
+        if (decibels(harmonic / low_power) > self->max_harmonic_ratio_db) {
+            return -1;
+        }
+    }
+    double harmonic = goertzel_power(self->harmonic_basis, block, 4 + high_index, samples);
+    if (decibels(harmonic / high_power) > self->max_harmonic_ratio_db) {
+        return -1;
+    }
+    return low_index * 4 + high_index;
+}
+
+/* Read the optional energy (None: -1) and tone powers (None: NULL into `powers`). */
+static int
+inband_features(PyObject *energy_object, PyObject *powers_object, double *energy,
+                double powers[DTMF_TONES], int *has_powers)
+{
+    *energy = -1.0;
+    *has_powers = 0;
+    if (energy_object != NULL && energy_object != Py_None) {
+        *energy = PyFloat_AsDouble(energy_object);
+        if (*energy == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (*energy < 0) {
+            PyErr_SetString(PyExc_ValueError, "in-band DTMF block energy must not be negative");
+            return -1;
+        }
+    }
+    if (powers_object != NULL && powers_object != Py_None) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(powers_object, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+            return -1;
+        }
+        int valid = view.itemsize == sizeof(double) && view.format != NULL &&
+                    (strcmp(view.format, "d") == 0 || strcmp(view.format, "<d") == 0) &&
+                    view.len == DTMF_TONES * (Py_ssize_t)sizeof(double);
+        if (valid) {
+            memcpy(powers, view.buf, DTMF_TONES * sizeof(double));
+        }
+        PyBuffer_Release(&view);
+        if (!valid) {
+            PyErr_SetString(PyExc_TypeError, "in-band DTMF tone powers must be 8 float64 values");
+            return -1;
+        }
+        *has_powers = 1;
+    }
+    return 0;
+}
+
+static int
+inband_block(InbandCore *self, PyObject *pcm, const int16_t **samples)
+{
+    if (self->tone_basis == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "in-band DTMF detector used before __init__");
+        return -1;
+    }
+    if (!PyBytes_Check(pcm)) {
+        PyErr_SetString(PyExc_TypeError, "in-band DTMF block must be bytes");
+        return -1;
+    }
+    if (PyBytes_GET_SIZE(pcm) != 2 * self->block) {
+        PyErr_Format(PyExc_ValueError, "in-band DTMF block of %zd bytes, expected %zd",
+                     PyBytes_GET_SIZE(pcm), 2 * self->block);
+        return -1;
+    }
+    *samples = (const int16_t *)PyBytes_AS_STRING(pcm);
+    return 0;
+}
+
+/* One step of `process`: set `*reported` to a new DtmfInput for a key whose tone just ended,
+ * else leave it NULL. Returns 0, or -1 with an exception set. */
+static int
+inband_process(InbandCore *self, PyObject *pcm, double energy, const double *powers,
+               PyObject **reported)
+{
+    *reported = NULL;
+    if (self->tone_basis == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "in-band DTMF detector used before __init__");
+        return -1;
+    }
+    if (energy >= 0 && energy < self->min_energy && self->current < 0 && PyBytes_Check(pcm) &&
+        PyBytes_GET_SIZE(pcm) == 2 * self->block) {
+        /* A quiet block outside a tone: no key, and nothing changes. */
+        return 0;
+    }
+    const int16_t *samples;
+    if (inband_block(self, pcm, &samples) < 0) {
+        return -1;
+    }
+    int key = inband_classify(self, samples, energy, powers);
+    if (key >= 0 && key == self->current) {
+        self->current_blocks++;
+        self->silent_blocks = 0;
+        return 0;
+    }
+    if (self->current >= 0) {
+        /* One odd block inside a tone (a G.711 or jitter glitch) does not end it. */
+        if (key < 0 && self->silent_blocks == 0) {
+            self->silent_blocks = 1;
+            return 0;
+        }
+        long long duration_ms = self->current_blocks * self->block_ms;
+        if (duration_ms >= self->min_duration_ms) {
+            *reported = PyObject_CallFunction(self->digit_type, "OL", key_strings[self->current],
+                                              duration_ms);
+            if (*reported == NULL) {
+                return -1;
+            }
+        }
+    }
+    self->current = key;
+    self->current_blocks = key >= 0 ? 1 : 0;
+    self->silent_blocks = 0;
+    return 0;
+}
+
+static int
+inband_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *usage,
+                 PyObject **pcm, PyObject **energy, PyObject **powers)
+{
+    *energy = *powers = NULL;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *pcm = args[0];
+    if (nargs > 1) {
+        *energy = args[1];
+    }
+    if (nargs > 2) {
+        *powers = args[2];
+    }
+    Py_ssize_t keyword_count = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < keyword_count; i++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+        if (name == NULL) {
+            return -1;
+        }
+        if (strcmp(name, "energy") == 0 && *energy == NULL) {
+            *energy = args[nargs + i];
+        }
+        else if (strcmp(name, "tone_powers") == 0 && *powers == NULL) {
+            *powers = args[nargs + i];
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "unexpected or repeated keyword argument '%s'", name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+InbandCore_classify(InbandCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *pcm, *energy_object, *powers_object;
+    if (inband_arguments(args, nargs, kwnames, "classify(pcm, energy=None, tone_powers=None)",
+                         &pcm, &energy_object, &powers_object) < 0) {
+        return NULL;
+    }
+    double energy, powers[DTMF_TONES];
+    int has_powers;
+    const int16_t *samples;
+    if (inband_block(self, pcm, &samples) < 0 ||
+        inband_features(energy_object, powers_object, &energy, powers, &has_powers) < 0) {
+        return NULL;
+    }
+    int key = inband_classify(self, samples, energy, has_powers ? powers : NULL);
+    if (key < 0) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(key_strings[key]);
+}
+
+static PyObject *
+InbandCore_process(InbandCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *pcm, *energy_object, *powers_object;
+    if (inband_arguments(args, nargs, kwnames, "process(pcm, energy=None, tone_powers=None)",
+                         &pcm, &energy_object, &powers_object) < 0) {
+        return NULL;
+    }
+    double energy, powers[DTMF_TONES];
+    int has_powers;
+    if (inband_features(energy_object, powers_object, &energy, powers, &has_powers) < 0) {
+        return NULL;
+    }
+    PyObject *reported;
+    if (inband_process(self, pcm, energy, has_powers ? powers : NULL, &reported) < 0) {
+        return NULL;
+    }
+    PyObject *result = PyList_New(0);
+    if (result == NULL || reported == NULL) {
+        Py_XDECREF(reported);
+        return result;
+    }
+    int status = PyList_Append(result, reported);
+    Py_DECREF(reported);
+    if (status < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+static PyObject *
+InbandCore_get_tone_present(InbandCore *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->current >= 0);
+}
+
+static PyMethodDef InbandCore_methods[] = {
+    {"classify", (PyCFunction)(void (*)(void))InbandCore_classify, METH_FASTCALL | METH_KEYWORDS,
+     "Return the key present in one block, or None."},
+    {"process", (PyCFunction)(void (*)(void))InbandCore_process, METH_FASTCALL | METH_KEYWORDS,
+     "Feed one block and return the key whose tone just ended, with its duration."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef InbandCore_getset[] = {
+    {"tone_present", (getter)InbandCore_get_tone_present, NULL,
+     "Whether the last block held a DTMF key.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject InbandCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._rtpcore.InbandCore",
+    .tp_basicsize = sizeof(InbandCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The in-band DTMF detector of media/dtmf_inband.py in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)InbandCore_init,
+    .tp_dealloc = (destructor)InbandCore_dealloc,
+    .tp_methods = InbandCore_methods,
+    .tp_getset = InbandCore_getset,
+};
+
+/* -- LegCore: the per-frame work of media.leg.MediaLeg ------------------------------------
+ *
+ * Theory of operation. `MediaLeg.on_analyzed_frame` is the reference: in-band DTMF, the
+ * endpointer, the utterance audio and the barge-in check, for each inbound frame. `LegCore.frame`
+ * runs the same steps on the leg's own InbandCore and EndpointCore. Without features it computes
+ * the frame's energy (exactly) and, for a loud frame, the tone powers, which can differ from
+ * numpy's in the last bits (see InbandCore). It finishes in C a frame that produces no digit,
+ * no endpointer event and no barge-in, the usual frame. Any other frame goes back to Python at
+ * the point where C stops:
+ *
+ * - a frame the core cannot take (wrong size, inbound taps): `leg._on_core_fallback(pcm,
+ *   features)`, the whole Python path;
+ * - a VAD frame of another length than the leg's frame: `leg._finish_frame(pcm, energy, ())`;
+ * - a reported digit, or a tone during an utterance: `leg._finish_frame(pcm, energy, digits)`,
+ *   after in-band detection;
+ * - endpointer events, or utterance audio that the recognizer takes: `leg._on_core_step(step)`;
+ * - barge-in due: `leg._check_barge_in()`.
+ *
+ * The leg copies the state these decisions need into the core (`_sync_core`) whenever it
+ * changes: taps, the utterance in progress and its audio list, recognition, speech reported.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *leg;
+    PyObject *inband;     /* InbandCore, or None without in-band detection */
+    PyObject *endpointer; /* EndpointCore */
+    PyObject *sink;       /* the utterance's audio list, or None */
+    Py_ssize_t frame_bytes;
+    Py_ssize_t sink_limit;
+    long long barge_in_min_ms;
+    char enabled;        /* false: every frame takes the Python path */
+    char in_utterance;   /* an utterance is in progress, so a tone marks it */
+    char audio_to_leg;   /* utterance audio goes to the leg (the recognizer takes it) */
+    char barge_in_armed; /* an utterance may still report SpeechStarted */
+} LegCore;
+
+static PyObject *energy_name = NULL;
+static PyObject *tone_powers_name = NULL;
+
+static int
+LegCore_init(LegCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"leg",         "inband",          "endpointer", "frame_bytes",
+                               "sink_limit",  "barge_in_min_ms", NULL};
+    PyObject *leg, *inband, *endpointer;
+    Py_ssize_t frame_bytes, sink_limit;
+    long long barge_in_min_ms;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!nnL", keywords, &leg, &inband,
+                                     &EndpointCoreType, &endpointer, &frame_bytes, &sink_limit,
+                                     &barge_in_min_ms)) {
+        return -1;
+    }
+    if (inband != Py_None && !PyObject_TypeCheck(inband, &InbandCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "leg core inband must be an InbandCore or None");
+        return -1;
+    }
+    if (frame_bytes < 2 || sink_limit < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "leg core frame_bytes %zd must be at least 2 and sink_limit %zd not negative",
+                     frame_bytes, sink_limit);
+        return -1;
+    }
+    Py_XSETREF(self->leg, Py_NewRef(leg));
+    Py_XSETREF(self->inband, Py_NewRef(inband));
+    Py_XSETREF(self->endpointer, Py_NewRef(endpointer));
+    Py_XSETREF(self->sink, Py_NewRef(Py_None));
+    self->frame_bytes = frame_bytes;
+    self->sink_limit = sink_limit;
+    self->barge_in_min_ms = barge_in_min_ms;
+    self->enabled = 1;
+    self->in_utterance = self->audio_to_leg = self->barge_in_armed = 0;
+    return 0;
+}
+
+static int
+LegCore_traverse(LegCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->leg);
+    Py_VISIT(self->inband);
+    Py_VISIT(self->endpointer);
+    Py_VISIT(self->sink);
+    return 0;
+}
+
+static int
+LegCore_clear(LegCore *self)
+{
+    Py_CLEAR(self->leg);
+    Py_CLEAR(self->inband);
+    Py_CLEAR(self->endpointer);
+    Py_CLEAR(self->sink);
+    return 0;
+}
+
+static void
+LegCore_dealloc(LegCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    LegCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Call the leg's method `name` with the arguments that `format` builds. Returns None, or NULL
+ * with an exception set. */
+static PyObject *
+call_leg(LegCore *self, const char *name, const char *format, ...)
+{
+    va_list values;
+    va_start(values, format);
+    PyObject *call_args = Py_VaBuildValue(format, values);
+    va_end(values);
+    if (call_args == NULL) {
+        return NULL;
+    }
+    PyObject *method = PyObject_GetAttrString(self->leg, name);
+    if (method == NULL) {
+        Py_DECREF(call_args);
+        return NULL;
+    }
+    PyObject *result = PyObject_Call(method, call_args, NULL);
+    Py_DECREF(method);
+    Py_DECREF(call_args);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+/* frame(pcm, features) -> None: one inbound frame with its FrameFeatures, or with None to compute
+ * the energy here and the tone powers when in-band detection needs them. */
+static PyObject *
+LegCore_frame(LegCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "frame(pcm, features)");
+        return NULL;
+    }
+    if (self->leg == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "leg core used before __init__");
+        return NULL;
+    }
+    PyObject *pcm = args[0], *features = args[1];
+    EndpointCore *endpointer = (EndpointCore *)self->endpointer;
+    if (endpointer->classify == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "endpointer used before __init__");
+        return NULL;
+    }
+    if (!self->enabled || !PyBytes_CheckExact(pcm) || PyBytes_GET_SIZE(pcm) != self->frame_bytes) {
+        return call_leg(self, "_on_core_fallback", "(OO)", pcm, features);
+    }
+    PyObject *energy;
+    if (features == Py_None) {
+        /* The sum of squares is exact, as FrameBatch's float64 sum of the same integers is. */
+        const int16_t *samples = (const int16_t *)PyBytes_AS_STRING(pcm);
+        int64_t sum = 0;
+        for (Py_ssize_t i = 0; i < self->frame_bytes / 2; i++) {
+            sum += (int64_t)samples[i] * samples[i];
+        }
+        energy = PyFloat_FromDouble((double)sum);
+    }
+    else {
+        energy = PyObject_GetAttr(features, energy_name);
+    }
+    if (energy == NULL) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    double energy_value = PyFloat_AsDouble(energy);
+    if (energy_value == -1.0 && PyErr_Occurred()) {
+        goto done;
+    }
+
+    if (self->inband != Py_None) {
+        InbandCore *inband = (InbandCore *)self->inband;
+        double powers[DTMF_TONES];
+        int has_powers = 0;
+        if (features != Py_None && !(energy_value < inband->min_energy && inband->current < 0)) {
+            PyObject *powers_object = PyObject_GetAttr(features, tone_powers_name);
+            if (powers_object == NULL) {
+                goto done;
+            }
+            int status = inband_features(energy, powers_object, &energy_value, powers, &has_powers);
+            Py_DECREF(powers_object);
+            if (status < 0) {
+                goto done;
+            }
+        }
+        PyObject *reported;
+        if (inband_process(inband, pcm, energy_value, has_powers ? powers : NULL, &reported) < 0) {
+            goto done;
+        }
+        if (reported != NULL || (inband->current >= 0 && self->in_utterance)) {
+            result = call_leg(self, "_finish_frame", reported != NULL ? "(OO(N))" : "(OO())", pcm,
+                              energy, reported);
+            goto done;
+        }
+    }
+
+    if (endpointer->framer_pending || endpointer->frame_bytes != self->frame_bytes) {
+        /* The endpointer re-chunks this frame in Python (a VAD frame of another length). */
+        result = call_leg(self, "_finish_frame", "(OO())", pcm, energy);
+        goto done;
+    }
+    int speech;
+    if (endpoint_decide(endpointer, pcm, energy, &speech) < 0) {
+        goto done;
+    }
+    PyObject *events;
+    int in_utterance;
+    if (endpoint_advance(endpointer, pcm, speech, &events, &in_utterance) < 0) {
+        goto done;
+    }
+    if (events != NULL || (in_utterance && self->audio_to_leg)) {
+        if (events == NULL && (events = PyList_New(0)) == NULL) {
+            goto done;
+        }
+        PyObject *step = new_endpoint_step(events, in_utterance ? pcm : Py_None);
+        if (step == NULL) {
+            goto done;
+        }
+        result = call_leg(self, "_on_core_step", "(N)", step);
+        goto done;
+    }
+    if (in_utterance && PyList_Check(self->sink) && PyList_GET_SIZE(self->sink) < self->sink_limit &&
+        PyList_Append(self->sink, pcm) < 0) {
+        goto done;
+    }
+    if (self->barge_in_armed &&
+        (endpointer->state == STATE_SPEAKING || endpointer->state == STATE_STOPPING) &&
+        endpointer->voiced_ms >= self->barge_in_min_ms) {
+        result = call_leg(self, "_check_barge_in", "()");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_DECREF(energy);
+    return result;
+}
+
+static int
+LegCore_set_sink(LegCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL || (value != Py_None && !PyList_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "leg core sink must be a list or None");
+        return -1;
+    }
+    Py_XSETREF(self->sink, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+LegCore_get_sink(LegCore *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->sink != NULL ? self->sink : Py_None);
+}
+
+static PyMethodDef LegCore_methods[] = {
+    {"frame", (PyCFunction)(void (*)(void))LegCore_frame, METH_FASTCALL,
+     "Take one inbound frame (s16le bytes) with its FrameFeatures, or None to compute them."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef LegCore_members[] = {
+    {"enabled", T_BOOL, offsetof(LegCore, enabled), 0, "False sends every frame to Python."},
+    {"in_utterance", T_BOOL, offsetof(LegCore, in_utterance), 0,
+     "An utterance is in progress, so a DTMF tone marks it."},
+    {"audio_to_leg", T_BOOL, offsetof(LegCore, audio_to_leg), 0,
+     "Utterance audio goes to the leg's _on_core_step (the recognizer takes it)."},
+    {"barge_in_armed", T_BOOL, offsetof(LegCore, barge_in_armed), 0,
+     "The utterance in progress may still report SpeechStarted."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef LegCore_getset[] = {
+    {"sink", (getter)LegCore_get_sink, (setter)LegCore_set_sink,
+     "The list that takes utterance audio (up to sink_limit frames), or None to drop it.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LegCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._rtpcore.LegCore",
+    .tp_basicsize = sizeof(LegCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The per-frame work of media.leg.MediaLeg in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)LegCore_init,
+    .tp_dealloc = (destructor)LegCore_dealloc,
+    .tp_traverse = (traverseproc)LegCore_traverse,
+    .tp_clear = (inquiry)LegCore_clear,
+    .tp_methods = LegCore_methods,
+    .tp_members = LegCore_members,
+    .tp_getset = LegCore_getset,
+};
+
 /* -- module ------------------------------------------------------------------ */
 
 static PyObject *
@@ -1543,21 +2465,6 @@ rtpcore_configure(PyObject *module, PyObject *args)
  * subclass, because they run once per RTCP interval.
  */
 
-typedef struct {
-    PyObject_HEAD
-    long long clock_rate;
-    int has_ssrc;
-    long long ssrc;
-    long long base_sequence;
-    long long max_sequence;
-    long long cycles;
-    long long received;
-    long long expected_prior;
-    long long received_prior;
-    double jitter;
-    int has_last_transit;
-    double last_transit;
-} ReceptionCore;
 
 static int
 ReceptionCore_init(ReceptionCore *self, PyObject *args, PyObject *kwargs)
@@ -1615,32 +2522,7 @@ ReceptionCore_update(ReceptionCore *self, PyObject *const *args, Py_ssize_t narg
     if (arrival_s == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    if (!self->has_ssrc || self->ssrc != ssrc) {
-        self->has_ssrc = 1;
-        self->ssrc = ssrc;
-        self->base_sequence = self->max_sequence = sequence;
-        self->cycles = self->received = self->expected_prior = self->received_prior = 0;
-        self->jitter = 0.0;
-        self->has_last_transit = 0;
-    }
-    /* sequence_delta: newer - older in 16-bit space, -32768..32767. */
-    long long delta = ((sequence - self->max_sequence + 0x8000) & 0xFFFF) - 0x8000;
-    if (delta > 0) {
-        if (sequence < self->max_sequence) {
-            self->cycles += 1LL << 16;
-        }
-        self->max_sequence = sequence;
-    }
-    self->received += 1;
-    double transit = arrival_s * (double)self->clock_rate - (double)timestamp;
-    if (self->has_last_transit) {
-        double difference = fabs(transit - self->last_transit);
-        if (difference < (double)(self->clock_rate * 10)) { /* ignore timestamp jumps */
-            self->jitter += (difference - self->jitter) / 16;
-        }
-    }
-    self->last_transit = transit;
-    self->has_last_transit = 1;
+    reception_update(self, ssrc, sequence, timestamp, arrival_s);
     Py_RETURN_NONE;
 }
 
@@ -1726,7 +2608,19 @@ PyInit__rtpcore(void)
 {
     build_g711_tables();
     if (PyType_Ready(&JitterCoreType) < 0 || PyType_Ready(&EndpointCoreType) < 0 ||
-        PyType_Ready(&ReceptionCoreType) < 0) {
+        PyType_Ready(&ReceptionCoreType) < 0 || PyType_Ready(&InbandCoreType) < 0 ||
+        PyType_Ready(&LegCoreType) < 0) {
+        return NULL;
+    }
+    for (int key = 0; key < 16; key++) {
+        key_strings[key] = PyUnicode_FromStringAndSize(&keypad[key / 4][key % 4], 1);
+        if (key_strings[key] == NULL) {
+            return NULL;
+        }
+    }
+    energy_name = PyUnicode_InternFromString("energy");
+    tone_powers_name = PyUnicode_InternFromString("tone_powers");
+    if (energy_name == NULL || tone_powers_name == NULL) {
         return NULL;
     }
     PyObject *collections = PyImport_ImportModule("collections");
@@ -1746,7 +2640,9 @@ PyInit__rtpcore(void)
     }
     if (PyModule_AddObjectRef(module, "JitterCore", (PyObject *)&JitterCoreType) < 0 ||
         PyModule_AddObjectRef(module, "EndpointCore", (PyObject *)&EndpointCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "ReceptionCore", (PyObject *)&ReceptionCoreType) < 0) {
+        PyModule_AddObjectRef(module, "ReceptionCore", (PyObject *)&ReceptionCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "InbandCore", (PyObject *)&InbandCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "LegCore", (PyObject *)&LegCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

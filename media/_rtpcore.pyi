@@ -43,3 +43,48 @@ class ReceptionCore:
     @property
     def last_transit(self) -> float | None: ...
     def update(self, ssrc: int, sequence: int, timestamp: int, arrival_s: float, /) -> None: ...
+
+class InbandCore:
+    def __init__(
+        self,
+        block: int,
+        block_ms: int,
+        min_energy: float,
+        min_level_dbfs: float,
+        max_forward_twist_db: float,
+        max_reverse_twist_db: float,
+        min_group_margin_db: float,
+        min_tone_energy_fraction: float,
+        max_harmonic_ratio_db: float,
+        min_duration_ms: int,
+        tone_cos: Any,
+        tone_sin: Any,
+        harmonic_cos: Any,
+        harmonic_sin: Any,
+        digit_type: Any,
+    ) -> None: ...
+    def classify(
+        self, pcm: bytes, energy: float | None = None, tone_powers: Any = None
+    ) -> str | None: ...
+    def process(
+        self, pcm: bytes, energy: float | None = None, tone_powers: Any = None
+    ) -> list[Any]: ...
+    @property
+    def tone_present(self) -> bool: ...
+
+class LegCore:
+    enabled: bool
+    in_utterance: bool
+    audio_to_leg: bool
+    barge_in_armed: bool
+    sink: list[bytes] | None
+    def __init__(
+        self,
+        leg: Any,
+        inband: InbandCore | None,
+        endpointer: EndpointCore,
+        frame_bytes: int,
+        sink_limit: int,
+        barge_in_min_ms: int,
+    ) -> None: ...
+    def frame(self, pcm: bytes, features: Any, /) -> None: ...

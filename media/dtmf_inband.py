@@ -22,11 +22,13 @@ import enum
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from ivr.channel import DtmfInput
+from media import native
 
 LOW_FREQUENCIES = (697.0, 770.0, 852.0, 941.0)
 HIGH_FREQUENCIES = (1209.0, 1336.0, 1477.0, 1633.0)
@@ -95,8 +97,13 @@ def _db(ratio: float) -> float:
     return 10 * math.log10(ratio) if ratio > 0 else -math.inf
 
 
-class InbandDtmfDetector:
-    """Detect DTMF keys in a stream of s16le blocks of `block_ms` at `sample_rate`."""
+class PythonInbandDtmfDetector:
+    """Detect DTMF keys in a stream of s16le blocks of `block_ms` at `sample_rate`.
+
+    This is the reference implementation. `InbandDtmfDetector` is the same
+    detector in C (`media/_rtpcore.c`) when the extension is built, and
+    `tests/fuzz/test_leg_core.py` compares the two.
+    """
 
     def __init__(self, sample_rate: int, config: InbandConfig | None = None) -> None:
         self.config = config or InbandConfig()
@@ -221,6 +228,48 @@ class InbandDtmfDetector:
         self._current_blocks = 1 if key is not None else 0
         self._silent_blocks = 0
         return reported
+
+
+if TYPE_CHECKING or native.rtpcore is None:
+    InbandDtmfDetector = PythonInbandDtmfDetector
+else:
+
+    class InbandDtmfDetector(native.rtpcore.InbandCore):
+        """The detector of `PythonInbandDtmfDetector` with `classify` and `process` in C.
+
+        It uses the same Goertzel coefficients (`goertzel_basis`). Tone powers
+        that it computes itself, when the caller passes none, can differ from
+        numpy's in the last bits, which changes a decision only at a threshold.
+        `process` raises ValueError for a negative energy.
+        """
+
+        __slots__ = ("block", "config", "sample_rate")
+
+        def __init__(self, sample_rate: int, config: InbandConfig | None = None) -> None:
+            self.config = config or InbandConfig()
+            self.sample_rate = sample_rate
+            self.block = sample_rate * self.config.block_ms // 1000
+            harmonics = tuple(2 * f for f in DTMF_FREQUENCIES)
+            tone_cos, tone_sin = goertzel_basis(DTMF_FREQUENCIES, sample_rate, self.block)
+            harmonic_cos, harmonic_sin = goertzel_basis(harmonics, sample_rate, self.block)
+            config = self.config
+            super().__init__(
+                self.block,
+                config.block_ms,
+                min_tone_energy(self.block, config.min_level_dbfs),
+                config.min_level_dbfs,
+                config.max_forward_twist_db,
+                config.max_reverse_twist_db,
+                config.min_group_margin_db,
+                config.min_tone_energy_fraction,
+                config.max_harmonic_ratio_db,
+                config.min_duration_ms,
+                tone_cos,
+                tone_sin,
+                harmonic_cos,
+                harmonic_sin,
+                DtmfInput,
+            )
 
 
 class DtmfSource(enum.Enum):

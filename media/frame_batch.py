@@ -1,5 +1,8 @@
 """Energy and DTMF tone powers of every call's inbound frame of one tick, in a few numpy calls.
 
+The RTP session uses the batch for a leg without the C core (`media._rtpcore`
+not built). A leg's C core computes the same features of its own frame in C.
+
 Theory of operation. On each tick of the packet clock every RTP session pops
 one 20 ms frame for its leg. The leg needs the frame's energy (the VAD's
 energy gate and the in-band DTMF detector's pre-check) and, for a frame loud

@@ -41,8 +41,9 @@ from __future__ import annotations
 import enum
 import logging
 import struct
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,12 @@ _QUIET_LEVEL = 330.0  # RMS of about -40 dBFS: below this a frame counts as a pa
 _PLAIN_FIRST_BYTE = 0x80  # RTP version 2, no padding, no extension, no CSRC
 _PLAIN_HEADER = struct.Struct("!BHII")  # the RTP header after its first byte
 _RTCP_PACKET_TYPES = range(200, 205)
+
+
+class ReceptionUpdater(Protocol):
+    """The per-packet half of the RTCP reception statistics (`media.rtcp.ReceptionStatistics`)."""
+
+    def update(self, ssrc: int, sequence: int, timestamp: int, arrival_s: float) -> None: ...
 
 
 def _is_quiet(samples: _Samples) -> bool:
@@ -176,6 +183,29 @@ class PythonJitterBuffer:
         decode = g711.alaw_decode_samples if alaw else g711.ulaw_decode_samples
         self.push_samples(timestamp, decode(data[12:]), arrival_ms)
         return sequence, timestamp
+
+    def receive_rtp_g711(
+        self,
+        data: bytes,
+        payload_type: int,
+        ssrc: int | None,
+        alaw: bool,
+        arrival_ms: float,
+        reception: ReceptionUpdater,
+        arrival_s: float | None = None,
+    ) -> bool:
+        """Run `push_rtp_g711` and, for a packet that went in, `reception.update`.
+
+        The update gets `arrival_s`, or the wall clock (`time.time()`) after the
+        push when it is None. Returns whether the packet went in.
+        """
+        pushed = self.push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms)
+        if pushed is None or ssrc is None:
+            return False
+        if arrival_s is None:
+            arrival_s = time.time()
+        reception.update(ssrc, pushed[0], pushed[1], arrival_s)
+        return True
 
     def push_samples(self, timestamp: int, samples: _Samples, arrival_ms: float) -> None:
         """Add one packet's decoded samples as an s16le array, which the buffer keeps unchanged."""

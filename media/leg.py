@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from ivr.channel import (
     CallEnded,
@@ -29,13 +30,24 @@ from ivr.channel import (
     SpeechInput,
     SpeechStarted,
 )
+from media import native
 from media.asr import CallRecognizer, ModelCatalog
 from media.audio import PcmAudio
 from media.dtmf_inband import DtmfMerger, DtmfSource, InbandConfig, InbandDtmfDetector
 from media.frame_batch import FrameFeatures, analyze_frame
 from media.resample import resample
 from media.transport import FRAME_MS, SUPPORTED_RATES, FrameTransport, frame_samples
-from media.vad import Endpointer, EndpointState, UtteranceEnd, UtteranceStart, VadConfig
+from media.vad import (
+    Endpointer,
+    EndpointState,
+    EndpointStep,
+    UtteranceEnd,
+    UtteranceStart,
+    VadConfig,
+)
+
+if TYPE_CHECKING:
+    from media import _rtpcore
 
 logger = logging.getLogger("media.leg")
 
@@ -138,6 +150,7 @@ class MediaLeg:
             if self.config.inband_dtmf
             else None
         )
+        self._core = self._new_core()
         transport.attach(self)
 
     # -- CallChannel media half -----------------------------------------
@@ -215,9 +228,11 @@ class MediaLeg:
                 self._recognizing_id = 0
                 if utterance is not None:
                     utterance.pending_asr_audio = []
+            self._sync_core()
             return
         if utterance is not None and not utterance.ignored and not self._recognizing_id:
             self._begin_recognition(utterance)
+        self._sync_core()
 
     async def next_input(self, timeout_s: float) -> CallerInput | None:
         """Return the next caller input, or None after `timeout_s`. Raises CallEnded once closed."""
@@ -257,6 +272,7 @@ class MediaLeg:
                 self._flush_recognizer_audio(self._utterance)
                 self._recognizer.end(self.media_time_ms)
                 self._recognizing_id = 0
+                self._sync_core()
             await self._recognizer.close()
 
     @property
@@ -281,11 +297,13 @@ class MediaLeg:
     def add_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
         """Also hand every inbound 20 ms frame to `tap` (for bridging and recording)."""
         self._inbound_taps.append(tap)
+        self._sync_core()
 
     def remove_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
         """Stop handing inbound frames to `tap`. Removing an unknown tap is harmless."""
         if tap in self._inbound_taps:
             self._inbound_taps.remove(tap)
+            self._sync_core()
 
     def add_outbound_tap(self, tap: Callable[[PcmAudio | None], None]) -> None:
         """Also hand every outbound pull to `tap`: the frame sent, or None for nothing sent.
@@ -301,7 +319,21 @@ class MediaLeg:
 
     # -- FrameHandler ---------------------------------------------------
 
+    @property
+    def frame_receiver(self) -> Callable[[bytes, FrameFeatures | None], None] | None:
+        """The C receiver of inbound s16le frames, or None without the extension.
+
+        It takes the frame's `FrameFeatures`, or None to compute them in C,
+        and decides as `on_analyzed_frame` does. `RtpSession` hands it each
+        frame directly, without the packet clock's `FrameBatch`.
+        """
+        return self._core.frame if self._core is not None else None
+
     def on_audio_frame(self, frame: PcmAudio) -> None:
+        core = self._core
+        if core is not None and frame.sample_rate == self.sample_rate:
+            core.frame(frame.pcm, None)
+            return
         self.on_analyzed_frame(frame, None)
 
     def on_analyzed_frame(self, frame: PcmAudio, features: FrameFeatures | None) -> None:
@@ -309,7 +341,10 @@ class MediaLeg:
 
         The packet clock's `FrameBatch` computes them for all calls of a tick
         at once; without them (None) they are computed here, once for both
-        the in-band DTMF detector and the VAD's energy gate.
+        the in-band DTMF detector and the VAD's energy gate. This is the
+        Python path, which frames take without the C extension, with inbound
+        taps attached or at a wrong size. It is the reference of the C path
+        (`frame_receiver`).
         """
         if frame.sample_rate != self.sample_rate or len(frame.pcm) != self._frame_bytes:
             self._bad_frames += 1
@@ -327,20 +362,76 @@ class MediaLeg:
                 tap(frame)
         if features is None:
             features = analyze_frame(frame.pcm, frame.sample_rate)
+        digits: list[DtmfInput] = []
         if self._inband is not None:
-            for digit in self._inband.process(frame.pcm, features.energy, features.tone_powers):
-                self._accept_dtmf(digit, DtmfSource.INBAND)
-            if self._inband.tone_present and self._utterance is not None:
-                self._utterance.contains_tones = True
-        for step in self._endpointer.feed(frame.pcm, frame.sample_rate, energy=features.energy):
-            for event in step.events:
-                if isinstance(event, UtteranceStart):
-                    self._on_utterance_start(event)
-                elif isinstance(event, UtteranceEnd):
-                    self._on_utterance_end(event)
-            if step.utterance_audio is not None and self._utterance is not None:
-                self._on_utterance_audio(self._utterance, step.utterance_audio)
+            digits = self._inband.process(frame.pcm, features.energy, features.tone_powers)
+        self._finish_frame(frame.pcm, features.energy, digits)
+
+    def _finish_frame(self, pcm: bytes, energy: float, digits: Sequence[DtmfInput]) -> None:
+        """Run the steps of a frame that follow in-band detection, which found `digits`."""
+        for digit in digits:
+            self._accept_dtmf(digit, DtmfSource.INBAND)
+        if self._inband is not None and self._inband.tone_present and self._utterance is not None:
+            self._utterance.contains_tones = True
+        for step in self._endpointer.feed(pcm, self.sample_rate, energy=energy):
+            self._apply_step(step)
         self._check_barge_in()
+        self._sync_core()
+
+    def _apply_step(self, step: EndpointStep) -> None:
+        for event in step.events:
+            if isinstance(event, UtteranceStart):
+                self._on_utterance_start(event)
+            elif isinstance(event, UtteranceEnd):
+                self._on_utterance_end(event)
+        if step.utterance_audio is not None and self._utterance is not None:
+            self._on_utterance_audio(self._utterance, step.utterance_audio)
+
+    # -- the C core (`media._rtpcore.LegCore`) ------------------------------
+
+    def _new_core(self) -> _rtpcore.LegCore | None:
+        """Return the C core of the per-frame work, or None when a part of it is Python."""
+        if native.rtpcore is None or not isinstance(self._endpointer, native.rtpcore.EndpointCore):
+            return None
+        if self._inband is not None and not isinstance(self._inband, native.rtpcore.InbandCore):
+            return None
+        core = native.rtpcore.LegCore(
+            self,
+            self._inband,
+            self._endpointer,
+            self._frame_bytes,
+            self.config.max_buffered_utterance_ms // FRAME_MS,
+            self.config.barge_in_min_speech_ms,
+        )
+        return cast("_rtpcore.LegCore", core)
+
+    def _sync_core(self) -> None:
+        """Copy the state that the C core's decisions read; call after each change of it."""
+        core = self._core
+        if core is None:
+            return
+        utterance = self._utterance
+        core.enabled = not self._inbound_taps
+        core.in_utterance = utterance is not None
+        if utterance is None or utterance.ignored:
+            core.barge_in_armed = False
+            core.audio_to_leg = False
+            core.sink = None
+            return
+        core.barge_in_armed = not utterance.speech_reported
+        recognizing = self._recognizing_id == utterance.utterance_id
+        core.audio_to_leg = recognizing
+        core.sink = None if recognizing else utterance.buffered
+
+    def _on_core_fallback(self, pcm: bytes, features: FrameFeatures | None) -> None:
+        """Take a frame that the C core leaves to the Python path (see `LegCore.frame`)."""
+        self.on_analyzed_frame(PcmAudio(pcm, self.sample_rate), features)
+
+    def _on_core_step(self, step: EndpointStep) -> None:
+        """Finish a frame whose endpointer step the C core leaves to Python."""
+        self._apply_step(step)
+        self._check_barge_in()
+        self._sync_core()
 
     def on_dtmf(self, digit: DtmfInput) -> None:
         """Take an RFC 4733 digit from the transport."""
@@ -473,6 +564,7 @@ class MediaLeg:
         ):
             return
         utterance.speech_reported = True
+        self._sync_core()
         event = SpeechStarted(at_ms=utterance.start_ms)
         if self._interrupt_for_speech(event):
             logger.debug("call %s: playback interrupted by speech", self.call_id)

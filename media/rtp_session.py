@@ -223,6 +223,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._latch = LatchState.WAITING
         self._transport: asyncio.DatagramTransport | None = None
         self._handler: FrameHandler | None = None
+        # The handler's C receiver of inbound frames (`MediaLeg.frame_receiver`), or None.
+        self._frame_receiver: Callable[[bytes, FrameFeatures | None], None] | None = None
         self._clock: PacketClock | None = None
         self._clock_key: int | None = None
         self._skip_through_tick = -1
@@ -461,6 +463,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             raise RuntimeError("RTP session is closed")
         self._handler = handler
+        self._frame_receiver = getattr(handler, "frame_receiver", None)
         if self._clock_key is None:
             # RFC 3550 section 6.2: the first report waits half the interval.
             self._schedule_rtcp(0.5)
@@ -541,24 +544,28 @@ class RtpSession(asyncio.DatagramProtocol):
     # -- receive ---------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        # The usual packet of a latched G.711 stream: a plain header from the latched
+        # source with the audio payload type and the current SSRC. One call (in C when
+        # media._rtpcore is built) checks the header, decodes the payload into the
+        # jitter buffer and updates the RTCP reception statistics. Any other packet
+        # takes the path below.
         if (
             addr == self._remote
             and self._g711_alaw is not None
             and self._audio_ssrc is not None
             and len(data) <= MAX_DATAGRAM
             and self._latch is LatchState.LATCHED
-        ):
-            # The usual packet of a latched G.711 stream: a plain header from the
-            # latched source with the audio payload type and the current SSRC. The
-            # jitter buffer checks the header and decodes the payload in one call
-            # (in C when media._rtpcore is built); any other packet goes below.
-            pushed = self.jitter.push_rtp_g711(
-                data, self.config.payload_type, self._audio_ssrc, self._g711_alaw, self._now_ms()
+            and self.jitter.receive_rtp_g711(
+                data,
+                self.config.payload_type,
+                self._audio_ssrc,
+                self._g711_alaw,
+                self._now_ms(),
+                self.reception,
             )
-            if pushed is not None:
-                self.stats.packets_received += 1
-                self.reception.update(self._audio_ssrc, pushed[0], pushed[1], time.time())
-                return
+        ):
+            self.stats.packets_received += 1
+            return
         source = (str(addr[0]), int(addr[1]))
         if len(data) > MAX_DATAGRAM:
             self.stats.malformed += 1
@@ -752,8 +759,10 @@ class RtpSession(asyncio.DatagramProtocol):
     def clock_receive(self, tick: int) -> None:
         """Pop one frame from the jitter buffer for the handler, once per tick that sent.
 
-        The frame joins the clock's `FrameBatch`, which analyzes the frames of
-        all sessions of the tick together and then calls `_deliver_frame`.
+        A handler with a C receiver (`MediaLeg.frame_receiver`) gets the frame
+        at once, and the receiver computes its features. Otherwise the frame
+        joins the clock's `FrameBatch`, which analyzes the frames of all
+        sessions of the tick together and then calls `_deliver_frame`.
         """
         if not self._receive_due:
             return
@@ -761,7 +770,13 @@ class RtpSession(asyncio.DatagramProtocol):
         inbound = self.jitter.pop()
         if inbound is None or self._handler is None:
             return
-        if self._clock is not None:
+        receiver = self._frame_receiver
+        if receiver is not None:
+            try:
+                receiver(inbound[0], None)
+            except Exception:
+                logger.exception("call %s: inbound frame handling failed", self.call_id)
+        elif self._clock is not None:
             self._clock.frames.add(inbound[0], self.codec.sample_rate, self._deliver_frame)
         else:
             self._deliver_frame(inbound[0], None)

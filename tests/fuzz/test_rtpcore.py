@@ -13,6 +13,7 @@ them) and hypothesis examples (bounded by `max_examples`).
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,6 +163,60 @@ def test_g711_push_matches_python_on_mutations() -> None:
             if index % 3 == 0:
                 assert native.pop() == reference.pop(), f"pop after input {index}"
         assert native.stats == reference.stats
+
+
+def test_g711_receive_matches_python_on_mutations() -> None:
+    seeds = [
+        bytes.fromhex("80000001000000a00000002a") + bytes(range(160)),
+        bytes.fromhex("80000002000001400000002a") + bytes(range(96, 256)),
+        *RTP_CORPUS,
+    ]
+    native = JitterBuffer(8000, 8000)
+    reference = PythonJitterBuffer(8000, 8000)
+    native_reception = NativeReceptionStatistics(8000)
+    reference_reception = PythonReceptionStatistics(8000)
+    for index, data in enumerate(inputs(seeds, count=min(INPUTS, 20_000))):
+        arrival_ms = 20.0 * index
+        arrival_s = 1.7e9 + index / 50
+        got = native.receive_rtp_g711(data, 0, 42, False, arrival_ms, native_reception, arrival_s)
+        expected = reference.receive_rtp_g711(
+            data, 0, 42, False, arrival_ms, reference_reception, arrival_s
+        )
+        assert got == expected, f"input {index} (FUZZ_SEED={SEED}): {data!r}"
+        fields = reception_fields(native_reception)
+        assert fields == reception_fields(reference_reception), f"input {index}: {data!r}"
+        if index % 3 == 0:
+            assert native.pop() == reference.pop(), f"pop after input {index}"
+    assert native.stats == reference.stats
+    assert native_reception.received > 0
+
+
+def test_g711_receive_reads_wall_clock() -> None:
+    native = JitterBuffer(8000, 8000)
+    reception = NativeReceptionStatistics(8000)
+    before = time.time()
+    packet = bytes.fromhex("80000001000000a00000002a") + bytes(160)
+    assert native.receive_rtp_g711(packet, 0, 42, False, 0.0, reception)
+    after = time.time()
+    assert reception.last_transit is not None
+    arrival_s = (reception.last_transit + 160) / 8000
+    assert before - 0.001 <= arrival_s <= after + 0.001
+    assert not native.receive_rtp_g711(packet, 8, 42, False, 0.0, reception)
+    assert not native.receive_rtp_g711(packet, 0, None, False, 0.0, reception)
+    assert reception.received == 1
+
+
+def test_g711_receive_rejects_bad_arguments() -> None:
+    native = JitterBuffer(8000, 8000)
+    packet = bytes.fromhex("80000001000000a00000002a") + bytes(160)
+    with pytest.raises(TypeError):
+        native.receive_rtp_g711(packet, 0, 42, False, 0.0, PythonReceptionStatistics(8000))
+    with pytest.raises(TypeError):
+        reception = NativeReceptionStatistics(8000)
+        native.receive_rtp_g711(bytearray(packet), 0, 42, False, 0.0, reception)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native.receive_rtp_g711(packet, 0, 42, False, 0.0)  # type: ignore[call-arg]
+    assert native.stats.received == 0
 
 
 @dataclass(frozen=True)
