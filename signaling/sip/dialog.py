@@ -116,6 +116,10 @@ class CallState(enum.Enum):
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
 
+    # Members are compared by identity, so the identity hash agrees with ==, and
+    # unlike Enum.__hash__ it runs no Python code in the dict and set lookups.
+    __hash__ = object.__hash__
+
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     CallState.INCOMING: frozenset({CallState.EARLY, CallState.ANSWERED, CallState.TERMINATED}),
@@ -159,7 +163,9 @@ class InviteSession:
             raise SipUsageError(
                 f"call {self.handle}: {event} is not allowed in state {self.state.value}"
             )
-        logger.debug("call %s: %s -> %s (%s)", self.handle, self.state.value, new.value, event)
+        # Guarded, because reading an enum's value runs Python code even when debug is off.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("call %s: %s -> %s (%s)", self.handle, self.state.value, new.value, event)
         self.state = new
 
     @property
