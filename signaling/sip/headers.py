@@ -453,7 +453,24 @@ def parse_name_addr(value: str, *, require_sip: bool = False) -> NameAddr:
     In the addr-spec form, parameters after the URI belong to the header
     (§20.10), and a URI containing ',', ';' or '?' needs angle brackets.
     """
-    text = value.strip()
+    uri_text, display, rest, bracketed, scheme = _split_name_addr(value.strip())
+    uri: SipUri | None = None
+    if scheme in ("sip", "sips"):
+        uri = parse_sip_uri(uri_text)
+    elif require_sip:
+        raise SipSyntaxError(f"unsupported URI scheme {scheme!r}", status=416)
+    params = parse_params(rest)
+    return NameAddr(uri_text, uri, display, params, bracketed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_name_addr(text: str) -> tuple[str, str | None, str, bool, str]:
+    """Split a stripped name-addr into (URI text, display name, parameter text, bracketed, scheme).
+
+    It is a pure function of its text, cached because a peer repeats its
+    Contact, and the From and To of a dialog, in every message. A text that
+    fails a check raises each time and is not cached.
+    """
     display: str | None = None
     index = 0
     if text.startswith('"'):
@@ -486,14 +503,7 @@ def parse_name_addr(value: str, *, require_sip: bool = False) -> NameAddr:
             raise SipSyntaxError("invalid addr-spec: a URI with '?' or ',' must be in <>")
     if not uri_text:
         raise SipSyntaxError("invalid name-addr: empty URI")
-    uri: SipUri | None = None
-    scheme = check_absolute_uri(uri_text)
-    if scheme in ("sip", "sips"):
-        uri = parse_sip_uri(uri_text)
-    elif require_sip:
-        raise SipSyntaxError(f"unsupported URI scheme {scheme!r}", status=416)
-    params = parse_params(rest)
-    return NameAddr(uri_text, uri, display, params, bracketed)
+    return uri_text, display, rest, bracketed, check_absolute_uri(uri_text)
 
 
 @dataclass(frozen=True, slots=True)
