@@ -68,6 +68,10 @@ class SessionState(enum.Enum):
     RUNNING = "running"
     ENDED = "ended"
 
+    # Members are compared by identity, so the identity hash agrees with ==, and
+    # unlike Enum.__hash__ it runs no Python code in the dict and set lookups.
+    __hash__ = object.__hash__
+
 
 _TRANSITIONS = {
     SessionState.NEW: {SessionState.RUNNING},
@@ -178,7 +182,9 @@ class IvrSession:
     def _set_state(self, new: SessionState) -> None:
         if new not in _TRANSITIONS[self._state]:
             raise RuntimeError(f"IVR session cannot go from {self._state.value} to {new.value}")
-        log.debug("call %s: session %s -> %s", self.call_id, self._state.value, new.value)
+        # Guarded, because reading an enum's value runs Python code even when debug is off.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s: session %s -> %s", self.call_id, self._state.value, new.value)
         self._state = new
 
     def _renderer(self, flow: Flow) -> PromptRenderer:

@@ -106,6 +106,10 @@ class _Playback:
             self.done.set_result(result)
 
 
+# Shared by the legs without a config of their own; LegConfig and its parts are frozen.
+_DEFAULT_CONFIG = LegConfig()
+
+
 class MediaLeg:
     """Plays audio to and collects input from one caller over a `FrameTransport`."""
 
@@ -122,7 +126,7 @@ class MediaLeg:
                 f"transport sample rate {transport.sample_rate} Hz is not one of {SUPPORTED_RATES}"
             )
         self.call_id = call_id
-        self.config = config or LegConfig()
+        self.config = config or _DEFAULT_CONFIG
         self._transport = transport
         self.sample_rate = transport.sample_rate
         self._frame_bytes = frame_samples(self.sample_rate) * 2

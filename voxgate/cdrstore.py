@@ -26,6 +26,9 @@ from voxgate.cdr import CallDetailRecord, CallTrace, Disposition
 
 logger = logging.getLogger("voxgate.cdr")
 
+# Read once: an enum's `value` runs Python code on every read, and every call event is checked.
+_ENDED_KIND = CallKind.ENDED.value
+
 SCHEMA_VERSION = 2
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -247,7 +250,7 @@ class CdrRecorder:
             logger.debug("call %s: %s after the call ended; ignored", event.call_id, event.kind)
             return
         trace = self._traces.get(event.call_id)
-        if event.kind == CallKind.ENDED.value:
+        if event.kind == _ENDED_KIND:
             self._remember_ended(event.call_id)
             if trace is None:
                 trace = CallTrace(event.call_id, event.node_id, event.time)

@@ -384,6 +384,38 @@ def _select_codec(
     `dtmf_offer` (reading an answer), DTMF must also appear in that offered
     section at the same rate, and the event list is the intersection.
     """
+    if dtmf_offer is None:
+        return _select_offered_codec(
+            media.media, media.formats, media.attributes, tuple(ours), accept_dtmf, prefer
+        )
+    return _select_codec_in(media, ours, accept_dtmf, dtmf_offer, prefer)
+
+
+@functools.lru_cache(maxsize=256)
+def _select_offered_codec(
+    kind: str,
+    formats: tuple[str, ...],
+    attributes: tuple[Attribute, ...],
+    ours: tuple[Codec, ...],
+    accept_dtmf: bool,
+    prefer: Codec | None,
+) -> _Selection | None:
+    """`_select_codec` of an offered section, which reads only these immutable values.
+
+    It is cached because a peer offers the same formats in every call. The
+    port and address of the section change, so they are not part of the key.
+    """
+    media = MediaDescription(kind, 0, "RTP/AVP", formats, attributes=attributes)
+    return _select_codec_in(media, ours, accept_dtmf, None, prefer)
+
+
+def _select_codec_in(
+    media: MediaDescription,
+    ours: Sequence[Codec],
+    accept_dtmf: bool,
+    dtmf_offer: MediaDescription | None,
+    prefer: Codec | None,
+) -> _Selection | None:
     offered = [c for c in offered_codecs(media) if not c.is_telephone_event]
     if prefer is not None:
         offered.sort(key=lambda codec: not codec.same_format(prefer))

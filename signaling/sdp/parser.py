@@ -15,6 +15,7 @@ that order round-trips byte for byte.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -233,26 +234,29 @@ def _split_line(line: str, line_number: int) -> tuple[str, str]:
 
 
 def _decode(body: bytes | str, limits: SdpLimits) -> str:
-    too_large = SdpError(f"session description is larger than {limits.max_body_bytes} bytes")
     if isinstance(body, str):
         # A character is at least one byte, so only a short string needs encoding.
         if len(body) > limits.max_body_bytes:
-            raise too_large
+            raise _too_large(limits)
         try:
             encoded = body.encode("utf-8")
         except UnicodeEncodeError as exc:
             line_number = body.count("\n", 0, exc.start) + 1
             raise SdpError("line is not valid UTF-8", line_number) from None
         if len(encoded) > limits.max_body_bytes:
-            raise too_large
+            raise _too_large(limits)
         return body
     if len(body) > limits.max_body_bytes:
-        raise too_large
+        raise _too_large(limits)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_number = body.count(b"\n", 0, exc.start) + 1
         raise SdpError("line is not valid UTF-8", line_number) from None
+
+
+def _too_large(limits: SdpLimits) -> SdpError:
+    return SdpError(f"session description is larger than {limits.max_body_bytes} bytes")
 
 
 def _parse_origin(value: str, line_number: int) -> Origin:
@@ -267,16 +271,32 @@ def _parse_origin(value: str, line_number: int) -> Origin:
 
 
 def _parse_connection(value: str, line_number: int) -> Connection:
+    try:
+        return _checked_connection(value)
+    except SdpError as exc:
+        raise SdpError(exc.message, line_number) from None
+
+
+# A peer sends the same c= and a= lines in call after call, and their checks
+# (an ipaddress parse, an rtpmap parse) cost more than the rest of the line.
+# So the checked results are cached, keyed by the whole value. They are
+# frozen, and a value that fails its check raises each time and is not cached.
+_LINE_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=_LINE_CACHE_SIZE)
+def _checked_connection(value: str) -> Connection:
+    """Return the Connection of a c= value, or raise SdpError without a line number."""
     parts = value.split(" ")
     if len(parts) != 3 or not all(parts):
-        raise SdpError("invalid c= line, expected '<nettype> <addrtype> <address>'", line_number)
+        raise SdpError("invalid c= line, expected '<nettype> <addrtype> <address>'")
     nettype, addrtype, address = parts
     if nettype == "IN" and addrtype in ("IP4", "IP6"):
-        _check_address(addrtype, address.split("/", 1)[0], line_number)
+        _check_address(addrtype, address.split("/", 1)[0])
     return Connection(nettype, addrtype, address)
 
 
-def _check_address(addrtype: str, host: str, line_number: int) -> None:
+def _check_address(addrtype: str, host: str) -> None:
     try:
         parsed = ipaddress.ip_address(host)
     except ValueError:
@@ -284,9 +304,9 @@ def _check_address(addrtype: str, host: str, line_number: int) -> None:
     if parsed is None:
         if _is_host_name(addrtype, host):
             return
-        raise SdpError(f"c= address is not a valid {addrtype} address or host name", line_number)
+        raise SdpError(f"c= address is not a valid {addrtype} address or host name")
     if (parsed.version == 4) != (addrtype == "IP4"):
-        raise SdpError(f"c= address does not match address type {addrtype}", line_number)
+        raise SdpError(f"c= address does not match address type {addrtype}")
 
 
 def _is_host_name(addrtype: str, host: str) -> bool:
@@ -327,23 +347,32 @@ def _parse_number(text: str, maximum: int, field_name: str, line_number: int) ->
 
 
 def _parse_attribute(value: str, line_number: int, *, in_media: bool) -> Attribute:
+    try:
+        return _checked_attribute(value, in_media)
+    except SdpError as exc:
+        raise SdpError(exc.message, line_number) from None
+
+
+@functools.lru_cache(maxsize=_LINE_CACHE_SIZE)
+def _checked_attribute(value: str, in_media: bool) -> Attribute:
+    """Return the Attribute of an a= value, or raise SdpError without a line number."""
     name, colon, attribute_value = value.partition(":")
     if not _TOKEN.fullmatch(name):
-        raise SdpError("invalid attribute name on a= line", line_number)
+        raise SdpError("invalid attribute name on a= line")
     if not colon:
         return Attribute(name)
     if in_media:
-        _check_media_attribute(name, attribute_value, line_number)
+        _check_media_attribute(name, attribute_value)
     return Attribute(name, attribute_value)
 
 
-def _check_media_attribute(name: str, value: str, line_number: int) -> None:
+def _check_media_attribute(name: str, value: str) -> None:
     try:
         if name == "rtpmap":
             parse_rtpmap(value)
         elif name == "fmtp":
             split_fmtp(value)
     except ValueError as exc:
-        raise SdpError(str(exc), line_number) from None
+        raise SdpError(str(exc)) from None
     if name in ("ptime", "maxptime") and (not _PTIME.fullmatch(value) or float(value) <= 0):
-        raise SdpError(f"a={name} is not a positive number of milliseconds", line_number)
+        raise SdpError(f"a={name} is not a positive number of milliseconds")

@@ -89,24 +89,24 @@ class Dialog:
         """Build an in-dialog request (§12.2.1.1) with the next local CSeq."""
         if method != "ACK":
             self.local_seq += 1
-        headers = Headers()
-        headers.add("Via", via)
-        headers.add("Max-Forwards", "70")
-        headers.add("From", f"<{self.local_uri}>;tag={self.local_tag}")
-        headers.add(
-            "To", f"<{self.remote_uri}>" + (f";tag={self.remote_tag}" if self.remote_tag else "")
-        )
-        headers.add("Call-ID", self.call_id)
-        headers.add("CSeq", f"{self.local_seq} {method}")
+        to = f"<{self.remote_uri}>" + (f";tag={self.remote_tag}" if self.remote_tag else "")
+        items = [
+            ("Via", via),
+            ("Max-Forwards", "70"),
+            ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
+            ("To", to),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{self.local_seq} {method}"),
+        ]
         # Loose routing (§12.2.1.1): the route set becomes the Route header, and
         # the Request-URI is the remote target.
         for route in self.route_set:
-            headers.add("Route", route)
-        for name, value in extra or ():
-            headers.add(name, value)
+            items.append(("Route", route))
+        if extra:
+            items.extend(extra)
         if body and content_type:
-            headers.add("Content-Type", content_type)
-        return SipRequest(method, self.remote_target, headers, body)
+            items.append(("Content-Type", content_type))
+        return SipRequest(method, self.remote_target, Headers(items), body)
 
 
 class CallState(enum.Enum):
@@ -115,6 +115,10 @@ class CallState(enum.Enum):
     ANSWERED = "answered"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
+
+    # Members are compared by identity, so the identity hash agrees with ==, and
+    # unlike Enum.__hash__ it runs no Python code in the dict and set lookups.
+    __hash__ = object.__hash__
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
@@ -159,7 +163,9 @@ class InviteSession:
             raise SipUsageError(
                 f"call {self.handle}: {event} is not allowed in state {self.state.value}"
             )
-        logger.debug("call %s: %s -> %s (%s)", self.handle, self.state.value, new.value, event)
+        # Guarded, because reading an enum's value runs Python code even when debug is off.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("call %s: %s -> %s (%s)", self.handle, self.state.value, new.value, event)
         self.state = new
 
     @property

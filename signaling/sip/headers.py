@@ -178,13 +178,15 @@ class Headers:
     __slots__ = ("_index", "_items")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        # The spellings seen before are looked up without a call to canonical_name.
+        spellings = _SPELLINGS
         self._items: list[tuple[str, str]] = [
-            (canonical_name(name), value) for name, value in items or ()
+            (spellings.get(name) or canonical_name(name), value) for name, value in items or ()
         ]
         self._index: dict[str, tuple[str, ...]] | None = None
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((canonical_name(name), value))
+        self._items.append((_SPELLINGS.get(name) or canonical_name(name), value))
         self._index = None
 
     def set(self, name: str, value: str) -> None:
@@ -202,7 +204,10 @@ class Headers:
         return list(self._values(name))
 
     def _values(self, name: str) -> tuple[str, ...]:
-        return self.by_key().get(_lookup_key(name), ())
+        index: Mapping[str, tuple[str, ...]] | None = self._index
+        if index is None:
+            index = self.by_key()
+        return index.get(_lookup_key(name), ())
 
     def by_key(self) -> Mapping[str, tuple[str, ...]]:
         """Return the values of each header by lower-case canonical name ("call-id")."""
@@ -219,7 +224,10 @@ class Headers:
         return index
 
     def get(self, name: str) -> str | None:
-        values = self._values(name)
+        index: Mapping[str, tuple[str, ...]] | None = self._index
+        if index is None:
+            index = self.by_key()
+        values = index.get(_lookup_key(name))
         return values[0] if values else None
 
     def get_list(self, name: str) -> list[str]:
@@ -307,12 +315,25 @@ def parse_quoted(text: str, start: int) -> tuple[str, int]:
     raise SipSyntaxError("unterminated quoted string")
 
 
+# Parameters without whitespace or quoted strings take one regex pass instead of the loop.
+# Each one is ";name" or ";name=value" with a non-empty value, so that
+# `_SIMPLE_PARAM_RE.findall` yields (name, "") for a flag and (name, "=value") otherwise.
+_SIMPLE_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~\[\]:]+)?)*")
+_SIMPLE_PARAM_RE = re.compile(r";([A-Za-z0-9\-.!%*_+`'~]+)(=[A-Za-z0-9\-.!%*_+`'~\[\]:]+)?")
+
+
 def parse_params(text: str) -> dict[str, str | None]:
     """Parse `;name=value;flag` header parameters (generic-param, §25.1).
 
     Names are lower-cased; quoted values keep their quotes stripped and escapes
     resolved. Whitespace around ';' and '=' is allowed (SEMI and EQUAL are SWS-padded).
     """
+    if _SIMPLE_PARAMS_RE.fullmatch(text):
+        # Same result as the loop below, which a later duplicate name also overwrites.
+        return {
+            name.lower(): value[1:] if value else None
+            for name, value in _SIMPLE_PARAM_RE.findall(text)
+        }
     params: dict[str, str | None] = {}
     index = 0
     length = len(text)
@@ -432,7 +453,24 @@ def parse_name_addr(value: str, *, require_sip: bool = False) -> NameAddr:
     In the addr-spec form, parameters after the URI belong to the header
     (§20.10), and a URI containing ',', ';' or '?' needs angle brackets.
     """
-    text = value.strip()
+    uri_text, display, rest, bracketed, scheme = _split_name_addr(value.strip())
+    uri: SipUri | None = None
+    if scheme in ("sip", "sips"):
+        uri = parse_sip_uri(uri_text)
+    elif require_sip:
+        raise SipSyntaxError(f"unsupported URI scheme {scheme!r}", status=416)
+    params = parse_params(rest)
+    return NameAddr(uri_text, uri, display, params, bracketed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_name_addr(text: str) -> tuple[str, str | None, str, bool, str]:
+    """Split a stripped name-addr into (URI text, display name, parameter text, bracketed, scheme).
+
+    It is a pure function of its text, cached because a peer repeats its
+    Contact, and the From and To of a dialog, in every message. A text that
+    fails a check raises each time and is not cached.
+    """
     display: str | None = None
     index = 0
     if text.startswith('"'):
@@ -465,14 +503,7 @@ def parse_name_addr(value: str, *, require_sip: bool = False) -> NameAddr:
             raise SipSyntaxError("invalid addr-spec: a URI with '?' or ',' must be in <>")
     if not uri_text:
         raise SipSyntaxError("invalid name-addr: empty URI")
-    uri: SipUri | None = None
-    scheme = check_absolute_uri(uri_text)
-    if scheme in ("sip", "sips"):
-        uri = parse_sip_uri(uri_text)
-    elif require_sip:
-        raise SipSyntaxError(f"unsupported URI scheme {scheme!r}", status=416)
-    params = parse_params(rest)
-    return NameAddr(uri_text, uri, display, params, bracketed)
+    return uri_text, display, rest, bracketed, check_absolute_uri(uri_text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,19 +139,24 @@ def build_response(
     The header values are copied as received, so this works for a request whose
     other headers failed to parse. `to_tag` is added when the To has no tag.
     """
-    response_headers = Headers()
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in request.headers.raw(name):
+    table = request.headers.by_key()
+    items: list[tuple[str, str]] = []
+    for key, name in _COPIED_HEADERS:
+        for value in table.get(key, ()):
             if name == "To" and to_tag and status > 100 and not _has_tag(value):
                 value = f"{value};tag={to_tag}"
-            response_headers.add(name, value)
-    for name, value in headers or ():
-        response_headers.add(name, value)
+            items.append((name, value))
+    if headers:
+        items.extend(headers)
     if body and content_type:
-        response_headers.add("Content-Type", content_type)
+        items.append(("Content-Type", content_type))
     return SipResponse(
-        status, reason or REASON_PHRASES.get(status, "Unknown"), response_headers, body
+        status, reason or REASON_PHRASES.get(status, "Unknown"), Headers(items), body
     )
+
+
+# The headers a response copies from its request (§8.2.6.2), by lookup key.
+_COPIED_HEADERS = tuple((name.lower(), name) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
 
 
 def _has_tag(value: str) -> bool:

@@ -49,6 +49,9 @@ DEFAULT_LIMITS = Limits()
 _STATUS_LINE_RE = re.compile(r"SIP/(\d+\.\d+) (\d{3})(?: (.*))?")
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+")
 _HEADER_NAME_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:")
+# One header line: its name at the line's start, and the rest up to the line end
+# (CR included, which the caller strips with the other surrounding whitespace).
+_HEADER_LINE_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:(.*)$", re.MULTILINE)
 
 
 class InvalidRequest(SipSyntaxError):
@@ -210,6 +213,41 @@ def _parse_head(head: bytes, limits: Limits) -> SipMessage:
     breaks = len(lines) - 1
     if text.count("\r") != breaks or text.count("\n") != breaks:
         raise SipSyntaxError("bare CR or LF in the header section")
+    fields = _simple_fields(text, breaks, limits)
+    if fields is None:
+        fields = _fields(lines, limits)
+    headers = Headers(fields)
+    try:
+        message = _parse_start_line(lines[0])
+    except InvalidRequest as error:
+        error.request.headers = headers
+        raise
+    except SipSyntaxError as error:
+        if lines[0].startswith("SIP/"):
+            raise
+        raise InvalidRequest(error.reason, error.status, SipRequest("?", "", headers)) from None
+    message.headers = headers
+    return message
+
+
+def _simple_fields(text: str, header_lines: int, limits: Limits) -> list[tuple[str, str]] | None:
+    """Return the header fields of a section whose every line is `name: value`, else None.
+
+    One regex pass replaces the loop of `_fields` for such sections. A
+    continuation line or an invalid line makes the count of matches differ
+    from the count of lines, and then `_fields` parses the section and
+    raises where it should.
+    """
+    start = text.find("\r\n")
+    if start < 0:
+        return []
+    matches = _HEADER_LINE_RE.findall(text, start + 2)
+    if len(matches) != header_lines or len(matches) > limits.max_headers:
+        return None
+    return [(name, value.strip()) for name, value in matches]
+
+
+def _fields(lines: list[str], limits: Limits) -> list[tuple[str, str]]:
     fields: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -224,18 +262,7 @@ def _parse_head(head: bytes, limits: Limits) -> SipMessage:
         fields.append((match.group(1), line[match.end() :].strip()))
         if len(fields) > limits.max_headers:
             raise SipSyntaxError(f"more than max_headers={limits.max_headers} header fields")
-    headers = Headers(fields)
-    try:
-        message = _parse_start_line(lines[0])
-    except InvalidRequest as error:
-        error.request.headers = headers
-        raise
-    except SipSyntaxError as error:
-        if lines[0].startswith("SIP/"):
-            raise
-        raise InvalidRequest(error.reason, error.status, SipRequest("?", "", headers)) from None
-    message.headers = headers
-    return message
+    return fields
 
 
 def salvage_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SipRequest | None:

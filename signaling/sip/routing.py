@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -34,7 +35,9 @@ class Outgoing:
     peer: Peer
 
 
+@functools.lru_cache(maxsize=256)
 def is_ip(host: str) -> bool:
+    """Return whether `host` is an IPv4 or IPv6 literal (cached: peers repeat their hosts)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

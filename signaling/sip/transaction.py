@@ -53,6 +53,10 @@ class Timer(enum.Enum):
     L = "L"  # wait time for INVITE retransmits after a 2xx (RFC 6026)
     M = "M"  # wait time for 2xx retransmits in Accepted (client INVITE, RFC 6026)
 
+    # Members are compared by identity, so the identity hash agrees with ==, and
+    # unlike Enum.__hash__ it runs no Python code in the dict and set lookups.
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class TimerConfig:
@@ -127,7 +131,9 @@ class _Transaction:
         self.last_response: SipResponse | None = None
 
     def _change(self, new: State, effects: list[Effect]) -> None:
-        logger.debug("%s %s: %s -> %s", self.kind, self.key, self.state.value, new.value)
+        # Guarded, because reading an enum's value runs Python code even when debug is off.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s: %s -> %s", self.kind, self.key, self.state.value, new.value)
         self.state = new
         if new is State.TERMINATED:
             effects.append(Terminated())

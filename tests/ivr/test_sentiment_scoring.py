@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
+from ivr import turns
 from ivr.events import EventKind
 from ivr.turns import reads_sentiment
 from ivr.understanding import SentimentScore
@@ -81,6 +84,23 @@ class CountingAnalyzer:
 )
 def test_reads_sentiment_finds_readers(text: str, expected: bool) -> None:
     assert reads_sentiment(flow_from_text(text)) is expected
+
+
+def test_reads_sentiment_remembered_per_flow() -> None:
+    plain = flow_from_text(PLAIN)
+    template = flow_from_text(TEMPLATE)
+
+    # Asked twice, each flow keeps its own result.
+    assert reads_sentiment(plain) is False
+    assert reads_sentiment(template) is True
+    assert reads_sentiment(plain) is False
+    assert reads_sentiment(template) is True
+    assert id(plain) in turns._SENTIMENT_READERS
+
+    key = id(plain)
+    del plain
+    gc.collect()
+    assert key not in turns._SENTIMENT_READERS
 
 
 @pytest.mark.parametrize(

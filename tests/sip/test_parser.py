@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from signaling.sip.errors import FramingError, SipSyntaxError
-from signaling.sip.headers import parse_name_addr, parse_via, split_list
+from signaling.sip.headers import parse_name_addr, parse_params, parse_via, split_list
 from signaling.sip.message import SipRequest, SipResponse, multipart_parts, sdp_body, to_bytes
 from signaling.sip.parser import (
     InvalidRequest,
@@ -298,3 +298,30 @@ def test_oversized_datagram_salvaged_for_513() -> None:
     assert caught.value.status == 513
     assert request is not None
     assert request.headers.get("Call-ID") == "abc@127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {}),
+        (";tag=abc", {"tag": "abc"}),
+        (";branch=z9hG4bK-1;rport", {"branch": "z9hG4bK-1", "rport": None}),
+        (";Tag=1;TAG=2", {"tag": "2"}),
+        (";maddr=[::1]", {"maddr": "[::1]"}),
+        # Whitespace and quoted strings take the character loop, with the same results.
+        (" ; tag = abc ; lr", {"tag": "abc", "lr": None}),
+        (';tag="a b"', {"tag": "a b"}),
+        (";Tag=1 ;TAG=2", {"tag": "2"}),
+    ],
+)
+def test_parse_params_values(text: str, expected: dict[str, str | None]) -> None:
+    params = parse_params(text)
+
+    assert params == expected
+    assert list(params) == list(expected)
+
+
+@pytest.mark.parametrize("text", [";", ";tag=", ";=abc", "tag=abc", ";tag=a,b", ';tag="open'])
+def test_parse_params_rejects_invalid(text: str) -> None:
+    with pytest.raises(SipSyntaxError):
+        parse_params(text)
