@@ -278,6 +278,9 @@ class MediaLeg:
                 self._recognizing_id = 0
                 self._sync_core()
             await self._recognizer.close()
+        # The C core refers back to this leg, so dropping it lets reference counting
+        # free the leg instead of leaving a cycle per call to the garbage collector.
+        self._core = None
 
     @property
     def closed(self) -> bool:

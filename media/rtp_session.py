@@ -475,6 +475,9 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             return
         self._closed = True
+        # The callback usually refers back to this session, so drop it to spare the
+        # garbage collector a cycle per call.
+        self._on_inactive = None
         if self._clock is not None and self._clock_key is not None:
             self._clock.remove(self._clock_key)
             self._clock_key = None
@@ -509,6 +512,8 @@ class RtpSession(asyncio.DatagramProtocol):
             self._release_port()
             self._release_port = None
         handler, self._handler = self._handler, None
+        # The receiver is bound to the handler's C core, which refers to the handler.
+        self._frame_receiver = None
         if handler is not None:
             handler.on_transport_closed()
         logger.debug(

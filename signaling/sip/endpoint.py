@@ -290,6 +290,9 @@ class InboundCall(DialogCall):
     def _finish(self, reason: str, status: int | None = None) -> None:
         if not self._ended.done():
             self._ended.set_result(reason)
+        # No SDP comes after the end, and the handler's callback usually refers
+        # back to this call: dropping it spares the garbage collector a cycle.
+        self.on_remote_sdp = None
         if not self.ack_sdp.done():
             self.ack_sdp.cancel()
         if not self._settled.done():
