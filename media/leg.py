@@ -148,6 +148,10 @@ class MediaLeg:
         self._outbound_source: Callable[[], PcmAudio | None] | None = None
         self._inbound_taps: list[Callable[[PcmAudio], None]] = []
         self._outbound_taps: list[Callable[[PcmAudio | None], None]] = []
+        self.outbound_idle = True
+        """True while `next_frame` returns None and calls nothing: no playback, outbound
+        source or outbound tap. A transport may then send its idle packet without calling
+        `next_frame` (see `RtpSession.clock_send`). False does not promise a frame."""
         self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
         self._inband = (
             InbandDtmfDetector(self.sample_rate, self.config.inband)
@@ -196,6 +200,7 @@ class MediaLeg:
             self._playback.finish(None)
         playback = _Playback(frames, self.sample_rate, (interrupt_on_dtmf, interrupt_on_speech))
         self._playback = playback
+        self.outbound_idle = False
         send_now = getattr(self._transport, "send_next_frame_now", None)
         if send_now is not None:
             # The first frame leaves at once instead of waiting up to one ptime for the clock.
@@ -205,6 +210,7 @@ class MediaLeg:
         finally:
             if self._playback is playback:
                 self._playback = None
+                self._update_outbound_idle()
             if self._closed:
                 raise CallEnded(self.call_id)
 
@@ -300,6 +306,7 @@ class MediaLeg:
         frame at this leg's rate, or None for silence. None removes it.
         """
         self._outbound_source = source
+        self._update_outbound_idle()
 
     def add_inbound_tap(self, tap: Callable[[PcmAudio], None]) -> None:
         """Also hand every inbound 20 ms frame to `tap` (for bridging and recording)."""
@@ -318,11 +325,13 @@ class MediaLeg:
         The transport pulls once per 20 ms, so the tap runs on its clock.
         """
         self._outbound_taps.append(tap)
+        self._update_outbound_idle()
 
     def remove_outbound_tap(self, tap: Callable[[PcmAudio | None], None]) -> None:
         """Stop handing outbound frames to `tap`. Removing an unknown tap is harmless."""
         if tap in self._outbound_taps:
             self._outbound_taps.remove(tap)
+            self._update_outbound_idle()
 
     # -- FrameHandler ---------------------------------------------------
 
@@ -461,6 +470,11 @@ class MediaLeg:
             playback.finish(digit)
             return
         self._push_input(digit)
+
+    def _update_outbound_idle(self) -> None:
+        self.outbound_idle = (
+            self._playback is None and self._outbound_source is None and not self._outbound_taps
+        )
 
     def next_frame(self) -> PcmAudio | None:
         frame = self._pull_frame()

@@ -66,7 +66,7 @@ from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
-from media.rtp import RtpPacket, build_plain_packet
+from media.rtp import RtpPacket, build_plain_packet, send_plain_packet
 from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
@@ -225,6 +225,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self._handler: FrameHandler | None = None
         # The handler's C receiver of inbound frames (`MediaLeg.frame_receiver`), or None.
         self._frame_receiver: Callable[[bytes, FrameFeatures | None], None] | None = None
+        # The handler while its `outbound_idle` flag lets idle ticks skip `next_frame`
+        # (a `MediaLeg`), on a G.711 session that sends silence when idle; else None.
+        self._idle_handler: Any = None
         self._clock: PacketClock | None = None
         self._clock_key: int | None = None
         self._skip_through_tick = -1
@@ -464,6 +467,11 @@ class RtpSession(asyncio.DatagramProtocol):
             raise RuntimeError("RTP session is closed")
         self._handler = handler
         self._frame_receiver = getattr(handler, "frame_receiver", None)
+        silence_shortcut = self._silence_payload is not None and self.config.send_silence_when_idle
+        if silence_shortcut and hasattr(handler, "outbound_idle"):
+            self._idle_handler = handler
+        else:
+            self._idle_handler = None
         if self._clock_key is None:
             # RFC 3550 section 6.2: the first report waits half the interval.
             self._schedule_rtcp(0.5)
@@ -514,6 +522,7 @@ class RtpSession(asyncio.DatagramProtocol):
         handler, self._handler = self._handler, None
         # The receiver is bound to the handler's C core, which refers to the handler.
         self._frame_receiver = None
+        self._idle_handler = None
         if handler is not None:
             handler.on_transport_closed()
         logger.debug(
@@ -753,9 +762,18 @@ class RtpSession(asyncio.DatagramProtocol):
                 self._deliver_digits(self._dtmf.poll(self._now_ms()))
             if time.monotonic() >= self._next_rtcp_s:
                 self._send_rtcp()
+            idle_handler = self._idle_handler
             if self._frame_sent_early:
                 # This tick's frame already left in `send_next_frame_now`.
                 self._frame_sent_early = False
+            elif (
+                idle_handler is not None
+                and idle_handler.outbound_idle
+                and not self._events
+                and not self._dtmf_queue
+                and not self._gap_ticks
+            ):
+                self._send_idle_silence()
             else:
                 self._send_outbound(self._handler)
         except Exception:
@@ -818,6 +836,30 @@ class RtpSession(asyncio.DatagramProtocol):
             self._send(self.config.payload_type, payload, self._timestamp)
         else:
             self._marker_next = True  # the next packet starts a talkspurt (RFC 3551 section 4.1)
+        self._timestamp = (self._timestamp + self._timestamp_step) & 0xFFFFFFFF
+
+    def _send_idle_silence(self) -> None:
+        """Send the G.711 silence packet of an idle tick as `_send_outbound` would.
+
+        `clock_send` takes this shortcut while the handler's `outbound_idle`
+        is set and no digit is queued, being sent or in its gap. The packet,
+        sequence number, timestamp, marker bit and counters equal the Python
+        path's, and one call into C builds and sends the packet.
+        """
+        payload = self._silence_payload
+        transport = self._transport
+        remote = self._remote
+        if transport is not None and remote is not None and not self._closed and payload:
+            payload_type = self.config.payload_type
+            second = payload_type | 0x80 if self._marker_next else payload_type
+            sequence = self._sequence
+            self._marker_next = False
+            self._sequence = (sequence + 1) & 0xFFFF
+            send_plain_packet(
+                transport, remote, second, sequence, self._timestamp, self._ssrc, payload
+            )
+            self.stats.packets_sent += 1
+            self._octets_sent += len(payload)
         self._timestamp = (self._timestamp + self._timestamp_step) & 0xFFFFFFFF
 
     def _send_event_packet(self) -> bool:

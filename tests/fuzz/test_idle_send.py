@@ -1,0 +1,170 @@
+"""The idle-tick shortcut of `RtpSession.clock_send` sends what the Python path sends.
+
+While its `MediaLeg` sets `outbound_idle` and no RFC 4733 digit is pending,
+a G.711 session sends its silence packet through `_send_idle_silence`
+instead of `_send_outbound` and `MediaLeg.next_frame`. Two sessions with the
+same SSRC, first sequence number and first timestamp run the same random
+program of ticks, late ticks, prompts, early first frames, digits, outbound
+sources and outbound taps: one with the shortcut, one without it. Every
+packet on the wire, every outbound tap call and the sender counters must be
+equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from media.audio import PcmAudio
+from media.leg import MediaLeg
+from media.rtp_session import RtpSession, RtpSessionConfig
+from tests.fuzz.mutate import SEED
+
+TICKS = 400
+RUNS = 12
+
+
+class _CaptureTransport:
+    """A datagram transport that stores what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: bytes, address: Any = None) -> None:
+        self.sent.append((bytes(data), address))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "sockname" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _Side:
+    """One session and leg of the comparison, with its captured packets and tap calls."""
+
+    def __init__(self, config: RtpSessionConfig, shortcut: bool) -> None:
+        self.session = RtpSession(config, call_id="idle-fuzz", remote=("127.0.0.1", 40002))
+        self.transport = _CaptureTransport()
+        self.session.connection_made(self.transport)  # type: ignore[arg-type]
+        self.leg = MediaLeg(self.session, call_id="idle-fuzz")
+        clock = self.session._clock
+        assert clock is not None and self.session._clock_key is not None
+        # The test runs the ticks itself; the clock's timer would add ticks at wall-clock times.
+        clock.remove(self.session._clock_key)
+        # RTCP goes out on wall-clock time, so it stays off in both sides.
+        self.session._next_rtcp_s = math.inf
+        if not shortcut:
+            self.session._idle_handler = None
+        self.shortcut_ticks = 0
+        self.tapped: list[bytes | None] = []
+        self.prompts: list[asyncio.Task[Any]] = []
+        original = self.session._send_idle_silence
+
+        def counting_send() -> None:
+            self.shortcut_ticks += 1
+            original()
+
+        self.session._send_idle_silence = counting_send  # type: ignore[method-assign]
+
+    def tap(self, frame: PcmAudio | None) -> None:
+        self.tapped.append(frame.pcm if frame is not None else None)
+
+
+def _source(rng: random.Random, frame_bytes: int, rate: int) -> Callable[[], PcmAudio | None]:
+    """Return an outbound source whose frames and gaps follow `rng`'s draws at creation."""
+    pattern = [
+        None if rng.random() < 0.3 else PcmAudio(rng.randbytes(frame_bytes), rate) for _ in range(7)
+    ]
+    position = 0
+
+    def next_frame() -> PcmAudio | None:
+        nonlocal position
+        frame = pattern[position % len(pattern)]
+        position += 1
+        return frame
+
+    return next_frame
+
+
+async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
+    rng = random.Random(seed)
+    config = RtpSessionConfig(codec_name=codec, payload_type=payload_type, max_lag_ms=100)
+    subject = _Side(config, shortcut=True)
+    reference = _Side(config, shortcut=False)
+    for name in ("_ssrc", "_sequence", "_timestamp"):
+        setattr(reference.session, name, getattr(subject.session, name))
+    sides = (subject, reference)
+    rate = subject.session.sample_rate
+    frame_bytes = subject.leg._frame_bytes
+    tapping = False
+    for tick in range(1, TICKS + 1):
+        action = rng.random()
+        if action < 0.03:
+            pcm = rng.randbytes(frame_bytes * rng.randint(1, 6) - 2 * rng.randint(0, 20))
+            for side in sides:
+                side.prompts.append(asyncio.ensure_future(side.leg.play(PcmAudio(pcm, rate))))
+            # Start both prompts, which sends their first frames early.
+            await asyncio.sleep(0)
+        elif action < 0.05:
+            digit = rng.choice("0123456789*#")
+            duration_ms = rng.choice((40, 60, 100))
+            for side in sides:
+                side.session.send_dtmf(digit, duration_ms)
+        elif action < 0.06:
+            source_seed = rng.getrandbits(32)
+            for side in sides:
+                side.leg.set_outbound_source(_source(random.Random(source_seed), frame_bytes, rate))
+        elif action < 0.12:
+            for side in sides:
+                side.leg.set_outbound_source(None)
+        elif action < 0.14:
+            tapping = not tapping
+            for side in sides:
+                if tapping:
+                    side.leg.add_outbound_tap(side.tap)
+                else:
+                    side.leg.remove_outbound_tap(side.tap)
+        lag_s = 0.0
+        if rng.random() < 0.02:
+            lag_s = rng.choice((0.05, 0.15, 0.25))
+        for side in sides:
+            side.session.clock_send(tick, lag_s)
+            side.session.clock_receive(tick)
+        # Let finished prompts return and clear the leg's playback.
+        await asyncio.sleep(0)
+        assert subject.transport.sent == reference.transport.sent, f"tick {tick}"
+    assert subject.tapped == reference.tapped
+    assert subject.session.stats.packets_sent == reference.session.stats.packets_sent
+    assert subject.session._octets_sent == reference.session._octets_sent
+    assert subject.session._timestamp == reference.session._timestamp
+    assert subject.session._sequence == reference.session._sequence
+    assert reference.shortcut_ticks == 0
+    for side in sides:
+        for prompt in side.prompts:
+            prompt.cancel()
+        await asyncio.gather(*side.prompts, return_exceptions=True)
+    return subject.shortcut_ticks, len(subject.transport.sent)
+
+
+@pytest.mark.parametrize(("codec", "payload_type"), [("PCMU", 0), ("PCMA", 8)])
+def test_idle_shortcut_matches_python(codec: str, payload_type: int) -> None:
+    for run in range(RUNS):
+        shortcut_ticks, sent = asyncio.run(_compare(SEED + run, codec, payload_type))
+        assert sent > 0
+        assert shortcut_ticks > TICKS // 10, f"run {run}: the shortcut sent {shortcut_ticks}"
+
+
+def test_idle_shortcut_off_for_g722() -> None:
+    """G.722 keeps encoder state, so its idle ticks take the Python path."""
+    shortcut_ticks, sent = asyncio.run(_compare(SEED, "G722", 9))
+    assert sent > 0
+    assert shortcut_ticks == 0
