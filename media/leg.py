@@ -136,7 +136,9 @@ class MediaLeg:
         self._closed = False
         self._recognizer_config: RecognizerConfig | None = None
         self._models = models
-        self._speech_available = models is not None and models.any_model()
+        # Looked up at the first read of `speech_available`, which only a gather with a
+        # recognizer makes (`ModelCatalog.any_model` costs about ten Python calls).
+        self._speech_available: bool | None = None
         self._recognizer: CallRecognizer | None = None
         # `_build_inbound` builds the endpointer, the in-band detector and the C
         # core at the first inbound frame or the first `listen` with a recognizer,
@@ -161,7 +163,11 @@ class MediaLeg:
 
     @property
     def speech_available(self) -> bool:
-        return self._speech_available
+        available = self._speech_available
+        if available is None:
+            models = self._models
+            available = self._speech_available = models is not None and models.any_model()
+        return available
 
     @property
     def media_time_ms(self) -> int:
