@@ -261,11 +261,13 @@ def free_port_range(size: int) -> int:
     """Return the even first port of `size` UDP ports that are free right now.
 
     After a port in use, the next try starts just past it, so the search walks
-    the gaps between other processes' sockets: with 60 of them spread over the
-    range, few random ranges of 2,000 ports are free, but some gap usually is.
+    the gaps between other processes' sockets. A `sip_load.py` run on the
+    machine holds a few hundred sockets, most of them in the kernel's
+    ephemeral range (32768-60999 by default), where no 2,000-port gap may
+    be left. The search also covers 10000-32767, where only fixed binds land.
     """
-    low = random.randrange(30_000, 60_000 - size, 2)
-    for _ in range(100):
+    low = random.randrange(10_000, 60_000 - size, 2)
+    for _ in range(1000):
         probes = []
         port = low
         try:
@@ -276,13 +278,13 @@ def free_port_range(size: int) -> int:
         except OSError:
             low = port + 2 - port % 2
             if low + size > 60_000:
-                low = 30_000
+                low = 10_000
             continue
         finally:
             for probe in probes:
                 probe.close()
         return low
-    raise RuntimeError(f"no {size} free UDP ports in a row found after 100 tries")
+    raise RuntimeError(f"no {size} free UDP ports in a row found after 1000 tries")
 
 
 def media_sink() -> tuple[socket.socket, socket.socket]:
