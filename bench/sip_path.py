@@ -260,24 +260,31 @@ class CapturingTransport(asyncio.DatagramTransport):
 def free_port_range(size: int) -> int:
     """Return the even first port of `size` UDP ports that are free right now.
 
-    The range stays below Linux's ephemeral ports (32768-60999 by default), where
-    the SIPp, Chromium and test sockets of a busy machine would break the run.
+    After a port in use, the next try starts just past it, so the search walks
+    the gaps between other processes' sockets. A `sip_load.py` run on the
+    machine holds a few hundred sockets, most of them in the kernel's
+    ephemeral range (32768-60999 by default), where no 2,000-port gap may
+    be left. The search also covers 10000-32767, where only fixed binds land.
     """
-    for _ in range(100):
-        low = random.randrange(10_000, 32_768 - size, 2)
+    low = random.randrange(10_000, 60_000 - size, 2)
+    for _ in range(1000):
         probes = []
+        port = low
         try:
             for port in range(low, low + size):
                 probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 probes.append(probe)
                 probe.bind((HOST, port))
         except OSError:
+            low = port + 2 - port % 2
+            if low + size > 60_000:
+                low = 10_000
             continue
         finally:
             for probe in probes:
                 probe.close()
         return low
-    raise RuntimeError(f"no {size} free UDP ports in a row found after 100 tries")
+    raise RuntimeError(f"no {size} free UDP ports in a row found after 1000 tries")
 
 
 def media_sink() -> tuple[socket.socket, socket.socket]:

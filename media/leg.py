@@ -136,9 +136,15 @@ class MediaLeg:
         self._closed = False
         self._recognizer_config: RecognizerConfig | None = None
         self._models = models
-        self._speech_available = models is not None and models.any_model()
+        # Looked up at the first read of `speech_available`, which only a gather with a
+        # recognizer makes (`ModelCatalog.any_model` costs about ten Python calls).
+        self._speech_available: bool | None = None
         self._recognizer: CallRecognizer | None = None
-        self._endpointer = Endpointer(self.config.vad, self.sample_rate, call_id=call_id)
+        # `_build_inbound` builds the endpointer, the in-band detector and the C
+        # core at the first inbound frame or the first `listen` with a recognizer,
+        # so a leg whose caller sends no audio (a call that ends before its first
+        # RTP packet, SIPp's load scenario) never builds them.
+        self._endpointer: Endpointer | None = None
         self._utterance: _Utterance | None = None
         self._last_utterance_id = 0
         self._cleared_through = 0
@@ -153,24 +159,24 @@ class MediaLeg:
         source or outbound tap. A transport may then send its idle packet without calling
         `next_frame` (see `RtpSession.clock_send`). False does not promise a frame."""
         self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
-        self._inband = (
-            InbandDtmfDetector(self.sample_rate, self.config.inband)
-            if self.config.inband_dtmf
-            else None
-        )
-        self._core = self._new_core()
+        self._inband: InbandDtmfDetector | None = None
+        self._core: _rtpcore.LegCore | None = None
         transport.attach(self)
 
     # -- CallChannel media half -----------------------------------------
 
     @property
     def speech_available(self) -> bool:
-        return self._speech_available
+        available = self._speech_available
+        if available is None:
+            models = self._models
+            available = self._speech_available = models is not None and models.any_model()
+        return available
 
     @property
     def media_time_ms(self) -> int:
         """Inbound media time: 20 ms per frame received."""
-        return self._endpointer.now_ms
+        return self._endpointer.now_ms if self._endpointer is not None else 0
 
     async def play(
         self,
@@ -229,8 +235,14 @@ class MediaLeg:
                 models.warn_missing(config.language)
             config = None
         self._recognizer_config = config
+        endpointer = self._endpointer
+        if endpointer is None:
+            if config is None:
+                # Nothing is armed yet, and a new endpointer starts at the default stop_ms.
+                return
+            endpointer = self._build_inbound()
         end_silence_ms = config.end_silence_ms if config is not None else None
-        self._endpointer.set_stop_ms(end_silence_ms or self.config.vad.stop_ms)
+        endpointer.set_stop_ms(end_silence_ms or self.config.vad.stop_ms)
         utterance = self._utterance
         if config is None:
             if self._recognizing_id and self._recognizer is not None:
@@ -341,11 +353,17 @@ class MediaLeg:
 
         It takes the frame's `FrameFeatures`, or None to compute them in C,
         and decides as `on_analyzed_frame` does. `RtpSession` hands it each
-        frame directly, without the packet clock's `FrameBatch`.
+        frame directly, without the packet clock's `FrameBatch`. Reading it
+        builds the leg's inbound parts, so `RtpSession` reads it at the
+        first inbound frame.
         """
+        if self._endpointer is None:
+            self._build_inbound()
         return self._core.frame if self._core is not None else None
 
     def on_audio_frame(self, frame: PcmAudio) -> None:
+        if self._endpointer is None:
+            self._build_inbound()
         core = self._core
         if core is not None and frame.sample_rate == self.sample_rate:
             core.frame(frame.pcm, None)
@@ -373,6 +391,8 @@ class MediaLeg:
                     frame.sample_rate,
                 )
             return
+        if self._endpointer is None:
+            self._build_inbound()
         if self._inbound_taps:
             for tap in tuple(self._inbound_taps):
                 tap(frame)
@@ -389,6 +409,7 @@ class MediaLeg:
             self._accept_dtmf(digit, DtmfSource.INBAND)
         if self._inband is not None and self._inband.tone_present and self._utterance is not None:
             self._utterance.contains_tones = True
+        assert self._endpointer is not None  # built before the frame's in-band step
         for step in self._endpointer.feed(pcm, self.sample_rate, energy=energy):
             self._apply_step(step)
         self._check_barge_in()
@@ -404,6 +425,16 @@ class MediaLeg:
             self._on_utterance_audio(self._utterance, step.utterance_audio)
 
     # -- the C core (`media._rtpcore.LegCore`) ------------------------------
+
+    def _build_inbound(self) -> Endpointer:
+        """Build the endpointer, the in-band DTMF detector and the C core, and return the first."""
+        endpointer = Endpointer(self.config.vad, self.sample_rate, call_id=self.call_id)
+        self._endpointer = endpointer
+        if self.config.inband_dtmf:
+            self._inband = InbandDtmfDetector(self.sample_rate, self.config.inband)
+        self._core = self._new_core()
+        self._sync_core()
+        return endpointer
 
     def _new_core(self) -> _rtpcore.LegCore | None:
         """Return the C core of the per-frame work, or None when a part of it is Python."""
@@ -578,6 +609,7 @@ class MediaLeg:
         endpointer = self._endpointer
         if (
             utterance is None
+            or endpointer is None
             or utterance.ignored
             or utterance.speech_reported
             or endpointer.state not in (EndpointState.SPEAKING, EndpointState.STOPPING)

@@ -224,10 +224,13 @@ class RtpSession(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._handler: FrameHandler | None = None
         # The handler's C receiver of inbound frames (`MediaLeg.frame_receiver`), or None.
+        # It is read at the first inbound frame after `attach`, because reading it makes
+        # a `MediaLeg` build its endpointer and in-band detector.
         self._frame_receiver: Callable[[bytes, FrameFeatures | None], None] | None = None
         # The handler while its `outbound_idle` flag lets idle ticks skip `next_frame`
         # (a `MediaLeg`), on a G.711 session that sends silence when idle; else None.
         self._idle_handler: Any = None
+        self._frame_receiver_read = False
         self._clock: PacketClock | None = None
         self._clock_key: int | None = None
         self._skip_through_tick = -1
@@ -466,7 +469,8 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             raise RuntimeError("RTP session is closed")
         self._handler = handler
-        self._frame_receiver = getattr(handler, "frame_receiver", None)
+        self._frame_receiver = None
+        self._frame_receiver_read = False
         silence_shortcut = self._silence_payload is not None and self.config.send_silence_when_idle
         if silence_shortcut and hasattr(handler, "outbound_idle"):
             self._idle_handler = handler
@@ -794,6 +798,9 @@ class RtpSession(asyncio.DatagramProtocol):
         if inbound is None or self._handler is None:
             return
         receiver = self._frame_receiver
+        if not self._frame_receiver_read:
+            receiver = self._frame_receiver = getattr(self._handler, "frame_receiver", None)
+            self._frame_receiver_read = True
         if receiver is not None:
             try:
                 receiver(inbound[0], None)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from signaling.sip import checks
 from signaling.sip.auth import Authenticator
 from signaling.sip.checks import Rejection
-from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch, new_tag
+from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch
 from signaling.sip.errors import FramingError, SipSyntaxError, SipUsageError
 from signaling.sip.events import (
     CallConfirmed,
@@ -536,8 +536,11 @@ class UserAgent(RefreshCore):
         if isinstance(expires, Rejection):
             self._respond(key, expires.status, expires.reason, extra=expires.headers)
             return
-        handle = secrets.token_hex(4)  # short id for logs, unrelated to the Call-ID
-        session = InviteSession(handle, request, key, new_tag(), session_expires=expires)
+        # One draw for the handle (8 hex digits, a short id for logs, unrelated to the
+        # Call-ID) and the To tag (12 hex digits, the size `new_tag` draws).
+        tokens = secrets.token_hex(10)
+        handle = tokens[:8]
+        session = InviteSession(handle, request, key, tokens[8:], session_expires=expires)
         session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle

@@ -199,6 +199,7 @@ def python_leg(config: LegConfig) -> MediaLeg:
 def leg_state(leg: MediaLeg) -> tuple[object, ...]:
     endpointer = leg._endpointer
     inband = leg._inband
+    assert endpointer is not None  # built by the first frame
     return (
         list(leg._inputs),
         leg._utterance,

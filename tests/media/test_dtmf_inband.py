@@ -141,6 +141,26 @@ async def test_inband_digits_reach_leg_over_rtp(session_pair: SessionPair) -> No
     assert await leg.next_input(0.3) is None
 
 
+async def test_leg_builds_detector_at_first_frame(session_pair: SessionPair) -> None:
+    a, b = session_pair
+    leg = MediaLeg(b, call_id="b")
+    leg.listen(None)
+    assert leg._inband is None
+    assert leg._endpointer is None
+    assert leg.media_time_ms == 0
+
+    sender = RecordingHandler()
+    pcm = key_sequence("5", 8000, on_ms=100, off_ms=100)
+    sender.outbound = [
+        PcmAudio(pcm[i : i + 320].ljust(320, b"\0"), 8000) for i in range(0, len(pcm), 320)
+    ]
+    a.attach(sender)
+    item = await leg.next_input(10)
+    assert item == DtmfInput("5", 100)
+    assert leg._inband is not None
+    assert leg.media_time_ms > 0
+
+
 async def test_sip_info_digit_deduplicated_with_rfc4733(session_pair: SessionPair) -> None:
     a, b = session_pair
     a.attach(RecordingHandler())

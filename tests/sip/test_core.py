@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -69,6 +70,17 @@ def test_answer_sends_200_with_sdp_and_contact() -> None:
     assert sent[0].parsed.to.tag is not None
     assert sent[0].parsed.contact[0].uri is not None
     assert "INVITE" in sent[0].headers.get_list("Allow")
+
+
+def test_call_handle_and_tag_sizes() -> None:
+    harness = CoreHarness()
+    handle, tag = answered_call(harness)
+    second_invite = sip_request("INVITE", call_id="call-2", branch="z9hG4bK-b2", body=OFFER_SDP)
+    second_handle = offered_call(harness, second_invite)
+
+    assert re.fullmatch("[0-9a-f]{8}", handle)
+    assert re.fullmatch("[0-9a-f]{12}", tag)
+    assert second_handle != handle
 
 
 def test_2xx_retransmitted_until_ack() -> None:
