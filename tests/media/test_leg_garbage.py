@@ -1,7 +1,7 @@
 """A closed media leg is freed by reference counting, with its C core built.
 
 The leg's C core refers back to the leg, so the leg drops the core when it
-closes; otherwise every call's leg waited for the garbage collector.
+closes. Before, every call's leg waited for the garbage collector.
 """
 
 from __future__ import annotations
