@@ -7,7 +7,7 @@ runs the same call path inside one process and counts its cost.
 and transaction layer, `SipCallHandler`, the SDP answer, RTP sessions on the
 socket pool, the media leg, an IVR session of the flow
 `bench/flows/answer_hangup.yaml`, the event hub and the CDR recorder. Only
-the sends of the SIP UDP transport are replaced: each datagram the node
+the sends of the SIP UDP transport are replaced. Each datagram the node
 sends goes to a simulated caller in this process, which replies as
 `bench/sipp/uac_invite_bye.xml` does (INVITE with a PCMU offer, ACK for the
 200, 200 for the node's BYE). The caller's datagrams enter through the
@@ -262,7 +262,7 @@ def free_port_range(size: int) -> int:
 
     After a port in use, the next try starts just past it, so the search walks
     the gaps between other processes' sockets. A `sip_load.py` run on the
-    machine holds a few hundred sockets, most of them in the kernel's
+    machine keeps a few hundred sockets open, most of them in the kernel's
     ephemeral range (32768-60999 by default), where no 2,000-port gap may
     be left. The search also covers 10000-32767, where only fixed binds land.
     """

@@ -13,8 +13,8 @@ class QueueRequest:
     """The request a flow sends to the ACD for this caller.
 
     `priority` is 0 (normal) to 9 (highest). `skills` are the agent skills
-    required. `reason` is a short token naming the rule that set the priority
-    (a-z, 0-9, `_`, `.`, `-`), safe to log. `attributes` are the facts the agent
+    required. `reason` is a short token naming the rule or step that set the
+    priority (a-z, 0-9, `_`, `.`, `-`), safe to log. `attributes` are the facts the agent
     desktop shows, and they may contain caller data.
     """
 
@@ -24,6 +24,11 @@ class QueueRequest:
     language: str = "en-US"
     attributes: dict[str, str] = field(default_factory=dict)
     reason: str = "priority"
+
+    @property
+    def shown_reason(self) -> str:
+        """Return the reason the agent sees: none at priority 0, where the caller never jumps."""
+        return self.reason if self.priority > 0 else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ def reads_sentiment(flow: Flow) -> bool:
     """Return whether a template or condition of `flow` reads `sentiment` or `satisfaction`.
 
     The result is kept per flow object, which is frozen. Every IVR
-    session asks, and the walk through `model_dump` of every step took
+    session calls this, and the walk through `model_dump` of every step took
     26-200 µs for the flows in config/flows (timeit).
     """
     key = id(flow)

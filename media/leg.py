@@ -141,9 +141,8 @@ class MediaLeg:
         self._speech_available: bool | None = None
         self._recognizer: CallRecognizer | None = None
         # `_build_inbound` builds the endpointer, the in-band detector and the C
-        # core at the first inbound frame or the first `listen` with a recognizer,
-        # so a leg whose caller sends no audio (a call that ends before its first
-        # RTP packet, SIPp's load scenario) never builds them.
+        # core at the first inbound frame or the first `listen` with a recognizer.
+        # A leg whose caller sends no audio (SIPp's load scenario) never builds them.
         self._endpointer: Endpointer | None = None
         self._utterance: _Utterance | None = None
         self._last_utterance_id = 0

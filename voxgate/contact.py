@@ -737,7 +737,7 @@ class ContactCenter:
             intent=str(variables.get("intent") or ""),
             priority=request.priority if request is not None else 0,
             waiting_s=round(max(0.0, self.acd.clock.now() - waiting.joined_at), 1),
-            priority_reason=request.reason if request is not None and request.priority > 0 else "",
+            priority_reason=request.shown_reason if request is not None else "",
             sentiment=tuple(
                 min(1.0, max(-1.0, round(score, 2)))
                 for score in waiting.result.sentiment[-MAX_SENTIMENT_TURNS:]

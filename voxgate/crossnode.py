@@ -186,7 +186,7 @@ def caller_card(waiting: _Waiting, node_id: str) -> CallerCard:
         words=words,
         intent=str(variables.get("intent") or ""),
         priority=request.priority if request is not None else 0,
-        priority_reason=request.reason if request is not None and request.priority > 0 else "",
+        priority_reason=request.shown_reason if request is not None else "",
         joined_at=waiting.joined_at,
     )
 

@@ -102,10 +102,12 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
     reference = _Side(config, shortcut=False)
     for name in ("_ssrc", "_sequence", "_timestamp"):
         setattr(reference.session, name, getattr(subject.session, name))
+
     sides = (subject, reference)
     rate = subject.session.sample_rate
     frame_bytes = subject.leg._frame_bytes
     tapping = False
+
     for tick in range(1, TICKS + 1):
         action = rng.random()
         if action < 0.03:
@@ -133,6 +135,7 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
                     side.leg.add_outbound_tap(side.tap)
                 else:
                     side.leg.remove_outbound_tap(side.tap)
+
         lag_s = 0.0
         if rng.random() < 0.02:
             lag_s = rng.choice((0.05, 0.15, 0.25))
@@ -142,12 +145,14 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
         # Let finished prompts return and clear the leg's playback.
         await asyncio.sleep(0)
         assert subject.transport.sent == reference.transport.sent, f"tick {tick}"
+
     assert subject.tapped == reference.tapped
     assert subject.session.stats.packets_sent == reference.session.stats.packets_sent
     assert subject.session._octets_sent == reference.session._octets_sent
     assert subject.session._timestamp == reference.session._timestamp
     assert subject.session._sequence == reference.session._sequence
     assert reference.shortcut_ticks == 0
+
     for side in sides:
         for prompt in side.prompts:
             prompt.cancel()

@@ -233,7 +233,7 @@ _actions = st.lists(
 async def compare_legs(
     frames: list[bytes], actions: list[Action], config: LegConfig, features: str
 ) -> None:
-    """Run both legs; `features` says where the C leg's come from: "core", "frame" or "batch"."""
+    """Run both legs; `features` names the source of the C leg's: "core", "frame" or "batch"."""
     native = MediaLeg(MemoryTransport(RATE), call_id="native", config=config)
     reference = python_leg(config)
     receiver = native.frame_receiver

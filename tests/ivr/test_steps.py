@@ -502,3 +502,11 @@ async def test_speech_phrase_found_inside_words() -> None:
     assert inside.result.path == ["ask", "y", "bye"]
     both = await run_flow(flow, ["yes and no"])
     assert both.result.path == ["ask", "unclear", "bye"]
+
+
+def test_queue_request_hides_reason_at_priority_zero() -> None:
+    normal = QueueRequest(queue="sales", priority=0, reason="queue")
+    raised = QueueRequest(queue="sales", priority=5, reason="payment")
+
+    assert normal.shown_reason == ""
+    assert raised.shown_reason == "payment"
