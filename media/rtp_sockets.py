@@ -60,16 +60,20 @@ class _IdleProtocol(asyncio.DatagramProtocol):
     """The protocol of a socket whose pair has no session: it drops every datagram."""
 
     def __init__(self, pair: RtpSocketPair) -> None:
-        self._pair = pair
+        # None once both sockets of the pair are closed (`RtpSocketPair.socket_closed`).
+        self._pair: RtpSocketPair | None = pair
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._pair.dropped += 1
+        if self._pair is not None:
+            self._pair.dropped += 1
 
     def error_received(self, exc: Exception) -> None:
-        logger.debug("idle rtp socket %d: error %s", self._pair.port, exc)
+        port = self._pair.port if self._pair is not None else 0
+        logger.debug("idle rtp socket %d: error %s", port, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._pair.socket_closed()
+        if self._pair is not None:
+            self._pair.socket_closed()
 
 
 class RtpSocketPair:
@@ -136,6 +140,12 @@ class RtpSocketPair:
     def socket_closed(self) -> None:
         self._open_sockets -= 1
         if self._open_sockets == 0:
+            # The transports, the idle protocol and the pair refer to each other. Dropping
+            # those references lets reference counting free a closed pair at once, instead
+            # of leaving it to the garbage collector (two transports per closed pair).
+            self.rtp = None
+            self.rtcp = None
+            self.idle_protocol._pair = None
             self._on_closed(self)
 
 

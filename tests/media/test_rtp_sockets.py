@@ -5,8 +5,10 @@ Each test runs on the asyncio and the uvloop event loop (see `conftest.py`).
 
 from __future__ import annotations
 
+import gc
 import secrets
 import socket
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -256,3 +258,28 @@ async def test_pooled_session_exchanges_audio(port_pool: RtpPortPool) -> None:
     await b.close()
     assert received.closed
     pool.close()
+
+
+async def test_closed_pair_freed_without_collector(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    previous, _ = peers
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=0, quarantine_s=0.0)
+    free_before = port_pool.free_count
+    gc.collect()
+    gc.disable()
+    try:
+        pair = await pool.acquire()
+        session = RtpSession.open_on_pair(
+            pool, pair, RtpSessionConfig(), remote=address(previous), call_id="a"
+        )
+        session.attach(RecordingHandler())
+        # The pool keeps no idle pair, so the release closes both sockets.
+        await session.close()
+        await wait_for(lambda: port_pool.free_count == free_before)
+        reference = weakref.ref(pair)
+        del pair, session
+
+        assert reference() is None
+    finally:
+        gc.enable()
