@@ -25,6 +25,8 @@ logger = logging.getLogger("voxgate")
 EXIT_USAGE = 2
 # The settings file of `serve` without --config, relative to the working directory.
 DEFAULT_CONFIG = "config/voxgate.yaml"
+# The soft limit of open files that `serve` sets when the hard limit is unlimited.
+OPEN_FILES_WITHOUT_HARD_LIMIT = 65_536
 
 
 def _port(text: str) -> int:
@@ -130,11 +132,42 @@ def _serve(args: argparse.Namespace) -> int:
     from voxgate.node import run_node
 
     configure_logging(settings.log.level)
+    raise_open_file_limit()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(run_node(settings))
     return uvloop.run(run_node(settings))
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft limit of open files to the hard limit, as servers with many sockets do.
+
+    Each call's RTP/RTCP socket pair takes two descriptors, and kept pairs stay
+    open (`rtp.socket_pool_size`), so a soft limit of 1,024, common under
+    systemd, runs out at a few hundred calls. Without a hard limit the soft
+    limit goes to OPEN_FILES_WITHOUT_HARD_LIMIT.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning(
+            "open file limit stays at %d: raising it to %d failed: %s; raise the hard "
+            "limit (ulimit -Hn, or LimitNOFILE in a systemd unit)",
+            soft,
+            target,
+            exc,
+        )
+        return
+    logger.info("open file limit raised from %d to %d", soft, target)
 
 
 def _hash_password(args: argparse.Namespace) -> int:

@@ -246,11 +246,12 @@ class RtpSettings(_Section):
     )
 
     socket_pool_size: int = Field(
-        default=256,
+        default=1024,
         ge=0,
         description=(
             "RTP/RTCP socket pairs of ended SIP calls kept bound for later calls, at most "
-            "half the pairs of the port range; 0 opens and closes sockets per call."
+            "half the pairs of the port range; 0 opens and closes sockets per call. Reuse "
+            "needs about calls per second x socket_quarantine_s pairs."
         ),
     )
     socket_quarantine_s: float = Field(
