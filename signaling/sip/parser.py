@@ -106,7 +106,11 @@ def _load_native() -> ModuleType | None:
             SipSyntaxError,
         )
     except TypeError as exc:
-        logger.warning("signaling.sip._sipcore rejected the message classes (%s); using Python", exc)
+        logger.warning(
+            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing runs "
+            "the slower Python implementation",
+            exc,
+        )
         return None
     return _sipcore
 

@@ -49,7 +49,7 @@ def call_messages() -> list[bytes]:
             "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc;received=127.0.0.1;rport=5060",
             "Record-Route: <sip:p1.example.com;lr>, <sip:[2001:db8::1]:5061;lr;transport=tcp>",
             'From: "Queue \\"A\\"" <sips:agent%40x@example.com;user=phone>;tag=a1',
-            "To: <sip:15550100000@127.0.0.1:5060>;tag=b2;x=\"quoted;value\"",
+            'To: <sip:15550100000@127.0.0.1:5060>;tag=b2;x="quoted;value"',
             "i: abc@192.0.2.1",
             "CSeq: 2 BYE",
             "m: <sip:u:pw@192.0.2.10:5070;transport=udp?subject=x&h=%41>;expires=60, *",
@@ -115,7 +115,7 @@ def mutate_lines(data: bytes, rng: random.Random) -> bytes:
         elif choice == 4 and position < len(line):
             lines[index] = line[:position] + rng.choice(PIECES) + line[position + 1 :]
         elif choice == 5 and index > 0:
-            name, colon, value = line.partition(":")
+            _, colon, value = line.partition(":")
             lines[index] = rng.choice(NAMES) + colon + value if colon else line
         else:
             lines.insert(rng.randint(1, len(lines)), lines[rng.randrange(len(lines))])
