@@ -3,9 +3,11 @@
  * Theory of operation. `signaling/sip/parser.py` (`python_parse_datagram`)
  * is the reference: this module either returns the same message that the
  * reference returns for a datagram, or None, and then the caller runs the
- * reference, which returns the message or raises the error. The C code
- * therefore never raises a SIP error of its own. It returns None for every
- * input it does not fully decide, among them:
+ * reference, which returns the message or raises the error. So the C code
+ * raises no SIP error of its own, only Python errors such as MemoryError.
+ * Inside this file, a function that returns an object returns NULL with no
+ * exception set to mean "fall back". It returns None for every input it
+ * does not fully decide, among them:
  *
  * - any failed check (the reference raises and names the fault),
  * - a header section with a byte outside printable ASCII, tab, or CRLF
@@ -145,7 +147,8 @@ all_class(Span v, uint16_t flag)
     return 1;
 }
 
-/* 1 when all of `v` is characters of `flag` or %HH escapes, as `(?:[...]|%[0-9A-Fa-f]{2})*`. */
+/* Returns 1 when all of `v` is characters of `flag` or %HH escapes,
+ * as `(?:[...]|%[0-9A-Fa-f]{2})*` matches. */
 static int
 all_escaped(Span v, uint16_t flag)
 {
@@ -220,7 +223,8 @@ span_of(PyObject *text)
     return v;
 }
 
-/* Reads 1-10 ASCII digits; -1 when `v` is empty, too long or has another character. */
+/* Returns the number that the ASCII digits of `v` write, or -1 when `v` is empty, has more
+ * than `max_digits` characters or has a character other than 0-9. */
 static long long
 parse_digits(Span v, Py_ssize_t max_digits)
 {
@@ -303,7 +307,8 @@ static int
 check_layout(ClassLayout *layout, PyObject *cls)
 {
     if (!PyType_Check(cls)) {
-        PyErr_SetString(PyExc_TypeError, "configure expects classes");
+        PyErr_SetString(PyExc_TypeError,
+                        "configure() expects a class as each of its first 8 arguments");
         return -1;
     }
     PyTypeObject *type = (PyTypeObject *)cls;
@@ -349,7 +354,7 @@ check_layout(ClassLayout *layout, PyObject *cls)
 /* ---- Header values: quoted strings, parameters, lists ---- */
 
 /* Reads the quoted-string at v.s[start] == '"' with its escapes resolved, as
- * `headers.parse_quoted`; sets *end past the closing quote. NULL: fallback or error. */
+ * `headers.parse_quoted`, and sets *end past the closing quote. */
 static PyObject *
 parse_quoted(Span v, Py_ssize_t start, Py_ssize_t *end)
 {
@@ -393,7 +398,7 @@ parse_quoted(Span v, Py_ssize_t start, Py_ssize_t *end)
     return text;
 }
 
-/* `headers.parse_params`: `;name=value;flag` with optional whitespace. NULL: fallback or error. */
+/* `headers.parse_params`: `;name=value;flag` with optional whitespace. */
 static PyObject *
 parse_params(Span v)
 {
@@ -583,7 +588,8 @@ is_label(Span label, int top)
     return 1;
 }
 
-/* `uri._HOSTNAME_RE`: dot-separated labels, the last starting with a letter, one optional final dot. */
+/* `uri._HOSTNAME_RE`: dot-separated labels, the last starting with a letter, and one
+ * optional final dot. */
 static int
 is_hostname(Span v)
 {
@@ -603,7 +609,7 @@ is_hostname(Span v)
     return 1;
 }
 
-/* `uri.parse_host`. Returns the host as a new str, or NULL to fall back (or on error). */
+/* `uri.parse_host`: returns the host as a new str. */
 static PyObject *
 parse_host(Span v)
 {
@@ -629,7 +635,7 @@ parse_host(Span v)
     return is_hostname(v) ? make_str(v) : NULL;
 }
 
-/* `uri.parse_hostport`. Stores new references in *host and *port; 0 on success. */
+/* `uri.parse_hostport`: returns 0 with new references in *host and *port, or -1. */
 static int
 parse_hostport(Span v, PyObject **host, PyObject **port)
 {
@@ -1277,7 +1283,8 @@ lookup_key(PyObject *canonical)
     return key;
 }
 
-/* Builds a `Headers` with its lookup index from the header lines. NULL: fallback or error. */
+/* Builds a `Headers` with its lookup index from the header lines, and stores the index in
+ * *index_out as a new reference. */
 static PyObject *
 build_headers(const Span *lines, Py_ssize_t line_count, PyObject **index_out)
 {
@@ -1400,7 +1407,8 @@ split_lines(Span head, Py_ssize_t max_line_bytes, Span *lines)
 static PyObject *
 parse_start_line(Span line, PyObject **method)
 {
-    /* Returns the message without headers, body and info; for a request, *method is borrowed. */
+    /* Returns the message without headers, body and info. For a request, *method is its
+     * method, borrowed from the message. */
     static const char response_prefix[] = "SIP/2.0 ";
     if (line.n >= 4 && memcmp(line.s, "SIP/", 4) == 0) {
         if (line.n < 11 || memcmp(line.s, response_prefix, 8) != 0) {
@@ -1576,11 +1584,12 @@ static PyObject *
 sipcore_parse_datagram(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "parse_datagram(data, limits) takes two arguments");
+        PyErr_SetString(PyExc_TypeError, "parse_datagram() takes 2 arguments (data, limits)");
         return NULL;
     }
     if (!configured) {
-        PyErr_SetString(PyExc_RuntimeError, "signaling.sip._sipcore is not configured");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "signaling.sip._sipcore is not configured: call configure() first");
         return NULL;
     }
     if (!PyBytes_CheckExact(args[0])) {

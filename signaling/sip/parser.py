@@ -15,7 +15,7 @@ decides the common, well-formed datagram and returns the same message as
 `python_parse_datagram`. Every other datagram, and every one that fails a
 check, goes to `python_parse_datagram`, the reference, which also raises the
 errors. Without the extension everything runs in Python, and a warning at
-import says so.
+import says so. `StreamParser` (TCP and TLS) always runs in Python.
 """
 
 from __future__ import annotations

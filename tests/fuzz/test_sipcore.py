@@ -4,11 +4,13 @@ For each input, `_sipcore.parse_datagram` either returns None, and then
 `parse_datagram` runs `python_parse_datagram`, or a message equal, field by
 field and type by type, to the one `python_parse_datagram` returns. So for
 an input that the reference rejects, the C path must return None, and the
-caller gets the reference's error. The inputs are the RFC 4475 torture
-messages, the field cases and a few call messages, each as is and mutated:
-FUZZ_INPUTS inputs of the byte-level mutation engine and FUZZ_INPUTS inputs
-of `mutate_lines`, which edits one header line with SIP grammar pieces, so
-that most of them stay close enough to valid to reach the C path's checks.
+caller gets the reference's error.
+
+The inputs are the RFC 4475 torture messages, the field cases and a few
+call messages, each as is and mutated. FUZZ_INPUTS of them come from the
+byte-level mutation engine, and FUZZ_INPUTS more from `mutate_lines`, which
+edits header lines with pieces of the SIP grammar. Those stay close enough
+to valid that many reach the C path's later checks.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def python_verdict(data: bytes, limits: Limits) -> object:
 
 
 def compare(data: bytes, limits: Limits) -> bool:
-    """Assert that a message from the C path equals the reference's; True when C decided."""
+    """Return True when the C path decided `data`, after asserting that it matches the reference."""
     assert parser.native is not None, "signaling.sip._sipcore is not built: run `make extensions`"
     message = parser.native.parse_datagram(data, limits)
     if message is None:
