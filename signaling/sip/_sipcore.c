@@ -318,6 +318,8 @@ check_layout(ClassLayout *layout, PyObject *cls)
     }
     PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
     if (slots == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s has no __slots__", type->tp_name);
         return -1;
     }
     PyObject *slot_tuple = PySequence_Tuple(slots);
@@ -346,8 +348,7 @@ check_layout(ClassLayout *layout, PyObject *cls)
         }
         layout->offsets[i] = member->offset;
     }
-    Py_INCREF(cls);
-    Py_XSETREF(layout->type, type);
+    layout->type = type; /* borrowed until `configure` keeps it */
     return 0;
 }
 
@@ -1618,11 +1619,20 @@ sipcore_configure(PyObject *module, PyObject *args)
                           &host_check, &error_type)) {
         return NULL;
     }
-    configured = 0;
+    /* Check every class before changing anything, so that a rejected call leaves the
+     * earlier configuration in place. */
+    ClassLayout checked[L_COUNT];
+    memcpy(checked, layouts, sizeof(layouts));
     for (int k = 0; k < L_COUNT; k++) {
-        if (check_layout(&layouts[k], classes[k]) < 0) {
+        if (check_layout(&checked[k], classes[k]) < 0) {
             return NULL;
         }
+    }
+    for (int k = 0; k < L_COUNT; k++) {
+        PyTypeObject *previous = layouts[k].type;
+        Py_INCREF(checked[k].type);
+        layouts[k] = checked[k];
+        Py_XDECREF(previous);
     }
     Py_INCREF(spelling_map);
     Py_XSETREF(spellings, spelling_map);

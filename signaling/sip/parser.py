@@ -15,7 +15,9 @@ decides the common, well-formed datagram and returns the same message as
 `python_parse_datagram`. Every other datagram, and every one that fails a
 check, goes to `python_parse_datagram`, the reference, which also raises the
 errors. Without the extension everything runs in Python, and a warning at
-import says so. `StreamParser` (TCP and TLS) always runs in Python.
+import says so. `StreamParser` (TCP and TLS) always runs in Python. A
+change to the checks of the datagram path needs the same change in the C
+file, and `tests/fuzz/test_sipcore.py` compares the two.
 """
 
 from __future__ import annotations
