@@ -6,8 +6,8 @@
  * reference, which returns the message or raises the error. So the C code
  * raises no SIP error of its own, only Python errors such as MemoryError.
  * Inside this file, a function that returns an object returns NULL with no
- * exception set to mean "fall back". It returns None for every input it
- * does not fully decide, among them:
+ * exception set to mean "fall back". `parse_datagram` returns None for every
+ * input that it does not fully decide, among them:
  *
  * - any failed check (the reference raises and names the fault),
  * - a header section with a byte outside printable ASCII, tab, or CRLF
@@ -18,15 +18,18 @@
  * - a status line other than "SIP/2.0 NNN[ reason]".
  *
  * Restricting the header section to printable ASCII keeps the character
- * classes simple: Python's `str.strip()` and `\s` then match only space and
- * tab, `\d` only 0-9, and `str.lower()` and `str.upper()` only change A-Z.
+ * classes simple, because Python's `str.strip()` and `\s` then match only
+ * space and tab, `\d` only 0-9, and `str.lower()` and `str.upper()` only
+ * change A-Z.
  *
- * The message objects are instances of the Python dataclasses of
- * `message.py`, `headers.py` and `uri.py`. `configure` receives those
- * classes, checks that each one's `__slots__` are exactly the fields this
- * file fills, and records the slot offsets; the objects are then allocated
- * and filled without running `__init__`, which only stores its arguments.
- * Every index into the datagram is checked against its length before use.
+ * The message objects are instances of the Python classes of `message.py`,
+ * `headers.py` and `uri.py`. `configure` receives those classes, checks that
+ * each one's `__slots__` are exactly the fields this file fills, and records
+ * the slot offsets. The objects are then allocated and filled without
+ * running `__init__`. The `__init__` of a dataclass only stores its
+ * arguments, and `build_headers` canonicalizes names as `Headers.__init__`
+ * does. Every index into the datagram is checked against its length before
+ * use.
  */
 
 #define PY_SSIZE_T_CLEAN
