@@ -21,7 +21,7 @@ $(BIN)/voxgate: pyproject.toml
 
 install: $(BIN)/voxgate extensions ## create .venv and install VoxGate with its test tools
 
-extensions: $(BIN)/voxgate ## build the C extension of the media path in place (gcc, Python headers)
+extensions: $(BIN)/voxgate ## build the C extensions of the media path and SIP parsing in place (gcc, Python headers)
 	@# A venv of Python 3.12 or newer has no setuptools of its own. The build reports on
 	@# stderr, so that `make demo > summary.json` keeps only the summary on stdout.
 	@$(BIN)/python -c 'import setuptools' 2>/dev/null || $(BIN)/pip install --quiet setuptools >&2

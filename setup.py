@@ -1,18 +1,21 @@
-"""The C extension of the media hot path; everything else is in pyproject.toml.
+"""The C extensions of the media and SIP hot paths; everything else is in pyproject.toml.
 
-pip builds it with the rest of the package. `make install` also builds it in
-place, next to its source, with `scripts/build_extensions.py`, so the tree
-runs with `PYTHONPATH=.` as well as installed.
+pip builds them with the rest of the package. `make install` also builds them
+in place, next to their sources, with `scripts/build_extensions.py`, so the
+tree runs with `PYTHONPATH=.` as well as installed.
 """
 
 from setuptools import Extension, setup
 
+COMPILE_ARGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+
 EXTENSIONS = [
+    Extension("media._rtpcore", sources=["media/_rtpcore.c"], extra_compile_args=COMPILE_ARGS),
     Extension(
-        "media._rtpcore",
-        sources=["media/_rtpcore.c"],
-        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    )
+        "signaling.sip._sipcore",
+        sources=["signaling/sip/_sipcore.c"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
 ]
 
 if __name__ == "__main__":

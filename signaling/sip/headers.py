@@ -4,6 +4,11 @@ Values are stored unfolded (continuation lines joined with one space) and
 stripped. Compact forms (RFC 3261 §7.3.3) become their long names, and known
 names get their canonical spelling, so lookups are case-insensitive and
 serialization is uniform. Unknown headers keep the name the peer used.
+
+`signaling/sip/_sipcore.c` repeats the parsers of Via, name-addr, CSeq,
+Call-ID, parameters and lists for the fast path of `parse_datagram`. A
+change here needs the same change there, and `tests/fuzz/test_sipcore.py`
+compares the two.
 """
 
 from __future__ import annotations

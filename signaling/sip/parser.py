@@ -9,17 +9,30 @@ Call-ID and CSeq into the 400 it sends back (§8.2.6.2).
 
 Every size read from the network is bounded by `Limits`, and each limit
 names itself in the error.
+
+`parse_datagram` first tries the C extension `signaling.sip._sipcore`, which
+decides the common, well-formed datagram and returns the same message as
+`python_parse_datagram`. Every other datagram, and every one that fails a
+check, goes to `python_parse_datagram`, the reference, which also raises the
+errors. Without the extension everything runs in Python, and a warning at
+import says so. `StreamParser` (TCP and TLS) always runs in Python. A
+change to the checks of the datagram path needs the same change in the C
+file, and `tests/fuzz/test_sipcore.py` compares the two.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
+from types import ModuleType
 
+from signaling.sip import headers as _headers
 from signaling.sip.errors import FramingError, SipSyntaxError
 from signaling.sip.headers import (
     SINGLE_HEADERS,
     TOKEN_RE,
+    CSeq,
     Headers,
     NameAddr,
     Via,
@@ -30,7 +43,9 @@ from signaling.sip.headers import (
     parse_via,
 )
 from signaling.sip.message import MessageInfo, SipMessage, SipRequest, SipResponse
-from signaling.sip.uri import check_absolute_uri, parse_sip_uri
+from signaling.sip.uri import SipUri, check_absolute_uri, parse_host, parse_sip_uri
+
+logger = logging.getLogger("sip.parser")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +82,60 @@ def is_keepalive(data: bytes) -> bool:
     return not data.strip(b"\r\n")
 
 
+def _load_native() -> ModuleType | None:
+    try:
+        from signaling.sip import _sipcore
+    except ImportError as exc:
+        logger.warning(
+            "signaling.sip._sipcore unavailable (%s), so SIP parsing runs the slower Python "
+            "implementation; run `make install` to build it",
+            exc,
+        )
+        return None
+    try:
+        _sipcore.configure(
+            SipRequest,
+            SipResponse,
+            Headers,
+            MessageInfo,
+            Via,
+            NameAddr,
+            SipUri,
+            CSeq,
+            _headers._SPELLINGS,
+            canonical_name,
+            parse_host,
+            SipSyntaxError,
+        )
+    except TypeError as exc:
+        logger.warning(
+            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing runs "
+            "the slower Python implementation",
+            exc,
+        )
+        return None
+    return _sipcore
+
+
+native: ModuleType | None = _load_native()
+"""The C fast path of `parse_datagram`, or None when it is not built. Tests set it to None."""
+
+
 def parse_datagram(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SipMessage:
-    """Parse and validate one UDP datagram.
+    """Parse and validate one UDP datagram, with the C fast path when it is built.
+
+    The result, and the error for an invalid datagram, are those of
+    `python_parse_datagram`.
+    """
+    if native is not None:
+        message: SipMessage | None = native.parse_datagram(data, limits)
+        if message is not None:
+            return message
+    return python_parse_datagram(data, limits)
+
+
+def python_parse_datagram(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SipMessage:
+    """Parse and validate one UDP datagram in Python: the reference of the C fast path.
 
     Without Content-Length the body is the rest of the datagram. With it, bytes
     beyond the length are discarded, and a length past the end is an error (§18.3).

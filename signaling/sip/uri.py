@@ -3,6 +3,10 @@
 Parsing keeps escaped octets as they arrive, so `SipUri.user` is the raw
 user part; `InboundCall` unescapes it for the application. The comparison
 rules of §19.1.4 are not implemented because the UAS never compares URIs.
+
+`signaling/sip/_sipcore.c` repeats these checks for the fast path of
+`parse_datagram`. A change here needs the same change there, and
+`tests/fuzz/test_sipcore.py` compares the two.
 """
 
 from __future__ import annotations

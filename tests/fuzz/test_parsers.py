@@ -23,6 +23,9 @@ from signaling.sip.parser import parse_datagram
 from signaling.webrtc.protocol import ProtocolError, parse_message
 from tests.fuzz.mutate import INPUTS, SEED, inputs
 
+# Each test runs with the C fast path of SIP parsing and with the Python reference alone.
+pytestmark = pytest.mark.usefixtures("sip_parser")
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,9 @@ from signaling.sip.message import SipMessage, sdp_body, to_bytes
 from signaling.sip.parser import StreamParser, parse_datagram
 from signaling.sip.routing import Peer
 from tests.sip.support import DATA, OFFER_SDP, sip_request
+
+# Each test runs with the C fast path of SIP parsing and with the Python reference alone.
+pytestmark = pytest.mark.usefixtures("sip_parser")
 
 EXAMPLES = int(os.environ.get("SIP_FUZZ_EXAMPLES", "3000"))
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]

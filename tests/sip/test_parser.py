@@ -16,6 +16,9 @@ from signaling.sip.parser import (
 )
 from signaling.sip.uri import parse_sip_uri
 
+# Each test runs with the C fast path of SIP parsing and with the Python reference alone.
+pytestmark = pytest.mark.usefixtures("sip_parser")
+
 OPTIONS = (
     b"OPTIONS sip:service@127.0.0.1 SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n"

@@ -14,6 +14,9 @@ from signaling.sip.parser import parse_datagram
 from tests.sip.rfc4475_verdicts import CALL, VERDICTS
 from tests.sip.support import DATA, CoreHarness, options_probe, responses
 
+# Each test runs with the C fast path of SIP parsing and with the Python reference alone.
+pytestmark = pytest.mark.usefixtures("sip_parser")
+
 CASES = DATA / "rfc4475"
 
 

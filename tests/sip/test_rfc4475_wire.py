@@ -26,6 +26,9 @@ from tests.sip.support import (
     status_of,
 )
 
+# Each test runs with the C fast path of SIP parsing and with the Python reference alone.
+pytestmark = pytest.mark.usefixtures("sip_parser")
+
 CASES = DATA / "rfc4475"
 
 
