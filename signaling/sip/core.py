@@ -55,6 +55,7 @@ from signaling.sip.refresh import RefreshCore, session_expires_of
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, response_peer, stamp_via
+from signaling.sip.tokens import random_hex
 from signaling.sip.transaction import (
     ClientInviteTransaction,
     ServerInviteTransaction,
@@ -538,7 +539,7 @@ class UserAgent(RefreshCore):
             return
         # One draw for the handle (8 hex digits, a short id for logs, unrelated to the
         # Call-ID) and the To tag (12 hex digits, the size `new_tag` draws).
-        tokens = secrets.token_hex(10)
+        tokens = random_hex(20)
         handle = tokens[:8]
         session = InviteSession(handle, request, key, tokens[8:], session_expires=expires)
         session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
