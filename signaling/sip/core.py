@@ -74,6 +74,8 @@ logger = logging.getLogger("sip.core")
 CALL_METHODS = (
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
 )  # fmt: skip
+# Every timer a call can arm, which `_end` stops.
+_CALL_TIMERS = ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh")
 
 
 class UserAgent(RefreshCore):
@@ -675,8 +677,7 @@ class UserAgent(RefreshCore):
     def _on_reinvite_ack(self, session: InviteSession, request: SipRequest) -> None:
         if request.parsed.cseq.number != session.reinvite_cseq:
             return
-        self._disarm("call", session.handle, "re2xx")
-        self._disarm("call", session.handle, "reack")
+        self._disarm("call", session.handle, "re2xx", "reack")
         session.reinvite_answer = None
         session.reinvite_cseq = None
         sdp = sdp_body(request.headers.get("Content-Type"), request.body)
@@ -701,8 +702,7 @@ class UserAgent(RefreshCore):
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
         if request.parsed.cseq.number != session.invite.parsed.cseq.number:
             return
-        self._disarm("call", session.handle, "2xx")
-        self._disarm("call", session.handle, "ack")
+        self._disarm("call", session.handle, "2xx", "ack")
         session.change(CallState.CONFIRMED, "ACK")
         sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         if sdp is not None:
@@ -739,8 +739,7 @@ class UserAgent(RefreshCore):
         if session.refer_key is not None:
             self._respond(session.refer_key, 603)
             session.refer_key = None
-        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh"):
-            self._disarm("call", session.handle, name)
+        self._disarm("call", session.handle, *_CALL_TIMERS)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
         # A BYE, its 200 or a timer ends most calls, and those run outside the
