@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -342,7 +343,7 @@ async def test_records_of_wait_share_transaction(tmp_path: Path, hub: EventHub) 
 def test_store_writes_json_and_disposition_text(tmp_path: Path) -> None:
     path = tmp_path / "cdr.db"
     store = CdrStore(path)
-    common = {
+    common: dict[str, Any] = {
         "node_id": NODE_ID, "channel": "sip", "caller": CALLER, "called": CALLED,
         "started_at": START_TIME, "answered_at": None, "ended_at": START_TIME + 3,
         "flow": "main", "ivr_outcome": None, "intent": None, "intent_score": None,
