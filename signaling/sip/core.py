@@ -10,9 +10,10 @@ with `receive` (bytes from a transport), `tick` (the clock) and the
 application's commands (`ring`, `answer`, `reject`, `hangup`,
 `answer_reoffer`, `place_call`, `cancel_call`, `refer`, `answer_refer`,
 `notify_refer`, `shutdown`), then drains `take_outgoing()` and
-`take_events()`. Every method takes `now` in seconds on the adapter's
-monotonic clock, and `next_deadline()` tells the adapter when to call
-`tick` again, so tests run timers on a virtual clock.
+`take_events()`, or both at once with `take_all()`. Every method takes
+`now` in seconds on the adapter's monotonic clock, and `next_deadline()`
+tells the adapter when to call `tick` again, so tests run timers on a
+virtual clock.
 
 A new request passes the checks of RFC 3261 §8.2 (`signaling.sip.checks`),
 then merged-request detection and authentication, before it reaches a
@@ -105,6 +106,12 @@ class UserAgent(RefreshCore):
     def take_events(self) -> list[CoreEvent]:
         items, self._events = self._events, []
         return items
+
+    def take_all(self) -> tuple[list[Outgoing], list[CoreEvent]]:
+        """Return what `take_outgoing` and then `take_events` would return, in one call."""
+        outgoing, self._outgoing = self._outgoing, []
+        events, self._events = self._events, []
+        return outgoing, events
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
