@@ -479,10 +479,16 @@ def run_other_tree(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
         "--log-level", args.log_level, "--top", str(args.top),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    output = subprocess.run(
-        command, cwd=tree, env=env, check=True, capture_output=True, text=True, timeout=600
-    ).stdout
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    completed = subprocess.run(
+        command, cwd=tree, env=env, capture_output=True, text=True, timeout=600
+    )
+    if completed.returncode != 0:
+        error_tail = "\n".join(completed.stderr.strip().splitlines()[-20:])
+        raise RuntimeError(
+            f"the repetition with the code of {tree} failed with exit status "
+            f"{completed.returncode}; the end of its error output:\n{error_tail}"
+        )
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
 
 
