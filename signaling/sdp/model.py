@@ -69,8 +69,8 @@ class Attribute:
 def _attribute_lines(attributes: tuple[Attribute, ...]) -> list[str]:
     """Return the a= lines, with the text of `Attribute.to_value` written in place.
 
-    An answer has five attributes or more, and one list comprehension costs less
-    than a generator and a method call per attribute.
+    One list comprehension costs less than a generator step and a method call
+    per attribute, and our answer with DTMF has five or six attributes.
     """
     return [f"a={a.name}" if a.value is None else f"a={a.name}:{a.value}" for a in attributes]
 

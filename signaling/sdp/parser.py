@@ -176,13 +176,13 @@ class _SessionBuilder:
         )
 
 
-# SIPp, and a peer that keeps its session id and media port, send the same
-# offer byte for byte in every call. A description is immutable, so a bytes
-# body that parsed with the default limits is kept, keyed by the body. A body
-# that fails raises each time and is not cached. An offer that differs in any
-# byte (another o= version or m= port, as most phones and trunks send) is a
-# miss, which costs a hash of the body. Bodies over 4 KiB, such as WebRTC
-# offers with their ICE candidates, are not kept.
+# SIPp sends the same offer byte for byte in every call, and so does any peer
+# that keeps its o= line and media port. A description is immutable, so a
+# bytes body of up to 4 KiB that parsed with the default limits is kept, keyed
+# by the body. A body that fails raises each time and is not kept. An offer
+# that differs in any byte, such as a new RTP port per call, is a miss, which
+# costs a hash of the body. WebRTC offers with their ICE candidates are
+# usually over 4 KiB, and str bodies are not kept either.
 _BODY_CACHE_SIZE = 128
 _MAX_CACHED_BODY_BYTES = 4096
 

@@ -12,8 +12,8 @@ application's commands (`ring`, `answer`, `reject`, `hangup`,
 `notify_refer`, `shutdown`), then drains `take_outgoing()` and
 `take_events()`, or both at once with `take_all()`. Every method takes
 `now` in seconds on the adapter's monotonic clock, and `next_deadline()`
-tells the adapter when to call `tick` again, so tests run timers on a
-virtual clock.
+returns the time of the adapter's next `tick` call, so tests run timers on
+a virtual clock.
 
 A new request passes the checks of RFC 3261 §8.2 (`signaling.sip.checks`),
 then merged-request detection and authentication, before it reaches a

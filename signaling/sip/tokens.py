@@ -3,7 +3,7 @@
 A call draws a handle and To tag at its INVITE and a branch for its BYE.
 `secrets.token_hex` reads `os.urandom` once per token, through three Python
 calls. `random_hex` cuts each token from a block of 4,096 bytes read with one
-`os.urandom` call, so a read serves about 300 calls. Every hex digit comes
+`os.urandom` call, so a read serves about 220 such calls. Every hex digit comes
 from the OS random source, the same source as `secrets`, and is handed out
 once. A process forked from this one starts with an empty block, so that
 parent and child never share tokens.
@@ -39,7 +39,7 @@ class _HexPool:
             return token
 
     def clear(self) -> None:
-        """Drop the unused digits; the next `take` reads a new block."""
+        """Drop the unused digits, so that the next `take` reads a new block."""
         self._digits = ""
         self._position = 0
         # A lock held by another thread at fork time stays locked in the child.

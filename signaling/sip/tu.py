@@ -308,7 +308,7 @@ class TransactionUser:
         heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), key))
 
     def _disarm(self, kind: str, owner: str, *names: Timer | str) -> None:
-        """Stop the timers `names` of `owner`; a name that is not armed is skipped."""
+        """Stop the timers `names` of `owner`, skipping any that is not armed."""
         timers = self._timers
         for name in names:
             timers.pop((kind, owner, name), None)

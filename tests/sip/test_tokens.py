@@ -23,7 +23,7 @@ def test_tag_and_branch_formats() -> None:
 
 
 def test_tokens_not_repeated_across_blocks() -> None:
-    # Three blocks' worth of 16-digit tokens: each refill reads fresh bytes.
+    # Three blocks' worth of 16-digit tokens, so that the draws span two refills.
     count = 3 * 2 * tokens._BLOCK_BYTES // 16
     drawn = [tokens.random_hex(16) for _ in range(count)]
     assert len(set(drawn)) == count
