@@ -337,6 +337,10 @@ def logging_to_file(level: str, path: Path) -> Iterator[None]:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     noisy = {name: logging.getLogger(name).level for name in ("aioice", "aiortc", "asyncio")}
+    # configure_logging turns these module switches off for the whole process.
+    switches = (
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile
+    )  # fmt: skip
     with path.open("a", encoding="utf-8") as stream:
         configure_logging(level)
         handler = root.handlers[0]
@@ -351,6 +355,10 @@ def logging_to_file(level: str, path: Path) -> Iterator[None]:
             root.setLevel(saved_level)
             for name, noisy_level in noisy.items():
                 logging.getLogger(name).setLevel(noisy_level)
+            (
+                logging.logThreads, logging.logProcesses, logging.logMultiprocessing,
+                logging._srcfile,
+            ) = switches  # fmt: skip
 
 
 class CallCounter:
