@@ -337,6 +337,10 @@ def logging_to_file(level: str, path: Path) -> Iterator[None]:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     noisy = {name: logging.getLogger(name).level for name in ("aioice", "aiortc", "asyncio")}
+    # configure_logging turns these module switches off for the whole process.
+    switches = (
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile
+    )  # fmt: skip
     with path.open("a", encoding="utf-8") as stream:
         configure_logging(level)
         handler = root.handlers[0]
@@ -351,6 +355,10 @@ def logging_to_file(level: str, path: Path) -> Iterator[None]:
             root.setLevel(saved_level)
             for name, noisy_level in noisy.items():
                 logging.getLogger(name).setLevel(noisy_level)
+            (
+                logging.logThreads, logging.logProcesses, logging.logMultiprocessing,
+                logging._srcfile,
+            ) = switches  # fmt: skip
 
 
 class CallCounter:
@@ -479,10 +487,16 @@ def run_other_tree(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
         "--log-level", args.log_level, "--top", str(args.top),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    output = subprocess.run(
-        command, cwd=tree, env=env, check=True, capture_output=True, text=True, timeout=600
-    ).stdout
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    completed = subprocess.run(
+        command, cwd=tree, env=env, capture_output=True, text=True, timeout=600
+    )
+    if completed.returncode != 0:
+        error_tail = "\n".join(completed.stderr.strip().splitlines()[-20:])
+        raise RuntimeError(
+            f"the repetition with the code of {tree} failed with exit status "
+            f"{completed.returncode}; the end of its error output:\n{error_tail}"
+        )
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
 
 

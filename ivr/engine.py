@@ -226,8 +226,9 @@ class IvrSession:
             outcome, reason = Outcome.FAILED, f"internal error: {type(exc).__name__}"
             await self._safe_hangup()
         self._set_state(SessionState.ENDED)
-        log.debug("call %s: flow %s ended: %s", self.call_id, self._flow.flow, outcome.value)
-        self.emit(EventKind.SESSION_ENDED, None, outcome=outcome.value, reason=reason)
+        # str() of a StrEnum member is its value, without the Python code that `.value` runs.
+        log.debug("call %s: flow %s ended: %s", self.call_id, self._flow.flow, outcome)
+        self.emit(EventKind.SESSION_ENDED, None, outcome=str(outcome), reason=reason)
         return SessionResult(
             outcome=outcome,
             reason=reason,

@@ -236,7 +236,8 @@ def from_ivr_event(event: IvrEvent, node_id: str, now: float) -> CallEvent:
     """Convert an IVR event; `now` is Unix time because `IvrEvent.at` is on the session clock."""
     payload: dict[str, Any] = {"flow": event.flow, "step": event.step}
     payload.update(event.payload)
-    return CallEvent(f"ivr.{event.kind.value}", event.call_id, node_id, now, payload)
+    # A StrEnum member formats as its value, without the Python code that `.value` runs.
+    return CallEvent(f"ivr.{event.kind}", event.call_id, node_id, now, payload)
 
 
 def ivr_event_callback(
@@ -323,7 +324,8 @@ class CallLegEvents:
         self._clock = clock
 
     def _publish(self, kind: CallKind, call_id: str, **payload: Any) -> None:
-        self._hub.publish(CallEvent(kind.value, call_id, self._node_id, self._clock(), payload))
+        # str() of a StrEnum member is its value, without the Python code that `.value` runs.
+        self._hub.publish(CallEvent(str(kind), call_id, self._node_id, self._clock(), payload))
 
     def started(
         self,
@@ -340,7 +342,7 @@ class CallLegEvents:
         if callback_of is not None:
             extra = {"callback_of": callback_of, "attempt": attempt}
         self._publish(
-            CallKind.STARTED, call_id, channel=channel.value, caller=caller, called=called, **extra
+            CallKind.STARTED, call_id, channel=str(channel), caller=caller, called=called, **extra
         )
 
     def answered(self, call_id: str) -> None:

@@ -510,7 +510,7 @@ async def run_ivr(session: IvrSession, ended: asyncio.Future[Any]) -> SessionRes
             await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
         if flow_task.done():
             result = flow_task.result()
-            logger.debug("flow ended: %s (%s)", result.outcome.value, result.reason)
+            logger.debug("flow ended: %s (%s)", result.outcome, result.reason)
             return result
         logger.debug("call ended during the flow: %s", ended.result())
         return None

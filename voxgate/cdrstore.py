@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import sqlite3
 import threading
 import time
@@ -163,15 +164,19 @@ class CdrStore:
             self._db.close()
 
 
+# The record's fields in column order, read in one call.
+_read_columns = operator.attrgetter(*_NAMES)
+_JSON_INDEXES = tuple(index for index, name in enumerate(_NAMES) if name in _JSON_COLUMNS)
+_DISPOSITION_INDEX = _NAMES.index("disposition")
+
+
 def _to_row(record: CallDetailRecord) -> tuple[Any, ...]:
-    values = []
-    for name in _NAMES:
-        value = getattr(record, name)
-        if name in _JSON_COLUMNS:
-            value = json.dumps(value)
-        elif name == "disposition":
-            value = value.value
-        values.append(value)
+    values = list(_read_columns(record))
+    for index in _JSON_INDEXES:
+        value = values[index]
+        # Most calls have no sentiment scores or recording pauses, and json.dumps([]) is "[]".
+        values[index] = "[]" if value == [] else json.dumps(value)
+    values[_DISPOSITION_INDEX] = values[_DISPOSITION_INDEX].value
     return tuple(values)
 
 

@@ -455,16 +455,25 @@ def _answer_stream(
 ) -> MediaDescription:
     payload_type = selection.offered.payload_type
     assert payload_type is not None, "offered_codecs returns numbered codecs"
-    codecs = [_with_payload_type(selection.ours, payload_type)]
-    if selection.dtmf is not None:
-        codecs.append(selection.dtmf)
-    attributes = _codec_attributes(codecs)
-    attributes.append(Attribute("ptime", str(ptime_ms)))
-    attributes.append(Attribute(direction))
+    formats, codec_attributes = _answer_codec_lines(selection.ours, payload_type, selection.dtmf)
+    attributes = (*codec_attributes, Attribute("ptime", str(ptime_ms)), Attribute(direction))
+    return MediaDescription("audio", local_port, offered.proto, formats, attributes=attributes)
+
+
+@functools.lru_cache(maxsize=256)
+def _answer_codec_lines(
+    ours: Codec, payload_type: int, dtmf: Codec | None
+) -> tuple[tuple[str, ...], tuple[Attribute, ...]]:
+    """Return the formats and the a=rtpmap and a=fmtp lines of an answered stream.
+
+    It is cached because every call that chooses the same codec and DTMF
+    format gets the same lines.
+    """
+    codecs = [_with_payload_type(ours, payload_type)]
+    if dtmf is not None:
+        codecs.append(dtmf)
     formats = tuple(str(c.payload_type) for c in codecs)
-    return MediaDescription(
-        "audio", local_port, offered.proto, formats, attributes=tuple(attributes)
-    )
+    return formats, tuple(_codec_attributes(codecs))
 
 
 def _rejected_stream(offered: MediaDescription) -> MediaDescription:
@@ -548,13 +557,19 @@ def _local_origin(
     username: str, session_id: int, session_version: int, host: str
 ) -> tuple[Origin, Connection]:
     """Build our o= and c= lines. Raises ValueError for values RFC 8866 section 5.2 forbids."""
-    if not username or any(c.isspace() for c in username):
-        raise ValueError(f"o= username {username!r} is empty or contains whitespace")
+    _check_username(username)
     if session_id < 0 or session_version < 0:
         raise ValueError("session id and session version must not be negative")
     addrtype = _address_type(host)
     origin = Origin(username, str(session_id), str(session_version), "IN", addrtype, host)
     return origin, Connection("IN", addrtype, host)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_username(username: str) -> None:
+    """Raise ValueError for an empty o= username or one with whitespace (cached: it is ours)."""
+    if not username or any(c.isspace() for c in username):
+        raise ValueError(f"o= username {username!r} is empty or contains whitespace")
 
 
 @functools.lru_cache(maxsize=64)

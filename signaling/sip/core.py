@@ -10,9 +10,10 @@ with `receive` (bytes from a transport), `tick` (the clock) and the
 application's commands (`ring`, `answer`, `reject`, `hangup`,
 `answer_reoffer`, `place_call`, `cancel_call`, `refer`, `answer_refer`,
 `notify_refer`, `shutdown`), then drains `take_outgoing()` and
-`take_events()`. Every method takes `now` in seconds on the adapter's
-monotonic clock, and `next_deadline()` tells the adapter when to call
-`tick` again, so tests run timers on a virtual clock.
+`take_events()`, or both at once with `take_all()`. Every method takes
+`now` in seconds on the adapter's monotonic clock, and `next_deadline()`
+returns the time of the adapter's next `tick` call, so tests run timers on
+a virtual clock.
 
 A new request passes the checks of RFC 3261 §8.2 (`signaling.sip.checks`),
 then merged-request detection and authentication, before it reaches a
@@ -55,6 +56,7 @@ from signaling.sip.refresh import RefreshCore, session_expires_of
 from signaling.sip.registrar import Registrar
 from signaling.sip.registration import Registration, RegistrationConfig
 from signaling.sip.routing import Outgoing, Peer, response_peer, stamp_via
+from signaling.sip.tokens import random_hex
 from signaling.sip.transaction import (
     ClientInviteTransaction,
     ServerInviteTransaction,
@@ -73,6 +75,8 @@ logger = logging.getLogger("sip.core")
 CALL_METHODS = (
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
 )  # fmt: skip
+# Every timer a call can arm, which `_end` stops.
+_CALL_TIMERS = ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh")
 
 
 class UserAgent(RefreshCore):
@@ -102,6 +106,12 @@ class UserAgent(RefreshCore):
     def take_events(self) -> list[CoreEvent]:
         items, self._events = self._events, []
         return items
+
+    def take_all(self) -> tuple[list[Outgoing], list[CoreEvent]]:
+        """Return what `take_outgoing` and then `take_events` would return, in one call."""
+        outgoing, self._outgoing = self._outgoing, []
+        events, self._events = self._events, []
+        return outgoing, events
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
@@ -538,7 +548,7 @@ class UserAgent(RefreshCore):
             return
         # One draw for the handle (8 hex digits, a short id for logs, unrelated to the
         # Call-ID) and the To tag (12 hex digits, the size `new_tag` draws).
-        tokens = secrets.token_hex(10)
+        tokens = random_hex(20)
         handle = tokens[:8]
         session = InviteSession(handle, request, key, tokens[8:], session_expires=expires)
         session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
@@ -674,8 +684,7 @@ class UserAgent(RefreshCore):
     def _on_reinvite_ack(self, session: InviteSession, request: SipRequest) -> None:
         if request.parsed.cseq.number != session.reinvite_cseq:
             return
-        self._disarm("call", session.handle, "re2xx")
-        self._disarm("call", session.handle, "reack")
+        self._disarm("call", session.handle, "re2xx", "reack")
         session.reinvite_answer = None
         session.reinvite_cseq = None
         sdp = sdp_body(request.headers.get("Content-Type"), request.body)
@@ -700,8 +709,7 @@ class UserAgent(RefreshCore):
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
         if request.parsed.cseq.number != session.invite.parsed.cseq.number:
             return
-        self._disarm("call", session.handle, "2xx")
-        self._disarm("call", session.handle, "ack")
+        self._disarm("call", session.handle, "2xx", "ack")
         session.change(CallState.CONFIRMED, "ACK")
         sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         if sdp is not None:
@@ -738,8 +746,7 @@ class UserAgent(RefreshCore):
         if session.refer_key is not None:
             self._respond(session.refer_key, 603)
             session.refer_key = None
-        for name in ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh"):
-            self._disarm("call", session.handle, name)
+        self._disarm("call", session.handle, *_CALL_TIMERS)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
         # A BYE, its 200 or a timer ends most calls, and those run outside the

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from signaling.sip.errors import SipUsageError
 from signaling.sip.headers import Headers
 from signaling.sip.message import SipRequest, SipResponse
+from signaling.sip.tokens import random_hex
 
 if TYPE_CHECKING:
     from signaling.sip.routing import Peer
@@ -45,11 +45,11 @@ logger = logging.getLogger("sip.dialog")
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return random_hex(12)
 
 
 def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(8)
+    return "z9hG4bK" + random_hex(16)
 
 
 @dataclass(slots=True)

@@ -732,8 +732,7 @@ class SipEndpoint:
         if core is None:
             return
         while True:
-            outgoing = core.take_outgoing()
-            events = core.take_events()
+            outgoing, events = core.take_all()
             if not outgoing and not events:
                 break
             for item in outgoing:

@@ -307,8 +307,11 @@ class TransactionUser:
         self._timers[key] = deadline
         heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), key))
 
-    def _disarm(self, kind: str, owner: str, name: Timer | str) -> None:
-        self._timers.pop((kind, owner, name), None)
+    def _disarm(self, kind: str, owner: str, *names: Timer | str) -> None:
+        """Stop the timers `names` of `owner`, skipping any that is not armed."""
+        timers = self._timers
+        for name in names:
+            timers.pop((kind, owner, name), None)
         # `_compact_timer_heap` checks this too; checking here first saves a Python call
         # on the usual disarm, which finds nothing to compact.
         if len(self._timer_heap) > 2 * len(self._timers) + _HEAP_SLACK:

@@ -366,8 +366,7 @@ class OutboundCore(TransactionUser):
         self._outgoing.append(Outgoing(to_bytes(ack), peer))
 
         session.change(OutboundState.ANSWERED, str(response.status))
-        self._disarm("outbound", session.handle, "answer")
-        self._disarm("outbound", session.handle, "cancel")
+        self._disarm("outbound", session.handle, "answer", "cancel")
         parsed_invite = parse_datagram(to_bytes(session.invite), self.config.limits)
         assert isinstance(parsed_invite, SipRequest)
 
@@ -472,8 +471,7 @@ class OutboundCore(TransactionUser):
 
     def _finish_outbound(self, session: OutboundSession, reason: str, status: int) -> None:
         session.change(OutboundState.TERMINATED, reason)
-        self._disarm("outbound", session.handle, "answer")
-        self._disarm("outbound", session.handle, "cancel")
+        self._disarm("outbound", session.handle, "answer", "cancel")
         logger.info(
             "call %s: ended (%s)", session.handle, reason, extra=_call_extra(session.handle)
         )

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -337,3 +338,37 @@ async def test_records_of_wait_share_transaction(tmp_path: Path, hub: EventHub) 
 
     assert batches == [5]
     assert recorder.written == 5
+
+
+def test_store_writes_json_and_disposition_text(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.db"
+    store = CdrStore(path)
+    common: dict[str, Any] = {
+        "node_id": NODE_ID, "channel": "sip", "caller": CALLER, "called": CALLED,
+        "started_at": START_TIME, "answered_at": None, "ended_at": START_TIME + 3,
+        "flow": "main", "ivr_outcome": None, "intent": None, "intent_score": None,
+        "queue": None, "priority": None, "priority_reason": None, "wait_s": None,
+        "agent_id": None, "talk_s": None, "end_reason": "bye", "recording_path": None,
+    }  # fmt: skip
+    empty = CallDetailRecord(
+        call_id="empty", ivr_path=[], sentiment=[], recording_pauses=[],
+        disposition=Disposition.SELF_SERVICE, **common,
+    )  # fmt: skip
+    full = CallDetailRecord(
+        call_id="full", ivr_path=["menu", "bye"], sentiment=[0.5, -0.25],
+        recording_pauses=[{"paused_at": 1.0, "resumed_at": None}],
+        disposition=Disposition.ABANDONED, callback_of="other", callback_attempt=2, **common,
+    )  # fmt: skip
+    store.insert([empty, full])
+    assert store.get("empty") == empty
+    assert store.get("full") == full
+    store.close()
+    sql = "SELECT ivr_path, sentiment, recording_pauses, disposition FROM cdr WHERE call_id = ?"
+    with sqlite3.connect(path) as db:
+        assert db.execute(sql, ("empty",)).fetchone() == ("[]", "[]", "[]", "self_service")
+        assert db.execute(sql, ("full",)).fetchone() == (
+            '["menu", "bye"]',
+            "[0.5, -0.25]",
+            '[{"paused_at": 1.0, "resumed_at": null}]',
+            "abandoned",
+        )
