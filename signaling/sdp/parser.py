@@ -176,38 +176,17 @@ class _SessionBuilder:
         )
 
 
-# SIPp sends the same offer byte for byte in every call, and so does any peer
-# that keeps its o= line and media port. A description is immutable, so a
-# bytes body of up to 4 KiB that parsed with the default limits is kept, keyed
-# by the body. A body that fails raises each time and is not kept. An offer
-# that differs in any byte, such as a new RTP port per call, is a miss, which
-# costs a hash of the body. WebRTC offers with their ICE candidates are
-# usually over 4 KiB, and str bodies are not kept either. By an estimate,
-# the kept descriptions take up to about 7 MB: tracemalloc measured 7.2 MB
-# for 128 bodies of 4 KiB, each of some 600 distinct a= lines.
-_BODY_CACHE_SIZE = 128
-_MAX_CACHED_BODY_BYTES = 4096
-
-
 def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDescription:
     """Parse a session description.
 
     Raises SdpError, naming the line and the problem, for a body over the
     limits, one that is not UTF-8, and every syntax error listed in the module
-    docstring. No other exception escapes for any input. Equal bodies may
-    return the same (immutable) description object.
+    docstring. No other exception escapes for any input.
+
+    NOTE: parsed bodies are not cached. SIPp repeats one offer byte for byte,
+    but trunks and phones change the o= line and the media port in every
+    call, so such a cache would speed up the benchmark and miss in service.
     """
-    if type(body) is bytes and limits is DEFAULT_LIMITS and len(body) <= _MAX_CACHED_BODY_BYTES:
-        return _parse_cached(body)
-    return _parse(body, limits)
-
-
-@functools.lru_cache(maxsize=_BODY_CACHE_SIZE)
-def _parse_cached(body: bytes) -> SessionDescription:
-    return _parse(body, DEFAULT_LIMITS)
-
-
-def _parse(body: bytes | str, limits: SdpLimits) -> SessionDescription:
     text = _decode(body, limits)
     raw_lines = text.split("\n")
     if raw_lines[-1] == "":
