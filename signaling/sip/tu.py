@@ -16,14 +16,19 @@ is replaced by a lingering entry: its key, the bytes of its final response
 call rate every call left a transaction object, its request and the timer
 entries for those 32 s, and the garbage collector walked them all in every
 collection. The lingering entry absorbs retransmissions or resends the
-final response, as the transaction did.
+final response, as the transaction did. Lingering entries end in a queue of
+their own instead of the timer heap: Timer L and J last 64*T1 alike, so
+entries end in the order they began, and the heap and its timer table stay
+as small as the number of calls in progress.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 from signaling.sip import checks
@@ -95,8 +100,10 @@ class TransactionUser:
         self._server_peer: dict[str, Peer] = {}
         # Server transactions past their final response, by key: the response to
         # send again for a retransmitted request (None for an Accepted INVITE,
-        # which absorbs them), and the peer's transport, host and port.
-        self._lingering: dict[str, tuple[bytes | None, str, str, int]] = {}
+        # which absorbs them), the peer's transport, host and port, and the deadline.
+        self._lingering: dict[str, tuple[bytes | None, str, str, int, float]] = {}
+        # (deadline, key) of the lingering entries, earliest deadline first.
+        self._lingering_ends: deque[tuple[float, str]] = deque()
         self._client: dict[str, ClientTransaction] = {}
         self._client_peer: dict[str, Peer] = {}
         self._client_owner: dict[str, str] = {}
@@ -110,11 +117,18 @@ class TransactionUser:
         heap = self._timer_heap
         while heap and self._timers.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        deadline = heap[0][0] if heap else None
+        ends = self._lingering_ends
+        if ends and (deadline is None or ends[0][0] < deadline):
+            return ends[0][0]
+        return deadline
 
     def tick(self, now: float) -> None:
-        """Fire every timer due at `now`, earliest first."""
+        """End the lingering entries due at `now`, then fire every timer due, earliest first."""
         self._now = max(self._now, now)
+        ends = self._lingering_ends
+        while ends and ends[0][0] <= now:
+            self._end_lingering(*ends.popleft())
         while True:
             deadline = self.next_deadline()
             if deadline is None or deadline > now:
@@ -251,15 +265,30 @@ class TransactionUser:
         del self._timers[("server", key, timer)]
         del self._server[key]
         del self._server_peer[key]
-        self._lingering[key] = (response, peer.transport, peer.host, peer.port)
-        self._arm("lingering", key, "end", deadline)
+        self._lingering[key] = (response, peer.transport, peer.host, peer.port, deadline)
+        ends = self._lingering_ends
+        if ends and deadline < ends[-1][0]:
+            # Timer L and J both last 64*T1, so this runs only for other timer settings.
+            bisect.insort(ends, (deadline, key))
+        else:
+            ends.append((deadline, key))
+
+    def _end_lingering(self, deadline: float, key: str) -> None:
+        entry = self._lingering.get(key)
+        if entry is None or entry[4] != deadline:
+            return
+        del self._lingering[key]
+        try:
+            self._on_server_forgotten(key)
+        except Exception:
+            logger.exception("ending the lingering entry %s failed", key)
 
     def _absorb(self, key: str) -> bool:
         """Resend the final response for a retransmission to a lingering `key`; False if none."""
         entry = self._lingering.get(key)
         if entry is None:
             return False
-        response, transport, host, port = entry
+        response, transport, host, port, _ = entry
         if response is not None:
             self._outgoing.append(Outgoing(response, Peer(transport, host, port)))
         return True
@@ -343,9 +372,6 @@ class TransactionUser:
             client = self._client.get(owner)
             if client is not None:
                 self._apply(owner, client.on_timer(name), client=True)
-        elif kind == "lingering":
-            if self._lingering.pop(owner, None) is not None:
-                self._on_server_forgotten(owner)
         else:
             self._fire_owner_timer(kind, owner, str(name))
 

@@ -7,6 +7,8 @@ retransmissions or resend the final response until Timer L or J ends.
 
 from __future__ import annotations
 
+import pytest
+
 from signaling.sip.core import CoreConfig
 from signaling.sip.transaction import ServerInviteTransaction
 from tests.sip.support import (
@@ -40,7 +42,7 @@ def test_accepted_invite_lingers_without_transaction() -> None:
     answered(harness)
 
     assert invite_transactions(harness) == []
-    [(response, transport, host, port)] = harness.core._lingering.values()
+    [(response, transport, host, port, _)] = harness.core._lingering.values()
     assert response is None
     assert (transport, host, port) == ("udp", "127.0.0.1", 5070)
 
@@ -98,8 +100,29 @@ def test_lingering_entries_end_with_timers() -> None:
     tag = harness.core.calls[handle].local_tag
     harness.feed(sip_request("BYE", branch="z9hG4bK-bye1", to_tag=tag, cseq=2))
     assert len(harness.core._lingering) == 2
+    assert harness.core.next_deadline() == pytest.approx(harness.now + 32.0, abs=1.0)
 
     harness.advance(40.0)
 
     assert harness.core._lingering == {}
     assert harness.core._call_by_invite == {}
+    assert harness.core.next_deadline() is None
+
+
+def test_lingering_entries_end_in_deadline_order() -> None:
+    harness = CoreHarness()
+    first = answered(harness)
+    harness.advance(10.0)
+    harness.feed(
+        sip_request(
+            "BYE", branch="z9hG4bK-bye1", to_tag=harness.core.calls[first].local_tag, cseq=2
+        )
+    )
+    keys = list(harness.core._lingering)
+    assert len(keys) == 2
+
+    # Timer L of the INVITE ends first, Timer J of the BYE 10 s later.
+    harness.advance(25.0)
+    assert list(harness.core._lingering) == keys[1:]
+    harness.advance(10.0)
+    assert harness.core._lingering == {}
