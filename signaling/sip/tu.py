@@ -16,10 +16,10 @@ is replaced by a lingering entry: its key, the bytes of its final response
 call rate every call left a transaction object, its request and the timer
 entries for those 32 s, and the garbage collector walked them all in every
 collection. The lingering entry absorbs retransmissions or resends the
-final response, as the transaction did. Lingering entries end in a queue of
-their own instead of the timer heap: Timer L and J last 64*T1 alike, so
-entries end in the order they began, and the heap and its timer table stay
-as small as the number of calls in progress.
+final response, as the transaction did. Lingering entries end from a queue
+of their own, not from the timer heap. Timer L and J last 64*T1 alike, so
+entries end in the order they began. The heap and its timer table then
+hold about as many entries as there are calls in progress.
 """
 
 from __future__ import annotations
