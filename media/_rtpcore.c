@@ -40,6 +40,7 @@
 #define RTP_HEADER_SIZE 12
 #define STRETCH_SPACING_FRAMES 5
 #define QUIET_LEVEL 330.0
+#define MAX_DATAGRAM 2048 /* media.session_core.MAX_DATAGRAM */
 
 /* Set by `configure` from media/jitter.py: FrameKind members and JitterStats. */
 static PyObject *kind_audio = NULL;
@@ -733,6 +734,26 @@ JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
     return push_buffer(self, args, nargs, 0);
 }
 
+/* Push the G.711 payload of `data` when it is a plain RTP header (version 2, no padding,
+ * extension or CSRC) with `payload_type` and `ssrc`. Returns 1 when the packet went in, 0 for
+ * any other packet (nothing changes) and -1 with an exception set. */
+static int
+push_g711(JitterCore *self, const unsigned char *data, Py_ssize_t size, long payload_type,
+          uint32_t ssrc, int alaw, double arrival_ms, uint32_t *sequence, uint32_t *timestamp)
+{
+    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
+        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != ssrc) {
+        return 0;
+    }
+    *sequence = (uint32_t)data[2] << 8 | data[3];
+    *timestamp = read_u32(data + 4);
+    if (push(self, *timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
+             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
 /* Push a plain G.711 packet for push_rtp_g711 and receive_rtp_g711, whose first five
  * arguments are (data, payload_type, ssrc, alaw, arrival_ms). Returns 1 when the packet went
  * in, 0 for any other packet (nothing changes) and -1 with an exception set. */
@@ -762,20 +783,9 @@ push_g711_packet(JitterCore *self, PyObject *const *args, uint32_t *sequence, ui
     if (arrival_ms == -1.0 && PyErr_Occurred()) {
         return -1;
     }
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
-    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
-        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
-        return 0;
-    }
-    *sequence = (uint32_t)data[2] << 8 | data[3];
-    *timestamp = read_u32(data + 4);
-    if (push(self, *timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
-             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
-        return -1;
-    }
-    return 1;
+    return push_g711(self, (const unsigned char *)PyBytes_AS_STRING(args[0]),
+                     PyBytes_GET_SIZE(args[0]), payload_type, (uint32_t)ssrc, alaw, arrival_ms,
+                     sequence, timestamp);
 }
 
 /* push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms) -> (sequence, timestamp) | None */
@@ -2511,6 +2521,9 @@ typedef struct {
     PyObject *idle_handler;   /* NULL, None or a handler with `outbound_idle` */
     PyObject *jitter;         /* the session's jitter buffer */
     PyObject *frame_receiver; /* NULL, None or the handler's C frame receiver */
+    PyObject *reception;      /* the session's RTCP reception statistics */
+    PyObject *loop_time;      /* NULL, None or the event loop's `time` */
+    PyObject *session_ref;    /* a weak reference to the session */
     long long ssrc;
     long long sequence;
     long long timestamp;
@@ -2522,6 +2535,10 @@ typedef struct {
     long long skip_through_tick;
     long long next_activity_tick;
     double next_rtcp_s; /* on the CLOCK_MONOTONIC clock, as time.monotonic() reads it */
+    uint32_t audio_ssrc;
+    char has_audio_ssrc;
+    char alaw; /* 1 for A-law, 0 for u-law, -1 for a codec without the receive shortcut */
+    char latched;
     char marker_next;
     char watching;
     char python_due;
@@ -2530,7 +2547,10 @@ typedef struct {
 } SessionCore;
 
 static PyTypeObject SessionCoreType;
+static int set_ranged(PyObject *value, long long maximum, const char *name, long long *out);
 static PyObject *sendto_name = NULL;
+static PyObject *packets_received_name = NULL;
+static PyObject *receive_datagram_name = NULL;
 static PyObject *packets_sent_name = NULL;
 static PyObject *ticks_skipped_name = NULL;
 static PyObject *outbound_idle_name = NULL;
@@ -2587,6 +2607,9 @@ SessionCore_init(SessionCore *self, PyObject *args, PyObject *kwargs)
     self->next_rtcp_s = 0.0;
     self->marker_next = 1;
     self->watching = self->python_due = self->receive_due = self->closed = 0;
+    self->alaw = -1;
+    self->has_audio_ssrc = self->latched = 0;
+    self->audio_ssrc = 0;
     return 0;
 }
 
@@ -2600,6 +2623,9 @@ SessionCore_traverse(SessionCore *self, visitproc visit, void *arg)
     Py_VISIT(self->idle_handler);
     Py_VISIT(self->jitter);
     Py_VISIT(self->frame_receiver);
+    Py_VISIT(self->reception);
+    Py_VISIT(self->loop_time);
+    Py_VISIT(self->session_ref);
     return 0;
 }
 
@@ -2613,6 +2639,9 @@ SessionCore_clear(SessionCore *self)
     Py_CLEAR(self->idle_handler);
     Py_CLEAR(self->jitter);
     Py_CLEAR(self->frame_receiver);
+    Py_CLEAR(self->reception);
+    Py_CLEAR(self->loop_time);
+    Py_CLEAR(self->session_ref);
     return 0;
 }
 
@@ -2924,6 +2953,122 @@ SessionCore_clock_receive(SessionCore *self, PyObject *session)
     Py_RETURN_NONE;
 }
 
+/* datagram_received(data, addr) -> None: the session's receive path. A plain G.711 packet of
+ * the latched stream (from the latched source, with the audio payload type and the current
+ * SSRC) goes into the jitter buffer and the reception statistics here; any other datagram
+ * goes to the session's `_receive_datagram`. */
+static PyObject *
+SessionCore_datagram_received(SessionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "datagram_received(data, addr)");
+        return NULL;
+    }
+    PyObject *data = args[0], *addr = args[1];
+    if (self->alaw >= 0 && self->has_audio_ssrc && self->latched && self->stats != NULL &&
+        PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) <= MAX_DATAGRAM &&
+        is_set(self->remote) && is_set(self->loop_time) && self->jitter != NULL &&
+        PyObject_TypeCheck(self->jitter, &JitterCoreType) && self->reception != NULL &&
+        PyObject_TypeCheck(self->reception, &ReceptionCoreType)) {
+        int same_source = PyObject_RichCompareBool(addr, self->remote, Py_EQ);
+        if (same_source < 0) {
+            return NULL;
+        }
+        if (same_source) {
+            PyObject *now = PyObject_CallNoArgs(self->loop_time);
+            if (now == NULL) {
+                return NULL;
+            }
+            double now_s = PyFloat_AsDouble(now);
+            Py_DECREF(now);
+            if (now_s == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+            /* int(loop.time() * 1000), as RtpSession._now_ms computes it. */
+            double arrival_ms = (double)(long long)(now_s * 1000);
+            const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(data);
+            uint32_t sequence, timestamp;
+            int pushed = push_g711((JitterCore *)self->jitter, bytes, PyBytes_GET_SIZE(data),
+                                   (long)self->payload_type, self->audio_ssrc, self->alaw,
+                                   arrival_ms, &sequence, &timestamp);
+            if (pushed < 0) {
+                return NULL;
+            }
+            if (pushed) {
+                reception_update((ReceptionCore *)self->reception, read_u32(bytes + 8), sequence,
+                                 timestamp, wall_clock_s());
+                if (add_to_attribute(self->stats, packets_received_name, 1) < 0) {
+                    return NULL;
+                }
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    if (self->session_ref == NULL || !PyWeakref_Check(self->session_ref)) {
+        PyErr_SetString(PyExc_RuntimeError, "session core has no session to receive datagrams");
+        return NULL;
+    }
+    PyObject *session = PyWeakref_GetObject(self->session_ref);
+    if (session == NULL) {
+        return NULL;
+    }
+    if (session == Py_None) {
+        /* The session is gone, so nobody takes the datagram. */
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(session);
+    PyObject *call_args[3] = {session, data, addr};
+    PyObject *result = PyObject_VectorcallMethod(
+        receive_datagram_name, call_args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(session);
+    return result;
+}
+
+static PyObject *
+SessionCore_get_g711_alaw(SessionCore *self, void *Py_UNUSED(closure))
+{
+    if (self->alaw < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(self->alaw);
+}
+
+static int
+SessionCore_set_g711_alaw(SessionCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL || (value != Py_None && !PyBool_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "g711_alaw must be True, False or None");
+        return -1;
+    }
+    self->alaw = value == Py_None ? -1 : (char)(value == Py_True);
+    return 0;
+}
+
+static PyObject *
+SessionCore_get_audio_ssrc(SessionCore *self, void *Py_UNUSED(closure))
+{
+    if (!self->has_audio_ssrc) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(self->audio_ssrc);
+}
+
+static int
+SessionCore_set_audio_ssrc(SessionCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == Py_None) {
+        self->has_audio_ssrc = 0;
+        return 0;
+    }
+    long long ssrc;
+    if (set_ranged(value, 0xFFFFFFFFLL, "audio_ssrc", &ssrc) < 0) {
+        return -1;
+    }
+    self->audio_ssrc = (uint32_t)ssrc;
+    self->has_audio_ssrc = 1;
+    return 0;
+}
+
 static PyObject *
 SessionCore_get_sequence(SessionCore *self, void *Py_UNUSED(closure))
 {
@@ -2976,6 +3121,10 @@ static PyMethodDef SessionCore_methods[] = {
      "Run the send half of one tick, or hand it to session._python_send_tick."},
     {"clock_receive", (PyCFunction)SessionCore_clock_receive, METH_O,
      "Hand the tick's inbound frame to frame_receiver, or leave it to the session."},
+    {"datagram_received", (PyCFunction)(void (*)(void))SessionCore_datagram_received,
+     METH_FASTCALL,
+     "Take a plain G.711 packet of the latched stream, or hand the datagram to the "
+     "session's _receive_datagram."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3001,6 +3150,10 @@ static PyMemberDef SessionCore_members[] = {
     {"idle_handler", T_OBJECT, offsetof(SessionCore, idle_handler), 0, NULL},
     {"jitter", T_OBJECT, offsetof(SessionCore, jitter), 0, NULL},
     {"frame_receiver", T_OBJECT, offsetof(SessionCore, frame_receiver), 0, NULL},
+    {"reception", T_OBJECT, offsetof(SessionCore, reception), 0, NULL},
+    {"loop_time", T_OBJECT, offsetof(SessionCore, loop_time), 0, NULL},
+    {"session_ref", T_OBJECT, offsetof(SessionCore, session_ref), 0, NULL},
+    {"latched", T_BOOL, offsetof(SessionCore, latched), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -3009,6 +3162,10 @@ static PyGetSetDef SessionCore_getset[] = {
      "RTP sequence number of the next packet.", NULL},
     {"timestamp", (getter)SessionCore_get_timestamp, (setter)SessionCore_set_timestamp,
      "RTP timestamp of the next audio frame.", NULL},
+    {"g711_alaw", (getter)SessionCore_get_g711_alaw, (setter)SessionCore_set_g711_alaw,
+     "True for A-law, False for u-law, None for a codec without the receive shortcut.", NULL},
+    {"audio_ssrc", (getter)SessionCore_get_audio_ssrc, (setter)SessionCore_set_audio_ssrc,
+     "SSRC of the audio stream that the jitter buffer holds, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -3315,10 +3472,13 @@ PyInit__rtpcore(void)
     clock_send_name = PyUnicode_InternFromString("clock_send");
     clock_receive_name = PyUnicode_InternFromString("clock_receive");
     pop_name = PyUnicode_InternFromString("pop");
+    packets_received_name = PyUnicode_InternFromString("packets_received");
+    receive_datagram_name = PyUnicode_InternFromString("_receive_datagram");
     if (sendto_name == NULL || packets_sent_name == NULL || ticks_skipped_name == NULL ||
         outbound_idle_name == NULL || python_send_tick_name == NULL ||
         python_receive_tick_name == NULL || log_tick_error_name == NULL ||
-        clock_send_name == NULL || clock_receive_name == NULL || pop_name == NULL) {
+        clock_send_name == NULL || clock_receive_name == NULL || pop_name == NULL ||
+        packets_received_name == NULL || receive_datagram_name == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&rtpcore_module);

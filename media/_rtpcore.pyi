@@ -123,6 +123,12 @@ class SessionCore:
     idle_handler: Any
     jitter: Any
     frame_receiver: Any
+    reception: Any
+    loop_time: Any
+    session_ref: Any
+    latched: bool
+    g711_alaw: bool | None
+    audio_ssrc: int | None
     def __init__(
         self,
         ssrc: int,
@@ -139,6 +145,7 @@ class SessionCore:
     def send_idle(self) -> None: ...
     def clock_send(self, session: Any, tick: int, lag_s: float, /) -> None: ...
     def clock_receive(self, session: Any, /) -> None: ...
+    def datagram_received(self, data: bytes, addr: Any, /) -> None: ...
 
 def run_clock_tick(
     entries: tuple[tuple[Any, Any], ...], tick: int, lag_s: float, report: Any, /

@@ -57,6 +57,7 @@ import secrets
 import socket
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,12 +74,11 @@ from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
 from media.rtp import RtpPacket
 from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
-from media.session_core import SessionCore
+from media.session_core import MAX_DATAGRAM, SessionCore
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
 
-MAX_DATAGRAM = 2048
 _HEADER_SIZE = 12
 _PLAIN_FIRST_BYTE = 0x80  # version 2, no padding, no extension, no CSRC
 _PLAIN_HEADER = struct.Struct("!BHII")  # the header after its first byte
@@ -218,11 +218,11 @@ class RtpSession(asyncio.DatagramProtocol):
         self._encode = self.codec.new_encoder()
         self._decode = self.codec.new_decoder()
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        self._g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
+        g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
         self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
         # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps state.
         self._silence_payload = (
-            _g711_silence_payload(self.codec.name) if self._g711_alaw is not None else None
+            _g711_silence_payload(self.codec.name) if g711_alaw is not None else None
         )
         self.stats = RtpStats()
         self._remote = remote
@@ -295,8 +295,15 @@ class RtpSession(asyncio.DatagramProtocol):
         )
         self._core.remote = remote
         self._core.jitter = self.jitter
+        self._core.reception = self.reception
+        self._core.g711_alaw = g711_alaw
+        self._core.session_ref = weakref.ref(self)
         self.clock_core = self._core
         """The core that `PacketClock` runs this session's ticks on."""
+        # The event loop looks up `datagram_received` on the protocol for each datagram. This
+        # instance attribute makes that the core's method, with no Python frame on the way in
+        # C; the class's method below does the same through one more call.
+        self.datagram_received = self._core.datagram_received  # type: ignore[method-assign]
 
     # -- setup -----------------------------------------------------------
 
@@ -390,6 +397,7 @@ class RtpSession(asyncio.DatagramProtocol):
             stream for stream in pair.stale_streams if stream[0] != remote
         )
         session._loop = asyncio.get_running_loop()
+        session._core.loop_time = session._loop.time
         session._transport = session._core.transport = pair.rtp
         pair.rtp.set_protocol(session)
         if not config.rtcp_mux:
@@ -404,6 +412,7 @@ class RtpSession(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = self._core.transport = cast(asyncio.DatagramTransport, transport)
         self._loop = asyncio.get_running_loop()
+        self._core.loop_time = self._loop.time
         self._sockets_lost.append(self._loop.create_future())
 
     @property
@@ -573,6 +582,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if new is not self._latch:
             logger.debug("call %s: rtp latch %s -> %s", self.call_id, self._latch.value, new.value)
             self._latch = new
+            self._core.latched = new is LatchState.LATCHED
 
     # -- receive ---------------------------------------------------------
 
@@ -580,25 +590,11 @@ class RtpSession(asyncio.DatagramProtocol):
         # The usual packet of a latched G.711 stream: a plain header from the latched
         # source with the audio payload type and the current SSRC. One call (in C when
         # media._rtpcore is built) checks the header, decodes the payload into the
-        # jitter buffer and updates the RTCP reception statistics. Any other packet
-        # takes the path below.
-        if (
-            addr == self._remote
-            and self._g711_alaw is not None
-            and self._audio_ssrc is not None
-            and len(data) <= MAX_DATAGRAM
-            and self._latch is LatchState.LATCHED
-            and self.jitter.receive_rtp_g711(
-                data,
-                self.config.payload_type,
-                self._audio_ssrc,
-                self._g711_alaw,
-                self._now_ms(),
-                self.reception,
-            )
-        ):
-            self.stats.packets_received += 1
-            return
+        # jitter buffer and updates the RTCP reception statistics. The core hands any
+        # other packet to `_receive_datagram`.
+        self._core.datagram_received(data, addr)
+
+    def _receive_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = (str(addr[0]), int(addr[1]))
         if len(data) > MAX_DATAGRAM:
             self.stats.malformed += 1
@@ -681,7 +677,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if ssrc != self._audio_ssrc:
             if self._audio_ssrc is not None:
                 logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
-            self._audio_ssrc = ssrc
+            self._audio_ssrc = self._core.audio_ssrc = ssrc
             self.jitter = self._core.jitter = self._new_jitter_buffer()
         try:
             pcm = self._decode(payload)

@@ -1,4 +1,4 @@
-"""The packet clock's per-tick work for one RTP session: sender state, idle send, frame hand-off.
+"""The hot path of one RTP session: G.711 receive, sender state, idle send, frame hand-off.
 
 Theory of operation. Every 20 ms tick the packet clock calls each session's
 send half and then its receive half. Most ticks of a call are alike: no
@@ -13,6 +13,13 @@ tick alone. For any other tick it calls the session's Python methods
 same state through the core. The session sets the flags that route a tick
 to Python (`python_due`, `watching`) whenever the state behind them changes.
 
+The core also receives the session's datagrams (`datagram_received`). A
+plain G.711 packet of the latched stream, from the latched source with the
+audio payload type and the current SSRC, goes into the jitter buffer and
+the RTCP reception statistics in one call. The core hands any other
+datagram to the session's `_receive_datagram`, through a weak reference so
+that session and core form no reference cycle.
+
 `PythonSessionCore` below is the reference. `media/_rtpcore.c` implements
 the same contract in C, and `SessionCore` is that version when the extension
 is built. The packet clock then runs the C cores of a tick in one C loop
@@ -25,10 +32,14 @@ markers and counters.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from media import native
 from media.rtp import build_plain_packet
+
+MAX_DATAGRAM = 2048
+"""The largest datagram an RTP session takes; larger ones count as malformed."""
 
 
 class TickSession(Protocol):
@@ -46,10 +57,15 @@ class TickSession(Protocol):
         """Log an exception raised by the core's own send or frame hand-off."""
         ...
 
+    def _receive_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        """Take a datagram that the core's G.711 shortcut does not take."""
+        ...
+
 
 class StatsCounters(Protocol):
     """The counters of `media.rtp_session.RtpStats` that a core updates."""
 
+    packets_received: int
     packets_sent: int
     ticks_skipped: int
 
@@ -58,11 +74,15 @@ class PythonSessionCore:
     """The per-tick state and work of one RTP session, in Python (the reference)."""
 
     __slots__ = (
+        "audio_ssrc",
         "closed",
         "frame_ms",
         "frame_receiver",
+        "g711_alaw",
         "idle_handler",
         "jitter",
+        "latched",
+        "loop_time",
         "marker_next",
         "max_lag_ms",
         "next_activity_tick",
@@ -71,8 +91,10 @@ class PythonSessionCore:
         "payload_type",
         "python_due",
         "receive_due",
+        "reception",
         "remote",
         "sequence",
+        "session_ref",
         "silence",
         "skip_through_tick",
         "ssrc",
@@ -125,6 +147,15 @@ class PythonSessionCore:
         self.jitter: Any = None
         self.frame_receiver: Any = None
         """The handler's C frame receiver once the session has read it, else None."""
+        self.g711_alaw: bool | None = None
+        """True for A-law, False for u-law, None for a codec without the receive shortcut."""
+        self.audio_ssrc: int | None = None
+        """SSRC of the audio stream that the jitter buffer holds, or None."""
+        self.latched = False
+        self.reception: Any = None
+        self.loop_time: Any = None
+        """The event loop's `time`, or None before the session has a loop."""
+        self.session_ref: weakref.ref[Any] | None = None
 
     def send(self, payload_type: int, payload: bytes, timestamp: int, marker: bool) -> None:
         """Send one packet on the session's stream; nothing while closed or without a peer."""
@@ -180,6 +211,33 @@ class PythonSessionCore:
             return
         if not idle:
             session._python_send_tick(tick)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        """Take a plain G.711 packet of the latched stream, or hand the datagram to the session."""
+        g711_alaw = self.g711_alaw
+        audio_ssrc = self.audio_ssrc
+        loop_time = self.loop_time
+        if (
+            addr == self.remote
+            and g711_alaw is not None
+            and audio_ssrc is not None
+            and len(data) <= MAX_DATAGRAM
+            and self.latched
+            and loop_time is not None
+            and self.jitter.receive_rtp_g711(
+                data,
+                self.payload_type,
+                audio_ssrc,
+                g711_alaw,
+                int(loop_time() * 1000),
+                self.reception,
+            )
+        ):
+            self.stats.packets_received += 1
+            return
+        session = self.session_ref() if self.session_ref is not None else None
+        if session is not None:
+            session._receive_datagram(data, addr)
 
     def clock_receive(self, session: TickSession) -> None:
         """Hand the tick's inbound frame to `frame_receiver`, or leave it to the session."""
