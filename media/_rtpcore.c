@@ -24,9 +24,14 @@
  *   and logging to its Python subclass.
  * - `ReceptionCore`: the per-packet update of the RTCP reception statistics
  *   of `media.rtcp.PythonReceptionStatistics`.
+ * - `SessionCore`: the sender state and common tick of an RTP session, and
+ *   its G.711 receive shortcut, as `media.session_core.PythonSessionCore`
+ *   does them; `run_clock_tick` runs one tick of the packet clock over all
+ *   its members.
  *
  * Every length read from a datagram is checked against the datagram's size
- * before it is used. No I/O happens here.
+ * before it is used. The only I/O is `SessionCore`'s call of the
+ * transport's `sendto`.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -261,32 +266,6 @@ rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                     payload.len);
     PyBuffer_Release(&payload);
     return packet;
-}
-
-/* Build a plain RTP packet and hand it to `transport.sendto(packet, remote)`, so the
-   sender's idle tick makes one call into C for both steps. */
-static PyObject *
-rtpcore_send_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError,
-                        "send_rtp(transport, remote, second, sequence, timestamp, ssrc, payload)");
-        return NULL;
-    }
-    static PyObject *sendto_name = NULL;
-    if (sendto_name == NULL) {
-        sendto_name = PyUnicode_InternFromString("sendto");
-        if (sendto_name == NULL) {
-            return NULL;
-        }
-    }
-    PyObject *packet = rtpcore_build_rtp(module, args + 2, 5);
-    if (packet == NULL) {
-        return NULL;
-    }
-    PyObject *result = PyObject_CallMethodObjArgs(args[0], sendto_name, packet, args[1], NULL);
-    Py_DECREF(packet);
-    return result;
 }
 
 /* -- ReceptionCore state, used by JitterCore.receive_rtp_g711 -------------------- */
@@ -3411,10 +3390,6 @@ static PyMethodDef rtpcore_methods[] = {
     {"build_rtp", (PyCFunction)(void (*)(void))rtpcore_build_rtp, METH_FASTCALL,
      "Return a plain RTP packet (version 2, no padding, extension or CSRC): the second "
      "header byte (marker and payload type), sequence number, timestamp, SSRC, payload."},
-    {"send_rtp", (PyCFunction)(void (*)(void))rtpcore_send_rtp, METH_FASTCALL,
-     "Build a plain RTP packet as build_rtp does and pass it to transport.sendto(packet, "
-     "remote); returns what sendto returns. Takes transport, remote, then build_rtp's "
-     "arguments."},
     {"configure_endpointer", rtpcore_configure_endpointer, METH_VARARGS,
      "Set the EndpointState members (quiet, starting, speaking, stopping) and the "
      "UtteranceStart, UtteranceEnd and EndpointStep classes."},

@@ -6,16 +6,6 @@ def parse_rtp(
 def build_rtp(
     second: int, sequence: int, timestamp: int, ssrc: int, payload: bytes, /
 ) -> bytes: ...
-def send_rtp(
-    transport: Any,
-    remote: Any,
-    second: int,
-    sequence: int,
-    timestamp: int,
-    ssrc: int,
-    payload: bytes,
-    /,
-) -> Any: ...
 def configure(audio: Any, concealed: Any, underrun: Any, stats: Any, /) -> None: ...
 
 class JitterCore:
