@@ -26,7 +26,7 @@
  *   of `media.rtcp.PythonReceptionStatistics`.
  * - `SessionCore`: the sender state and common tick of an RTP session, and
  *   its G.711 receive shortcut, as `media.session_core.PythonSessionCore`
- *   does them; `run_clock_tick` runs one tick of the packet clock over all
+ *   does them. `run_clock_tick` runs one tick of the packet clock over all
  *   its members.
  *
  * Every length read from a datagram is checked against the datagram's size
@@ -2934,7 +2934,7 @@ SessionCore_clock_receive(SessionCore *self, PyObject *session)
 
 /* datagram_received(data, addr) -> None: the session's receive path. A plain G.711 packet of
  * the latched stream (from the latched source, with the audio payload type and the current
- * SSRC) goes into the jitter buffer and the reception statistics here; any other datagram
+ * SSRC) goes into the jitter buffer and the reception statistics here. Any other datagram
  * goes to the session's `_receive_datagram`. */
 static PyObject *
 SessionCore_datagram_received(SessionCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -2992,7 +2992,7 @@ SessionCore_datagram_received(SessionCore *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     if (session == Py_None) {
-        /* The session is gone, so nobody takes the datagram. */
+        /* The session was freed, so the datagram is dropped. */
         Py_RETURN_NONE;
     }
     Py_INCREF(session);

@@ -279,9 +279,9 @@ class RtpSession(asyncio.DatagramProtocol):
         """True while the peer's SDP puts the call on hold or sends no audio (see `sdp_holds`)."""
         self._activity_seen = -1
         self._quiet_since = 0.0
-        # The sender's state and the common tick (see `media.session_core`). The handler
-        # whose `outbound_idle` flag lets idle ticks skip `next_frame` (a `MediaLeg`) is
-        # its `idle_handler` on a G.711 session that sends silence when idle.
+        # The core holds the sender's state and runs the common tick (see
+        # `media.session_core`). On a G.711 session that sends silence when idle, `attach`
+        # makes a handler with an `outbound_idle` flag (a `MediaLeg`) its `idle_handler`.
         self._core = SessionCore(
             self._ssrc,
             int.from_bytes(seed[4:6]),
@@ -301,8 +301,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self.clock_core = self._core
         """The core that `PacketClock` runs this session's ticks on."""
         # The event loop looks up `datagram_received` on the protocol for each datagram. This
-        # instance attribute makes that the core's method, with no Python frame on the way in
-        # C; the class's method below does the same through one more call.
+        # instance attribute makes it the core's method, so a datagram reaches C without a
+        # Python frame. The class's method below does the same with one more call.
         self.datagram_received = self._core.datagram_received  # type: ignore[method-assign]
 
     # -- setup -----------------------------------------------------------

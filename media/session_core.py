@@ -1,10 +1,10 @@
 """The hot path of one RTP session: G.711 receive, sender state, idle send, frame hand-off.
 
 Theory of operation. Every 20 ms tick the packet clock calls each session's
-send half and then its receive half. Most ticks of a call are alike: no
-digit to send or receive, no RTCP report or activity check due, the leg
-idle (so the tick sends the cached G.711 silence packet), and one inbound
-frame for the leg's C receiver. A session core holds the state that such
+send half and then its receive half. Most ticks of a call are alike. No
+digit is sent or received, and no RTCP report or activity check is due.
+The leg is idle, so the tick sends the cached G.711 silence packet, and one
+inbound frame goes to the leg's C receiver. A session core holds the state that such
 ticks read and write: the RTP sequence number, timestamp and marker bit,
 the octets sent, the tick up to which late ticks are skipped, and the
 deadlines of the next RTCP report and activity check. The core runs such a
@@ -127,6 +127,7 @@ class PythonSessionCore:
         self.stats = stats
         self.silence = silence
         """The encoded silence payload that `send_idle` sends, or None."""
+
         self.marker_next = True
         self.octets_sent = 0
         self.skip_through_tick = -1
@@ -140,6 +141,7 @@ class PythonSessionCore:
         gap, or a frame sent early."""
         self.receive_due = False
         self.closed = False
+
         self.transport: Any = None
         self.remote: Any = None
         self.idle_handler: Any = None
@@ -147,6 +149,7 @@ class PythonSessionCore:
         self.jitter: Any = None
         self.frame_receiver: Any = None
         """The handler's C frame receiver once the session has read it, else None."""
+
         self.g711_alaw: bool | None = None
         """True for A-law, False for u-law, None for a codec without the receive shortcut."""
         self.audio_ssrc: int | None = None

@@ -4,12 +4,14 @@ Two sessions with the same SSRC, first sequence number and first timestamp
 run the same random program of ticks. The subject runs on the C core, and
 its ticks go through the packet clock's C loop (`run_clock_tick`). The
 reference runs on the Python core, and its ticks go through the session's
-own `clock_send` and `clock_receive`. The program has idle ticks, late
-ticks that skip, prompts with their early first frames, outbound sources
-(one of them raising), outbound taps, RFC 4733 digits sent and received
-(some without their end packets), inbound G.711 audio with losses, SSRC
-changes, duplicates, stray or malformed datagrams and new latches, a frame
-receiver that raises, RTCP reports that fall due and inactivity checks.
+own `clock_send` and `clock_receive`.
+
+The program's outbound side has idle ticks, late ticks that skip, prompts
+with their early first frames, outbound sources (one of them raising),
+outbound taps, RFC 4733 digits, RTCP reports that fall due and inactivity
+checks. Its inbound side has G.711 audio with losses, SSRC changes,
+duplicates, stray and malformed datagrams, RFC 4733 digits (some without
+their end packets), new latches and a frame receiver that raises.
 After every tick the RTP packets on the wire, the RTCP sender counters, the
 frames and digits handed to the leg, and the tick errors logged must be
 equal. At the end, so must the session counters and the cores' state.
@@ -138,7 +140,8 @@ class _Side:
         assert clock is not None and self.session._clock_key is not None
         # The test runs the ticks itself; the clock's timer would add ticks at wall-clock times.
         clock.remove(self.session._clock_key)
-        # RTCP falls due only where the program says, because it runs on wall-clock time.
+        # RTCP falls due only on the ticks the program picks, because its schedule runs on
+        # wall-clock time.
         self.session._core.next_rtcp_s = math.inf
         self.python_ticks = 0
         self.next_frame_calls = 0
