@@ -116,8 +116,18 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
         reference.session.stats,
         core.silence,
     )
-    for name in ("transport", "remote", "jitter", "next_rtcp_s"):
+    for name in (
+        "transport",
+        "remote",
+        "jitter",
+        "next_rtcp_s",
+        "reception",
+        "g711_alaw",
+        "loop_time",
+        "session_ref",
+    ):
         setattr(reference.session._core, name, getattr(replaced, name))
+    reference.session.datagram_received = reference.session._core.datagram_received  # type: ignore[method-assign]
 
     sides = (subject, reference)
     rate = subject.session.sample_rate
