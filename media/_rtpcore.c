@@ -24,9 +24,14 @@
  *   and logging to its Python subclass.
  * - `ReceptionCore`: the per-packet update of the RTCP reception statistics
  *   of `media.rtcp.PythonReceptionStatistics`.
+ * - `SessionCore`: the sender state and common tick of an RTP session, and
+ *   its G.711 receive shortcut, as `media.session_core.PythonSessionCore`
+ *   does them. `run_clock_tick` runs one tick of the packet clock over all
+ *   its members.
  *
  * Every length read from a datagram is checked against the datagram's size
- * before it is used. No I/O happens here.
+ * before it is used. The only I/O is `SessionCore`'s call of the
+ * transport's `sendto`.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -40,6 +45,7 @@
 #define RTP_HEADER_SIZE 12
 #define STRETCH_SPACING_FRAMES 5
 #define QUIET_LEVEL 330.0
+#define MAX_DATAGRAM 2048 /* media.session_core.MAX_DATAGRAM */
 
 /* Set by `configure` from media/jitter.py: FrameKind members and JitterStats. */
 static PyObject *kind_audio = NULL;
@@ -211,6 +217,27 @@ rtpcore_parse_rtp(PyObject *module, PyObject *arg)
                          header.padding_size);
 }
 
+/* A plain RTP packet (version 2, no padding, extension or CSRC) of fields already in range. */
+static PyObject *
+build_packet(unsigned long second, unsigned long sequence, unsigned long timestamp,
+             unsigned long ssrc, const void *payload, Py_ssize_t size)
+{
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, RTP_HEADER_SIZE + size);
+    if (packet != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(packet);
+        out[0] = 0x80;
+        out[1] = (unsigned char)second;
+        out[2] = (unsigned char)(sequence >> 8);
+        out[3] = (unsigned char)sequence;
+        for (int i = 0; i < 4; i++) {
+            out[4 + i] = (unsigned char)(timestamp >> (24 - 8 * i));
+            out[8 + i] = (unsigned char)(ssrc >> (24 - 8 * i));
+        }
+        memcpy(out + RTP_HEADER_SIZE, payload, (size_t)size);
+    }
+    return packet;
+}
+
 /* build_rtp(second, sequence, timestamp, ssrc, payload) -> bytes: a plain RTP packet. */
 static PyObject *
 rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -235,47 +262,10 @@ rtpcore_build_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[4], &payload, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    PyObject *packet = PyBytes_FromStringAndSize(NULL, RTP_HEADER_SIZE + payload.len);
-    if (packet != NULL) {
-        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(packet);
-        out[0] = 0x80;
-        out[1] = (unsigned char)fields[0];
-        out[2] = (unsigned char)(fields[1] >> 8);
-        out[3] = (unsigned char)fields[1];
-        for (int i = 0; i < 4; i++) {
-            out[4 + i] = (unsigned char)(fields[2] >> (24 - 8 * i));
-            out[8 + i] = (unsigned char)(fields[3] >> (24 - 8 * i));
-        }
-        memcpy(out + RTP_HEADER_SIZE, payload.buf, (size_t)payload.len);
-    }
+    PyObject *packet = build_packet(fields[0], fields[1], fields[2], fields[3], payload.buf,
+                                    payload.len);
     PyBuffer_Release(&payload);
     return packet;
-}
-
-/* Build a plain RTP packet and hand it to `transport.sendto(packet, remote)`, so the
-   sender's idle tick makes one call into C for both steps. */
-static PyObject *
-rtpcore_send_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError,
-                        "send_rtp(transport, remote, second, sequence, timestamp, ssrc, payload)");
-        return NULL;
-    }
-    static PyObject *sendto_name = NULL;
-    if (sendto_name == NULL) {
-        sendto_name = PyUnicode_InternFromString("sendto");
-        if (sendto_name == NULL) {
-            return NULL;
-        }
-    }
-    PyObject *packet = rtpcore_build_rtp(module, args + 2, 5);
-    if (packet == NULL) {
-        return NULL;
-    }
-    PyObject *result = PyObject_CallMethodObjArgs(args[0], sendto_name, packet, args[1], NULL);
-    Py_DECREF(packet);
-    return result;
 }
 
 /* -- ReceptionCore state, used by JitterCore.receive_rtp_g711 -------------------- */
@@ -723,6 +713,26 @@ JitterCore_push(JitterCore *self, PyObject *const *args, Py_ssize_t nargs)
     return push_buffer(self, args, nargs, 0);
 }
 
+/* Push the G.711 payload of `data` when it is a plain RTP header (version 2, no padding,
+ * extension or CSRC) with `payload_type` and `ssrc`. Returns 1 when the packet went in, 0 for
+ * any other packet (nothing changes) and -1 with an exception set. */
+static int
+push_g711(JitterCore *self, const unsigned char *data, Py_ssize_t size, long payload_type,
+          uint32_t ssrc, int alaw, double arrival_ms, uint32_t *sequence, uint32_t *timestamp)
+{
+    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
+        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != ssrc) {
+        return 0;
+    }
+    *sequence = (uint32_t)data[2] << 8 | data[3];
+    *timestamp = read_u32(data + 4);
+    if (push(self, *timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
+             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
 /* Push a plain G.711 packet for push_rtp_g711 and receive_rtp_g711, whose first five
  * arguments are (data, payload_type, ssrc, alaw, arrival_ms). Returns 1 when the packet went
  * in, 0 for any other packet (nothing changes) and -1 with an exception set. */
@@ -752,20 +762,9 @@ push_g711_packet(JitterCore *self, PyObject *const *args, uint32_t *sequence, ui
     if (arrival_ms == -1.0 && PyErr_Occurred()) {
         return -1;
     }
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    /* Only a plain header (version 2, no padding, extension or CSRC) with a payload. */
-    if (size <= RTP_HEADER_SIZE || data[0] != 0x80 || (data[1] & 0x7F) != payload_type ||
-        (data[1] >= 200 && data[1] <= 204) || read_u32(data + 8) != (uint32_t)ssrc) {
-        return 0;
-    }
-    *sequence = (uint32_t)data[2] << 8 | data[3];
-    *timestamp = read_u32(data + 4);
-    if (push(self, *timestamp, data + RTP_HEADER_SIZE, size - RTP_HEADER_SIZE,
-             alaw ? alaw_table : ulaw_table, arrival_ms) < 0) {
-        return -1;
-    }
-    return 1;
+    return push_g711(self, (const unsigned char *)PyBytes_AS_STRING(args[0]),
+                     PyBytes_GET_SIZE(args[0]), payload_type, (uint32_t)ssrc, alaw, arrival_ms,
+                     sequence, timestamp);
 }
 
 /* push_rtp_g711(data, payload_type, ssrc, alaw, arrival_ms) -> (sequence, timestamp) | None */
@@ -862,18 +861,16 @@ target_ms(JitterCore *self)
 }
 
 static PyObject *
-frame_result(const int16_t *samples, Py_ssize_t size, PyObject *kind)
+frame_result(const int16_t *samples, Py_ssize_t size, PyObject *kind, PyObject **kind_out)
 {
-    PyObject *pcm = PyBytes_FromStringAndSize((const char *)samples, size * 2);
-    if (pcm == NULL) {
-        return NULL;
-    }
-    return Py_BuildValue("(NO)", pcm, kind);
+    *kind_out = kind;
+    return PyBytes_FromStringAndSize((const char *)samples, size * 2);
 }
 
 static PyObject *
-conceal(JitterCore *self, PyObject *kind)
+conceal(JitterCore *self, PyObject *kind, PyObject **kind_out)
 {
+    *kind_out = kind;
     self->conceal_run++;
     PyObject *pcm = PyBytes_FromStringAndSize(NULL, self->frame_samples * 2);
     if (pcm == NULL) {
@@ -890,7 +887,7 @@ conceal(JitterCore *self, PyObject *kind)
             out[i] = (int16_t)((int32_t)self->last_frame[i] >> shift);
         }
     }
-    return Py_BuildValue("(NO)", pcm, kind);
+    return pcm;
 }
 
 static int
@@ -911,15 +908,18 @@ next_frame_quiet(JitterCore *self)
     return 1;
 }
 
+/* Pop the next frame as s16le bytes and set *kind to its FrameKind member (borrowed).
+ * Returns NULL with *kind NULL and no exception set when playout has not started. */
 static PyObject *
-JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
+jitter_pop(JitterCore *self, PyObject **kind)
 {
+    *kind = NULL;
     if (self->last_frame == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "jitter buffer used before __init__");
         return NULL;
     }
     if (!self->has_play) {
-        Py_RETURN_NONE;
+        return NULL;
     }
     int64_t depth = depth_ms(self);
     int64_t target = target_ms(self);
@@ -927,7 +927,7 @@ JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t frame_samples = self->frame_samples;
     if (!self->playing) {
         if (depth < target) {
-            Py_RETURN_NONE;
+            return NULL;
         }
         self->playing = 1;
     }
@@ -938,7 +938,7 @@ JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
         /* Jitter grew: hold the position for one frame, during a pause. */
         self->since_stretch = 0;
         self->stats.stretched++;
-        return conceal(self, kind_underrun);
+        return conceal(self, kind_underrun, kind);
     }
     if (self->window_frames == 0 || depth < self->window_min_depth) {
         self->window_min_depth = depth;
@@ -974,7 +974,7 @@ JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
         self->play_position = start + frame_samples;
         self->conceal_run = 0;
         self->stats.played++;
-        return frame_result(self->last_frame, frame_samples, kind_audio);
+        return frame_result(self->last_frame, frame_samples, kind_audio, kind);
     }
     int64_t end = start + frame_samples;
     int16_t *frame = PyMem_Calloc(frame_samples > 0 ? frame_samples : 1, sizeof(int16_t));
@@ -1014,16 +1014,30 @@ JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
         PyMem_Free(frame);
         self->conceal_run = 0;
         self->stats.played++;
-        return frame_result(self->last_frame, frame_samples, kind_audio);
+        return frame_result(self->last_frame, frame_samples, kind_audio, kind);
     }
     PyMem_Free(frame);
     if (later_audio) {
         self->play_position = end;
         self->stats.concealed++;
-        return conceal(self, kind_concealed);
+        return conceal(self, kind_concealed, kind);
     }
     self->stats.underruns++;
-    return conceal(self, kind_underrun);
+    return conceal(self, kind_underrun, kind);
+}
+
+static PyObject *
+JitterCore_pop(JitterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *kind;
+    PyObject *pcm = jitter_pop(self, &kind);
+    if (pcm == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(NO)", pcm, kind);
 }
 
 static PyObject *
@@ -2467,6 +2481,766 @@ static PyTypeObject LegCoreType = {
     .tp_getset = LegCore_getset,
 };
 
+/* ---- SessionCore: the packet clock's per-tick work for one RTP session ----
+ *
+ * The C version of `media.session_core.PythonSessionCore`, which documents the
+ * contract. A tick that this core cannot finish alone goes to the session's
+ * Python methods `_python_send_tick` and `_python_receive_tick`.
+ * `run_clock_tick` runs one tick of the packet clock over all its members, so
+ * that a tick of C cores makes no Python call but the transports' `sendto`,
+ * the idle handlers' `outbound_idle` reads and the frame receivers.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *stats;          /* RtpStats: packets_sent and ticks_skipped are updated */
+    PyObject *silence;        /* the idle tick's payload (bytes), or NULL */
+    PyObject *transport;      /* NULL, None or a datagram transport */
+    PyObject *remote;         /* NULL, None or the peer's address */
+    PyObject *idle_handler;   /* NULL, None or a handler with `outbound_idle` */
+    PyObject *jitter;         /* the session's jitter buffer */
+    PyObject *frame_receiver; /* NULL, None or the handler's C frame receiver */
+    PyObject *reception;      /* the session's RTCP reception statistics */
+    PyObject *loop_time;      /* NULL, None or the event loop's `time` */
+    PyObject *session_ref;    /* a weak reference to the session */
+    long long ssrc;
+    long long sequence;
+    long long timestamp;
+    long long timestamp_step;
+    long long payload_type;
+    long long max_lag_ms;
+    long long frame_ms;
+    long long octets_sent;
+    long long skip_through_tick;
+    long long next_activity_tick;
+    double next_rtcp_s; /* on the CLOCK_MONOTONIC clock, as time.monotonic() reads it */
+    uint32_t audio_ssrc;
+    char has_audio_ssrc;
+    char alaw; /* 1 for A-law, 0 for u-law, -1 for a codec without the receive shortcut */
+    char latched;
+    char marker_next;
+    char watching;
+    char python_due;
+    char receive_due;
+    char closed;
+} SessionCore;
+
+static PyTypeObject SessionCoreType;
+static int set_ranged(PyObject *value, long long maximum, const char *name, long long *out);
+static PyObject *sendto_name = NULL;
+static PyObject *packets_received_name = NULL;
+static PyObject *receive_datagram_name = NULL;
+static PyObject *packets_sent_name = NULL;
+static PyObject *ticks_skipped_name = NULL;
+static PyObject *outbound_idle_name = NULL;
+static PyObject *python_send_tick_name = NULL;
+static PyObject *python_receive_tick_name = NULL;
+static PyObject *log_tick_error_name = NULL;
+static PyObject *clock_send_name = NULL;
+static PyObject *clock_receive_name = NULL;
+static PyObject *pop_name = NULL;
+
+static inline int
+is_set(PyObject *object)
+{
+    return object != NULL && object != Py_None;
+}
+
+static int
+SessionCore_init(SessionCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"ssrc",       "sequence", "timestamp", "timestamp_step",
+                               "payload_type", "max_lag_ms", "frame_ms", "stats",
+                               "silence",    NULL};
+    long long ssrc, sequence, timestamp, timestamp_step, payload_type, max_lag_ms, frame_ms;
+    PyObject *stats, *silence;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "LLLLLLLOO", keywords, &ssrc, &sequence,
+                                     &timestamp, &timestamp_step, &payload_type, &max_lag_ms,
+                                     &frame_ms, &stats, &silence)) {
+        return -1;
+    }
+    if (ssrc < 0 || ssrc > 0xFFFFFFFFLL || sequence < 0 || sequence > 0xFFFF || timestamp < 0 ||
+        timestamp > 0xFFFFFFFFLL || timestamp_step < 0 || timestamp_step > 0xFFFFFFFFLL ||
+        payload_type < 0 || payload_type > 127 || frame_ms <= 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "session core: ssrc, sequence, timestamp, timestamp_step or payload_type "
+                        "out of its RTP range, or frame_ms not positive");
+        return -1;
+    }
+    if (silence != Py_None && !PyBytes_Check(silence)) {
+        PyErr_SetString(PyExc_TypeError, "session core silence must be bytes or None");
+        return -1;
+    }
+    self->ssrc = ssrc;
+    self->sequence = sequence;
+    self->timestamp = timestamp;
+    self->timestamp_step = timestamp_step;
+    self->payload_type = payload_type;
+    self->max_lag_ms = max_lag_ms;
+    self->frame_ms = frame_ms;
+    Py_XSETREF(self->stats, Py_NewRef(stats));
+    Py_XSETREF(self->silence, silence == Py_None ? NULL : Py_NewRef(silence));
+    self->octets_sent = 0;
+    self->skip_through_tick = -1;
+    self->next_activity_tick = 0;
+    self->next_rtcp_s = 0.0;
+    self->marker_next = 1;
+    self->watching = self->python_due = self->receive_due = self->closed = 0;
+    self->alaw = -1;
+    self->has_audio_ssrc = self->latched = 0;
+    self->audio_ssrc = 0;
+    return 0;
+}
+
+static int
+SessionCore_traverse(SessionCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->stats);
+    Py_VISIT(self->silence);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->remote);
+    Py_VISIT(self->idle_handler);
+    Py_VISIT(self->jitter);
+    Py_VISIT(self->frame_receiver);
+    Py_VISIT(self->reception);
+    Py_VISIT(self->loop_time);
+    Py_VISIT(self->session_ref);
+    return 0;
+}
+
+static int
+SessionCore_clear(SessionCore *self)
+{
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->silence);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->remote);
+    Py_CLEAR(self->idle_handler);
+    Py_CLEAR(self->jitter);
+    Py_CLEAR(self->frame_receiver);
+    Py_CLEAR(self->reception);
+    Py_CLEAR(self->loop_time);
+    Py_CLEAR(self->session_ref);
+    return 0;
+}
+
+static void
+SessionCore_dealloc(SessionCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    SessionCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The monotonic clock in seconds, converted from nanoseconds as time.monotonic() does. */
+static double
+monotonic_s(void)
+{
+    struct timespec now;
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+        return 0.0;
+    }
+    long long ns = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+    if (ns % 1000000000LL == 0) {
+        return (double)(ns / 1000000000LL);
+    }
+    return (double)ns / 1e9;
+}
+
+/* Add `delta` to the integer attribute `name` of `object`. */
+static int
+add_to_attribute(PyObject *object, PyObject *name, long long delta)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) {
+        return -1;
+    }
+    PyObject *step = PyLong_FromLongLong(delta);
+    if (step == NULL) {
+        Py_DECREF(value);
+        return -1;
+    }
+    PyObject *sum = PyNumber_Add(value, step);
+    Py_DECREF(value);
+    Py_DECREF(step);
+    if (sum == NULL) {
+        return -1;
+    }
+    int status = PyObject_SetAttr(object, name, sum);
+    Py_DECREF(sum);
+    return status;
+}
+
+/* The send of PythonSessionCore.send, with the payload already as a buffer. */
+static int
+session_send(SessionCore *self, long long payload_type, const void *payload, Py_ssize_t size,
+             long long timestamp, int marker)
+{
+    if (!is_set(self->transport) || !is_set(self->remote) || self->closed || size == 0) {
+        return 0;
+    }
+    long long second = (marker || self->marker_next) ? (payload_type | 0x80) : payload_type;
+    PyObject *packet = build_packet((unsigned long)second, (unsigned long)self->sequence,
+                                    (unsigned long)timestamp, (unsigned long)self->ssrc, payload,
+                                    size);
+    if (packet == NULL) {
+        return -1;
+    }
+    self->marker_next = 0;
+    self->sequence = (self->sequence + 1) & 0xFFFF;
+    PyObject *call_args[3] = {self->transport, packet, self->remote};
+    PyObject *result = PyObject_VectorcallMethod(
+        sendto_name, call_args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(packet);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    if (add_to_attribute(self->stats, packets_sent_name, 1) < 0) {
+        return -1;
+    }
+    self->octets_sent += size;
+    return 0;
+}
+
+static int
+session_send_idle(SessionCore *self)
+{
+    if (self->silence != NULL && PyBytes_GET_SIZE(self->silence) > 0 &&
+        session_send(self, self->payload_type, PyBytes_AS_STRING(self->silence),
+                     PyBytes_GET_SIZE(self->silence), self->timestamp, 0) < 0) {
+        return -1;
+    }
+    self->timestamp = (self->timestamp + self->timestamp_step) & 0xFFFFFFFFLL;
+    return 0;
+}
+
+/* Call `session.name(*args)` and drop its result. */
+static int
+call_session(PyObject *session, PyObject *name, PyObject *argument)
+{
+    PyObject *call_args[2] = {session, argument};
+    PyObject *result = PyObject_VectorcallMethod(
+        name, call_args, (argument != NULL ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* Hand the exception being raised to `session._log_tick_error(receiving, error)` when it is an
+ * Exception; anything else (KeyboardInterrupt, SystemExit) stays raised. */
+static int
+report_tick_error(PyObject *session, int receiving)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    PyObject *call_args[3] = {session, receiving ? Py_True : Py_False, value};
+    PyObject *result = PyObject_VectorcallMethod(
+        log_tick_error_name, call_args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+static int
+session_clock_send(SessionCore *self, PyObject *session, long long tick, double lag_s)
+{
+    if (tick <= self->skip_through_tick) {
+        return 0;
+    }
+    if (lag_s * 1000 > (double)self->max_lag_ms) {
+        long long missed = floor_div((long long)(lag_s * 1000), self->frame_ms);
+        self->skip_through_tick = tick + missed;
+        self->timestamp = (self->timestamp + missed * self->timestamp_step) & 0xFFFFFFFFLL;
+        if (add_to_attribute(self->stats, ticks_skipped_name, missed) < 0) {
+            return -1;
+        }
+        self->marker_next = 1;
+    }
+    self->receive_due = 1;
+    if (self->python_due || (self->watching && tick >= self->next_activity_tick) ||
+        monotonic_s() >= self->next_rtcp_s || !is_set(self->idle_handler)) {
+        PyObject *tick_object = PyLong_FromLongLong(tick);
+        if (tick_object == NULL) {
+            return -1;
+        }
+        int status = call_session(session, python_send_tick_name, tick_object);
+        Py_DECREF(tick_object);
+        return status;
+    }
+    PyObject *idle_object = PyObject_GetAttr(self->idle_handler, outbound_idle_name);
+    int idle = idle_object == NULL ? -1 : PyObject_IsTrue(idle_object);
+    Py_XDECREF(idle_object);
+    if (idle > 0 && session_send_idle(self) < 0) {
+        idle = -1;
+    }
+    if (idle < 0) {
+        return report_tick_error(session, 0);
+    }
+    if (idle) {
+        return 0;
+    }
+    PyObject *tick_object = PyLong_FromLongLong(tick);
+    if (tick_object == NULL) {
+        return -1;
+    }
+    int status = call_session(session, python_send_tick_name, tick_object);
+    Py_DECREF(tick_object);
+    return status;
+}
+
+static int
+session_clock_receive(SessionCore *self, PyObject *session)
+{
+    if (!self->receive_due) {
+        return 0;
+    }
+    self->receive_due = 0;
+    if (!is_set(self->frame_receiver)) {
+        return call_session(session, python_receive_tick_name, NULL);
+    }
+    PyObject *pcm;
+    if (self->jitter != NULL && PyObject_TypeCheck(self->jitter, &JitterCoreType)) {
+        PyObject *kind;
+        pcm = jitter_pop((JitterCore *)self->jitter, &kind);
+        if (pcm == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+    }
+    else {
+        if (self->jitter == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "session core has no jitter buffer");
+            return -1;
+        }
+        PyObject *inbound = PyObject_CallMethodNoArgs(self->jitter, pop_name);
+        if (inbound == NULL) {
+            return -1;
+        }
+        if (inbound == Py_None) {
+            Py_DECREF(inbound);
+            return 0;
+        }
+        pcm = PySequence_GetItem(inbound, 0);
+        Py_DECREF(inbound);
+        if (pcm == NULL) {
+            return -1;
+        }
+    }
+    PyObject *call_args[2] = {pcm, Py_None};
+    PyObject *result = PyObject_Vectorcall(self->frame_receiver, call_args, 2, NULL);
+    Py_DECREF(pcm);
+    if (result == NULL) {
+        return report_tick_error(session, 1);
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+static PyObject *
+SessionCore_send(SessionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "send(payload_type, payload, timestamp, marker)");
+        return NULL;
+    }
+    long long payload_type = PyLong_AsLongLong(args[0]);
+    if (payload_type == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long timestamp = PyLong_AsLongLong(args[2]);
+    if (timestamp == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int marker = PyObject_IsTrue(args[3]);
+    if (marker < 0) {
+        return NULL;
+    }
+    if (payload_type < 0 || payload_type > 127 || timestamp < 0 || timestamp > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "RTP header field out of range");
+        return NULL;
+    }
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[1], &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    int status = session_send(self, payload_type, payload.buf, payload.len, timestamp, marker);
+    PyBuffer_Release(&payload);
+    if (status < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+SessionCore_send_idle(SessionCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->stats == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "session core used before __init__");
+        return NULL;
+    }
+    if (session_send_idle(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+SessionCore_clock_send(SessionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "clock_send(session, tick, lag_s)");
+        return NULL;
+    }
+    if (self->stats == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "session core used before __init__");
+        return NULL;
+    }
+    long long tick = PyLong_AsLongLong(args[1]);
+    if (tick == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double lag_s = PyFloat_AsDouble(args[2]);
+    if (lag_s == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (session_clock_send(self, args[0], tick, lag_s) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+SessionCore_clock_receive(SessionCore *self, PyObject *session)
+{
+    if (session_clock_receive(self, session) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* datagram_received(data, addr) -> None: the session's receive path. A plain G.711 packet of
+ * the latched stream (from the latched source, with the audio payload type and the current
+ * SSRC) goes into the jitter buffer and the reception statistics here. Any other datagram
+ * goes to the session's `_receive_datagram`. */
+static PyObject *
+SessionCore_datagram_received(SessionCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "datagram_received(data, addr)");
+        return NULL;
+    }
+    PyObject *data = args[0], *addr = args[1];
+    if (self->alaw >= 0 && self->has_audio_ssrc && self->latched && self->stats != NULL &&
+        PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) <= MAX_DATAGRAM &&
+        is_set(self->remote) && is_set(self->loop_time) && self->jitter != NULL &&
+        PyObject_TypeCheck(self->jitter, &JitterCoreType) && self->reception != NULL &&
+        PyObject_TypeCheck(self->reception, &ReceptionCoreType)) {
+        int same_source = PyObject_RichCompareBool(addr, self->remote, Py_EQ);
+        if (same_source < 0) {
+            return NULL;
+        }
+        if (same_source) {
+            PyObject *now = PyObject_CallNoArgs(self->loop_time);
+            if (now == NULL) {
+                return NULL;
+            }
+            double now_s = PyFloat_AsDouble(now);
+            Py_DECREF(now);
+            if (now_s == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+            /* int(loop.time() * 1000), as RtpSession._now_ms computes it. */
+            double arrival_ms = (double)(long long)(now_s * 1000);
+            const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(data);
+            uint32_t sequence, timestamp;
+            int pushed = push_g711((JitterCore *)self->jitter, bytes, PyBytes_GET_SIZE(data),
+                                   (long)self->payload_type, self->audio_ssrc, self->alaw,
+                                   arrival_ms, &sequence, &timestamp);
+            if (pushed < 0) {
+                return NULL;
+            }
+            if (pushed) {
+                reception_update((ReceptionCore *)self->reception, read_u32(bytes + 8), sequence,
+                                 timestamp, wall_clock_s());
+                if (add_to_attribute(self->stats, packets_received_name, 1) < 0) {
+                    return NULL;
+                }
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    if (self->session_ref == NULL || !PyWeakref_Check(self->session_ref)) {
+        PyErr_SetString(PyExc_RuntimeError, "session core has no session to receive datagrams");
+        return NULL;
+    }
+    PyObject *session = PyWeakref_GetObject(self->session_ref);
+    if (session == NULL) {
+        return NULL;
+    }
+    if (session == Py_None) {
+        /* The session was freed, so the datagram is dropped. */
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(session);
+    PyObject *call_args[3] = {session, data, addr};
+    PyObject *result = PyObject_VectorcallMethod(
+        receive_datagram_name, call_args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(session);
+    return result;
+}
+
+static PyObject *
+SessionCore_get_g711_alaw(SessionCore *self, void *Py_UNUSED(closure))
+{
+    if (self->alaw < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(self->alaw);
+}
+
+static int
+SessionCore_set_g711_alaw(SessionCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL || (value != Py_None && !PyBool_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "g711_alaw must be True, False or None");
+        return -1;
+    }
+    self->alaw = value == Py_None ? -1 : (char)(value == Py_True);
+    return 0;
+}
+
+static PyObject *
+SessionCore_get_audio_ssrc(SessionCore *self, void *Py_UNUSED(closure))
+{
+    if (!self->has_audio_ssrc) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(self->audio_ssrc);
+}
+
+static int
+SessionCore_set_audio_ssrc(SessionCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == Py_None) {
+        self->has_audio_ssrc = 0;
+        return 0;
+    }
+    long long ssrc;
+    if (set_ranged(value, 0xFFFFFFFFLL, "audio_ssrc", &ssrc) < 0) {
+        return -1;
+    }
+    self->audio_ssrc = (uint32_t)ssrc;
+    self->has_audio_ssrc = 1;
+    return 0;
+}
+
+static PyObject *
+SessionCore_get_sequence(SessionCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->sequence);
+}
+
+static PyObject *
+SessionCore_get_timestamp(SessionCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->timestamp);
+}
+
+static int
+set_ranged(PyObject *value, long long maximum, const char *name, long long *out)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
+        return -1;
+    }
+    long long number = PyLong_AsLongLong(value);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (number < 0 || number > maximum) {
+        PyErr_Format(PyExc_ValueError, "%s %lld out of range 0..%lld", name, number, maximum);
+        return -1;
+    }
+    *out = number;
+    return 0;
+}
+
+static int
+SessionCore_set_sequence(SessionCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return set_ranged(value, 0xFFFF, "sequence", &self->sequence);
+}
+
+static int
+SessionCore_set_timestamp(SessionCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return set_ranged(value, 0xFFFFFFFFLL, "timestamp", &self->timestamp);
+}
+
+static PyMethodDef SessionCore_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))SessionCore_send, METH_FASTCALL,
+     "Send one packet: payload_type, payload, timestamp, marker."},
+    {"send_idle", (PyCFunction)SessionCore_send_idle, METH_NOARGS,
+     "Send the silence packet of an idle tick and advance the timestamp by one frame."},
+    {"clock_send", (PyCFunction)(void (*)(void))SessionCore_clock_send, METH_FASTCALL,
+     "Run the send half of one tick, or hand it to session._python_send_tick."},
+    {"clock_receive", (PyCFunction)SessionCore_clock_receive, METH_O,
+     "Hand the tick's inbound frame to frame_receiver, or leave it to the session."},
+    {"datagram_received", (PyCFunction)(void (*)(void))SessionCore_datagram_received,
+     METH_FASTCALL,
+     "Take a plain G.711 packet of the latched stream, or hand the datagram to the "
+     "session's _receive_datagram."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef SessionCore_members[] = {
+    {"ssrc", T_LONGLONG, offsetof(SessionCore, ssrc), READONLY, NULL},
+    {"timestamp_step", T_LONGLONG, offsetof(SessionCore, timestamp_step), READONLY, NULL},
+    {"payload_type", T_LONGLONG, offsetof(SessionCore, payload_type), READONLY, NULL},
+    {"max_lag_ms", T_LONGLONG, offsetof(SessionCore, max_lag_ms), READONLY, NULL},
+    {"frame_ms", T_LONGLONG, offsetof(SessionCore, frame_ms), READONLY, NULL},
+    {"stats", T_OBJECT, offsetof(SessionCore, stats), READONLY, NULL},
+    {"silence", T_OBJECT, offsetof(SessionCore, silence), READONLY, NULL},
+    {"marker_next", T_BOOL, offsetof(SessionCore, marker_next), 0, NULL},
+    {"octets_sent", T_LONGLONG, offsetof(SessionCore, octets_sent), 0, NULL},
+    {"skip_through_tick", T_LONGLONG, offsetof(SessionCore, skip_through_tick), 0, NULL},
+    {"next_activity_tick", T_LONGLONG, offsetof(SessionCore, next_activity_tick), 0, NULL},
+    {"next_rtcp_s", T_DOUBLE, offsetof(SessionCore, next_rtcp_s), 0, NULL},
+    {"watching", T_BOOL, offsetof(SessionCore, watching), 0, NULL},
+    {"python_due", T_BOOL, offsetof(SessionCore, python_due), 0, NULL},
+    {"receive_due", T_BOOL, offsetof(SessionCore, receive_due), 0, NULL},
+    {"closed", T_BOOL, offsetof(SessionCore, closed), 0, NULL},
+    {"transport", T_OBJECT, offsetof(SessionCore, transport), 0, NULL},
+    {"remote", T_OBJECT, offsetof(SessionCore, remote), 0, NULL},
+    {"idle_handler", T_OBJECT, offsetof(SessionCore, idle_handler), 0, NULL},
+    {"jitter", T_OBJECT, offsetof(SessionCore, jitter), 0, NULL},
+    {"frame_receiver", T_OBJECT, offsetof(SessionCore, frame_receiver), 0, NULL},
+    {"reception", T_OBJECT, offsetof(SessionCore, reception), 0, NULL},
+    {"loop_time", T_OBJECT, offsetof(SessionCore, loop_time), 0, NULL},
+    {"session_ref", T_OBJECT, offsetof(SessionCore, session_ref), 0, NULL},
+    {"latched", T_BOOL, offsetof(SessionCore, latched), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef SessionCore_getset[] = {
+    {"sequence", (getter)SessionCore_get_sequence, (setter)SessionCore_set_sequence,
+     "RTP sequence number of the next packet.", NULL},
+    {"timestamp", (getter)SessionCore_get_timestamp, (setter)SessionCore_set_timestamp,
+     "RTP timestamp of the next audio frame.", NULL},
+    {"g711_alaw", (getter)SessionCore_get_g711_alaw, (setter)SessionCore_set_g711_alaw,
+     "True for A-law, False for u-law, None for a codec without the receive shortcut.", NULL},
+    {"audio_ssrc", (getter)SessionCore_get_audio_ssrc, (setter)SessionCore_set_audio_ssrc,
+     "SSRC of the audio stream that the jitter buffer holds, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject SessionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._rtpcore.SessionCore",
+    .tp_basicsize = sizeof(SessionCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The per-tick state and work of one RTP session "
+              "(media.session_core.PythonSessionCore in C).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SessionCore_init,
+    .tp_dealloc = (destructor)SessionCore_dealloc,
+    .tp_traverse = (traverseproc)SessionCore_traverse,
+    .tp_clear = (inquiry)SessionCore_clear,
+    .tp_methods = SessionCore_methods,
+    .tp_members = SessionCore_members,
+    .tp_getset = SessionCore_getset,
+};
+
+/* Run one member's half of a tick: through its C core when it has one, else by calling its
+ * `clock_send(tick, lag_s)` or `clock_receive(tick)`. */
+static int
+run_member(PyObject *entry, int receiving, long long tick, PyObject *tick_object, double lag_s,
+           PyObject *lag_object)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+        PyErr_SetString(PyExc_TypeError, "run_clock_tick entries must be (member, core) tuples");
+        return -1;
+    }
+    PyObject *member = PyTuple_GET_ITEM(entry, 0);
+    PyObject *core = PyTuple_GET_ITEM(entry, 1);
+    if (Py_IS_TYPE(core, &SessionCoreType) && ((SessionCore *)core)->stats != NULL) {
+        if (receiving) {
+            return session_clock_receive((SessionCore *)core, member);
+        }
+        return session_clock_send((SessionCore *)core, member, tick, lag_s);
+    }
+    PyObject *call_args[3] = {member, tick_object, lag_object};
+    PyObject *result = PyObject_VectorcallMethod(
+        receiving ? clock_receive_name : clock_send_name, call_args,
+        (receiving ? 2 : 3) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* run_clock_tick(entries, tick, lag_s, report) -> None: the send halves of all members, then
+ * their receive halves, as media.packet_clock.PacketClock._run does in Python. An Exception
+ * from a member goes to report(receiving, tick, error) and the tick goes on. */
+static PyObject *
+rtpcore_run_clock_tick(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "run_clock_tick(entries: tuple, tick, lag_s, report)");
+        return NULL;
+    }
+    PyObject *entries = args[0];
+    long long tick = PyLong_AsLongLong(args[1]);
+    if (tick == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double lag_s = PyFloat_AsDouble(args[2]);
+    if (lag_s == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    for (int receiving = 0; receiving < 2; receiving++) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(entries); i++) {
+            if (run_member(PyTuple_GET_ITEM(entries, i), receiving, tick, args[1], lag_s,
+                           args[2]) == 0) {
+                continue;
+            }
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                return NULL;
+            }
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (traceback != NULL) {
+                PyException_SetTraceback(value, traceback);
+            }
+            PyObject *report_args[3] = {receiving ? Py_True : Py_False, args[1], value};
+            PyObject *result = PyObject_Vectorcall(args[3], report_args, 3, NULL);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+            if (result == NULL) {
+                return NULL;
+            }
+            Py_DECREF(result);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* -- module ------------------------------------------------------------------ */
 
 static PyObject *
@@ -2616,13 +3390,12 @@ static PyMethodDef rtpcore_methods[] = {
     {"build_rtp", (PyCFunction)(void (*)(void))rtpcore_build_rtp, METH_FASTCALL,
      "Return a plain RTP packet (version 2, no padding, extension or CSRC): the second "
      "header byte (marker and payload type), sequence number, timestamp, SSRC, payload."},
-    {"send_rtp", (PyCFunction)(void (*)(void))rtpcore_send_rtp, METH_FASTCALL,
-     "Build a plain RTP packet as build_rtp does and pass it to transport.sendto(packet, "
-     "remote); returns what sendto returns. Takes transport, remote, then build_rtp's "
-     "arguments."},
     {"configure_endpointer", rtpcore_configure_endpointer, METH_VARARGS,
      "Set the EndpointState members (quiet, starting, speaking, stopping) and the "
      "UtteranceStart, UtteranceEnd and EndpointStep classes."},
+    {"run_clock_tick", (PyCFunction)(void (*)(void))rtpcore_run_clock_tick, METH_FASTCALL,
+     "Run one packet clock tick: the send halves of all (member, core) entries, then their "
+     "receive halves. An Exception from a member goes to report(receiving, tick, error)."},
     {"configure", rtpcore_configure, METH_VARARGS,
      "Set the FrameKind members (audio, concealed, underrun) and the JitterStats class."},
     {NULL, NULL, 0, NULL},
@@ -2639,7 +3412,7 @@ PyInit__rtpcore(void)
     build_g711_tables();
     if (PyType_Ready(&JitterCoreType) < 0 || PyType_Ready(&EndpointCoreType) < 0 ||
         PyType_Ready(&ReceptionCoreType) < 0 || PyType_Ready(&InbandCoreType) < 0 ||
-        PyType_Ready(&LegCoreType) < 0) {
+        PyType_Ready(&LegCoreType) < 0 || PyType_Ready(&SessionCoreType) < 0) {
         return NULL;
     }
     for (int key = 0; key < 16; key++) {
@@ -2664,6 +3437,25 @@ PyInit__rtpcore(void)
     if (deque_type == NULL || events_name == NULL || utterance_audio_name == NULL) {
         return NULL;
     }
+    sendto_name = PyUnicode_InternFromString("sendto");
+    packets_sent_name = PyUnicode_InternFromString("packets_sent");
+    ticks_skipped_name = PyUnicode_InternFromString("ticks_skipped");
+    outbound_idle_name = PyUnicode_InternFromString("outbound_idle");
+    python_send_tick_name = PyUnicode_InternFromString("_python_send_tick");
+    python_receive_tick_name = PyUnicode_InternFromString("_python_receive_tick");
+    log_tick_error_name = PyUnicode_InternFromString("_log_tick_error");
+    clock_send_name = PyUnicode_InternFromString("clock_send");
+    clock_receive_name = PyUnicode_InternFromString("clock_receive");
+    pop_name = PyUnicode_InternFromString("pop");
+    packets_received_name = PyUnicode_InternFromString("packets_received");
+    receive_datagram_name = PyUnicode_InternFromString("_receive_datagram");
+    if (sendto_name == NULL || packets_sent_name == NULL || ticks_skipped_name == NULL ||
+        outbound_idle_name == NULL || python_send_tick_name == NULL ||
+        python_receive_tick_name == NULL || log_tick_error_name == NULL ||
+        clock_send_name == NULL || clock_receive_name == NULL || pop_name == NULL ||
+        packets_received_name == NULL || receive_datagram_name == NULL) {
+        return NULL;
+    }
     PyObject *module = PyModule_Create(&rtpcore_module);
     if (module == NULL) {
         return NULL;
@@ -2672,7 +3464,8 @@ PyInit__rtpcore(void)
         PyModule_AddObjectRef(module, "EndpointCore", (PyObject *)&EndpointCoreType) < 0 ||
         PyModule_AddObjectRef(module, "ReceptionCore", (PyObject *)&ReceptionCoreType) < 0 ||
         PyModule_AddObjectRef(module, "InbandCore", (PyObject *)&InbandCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "LegCore", (PyObject *)&LegCoreType) < 0) {
+        PyModule_AddObjectRef(module, "LegCore", (PyObject *)&LegCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "SessionCore", (PyObject *)&SessionCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -6,16 +6,6 @@ def parse_rtp(
 def build_rtp(
     second: int, sequence: int, timestamp: int, ssrc: int, payload: bytes, /
 ) -> bytes: ...
-def send_rtp(
-    transport: Any,
-    remote: Any,
-    second: int,
-    sequence: int,
-    timestamp: int,
-    ssrc: int,
-    payload: bytes,
-    /,
-) -> Any: ...
 def configure(audio: Any, concealed: Any, underrun: Any, stats: Any, /) -> None: ...
 
 class JitterCore:
@@ -98,3 +88,55 @@ class LegCore:
         barge_in_min_ms: int,
     ) -> None: ...
     def frame(self, pcm: bytes, features: Any, /) -> None: ...
+
+class SessionCore:
+    ssrc: int
+    sequence: int
+    timestamp: int
+    timestamp_step: int
+    payload_type: int
+    max_lag_ms: int
+    frame_ms: int
+    stats: Any
+    silence: bytes | None
+    marker_next: bool
+    octets_sent: int
+    skip_through_tick: int
+    next_rtcp_s: float
+    next_activity_tick: int
+    watching: bool
+    python_due: bool
+    receive_due: bool
+    closed: bool
+    transport: Any
+    remote: Any
+    idle_handler: Any
+    jitter: Any
+    frame_receiver: Any
+    reception: Any
+    loop_time: Any
+    session_ref: Any
+    latched: bool
+    g711_alaw: bool | None
+    audio_ssrc: int | None
+    def __init__(
+        self,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        timestamp_step: int,
+        payload_type: int,
+        max_lag_ms: int,
+        frame_ms: int,
+        stats: Any,
+        silence: bytes | None,
+    ) -> None: ...
+    def send(self, payload_type: int, payload: bytes, timestamp: int, marker: bool, /) -> None: ...
+    def send_idle(self) -> None: ...
+    def clock_send(self, session: Any, tick: int, lag_s: float, /) -> None: ...
+    def clock_receive(self, session: Any, /) -> None: ...
+    def datagram_received(self, data: bytes, addr: Any, /) -> None: ...
+
+def run_clock_tick(
+    entries: tuple[tuple[Any, Any], ...], tick: int, lag_s: float, report: Any, /
+) -> None: ...

@@ -20,6 +20,12 @@ Members may put their inbound frame of the tick into the clock's
 `FrameBatch` instead of handling it at once. After the last member's
 `clock_receive` the clock flushes the batch: the frames are analyzed in a few
 numpy operations for all members together and then handed out in order.
+
+A member may offer a `clock_core` (an `RtpSession`'s `SessionCore`). With
+the C extension built, one C call (`_rtpcore.run_clock_tick`) runs the tick:
+it calls each C core's send and receive halves directly, which is what the
+member's `clock_send` and `clock_receive` would do, and calls the methods of
+the other members.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import weakref
 from typing import Protocol
 
 from media.frame_batch import FrameBatch
+from media.native import rtpcore
 from media.transport import FRAME_MS
 
 logger = logging.getLogger("media.rtp")
@@ -66,7 +73,8 @@ class PacketClock:
     ) -> None:
         self._loop = loop
         self.interval_s = interval_s
-        self._members: dict[int, ClockMember] = {}
+        # Each member with its `clock_core`, or None for a member without one.
+        self._members: dict[int, tuple[ClockMember, object]] = {}
         self._next_key = 0
         self._start = 0.0
         self._tick = 0
@@ -99,7 +107,7 @@ class PacketClock:
         """Call `member` from the next tick on; returns the key that `remove` takes."""
         key = self._next_key
         self._next_key += 1
-        self._members[key] = member
+        self._members[key] = (member, getattr(member, "clock_core", None))
         if self._timer is None and not self._running:
             self._start = self._loop.time()
             self._tick = 0
@@ -131,18 +139,28 @@ class PacketClock:
         # Sending every packet first keeps the sends of a tick together, so a peer
         # process that sleeps between packets is woken about once per tick. A member
         # may remove itself or others while the tick runs.
-        members = tuple(self._members.values())
-        for member in members:
-            try:
-                member.clock_send(tick, lag_s)
-            except Exception:
-                logger.exception("packet clock member failed to send on tick %d", tick)
-        for member in members:
-            try:
-                member.clock_receive(tick)
-            except Exception:
-                logger.exception("packet clock member failed to receive on tick %d", tick)
+        entries = tuple(self._members.values())
+        if rtpcore is not None:
+            rtpcore.run_clock_tick(entries, tick, lag_s, _log_member_error)
+        else:
+            for member, _ in entries:
+                try:
+                    member.clock_send(tick, lag_s)
+                except Exception as exc:
+                    _log_member_error(False, tick, exc)
+            for member, _ in entries:
+                try:
+                    member.clock_receive(tick)
+                except Exception as exc:
+                    _log_member_error(True, tick, exc)
         self.frames.flush()
         self._running = False
         if self._members:
             self._arm()
+
+
+def _log_member_error(receiving: bool, tick: int, error: Exception) -> None:
+    if receiving:
+        logger.error("packet clock member failed to receive on tick %d", tick, exc_info=error)
+    else:
+        logger.error("packet clock member failed to send on tick %d", tick, exc_info=error)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from media.native import rtpcore
 
@@ -153,26 +152,4 @@ build_plain_packet: Callable[[int, int, int, int, bytes], bytes] = (
 Takes the second header byte (marker bit and payload type), sequence
 number, timestamp, SSRC and payload. This is the sender's path; the C
 version writes header and payload in one allocation.
-"""
-
-
-def _send_plain_packet(
-    transport: Any,
-    remote: Any,
-    second: int,
-    sequence_number: int,
-    timestamp: int,
-    ssrc: int,
-    payload: bytes,
-) -> None:
-    transport.sendto(build_plain_packet(second, sequence_number, timestamp, ssrc, payload), remote)
-
-
-send_plain_packet: Callable[[Any, Any, int, int, int, int, bytes], object] = (
-    rtpcore.send_rtp if rtpcore is not None else _send_plain_packet
-)
-"""Build a plain RTP packet as `build_plain_packet` does and pass it to `transport.sendto`.
-
-Takes the transport and the remote address, then `build_plain_packet`'s
-arguments. The C version is one call for both steps.
 """

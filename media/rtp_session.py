@@ -31,6 +31,11 @@ Each tick sends one telephone-event packet while a digit is being sent
 handler's next frame, otherwise an encoded silence frame. Silence keeps
 NAT bindings open and keeps peers with an RTP inactivity timer (common on
 SBCs and PBXs) from hanging up during long silences such as queue waits.
+The sender's state (sequence number, timestamp, marker bit, octets sent,
+RTCP and activity deadlines) lives in the session's `SessionCore`
+(`media/session_core.py`, in C when the extension is built). The core runs
+a tick with nothing to do but idle silence and one inbound frame alone, and
+hands every other tick to `_python_send_tick` and `_python_receive_tick`.
 
 Inactivity: `watch_inactivity` arms the peer's media timeout (like
 Asterisk's `rtptimeout` or FreeSWITCH's `media_timeout`). No timer or task
@@ -52,6 +57,7 @@ import secrets
 import socket
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,13 +72,13 @@ from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
 from media.rtcp import ReceptionStatistics, ReportBlock
-from media.rtp import RtpPacket, build_plain_packet, send_plain_packet
+from media.rtp import RtpPacket
 from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
+from media.session_core import MAX_DATAGRAM, SessionCore
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
 
-MAX_DATAGRAM = 2048
 _HEADER_SIZE = 12
 _PLAIN_FIRST_BYTE = 0x80  # version 2, no padding, no extension, no CSRC
 _PLAIN_HEADER = struct.Struct("!BHII")  # the header after its first byte
@@ -212,30 +218,24 @@ class RtpSession(asyncio.DatagramProtocol):
         self._encode = self.codec.new_encoder()
         self._decode = self.codec.new_decoder()
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        self._g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
+        g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
         self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
         # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps state.
         self._silence_payload = (
-            _g711_silence_payload(self.codec.name) if self._g711_alaw is not None else None
+            _g711_silence_payload(self.codec.name) if g711_alaw is not None else None
         )
         self.stats = RtpStats()
         self._remote = remote
         self._latch = LatchState.WAITING
         self._transport: asyncio.DatagramTransport | None = None
         self._handler: FrameHandler | None = None
-        # The handler's C receiver of inbound frames (`MediaLeg.frame_receiver`), or None.
-        # It is read at the first inbound frame after `attach`, because reading it makes
-        # a `MediaLeg` build its endpointer and in-band detector.
-        self._frame_receiver: Callable[[bytes, FrameFeatures | None], None] | None = None
-        # The handler while its `outbound_idle` flag lets idle ticks skip `next_frame`
-        # (a `MediaLeg`), on a G.711 session that sends silence when idle; else None.
-        self._idle_handler: Any = None
+        # The handler's C receiver of inbound frames (`MediaLeg.frame_receiver`) is read
+        # at the first inbound frame after `attach`, because reading it makes a
+        # `MediaLeg` build its endpointer and in-band detector. The core keeps it.
         self._frame_receiver_read = False
         self._clock: PacketClock | None = None
         self._clock_key: int | None = None
-        self._skip_through_tick = -1
         self._frame_sent_early = False
-        self._receive_due = False
         self._closed = False
         self._dtmf = DtmfReceiver(
             config.telephone_event_clock_rate,
@@ -247,9 +247,6 @@ class RtpSession(asyncio.DatagramProtocol):
         # first timestamp (RFC 3550 §5.1) and the CNAME's suffix.
         seed = secrets.token_bytes(16)
         self._ssrc = int.from_bytes(seed[0:4])
-        self._sequence = int.from_bytes(seed[4:6])
-        self._timestamp = int.from_bytes(seed[6:10])
-        self._marker_next = True
         self._events: deque[_OutgoingEvent] = deque()
         self._dtmf_queue: deque[tuple[str, int]] = deque()
         self._gap_ticks = 0
@@ -261,9 +258,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.remote_report: ReportBlock | None = None
         """The peer's latest reception report about our stream (loss, jitter)."""
         self.round_trip_ms: float | None = None
-        self._octets_sent = 0
         self._sent_at_last_report = 0
-        self._next_rtcp_s = 0.0
         self._rtcp_sent = False
         self._cname = f"voxgate-{seed[10:16].hex()}"
         self._release_port: Callable[[], None] | None = None
@@ -284,7 +279,31 @@ class RtpSession(asyncio.DatagramProtocol):
         """True while the peer's SDP puts the call on hold or sends no audio (see `sdp_holds`)."""
         self._activity_seen = -1
         self._quiet_since = 0.0
-        self._next_activity_tick = 0
+        # The core holds the sender's state and runs the common tick (see
+        # `media.session_core`). On a G.711 session that sends silence when idle, `attach`
+        # makes a handler with an `outbound_idle` flag (a `MediaLeg`) its `idle_handler`.
+        self._core = SessionCore(
+            self._ssrc,
+            int.from_bytes(seed[4:6]),
+            int.from_bytes(seed[6:10]),
+            self._timestamp_step,
+            config.payload_type,
+            config.max_lag_ms,
+            FRAME_MS,
+            self.stats,
+            self._silence_payload,
+        )
+        self._core.remote = remote
+        self._core.jitter = self.jitter
+        self._core.reception = self.reception
+        self._core.g711_alaw = g711_alaw
+        self._core.session_ref = weakref.ref(self)
+        self.clock_core = self._core
+        """The core that `PacketClock` runs this session's ticks on."""
+        # The event loop looks up `datagram_received` on the protocol for each datagram. This
+        # instance attribute makes it the core's method, so a datagram reaches C without a
+        # Python frame. The class's method below does the same with one more call.
+        self.datagram_received = self._core.datagram_received  # type: ignore[method-assign]
 
     # -- setup -----------------------------------------------------------
 
@@ -378,7 +397,8 @@ class RtpSession(asyncio.DatagramProtocol):
             stream for stream in pair.stale_streams if stream[0] != remote
         )
         session._loop = asyncio.get_running_loop()
-        session._transport = pair.rtp
+        session._core.loop_time = session._loop.time
+        session._transport = session._core.transport = pair.rtp
         pair.rtp.set_protocol(session)
         if not config.rtcp_mux:
             session._rtcp_transport = pair.rtcp
@@ -390,8 +410,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self._release_port = release
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
+        self._transport = self._core.transport = cast(asyncio.DatagramTransport, transport)
         self._loop = asyncio.get_running_loop()
+        self._core.loop_time = self._loop.time
         self._sockets_lost.append(self._loop.create_future())
 
     @property
@@ -419,7 +440,7 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def set_remote(self, remote: tuple[str, int] | None) -> None:
         """Point the stream at a new SDP address (None: on hold) and latch again."""
-        self._remote = remote
+        self._remote = self._core.remote = remote
         if remote is not None and self._stale_streams:
             self._stale_streams = frozenset(
                 stream for stream in self._stale_streams if stream[0] != remote
@@ -436,6 +457,7 @@ class RtpSession(asyncio.DatagramProtocol):
         the packet clock's ticks, so only an attached session is watched.
         """
         self._on_inactive = on_inactive
+        self._core.watching = True
         self._timeout_s = timeout_s
         self._hold_timeout_s = hold_timeout_s
         stats = self.stats
@@ -443,7 +465,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._quiet_since = time.monotonic()
 
     def _check_activity(self, tick: int) -> None:
-        self._next_activity_tick = tick + ACTIVITY_CHECK_TICKS
+        self._core.next_activity_tick = tick + ACTIVITY_CHECK_TICKS
         stats = self.stats
         seen = stats.packets_received + stats.rtcp_received + stats.rtcp_ignored
         now = time.monotonic()
@@ -455,6 +477,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if limit <= 0 or now - self._quiet_since < limit:
             return
         callback, self._on_inactive = self._on_inactive, None
+        self._core.watching = False
         logger.debug(
             "call %s: no RTP or RTCP for %.1f s%s",
             self.call_id,
@@ -469,13 +492,13 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             raise RuntimeError("RTP session is closed")
         self._handler = handler
-        self._frame_receiver = None
+        self._core.frame_receiver = None
         self._frame_receiver_read = False
         silence_shortcut = self._silence_payload is not None and self.config.send_silence_when_idle
         if silence_shortcut and hasattr(handler, "outbound_idle"):
-            self._idle_handler = handler
+            self._core.idle_handler = handler
         else:
-            self._idle_handler = None
+            self._core.idle_handler = None
         if self._clock_key is None:
             # RFC 3550 section 6.2: the first report waits half the interval.
             self._schedule_rtcp(0.5)
@@ -486,10 +509,11 @@ class RtpSession(asyncio.DatagramProtocol):
         """Stop sending, close the socket and tell the handler. Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._core.closed = True
         # The callback usually refers back to this session, so drop it to spare the
         # garbage collector a cycle per call.
         self._on_inactive = None
+        self._core.watching = False
         if self._clock is not None and self._clock_key is not None:
             self._clock.remove(self._clock_key)
             self._clock_key = None
@@ -525,8 +549,8 @@ class RtpSession(asyncio.DatagramProtocol):
             self._release_port = None
         handler, self._handler = self._handler, None
         # The receiver is bound to the handler's C core, which refers to the handler.
-        self._frame_receiver = None
-        self._idle_handler = None
+        self._core.frame_receiver = None
+        self._core.idle_handler = None
         if handler is not None:
             handler.on_transport_closed()
         logger.debug(
@@ -558,6 +582,7 @@ class RtpSession(asyncio.DatagramProtocol):
         if new is not self._latch:
             logger.debug("call %s: rtp latch %s -> %s", self.call_id, self._latch.value, new.value)
             self._latch = new
+            self._core.latched = new is LatchState.LATCHED
 
     # -- receive ---------------------------------------------------------
 
@@ -565,25 +590,11 @@ class RtpSession(asyncio.DatagramProtocol):
         # The usual packet of a latched G.711 stream: a plain header from the latched
         # source with the audio payload type and the current SSRC. One call (in C when
         # media._rtpcore is built) checks the header, decodes the payload into the
-        # jitter buffer and updates the RTCP reception statistics. Any other packet
-        # takes the path below.
-        if (
-            addr == self._remote
-            and self._g711_alaw is not None
-            and self._audio_ssrc is not None
-            and len(data) <= MAX_DATAGRAM
-            and self._latch is LatchState.LATCHED
-            and self.jitter.receive_rtp_g711(
-                data,
-                self.config.payload_type,
-                self._audio_ssrc,
-                self._g711_alaw,
-                self._now_ms(),
-                self.reception,
-            )
-        ):
-            self.stats.packets_received += 1
-            return
+        # jitter buffer and updates the RTCP reception statistics. The core hands any
+        # other packet to `_receive_datagram`.
+        self._core.datagram_received(data, addr)
+
+    def _receive_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = (str(addr[0]), int(addr[1]))
         if len(data) > MAX_DATAGRAM:
             self.stats.malformed += 1
@@ -648,7 +659,7 @@ class RtpSession(asyncio.DatagramProtocol):
             # source, as most SBCs do; a packet injected before the caller's first one wins.
             if source != self._remote:
                 logger.info("call %s: rtp source latched, replies follow the source", self.call_id)
-            self._remote = source
+            self._remote = self._core.remote = source
             self._set_latch(LatchState.LATCHED)
         elif source != self._remote:
             self.stats.wrong_source += 1
@@ -666,8 +677,8 @@ class RtpSession(asyncio.DatagramProtocol):
         if ssrc != self._audio_ssrc:
             if self._audio_ssrc is not None:
                 logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
-            self._audio_ssrc = ssrc
-            self.jitter = self._new_jitter_buffer()
+            self._audio_ssrc = self._core.audio_ssrc = ssrc
+            self.jitter = self._core.jitter = self._new_jitter_buffer()
         try:
             pcm = self._decode(payload)
         except ValueError as exc:
@@ -688,6 +699,9 @@ class RtpSession(asyncio.DatagramProtocol):
             self.stats.malformed += 1
             logger.debug("call %s: dropped telephone-event: %s", self.call_id, exc)
             return
+        finally:
+            # A digit that started needs `_dtmf.poll` on each tick until it ends.
+            self._update_python_due()
         self._deliver_digits(digits)
 
     def _deliver_digits(self, digits: list[DtmfInput]) -> None:
@@ -723,6 +737,7 @@ class RtpSession(asyncio.DatagramProtocol):
         for digit in digits:
             build_event_payloads(digit, duration_ms)  # validates before queueing
             self._dtmf_queue.append((digit, duration_ms))
+        self._update_python_due()
 
     @property
     def sending_dtmf(self) -> bool:
@@ -746,27 +761,29 @@ class RtpSession(asyncio.DatagramProtocol):
         ):
             return
         self._frame_sent_early = True
+        self._core.python_due = True
         self._send_outbound(handler)
 
     def clock_send(self, tick: int, lag_s: float) -> None:
-        """Run the send half of one 20 ms tick of the packet clock."""
-        if tick <= self._skip_through_tick:
-            return
-        if lag_s * 1000 > self.config.max_lag_ms:
-            missed = int(lag_s * 1000) // FRAME_MS
-            self._skip_through_tick = tick + missed
-            self._timestamp = (self._timestamp + missed * self._timestamp_step) & 0xFFFFFFFF
-            self.stats.ticks_skipped += missed
-            self._marker_next = True
-        self._receive_due = True
+        """Run the send half of one 20 ms tick of the packet clock.
+
+        The core skips the ticks missed after a stall of more than
+        `max_lag_ms` and sends the silence packet of an idle tick. It hands
+        any other tick to `_python_send_tick`.
+        """
+        self._core.clock_send(self, tick, lag_s)
+
+    def _python_send_tick(self, tick: int) -> None:
+        """Run the send half of a tick that the core does not finish alone."""
+        core = self._core
         try:
-            if self._on_inactive is not None and tick >= self._next_activity_tick:
+            if self._on_inactive is not None and tick >= core.next_activity_tick:
                 self._check_activity(tick)
             if self._dtmf.active:
                 self._deliver_digits(self._dtmf.poll(self._now_ms()))
-            if time.monotonic() >= self._next_rtcp_s:
+            if time.monotonic() >= core.next_rtcp_s:
                 self._send_rtcp()
-            idle_handler = self._idle_handler
+            idle_handler = core.idle_handler
             if self._frame_sent_early:
                 # This tick's frame already left in `send_next_frame_now`.
                 self._frame_sent_early = False
@@ -777,11 +794,28 @@ class RtpSession(asyncio.DatagramProtocol):
                 and not self._dtmf_queue
                 and not self._gap_ticks
             ):
-                self._send_idle_silence()
+                core.send_idle()
             else:
                 self._send_outbound(self._handler)
         except Exception:
             logger.exception("call %s: rtp send tick failed", self.call_id)
+        self._update_python_due()
+
+    def _update_python_due(self) -> None:
+        """Tell the core whether the send half of the next tick needs `_python_send_tick`."""
+        self._core.python_due = bool(
+            self._events
+            or self._dtmf_queue
+            or self._gap_ticks
+            or self._frame_sent_early
+            or self._dtmf.active
+        )
+
+    def _log_tick_error(self, receiving: bool, error: Exception) -> None:
+        if receiving:
+            logger.error("call %s: inbound frame handling failed", self.call_id, exc_info=error)
+        else:
+            logger.error("call %s: rtp send tick failed", self.call_id, exc_info=error)
 
     def clock_receive(self, tick: int) -> None:
         """Pop one frame from the jitter buffer for the handler, once per tick that sent.
@@ -791,15 +825,16 @@ class RtpSession(asyncio.DatagramProtocol):
         joins the clock's `FrameBatch`, which analyzes the frames of all
         sessions of the tick together and then calls `_deliver_frame`.
         """
-        if not self._receive_due:
-            return
-        self._receive_due = False
+        self._core.clock_receive(self)
+
+    def _python_receive_tick(self) -> None:
+        """Pop the tick's frame while the core has no frame receiver, and hand it out."""
         inbound = self.jitter.pop()
         if inbound is None or self._handler is None:
             return
-        receiver = self._frame_receiver
+        receiver = self._core.frame_receiver
         if not self._frame_receiver_read:
-            receiver = self._frame_receiver = getattr(self._handler, "frame_receiver", None)
+            receiver = self._core.frame_receiver = getattr(self._handler, "frame_receiver", None)
             self._frame_receiver_read = True
         if receiver is not None:
             try:
@@ -826,6 +861,7 @@ class RtpSession(asyncio.DatagramProtocol):
             logger.exception("call %s: inbound frame handling failed", self.call_id)
 
     def _send_outbound(self, handler: FrameHandler | None) -> None:
+        core = self._core
         frame = handler.next_frame() if handler is not None else None
         if self._send_event_packet():
             pass
@@ -835,39 +871,15 @@ class RtpSession(asyncio.DatagramProtocol):
                     f"outbound frame at {frame.sample_rate} Hz, session runs at "
                     f"{self.codec.sample_rate} Hz"
                 )
-            self._send(self.config.payload_type, self._encode(frame.pcm), self._timestamp)
+            core.send(self.config.payload_type, self._encode(frame.pcm), core.timestamp, False)
         elif self.config.send_silence_when_idle:
             payload = self._silence_payload
             if payload is None:
                 payload = self._encode(self._silence_pcm)
-            self._send(self.config.payload_type, payload, self._timestamp)
+            core.send(self.config.payload_type, payload, core.timestamp, False)
         else:
-            self._marker_next = True  # the next packet starts a talkspurt (RFC 3551 section 4.1)
-        self._timestamp = (self._timestamp + self._timestamp_step) & 0xFFFFFFFF
-
-    def _send_idle_silence(self) -> None:
-        """Send the G.711 silence packet of an idle tick as `_send_outbound` would.
-
-        `clock_send` takes this shortcut while the handler's `outbound_idle`
-        is set and no digit is queued, being sent or in its gap. The packet,
-        sequence number, timestamp, marker bit and counters equal the Python
-        path's, and one call into C builds and sends the packet.
-        """
-        payload = self._silence_payload
-        transport = self._transport
-        remote = self._remote
-        if transport is not None and remote is not None and not self._closed and payload:
-            payload_type = self.config.payload_type
-            second = payload_type | 0x80 if self._marker_next else payload_type
-            sequence = self._sequence
-            self._marker_next = False
-            self._sequence = (sequence + 1) & 0xFFFF
-            send_plain_packet(
-                transport, remote, second, sequence, self._timestamp, self._ssrc, payload
-            )
-            self.stats.packets_sent += 1
-            self._octets_sent += len(payload)
-        self._timestamp = (self._timestamp + self._timestamp_step) & 0xFFFFFFFF
+            core.marker_next = True  # the next packet starts a talkspurt (RFC 3551 section 4.1)
+        core.timestamp = (core.timestamp + self._timestamp_step) & 0xFFFFFFFF
 
     def _send_event_packet(self) -> bool:
         if not self._events:
@@ -880,29 +892,16 @@ class RtpSession(asyncio.DatagramProtocol):
             payloads = build_event_payloads(
                 digit, duration_ms, clock_rate=self.config.telephone_event_clock_rate
             )
-            self._events.append(_OutgoingEvent(deque(payloads), self._timestamp))
+            self._events.append(_OutgoingEvent(deque(payloads), self._core.timestamp))
         event = self._events[0]
         payload_type = self.config.telephone_event_payload_type
         assert payload_type is not None
-        self._send(payload_type, event.payloads.popleft(), event.timestamp, marker=event.first)
+        self._core.send(payload_type, event.payloads.popleft(), event.timestamp, event.first)
         event.first = False
         if not event.payloads:
             self._events.popleft()
             self._gap_ticks = self.config.dtmf_gap_ms // FRAME_MS
         return True
-
-    def _send(
-        self, payload_type: int, payload: bytes, timestamp: int, *, marker: bool = False
-    ) -> None:
-        if self._transport is None or self._remote is None or self._closed or not payload:
-            return
-        second = payload_type | 0x80 if marker or self._marker_next else payload_type
-        packet = build_plain_packet(second, self._sequence, timestamp, self._ssrc, payload)
-        self._marker_next = False
-        self._sequence = (self._sequence + 1) & 0xFFFF
-        self._transport.sendto(packet, self._remote)
-        self.stats.packets_sent += 1
-        self._octets_sent += len(payload)
 
     # -- RTCP (RFC 3550 section 6) -----------------------------------------
 
@@ -915,7 +914,9 @@ class RtpSession(asyncio.DatagramProtocol):
     def _schedule_rtcp(self, share: float) -> None:
         interval = self.config.rtcp_interval_s * share
         # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value.
-        self._next_rtcp_s = time.monotonic() + interval * (0.5 + secrets.randbelow(1000) / 1000)
+        self._core.next_rtcp_s = time.monotonic() + interval * (
+            0.5 + secrets.randbelow(1000) / 1000
+        )
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         self._schedule_rtcp(1.0)
@@ -934,9 +935,9 @@ class RtpSession(asyncio.DatagramProtocol):
             report = rtcp.SenderReport(
                 self._ssrc,
                 rtcp.ntp_timestamp(now),
-                self._timestamp,
+                self._core.timestamp,
                 self.stats.packets_sent,
-                self._octets_sent,
+                self._core.octets_sent,
                 blocks,
             )
         else:

@@ -1,13 +1,14 @@
 """The idle-tick shortcut of `RtpSession.clock_send` sends what the Python path sends.
 
 While its `MediaLeg` sets `outbound_idle` and no RFC 4733 digit is pending,
-a G.711 session sends its silence packet through `_send_idle_silence`
+a G.711 session's core sends its silence packet (`SessionCore.send_idle`)
 instead of `_send_outbound` and `MediaLeg.next_frame`. Two sessions with the
 same SSRC, first sequence number and first timestamp run the same random
 program of ticks, late ticks, prompts, early first frames, digits, outbound
 sources and outbound taps: one with the shortcut, one without it. Every
 packet on the wire, every outbound tap call and the sender counters must be
-equal.
+equal, and the shortcut's ticks are those on which only the reference
+called `next_frame`.
 """
 
 from __future__ import annotations
@@ -61,19 +62,19 @@ class _Side:
         # The test runs the ticks itself; the clock's timer would add ticks at wall-clock times.
         clock.remove(self.session._clock_key)
         # RTCP goes out on wall-clock time, so it stays off in both sides.
-        self.session._next_rtcp_s = math.inf
+        self.session._core.next_rtcp_s = math.inf
         if not shortcut:
-            self.session._idle_handler = None
-        self.shortcut_ticks = 0
+            self.session._core.idle_handler = None
+        self.next_frame_calls = 0
         self.tapped: list[bytes | None] = []
         self.prompts: list[asyncio.Task[Any]] = []
-        original = self.session._send_idle_silence
+        original = self.leg.next_frame
 
-        def counting_send() -> None:
-            self.shortcut_ticks += 1
-            original()
+        def counting_next_frame() -> PcmAudio | None:
+            self.next_frame_calls += 1
+            return original()
 
-        self.session._send_idle_silence = counting_send  # type: ignore[method-assign]
+        self.leg.next_frame = counting_next_frame  # type: ignore[method-assign]
 
     def tap(self, frame: PcmAudio | None) -> None:
         self.tapped.append(frame.pcm if frame is not None else None)
@@ -100,8 +101,33 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
     config = RtpSessionConfig(codec_name=codec, payload_type=payload_type, max_lag_ms=100)
     subject = _Side(config, shortcut=True)
     reference = _Side(config, shortcut=False)
-    for name in ("_ssrc", "_sequence", "_timestamp"):
-        setattr(reference.session, name, getattr(subject.session, name))
+    # The SSRC is fixed at the core's creation, so the reference gets a new core.
+    core = subject.session._core
+    replaced = reference.session._core
+    reference.session._ssrc = subject.session._ssrc
+    reference.session._core = reference.session.clock_core = type(core)(
+        core.ssrc,
+        core.sequence,
+        core.timestamp,
+        core.timestamp_step,
+        core.payload_type,
+        core.max_lag_ms,
+        core.frame_ms,
+        reference.session.stats,
+        core.silence,
+    )
+    for name in (
+        "transport",
+        "remote",
+        "jitter",
+        "next_rtcp_s",
+        "reception",
+        "g711_alaw",
+        "loop_time",
+        "session_ref",
+    ):
+        setattr(reference.session._core, name, getattr(replaced, name))
+    reference.session.datagram_received = reference.session._core.datagram_received  # type: ignore[method-assign]
 
     sides = (subject, reference)
     rate = subject.session.sample_rate
@@ -148,16 +174,15 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
 
     assert subject.tapped == reference.tapped
     assert subject.session.stats.packets_sent == reference.session.stats.packets_sent
-    assert subject.session._octets_sent == reference.session._octets_sent
-    assert subject.session._timestamp == reference.session._timestamp
-    assert subject.session._sequence == reference.session._sequence
-    assert reference.shortcut_ticks == 0
+    assert subject.session._core.octets_sent == reference.session._core.octets_sent
+    assert subject.session._core.timestamp == reference.session._core.timestamp
+    assert subject.session._core.sequence == reference.session._core.sequence
 
     for side in sides:
         for prompt in side.prompts:
             prompt.cancel()
         await asyncio.gather(*side.prompts, return_exceptions=True)
-    return subject.shortcut_ticks, len(subject.transport.sent)
+    return reference.next_frame_calls - subject.next_frame_calls, len(subject.transport.sent)
 
 
 @pytest.mark.parametrize(("codec", "payload_type"), [("PCMU", 0), ("PCMA", 8)])

@@ -7,6 +7,9 @@ import itertools
 import socket
 from dataclasses import dataclass, field
 
+import pytest
+
+from media import packet_clock
 from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.packet_clock import PacketClock
@@ -45,6 +48,44 @@ async def test_clock_sends_all_before_receiving() -> None:
     ]
     sends = [tick for kind, name, tick in log if kind == "send" and name == "first"]
     assert sends == list(range(1, len(sends) + 1))
+
+
+@dataclass
+class FailingMember(Member):
+    def clock_send(self, tick: int, lag_s: float) -> None:
+        super().clock_send(tick, lag_s)
+        raise RuntimeError("send failed on request")
+
+    def clock_receive(self, tick: int) -> None:
+        super().clock_receive(tick)
+        raise RuntimeError("receive failed on request")
+
+
+@pytest.mark.parametrize("c_loop", [True, False], ids=["c-loop", "python-loop"])
+async def test_clock_logs_member_errors_and_goes_on(
+    c_loop: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not c_loop:
+        monkeypatch.setattr(packet_clock, "rtpcore", None)
+    clock = PacketClock(asyncio.get_running_loop())
+    log: list[tuple[str, str, int]] = []
+    failing, healthy = FailingMember("failing", log), Member("healthy", log)
+    keys = [clock.add(failing), clock.add(healthy)]
+    await wait_for(lambda: clock.tick >= 2)
+    for key in keys:
+        clock.remove(key)
+
+    assert [call for call in log if call[2] == 1] == [
+        ("send", "failing", 1),
+        ("send", "healthy", 1),
+        ("receive", "failing", 1),
+        ("receive", "healthy", 1),
+    ]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "packet clock member failed to send on tick 1" in messages
+    assert "packet clock member failed to receive on tick 1" in messages
+    errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
+    assert any(str(error) == "send failed on request" for error in errors)
 
 
 async def test_clock_stops_without_members() -> None:

@@ -66,11 +66,13 @@ async def receive_all(codec_name: str, *, fast_path: bool) -> tuple[RtpSession, 
     session = RtpSession(config, call_id="receive-path", remote=("127.0.0.1", 39_998))
     session.connection_made(_NullTransport())  # type: ignore[arg-type]
     if not fast_path:
-        session._g711_alaw = None  # every packet takes the full path
+        session._core.g711_alaw = None  # every packet takes the full path
     # Arrival times 20 ms apart, the same in both runs, so the jitter estimates match.
     # Like the loop's clock, the time stays the same within one datagram's handling.
+    # The core reads the loop's clock in seconds and truncates it to whole milliseconds.
     arrival_ms = 1000
     session._now_ms = lambda: arrival_ms  # type: ignore[method-assign]
+    session._core.loop_time = lambda: (arrival_ms + 0.5) / 1000
     frames: list[bytes] = []
     for data, source in datagrams(codec_name):
         arrival_ms += 20

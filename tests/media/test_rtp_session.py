@@ -223,8 +223,8 @@ def test_session_random_fields_differ() -> None:
     sessions = [RtpSession(RtpSessionConfig(), call_id=str(n)) for n in range(200)]
 
     ssrcs = {s.ssrc for s in sessions}
-    sequences = {s._sequence for s in sessions}
-    timestamps = {s._timestamp for s in sessions}
+    sequences = {s._core.sequence for s in sessions}
+    timestamps = {s._core.timestamp for s in sessions}
     cnames = {s._cname for s in sessions}
     assert len(ssrcs) == 200
     assert len(timestamps) == 200
