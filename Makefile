@@ -65,4 +65,4 @@ models: ## download the small English and Chinese Vosk models into asr_models/
 
 clean: ## remove caches and build output (keeps .venv and asr_models)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info var test-artifacts
-	rm -f media/_rtpcore.*.so
+	rm -f media/_rtpcore.*.so signaling/sip/_sipcore.*.so

@@ -79,6 +79,10 @@ from media.transport import FRAME_MS, FrameHandler, frame_samples
 
 logger = logging.getLogger("media.rtp")
 
+# Ports in a row that may be held by another process before a session's bind gives up.
+# A busy port goes back to the end of the range's free list, so later calls skip it.
+BIND_ATTEMPTS = 64
+
 _HEADER_SIZE = 12
 _PLAIN_FIRST_BYTE = 0x80  # version 2, no padding, no extension, no CSRC
 _PLAIN_HEADER = struct.Struct("!BHII")  # the header after its first byte
@@ -348,7 +352,7 @@ class RtpSession(asyncio.DatagramProtocol):
         local_host: str,
         remote: tuple[str, int] | None = None,
         call_id: str = "-",
-        attempts: int = 8,
+        attempts: int = BIND_ATTEMPTS,
     ) -> RtpSession:
         """Bind to a port from `pool`, skipping ports another process holds.
 

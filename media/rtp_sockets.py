@@ -51,7 +51,8 @@ logger = logging.getLogger("media.rtp")
 # hold the event loop. Whatever stays queued still meets the stale-stream check.
 MAX_DRAIN_DATAGRAMS = 256
 _DRAIN_READ_SIZE = 4096
-BIND_ATTEMPTS = 8
+# Ports in a row that may be held by another process before a pair's bind gives up.
+BIND_ATTEMPTS = 64
 
 Address = tuple[str, int]
 

@@ -436,6 +436,12 @@ def rtp_socket_pool(settings: RtpSettings, ports: RtpPortPool) -> RtpSocketPool 
     max_idle = min(settings.socket_pool_size, pairs_in_range // 2)
     if max_idle == 0:
         return None
+    logger.info(
+        "rtp socket pool keeps up to %d pairs (rtp.socket_pool_size %d, range of %d pairs)",
+        max_idle,
+        settings.socket_pool_size,
+        pairs_in_range,
+    )
     return RtpSocketPool(
         ports, settings.host, max_idle=max_idle, quarantine_s=settings.socket_quarantine_s
     )

@@ -283,3 +283,28 @@ async def test_closed_pair_freed_without_collector(
         assert reference() is None
     finally:
         gc.enable()
+
+
+async def test_pool_skips_block_of_busy_ports(port_pool: RtpPortPool) -> None:
+    # Another process holds the 40 ports that the range hands out next, as a second node might.
+    held: list[socket.socket] = []
+    try:
+        held_ports = [port_pool.acquire() for _ in range(40)]
+        other_ports = [port_pool.acquire() for _ in range(port_pool.free_count)]
+        for port in held_ports + other_ports:
+            port_pool.release(port)
+        for port in held_ports:
+            holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(holder)
+            holder.bind((LOOPBACK, port))
+        pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.0)
+
+        pair = await pool.acquire()
+
+        assert pair.port not in held_ports
+        assert pair.port == other_ports[0]
+        pool.release(pair, frozenset())
+        pool.close()
+    finally:
+        for holder in held:
+            holder.close()
