@@ -111,7 +111,10 @@ def test_demo_expected_wait_announced(summary: dict[str, Any]) -> None:
     last = callers[summary["served_order"][-1]]
     expected_waits = [a["eta_s"] for a in last["announcements"] if a["eta_s"] is not None]
     assert expected_waits, last["announcements"]
-    assert all(wait > 0 for wait in expected_waits)
+    # While callers were ahead, the wait was above zero. An announcement that
+    # comes as the agent turns free says 0, because a free agent serves at once.
+    assert any(wait > 0 for wait in expected_waits), expected_waits
+    assert all(wait >= 0 for wait in expected_waits), expected_waits
 
 
 def test_demo_priority_callers_served_first(summary: dict[str, Any]) -> None:
