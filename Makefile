@@ -51,7 +51,7 @@ format: install ## apply ruff's fixes and formatting
 bench: system-packages install ## run the benchmarks under bench/ (slow; prints ratios)
 	@for script in bench/*.py; do \
 		[ -e "$$script" ] || { echo "no benchmarks in bench/"; break; }; \
-		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+		echo "== $$script"; PYTHONPATH=. $(BIN)/python $$script || exit 1; \
 	done
 
 models: ## download the small English and Chinese Vosk models into asr_models/

@@ -428,7 +428,10 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of all steps")
     parser.add_argument("--callers", type=int, default=300, help="callers per latency step")
     parser.add_argument("--rate", type=float, default=50.0, help="arrivals per second")

@@ -529,7 +529,10 @@ def parse_calls(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--calls", type=int, default=20, help="concurrent calls (1-400)")
     parser.add_argument("--seconds", type=float, default=15, help="measured seconds per step")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (1-20)")

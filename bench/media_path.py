@@ -134,7 +134,10 @@ def _stop_timer(clock: PacketClock) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--calls", type=int, default=50, help="concurrent calls (1-400)")
     parser.add_argument("--ticks", type=int, default=500, help="20 ms ticks per repetition")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions; the median is printed")

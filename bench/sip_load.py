@@ -580,7 +580,10 @@ def machine() -> dict[str, Any]:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--rates",
         default="50,100,150,200,300,400,800,1000,1200",
@@ -611,7 +614,7 @@ def parse_args() -> argparse.Namespace:
         "--overload-max-calls",
         type=int,
         default=0,
-        help="sip.max_calls of VoxGate in the 1.2 x max steps only; 0 (default) sets none",
+        help="sip.max_calls of VoxGate in the 1.2 x max steps only; 0 sets none",
     )
     parser.add_argument(
         "--baseline",

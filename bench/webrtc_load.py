@@ -656,7 +656,10 @@ def _in_namespace() -> int | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every step (at least 1)")
     parser.add_argument(
         "--steps",

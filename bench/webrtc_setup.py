@@ -429,7 +429,10 @@ def run_with_node(calls: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--calls", type=int, default=50, help="calls per path (at least 1)")
     parser.add_argument("--json", type=Path, help="also write the result to this JSON file")
     args = parser.parse_args()
