@@ -111,8 +111,8 @@ def test_demo_expected_wait_announced(summary: dict[str, Any]) -> None:
     last = callers[summary["served_order"][-1]]
     expected_waits = [a["eta_s"] for a in last["announcements"] if a["eta_s"] is not None]
     assert expected_waits, last["announcements"]
-    # While callers were ahead, the wait was above zero. An announcement that
-    # comes as the agent turns free says 0, because a free agent serves at once.
+    # While callers were ahead, the wait was above zero. An announcement made as
+    # the agent turns free gives 0, because a free agent takes the call at once.
     assert any(wait > 0 for wait in expected_waits), expected_waits
     assert all(wait >= 0 for wait in expected_waits), expected_waits
 
