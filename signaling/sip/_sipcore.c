@@ -402,6 +402,22 @@ parse_quoted(Span v, Py_ssize_t start, Py_ssize_t *end)
     return text;
 }
 
+/* Stores `value` in `params` under the lower-cased `name`, and releases `value`
+ * in every case. Returns 0, or -1 with an exception set. */
+static int
+set_param(PyObject *params, Span name, PyObject *value)
+{
+    PyObject *key = make_lower_str(name);
+    if (key == NULL) {
+        Py_DECREF(value);
+        return -1;
+    }
+    int status = PyDict_SetItem(params, key, value);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return status;
+}
+
 /* `headers.parse_params`: `;name=value;flag` with optional whitespace. */
 static PyObject *
 parse_params(Span v)
@@ -456,15 +472,7 @@ parse_params(Span v)
         else {
             value = Py_NewRef(Py_None);
         }
-        PyObject *name = make_lower_str(name_span);
-        if (name == NULL) {
-            Py_DECREF(value);
-            goto fail;
-        }
-        int status = PyDict_SetItem(params, name, value);
-        Py_DECREF(name);
-        Py_DECREF(value);
-        if (status < 0) {
+        if (set_param(params, name_span, value) < 0) {
             goto fail;
         }
     }
@@ -780,15 +788,7 @@ parse_uri_params(Span v)
                 goto fail;
             }
         }
-        PyObject *key = make_lower_str(name);
-        if (key == NULL) {
-            Py_DECREF(value);
-            goto fail;
-        }
-        int status = PyDict_SetItem(params, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (status < 0) {
+        if (set_param(params, name, value) < 0) {
             goto fail;
         }
     }
