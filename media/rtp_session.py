@@ -283,7 +283,7 @@ class RtpSession(asyncio.DatagramProtocol):
         """True while the peer's SDP puts the call on hold or sends no audio (see `sdp_holds`)."""
         self._activity_seen = -1
         self._quiet_since = 0.0
-        # The core holds the sender's state and runs the common tick (see
+        # The core keeps the sender's state and runs the common tick (see
         # `media.session_core`). On a G.711 session that sends silence when idle, `attach`
         # makes a handler with an `outbound_idle` flag (a `MediaLeg`) its `idle_handler`.
         self._core = SessionCore(

@@ -4,7 +4,7 @@ Theory of operation. Every 20 ms tick the packet clock calls each session's
 send half and then its receive half. Most ticks of a call are alike. No
 digit is sent or received, and no RTCP report or activity check is due.
 The leg is idle, so the tick sends the cached G.711 silence packet, and one
-inbound frame goes to the leg's C receiver. A session core holds the state that such
+inbound frame goes to the leg's C receiver. A session core contains the state that such
 ticks read and write: the RTP sequence number, timestamp and marker bit,
 the octets sent, the tick up to which late ticks are skipped, and the
 deadlines of the next RTCP report and activity check. The core runs such a

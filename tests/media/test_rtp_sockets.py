@@ -286,7 +286,7 @@ async def test_closed_pair_freed_without_collector(
 
 
 async def test_pool_skips_block_of_busy_ports(port_pool: RtpPortPool) -> None:
-    # Another process holds the 40 ports that the range hands out next, as a second node might.
+    # Another process has bound the 40 ports that the range hands out next, as a second node might.
     held: list[socket.socket] = []
     try:
         held_ports = [port_pool.acquire() for _ in range(40)]
