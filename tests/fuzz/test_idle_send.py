@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.rtp_session import RtpSession, RtpSessionConfig
 from tests.fuzz.mutate import SEED
+from tests.fuzz.outbound import OutboundActions
 
 TICKS = 400
 RUNS = 12
@@ -80,22 +80,6 @@ class _Side:
         self.tapped.append(frame.pcm if frame is not None else None)
 
 
-def _source(rng: random.Random, frame_bytes: int, rate: int) -> Callable[[], PcmAudio | None]:
-    """Return an outbound source whose frames and gaps follow `rng`'s draws at creation."""
-    pattern = [
-        None if rng.random() < 0.3 else PcmAudio(rng.randbytes(frame_bytes), rate) for _ in range(7)
-    ]
-    position = 0
-
-    def next_frame() -> PcmAudio | None:
-        nonlocal position
-        frame = pattern[position % len(pattern)]
-        position += 1
-        return frame
-
-    return next_frame
-
-
 async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
     rng = random.Random(seed)
     config = RtpSessionConfig(codec_name=codec, payload_type=payload_type, max_lag_ms=100)
@@ -130,37 +114,10 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
     reference.session.datagram_received = reference.session._core.datagram_received  # type: ignore[method-assign]
 
     sides = (subject, reference)
-    rate = subject.session.sample_rate
-    frame_bytes = subject.leg._frame_bytes
-    tapping = False
+    outbound = OutboundActions(rng, sides)
 
     for tick in range(1, TICKS + 1):
-        action = rng.random()
-        if action < 0.03:
-            pcm = rng.randbytes(frame_bytes * rng.randint(1, 6) - 2 * rng.randint(0, 20))
-            for side in sides:
-                side.prompts.append(asyncio.ensure_future(side.leg.play(PcmAudio(pcm, rate))))
-            # Start both prompts, which sends their first frames early.
-            await asyncio.sleep(0)
-        elif action < 0.05:
-            digit = rng.choice("0123456789*#")
-            duration_ms = rng.choice((40, 60, 100))
-            for side in sides:
-                side.session.send_dtmf(digit, duration_ms)
-        elif action < 0.06:
-            source_seed = rng.getrandbits(32)
-            for side in sides:
-                side.leg.set_outbound_source(_source(random.Random(source_seed), frame_bytes, rate))
-        elif action < 0.12:
-            for side in sides:
-                side.leg.set_outbound_source(None)
-        elif action < 0.14:
-            tapping = not tapping
-            for side in sides:
-                if tapping:
-                    side.leg.add_outbound_tap(side.tap)
-                else:
-                    side.leg.remove_outbound_tap(side.tap)
+        await outbound.apply(rng.random())
 
         lag_s = 0.0
         if rng.random() < 0.02:

@@ -41,6 +41,7 @@ from media.rtp_session import RtpSession, RtpSessionConfig
 from media.session_core import PythonSessionCore
 from media.transport import FRAME_MS
 from tests.fuzz.mutate import SEED
+from tests.fuzz.outbound import OutboundActions
 
 TICKS = 500
 RUNS = 8
@@ -216,30 +217,6 @@ def _rtcp_fields(data: bytes) -> list[tuple[Any, ...]]:
     return fields
 
 
-def _source(rng: random.Random, frame_bytes: int, rate: int) -> Callable[[], PcmAudio | None]:
-    """Return an outbound source whose frames, gaps and failures follow `rng`'s draws."""
-    pattern: list[PcmAudio | str | None] = []
-    for _ in range(7):
-        draw = rng.random()
-        if draw < 0.1:
-            pattern.append("raise")
-        elif draw < 0.35:
-            pattern.append(None)
-        else:
-            pattern.append(PcmAudio(rng.randbytes(frame_bytes), rate))
-    position = 0
-
-    def next_frame() -> PcmAudio | None:
-        nonlocal position
-        frame = pattern[position % len(pattern)]
-        position += 1
-        if isinstance(frame, str):
-            raise RuntimeError("outbound source failed on request")
-        return frame
-
-    return next_frame
-
-
 class _ErrorLog(logging.Handler):
     """Hands each error record of the session logger to both sides."""
 
@@ -334,52 +311,26 @@ async def _run_program(
         for side in sides:
             side.session.watch_inactivity(3600.0, 3600.0, lambda: None)
 
-    rate = subject.session.sample_rate
-    frame_bytes = subject.leg._frame_bytes
     step = subject.session._timestamp_step
     peer = _Peer(random.Random(rng.getrandbits(32)), config.payload_type, step)
-    tapping = False
+    outbound = OutboundActions(rng, sides, failure_share=0.1, gap_share=0.25)
 
     for tick in range(1, TICKS + 1):
         action = rng.random()
-        if action < 0.03:
-            pcm = rng.randbytes(frame_bytes * rng.randint(1, 6) - 2 * rng.randint(0, 20))
-            for side in sides:
-                side.prompts.append(asyncio.ensure_future(side.leg.play(PcmAudio(pcm, rate))))
-            # Start both prompts, which sends their first frames early.
-            await asyncio.sleep(0)
-        elif action < 0.05:
-            digit = rng.choice("0123456789*#")
-            duration_ms = rng.choice((40, 60, 100))
-            for side in sides:
-                side.session.send_dtmf(digit, duration_ms)
-        elif action < 0.06:
-            source_seed = rng.getrandbits(32)
-            for side in sides:
-                side.leg.set_outbound_source(_source(random.Random(source_seed), frame_bytes, rate))
-        elif action < 0.12:
-            for side in sides:
-                side.leg.set_outbound_source(None)
-        elif action < 0.14:
-            tapping = not tapping
-            for side in sides:
-                if tapping:
-                    side.leg.add_outbound_tap(side.tap)
-                else:
-                    side.leg.remove_outbound_tap(side.tap)
-        elif action < 0.16 and not peer.event_packets:
-            peer.start_event(step)
-        elif action < 0.18:
-            for side in sides:
-                side.leg.fail_next_frame = True
-        elif action < 0.20:
-            for side in sides:
-                side.session._core.next_rtcp_s = 0.0
-        elif action < 0.21:
-            # A re-INVITE: latch again, onto the same address or another one.
-            remote = rng.choice((REMOTE, INTRUDER))
-            for side in sides:
-                side.session.set_remote(remote)
+        if not await outbound.apply(action):
+            if action < 0.16 and not peer.event_packets:
+                peer.start_event(step)
+            elif action < 0.18:
+                for side in sides:
+                    side.leg.fail_next_frame = True
+            elif action < 0.20:
+                for side in sides:
+                    side.session._core.next_rtcp_s = 0.0
+            elif action < 0.21:
+                # A re-INVITE: latch again, onto the same address or another one.
+                remote = rng.choice((REMOTE, INTRUDER))
+                for side in sides:
+                    side.session.set_remote(remote)
 
         for data, source in peer.next_packets(step):
             for side in sides:
