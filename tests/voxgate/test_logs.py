@@ -128,6 +128,8 @@ FORMATTER_CASES = {
     "mapping args": make_record(message="%(a)s-%(b)d", args=({"a": "x", "b": 2},)),
     "last millisecond": make_record(created=1_700_000_000.9996, msecs=999.0),
     "next second": make_record(created=1_700_000_001.0, msecs=0.0),
+    "milliseconds set past 999": make_record(msecs=1234.5),
+    "before 1970": make_record(created=-1.5, msecs=-500.0),
     "exception": make_record(exc_info=exception_info()),
     "exception text only": make_record(exc_text="Traceback (most recent call last):\nX"),
     "stack": make_record(stack_info="Stack (most recent call last):\n  here"),
