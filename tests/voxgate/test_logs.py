@@ -188,9 +188,41 @@ async def wait_for_text(stream: io.StringIO, expected: str) -> None:
         await asyncio.sleep(0.005)
 
 
+class CountingStream(io.StringIO):
+    """A text stream that counts its write calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_batching_writes_once_per_iteration() -> None:
+    stream = CountingStream()
+    logger, handler = batching_logger(stream)
+
+    logger.info("one")
+    logger.debug("two")
+    assert stream.getvalue() == ""
+
+    # The write was scheduled with call_soon before this task yielded, so it runs first.
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "INFO one\nDEBUG two\n"
+    assert stream.writes == 1
+
+    logger.info("three")
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "INFO one\nDEBUG two\nINFO three\n"
+    assert stream.writes == 2
+    handler.close()
+
+
 async def test_batching_holds_info_until_warning() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
 
     logger.info("one")
     logger.debug("two")
@@ -201,9 +233,9 @@ async def test_batching_holds_info_until_warning() -> None:
     handler.close()
 
 
-async def test_batching_timer_writes_lines_in_order() -> None:
+async def test_batching_delay_writes_lines_in_order() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=0.01)
+    logger, handler = batching_logger(stream, delay_s=0.01)
 
     for number in range(5):
         logger.info("line %d", number)
@@ -217,7 +249,7 @@ async def test_batching_timer_writes_lines_in_order() -> None:
 
 async def test_batching_writes_at_max_chars() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0, max_chars=20)
+    logger, handler = batching_logger(stream, delay_s=3600.0, max_chars=20)
 
     logger.info("short")
     assert stream.getvalue() == ""
@@ -228,7 +260,7 @@ async def test_batching_writes_at_max_chars() -> None:
 
 async def test_batching_worker_thread_writes_at_once() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
 
     logger.info("from the loop")
     await asyncio.to_thread(logger.info, "from a worker")
@@ -239,7 +271,7 @@ async def test_batching_worker_thread_writes_at_once() -> None:
 
 async def test_batching_flush_and_close_write_buffer() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
 
     logger.info("before flush")
     handler.flush()
@@ -252,7 +284,7 @@ async def test_batching_flush_and_close_write_buffer() -> None:
 
 async def test_batching_shutdown_writes_buffer() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
 
     logger.info("pending at exit")
     # The function that the logging module registers with atexit.
@@ -263,7 +295,7 @@ async def test_batching_shutdown_writes_buffer() -> None:
 
 def test_batching_without_loop_writes_at_once() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
 
     logger.info("no loop")
 
@@ -271,18 +303,18 @@ def test_batching_without_loop_writes_at_once() -> None:
     handler.close()
 
 
-def test_batching_rearms_after_loop_stops() -> None:
+def test_batching_reschedules_after_loop_stops() -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
 
     async def log(message: str) -> None:
         logger.info(message)
 
-    # The first loop ends with its timer still pending, so that timer never fires.
+    # The first loop ends with its scheduled write still pending, so that write never runs.
     asyncio.run(log("first loop"))
     assert stream.getvalue() == ""
 
-    handler.interval_s = 0.01
+    handler.delay_s = 0.01
 
     async def log_and_wait() -> None:
         logger.info("second loop")
@@ -295,7 +327,7 @@ def test_batching_rearms_after_loop_stops() -> None:
 
 def test_batching_broken_stream_reports_error(capsys: pytest.CaptureFixture[str]) -> None:
     stream = io.StringIO()
-    logger, handler = batching_logger(stream, interval_s=3600.0)
+    logger, handler = batching_logger(stream, delay_s=3600.0)
     stream.close()
 
     logger.warning("lost")
