@@ -339,6 +339,7 @@ def test_batching_broken_stream_reports_error(capsys: pytest.CaptureFixture[str]
 
 SERVE_LIKE = """
 import asyncio, logging, sys
+import uvloop
 from voxgate.logs import configure_logging
 
 configure_logging("INFO")
@@ -349,15 +350,25 @@ async def main() -> None:
         log.info("line %d", number)
     if sys.argv[1] == "crash":
         raise RuntimeError("crash on purpose")
+    if sys.argv[1] == "exit":
+        sys.exit(3)
 
-asyncio.run(main())
+if sys.argv[2] == "uvloop.run":
+    uvloop.run(main())
+else:
+    asyncio.new_event_loop().run_until_complete(main())
 """
+EXIT_STATUS = {"return": 0, "crash": 1, "exit": 3}
 
 
-@pytest.mark.parametrize("ending", ["return", "crash"])
-def test_serve_logging_keeps_lines_at_exit(ending: str) -> None:
+# `voxgate serve` runs the node with uvloop.run, which runs the loop again to clean up
+# after an exception. SystemExit leaves asyncio's run_until_complete at once, before the
+# iteration that would write the lines, so they wait for logging.shutdown at exit.
+@pytest.mark.parametrize("runner", ["uvloop.run", "run_until_complete"])
+@pytest.mark.parametrize("ending", ["return", "crash", "exit"])
+def test_serve_logging_keeps_lines_at_exit(ending: str, runner: str) -> None:
     completed = subprocess.run(
-        [sys.executable, "-c", SERVE_LIKE, ending],
+        [sys.executable, "-c", SERVE_LIKE, ending, runner],
         capture_output=True,
         text=True,
         timeout=60,
@@ -368,8 +379,6 @@ def test_serve_logging_keeps_lines_at_exit(ending: str) -> None:
     lines = [LINE.fullmatch(line) for line in completed.stderr.splitlines()]
     messages = [match["message"] for match in lines if match]
     assert messages == ["line 0", "line 1", "line 2"], completed.stderr
+    assert completed.returncode == EXIT_STATUS[ending], completed.stderr
     if ending == "crash":
-        assert completed.returncode == 1
         assert "RuntimeError: crash on purpose" in completed.stderr
-    else:
-        assert completed.returncode == 0
