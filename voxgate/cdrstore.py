@@ -16,7 +16,7 @@ import operator
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,10 +209,6 @@ class CdrConfig:
     batch_wait_s: float = 0.1
 
 
-def _is_lost_caller(event: CallEvent) -> bool:
-    return event.kind == "acd.caller_left" and event.payload.get("reason") == "node_lost"
-
-
 class CdrRecorder:
     """Build one CDR per call from the hub's events and write it to the store.
 
@@ -229,7 +225,16 @@ class CdrRecorder:
         self._traces: OrderedDict[str, CallTrace] = OrderedDict()
         # Ids of calls already written, so that a late event cannot reopen one.
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._pending: asyncio.Queue[CallDetailRecord] | None = None
+        # Finished records for the writer task. A deque with counters in place of an
+        # asyncio.Queue, whose put and get ran about ten Python functions per record.
+        self._pending: deque[CallDetailRecord] = deque()
+        self._queued = 0
+        self._done = 0  # records written or counted as lost by the writer
+        self._writer_idle = False
+        # Set when a record arrives for an idle writer; None until `start`.
+        self._wake: asyncio.Event | None = None
+        # Set, then replaced, each time the writer finishes a batch.
+        self._batch_done = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self.store: CdrStore | None = None
@@ -238,7 +243,7 @@ class CdrRecorder:
 
     async def start(self) -> None:
         self.store = await asyncio.to_thread(CdrStore, self.config.path)
-        self._pending = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="cdr-writer")
         self._unlisten = self._hub.listen(self.on_event)
         logger.info("CDR store %s open", self.config.path)
@@ -249,38 +254,50 @@ class CdrRecorder:
 
     def on_event(self, event: CallEvent) -> None:
         """Fold `event` into its call's trace; on `call.ended` queue the record."""
-        if event.call_id is None:
+        call_id = event.call_id
+        if call_id is None:
             return
-        if event.call_id in self._ended:
-            logger.debug("call %s: %s after the call ended; ignored", event.call_id, event.kind)
+        # A call id is in `_traces` or in `_ended`, never in both, so only an
+        # event of no open call needs the second lookup.
+        trace = self._traces.get(call_id)
+        if trace is None and call_id in self._ended:
+            logger.debug("call %s: %s after the call ended; ignored", call_id, event.kind)
             return
-        trace = self._traces.get(event.call_id)
-        if event.kind == _ENDED_KIND:
-            self._remember_ended(event.call_id)
+        kind = event.kind
+        if kind == _ENDED_KIND:
+            self._remember_ended(call_id)
             if trace is None:
-                trace = CallTrace(event.call_id, event.node_id, event.time)
+                trace = CallTrace(call_id, event.node_id, event.time)
             else:
-                del self._traces[event.call_id]
-            status = event.payload.get("status")
-            self._queue(trace.finish(event.time, event.payload.get("reason"), status))
-            return
-        if trace is None and _is_lost_caller(event):
-            # The caller's node died, so no call.ended will come: this is the call's end.
-            joined_at = event.time - float(event.payload.get("waited_s") or 0.0)
-            trace = CallTrace(event.call_id, event.node_id, joined_at)
-            trace.queued = True
-            trace.apply(event)
-            self._remember_ended(event.call_id)
-            self._queue(trace.finish(event.time, "node_lost", None))
+                del self._traces[call_id]
+            payload = event.payload
+            self._queue(trace.finish(event.time, payload.get("reason"), payload.get("status")))
             return
         if trace is None:
-            trace = CallTrace(event.call_id, event.node_id, event.time)
-            self._traces[event.call_id] = trace
-            if len(self._traces) > self.config.max_open_calls:
-                call_id, oldest = self._traces.popitem(last=False)
-                logger.warning("call %s: too many open calls; writing its CDR early", call_id)
-                self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
+            trace = self._open_trace(event)
+            if trace is None:
+                return
         trace.apply(event)
+
+    def _open_trace(self, event: CallEvent) -> CallTrace | None:
+        """Start the trace of a call's first event; return None when that event ends the call."""
+        assert event.call_id is not None
+        if event.kind == "acd.caller_left" and event.payload.get("reason") == "node_lost":
+            # The caller's node died, so no call.ended will come: this is the call's end.
+            joined_at = event.time - float(event.payload.get("waited_s") or 0.0)
+            lost = CallTrace(event.call_id, event.node_id, joined_at)
+            lost.queued = True
+            lost.apply(event)
+            self._remember_ended(event.call_id)
+            self._queue(lost.finish(event.time, "node_lost", None))
+            return None
+        trace = CallTrace(event.call_id, event.node_id, event.time)
+        self._traces[event.call_id] = trace
+        if len(self._traces) > self.config.max_open_calls:
+            call_id, oldest = self._traces.popitem(last=False)
+            logger.warning("call %s: too many open calls; writing its CDR early", call_id)
+            self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
+        return trace
 
     def _remember_ended(self, call_id: str) -> None:
         self._ended[call_id] = None
@@ -288,24 +305,31 @@ class CdrRecorder:
             self._ended.popitem(last=False)
 
     def _queue(self, record: CallDetailRecord) -> None:
-        if self._pending is None:
+        if self._wake is None:
             self.lost += 1
             logger.error("call %s: CDR recorder not started, so its record is lost", record.call_id)
             return
-        if self._pending.qsize() >= self.config.max_pending:
+        if len(self._pending) >= self.config.max_pending:
             self.lost += 1
             logger.error("call %s: CDR write queue full; record lost", record.call_id)
             return
-        self._pending.put_nowait(record)
+        self._pending.append(record)
+        self._queued += 1
+        if self._writer_idle:
+            self._writer_idle = False
+            self._wake.set()
 
     async def _write_loop(self) -> None:
-        assert self._pending is not None and self.store is not None
+        assert self._wake is not None and self.store is not None
+        pending = self._pending
         while True:
-            batch = [await self._pending.get()]
-            if self.config.batch_wait_s > 0 and self._pending.qsize() < self.config.batch_size:
+            while not pending:
+                self._wake.clear()
+                self._writer_idle = True
+                await self._wake.wait()
+            if self.config.batch_wait_s > 0 and len(pending) < self.config.batch_size:
                 await asyncio.sleep(self.config.batch_wait_s)
-            while len(batch) < self.config.batch_size and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
+            batch = [pending.popleft() for _ in range(min(len(pending), self.config.batch_size))]
             try:
                 await asyncio.to_thread(self.store.insert, batch)
                 self.written += len(batch)
@@ -316,13 +340,17 @@ class CdrRecorder:
                 self.lost += len(batch)
                 logger.exception("writing %d CDRs failed", len(batch))
             finally:
-                for _ in batch:
-                    self._pending.task_done()
+                self._done += len(batch)
+                self._batch_done.set()
+                self._batch_done = asyncio.Event()
 
     async def flush(self) -> None:
-        """Wait until every record queued so far is written (or counted as lost)."""
-        if self._pending is not None:
-            await self._pending.join()
+        """Wait until every record queued so far, and any queued meanwhile, is written.
+
+        A record counted as lost counts as done too.
+        """
+        while self._done < self._queued:
+            await self._batch_done.wait()
 
     async def recent(self, limit: int = 50) -> list[CallDetailRecord]:
         return await asyncio.to_thread(self._require_store().recent, limit)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +17,7 @@ from ivr.services import QueueRequest
 from voxgate.callevents import (
     CallEvent,
     CallLegEvents,
+    Channel,
     EventHub,
     from_acd_event,
     from_ivr_event,
@@ -161,3 +164,64 @@ def test_flow_result_publishes_queue_or_transfer() -> None:
     assert seen[0].payload == {"queue": "care", "priority": 7, "reason": "vip"}
     assert seen[1].payload == {"target": "2000", "target_kind": "number"}
     assert seen[0].time == 50.0
+
+
+def test_leg_events_wire_form() -> None:
+    hub = EventHub()
+    seen: list[CallEvent] = []
+    hub.listen(seen.append)
+    legs = CallLegEvents(hub, "node-a", lambda: 50.0)
+
+    legs.started("c1", channel=Channel.SIP, caller="+15550100001", called="1000")
+    legs.started("c2", channel=Channel.WEBRTC, caller="a", called="b", callback_of="c1", attempt=2)
+    legs.answered("c1")
+    legs.queued("c1", queue="care", priority=3, reason="vip")
+    legs.bridged("c1", agent_id="agent-7")
+    legs.transferred("c1", target="care", target_kind="queue", agent_id="agent-7")
+    legs.recording("c1", path="/rec/c1.wav", format="wav", pauses=[])
+    legs.ended("c1", reason="caller_hangup")
+    legs.ended("c3", reason="rejected", status=486)
+
+    # json.dumps keeps key order, so the order is part of the wire form.
+    wire = [json.dumps(event.to_json()) for event in seen]
+    header = '"node_id": "node-a", "time": 50.0'
+    assert wire == [
+        '{"kind": "call.started", "call_id": "c1", ' + header + ', "payload": '
+        '{"channel": "sip", "caller": "+15550100001", "called": "1000"}}',
+        '{"kind": "call.started", "call_id": "c2", ' + header + ', "payload": '
+        '{"channel": "webrtc", "caller": "a", "called": "b", "callback_of": "c1", "attempt": 2}}',
+        '{"kind": "call.answered", "call_id": "c1", ' + header + ', "payload": {}}',
+        '{"kind": "call.queued", "call_id": "c1", ' + header + ', "payload": '
+        '{"queue": "care", "priority": 3, "reason": "vip"}}',
+        '{"kind": "call.bridged", "call_id": "c1", ' + header + ', "payload": '
+        '{"agent_id": "agent-7"}}',
+        '{"kind": "call.transferred", "call_id": "c1", ' + header + ', "payload": '
+        '{"target": "care", "target_kind": "queue", "agent_id": "agent-7"}}',
+        '{"kind": "call.recording", "call_id": "c1", ' + header + ', "payload": '
+        '{"path": "/rec/c1.wav", "format": "wav", "pauses": []}}',
+        '{"kind": "call.ended", "call_id": "c1", ' + header + ', "payload": '
+        '{"reason": "caller_hangup", "status": null}}',
+        '{"kind": "call.ended", "call_id": "c3", ' + header + ', "payload": '
+        '{"reason": "rejected", "status": 486}}',
+    ]
+    assert all(type(event.kind) is str for event in seen)
+
+
+def test_listener_changes_apply_to_next_event() -> None:
+    hub = EventHub()
+    seen: list[str] = []
+    removers: list[Callable[[], None]] = []
+
+    def once(event: CallEvent) -> None:
+        seen.append(f"once {event.kind}")
+        removers[0]()
+        hub.listen(lambda e: seen.append(f"late {e.kind}"))
+
+    removers.append(hub.listen(once))
+    hub.listen(lambda e: seen.append(f"always {e.kind}"))
+
+    hub.publish(event("call.started"))
+    assert seen == ["once call.started", "always call.started"]
+
+    hub.publish(event("call.ended"))
+    assert seen[2:] == ["always call.ended", "late call.ended"]

@@ -372,3 +372,56 @@ def test_store_writes_json_and_disposition_text(tmp_path: Path) -> None:
             '[{"paused_at": 1.0, "resumed_at": null}]',
             "abandoned",
         )
+
+
+async def test_full_write_queue_loses_records(
+    tmp_path: Path, hub: EventHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID, max_pending=2)
+    recorder = CdrRecorder(config, hub)
+    await recorder.start()
+    legs = CallLegEvents(hub, NODE_ID)
+    try:
+        # The writer runs only when this test yields, so all three records queue at once.
+        for number in range(3):
+            legs.started(f"call-{number}", channel=Channel.SIP, caller=CALLER, called=CALLED)
+            legs.ended(f"call-{number}", reason="caller_hangup")
+        assert recorder.lost == 1
+        assert "call call-2: CDR write queue full; record lost" in caplog.text
+
+        await asyncio.wait_for(recorder.flush(), 5.0)
+        assert recorder.written == 2
+        assert await recorder.get("call-2") is None
+    finally:
+        await recorder.close()
+
+
+async def test_flush_waits_for_later_records(hub: EventHub, recorder: CdrRecorder) -> None:
+    legs = CallLegEvents(hub, NODE_ID)
+    legs.started("call-1", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    legs.ended("call-1", reason="caller_hangup")
+
+    flushed = asyncio.ensure_future(recorder.flush())
+    await asyncio.sleep(0)
+    legs.started("call-2", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    legs.ended("call-2", reason="caller_hangup")
+    await asyncio.wait_for(flushed, 5.0)
+
+    assert recorder.written == 2
+    assert await recorder.get("call-2") is not None
+    legs.started("call-3", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    legs.ended("call-3", reason="caller_hangup")
+    await asyncio.wait_for(recorder.flush(), 5.0)
+    assert recorder.written == 3
+
+
+async def test_unstarted_recorder_loses_record(tmp_path: Path, hub: EventHub) -> None:
+    recorder = CdrRecorder(CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID), hub)
+    hub.listen(recorder.on_event)
+    legs = CallLegEvents(hub, NODE_ID)
+
+    legs.started("call-1", channel=Channel.SIP, caller=CALLER, called=CALLED)
+    legs.ended("call-1", reason="caller_hangup")
+
+    assert recorder.lost == 1
+    await asyncio.wait_for(recorder.flush(), 5.0)
