@@ -4,16 +4,28 @@ A parsed request also carries the headers the stack needs in parsed form
 (`MessageInfo`), filled in by `signaling.sip.parser`. Messages we build
 ourselves go through `build_response` and `build_request` and are serialized
 with `to_bytes`, which always writes Content-Length.
+
+This module loads the C extension `signaling.sip._sipcore` and registers the
+message classes with it (`native`). `to_bytes` is then the extension's
+serializer, which writes the bytes that `python_to_bytes`, the reference,
+writes, and calls the reference for a message with fields of unexpected types.
+`tests/fuzz/test_sipcore.py` compares the two.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
+from signaling.sip import headers as _headers
 from signaling.sip.errors import SipSyntaxError
-from signaling.sip.headers import CSeq, Headers, NameAddr, Via, parse_params
-from signaling.sip.uri import SipUri
+from signaling.sip.headers import CSeq, Headers, NameAddr, Via, canonical_name, parse_params
+from signaling.sip.uri import SipUri, parse_host
+
+logger = logging.getLogger("sip.message")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -114,14 +126,65 @@ class SipResponse:
 SipMessage = SipRequest | SipResponse
 
 
-def to_bytes(message: SipMessage) -> bytes:
-    """Serialize with CRLF line ends and a Content-Length matching the body."""
+def python_to_bytes(message: SipMessage) -> bytes:
+    """Serialize with CRLF line ends and a Content-Length matching the body.
+
+    This is the reference of the C serializer. Callers use `to_bytes`, which is the C
+    serializer when the extension is built.
+    """
     lines = [message.start_line()]
     for name, value in message.headers:
         if name != "Content-Length":
             lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(message.body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + message.body
+
+
+def _load_native() -> ModuleType | None:
+    """Import `signaling.sip._sipcore` and register the message classes with it.
+
+    Return None, after a warning, when the extension is not built or rejects the classes.
+    """
+    try:
+        from signaling.sip import _sipcore
+    except ImportError as exc:
+        logger.warning(
+            "signaling.sip._sipcore unavailable (%s), so SIP parsing and serialization run "
+            "the slower Python implementation; run `make install` to build it",
+            exc,
+        )
+        return None
+    try:
+        _sipcore.configure(
+            SipRequest,
+            SipResponse,
+            Headers,
+            MessageInfo,
+            Via,
+            NameAddr,
+            SipUri,
+            CSeq,
+            _headers._SPELLINGS,
+            canonical_name,
+            parse_host,
+            SipSyntaxError,
+            python_to_bytes,
+        )
+    except TypeError as exc:
+        logger.warning(
+            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing and "
+            "serialization run the slower Python implementation",
+            exc,
+        )
+        return None
+    return _sipcore
+
+
+native: ModuleType | None = _load_native()
+"""The configured C extension, or None when it is not built or rejected the classes."""
+
+to_bytes: Callable[[SipMessage], bytes] = python_to_bytes if native is None else native.to_bytes
+"""Serialize a message: the C serializer when it is built, else `python_to_bytes`."""
 
 
 def build_response(
