@@ -368,6 +368,8 @@ def parse_params(text: str) -> dict[str, str | None]:
     Names are lower-cased; quoted values keep their quotes stripped and escapes
     resolved. Whitespace around ';' and '=' is allowed (SEMI and EQUAL are SWS-padded).
     """
+    if not text:
+        return {}
     if _SIMPLE_PARAMS_RE.fullmatch(text):
         # Same result as the loop below, which a later duplicate name also overwrites.
         return {

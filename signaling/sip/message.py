@@ -203,10 +203,14 @@ def build_response(
     other headers failed to parse. `to_tag` is added when the To has no tag.
     """
     table = request.headers.by_key()
+    info = request.info
+    # A validated request has one To, already parsed. Any other request has its To
+    # fields read one by one.
+    add_tag = bool(to_tag) and status > 100 and (info is None or "tag" not in info.to.params)
     items: list[tuple[str, str]] = []
     for key, name in _COPIED_HEADERS:
         for value in table.get(key, ()):
-            if name == "To" and to_tag and status > 100 and not _has_tag(value):
+            if name == "To" and add_tag and (info is not None or not _has_tag(value)):
                 value = f"{value};tag={to_tag}"
             items.append((name, value))
     if headers:
