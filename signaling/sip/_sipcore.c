@@ -1,8 +1,9 @@
-/* The common cases of SIP datagram parsing and message serialization, in C.
+/* The common cases of SIP datagram parsing, response building and serialization, in C.
  *
  * Theory of operation. Each function here has a Python reference that decides
  * every input the C code hands back: `parser.python_parse_datagram` for
- * `parse_datagram`, `message.python_to_bytes` for `to_bytes`, and
+ * `parse_datagram`, `message.python_to_bytes` for `to_bytes`,
+ * `message.python_build_response` for `build_response`, and
  * `headers.python_canonical_items` for `canonical_items`. `to_bytes` calls its
  * reference itself for a message it does not write (a field of an unexpected
  * type, a str without UTF-8 form), so callers get the reference's bytes or error.
@@ -1842,6 +1843,206 @@ sipcore_canonical_items(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
+/* ---- Responses (`message.python_build_response` is the reference) ---- */
+
+static PyObject *name_via, *name_from, *name_to, *name_call_id, *name_cseq, *name_content_type,
+    *param_tag, *tag_separator;
+
+/* Appends the tuple (name, value) to `items`. Returns -1 on an error. */
+static int
+append_pair(PyObject *items, PyObject *name, PyObject *value)
+{
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    if (pair == NULL) {
+        return -1;
+    }
+    int status = PyList_Append(items, pair);
+    Py_DECREF(pair);
+    return status;
+}
+
+/* Returns f"{value};tag={to_tag}" for two exact str objects. */
+static PyObject *
+with_tag(PyObject *value, PyObject *to_tag)
+{
+    PyObject *head = PyUnicode_Concat(value, tag_separator);
+    if (head == NULL) {
+        return NULL;
+    }
+    PyObject *tagged = PyUnicode_Concat(head, to_tag);
+    Py_DECREF(head);
+    return tagged;
+}
+
+/* Appends the fields of one header that a response copies from its request (RFC 3261
+ * section 8.2.6.2), adding `to_tag` to each when it is not NULL. Returns 1 when done, 0 for
+ * "fall back", or -1 on an error. */
+static int
+copy_header(PyObject *items, PyObject *index, PyObject *key, PyObject *name, PyObject *to_tag)
+{
+    PyObject *values = PyDict_GetItemWithError(index, key);
+    if (values == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    if (!PyTuple_CheckExact(values)) {
+        return 0;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(values); k++) {
+        PyObject *value = PyTuple_GET_ITEM(values, k);
+        if (to_tag == NULL) {
+            if (append_pair(items, name, value) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (!PyUnicode_CheckExact(value)) {
+            return 0;
+        }
+        PyObject *tagged = with_tag(value, to_tag);
+        if (tagged == NULL) {
+            return -1;
+        }
+        int status = append_pair(items, name, tagged);
+        Py_DECREF(tagged);
+        if (status < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Appends the caller's extra header fields with canonical names, as `Headers()` would
+ * store them. Returns 0 for "fall back" when a name was never seen before, so that
+ * `canonical_name` runs in Python and caches it. */
+static int
+append_extra_headers(PyObject *items, PyObject *extra)
+{
+    if (extra == Py_None) {
+        return 1;
+    }
+    if (!PyList_CheckExact(extra)) {
+        return 0;
+    }
+    /* No Python code runs in this loop: the names are exact str, so the dict lookup
+     * compares them in C, and the list cannot change under it. */
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(extra); k++) {
+        PyObject *pair = PyList_GET_ITEM(extra, k);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0))) {
+            return 0;
+        }
+        PyObject *known = PyDict_GetItemWithError(spellings, PyTuple_GET_ITEM(pair, 0));
+        if (known == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        if (!PyUnicode_CheckExact(known) || PyUnicode_GET_LENGTH(known) == 0) {
+            return 0;
+        }
+        if (append_pair(items, known, PyTuple_GET_ITEM(pair, 1)) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Builds the response that `message.python_build_response` builds for a validated request.
+ * Returns NULL with no exception set for any other request (no `info`, or no header index
+ * built yet) and for an argument of an unexpected type. */
+static PyObject *
+build_response(PyObject *const *args)
+{
+    PyObject *request = args[0], *status = args[1], *reason = args[2], *to_tag = args[3],
+             *extra = args[4], *body = args[5], *content_type = args[6];
+    if (Py_TYPE(request) != layouts[L_REQUEST].type || !PyLong_CheckExact(status)
+        || !PyUnicode_CheckExact(reason) || !PyBytes_CheckExact(body)
+        || (to_tag != Py_None && !PyUnicode_CheckExact(to_tag))
+        || (content_type != Py_None && !PyUnicode_CheckExact(content_type))) {
+        return NULL;
+    }
+    PyObject *info = get_slot(request, L_REQUEST, 5);
+    PyObject *headers = get_slot(request, L_REQUEST, 2);
+    if (info == NULL || Py_TYPE(info) != layouts[L_INFO].type || headers == NULL
+        || Py_TYPE(headers) != layouts[L_HEADERS].type) {
+        return NULL;
+    }
+    PyObject *index = get_slot(headers, L_HEADERS, 1);
+    PyObject *to = get_slot(info, L_INFO, 2);
+    if (index == NULL || !PyDict_CheckExact(index) || to == NULL
+        || Py_TYPE(to) != layouts[L_NAME_ADDR].type) {
+        return NULL;
+    }
+    PyObject *to_params = get_slot(to, L_NAME_ADDR, 3);
+    if (to_params == NULL || !PyDict_CheckExact(to_params)) {
+        return NULL;
+    }
+    int overflow;
+    long code = PyLong_AsLongAndOverflow(status, &overflow);
+    if (code == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* add_tag = bool(to_tag) and status > 100 and "tag" not in info.to.params */
+    PyObject *tag = NULL;
+    if (to_tag != Py_None && PyUnicode_GET_LENGTH(to_tag) > 0
+        && (overflow > 0 || (overflow == 0 && code > 100))) {
+        int has_tag = PyDict_Contains(to_params, param_tag);
+        if (has_tag < 0) {
+            return NULL;
+        }
+        tag = has_tag ? NULL : to_tag;
+    }
+
+    PyObject *items = PyList_New(0);
+    if (items == NULL) {
+        return NULL;
+    }
+    PyObject *keys[5] = {key_via, key_from, key_to, key_call_id, key_cseq};
+    PyObject *names[5] = {name_via, name_from, name_to, name_call_id, name_cseq};
+    int done = 1;
+    for (int k = 0; k < 5 && done > 0; k++) {
+        done = copy_header(items, index, keys[k], names[k], names[k] == name_to ? tag : NULL);
+    }
+    if (done > 0) {
+        done = append_extra_headers(items, extra);
+    }
+    if (done > 0 && PyBytes_GET_SIZE(body) > 0 && content_type != Py_None
+        && PyUnicode_GET_LENGTH(content_type) > 0) {
+        done = append_pair(items, name_content_type, content_type) < 0 ? -1 : 1;
+    }
+    if (done <= 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    PyObject *header_slots[2] = {items, Py_NewRef(Py_None)};
+    PyObject *response_headers = build(L_HEADERS, header_slots);
+    if (response_headers == NULL) {
+        return NULL;
+    }
+    PyObject *values[5] = {Py_NewRef(status), Py_NewRef(reason), response_headers,
+                           Py_NewRef(body), Py_NewRef(Py_None)};
+    return build(L_RESPONSE, values);
+}
+
+static PyObject *
+sipcore_build_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "build_response() takes 7 arguments (request, status, reason, to_tag, "
+                        "headers, body, content_type)");
+        return NULL;
+    }
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "signaling.sip._sipcore is not configured: call configure() first");
+        return NULL;
+    }
+    PyObject *response = build_response(args);
+    if (response == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE;
+    }
+    return response;
+}
+
 static PyObject *
 sipcore_parse_datagram(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1925,6 +2126,11 @@ static PyMethodDef sipcore_methods[] = {
      "canonical_items(items, spellings, canonical_name) -> list | None\n\n"
      "Return the header items with canonical names as headers.python_canonical_items does,\n"
      "or None when that function must decide them."},
+    {"build_response", (PyCFunction)(void (*)(void))sipcore_build_response, METH_FASTCALL,
+     "build_response(request, status, reason, to_tag, headers, body, content_type)\n"
+     "    -> SipResponse | None\n\n"
+     "Build the response of message.python_build_response for a validated request, or\n"
+     "return None when that function must build it."},
     {"configure", sipcore_configure, METH_VARARGS,
      "configure(SipRequest, SipResponse, Headers, MessageInfo, Via, NameAddr, SipUri, CSeq,\n"
      "          spellings, canonical_name, parse_host, SipSyntaxError, python_to_bytes)\n"
@@ -1935,7 +2141,7 @@ static PyMethodDef sipcore_methods[] = {
 static struct PyModuleDef sipcore_module = {
     PyModuleDef_HEAD_INIT,
     "signaling.sip._sipcore",
-    "SIP datagram parsing, header name canonicalization and message serialization in C.",
+    "SIP datagram parsing, response building and message serialization in C.",
     -1,
     sipcore_methods, NULL, NULL, NULL, NULL,
 };
@@ -1965,6 +2171,10 @@ PyInit__sipcore(void)
         || intern(&key_contact, "contact") < 0 || intern(&key_record_route, "record-route") < 0
         || intern(&param_received, "received") < 0 || intern(&param_branch, "branch") < 0
         || intern(&param_maddr, "maddr") < 0 || intern(&param_ttl, "ttl") < 0
+        || intern(&name_via, "Via") < 0 || intern(&name_from, "From") < 0
+        || intern(&name_to, "To") < 0 || intern(&name_call_id, "Call-ID") < 0
+        || intern(&name_cseq, "CSeq") < 0 || intern(&name_content_type, "Content-Type") < 0
+        || intern(&param_tag, "tag") < 0 || intern(&tag_separator, ";tag=") < 0
         || intern(&attr_limits[0], "max_message_bytes") < 0
         || intern(&attr_limits[1], "max_header_bytes") < 0
         || intern(&attr_limits[2], "max_line_bytes") < 0

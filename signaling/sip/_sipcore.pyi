@@ -1,6 +1,6 @@
 from collections.abc import Callable
 
-from signaling.sip.message import SipMessage
+from signaling.sip.message import SipMessage, SipRequest, SipResponse
 from signaling.sip.parser import Limits
 
 def parse_datagram(data: bytes, limits: Limits, /) -> SipMessage | None: ...
@@ -11,4 +11,14 @@ def canonical_items(
     canonical_name: Callable[[str], str],
     /,
 ) -> list[tuple[str, str]] | None: ...
+def build_response(
+    request: SipRequest,
+    status: int,
+    reason: str,
+    to_tag: str | None,
+    headers: list[tuple[str, str]] | None,
+    body: bytes,
+    content_type: str | None,
+    /,
+) -> SipResponse | None: ...
 def configure(*members: object) -> None: ...

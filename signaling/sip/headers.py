@@ -147,7 +147,9 @@ _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 
 # Header names as received -> canonical names. Peers spell the same few names
 # in every message, and the bound keeps a peer that invents names from growing it.
-_SPELLINGS: dict[str, str] = {}
+# It starts with the canonical names, so that the names the stack writes itself
+# are found even after a peer has filled it, as the C response builder expects.
+_SPELLINGS: dict[str, str] = {name: name for name in _CANONICAL.values()}
 _MAX_SPELLINGS = 512
 
 

@@ -9,7 +9,9 @@ This module loads the C extension `signaling.sip._sipcore` and registers the
 message classes with it (`native`). `to_bytes` is then the extension's
 serializer, which writes the bytes that `python_to_bytes`, the reference,
 writes, and calls the reference for a message with fields of unexpected types.
-`tests/fuzz/test_sipcore.py` compares the two.
+`build_response` likewise uses the C builder for a validated request and
+`python_build_response` for every other one. `tests/fuzz/test_sipcore.py`
+compares each C function with its reference.
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ def _load_native() -> ModuleType | None:
         from signaling.sip import _sipcore
     except ImportError as exc:
         logger.warning(
-            "signaling.sip._sipcore unavailable (%s), so SIP parsing and serialization run "
-            "the slower Python implementation; run `make install` to build it",
+            "signaling.sip._sipcore unavailable (%s), so SIP parsing, response building and "
+            "serialization run the slower Python implementation; run `make install` to build it",
             exc,
         )
         return None
@@ -172,8 +174,8 @@ def _load_native() -> ModuleType | None:
         )
     except TypeError as exc:
         logger.warning(
-            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing and "
-            "serialization run the slower Python implementation",
+            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing, response "
+            "building and serialization run the slower Python implementation",
             exc,
         )
         return None
@@ -201,6 +203,43 @@ def build_response(
 
     The header values are copied as received, so this works for a request whose
     other headers failed to parse. `to_tag` is added when the To has no tag.
+    `headers` are added after those, and then Content-Type when there is a body.
+    The C extension builds the response of a validated request when the arguments
+    have the usual types, and `python_build_response`, the reference, builds every
+    other one.
+    """
+    reason = reason or REASON_PHRASES.get(status, "Unknown")
+    if native is not None:
+        response: SipResponse | None = native.build_response(
+            request, status, reason, to_tag, headers, body, content_type
+        )
+        if response is not None:
+            return response
+    return python_build_response(
+        request,
+        status,
+        reason,
+        to_tag=to_tag,
+        headers=headers,
+        body=body,
+        content_type=content_type,
+    )
+
+
+def python_build_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SipResponse:
+    """Build the response that `build_response` returns, in Python.
+
+    This is the reference of the C builder, and it builds each response that the C
+    builder hands back.
     """
     table = request.headers.by_key()
     info = request.info

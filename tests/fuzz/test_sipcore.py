@@ -36,7 +36,14 @@ from signaling.sip.headers import (
     canonical_name,
     python_canonical_items,
 )
-from signaling.sip.message import SipMessage, SipRequest, SipResponse, python_to_bytes
+from signaling.sip.message import (
+    REASON_PHRASES,
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    python_build_response,
+    python_to_bytes,
+)
 from signaling.sip.parser import DEFAULT_LIMITS, InvalidRequest, Limits, python_parse_datagram
 from signaling.sip.uri import SipUri, parse_host
 from tests.fuzz.mutate import INPUTS, SEED, inputs
@@ -451,3 +458,92 @@ def test_headers_keep_items_of_every_shape() -> None:
     assert list(Headers((("t", "z"),))) == [("To", "z")]  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Headers([("Via", "v", "w")])  # type: ignore[list-item]
+
+
+# ---- Responses: `_sipcore.build_response` against `message.python_build_response`
+
+RESPONSE_ARGUMENTS: list[tuple[Any, ...]] = [
+    # status, reason, to_tag, headers, body, content_type
+    (100, "Trying", "t1", [("Server", "VoxGate")], b"", None),
+    (180, "Ringing", "t1", None, b"", None),
+    (183, "Session Progress", "t1", [("Contact", "<sip:h>")], b"", "application/sdp"),
+    (200, "OK", "t\u00e9", [("Contact", "<sip:h>"), ("content-type", "x/y")], b"v=0", "a/sdp"),
+    (200, "OK", "", [], b"v=0", ""),
+    (101, "Early", "t1", [("m", "<sip:h>"), ("X-Rarely-Seen", "1")], b"", "a/sdp"),
+    (486, "", None, [("Retry-After", "5"), ("Via", "extra")], b"x", None),
+    (10**30, "Huge", "t1", None, b"", None),
+    (-(10**30), "Negative", "t1", None, b"", None),
+    (True, "Bool", "t1", None, b"", None),
+    (200, "OK", "t1", (("Server", "x"),), b"", None),
+    (200, "OK", "t1", [["Server", "x"]], b"", None),
+    (200, "OK", "t1", [("Server", "x", "y")], b"", None),
+    (200, "OK", "t1", [(1, "x")], b"", None),
+    (200, "OK", 5, None, b"", None),
+    (200, "OK", "t1", None, bytearray(b"ab"), "a/b"),
+    (200, "OK", "t1", None, b"ab", 7),
+    (200, None, "t1", None, b"", None),
+]
+
+
+def response_verdict(build: Callable[..., SipResponse | None], *arguments: Any) -> object:
+    try:
+        return snapshot(build(*arguments))
+    # Any error: the two builders must raise the same type for the same request.
+    except Exception as error:
+        return type(error).__name__
+
+
+def python_response(request: SipRequest, *arguments: Any) -> SipResponse:
+    status, reason, to_tag, extra, body, content_type = arguments
+    return python_build_response(
+        request,
+        status,
+        reason,
+        to_tag=to_tag,
+        headers=extra,
+        body=body,
+        content_type=content_type,
+    )
+
+
+def test_build_response_in_use() -> None:
+    request = python_parse_datagram(call_messages()[0])
+    assert isinstance(request, SipRequest)
+    assert native_module().build_response(request, 200, "OK", "t", None, b"", None) is not None
+
+
+def test_build_response_matches_python() -> None:
+    native = native_module()
+    requests = [
+        item
+        for item in parsed_messages(corpus() + grammar_inputs(grammar_seeds(), 3_000, SEED + 5))
+        if isinstance(item, SipRequest)
+    ]
+    requests.append(SipRequest("BYE", "sip:a@b", Headers([("Via", "v"), ("To", "t")])))
+    assert len(requests) > 500
+    decided = 0
+    for index, request in enumerate(requests):
+        for arguments in RESPONSE_ARGUMENTS:
+            # The index that by_key builds is part of the response compared, so build it first.
+            request.headers.by_key()
+            expected = response_verdict(python_response, request, *arguments)
+            # build_response passes the C builder the final reason phrase.
+            status, reason, *rest = arguments
+            reason = reason or REASON_PHRASES.get(status, "Unknown")
+            got = native.build_response(request, status, reason, *rest)
+            if got is None:
+                continue
+            decided += 1
+            assert snapshot(got) == expected, f"request {index} ({request!r}), {arguments!r}"
+    # Eight rows of RESPONSE_ARGUMENTS have only types that the C builder takes and
+    # canonical header names. Two more have names that it takes only once they are in
+    # the spelling cache, which the random tests above may have filled.
+    validated = sum(request.info is not None for request in requests)
+    assert validated > 200
+    assert decided >= validated * 8
+
+
+def test_spelling_cache_has_canonical_names() -> None:
+    for name in ("Via", "Contact", "Server", "Retry-After", "Content-Type", "WWW-Authenticate"):
+        assert headers_module._SPELLINGS[name] == name
+        assert canonical_name(name) == name
