@@ -181,8 +181,9 @@ def python_canonical_items(
 ) -> list[tuple[str, str]]:
     """Return `items` with each name mapped to its canonical spelling.
 
-    The reference of `_sipcore.canonical_items`, which `Headers` calls when it
-    is built. The spellings seen before are looked up without a call to `canonical`.
+    This is the reference of `_sipcore.canonical_items`, which `Headers` calls when
+    the extension is built. The spellings seen before are looked up without a call to
+    `canonical`.
     """
     return [(spellings.get(name) or canonical(name), value) for name, value in items]
 
@@ -220,7 +221,7 @@ class Headers:
         if not items:
             canonical_items = []
         elif _native_canonical_items is not None:
-            # None for items that are not a list or tuple of (str, value) pairs.
+            # It returns None for items other than a list or tuple of (str, value) tuples.
             canonical_items = _native_canonical_items(items, _SPELLINGS, canonical_name)
         if canonical_items is None:
             canonical_items = python_canonical_items(items or [], _SPELLINGS, canonical_name)
