@@ -1,6 +1,14 @@
-/* The common case of SIP datagram parsing, in C.
+/* The common cases of SIP datagram parsing, response building and serialization, in C.
  *
- * Theory of operation. `signaling/sip/parser.py` (`python_parse_datagram`)
+ * Theory of operation. Each function here has a Python reference that decides
+ * every input the C code hands back: `parser.python_parse_datagram` for
+ * `parse_datagram`, `message.python_to_bytes` for `to_bytes`,
+ * `message.python_build_response` for `build_response`, and
+ * `headers.python_canonical_items` for `canonical_items`. `to_bytes` calls its
+ * reference itself for a message it does not write (a field of an unexpected
+ * type, a str without UTF-8 form), so callers get the reference's bytes or error.
+ *
+ * Parsing. `signaling/sip/parser.py` (`python_parse_datagram`)
  * is the reference: this module either returns the same message that the
  * reference returns for a datagram, or None, and then the caller runs the
  * reference, which returns the message or raises the error. So the C code
@@ -1584,6 +1592,457 @@ fail:
     return NULL;
 }
 
+/* ---- Serialization (`message.python_to_bytes` is the reference) ---- */
+
+static PyObject *python_to_bytes = NULL; /* message.python_to_bytes */
+
+/* Sets *out to the UTF-8 text of an exact str. Returns 0 for any other object, and for a str
+ * that has no UTF-8 form (a lone surrogate), so that the reference raises its own error. */
+static int
+utf8_span(PyObject *text, Span *out)
+{
+    if (text == NULL || !PyUnicode_CheckExact(text)) {
+        return 0;
+    }
+    if (PyUnicode_IS_ASCII(text)) {
+        *out = span_of(text);
+        return 1;
+    }
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (Span){utf8, size};
+    return 1;
+}
+
+static inline char *
+put(char *out, Span v)
+{
+    memcpy(out, v.s, (size_t)v.n);
+    return out + v.n;
+}
+
+#define START_PARTS 4
+
+/* Serializes a SipRequest or SipResponse as `python_to_bytes` does. The fields must have
+ * these exact types: str, an int status, a bytes body and a list of (str, str) header
+ * tuples. For anything else it returns NULL with no exception set, and the reference
+ * writes the message. */
+static PyObject *
+serialize(PyObject *message)
+{
+    PyTypeObject *type = Py_TYPE(message);
+    Span start[START_PARTS];
+    char status_text[24];
+    PyObject *headers, *body;
+    if (type == layouts[L_REQUEST].type) {
+        /* f"{method} {uri} SIP/2.0" */
+        if (!utf8_span(get_slot(message, L_REQUEST, 0), &start[0])
+            || !utf8_span(get_slot(message, L_REQUEST, 1), &start[2])) {
+            return NULL;
+        }
+        start[1] = (Span){" ", 1};
+        start[3] = (Span){" SIP/2.0", 8};
+        headers = get_slot(message, L_REQUEST, 2);
+        body = get_slot(message, L_REQUEST, 3);
+    }
+    else if (type == layouts[L_RESPONSE].type) {
+        /* f"SIP/2.0 {status} {reason}" */
+        PyObject *status = get_slot(message, L_RESPONSE, 0);
+        if (status == NULL || !PyLong_CheckExact(status)) {
+            return NULL;
+        }
+        int overflow;
+        long long code = PyLong_AsLongLongAndOverflow(status, &overflow);
+        if (overflow || (code == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return NULL;
+        }
+        int written = PyOS_snprintf(status_text, sizeof(status_text), "%lld", code);
+        if (written <= 0 || (size_t)written >= sizeof(status_text)) {
+            return NULL;
+        }
+        start[0] = (Span){"SIP/2.0 ", 8};
+        start[1] = (Span){status_text, written};
+        start[2] = (Span){" ", 1};
+        if (!utf8_span(get_slot(message, L_RESPONSE, 1), &start[3])) {
+            return NULL;
+        }
+        headers = get_slot(message, L_RESPONSE, 2);
+        body = get_slot(message, L_RESPONSE, 3);
+    }
+    else {
+        return NULL;
+    }
+    if (headers == NULL || Py_TYPE(headers) != layouts[L_HEADERS].type || body == NULL
+        || !PyBytes_CheckExact(body)) {
+        return NULL;
+    }
+    PyObject *items = get_slot(headers, L_HEADERS, 0);
+    if (items == NULL || !PyList_CheckExact(items)) {
+        return NULL;
+    }
+    char length_text[24];
+    Py_ssize_t body_size = PyBytes_GET_SIZE(body);
+    int length_size = PyOS_snprintf(length_text, sizeof(length_text), "%zd", body_size);
+    if (length_size <= 0 || (size_t)length_size >= sizeof(length_text)) {
+        return NULL;
+    }
+
+    /* The first pass checks the items and adds up the size; the second writes them. No
+     * Python code runs in between (utf8_span and a bytes allocation call none), so the
+     * list and its strings stay as the first pass saw them. */
+    Py_ssize_t size = 0;
+    for (int k = 0; k < START_PARTS; k++) {
+        size += start[k].n;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *item = PyList_GET_ITEM(items, k);
+        Span name, value;
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+            || !utf8_span(PyTuple_GET_ITEM(item, 0), &name)
+            || !utf8_span(PyTuple_GET_ITEM(item, 1), &value)) {
+            return NULL;
+        }
+        if (!span_equals(name, "Content-Length")) {
+            size += 2 + name.n + 2 + value.n; /* CRLF name ": " value */
+        }
+    }
+    static const char length_name[] = "\r\nContent-Length: ";
+    Py_ssize_t length_name_size = (Py_ssize_t)sizeof(length_name) - 1;
+    size += length_name_size + length_size + 4 + body_size;
+
+    PyObject *result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(result);
+    char *end = out + size;
+    for (int k = 0; k < START_PARTS; k++) {
+        out = put(out, start[k]);
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *item = PyList_GET_ITEM(items, k);
+        Span name, value;
+        utf8_span(PyTuple_GET_ITEM(item, 0), &name);
+        utf8_span(PyTuple_GET_ITEM(item, 1), &value);
+        if (span_equals(name, "Content-Length")) {
+            continue;
+        }
+        if (end - out < 4 + name.n + value.n) {
+            Py_DECREF(result); /* unreachable, because the first pass counted these bytes */
+            return NULL;
+        }
+        *out++ = '\r';
+        *out++ = '\n';
+        out = put(out, name);
+        *out++ = ':';
+        *out++ = ' ';
+        out = put(out, value);
+    }
+    if (end - out != length_name_size + length_size + 4 + body_size) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    out = put(out, (Span){length_name, length_name_size});
+    out = put(out, (Span){length_text, length_size});
+    out = put(out, (Span){"\r\n\r\n", 4});
+    put(out, (Span){PyBytes_AS_STRING(body), body_size});
+    return result;
+}
+
+static PyObject *
+sipcore_to_bytes(PyObject *module, PyObject *message)
+{
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "signaling.sip._sipcore is not configured: call configure() first");
+        return NULL;
+    }
+    PyObject *result = serialize(message);
+    if (result == NULL && !PyErr_Occurred()) {
+        return PyObject_CallOneArg(python_to_bytes, message);
+    }
+    return result;
+}
+
+/* ---- Header names ---- */
+
+/* Returns the items of `Headers(items)` with canonical names, as the reference
+ * `headers.python_canonical_items` does: [(spellings.get(name) or canonical(name), value)].
+ * Returns None, for the reference to decide, unless `items` is a list or tuple of
+ * 2-tuples whose names are str. */
+static PyObject *
+sipcore_canonical_items(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "canonical_items() takes 3 arguments (items, spellings dict, "
+                        "canonical_name)");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    PyObject *spelling_map = args[1];
+    PyObject *canonical = args[2];
+    if (!PyList_CheckExact(items) && !PyTuple_CheckExact(items)) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(items);
+    PyObject *result = PyList_New(0);
+    if (result == NULL) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    /* canonical_name is Python code that could change a list being read, so the size is
+     * read again for every item, as a list iterator does, and each item is held while in
+     * use. */
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(items); k++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(items, k);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0))) {
+            Py_DECREF(items);
+            Py_DECREF(result);
+            Py_RETURN_NONE;
+        }
+        Py_INCREF(pair);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0);
+        PyObject *known = PyDict_GetItemWithError(spelling_map, name);
+        int truth = 0;
+        if (known != NULL) {
+            Py_INCREF(known);
+            truth = PyObject_IsTrue(known);
+            if (truth <= 0) {
+                Py_CLEAR(known);
+            }
+        }
+        if (truth == 0 && !PyErr_Occurred()) {
+            known = PyObject_CallOneArg(canonical, name);
+        }
+        PyObject *out = NULL;
+        if (known == name) {
+            out = Py_NewRef(pair); /* already canonical: the tuple is reused */
+        }
+        else if (known != NULL) {
+            out = PyTuple_Pack(2, known, PyTuple_GET_ITEM(pair, 1));
+        }
+        Py_XDECREF(known);
+        Py_DECREF(pair);
+        if (out == NULL || PyList_Append(result, out) < 0) {
+            Py_XDECREF(out);
+            Py_DECREF(items);
+            Py_DECREF(result);
+            return NULL;
+        }
+        Py_DECREF(out);
+    }
+    Py_DECREF(items);
+    return result;
+}
+
+/* ---- Responses (`message.python_build_response` is the reference) ---- */
+
+static PyObject *name_via, *name_from, *name_to, *name_call_id, *name_cseq, *name_content_type,
+    *param_tag, *tag_separator;
+
+/* Appends the tuple (name, value) to `items`. Returns -1 on an error. */
+static int
+append_pair(PyObject *items, PyObject *name, PyObject *value)
+{
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    if (pair == NULL) {
+        return -1;
+    }
+    int status = PyList_Append(items, pair);
+    Py_DECREF(pair);
+    return status;
+}
+
+/* Returns f"{value};tag={to_tag}" for two exact str objects. */
+static PyObject *
+with_tag(PyObject *value, PyObject *to_tag)
+{
+    PyObject *head = PyUnicode_Concat(value, tag_separator);
+    if (head == NULL) {
+        return NULL;
+    }
+    PyObject *tagged = PyUnicode_Concat(head, to_tag);
+    Py_DECREF(head);
+    return tagged;
+}
+
+/* Appends the fields of one header that a response copies from its request (RFC 3261
+ * section 8.2.6.2), adding `to_tag` to each when it is not NULL. Returns 1 when done, 0 for
+ * "fall back", or -1 on an error. */
+static int
+copy_header(PyObject *items, PyObject *index, PyObject *key, PyObject *name, PyObject *to_tag)
+{
+    PyObject *values = PyDict_GetItemWithError(index, key);
+    if (values == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    if (!PyTuple_CheckExact(values)) {
+        return 0;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(values); k++) {
+        PyObject *value = PyTuple_GET_ITEM(values, k);
+        if (to_tag == NULL) {
+            if (append_pair(items, name, value) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (!PyUnicode_CheckExact(value)) {
+            return 0;
+        }
+        PyObject *tagged = with_tag(value, to_tag);
+        if (tagged == NULL) {
+            return -1;
+        }
+        int status = append_pair(items, name, tagged);
+        Py_DECREF(tagged);
+        if (status < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Appends the caller's extra header fields with canonical names, as `Headers()` would
+ * store them. Returns 0 for "fall back" when a name was never seen before, so that
+ * `canonical_name` runs in Python and caches it. */
+static int
+append_extra_headers(PyObject *items, PyObject *extra)
+{
+    if (extra == Py_None) {
+        return 1;
+    }
+    if (!PyList_CheckExact(extra)) {
+        return 0;
+    }
+    /* No Python code runs in this loop: the names are exact str, so the dict lookup
+     * compares them in C, and the list cannot change under it. */
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(extra); k++) {
+        PyObject *pair = PyList_GET_ITEM(extra, k);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0))) {
+            return 0;
+        }
+        PyObject *known = PyDict_GetItemWithError(spellings, PyTuple_GET_ITEM(pair, 0));
+        if (known == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        if (!PyUnicode_CheckExact(known) || PyUnicode_GET_LENGTH(known) == 0) {
+            return 0;
+        }
+        if (append_pair(items, known, PyTuple_GET_ITEM(pair, 1)) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Builds the response that `message.python_build_response` builds for a validated request.
+ * Returns NULL with no exception set for any other request (no `info`, or no header index
+ * built yet) and for an argument of an unexpected type. */
+static PyObject *
+build_response(PyObject *const *args)
+{
+    PyObject *request = args[0], *status = args[1], *reason = args[2], *to_tag = args[3],
+             *extra = args[4], *body = args[5], *content_type = args[6];
+    if (Py_TYPE(request) != layouts[L_REQUEST].type || !PyLong_CheckExact(status)
+        || !PyUnicode_CheckExact(reason) || !PyBytes_CheckExact(body)
+        || (to_tag != Py_None && !PyUnicode_CheckExact(to_tag))
+        || (content_type != Py_None && !PyUnicode_CheckExact(content_type))) {
+        return NULL;
+    }
+    PyObject *info = get_slot(request, L_REQUEST, 5);
+    PyObject *headers = get_slot(request, L_REQUEST, 2);
+    if (info == NULL || Py_TYPE(info) != layouts[L_INFO].type || headers == NULL
+        || Py_TYPE(headers) != layouts[L_HEADERS].type) {
+        return NULL;
+    }
+    PyObject *index = get_slot(headers, L_HEADERS, 1);
+    PyObject *to = get_slot(info, L_INFO, 2);
+    if (index == NULL || !PyDict_CheckExact(index) || to == NULL
+        || Py_TYPE(to) != layouts[L_NAME_ADDR].type) {
+        return NULL;
+    }
+    PyObject *to_params = get_slot(to, L_NAME_ADDR, 3);
+    if (to_params == NULL || !PyDict_CheckExact(to_params)) {
+        return NULL;
+    }
+    int overflow;
+    long code = PyLong_AsLongAndOverflow(status, &overflow);
+    if (code == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* add_tag = bool(to_tag) and status > 100 and "tag" not in info.to.params */
+    PyObject *tag = NULL;
+    if (to_tag != Py_None && PyUnicode_GET_LENGTH(to_tag) > 0
+        && (overflow > 0 || (overflow == 0 && code > 100))) {
+        int has_tag = PyDict_Contains(to_params, param_tag);
+        if (has_tag < 0) {
+            return NULL;
+        }
+        tag = has_tag ? NULL : to_tag;
+    }
+
+    PyObject *items = PyList_New(0);
+    if (items == NULL) {
+        return NULL;
+    }
+    PyObject *keys[5] = {key_via, key_from, key_to, key_call_id, key_cseq};
+    PyObject *names[5] = {name_via, name_from, name_to, name_call_id, name_cseq};
+    int done = 1;
+    for (int k = 0; k < 5 && done > 0; k++) {
+        done = copy_header(items, index, keys[k], names[k], names[k] == name_to ? tag : NULL);
+    }
+    if (done > 0) {
+        done = append_extra_headers(items, extra);
+    }
+    if (done > 0 && PyBytes_GET_SIZE(body) > 0 && content_type != Py_None
+        && PyUnicode_GET_LENGTH(content_type) > 0) {
+        done = append_pair(items, name_content_type, content_type) < 0 ? -1 : 1;
+    }
+    if (done <= 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    PyObject *header_slots[2] = {items, Py_NewRef(Py_None)};
+    PyObject *response_headers = build(L_HEADERS, header_slots);
+    if (response_headers == NULL) {
+        return NULL;
+    }
+    PyObject *values[5] = {Py_NewRef(status), Py_NewRef(reason), response_headers,
+                           Py_NewRef(body), Py_NewRef(Py_None)};
+    return build(L_RESPONSE, values);
+}
+
+static PyObject *
+sipcore_build_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "build_response() takes 7 arguments (request, status, reason, to_tag, "
+                        "headers, body, content_type)");
+        return NULL;
+    }
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "signaling.sip._sipcore is not configured: call configure() first");
+        return NULL;
+    }
+    PyObject *response = build_response(args);
+    if (response == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE;
+    }
+    return response;
+}
+
 static PyObject *
 sipcore_parse_datagram(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1614,12 +2073,16 @@ static PyObject *
 sipcore_configure(PyObject *module, PyObject *args)
 {
     PyObject *classes[L_COUNT];
-    PyObject *spelling_map, *canonical, *host_check, *error_type;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO!OOO:configure", &classes[L_REQUEST],
+    PyObject *spelling_map, *canonical, *host_check, *error_type, *serializer;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO!OOOO:configure", &classes[L_REQUEST],
                           &classes[L_RESPONSE], &classes[L_HEADERS], &classes[L_INFO],
                           &classes[L_VIA], &classes[L_NAME_ADDR], &classes[L_URI],
                           &classes[L_CSEQ], &PyDict_Type, &spelling_map, &canonical,
-                          &host_check, &error_type)) {
+                          &host_check, &error_type, &serializer)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(serializer)) {
+        PyErr_SetString(PyExc_TypeError, "configure() expects python_to_bytes to be callable");
         return NULL;
     }
     /* Check every class before changing anything, so that a rejected call leaves the
@@ -1645,6 +2108,8 @@ sipcore_configure(PyObject *module, PyObject *args)
     Py_XSETREF(python_parse_host, host_check);
     Py_INCREF(error_type);
     Py_XSETREF(syntax_error, error_type);
+    Py_INCREF(serializer);
+    Py_XSETREF(python_to_bytes, serializer);
     configured = 1;
     Py_RETURN_NONE;
 }
@@ -1654,14 +2119,30 @@ static PyMethodDef sipcore_methods[] = {
      "parse_datagram(data, limits) -> SipMessage | None\n\n"
      "Parse and validate a datagram as parser.python_parse_datagram does, or return None\n"
      "when the Python parser must decide it."},
+    {"to_bytes", sipcore_to_bytes, METH_O,
+     "to_bytes(message) -> bytes\n\n"
+     "Serialize a SipRequest or SipResponse as message.python_to_bytes does."},
+    {"canonical_items", (PyCFunction)(void (*)(void))sipcore_canonical_items, METH_FASTCALL,
+     "canonical_items(items, spellings, canonical_name) -> list | None\n\n"
+     "Return the header items with canonical names as headers.python_canonical_items does,\n"
+     "or None when that function must decide them."},
+    {"build_response", (PyCFunction)(void (*)(void))sipcore_build_response, METH_FASTCALL,
+     "build_response(request, status, reason, to_tag, headers, body, content_type)\n"
+     "    -> SipResponse | None\n\n"
+     "Build the response of message.python_build_response for a validated request, or\n"
+     "return None when that function must build it."},
     {"configure", sipcore_configure, METH_VARARGS,
      "configure(SipRequest, SipResponse, Headers, MessageInfo, Via, NameAddr, SipUri, CSeq,\n"
-     "          spellings, canonical_name, parse_host, SipSyntaxError) -> None"},
+     "          spellings, canonical_name, parse_host, SipSyntaxError, python_to_bytes)\n"
+     "          -> None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef sipcore_module = {
-    PyModuleDef_HEAD_INIT, "signaling.sip._sipcore", "SIP datagram parsing fast path in C.", -1,
+    PyModuleDef_HEAD_INIT,
+    "signaling.sip._sipcore",
+    "SIP datagram parsing, response building and message serialization in C.",
+    -1,
     sipcore_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -1690,6 +2171,10 @@ PyInit__sipcore(void)
         || intern(&key_contact, "contact") < 0 || intern(&key_record_route, "record-route") < 0
         || intern(&param_received, "received") < 0 || intern(&param_branch, "branch") < 0
         || intern(&param_maddr, "maddr") < 0 || intern(&param_ttl, "ttl") < 0
+        || intern(&name_via, "Via") < 0 || intern(&name_from, "From") < 0
+        || intern(&name_to, "To") < 0 || intern(&name_call_id, "Call-ID") < 0
+        || intern(&name_cseq, "CSeq") < 0 || intern(&name_content_type, "Content-Type") < 0
+        || intern(&param_tag, "tag") < 0 || intern(&tag_separator, ";tag=") < 0
         || intern(&attr_limits[0], "max_message_bytes") < 0
         || intern(&attr_limits[1], "max_header_bytes") < 0
         || intern(&attr_limits[2], "max_line_bytes") < 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from signaling.sip.errors import SipSyntaxError
@@ -147,7 +147,9 @@ _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 
 # Header names as received -> canonical names. Peers spell the same few names
 # in every message, and the bound keeps a peer that invents names from growing it.
-_SPELLINGS: dict[str, str] = {}
+# It starts with the canonical names, so that the names the stack writes itself
+# are found even after a peer has filled it, as the C response builder expects.
+_SPELLINGS: dict[str, str] = {name: name for name in _CANONICAL.values()}
 _MAX_SPELLINGS = 512
 
 
@@ -172,6 +174,38 @@ def _lookup_key(name: str) -> str:
     return canonical_name(name).lower()
 
 
+def python_canonical_items(
+    items: list[tuple[str, str]],
+    spellings: Mapping[str, str],
+    canonical: Callable[[str], str],
+) -> list[tuple[str, str]]:
+    """Return `items` with each name mapped to its canonical spelling.
+
+    This is the reference of `_sipcore.canonical_items`, which `Headers` calls when
+    the extension is built. The spellings seen before are looked up without a call to
+    `canonical`.
+    """
+    return [(spellings.get(name) or canonical(name), value) for name, value in items]
+
+
+_NativeCanonicalItems = Callable[
+    [list[tuple[str, str]], dict[str, str], Callable[[str], str]],
+    list[tuple[str, str]] | None,
+]
+
+
+def _load_canonical_items() -> _NativeCanonicalItems | None:
+    # message.py imports the same extension, configures it, and warns when it is missing.
+    try:
+        from signaling.sip._sipcore import canonical_items
+    except ImportError:
+        return None
+    return canonical_items
+
+
+_native_canonical_items = _load_canonical_items()
+
+
 class Headers:
     """An ordered multi-map of header fields with case-insensitive names.
 
@@ -183,11 +217,15 @@ class Headers:
     __slots__ = ("_index", "_items")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        # The spellings seen before are looked up without a call to canonical_name.
-        spellings = _SPELLINGS
-        self._items: list[tuple[str, str]] = [
-            (spellings.get(name) or canonical_name(name), value) for name, value in items or ()
-        ]
+        canonical_items: list[tuple[str, str]] | None = None
+        if not items:
+            canonical_items = []
+        elif _native_canonical_items is not None:
+            # It returns None for items other than a list or tuple of (str, value) tuples.
+            canonical_items = _native_canonical_items(items, _SPELLINGS, canonical_name)
+        if canonical_items is None:
+            canonical_items = python_canonical_items(items or [], _SPELLINGS, canonical_name)
+        self._items: list[tuple[str, str]] = canonical_items
         self._index: dict[str, tuple[str, ...]] | None = None
 
     def add(self, name: str, value: str) -> None:
@@ -333,6 +371,8 @@ def parse_params(text: str) -> dict[str, str | None]:
     Names are lower-cased; quoted values keep their quotes stripped and escapes
     resolved. Whitespace around ';' and '=' is allowed (SEMI and EQUAL are SWS-padded).
     """
+    if not text:
+        return {}
     if _SIMPLE_PARAMS_RE.fullmatch(text):
         # Same result as the loop below, which a later duplicate name also overwrites.
         return {

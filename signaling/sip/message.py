@@ -4,16 +4,30 @@ A parsed request also carries the headers the stack needs in parsed form
 (`MessageInfo`), filled in by `signaling.sip.parser`. Messages we build
 ourselves go through `build_response` and `build_request` and are serialized
 with `to_bytes`, which always writes Content-Length.
+
+This module loads the C extension `signaling.sip._sipcore` and registers the
+message classes with it (`native`). `to_bytes` is then the extension's
+serializer, which writes the bytes that `python_to_bytes`, the reference,
+writes, and calls the reference for a message with fields of unexpected types.
+`build_response` likewise uses the C builder for a validated request and
+`python_build_response` for every other one. `tests/fuzz/test_sipcore.py`
+compares each C function with its reference.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
+from signaling.sip import headers as _headers
 from signaling.sip.errors import SipSyntaxError
-from signaling.sip.headers import CSeq, Headers, NameAddr, Via, parse_params
-from signaling.sip.uri import SipUri
+from signaling.sip.headers import CSeq, Headers, NameAddr, Via, canonical_name, parse_params
+from signaling.sip.uri import SipUri, parse_host
+
+logger = logging.getLogger("sip.message")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -114,14 +128,65 @@ class SipResponse:
 SipMessage = SipRequest | SipResponse
 
 
-def to_bytes(message: SipMessage) -> bytes:
-    """Serialize with CRLF line ends and a Content-Length matching the body."""
+def python_to_bytes(message: SipMessage) -> bytes:
+    """Serialize with CRLF line ends and a Content-Length matching the body.
+
+    This is the reference of the C serializer. Callers use `to_bytes`, which is the C
+    serializer when the extension is built.
+    """
     lines = [message.start_line()]
     for name, value in message.headers:
         if name != "Content-Length":
             lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(message.body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + message.body
+
+
+def _load_native() -> ModuleType | None:
+    """Import `signaling.sip._sipcore` and register the message classes with it.
+
+    Return None, after a warning, when the extension is not built or rejects the classes.
+    """
+    try:
+        from signaling.sip import _sipcore
+    except ImportError as exc:
+        logger.warning(
+            "signaling.sip._sipcore unavailable (%s), so SIP parsing, response building and "
+            "serialization run the slower Python implementation; run `make install` to build it",
+            exc,
+        )
+        return None
+    try:
+        _sipcore.configure(
+            SipRequest,
+            SipResponse,
+            Headers,
+            MessageInfo,
+            Via,
+            NameAddr,
+            SipUri,
+            CSeq,
+            _headers._SPELLINGS,
+            canonical_name,
+            parse_host,
+            SipSyntaxError,
+            python_to_bytes,
+        )
+    except TypeError as exc:
+        logger.warning(
+            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing, response "
+            "building and serialization run the slower Python implementation",
+            exc,
+        )
+        return None
+    return _sipcore
+
+
+native: ModuleType | None = _load_native()
+"""The configured C extension, or None when it is not built or rejected the classes."""
+
+to_bytes: Callable[[SipMessage], bytes] = python_to_bytes if native is None else native.to_bytes
+"""Serialize a message: the C serializer when it is built, else `python_to_bytes`."""
 
 
 def build_response(
@@ -138,12 +203,53 @@ def build_response(
 
     The header values are copied as received, so this works for a request whose
     other headers failed to parse. `to_tag` is added when the To has no tag.
+    `headers` are added after those, and then Content-Type when there is a body.
+    The C extension builds the response of a validated request when the arguments
+    have the usual types, and `python_build_response`, the reference, builds every
+    other one.
+    """
+    reason = reason or REASON_PHRASES.get(status, "Unknown")
+    if native is not None:
+        response: SipResponse | None = native.build_response(
+            request, status, reason, to_tag, headers, body, content_type
+        )
+        if response is not None:
+            return response
+    return python_build_response(
+        request,
+        status,
+        reason,
+        to_tag=to_tag,
+        headers=headers,
+        body=body,
+        content_type=content_type,
+    )
+
+
+def python_build_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SipResponse:
+    """Build the response that `build_response` returns, in Python.
+
+    This is the reference of the C builder, and it builds each response that the C
+    builder hands back.
     """
     table = request.headers.by_key()
+    info = request.info
+    # A validated request has one To, already parsed. Any other request has its To
+    # fields read one by one.
+    add_tag = bool(to_tag) and status > 100 and (info is None or "tag" not in info.to.params)
     items: list[tuple[str, str]] = []
     for key, name in _COPIED_HEADERS:
         for value in table.get(key, ()):
-            if name == "To" and to_tag and status > 100 and not _has_tag(value):
+            if name == "To" and add_tag and (info is not None or not _has_tag(value)):
                 value = f"{value};tag={to_tag}"
             items.append((name, value))
     if headers:

@@ -10,29 +10,27 @@ Call-ID and CSeq into the 400 it sends back (§8.2.6.2).
 Every size read from the network is bounded by `Limits`, and each limit
 names itself in the error.
 
-`parse_datagram` first tries the C extension `signaling.sip._sipcore`, which
-decides the common, well-formed datagram and returns the same message as
-`python_parse_datagram`. Every other datagram, and every one that fails a
-check, goes to `python_parse_datagram`, the reference, which also raises the
-errors. Without the extension everything runs in Python, and a warning at
-import says so. `StreamParser` (TCP and TLS) always runs in Python. A
-change to the checks of the datagram path needs the same change in the C
+`parse_datagram` first tries the C extension `signaling.sip._sipcore`
+(loaded by `message.py`), which decides the common, well-formed datagram
+and returns the same message as `python_parse_datagram`. Every other
+datagram, and every one that fails a check, goes to
+`python_parse_datagram`, the reference, which also raises the errors.
+Without the extension everything runs in Python, and a warning at import
+says so. `StreamParser` (TCP and TLS) always runs in Python. A change to
+the checks of the datagram path needs the same change in the C
 file, and `tests/fuzz/test_sipcore.py` compares the two.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from types import ModuleType
 
-from signaling.sip import headers as _headers
 from signaling.sip.errors import FramingError, SipSyntaxError
 from signaling.sip.headers import (
     SINGLE_HEADERS,
     TOKEN_RE,
-    CSeq,
     Headers,
     NameAddr,
     Via,
@@ -43,9 +41,8 @@ from signaling.sip.headers import (
     parse_via,
 )
 from signaling.sip.message import MessageInfo, SipMessage, SipRequest, SipResponse
-from signaling.sip.uri import SipUri, check_absolute_uri, parse_host, parse_sip_uri
-
-logger = logging.getLogger("sip.parser")
+from signaling.sip.message import native as message_native
+from signaling.sip.uri import check_absolute_uri, parse_sip_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,42 +79,7 @@ def is_keepalive(data: bytes) -> bool:
     return not data.strip(b"\r\n")
 
 
-def _load_native() -> ModuleType | None:
-    try:
-        from signaling.sip import _sipcore
-    except ImportError as exc:
-        logger.warning(
-            "signaling.sip._sipcore unavailable (%s), so SIP parsing runs the slower Python "
-            "implementation; run `make install` to build it",
-            exc,
-        )
-        return None
-    try:
-        _sipcore.configure(
-            SipRequest,
-            SipResponse,
-            Headers,
-            MessageInfo,
-            Via,
-            NameAddr,
-            SipUri,
-            CSeq,
-            _headers._SPELLINGS,
-            canonical_name,
-            parse_host,
-            SipSyntaxError,
-        )
-    except TypeError as exc:
-        logger.warning(
-            "signaling.sip._sipcore rejected the message classes (%s), so SIP parsing runs "
-            "the slower Python implementation",
-            exc,
-        )
-        return None
-    return _sipcore
-
-
-native: ModuleType | None = _load_native()
+native: ModuleType | None = message_native
 """The C fast path of `parse_datagram`, or None when it is not built. Tests set it to None."""
 
 
