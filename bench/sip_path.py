@@ -349,6 +349,8 @@ def logging_to_file(level: str, path: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            # The handler batches lines, so write what it still holds before the file closes.
+            handler.close()
             root.removeHandler(handler)
             for old in saved_handlers:
                 root.addHandler(old)
