@@ -53,7 +53,7 @@ import enum
 import functools
 import ipaddress
 import logging
-import secrets
+import random
 import socket
 import struct
 import time
@@ -76,6 +76,7 @@ from media.rtp import RtpPacket
 from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
 from media.session_core import MAX_DATAGRAM, SessionCore
 from media.transport import FRAME_MS, FrameHandler, frame_samples
+from signaling.sip.tokens import random_bytes
 
 logger = logging.getLogger("media.rtp")
 
@@ -247,9 +248,10 @@ class RtpSession(asyncio.DatagramProtocol):
             call_id=call_id,
         )
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
-        # One read of the OS random source gives SSRC, first sequence number,
-        # first timestamp (RFC 3550 §5.1) and the CNAME's suffix.
-        seed = secrets.token_bytes(16)
+        # 16 bytes from the OS random source (through the buffered pool of
+        # `signaling.sip.tokens`) give SSRC, first sequence number, first
+        # timestamp (RFC 3550 §5.1) and the CNAME's suffix.
+        seed = random_bytes(16)
         self._ssrc = int.from_bytes(seed[0:4])
         self._events: deque[_OutgoingEvent] = deque()
         self._dtmf_queue: deque[tuple[str, int]] = deque()
@@ -397,9 +399,10 @@ class RtpSession(asyncio.DatagramProtocol):
         session = cls(config, call_id=call_id, remote=remote)
         session._pair = pair
         session._socket_pool = pool
-        session._stale_streams = frozenset(
-            stream for stream in pair.stale_streams if stream[0] != remote
-        )
+        if pair.stale_streams:
+            session._stale_streams = frozenset(
+                stream for stream in pair.stale_streams if stream[0] != remote
+            )
         session._loop = asyncio.get_running_loop()
         session._core.loop_time = session._loop.time
         session._transport = session._core.transport = pair.rtp
@@ -917,10 +920,9 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def _schedule_rtcp(self, share: float) -> None:
         interval = self.config.rtcp_interval_s * share
-        # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value.
-        self._core.next_rtcp_s = time.monotonic() + interval * (
-            0.5 + secrets.randbelow(1000) / 1000
-        )
+        # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value. The
+        # factor only keeps participants from reporting in step, so it needs no secret source.
+        self._core.next_rtcp_s = time.monotonic() + interval * (0.5 + random.random())
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         self._schedule_rtcp(1.0)
