@@ -12,9 +12,11 @@ guards keep that from happening:
 
 1. Quarantine: a released pair is handed out again only after `quarantine_s`.
    Meanwhile an idle protocol reads and drops whatever arrives on it.
-2. Drain: when a pair is handed out, the datagrams already queued in the
-   kernel are read and dropped, so the new session receives only datagrams
-   that arrived after it took the pair.
+2. Drain: when a pair is handed out, the datagrams (and ICMP errors)
+   already queued in the kernel are read and dropped, so the new session
+   receives only datagrams that arrived after it took the pair. One `poll`
+   call with no wait asks both sockets at once, so a pair with nothing
+   queued, the usual case, costs one system call.
 3. Stale streams: a pair remembers the streams of its previous call, as
    the latched source address with each SSRC received from it. The next
    session drops packets of those streams instead of latching onto them.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import time
 from collections import deque
@@ -96,25 +99,53 @@ class RtpSocketPair:
         """Datagrams dropped while idle or drained before reuse."""
         self._open_sockets = 0
         self._on_closed = on_closed
+        # The poll object of `drain`, and the transport of each file descriptor it polls.
+        self._drain_poll: select.poll | None = None
+        self._drain_transports: dict[int, asyncio.DatagramTransport] = {}
+
+    def prepare_drain(self) -> None:
+        """Register the pair's bound sockets with the poll object that `drain` asks."""
+        poll = select.poll()
+        transports: dict[int, asyncio.DatagramTransport] = {}
+        for transport in (self.rtp, self.rtcp):
+            if transport is not None:
+                fd = transport.get_extra_info("socket").fileno()
+                # poll also reports POLLERR (a queued ICMP error) without asking.
+                poll.register(fd, select.POLLIN)
+                transports[fd] = transport
+        self._drain_poll = poll
+        self._drain_transports = transports
 
     def drain(self) -> int:
-        """Read and drop the datagrams queued on both sockets; return how many."""
+        """Read and drop the datagrams queued on both sockets; return how many.
+
+        Does nothing before `prepare_drain`.
+        """
+        poll = self._drain_poll
+        if poll is None:
+            return 0
         drained = 0
-        for transport in (self.rtp, self.rtcp):
+        for fd, _ in poll.poll(0):
+            transport = self._drain_transports.get(fd)
+            # A closed socket's descriptor reports POLLNVAL, or belongs to another socket now.
             if transport is None or transport.is_closing():
                 continue
-            fd = transport.get_extra_info("socket").fileno()
-            for _ in range(MAX_DRAIN_DATAGRAMS):
-                try:
-                    os.read(fd, _DRAIN_READ_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    # An ICMP error queued on the socket; the next read goes on.
-                    logger.debug("rtp port %d: drain read failed: %s", self.port, exc)
-                    continue
-                drained += 1
+            drained += self._drain_socket(fd)
         self.dropped += drained
+        return drained
+
+    def _drain_socket(self, fd: int) -> int:
+        drained = 0
+        for _ in range(MAX_DRAIN_DATAGRAMS):
+            try:
+                os.read(fd, _DRAIN_READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # An ICMP error queued on the socket; the next read goes on.
+                logger.debug("rtp port %d: drain read failed: %s", self.port, exc)
+                continue
+            drained += 1
         return drained
 
     def is_broken(self) -> bool:
@@ -146,6 +177,8 @@ class RtpSocketPair:
             # of leaving it to the garbage collector (two transports per closed pair).
             self.rtp = None
             self.rtcp = None
+            self._drain_poll = None
+            self._drain_transports = {}
             self.idle_protocol._pair = None
             self._on_closed(self)
 
@@ -270,6 +303,7 @@ class RtpSocketPool:
             try:
                 pair.rtp = await self._bind(pair, port)
                 pair.rtcp = await self._bind(pair, port + 1)
+                pair.prepare_drain()
             except OSError as exc:
                 last_error = exc
                 logger.warning("rtp port %d busy, trying another: %s", port, exc)
