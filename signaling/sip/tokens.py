@@ -25,10 +25,10 @@ class _RandomPool(Generic[AnyStr]):
     """The units (hex digits or bytes) of one `os.urandom` block, handed out front to back."""
 
     def __init__(self, read_block: Callable[[], AnyStr], empty: AnyStr, block_units: int) -> None:
-        self._read_block = read_block
-        self._empty = empty
+        self._read_block: Callable[[], AnyStr] = read_block
+        self._empty: AnyStr = empty
         self._block_units = block_units
-        self._units = empty
+        self._units: AnyStr = empty
         self._position = 0
         self._lock = threading.Lock()
 
@@ -41,7 +41,7 @@ class _RandomPool(Generic[AnyStr]):
             if end > len(self._units):
                 self._units = self._read_block()
                 self._position, end = 0, length
-            token = self._units[self._position : end]
+            token: AnyStr = self._units[self._position : end]
             self._position = end
             return token
 
