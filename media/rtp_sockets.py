@@ -99,31 +99,30 @@ class RtpSocketPair:
         """Datagrams dropped while idle or drained before reuse."""
         self._open_sockets = 0
         self._on_closed = on_closed
-        # The poll object of `drain`, and the transport of each file descriptor it polls.
+        # The poll object of `drain`, built at the first drain, and the transport of each
+        # file descriptor it polls. A pair closed before its first reuse never builds it.
         self._drain_poll: select.poll | None = None
         self._drain_transports: dict[int, asyncio.DatagramTransport] = {}
 
-    def prepare_drain(self) -> None:
-        """Register the pair's bound sockets with the poll object that `drain` asks."""
+    def _prepare_drain(self) -> select.poll:
+        """Register the pair's open sockets with the poll object that `drain` asks."""
         poll = select.poll()
         transports: dict[int, asyncio.DatagramTransport] = {}
         for transport in (self.rtp, self.rtcp):
-            if transport is not None:
+            if transport is not None and not transport.is_closing():
                 fd = transport.get_extra_info("socket").fileno()
                 # poll also reports POLLERR (a queued ICMP error) without asking.
                 poll.register(fd, select.POLLIN)
                 transports[fd] = transport
         self._drain_poll = poll
         self._drain_transports = transports
+        return poll
 
     def drain(self) -> int:
-        """Read and drop the datagrams queued on both sockets; return how many.
-
-        Does nothing before `prepare_drain`.
-        """
+        """Read and drop the datagrams queued on both sockets; return how many."""
         poll = self._drain_poll
         if poll is None:
-            return 0
+            poll = self._prepare_drain()
         drained = 0
         for fd, _ in poll.poll(0):
             transport = self._drain_transports.get(fd)
@@ -303,7 +302,6 @@ class RtpSocketPool:
             try:
                 pair.rtp = await self._bind(pair, port)
                 pair.rtcp = await self._bind(pair, port + 1)
-                pair.prepare_drain()
             except OSError as exc:
                 last_error = exc
                 logger.warning("rtp port %d busy, trying another: %s", port, exc)
