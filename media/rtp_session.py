@@ -93,6 +93,8 @@ _RTCP_PACKET_TYPES = range(200, 205)
 ACTIVITY_CHECK_TICKS = 25
 # SSRCs of the latched source that a pooled session hands on as stale streams.
 MAX_REMEMBERED_SSRCS = 8
+# The G.711 codecs by name: True for A-law, False for µ-law.
+_G711_ALAW = {"PCMU": False, "PCMA": True}
 
 
 class RtpPortPool:
@@ -223,11 +225,14 @@ class RtpSession(asyncio.DatagramProtocol):
         self._encode = self.codec.new_encoder()
         self._decode = self.codec.new_decoder()
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
-        self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
-        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps state.
+        g711_alaw = _G711_ALAW.get(self.codec.name)
+        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps
+        # state and encodes `_silence_pcm` on each idle tick.
         self._silence_payload = (
             _g711_silence_payload(self.codec.name) if g711_alaw is not None else None
+        )
+        self._silence_pcm = (
+            bytes(2 * frame_samples(self.codec.sample_rate)) if g711_alaw is None else b""
         )
         self.stats = RtpStats()
         self._remote = remote
