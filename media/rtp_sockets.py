@@ -15,7 +15,7 @@ guards keep that from happening:
 2. Drain: when a pair is handed out, the datagrams (and ICMP errors)
    already queued in the kernel are read and dropped, so the new session
    receives only datagrams that arrived after it took the pair. One `poll`
-   call with no wait asks both sockets at once, so a pair with nothing
+   call with no wait checks both sockets at once, so a pair with nothing
    queued, the usual case, costs one system call.
 3. Stale streams: a pair remembers the streams of its previous call, as
    the latched source address with each SSRC received from it. The next
@@ -105,13 +105,13 @@ class RtpSocketPair:
         self._drain_transports: dict[int, asyncio.DatagramTransport] = {}
 
     def _prepare_drain(self) -> select.poll:
-        """Register the pair's open sockets with the poll object that `drain` asks."""
+        """Register the pair's open sockets with the poll object that `drain` queries."""
         poll = select.poll()
         transports: dict[int, asyncio.DatagramTransport] = {}
         for transport in (self.rtp, self.rtcp):
             if transport is not None and not transport.is_closing():
                 fd = transport.get_extra_info("socket").fileno()
-                # poll also reports POLLERR (a queued ICMP error) without asking.
+                # poll reports POLLERR (a queued ICMP error) even where only POLLIN is requested.
                 poll.register(fd, select.POLLIN)
                 transports[fd] = transport
         self._drain_poll = poll

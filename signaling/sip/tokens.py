@@ -1,14 +1,15 @@
 """Random hex tokens and bytes, cut from buffered OS randomness.
 
-A call draws a handle and To tag at its INVITE and a branch for its BYE,
-and its RTP session draws SSRC, first sequence number, first timestamp and
-CNAME suffix. `secrets.token_hex` and `secrets.token_bytes` read
-`os.urandom` once per token, through three Python calls. `random_hex` and
-`random_bytes` cut each token from a block of 4,096 bytes read with one
-`os.urandom` call, so a read serves about 220 hex tokens or 256 RTP sessions.
-Every digit and byte comes from the OS random source, the same source as
-`secrets`, and is handed out once. A process forked from this one starts
-with empty blocks, so that parent and child never share tokens.
+A call draws a handle and To tag at its INVITE and a branch for its BYE, and
+its RTP session draws 16 bytes for SSRC, first sequence number, first
+timestamp and CNAME suffix. `secrets.token_hex` and `secrets.token_bytes`
+read `os.urandom` once per token, through three and two Python calls.
+`random_hex` and `random_bytes` cut each token from a block of 4,096 bytes
+read with one `os.urandom` call, so a hex block serves about 220 such calls
+and a byte block 256 RTP sessions. Every digit and byte comes from the OS
+random source, the same source as `secrets`, and is handed out once. A
+process forked from this one starts with empty blocks, so that parent and
+child never share tokens.
 """
 
 from __future__ import annotations
