@@ -149,8 +149,8 @@ class RtpSocketPair:
 
     def is_broken(self) -> bool:
         """Whether a socket of the pair is closed or closing."""
-        transports = (self.rtp, self.rtcp)
-        return any(transport is None or transport.is_closing() for transport in transports)
+        rtp, rtcp = self.rtp, self.rtcp
+        return rtp is None or rtcp is None or rtp.is_closing() or rtcp.is_closing()
 
     def set_idle(self) -> None:
         """Point both sockets at the idle protocol, which drops what arrives."""
