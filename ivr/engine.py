@@ -107,8 +107,9 @@ class SessionResult:
 @dataclass
 class _Frame:
     flow: Flow
-    renderer: PromptRenderer
     return_to: str | None
+    renderer: PromptRenderer | None = None
+    """Built at the frame's first prompt (`IvrSession._renderer_of`)."""
 
 
 class _SessionEnd(Exception):
@@ -154,8 +155,12 @@ class IvrSession:
         self._recordings = recordings
         self._clock = clock
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._intents = intents
+        self._sentiment = sentiment
+        # Read once: a call keeps its Call-ID, and the property runs Python code on each read.
+        self._call_id = channel.call_id
         self._state = SessionState.NEW
-        self._frames = [_Frame(flow, self._renderer(flow), None)]
+        self._frames = [_Frame(flow, None)]
         self._path: list[str] = []
         self._prompts: list[str] = []
         self._recording_states: list[str] = []
@@ -165,11 +170,12 @@ class IvrSession:
             **flow.variables,
             "caller": channel.caller,
             "called": channel.called,
-            "call_id": channel.call_id,
+            "call_id": self._call_id,
             "flow": flow.flow,
             "language": flow.language,
         }
-        self._turns = TurnInterpreter(flow, intents=intents, sentiment=sentiment)
+        # Built by `_interpreter` at the first gather or subflow.
+        self._turns: TurnInterpreter | None = None
 
     @property
     def state(self) -> SessionState:
@@ -177,20 +183,33 @@ class IvrSession:
 
     @property
     def call_id(self) -> str:
-        return self._channel.call_id
+        return self._call_id
+
+    @property
+    def _interpreter(self) -> TurnInterpreter:
+        turns = self._turns
+        if turns is None:
+            turns = TurnInterpreter(self._flow, intents=self._intents, sentiment=self._sentiment)
+            self._turns = turns
+        return turns
 
     def _set_state(self, new: SessionState) -> None:
         if new not in _TRANSITIONS[self._state]:
             raise RuntimeError(f"IVR session cannot go from {self._state.value} to {new.value}")
         # Guarded, because reading an enum's value runs Python code even when debug is off.
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("call %s: session %s -> %s", self.call_id, self._state.value, new.value)
+            log.debug("call %s: session %s -> %s", self._call_id, self._state.value, new.value)
         self._state = new
 
-    def _renderer(self, flow: Flow) -> PromptRenderer:
-        return PromptRenderer(
-            self._synthesizer, base_dir=flow.base_dir, voice=flow.voice, rate_wpm=flow.rate_wpm
-        )
+    def _renderer_of(self, frame: _Frame) -> PromptRenderer:
+        renderer = frame.renderer
+        if renderer is None:
+            flow = frame.flow
+            renderer = PromptRenderer(
+                self._synthesizer, base_dir=flow.base_dir, voice=flow.voice, rate_wpm=flow.rate_wpm
+            )
+            frame.renderer = renderer
+        return renderer
 
     @property
     def _frame(self) -> _Frame:
@@ -202,18 +221,19 @@ class IvrSession:
     def emit(self, kind: EventKind, step: str | None, **payload: Any) -> None:
         if self._events is None:
             return
-        event = IvrEvent(kind, self.call_id, self._frame.flow.flow, step, self._time(), payload)
+        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        event = IvrEvent(kind, self._call_id, self._frames[-1].flow.flow, step, now, payload)
         try:
             self._events(event)
         except Exception:
-            log.exception("call %s: event callback failed", self.call_id)
+            log.exception("call %s: event callback failed", self._call_id)
 
     # -- the walk ---------------------------------------------------------
 
     async def run(self) -> SessionResult:
         """Run the flow until the call is queued, transferred or ended."""
         self._set_state(SessionState.RUNNING)
-        log.debug("call %s: flow %s started", self.call_id, self._flow.flow)
+        log.debug("call %s: flow %s started", self._call_id, self._flow.flow)
         outcome, reason = Outcome.FAILED, "flow ended"
         try:
             await self._walk()
@@ -222,12 +242,12 @@ class IvrSession:
         except CallEnded:
             outcome, reason = Outcome.CALLER_HANGUP, "caller hung up"
         except Exception as exc:
-            log.exception("call %s: IVR step failed", self.call_id)
+            log.exception("call %s: IVR step failed", self._call_id)
             outcome, reason = Outcome.FAILED, f"internal error: {type(exc).__name__}"
             await self._safe_hangup()
         self._set_state(SessionState.ENDED)
         # str() of a StrEnum member is its value, without the Python code that `.value` runs.
-        log.debug("call %s: flow %s ended: %s", self.call_id, self._flow.flow, outcome)
+        log.debug("call %s: flow %s ended: %s", self._call_id, self._flow.flow, outcome)
         self.emit(EventKind.SESSION_ENDED, None, outcome=str(outcome), reason=reason)
         return SessionResult(
             outcome=outcome,
@@ -236,7 +256,7 @@ class IvrSession:
             variables=dict(self.variables),
             queue_request=self._queue_request,
             transfer_target=self._transfer_target,
-            sentiment=list(self._turns.sentiment_scores),
+            sentiment=list(self._turns.sentiment_scores) if self._turns is not None else [],
             prompts=list(self._prompts),
             recording=list(self._recording_states),
         )
@@ -247,7 +267,7 @@ class IvrSession:
         except CallEnded:
             pass
         except Exception:
-            log.exception("call %s: hangup failed", self.call_id)
+            log.exception("call %s: hangup failed", self._call_id)
 
     async def _walk(self) -> None:
         step_id: str | None = self._flow.start_step
@@ -256,18 +276,18 @@ class IvrSession:
             count += 1
             if count > self._flow.max_steps:
                 self.emit(EventKind.WARNING, step_id, message="max_steps reached")
-                log.warning("call %s: max_steps reached in flow %s", self.call_id, self._flow.flow)
+                log.warning("call %s: max_steps reached in flow %s", self._call_id, self._flow.flow)
                 await self._safe_hangup()
                 raise _SessionEnd(Outcome.FAILED, "max_steps reached")
             flow = self._frame.flow
             step = flow.steps.get(step_id)
             if step is None:
-                log.error("call %s: flow %s has no step %s", self.call_id, flow.flow, step_id)
+                log.error("call %s: flow %s has no step %s", self._call_id, flow.flow, step_id)
                 await self._safe_hangup()
                 raise _SessionEnd(Outcome.FAILED, f"unknown step {step_id}")
             label = step_id if len(self._frames) == 1 else f"{flow.flow}/{step_id}"
             self._path.append(label)
-            log.debug("call %s: step %s (%s)", self.call_id, label, step.type)
+            log.debug("call %s: step %s (%s)", self._call_id, label, step.type)
             self.emit(EventKind.STEP_ENTERED, label, type=step.type)
             if step.recording is not None:
                 self._control_recording(label, step.recording)
@@ -322,7 +342,7 @@ class IvrSession:
         channel = self._channel
         if not isinstance(channel, CallRecordingControl):
             log.warning(
-                "call %s: channel cannot record; step %s option ignored", self.call_id, step_id
+                "call %s: channel cannot record; step %s option ignored", self._call_id, step_id
             )
             self.emit(EventKind.WARNING, step_id, message="channel cannot record calls")
             return
@@ -330,7 +350,7 @@ class IvrSession:
         try:
             after = channel.control_recording(action)
         except Exception:
-            log.exception("call %s: recording %s at step %s failed", self.call_id, action, step_id)
+            log.exception("call %s: recording %s at step %s failed", self._call_id, action, step_id)
             self.emit(EventKind.WARNING, step_id, message=f"recording {action} failed")
             return
         self._recording_states.append(after.value)
@@ -351,10 +371,10 @@ class IvrSession:
         self, step_id: str, spec: PromptSpec, on_dtmf: bool, on_speech: bool
     ) -> CallerInput | None:
         try:
-            prompt = await self._frame.renderer.render(spec, self.variables)
+            prompt = await self._renderer_of(self._frame).render(spec, self.variables)
         except (TemplateError, ValueError, OSError, RuntimeError) as exc:
             # A broken prompt should not drop the call: the flow goes on without it.
-            log.warning("call %s: prompt of step %s skipped: %s", self.call_id, step_id, exc)
+            log.warning("call %s: prompt of step %s skipped: %s", self._call_id, step_id, exc)
             self.emit(EventKind.WARNING, step_id, message=f"prompt skipped: {exc}")
             return None
         self._prompts.append(prompt.text)
@@ -374,12 +394,12 @@ class IvrSession:
     # -- gather and menu --------------------------------------------------
 
     async def _gather(self, step_id: str, step: GatherStep | MenuStep) -> str | None:
-        plan = self._turns.plan(step, self._frame.flow)
+        plan = self._interpreter.plan(step, self._frame.flow)
         if plan.recognizer is not None and not self._channel.speech_available:
             plan = CollectPlan(plan.dtmf, None, plan.timeout_s, plan.total_timeout_s, step.barge_in)
             if plan.dtmf is None:
                 log.warning(
-                    "call %s: step %s needs speech, which this call lacks", self.call_id, step_id
+                    "call %s: step %s needs speech, which this call lacks", self._call_id, step_id
                 )
                 self.emit(EventKind.WARNING, step_id, message="speech recognition unavailable")
         no_input = no_match = 0
@@ -447,7 +467,7 @@ class IvrSession:
     async def _interpret(
         self, step_id: str, step: GatherStep | MenuStep, capture: Capture
     ) -> TurnOutcome:
-        outcome = await self._turns.interpret(
+        outcome = await self._interpreter.interpret(
             step_id, step, capture, self._following(step_id), self._frame.flow
         )
         for name, value in outcome.variables.items():
@@ -469,7 +489,7 @@ class IvrSession:
                 try:
                     value = Template(value).evaluate(self.variables)
                 except TemplateError as exc:
-                    log.warning("call %s: variable %s not set: %s", self.call_id, name, exc)
+                    log.warning("call %s: variable %s not set: %s", self._call_id, name, exc)
                     self.emit(EventKind.WARNING, step_id, message=f"{name}: {exc}")
                     continue
             self.variables[name] = value
@@ -527,7 +547,7 @@ class IvrSession:
         self.variables["queue"] = {"name": request.queue, "priority": request.priority}
         if self._queue is not None:
             try:
-                placement = await self._queue.enqueue(self.call_id, request)
+                placement = await self._queue.enqueue(self._call_id, request)
             except QueueError as exc:
                 return await self._queue_failed(step_id, step, f"queue rejected the call: {exc}")
             self.variables["queue"] = {
@@ -558,7 +578,7 @@ class IvrSession:
         return facts
 
     async def _queue_failed(self, step_id: str, step: QueueStep, message: str) -> str | None:
-        log.warning("call %s: queue step %s failed: %s", self.call_id, step_id, message)
+        log.warning("call %s: queue step %s failed: %s", self._call_id, step_id, message)
         self.emit(EventKind.WARNING, step_id, message=message)
         if step.on_error is not None:
             return step.on_error
@@ -575,7 +595,7 @@ class IvrSession:
             self.emit(EventKind.WARNING, step_id, message=f"transfer target: {exc}")
             target = ""
         if not target or not self.transfer_allowed(target):
-            log.warning("call %s: transfer target of step %s not allowed", self.call_id, step_id)
+            log.warning("call %s: transfer target of step %s not allowed", self._call_id, step_id)
             self.emit(
                 EventKind.WARNING, step_id, message="transfer target not allowed", target=target
             )
@@ -593,7 +613,7 @@ class IvrSession:
 
     async def _record(self, step_id: str, step: RecordStep) -> None:
         if not isinstance(self._channel, RecordingChannel):
-            log.warning("call %s: channel cannot record; step %s skipped", self.call_id, step_id)
+            log.warning("call %s: channel cannot record; step %s skipped", self._call_id, step_id)
             self.emit(EventKind.WARNING, step_id, message="channel cannot record")
             self.variables[step.into] = None
             return
@@ -607,7 +627,7 @@ class IvrSession:
         )
         reference = None
         if self._recordings is not None:
-            reference = await self._recordings.save(self.call_id, self._flow.flow, recording)
+            reference = await self._recordings.save(self._call_id, self._flow.flow, recording)
         self.variables[step.into] = {
             "duration_ms": round(recording.audio.duration_ms),
             "ended_by": recording.ended_by,
@@ -620,12 +640,12 @@ class IvrSession:
     def _enter_subflow(self, step_id: str, step: SubflowStep) -> str | None:
         flow = self._flows(step.flow) if self._flows is not None else None
         if flow is None:
-            log.error("call %s: subflow %s not found", self.call_id, step.flow)
+            log.error("call %s: subflow %s not found", self._call_id, step.flow)
             raise _SessionEnd(Outcome.FAILED, f"subflow {step.flow} not found")
-        self._frames.append(_Frame(flow, self._renderer(flow), self._after(step_id, step)))
+        self._frames.append(_Frame(flow, self._after(step_id, step)))
         for name, value in flow.variables.items():
             self.variables.setdefault(name, value)
-        self._turns.add_flow(flow)
+        self._interpreter.add_flow(flow)
         return flow.start_step
 
     def _return(self) -> str | None:

@@ -121,14 +121,15 @@ class MediaLeg:
         config: LegConfig | None = None,
         models: ModelCatalog | None = None,
     ) -> None:
-        if transport.sample_rate not in SUPPORTED_RATES:
+        sample_rate = transport.sample_rate
+        if sample_rate not in SUPPORTED_RATES:
             raise ValueError(
-                f"transport sample rate {transport.sample_rate} Hz is not one of {SUPPORTED_RATES}"
+                f"transport sample rate {sample_rate} Hz is not one of {SUPPORTED_RATES}"
             )
         self.call_id = call_id
         self.config = config or _DEFAULT_CONFIG
         self._transport = transport
-        self.sample_rate = transport.sample_rate
+        self.sample_rate = sample_rate
         self._frame_bytes = frame_samples(self.sample_rate) * 2
         self._inputs: deque[CallerInput] = deque()
         self._input_ready = asyncio.Event()

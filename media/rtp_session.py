@@ -53,7 +53,7 @@ import enum
 import functools
 import ipaddress
 import logging
-import secrets
+import random
 import socket
 import struct
 import time
@@ -76,6 +76,7 @@ from media.rtp import RtpPacket
 from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
 from media.session_core import MAX_DATAGRAM, SessionCore
 from media.transport import FRAME_MS, FrameHandler, frame_samples
+from signaling.sip.tokens import random_bytes
 
 logger = logging.getLogger("media.rtp")
 
@@ -92,6 +93,8 @@ _RTCP_PACKET_TYPES = range(200, 205)
 ACTIVITY_CHECK_TICKS = 25
 # SSRCs of the latched source that a pooled session hands on as stale streams.
 MAX_REMEMBERED_SSRCS = 8
+# The G.711 codecs by name: True for A-law, False for µ-law.
+_G711_ALAW = {"PCMU": False, "PCMA": True}
 
 
 class RtpPortPool:
@@ -222,11 +225,14 @@ class RtpSession(asyncio.DatagramProtocol):
         self._encode = self.codec.new_encoder()
         self._decode = self.codec.new_decoder()
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        g711_alaw = {"PCMU": False, "PCMA": True}.get(self.codec.name)
-        self._silence_pcm = bytes(2 * frame_samples(self.codec.sample_rate))
-        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps state.
+        g711_alaw = _G711_ALAW.get(self.codec.name)
+        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps
+        # state and encodes `_silence_pcm` on each idle tick.
         self._silence_payload = (
             _g711_silence_payload(self.codec.name) if g711_alaw is not None else None
+        )
+        self._silence_pcm = (
+            bytes(2 * frame_samples(self.codec.sample_rate)) if g711_alaw is None else b""
         )
         self.stats = RtpStats()
         self._remote = remote
@@ -247,9 +253,10 @@ class RtpSession(asyncio.DatagramProtocol):
             call_id=call_id,
         )
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
-        # One read of the OS random source gives SSRC, first sequence number,
-        # first timestamp (RFC 3550 §5.1) and the CNAME's suffix.
-        seed = secrets.token_bytes(16)
+        # 16 bytes from the OS random source (through the buffered pool of
+        # `signaling.sip.tokens`) give SSRC, first sequence number, first
+        # timestamp (RFC 3550 §5.1) and the CNAME's suffix.
+        seed = random_bytes(16)
         self._ssrc = int.from_bytes(seed[0:4])
         self._events: deque[_OutgoingEvent] = deque()
         self._dtmf_queue: deque[tuple[str, int]] = deque()
@@ -397,9 +404,10 @@ class RtpSession(asyncio.DatagramProtocol):
         session = cls(config, call_id=call_id, remote=remote)
         session._pair = pair
         session._socket_pool = pool
-        session._stale_streams = frozenset(
-            stream for stream in pair.stale_streams if stream[0] != remote
-        )
+        if pair.stale_streams:
+            session._stale_streams = frozenset(
+                stream for stream in pair.stale_streams if stream[0] != remote
+            )
         session._loop = asyncio.get_running_loop()
         session._core.loop_time = session._loop.time
         session._transport = session._core.transport = pair.rtp
@@ -917,10 +925,9 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def _schedule_rtcp(self, share: float) -> None:
         interval = self.config.rtcp_interval_s * share
-        # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value.
-        self._core.next_rtcp_s = time.monotonic() + interval * (
-            0.5 + secrets.randbelow(1000) / 1000
-        )
+        # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value. The
+        # factor only keeps participants from reporting in step, so it needs no secret source.
+        self._core.next_rtcp_s = time.monotonic() + interval * (0.5 + random.random())
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         self._schedule_rtcp(1.0)

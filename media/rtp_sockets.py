@@ -12,9 +12,11 @@ guards keep that from happening:
 
 1. Quarantine: a released pair is handed out again only after `quarantine_s`.
    Meanwhile an idle protocol reads and drops whatever arrives on it.
-2. Drain: when a pair is handed out, the datagrams already queued in the
-   kernel are read and dropped, so the new session receives only datagrams
-   that arrived after it took the pair.
+2. Drain: when a pair is handed out, the datagrams (and ICMP errors)
+   already queued in the kernel are read and dropped, so the new session
+   receives only datagrams that arrived after it took the pair. One `poll`
+   call with no wait checks both sockets at once, so a pair with nothing
+   queued, the usual case, costs one system call.
 3. Stale streams: a pair remembers the streams of its previous call, as
    the latched source address with each SSRC received from it. The next
    session drops packets of those streams instead of latching onto them.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import time
 from collections import deque
@@ -96,31 +99,58 @@ class RtpSocketPair:
         """Datagrams dropped while idle or drained before reuse."""
         self._open_sockets = 0
         self._on_closed = on_closed
+        # The poll object of `drain`, built at the first drain, and the transport of each
+        # file descriptor it polls. A pair closed before its first reuse never builds it.
+        self._drain_poll: select.poll | None = None
+        self._drain_transports: dict[int, asyncio.DatagramTransport] = {}
+
+    def _prepare_drain(self) -> select.poll:
+        """Register the pair's open sockets with the poll object that `drain` queries."""
+        poll = select.poll()
+        transports: dict[int, asyncio.DatagramTransport] = {}
+        for transport in (self.rtp, self.rtcp):
+            if transport is not None and not transport.is_closing():
+                fd = transport.get_extra_info("socket").fileno()
+                # poll reports POLLERR (a queued ICMP error) even where only POLLIN is requested.
+                poll.register(fd, select.POLLIN)
+                transports[fd] = transport
+        self._drain_poll = poll
+        self._drain_transports = transports
+        return poll
 
     def drain(self) -> int:
         """Read and drop the datagrams queued on both sockets; return how many."""
+        poll = self._drain_poll
+        if poll is None:
+            poll = self._prepare_drain()
         drained = 0
-        for transport in (self.rtp, self.rtcp):
+        for fd, _ in poll.poll(0):
+            transport = self._drain_transports.get(fd)
+            # A closed socket's descriptor reports POLLNVAL, or belongs to another socket now.
             if transport is None or transport.is_closing():
                 continue
-            fd = transport.get_extra_info("socket").fileno()
-            for _ in range(MAX_DRAIN_DATAGRAMS):
-                try:
-                    os.read(fd, _DRAIN_READ_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    # An ICMP error queued on the socket; the next read goes on.
-                    logger.debug("rtp port %d: drain read failed: %s", self.port, exc)
-                    continue
-                drained += 1
+            drained += self._drain_socket(fd)
         self.dropped += drained
+        return drained
+
+    def _drain_socket(self, fd: int) -> int:
+        drained = 0
+        for _ in range(MAX_DRAIN_DATAGRAMS):
+            try:
+                os.read(fd, _DRAIN_READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # An ICMP error queued on the socket; the next read goes on.
+                logger.debug("rtp port %d: drain read failed: %s", self.port, exc)
+                continue
+            drained += 1
         return drained
 
     def is_broken(self) -> bool:
         """Whether a socket of the pair is closed or closing."""
-        transports = (self.rtp, self.rtcp)
-        return any(transport is None or transport.is_closing() for transport in transports)
+        rtp, rtcp = self.rtp, self.rtcp
+        return rtp is None or rtcp is None or rtp.is_closing() or rtcp.is_closing()
 
     def set_idle(self) -> None:
         """Point both sockets at the idle protocol, which drops what arrives."""
@@ -146,6 +176,8 @@ class RtpSocketPair:
             # of leaving it to the garbage collector (two transports per closed pair).
             self.rtp = None
             self.rtcp = None
+            self._drain_poll = None
+            self._drain_transports = {}
             self.idle_protocol._pair = None
             self._on_closed(self)
 

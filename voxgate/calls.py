@@ -493,32 +493,31 @@ async def run_ivr(session: IvrSession, ended: asyncio.Future[Any]) -> SessionRes
     caller's hangup.
     """
     loop = asyncio.get_running_loop()
-    flow_task = asyncio.ensure_future(session.run())
-    # One future for "flow or leg ended first", set by done callbacks: cheaper per
-    # call than a task that awaits the leg's end plus `asyncio.wait`.
-    first_done: asyncio.Future[None] = loop.create_future()
+    # The flow runs in this task, so a call costs no second task. `grace` cancels
+    # the flow FLOW_END_GRACE_S after the leg ends.
+    grace = asyncio.timeout(None)
+    flow_running = True
 
-    def settle(_: object) -> None:
-        if not first_done.done():
-            first_done.set_result(None)
+    def start_grace(_: object) -> None:
+        # A callback scheduled before the flow returned may run after `grace` exited,
+        # and `reschedule` raises RuntimeError then.
+        if flow_running:
+            grace.reschedule(loop.time() + FLOW_END_GRACE_S)
 
-    flow_task.add_done_callback(settle)
-    ended.add_done_callback(settle)
+    ended.add_done_callback(start_grace)
     try:
-        await first_done
-        if not flow_task.done():
-            await asyncio.wait({flow_task}, timeout=FLOW_END_GRACE_S)
-        if flow_task.done():
-            result = flow_task.result()
-            logger.debug("flow ended: %s (%s)", result.outcome, result.reason)
-            return result
+        async with grace:
+            result = await session.run()
+    except TimeoutError:
+        if not grace.expired():
+            raise
         logger.debug("call ended during the flow: %s", ended.result())
         return None
     finally:
-        ended.remove_done_callback(settle)
-        if not flow_task.done():
-            flow_task.cancel()
-            await asyncio.gather(flow_task, return_exceptions=True)
+        flow_running = False
+        ended.remove_done_callback(start_grace)
+    logger.debug("flow ended: %s (%s)", result.outcome, result.reason)
+    return result
 
 
 @dataclass(frozen=True, slots=True)

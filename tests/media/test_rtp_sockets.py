@@ -95,6 +95,25 @@ async def test_late_packet_of_previous_peer_not_latched(
     pool.close()
 
 
+async def test_drain_empties_both_sockets(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    previous, _ = peers
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.0)
+    pair = await pool.acquire()
+    assert pair.drain() == 0
+
+    for sequence in range(3):
+        previous.sendto(rtp_packet(ssrc=1111, sequence=sequence), ("127.0.0.1", pair.port))
+    previous.sendto(b"late rtcp", ("127.0.0.1", pair.port + 1))
+    # No loop iteration runs between the sends and the drain, so all four wait in the kernel.
+    assert pair.drain() == 4
+    assert pair.drain() == 0
+    assert pair.dropped == 4
+    pool.give_back(pair)
+    pool.close()
+
+
 async def test_stale_packet_after_latch_dropped(
     port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -58,3 +58,38 @@ def test_forked_child_draws_other_tokens() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(child_token) == 32
     assert child_token != tokens.random_hex(32)
+
+
+def test_random_bytes_of_requested_length() -> None:
+    for length in (1, 16, tokens._BLOCK_BYTES):
+        assert len(tokens.random_bytes(length)) == length
+
+
+def test_random_bytes_not_repeated_across_blocks() -> None:
+    # Three blocks' worth of 16-byte draws, so that the draws span two refills.
+    count = 3 * tokens._BLOCK_BYTES // 16
+    drawn = [tokens.random_bytes(16) for _ in range(count)]
+    assert len(set(drawn)) == count
+
+
+@pytest.mark.parametrize("length", [0, -1, tokens._BLOCK_BYTES + 1])
+def test_random_bytes_invalid_length_raises(length: int) -> None:
+    with pytest.raises(ValueError, match="token length"):
+        tokens.random_bytes(length)
+
+
+def test_forked_child_draws_other_bytes() -> None:
+    tokens.random_bytes(1)  # a block is buffered in the parent
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.write(write_end, tokens.random_bytes(16))
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_bytes = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(child_bytes) == 16
+    assert child_bytes != tokens.random_bytes(16)
