@@ -38,9 +38,9 @@ Differences from `voxgate serve` under `sip_load.py`, each chosen so that
 runs repeat: speech models are not preloaded (the flow never listens), and
 the RTP socket pool keeps up to 1,600 pairs over a range of 4,000 ports. The
 tight loop runs about 3,000 calls a second on a 2-vCPU machine, so about 1,500
-pairs rest in the 0.5 s quarantine; with a smaller pool most calls would bind
-a fresh pair and close another (about 30 µs per call), which a node at its
-rated 1,000 calls/s with the default pool of 1,024 pairs does not do.
+pairs rest in the 0.5 s quarantine. With a smaller pool most calls would bind
+a fresh pair and close another (about 30 µs per call). A node at 1,000 calls/s
+with the default pool of 1,024 pairs does not.
 
 `--baseline PATH` runs each repetition a second time with the code of another
 source tree (for example `git archive` of main, with its C extension built),
