@@ -34,6 +34,8 @@ from signaling.sdp.model import (
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
 _PTIME = re.compile(r"\d{1,5}(?:\.\d{1,3})?")
+# A transport protocol is one or more tokens joined by "/" (RFC 8866 section 5.14).
+_PROTO = re.compile(rf"{_TOKEN.pattern}(?:/{_TOKEN.pattern})*")
 
 _SESSION_ONLY = frozenset("vosuepzrt")
 _KNOWN = frozenset("vosiuepcbtrzkam")
@@ -56,7 +58,10 @@ DEFAULT_LIMITS = SdpLimits()
 
 @dataclass(slots=True)
 class _MediaBuilder:
-    """The lines of one media section, collected until the next m= line."""
+    """The lines of one media section, collected until the next m= line.
+
+    `parse` appends most a= lines itself, without calling `add`.
+    """
 
     media: str
     port: int
@@ -73,11 +78,17 @@ class _MediaBuilder:
         if kind in _SESSION_ONLY:
             raise SdpError(f"{kind}= line is not allowed in a media section", line_number)
         if kind == "c":
-            self.connections.append(_parse_connection(value, line_number))
+            try:
+                self.connections.append(_checked_connection(value))
+            except SdpError as exc:
+                raise SdpError(exc.message, line_number) from None
         elif kind == "b":
             self.bandwidths.append(value)
         elif kind == "a":
-            self.attributes.append(_parse_attribute(value, line_number, in_media=True))
+            try:
+                self.attributes.append(_checked_media_attribute(value))
+            except SdpError as exc:
+                raise SdpError(exc.message, line_number) from None
         elif kind == "i":
             if self.information is not None:
                 raise SdpError("duplicate i= line in a media section", line_number)
@@ -117,17 +128,33 @@ class _SessionBuilder:
     attributes: list[Attribute] = field(default_factory=list)
 
     def add(self, kind: str, value: str, line_number: int) -> None:
-        if kind == "v":
-            raise SdpError("duplicate v= line", line_number)
-        if kind in "osciuzk" and self._has(kind):
-            raise SdpError(f"duplicate {kind}= line in the session section", line_number)
         if kind == "o":
+            if self.origin is not None:
+                raise _duplicate_in_session(kind, line_number)
             self.origin = _parse_origin(value, line_number)
         elif kind == "s":
+            if self.session_name is not None:
+                raise _duplicate_in_session(kind, line_number)
             self.session_name = value
         elif kind == "c":
-            self.connection = _parse_connection(value, line_number)
+            if self.connection is not None:
+                raise _duplicate_in_session(kind, line_number)
+            try:
+                self.connection = _checked_connection(value)
+            except SdpError as exc:
+                raise SdpError(exc.message, line_number) from None
+        elif kind == "t":
+            self.timings.append(_timing(value))
+        elif kind == "a":
+            try:
+                self.attributes.append(_checked_session_attribute(value))
+            except SdpError as exc:
+                raise SdpError(exc.message, line_number) from None
+        elif kind == "v":
+            raise SdpError("duplicate v= line", line_number)
         elif kind in "iuzk":
+            if kind in self.text_fields:
+                raise _duplicate_in_session(kind, line_number)
             self.text_fields[kind] = value
         elif kind == "e":
             self.emails.append(value)
@@ -135,24 +162,12 @@ class _SessionBuilder:
             self.phones.append(value)
         elif kind == "b":
             self.bandwidths.append(value)
-        elif kind == "t":
-            self.timings.append(Timing(value))
-        elif kind == "r":
+        else:
+            # `parse` passes only known line types other than m=, so this is r=.
             if not self.timings:
                 raise SdpError("r= line without a preceding t= line", line_number)
             last = self.timings[-1]
             self.timings[-1] = Timing(last.value, (*last.repeats, value))
-        else:
-            self.attributes.append(_parse_attribute(value, line_number, in_media=False))
-
-    def _has(self, kind: str) -> bool:
-        if kind == "o":
-            return self.origin is not None
-        if kind == "s":
-            return self.session_name is not None
-        if kind == "c":
-            return self.connection is not None
-        return kind in self.text_fields
 
     def build(self, media: list[_MediaBuilder]) -> SessionDescription:
         if self.origin is None:
@@ -172,8 +187,12 @@ class _SessionBuilder:
             zone=self.text_fields.get("z"),
             key=self.text_fields.get("k"),
             attributes=tuple(self.attributes),
-            media=tuple(builder.build() for builder in media),
+            media=tuple(map(_MediaBuilder.build, media)),
         )
+
+
+def _duplicate_in_session(kind: str, line_number: int) -> SdpError:
+    return SdpError(f"duplicate {kind}= line in the session section", line_number)
 
 
 def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDescription:
@@ -194,16 +213,31 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
     if len(raw_lines) > limits.max_lines:
         raise SdpError(f"session description has more than {limits.max_lines} lines")
 
+    # The loop splits each line into its type and value and appends media-level
+    # a= lines itself. Those are most lines of a body, so they cost no Python call.
     session: _SessionBuilder | None = None
     media: list[_MediaBuilder] = []
-    for index, raw in enumerate(raw_lines):
-        line_number = index + 1
-        line = raw[:-1] if raw.endswith("\r") else raw
-        if not line.strip(" \t"):
+    current: _MediaBuilder | None = None
+    for line_number, raw in enumerate(raw_lines, 1):
+        line = raw[:-1] if raw[-1:] == "\r" else raw
+        stripped = line.rstrip(" \t")
+        if not stripped:
             continue
-        kind, value = _split_line(line, line_number)
+        if "\r" in line or "\0" in line:
+            raise SdpError("line contains a CR or NUL character", line_number)
+        if line[1:2] != "=":
+            raise SdpError("line is not of the form '<type>=<value>'", line_number)
+        kind = line[0]
+        if kind not in _KNOWN:
+            raise SdpError(f"unknown line type '{kind}='", line_number)
+        value = line[2:] if kind in _FREE_TEXT else stripped[2:]
 
-        if session is None:
+        if kind == "a" and current is not None:
+            try:
+                current.attributes.append(_checked_media_attribute(value))
+            except SdpError as exc:
+                raise SdpError(exc.message, line_number) from None
+        elif session is None:
             if kind != "v":
                 raise SdpError("session description does not start with v=", line_number)
             if value != "0":
@@ -212,29 +246,16 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
         elif kind == "m":
             if len(media) >= limits.max_media:
                 raise SdpError(f"more than {limits.max_media} media sections", line_number)
-            media.append(_parse_media_line(value, line_number))
-        elif media:
-            media[-1].add(kind, value, line_number)
+            current = _parse_media_line(value, line_number)
+            media.append(current)
+        elif current is not None:
+            current.add(kind, value, line_number)
         else:
             session.add(kind, value, line_number)
 
     if session is None:
         raise SdpError("session description is empty")
     return session.build(media)
-
-
-def _split_line(line: str, line_number: int) -> tuple[str, str]:
-    """Split a line into its type letter and value (RFC 8866 section 5)."""
-    if "\r" in line or "\0" in line:
-        raise SdpError("line contains a CR or NUL character", line_number)
-    if len(line) < 2 or line[1] != "=":
-        raise SdpError("line is not of the form '<type>=<value>'", line_number)
-    kind, value = line[0], line[2:]
-    if kind not in _KNOWN:
-        raise SdpError(f"unknown line type '{kind}='", line_number)
-    if kind not in _FREE_TEXT:
-        value = value.rstrip(" \t")
-    return kind, value
 
 
 def _decode(body: bytes | str, limits: SdpLimits) -> str:
@@ -274,13 +295,6 @@ def _parse_origin(value: str, line_number: int) -> Origin:
     return Origin(*parts)
 
 
-def _parse_connection(value: str, line_number: int) -> Connection:
-    try:
-        return _checked_connection(value)
-    except SdpError as exc:
-        raise SdpError(exc.message, line_number) from None
-
-
 # A peer sends the same c= and a= lines in call after call, and their checks
 # (an ipaddress parse, an rtpmap parse) cost more than the rest of the line.
 # So the checked results are cached, keyed by the whole value. They are
@@ -298,6 +312,12 @@ def _checked_connection(value: str) -> Connection:
     if nettype == "IN" and addrtype in ("IP4", "IP6"):
         _check_address(addrtype, address.split("/", 1)[0])
     return Connection(nettype, addrtype, address)
+
+
+@functools.lru_cache(maxsize=64)
+def _timing(value: str) -> Timing:
+    """Return the Timing of a t= value, shared because nearly every body has "t=0 0"."""
+    return Timing(value)
 
 
 def _check_address(addrtype: str, host: str) -> None:
@@ -324,7 +344,7 @@ def _is_host_name(addrtype: str, host: str) -> bool:
 
 def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
     parts = value.split(" ")
-    if len(parts) < 4 or not all(parts):
+    if len(parts) < 4 or "" in parts:
         raise SdpError(
             "invalid m= line, expected '<media> <port> <proto> <format> ...'", line_number
         )
@@ -336,13 +356,14 @@ def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
     port_count = _parse_number(count_part, 65535, "m= port count", line_number) if slash else None
     if port_count == 0:
         raise SdpError("m= port count is 0", line_number)
-    if not all(_TOKEN.fullmatch(p) for p in proto.split("/")):
+    if not _PROTO.fullmatch(proto):
         raise SdpError("invalid transport protocol on m= line", line_number)
     return _MediaBuilder(media, port, port_count, proto, tuple(formats))
 
 
 def _parse_number(text: str, maximum: int, field_name: str, line_number: int) -> int:
-    if not is_number(text) or len(text) > len(str(maximum)):
+    # The test of `is_number`, written out because this runs for every m= line.
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)):
         raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
     number = int(text)
     if number > maximum:
@@ -350,16 +371,19 @@ def _parse_number(text: str, maximum: int, field_name: str, line_number: int) ->
     return number
 
 
-def _parse_attribute(value: str, line_number: int, *, in_media: bool) -> Attribute:
-    try:
-        return _checked_attribute(value, in_media)
-    except SdpError as exc:
-        raise SdpError(exc.message, line_number) from None
+@functools.lru_cache(maxsize=_LINE_CACHE_SIZE)
+def _checked_media_attribute(value: str) -> Attribute:
+    """Return the Attribute of a media-level a= value, or raise SdpError without a line number."""
+    return _check_attribute(value, in_media=True)
 
 
 @functools.lru_cache(maxsize=_LINE_CACHE_SIZE)
-def _checked_attribute(value: str, in_media: bool) -> Attribute:
-    """Return the Attribute of an a= value, or raise SdpError without a line number."""
+def _checked_session_attribute(value: str) -> Attribute:
+    """Return the Attribute of a session-level a= value, or raise SdpError without a line number."""
+    return _check_attribute(value, in_media=False)
+
+
+def _check_attribute(value: str, *, in_media: bool) -> Attribute:
     name, colon, attribute_value = value.partition(":")
     if not _TOKEN.fullmatch(name):
         raise SdpError("invalid attribute name on a= line")
