@@ -34,6 +34,7 @@ from signaling.sdp.codecs import (
 )
 from signaling.sdp.errors import NoCommonCodec, SdpError
 from signaling.sdp.model import (
+    DIRECTIONS,
     Attribute,
     Connection,
     MediaDescription,
@@ -86,6 +87,24 @@ class _Selection:
     dtmf: Codec | None
 
 
+@dataclass(frozen=True, slots=True)
+class _StreamPlan:
+    """The part of an answered stream that follows from the offered formats and attributes alone.
+
+    `codec` is the codec of `NegotiatedAudio`. `media_direction` is the
+    direction attribute of the offered section, or None. `section_tail` is
+    the text of the answered section after the port of its m= line, up to and
+    including its a=ptime line, so only the port and the direction remain to
+    be written per call.
+    """
+
+    selection: _Selection
+    codec: Codec
+    ptime_ms: int
+    media_direction: str | None
+    section_tail: str
+
+
 def answer_audio(
     offer: SessionDescription,
     supported: Sequence[Codec],
@@ -111,14 +130,17 @@ def answer_audio(
     and SdpError when the chosen stream has no connection address. Raises
     ValueError for invalid arguments.
     """
-    ours = [c for c in supported if not c.is_telephone_event]
+    ours = tuple([c for c in supported if not c.is_telephone_event])
     if not ours:
         raise ValueError("supported codecs must include at least one audio codec")
     if not 0 < local_port <= 65535:
         raise ValueError(f"local port {local_port} is outside 1-65535")
-    origin, connection_line = _local_origin(username, session_id, session_version, local_host)
+    _check_username(username)
+    if session_id < 0 or session_version < 0:
+        raise ValueError("session id and session version must not be negative")
+    addrtype = _address_type(local_host)
 
-    chosen: tuple[int, _Selection, Connection] | None = None
+    chosen: tuple[int, _StreamPlan, str] | None = None
     problems: list[str] = []
     for index, media in enumerate(offer.media):
         problem = _unusable_reason(media)
@@ -126,16 +148,16 @@ def answer_audio(
             if media.media == "audio":
                 problems.append(f"stream {index + 1}: {problem}")
             continue
-        connection = _stream_connection(offer, media, index)
-        if connection is None:
+        host = _stream_host(offer, media, index)
+        if host is None:
             problems.append(f"stream {index + 1}: connection address is not IPv4 or IPv6 unicast")
             continue
-        selection = _select_codec(media, ours, accept_dtmf, prefer=prefer)
-        if selection is None:
+        plan = _plan_stream(media.proto, media.formats, media.attributes, ours, accept_dtmf, prefer)
+        if plan is None:
             offered = ", ".join(_describe(c) for c in offered_codecs(media)) or "nothing usable"
             problems.append(f"stream {index + 1} offers {offered}")
             continue
-        chosen = (index, selection, connection)
+        chosen = (index, plan, host)
         break
 
     if chosen is None:
@@ -143,39 +165,31 @@ def answer_audio(
         detail = "; ".join(problems) if problems else "offer has no audio stream"
         raise NoCommonCodec(f"no usable audio stream ({detail}); we support {supported_text}")
 
-    index, selection, connection = chosen
-    media = offer.media[index]
-    peer_sends, peer_receives = _flags(offer.media_direction(media))
-    if connection.host in HOLD_ADDRESSES:
-        peer_receives = False
-    direction = _direction(send=peer_receives, receive=peer_sends)
-    ptime_ms = _choose_ptime(media, selection.ours)
+    index, plan, host = chosen
+    offered_direction = plan.media_direction or offer.direction or "sendrecv"
+    direction = _ANSWER_DIRECTIONS[offered_direction, host in HOLD_ADDRESSES]
 
-    answer_media: list[MediaDescription] = []
+    # The body is written as text here, in the layout of `SessionDescription.to_bytes`
+    # for an answer with session name "-", one t=0 0 line and a session-level c= line.
+    # Streams other than the answered one are rejected with port 0 (RFC 3264 section 6).
+    body = [
+        f"v=0\r\no={username} {session_id!s} {session_version!s} IN {addrtype} {local_host}\r\n"
+        f"s=-\r\nc=IN {addrtype} {local_host}\r\nt=0 0\r\n"
+    ]
     for position, offered_media in enumerate(offer.media):
         if position == index:
-            answer_media.append(_answer_stream(media, selection, local_port, direction, ptime_ms))
+            body.append(f"m=audio {local_port}{plan.section_tail}a={direction}\r\n")
         else:
-            answer_media.append(_rejected_stream(offered_media))
+            body.append(_rejected_section(offered_media))
 
-    answer = SessionDescription(
-        origin=origin, session_name="-", connection=connection_line, media=tuple(answer_media)
-    )
-    codec = Codec(
-        selection.ours.name,
-        selection.ours.clock_rate,
-        selection.ours.channels,
-        selection.offered.payload_type,
-        selection.offered.fmtp,
-    )
     return AudioAnswer(
-        sdp=answer.to_bytes(),
-        codec=codec,
-        dtmf=selection.dtmf,
-        remote_host=connection.host,
-        remote_port=media.port,
+        sdp="".join(body).encode("utf-8"),
+        codec=plan.codec,
+        dtmf=plan.selection.dtmf,
+        remote_host=host,
+        remote_port=offer.media[index].port,
         direction=direction,
-        ptime_ms=ptime_ms,
+        ptime_ms=plan.ptime_ms,
         media_index=index,
     )
 
@@ -300,18 +314,18 @@ def accept_answer(
         raise NoCommonCodec(f"answerer rejected audio stream {index + 1} (port 0)")
 
     ours = [c for c in offered_codecs(offered_media) if not c.is_telephone_event]
-    selection = _select_codec(answered_media, ours, accept_dtmf=True, dtmf_offer=offered_media)
+    selection = _select_codec(answered_media, ours, True, offered_media, None)
     if selection is None:
         raise NoCommonCodec(f"answer to audio stream {index + 1} keeps none of the offered codecs")
 
-    connection = _stream_connection(answer, answered_media, index)
-    if connection is None:
+    host = _stream_host(answer, answered_media, index)
+    if host is None:
         raise SdpError(
             f"answer audio stream {index + 1} has no IPv4 or IPv6 unicast connection address"
         )
     our_send, our_receive = _flags(offer.media_direction(offered_media))
     their_send, their_receive = _flags(answer.media_direction(answered_media))
-    if connection.host in HOLD_ADDRESSES:
+    if host in HOLD_ADDRESSES:
         their_receive = False
     direction = _direction(send=our_send and their_receive, receive=our_receive and their_send)
 
@@ -327,7 +341,7 @@ def accept_answer(
     return NegotiatedAudio(
         codec=codec,
         dtmf=selection.dtmf,
-        remote_host=connection.host,
+        remote_host=host,
         remote_port=answered_media.port,
         direction=direction,
         ptime_ms=ptime_ms,
@@ -345,21 +359,23 @@ def _unusable_reason(media: MediaDescription) -> str | None:
     return None
 
 
-def _stream_connection(
+def _stream_host(
     description: SessionDescription, media: MediaDescription, index: int
-) -> Connection | None:
-    """Return the unicast IN IP4/IP6 connection of a stream, or None if it has another kind.
+) -> str | None:
+    """Return the host of a stream's unicast IN IP4/IP6 connection, or None if it has another kind.
 
-    Raises SdpError when the stream has no c= line at either level (RFC 8866 section 5.7).
+    The media-level c= line wins over the session-level one. Raises SdpError
+    when the stream has neither (RFC 8866 section 5.7).
     """
-    connection = description.media_connection(media)
+    connection = media.connections[0] if media.connections else description.connection
     if connection is None:
         raise SdpError(f"audio stream {index + 1} has no c= line at media or session level")
     if connection.nettype != "IN" or connection.addrtype not in ("IP4", "IP6"):
         return None
-    if _is_multicast(connection.host):
+    host = connection.host
+    if _is_multicast(host):
         return None
-    return connection
+    return host
 
 
 @functools.lru_cache(maxsize=256)
@@ -371,12 +387,52 @@ def _is_multicast(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)
+def _plan_stream(
+    proto: str,
+    formats: tuple[str, ...],
+    attributes: tuple[Attribute, ...],
+    ours: tuple[Codec, ...],
+    accept_dtmf: bool,
+    prefer: Codec | None,
+) -> _StreamPlan | None:
+    """Choose the codec and DTMF of an offered audio stream and write its answered section.
+
+    Returns None when no codec of the section is one of `ours`. It reads only
+    these immutable values, not the port or address of the section, which
+    change in every call. So it is cached because a peer offers the same
+    formats and attributes in every call.
+    """
+    offered = MediaDescription("audio", 0, proto, formats, attributes=attributes)
+    selection = _select_codec(offered, ours, accept_dtmf, None, prefer)
+    if selection is None:
+        return None
+    ptime_ms = _choose_ptime(offered, selection.ours)
+    answered = _answer_stream(offered, selection, 0, ptime_ms)
+    m_line, *attribute_lines = answered.to_lines()
+    tail_lines = [m_line.removeprefix("m=audio 0"), *attribute_lines]
+    codec = Codec(
+        selection.ours.name,
+        selection.ours.clock_rate,
+        selection.ours.channels,
+        selection.offered.payload_type,
+        selection.offered.fmtp,
+    )
+    return _StreamPlan(
+        selection=selection,
+        codec=codec,
+        ptime_ms=ptime_ms,
+        media_direction=offered.direction,
+        section_tail="".join(f"{line}\r\n" for line in tail_lines),
+    )
+
+
 def _select_codec(
     media: MediaDescription,
     ours: Sequence[Codec],
     accept_dtmf: bool,
-    dtmf_offer: MediaDescription | None = None,
-    prefer: Codec | None = None,
+    dtmf_offer: MediaDescription | None,
+    prefer: Codec | None,
 ) -> _Selection | None:
     """Pick the first codec of `media` that matches one of `ours`, and DTMF at its rate.
 
@@ -384,38 +440,6 @@ def _select_codec(
     `dtmf_offer` (reading an answer), DTMF must also appear in that offered
     section at the same rate, and the event list is the intersection.
     """
-    if dtmf_offer is None:
-        return _select_offered_codec(
-            media.media, media.formats, media.attributes, tuple(ours), accept_dtmf, prefer
-        )
-    return _select_codec_in(media, ours, accept_dtmf, dtmf_offer, prefer)
-
-
-@functools.lru_cache(maxsize=256)
-def _select_offered_codec(
-    kind: str,
-    formats: tuple[str, ...],
-    attributes: tuple[Attribute, ...],
-    ours: tuple[Codec, ...],
-    accept_dtmf: bool,
-    prefer: Codec | None,
-) -> _Selection | None:
-    """`_select_codec` of an offered section, which reads only these immutable values.
-
-    It is cached because a peer offers the same formats in every call. The
-    port and address of the section change, so they are not part of the key.
-    """
-    media = MediaDescription(kind, 0, "RTP/AVP", formats, attributes=attributes)
-    return _select_codec_in(media, ours, accept_dtmf, None, prefer)
-
-
-def _select_codec_in(
-    media: MediaDescription,
-    ours: Sequence[Codec],
-    accept_dtmf: bool,
-    dtmf_offer: MediaDescription | None,
-    prefer: Codec | None,
-) -> _Selection | None:
     offered = [c for c in offered_codecs(media) if not c.is_telephone_event]
     if prefer is not None:
         offered.sort(key=lambda codec: not codec.same_format(prefer))
@@ -447,38 +471,23 @@ def _select_dtmf(
 
 
 def _answer_stream(
-    offered: MediaDescription,
-    selection: _Selection,
-    local_port: int,
-    direction: str,
-    ptime_ms: int,
+    offered: MediaDescription, selection: _Selection, local_port: int, ptime_ms: int
 ) -> MediaDescription:
+    """Build the answered section without its direction attribute, which `answer_audio` adds."""
     payload_type = selection.offered.payload_type
     assert payload_type is not None, "offered_codecs returns numbered codecs"
-    formats, codec_attributes = _answer_codec_lines(selection.ours, payload_type, selection.dtmf)
-    attributes = (*codec_attributes, Attribute("ptime", str(ptime_ms)), Attribute(direction))
+    codecs = [_with_payload_type(selection.ours, payload_type)]
+    if selection.dtmf is not None:
+        codecs.append(selection.dtmf)
+    formats = tuple(str(c.payload_type) for c in codecs)
+    attributes = (*_codec_attributes(codecs), Attribute("ptime", str(ptime_ms)))
     return MediaDescription("audio", local_port, offered.proto, formats, attributes=attributes)
 
 
-@functools.lru_cache(maxsize=256)
-def _answer_codec_lines(
-    ours: Codec, payload_type: int, dtmf: Codec | None
-) -> tuple[tuple[str, ...], tuple[Attribute, ...]]:
-    """Return the formats and the a=rtpmap and a=fmtp lines of an answered stream.
-
-    It is cached because every call that chooses the same codec and DTMF
-    format gets the same lines.
-    """
-    codecs = [_with_payload_type(ours, payload_type)]
-    if dtmf is not None:
-        codecs.append(dtmf)
-    formats = tuple(str(c.payload_type) for c in codecs)
-    return formats, tuple(_codec_attributes(codecs))
-
-
-def _rejected_stream(offered: MediaDescription) -> MediaDescription:
-    """Answer a stream with port 0, keeping its media type, transport and formats."""
-    return MediaDescription(offered.media, 0, offered.proto, offered.formats)
+def _rejected_section(offered: MediaDescription) -> str:
+    """Return the text of a section rejected with port 0, keeping media, proto and formats."""
+    rejected = MediaDescription(offered.media, 0, offered.proto, offered.formats)
+    return "".join(f"{line}\r\n" for line in rejected.to_lines())
 
 
 def _codec_attributes(codecs: Sequence[Codec]) -> list[Attribute]:
@@ -551,6 +560,20 @@ def _direction(*, send: bool, receive: bool) -> str:
     if receive:
         return "recvonly"
     return "inactive"
+
+
+def _answer_direction(offered: str, on_hold: bool) -> str:
+    """Mirror the offered direction, and send nothing when the offer's address is a hold address."""
+    peer_sends, peer_receives = _flags(offered)
+    return _direction(send=peer_receives and not on_hold, receive=peer_sends)
+
+
+# `_answer_direction` of every offered direction, with and without a hold address.
+_ANSWER_DIRECTIONS = {
+    (offered, on_hold): _answer_direction(offered, on_hold)
+    for offered in DIRECTIONS
+    for on_hold in (False, True)
+}
 
 
 def _local_origin(

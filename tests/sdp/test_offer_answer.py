@@ -9,9 +9,13 @@ from signaling.sdp import (
     OPUS,
     PCMA,
     PCMU,
+    Attribute,
     AudioAnswer,
     Codec,
+    Connection,
+    MediaDescription,
     NoCommonCodec,
+    Origin,
     SdpError,
     SessionDescription,
     accept_answer,
@@ -62,6 +66,52 @@ def test_answer_body_for_plain_pcmu_offer() -> None:
     assert result.direction == "sendrecv"
     assert result.ptime_ms == 20
     assert result.media_index == 0
+
+
+def test_answer_body_matches_model_serialization() -> None:
+    description = offer(
+        "m=video 5006 RTP/AVP 31\r\n",
+        "m=audio 5004/2 RTP/AVPF 8 101\r\n",
+        "a=rtpmap:101 telephone-event/8000\r\n",
+        "a=fmtp:101 0-11\r\n",
+        "a=ptime:30\r\n",
+        "a=sendonly\r\n",
+        "m=audio 5008 RTP/AVP 0\r\n",
+    )
+    result = answer_audio(
+        description,
+        SIP_CODECS,
+        local_host="2001:db8::7",
+        local_port=40000,
+        session_id=12,
+        session_version=3,
+        username="vg",
+    )
+
+    expected = SessionDescription(
+        origin=Origin("vg", "12", "3", "IN", "IP6", "2001:db8::7"),
+        session_name="-",
+        connection=Connection("IN", "IP6", "2001:db8::7"),
+        media=(
+            MediaDescription("video", 0, "RTP/AVP", ("31",)),
+            MediaDescription(
+                "audio",
+                40000,
+                "RTP/AVPF",
+                ("8", "101"),
+                attributes=(
+                    Attribute("rtpmap", "8 PCMA/8000"),
+                    Attribute("rtpmap", "101 telephone-event/8000"),
+                    Attribute("fmtp", "101 0-11"),
+                    Attribute("ptime", "30"),
+                    Attribute("recvonly"),
+                ),
+            ),
+            MediaDescription("audio", 0, "RTP/AVP", ("0",)),
+        ),
+    )
+    assert result.sdp == expected.to_bytes()
+    assert result.media_index == 1
 
 
 def test_offerer_codec_order_wins() -> None:
