@@ -250,6 +250,19 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
             media.append(current)
         elif current is not None:
             current.add(kind, value, line_number)
+        # The first o=, s= and c= line and each t= line of the session section
+        # are stored here. `add` takes the other lines, including duplicates.
+        elif kind == "o" and session.origin is None:
+            session.origin = _parse_origin(value, line_number)
+        elif kind == "s" and session.session_name is None:
+            session.session_name = value
+        elif kind == "c" and session.connection is None:
+            try:
+                session.connection = _checked_connection(value)
+            except SdpError as exc:
+                raise SdpError(exc.message, line_number) from None
+        elif kind == "t":
+            session.timings.append(_timing(value))
         else:
             session.add(kind, value, line_number)
 
@@ -352,7 +365,13 @@ def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
     if not _TOKEN.fullmatch(media):
         raise SdpError("invalid media type on m= line", line_number)
     port_part, slash, count_part = port_text.partition("/")
-    port = _parse_number(port_part, 65535, "m= port", line_number)
+    # A valid port skips the call to `_parse_number`, which raises for every other value.
+    if port_part.isdigit() and port_part.isascii() and len(port_part) <= 5:
+        port = int(port_part)
+        if port > 65535:
+            _parse_number(port_part, 65535, "m= port", line_number)
+    else:
+        port = _parse_number(port_part, 65535, "m= port", line_number)
     port_count = _parse_number(count_part, 65535, "m= port count", line_number) if slash else None
     if port_count == 0:
         raise SdpError("m= port count is 0", line_number)
@@ -362,8 +381,7 @@ def _parse_media_line(value: str, line_number: int) -> _MediaBuilder:
 
 
 def _parse_number(text: str, maximum: int, field_name: str, line_number: int) -> int:
-    # The test of `is_number`, written out because this runs for every m= line.
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)):
+    if not is_number(text) or len(text) > len(str(maximum)):
         raise SdpError(f"{field_name} is not a number in 0-{maximum}", line_number)
     number = int(text)
     if number > maximum:
