@@ -214,7 +214,7 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
         raise SdpError(f"session description has more than {limits.max_lines} lines")
 
     # The loop splits each line into its type and value and appends media-level
-    # a= lines itself. Those are most lines of a body, so they cost no Python call.
+    # a= lines itself. Those are most lines of a body, and a cached one costs no Python call.
     session: _SessionBuilder | None = None
     media: list[_MediaBuilder] = []
     current: _MediaBuilder | None = None
