@@ -304,6 +304,20 @@ def test_ipv6_offer_and_local_address() -> None:
     assert b"c=IN IP6 2001:db8::7\r\n" in result.sdp
 
 
+def test_repeated_section_takes_new_port_and_hold() -> None:
+    section = "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    first = answer(offer(section.format(port=5004)))
+    second = answer(offer(section.format(port=6008), session="c=IN IP4 0.0.0.0\r\na=recvonly\r\n"))
+
+    assert (first.remote_host, first.remote_port) == ("192.0.2.10", 5004)
+    assert first.direction == "sendrecv"
+    assert (second.remote_host, second.remote_port) == ("0.0.0.0", 6008)
+    assert second.direction == "inactive"
+    assert b"a=inactive\r\n" in second.sdp
+    assert second.codec == first.codec
+    assert second.dtmf == first.dtmf
+
+
 @pytest.mark.parametrize(
     ("offered", "expected"),
     [
