@@ -104,6 +104,11 @@ class Terminated:
 
 Effect = Send | StartTimer | StopTimer | Deliver | TimedOut | Terminated
 
+# Effects without a varying field are immutable, so one instance of each serves
+# every transaction and saves building a frozen dataclass per use.
+_STOP = {timer: StopTimer(timer) for timer in Timer}
+_TERMINATED = Terminated()
+
 
 # Builds the ACK for a non-2xx final response: (INVITE, response) -> ACK (§17.1.1.3).
 AckBuilder = Callable[[SipRequest, SipResponse], SipRequest]
@@ -136,7 +141,7 @@ class _Transaction:
             logger.debug("%s %s: %s -> %s", self.kind, self.key, self.state.value, new.value)
         self.state = new
         if new is State.TERMINATED:
-            effects.append(Terminated())
+            effects.append(_TERMINATED)
 
     def _illegal(self, event: str) -> SipUsageError:
         return SipUsageError(
@@ -165,7 +170,7 @@ class ServerInviteTransaction(_Transaction):
         effects: list[Effect] = []
         if request.method == "ACK":
             if self.state is State.COMPLETED:
-                effects += [StopTimer(Timer.G), StopTimer(Timer.H)]
+                effects += [_STOP[Timer.G], _STOP[Timer.H]]
                 self._change(State.CONFIRMED, effects)
                 effects.append(StartTimer(Timer.I, 0.0 if self.reliable else self.timers.t4))
             return effects
@@ -199,7 +204,7 @@ class ServerInviteTransaction(_Transaction):
             self._interval_g = self._doubled(self._interval_g, cap=True)
             effects += [Send(self.last_response), StartTimer(Timer.G, self._interval_g)]
         elif timer is Timer.H and self.state is State.COMPLETED:
-            effects += [StopTimer(Timer.G), TimedOut(Timer.H)]
+            effects += [_STOP[Timer.G], TimedOut(Timer.H)]
             self._change(State.TERMINATED, effects)
         elif (timer is Timer.I and self.state is State.CONFIRMED) or (
             timer is Timer.L and self.state is State.ACCEPTED
@@ -211,7 +216,7 @@ class ServerInviteTransaction(_Transaction):
         """Drop the transaction at once (transport error, shutdown)."""
         effects: list[Effect] = []
         if self.state is not State.TERMINATED:
-            effects += [StopTimer(timer) for timer in (Timer.G, Timer.H, Timer.I, Timer.L)]
+            effects += [_STOP[timer] for timer in (Timer.G, Timer.H, Timer.I, Timer.L)]
             self._change(State.TERMINATED, effects)
         return effects
 
@@ -272,19 +277,19 @@ class ClientInviteTransaction(_Transaction):
         effects: list[Effect] = []
         status = response.status
         if self.state in (State.CALLING, State.PROCEEDING):
-            effects += [StopTimer(Timer.A)]
+            effects += [_STOP[Timer.A]]
             if status < 200:
                 if self.state is State.CALLING:
-                    effects.append(StopTimer(Timer.B))
+                    effects.append(_STOP[Timer.B])
                     self._change(State.PROCEEDING, effects)
                 effects.append(Deliver(response))
             elif status < 300:
-                effects += [StopTimer(Timer.B), Deliver(response)]
+                effects += [_STOP[Timer.B], Deliver(response)]
                 self._change(State.ACCEPTED, effects)
                 effects.append(StartTimer(Timer.M, 64 * self.timers.t1))
             else:
                 self.ack = build_ack(self.request, response)
-                effects += [StopTimer(Timer.B), Send(self.ack), Deliver(response)]
+                effects += [_STOP[Timer.B], Send(self.ack), Deliver(response)]
                 self._change(State.COMPLETED, effects)
                 effects.append(StartTimer(Timer.D, 0.0 if self.reliable else 32.0))
         elif self.state is State.ACCEPTED and 200 <= status < 300:
@@ -299,7 +304,7 @@ class ClientInviteTransaction(_Transaction):
             self._interval_a *= 2
             effects += [Send(self.request), StartTimer(Timer.A, self._interval_a)]
         elif timer is Timer.B and self.state is State.CALLING:
-            effects += [StopTimer(Timer.A), TimedOut(Timer.B)]
+            effects += [_STOP[Timer.A], TimedOut(Timer.B)]
             self._change(State.TERMINATED, effects)
         elif (timer is Timer.D and self.state is State.COMPLETED) or (
             timer is Timer.M and self.state is State.ACCEPTED
@@ -333,7 +338,7 @@ class ClientNonInviteTransaction(_Transaction):
                 self._change(State.PROCEEDING, effects)
             effects.append(Deliver(response))
             return effects
-        effects += [StopTimer(Timer.E), StopTimer(Timer.F), Deliver(response)]
+        effects += [_STOP[Timer.E], _STOP[Timer.F], Deliver(response)]
         self._change(State.COMPLETED, effects)
         effects.append(StartTimer(Timer.K, 0.0 if self.reliable else self.timers.t4))
         return effects
@@ -348,7 +353,7 @@ class ClientNonInviteTransaction(_Transaction):
                 self._interval_e = self._doubled(self._interval_e, cap=True)
             effects += [Send(self.request), StartTimer(Timer.E, self._interval_e)]
         elif timer is Timer.F and self.state in (State.TRYING, State.PROCEEDING):
-            effects += [StopTimer(Timer.E), TimedOut(Timer.F)]
+            effects += [_STOP[Timer.E], TimedOut(Timer.F)]
             self._change(State.TERMINATED, effects)
         elif timer is Timer.K and self.state is State.COMPLETED:
             self._change(State.TERMINATED, effects)
