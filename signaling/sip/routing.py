@@ -103,6 +103,16 @@ def in_dialog_peer(dialog: Dialog, source: Peer) -> Peer:
     INVITE came on is reused while it is open.
     """
     target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
+    return _in_dialog_peer(target, source)
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_dialog_peer(target: str, source: Peer) -> Peer:
+    """Pick where in-dialog requests for the name-addr `target` go (see `in_dialog_peer`).
+
+    It is a pure function of its arguments, cached because the calls from one
+    trunk or proxy share their targets and source.
+    """
     try:
         uri = parse_name_addr(target).uri
     except SipSyntaxError:
