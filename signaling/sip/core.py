@@ -201,7 +201,7 @@ class UserAgent(RefreshCore):
         )
         session.change(CallState.ANSWERED, "answer")
         self._disarm("call", handle, "unanswered")
-        if not self._call_peer[handle].reliable:
+        if self._call_peer[handle].transport == "udp":
             session.retransmit_interval = self.config.timers.t1
             self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
         self._arm("call", handle, "ack", self._now + 64 * self.config.timers.t1)

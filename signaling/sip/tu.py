@@ -97,6 +97,10 @@ class TransactionUser:
     def __init__(self, config: CoreConfig, allowed: tuple[str, ...]) -> None:
         self.config = config
         self.allowed = allowed
+        # Header values of every 2xx and failure to an INVITE, and Contact by transport.
+        self._allow_value = ", ".join(allowed)
+        self._supported_value = ", ".join(checks.SUPPORTED_OPTIONS)
+        self._contacts: dict[str, str] = {}
         self._outgoing: list[Outgoing] = []
         self._timers: dict[TimerKey, float] = {}
         # A heap of (deadline, sequence, key); entries whose deadline no longer
@@ -186,8 +190,13 @@ class TransactionUser:
         return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
-        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
-        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+        transport = peer.transport if peer is not None else ""
+        contact = self._contacts.get(transport)
+        if contact is None:
+            params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
+            contact = f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+            self._contacts[transport] = contact
+        return contact
 
     def _respond(
         self,
@@ -206,14 +215,14 @@ class TransactionUser:
         if transaction is None:
             return None
         request = transaction.request
-        headers = list(extra or ())
+        headers = list(extra) if extra else []
         if contact:
             headers.append(("Contact", self._contact(self._server_peer.get(key))))
         if record_route:
             headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
         if status >= 200 and request.method == "INVITE":
-            headers.append(("Allow", ", ".join(self.allowed)))
-            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
+            headers.append(("Allow", self._allow_value))
+            headers.append(("Supported", self._supported_value))
         headers.append(("Server", self.config.user_agent))
         if status > 100 and to_tag is None and request.parsed.to.tag is None:
             to_tag = new_tag()
