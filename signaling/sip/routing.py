@@ -47,7 +47,8 @@ def is_ip(host: str) -> bool:
 
 def stamp_via(request: SipRequest, peer: Peer) -> None:
     """Add `received` and fill `rport` in the top Via (§18.2.1, RFC 3581 §4)."""
-    via = request.parsed.top_via
+    # `parsed` raises for a request the parser did not validate.
+    via = (request.info if request.info is not None else request.parsed).vias[0]
     changed = False
     # RFC 3581 §4: with rport, received is added even when the host matches.
     if via.host.strip("[]") != peer.host or "rport" in via.params:

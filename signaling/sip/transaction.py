@@ -371,11 +371,14 @@ def server_key(request: SipRequest) -> str:
     INVITE). Without one (RFC 2543 peers, or a bare magic cookie) it falls
     back to Request-URI, From tag, Call-ID, CSeq number and top Via.
     """
-    info = request.parsed
-    via = info.top_via
+    # `parsed` raises for a request the parser did not validate.
+    info = request.info if request.info is not None else request.parsed
+    via = info.vias[0]
     method = "INVITE" if request.method == "ACK" else request.method
-    if via.rfc3261_branch:
-        return f"{via.branch}|{via.sent_by}|{method}"
+    branch = via.branch
+    # The test of `Via.rfc3261_branch`, on the branch read once.
+    if branch is not None and branch.startswith("z9hG4bK") and len(branch) > 7:
+        return f"{branch}|{via.sent_by}|{method}"
     parts = ("2543", request.uri, info.from_.tag or "", info.call_id, str(info.cseq.number))
     return "|".join((*parts, method, str(via)))
 
