@@ -734,13 +734,15 @@ class UserAgent(RefreshCore):
             self._send_bye(session)
             self._end(session, session.pending_end)
             return
-        self._arm_session_timer(session)
+        if session.session_expires:
+            self._arm_session_timer(session)
 
     # ----- responses
 
     def _on_response(self, response: SipResponse) -> None:
-        branch = response.parsed.top_via.branch
-        key = client_key(branch or "", response.parsed.cseq.method)
+        info = response.parsed
+        branch = info.vias[0].branch
+        key = client_key(branch or "", info.cseq.method)
         transaction = self._client.get(key)
         if transaction is None:
             logger.debug("dropped a response that matches no client transaction")

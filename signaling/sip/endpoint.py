@@ -260,7 +260,7 @@ class InboundCall(DialogCall):
 
     async def hangup(self) -> None:
         """End the call: BYE once answered (after the ACK), 480 before. Idempotent."""
-        if not self.ended:
+        if not self._ended.done():
             self._endpoint._command(lambda core, now: core.hangup(self._handle, now))
 
     def hangup_for(self, reason: str) -> None:
@@ -375,7 +375,9 @@ def _clock_before_start() -> float:
 def _user_part(text: str, uri: SipUri | None) -> str:
     """Return the unescaped user of a SIP URI, or the number of a tel: URI."""
     if uri is not None:
-        return unquote(uri.user or "")
+        user = uri.user or ""
+        # `unquote` is a Python call, and most users have no escapes.
+        return unquote(user) if "%" in user else user
     if text[:4].lower() == "tel:":
         return unquote(text[4:].split(";", 1)[0])
     return ""

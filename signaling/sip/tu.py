@@ -97,10 +97,12 @@ class TransactionUser:
     def __init__(self, config: CoreConfig, allowed: tuple[str, ...]) -> None:
         self.config = config
         self.allowed = allowed
-        # Header values of every 2xx and failure to an INVITE, and Contact by transport.
+        # Header values of every final response to an INVITE, and by transport the
+        # Contact and the Via up to its parameters, built on first use from `config`.
         self._allow_value = ", ".join(allowed)
         self._supported_value = ", ".join(checks.SUPPORTED_OPTIONS)
         self._contacts: dict[str, str] = {}
+        self._via_prefix: dict[str, str] = {}
         self._outgoing: list[Outgoing] = []
         self._timers: dict[TimerKey, float] = {}
         # A heap of (deadline, sequence, key); entries whose deadline no longer
@@ -168,7 +170,8 @@ class TransactionUser:
     def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> None:
         """Send `request` through a new client non-INVITE transaction."""
         key = client_key(branch, request.method)
-        transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
+        reliable = peer.transport != "udp"
+        transaction = ClientNonInviteTransaction(key, request, reliable, self.config.timers)
         self._client[key] = transaction
         self._client_peer[key] = peer
         if owner:
@@ -185,9 +188,11 @@ class TransactionUser:
         return self.config.port
 
     def _via(self, branch: str, peer: Peer) -> str:
-        transport = peer.transport.upper()
-        port = self._port_for(peer)
-        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
+        prefix = self._via_prefix.get(peer.transport)
+        if prefix is None:
+            prefix = f"SIP/2.0/{peer.transport.upper()} {self._host()}:{self._port_for(peer)}"
+            self._via_prefix[peer.transport] = prefix
+        return f"{prefix};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
         transport = peer.transport if peer is not None else ""
