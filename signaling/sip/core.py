@@ -185,7 +185,7 @@ class UserAgent(RefreshCore):
             local_uri=info.to.uri_text,
             remote_uri=info.from_.uri_text,
             remote_target=info.contact[0].uri_text if info.contact else info.from_.uri_text,
-            route_set=[str(route) for route in info.record_route],
+            route_set=[str(route) for route in info.record_route] if info.record_route else [],
             remote_seq=info.cseq.number,
         )
         self._dialogs[session.dialog.id] = handle
@@ -195,7 +195,7 @@ class UserAgent(RefreshCore):
             200,
             to_tag=session.local_tag,
             contact=True,
-            extra=self._session_timer_headers(session),
+            extra=self._session_timer_headers(session) if session.session_expires else None,
             body=sdp,
             record_route=True,
         )

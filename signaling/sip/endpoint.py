@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
@@ -832,8 +832,11 @@ class SipEndpoint:
             call.remote_sdp = event.sdp if event.sdp is not None else call.remote_sdp
             self._spawn(self._run_reoffer(call, event.sdp), call.call_id)
 
-    def _spawn(self, coroutine: Awaitable[None], call_id: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], call_id: str) -> None:
+        # `loop.create_task` is what `asyncio.ensure_future` ends in, without its
+        # three Python calls that check the argument's type.
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+        task: asyncio.Task[None] = loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -223,8 +223,9 @@ class TransactionUser:
         headers = list(extra) if extra else []
         if contact:
             headers.append(("Contact", self._contact(self._server_peer.get(key))))
-        if record_route:
-            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
+        routes = request.headers.raw("Record-Route") if record_route else None
+        if routes:
+            headers += [("Record-Route", value) for value in routes]
         if status >= 200 and request.method == "INVITE":
             headers.append(("Allow", self._allow_value))
             headers.append(("Supported", self._supported_value))
