@@ -56,6 +56,14 @@ T = TypeVar("T")
 # while the node is not overloaded.
 QUEUE_CHECK_INTERVAL = 16
 
+# How late the loop's timer may wake after the core's next deadline. Every timer
+# due by then fires in that one `tick`, so deadlines close together share a
+# wakeup. Each call has its own Timer K (5 s after the 200 to its BYE) and its
+# lingering INVITE entry (32 s after the 2xx), so at 1,000 calls/s deadlines
+# fall due about 2,000 times a second. libuv timers, under uvloop, have
+# millisecond resolution anyway.
+TIMER_SLACK_S = 0.005
+
 
 @dataclass(slots=True)
 class SipConfig:
@@ -399,7 +407,8 @@ class SipEndpoint:
         self._calls: dict[str, InboundCall | OutboundCall] = {}
         self._responses: dict[str, asyncio.Future[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # The loop's timer, set no later than the core's earliest deadline (see `_pump`).
+        # The loop's timer, set to wake no later than `TIMER_SLACK_S` after the
+        # core's earliest deadline (see `_pump`), and the deadline it was set for.
         self._timer: asyncio.Handle | None = None
         self._timer_deadline = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -776,7 +785,7 @@ class SipEndpoint:
         if deadline is not None and self._loop is not None:
             # uvloop's call_at returns a plain Handle, without when(), for a
             # deadline already past, so the deadline is kept beside it.
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = self._loop.call_at(deadline + TIMER_SLACK_S, self._on_timer)
             self._timer_deadline = deadline
 
     def _send(self, item: Outgoing) -> None:
