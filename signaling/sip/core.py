@@ -116,7 +116,8 @@ class UserAgent(RefreshCore):
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
         self._now = max(self._now, now)
-        if is_keepalive(data):
+        # A keep-alive starts with CR or LF, so other datagrams skip the Python call.
+        if (not data or data[0] in b"\r\n") and is_keepalive(data):
             return
         try:
             message = parse_datagram(data, self.config.limits)

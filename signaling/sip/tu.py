@@ -268,7 +268,7 @@ class TransactionUser:
                     self._outgoing.append(Outgoing(sent, peer))
             elif isinstance(effect, StartTimer):
                 deadline = self._now + effect.delay
-                if effect.timer in _LINGER_TIMERS and not client and deadline > self._now:
+                if not client and effect.timer in _LINGER_TIMERS and deadline > self._now:
                     # `_linger` below arms it unless the transaction lingers.
                     linger_timer, linger_deadline = effect.timer, deadline
                     continue
