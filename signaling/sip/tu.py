@@ -294,9 +294,9 @@ class TransactionUser:
         """Replace the server transaction `key` by a lingering entry until `deadline`.
 
         The transaction has just sent `sent`, its final response, and started
-        `timer` (L or J) to end at `deadline`, which is later than now. That
-        holds only on an unreliable transport, because on TCP and TLS Timer J
-        is zero. Without a final response in a waiting state, `timer` is armed.
+        `timer` (L or J) to end at `deadline`, which is later than now. Timer J
+        is zero on TCP and TLS, so there `_apply` arms it instead. A transaction
+        that is not in Accepted or Completed gets `timer` armed as usual.
         """
         transaction = self._server.get(key)
         peer = self._server_peer.get(key)
