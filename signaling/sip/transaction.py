@@ -29,6 +29,7 @@ layer sends and absorbs it.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,8 +106,11 @@ class Terminated:
 Effect = Send | StartTimer | StopTimer | Deliver | TimedOut | Terminated
 
 # Effects without a varying field are immutable, so one instance of each serves
-# every transaction and saves building a frozen dataclass per use.
+# every transaction and saves building a frozen dataclass per use. StartTimer
+# repeats a few (timer, delay) pairs, so a cache hands out shared ones too, and
+# a cache hit runs no Python code.
 _STOP = {timer: StopTimer(timer) for timer in Timer}
+_start_timer = functools.lru_cache(maxsize=256)(StartTimer)
 _TERMINATED = Terminated()
 
 
@@ -172,7 +176,7 @@ class ServerInviteTransaction(_Transaction):
             if self.state is State.COMPLETED:
                 effects += [_STOP[Timer.G], _STOP[Timer.H]]
                 self._change(State.CONFIRMED, effects)
-                effects.append(StartTimer(Timer.I, 0.0 if self.reliable else self.timers.t4))
+                effects.append(_start_timer(Timer.I, 0.0 if self.reliable else self.timers.t4))
             return effects
         if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_response is not None:
             effects.append(Send(self.last_response))
@@ -190,19 +194,19 @@ class ServerInviteTransaction(_Transaction):
             # response is not kept for the 32 s of Timer L.
             self.last_response = None
             self._change(State.ACCEPTED, effects)
-            effects.append(StartTimer(Timer.L, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.L, 64 * self.timers.t1))
             return effects
         self._change(State.COMPLETED, effects)
         if not self.reliable:
-            effects.append(StartTimer(Timer.G, self._interval_g))
-        effects.append(StartTimer(Timer.H, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.G, self._interval_g))
+        effects.append(_start_timer(Timer.H, 64 * self.timers.t1))
         return effects
 
     def on_timer(self, timer: Timer) -> list[Effect]:
         effects: list[Effect] = []
         if timer is Timer.G and self.state is State.COMPLETED and self.last_response:
             self._interval_g = self._doubled(self._interval_g, cap=True)
-            effects += [Send(self.last_response), StartTimer(Timer.G, self._interval_g)]
+            effects += [Send(self.last_response), _start_timer(Timer.G, self._interval_g)]
         elif timer is Timer.H and self.state is State.COMPLETED:
             effects += [_STOP[Timer.G], TimedOut(Timer.H)]
             self._change(State.TERMINATED, effects)
@@ -241,7 +245,7 @@ class ServerNonInviteTransaction(_Transaction):
                 self._change(State.PROCEEDING, effects)
             return effects
         self._change(State.COMPLETED, effects)
-        effects.append(StartTimer(Timer.J, 0.0 if self.reliable else 64 * self.timers.t1))
+        effects.append(_start_timer(Timer.J, 0.0 if self.reliable else 64 * self.timers.t1))
         return effects
 
     def on_timer(self, timer: Timer) -> list[Effect]:
@@ -269,8 +273,8 @@ class ClientInviteTransaction(_Transaction):
     def start(self) -> list[Effect]:
         effects: list[Effect] = [Send(self.request)]
         if not self.reliable:
-            effects.append(StartTimer(Timer.A, self._interval_a))
-        effects.append(StartTimer(Timer.B, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.A, self._interval_a))
+        effects.append(_start_timer(Timer.B, 64 * self.timers.t1))
         return effects
 
     def on_response(self, response: SipResponse, build_ack: AckBuilder) -> list[Effect]:
@@ -286,12 +290,12 @@ class ClientInviteTransaction(_Transaction):
             elif status < 300:
                 effects += [_STOP[Timer.B], Deliver(response)]
                 self._change(State.ACCEPTED, effects)
-                effects.append(StartTimer(Timer.M, 64 * self.timers.t1))
+                effects.append(_start_timer(Timer.M, 64 * self.timers.t1))
             else:
                 self.ack = build_ack(self.request, response)
                 effects += [_STOP[Timer.B], Send(self.ack), Deliver(response)]
                 self._change(State.COMPLETED, effects)
-                effects.append(StartTimer(Timer.D, 0.0 if self.reliable else 32.0))
+                effects.append(_start_timer(Timer.D, 0.0 if self.reliable else 32.0))
         elif self.state is State.ACCEPTED and 200 <= status < 300:
             effects.append(Deliver(response))
         elif self.state is State.COMPLETED and status >= 300 and self.ack is not None:
@@ -302,7 +306,7 @@ class ClientInviteTransaction(_Transaction):
         effects: list[Effect] = []
         if timer is Timer.A and self.state is State.CALLING:
             self._interval_a *= 2
-            effects += [Send(self.request), StartTimer(Timer.A, self._interval_a)]
+            effects += [Send(self.request), _start_timer(Timer.A, self._interval_a)]
         elif timer is Timer.B and self.state is State.CALLING:
             effects += [_STOP[Timer.A], TimedOut(Timer.B)]
             self._change(State.TERMINATED, effects)
@@ -325,8 +329,8 @@ class ClientNonInviteTransaction(_Transaction):
     def start(self) -> list[Effect]:
         effects: list[Effect] = [Send(self.request)]
         if not self.reliable:
-            effects.append(StartTimer(Timer.E, self._interval_e))
-        effects.append(StartTimer(Timer.F, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.E, self._interval_e))
+        effects.append(_start_timer(Timer.F, 64 * self.timers.t1))
         return effects
 
     def on_response(self, response: SipResponse) -> list[Effect]:
@@ -340,7 +344,7 @@ class ClientNonInviteTransaction(_Transaction):
             return effects
         effects += [_STOP[Timer.E], _STOP[Timer.F], Deliver(response)]
         self._change(State.COMPLETED, effects)
-        effects.append(StartTimer(Timer.K, 0.0 if self.reliable else self.timers.t4))
+        effects.append(_start_timer(Timer.K, 0.0 if self.reliable else self.timers.t4))
         return effects
 
     def on_timer(self, timer: Timer) -> list[Effect]:
@@ -351,7 +355,7 @@ class ClientNonInviteTransaction(_Transaction):
                 self._interval_e = self.timers.t2
             else:
                 self._interval_e = self._doubled(self._interval_e, cap=True)
-            effects += [Send(self.request), StartTimer(Timer.E, self._interval_e)]
+            effects += [Send(self.request), _start_timer(Timer.E, self._interval_e)]
         elif timer is Timer.F and self.state in (State.TRYING, State.PROCEEDING):
             effects += [_STOP[Timer.E], TimedOut(Timer.F)]
             self._change(State.TERMINATED, effects)
