@@ -44,9 +44,10 @@ def check_request(request: SipRequest, allowed: tuple[str, ...]) -> Rejection | 
     if method == "REGISTER" and (info.to.uri is None or info.from_.uri is None):
         # §10.3 step 2: the address of record must be a SIP URI.
         return Rejection(416, "address of record is not a SIP URI")
-    if method != "CANCEL":
+    require = request.headers.get_list("Require") if method != "CANCEL" else None
+    if require:
         try:
-            required = parse_tokens(request.headers.get_list("Require"))
+            required = parse_tokens(require)
         except SipSyntaxError:
             return Rejection(400, "invalid Require header")
         unsupported = [tag for tag in required if tag.lower() not in SUPPORTED_OPTIONS]
@@ -60,13 +61,14 @@ def check_request(request: SipRequest, allowed: tuple[str, ...]) -> Rejection | 
 def check_content(request: SipRequest) -> Rejection | None:
     """Check Accept, Content-Encoding and Content-Type of an offer-carrying request (§8.2.3)."""
     headers = request.headers
-    accept = [media_type(item) for item in headers.get_list("Accept")]
-    if "Accept" in headers and not {"application/sdp", "application/*", "*/*"} & set(accept):
-        return Rejection(406, headers=[("Accept", "application/sdp")])
+    if "Accept" in headers:
+        accept = {media_type(item) for item in headers.get_list("Accept")}
+        if not {"application/sdp", "application/*", "*/*"} & accept:
+            return Rejection(406, headers=[("Accept", "application/sdp")])
     if not request.body:
         return None
-    encoding = [item.lower() for item in headers.get_list("Content-Encoding")]
-    if any(item != "identity" for item in encoding):
+    encoding = headers.get_list("Content-Encoding")
+    if encoding and any(item.lower() != "identity" for item in encoding):
         return Rejection(415, headers=[("Accept-Encoding", "identity")])
     content_type = headers.get("Content-Type")
     if content_type is None or media_type(content_type) not in ACCEPTED_BODIES:

@@ -116,7 +116,8 @@ class UserAgent(RefreshCore):
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
         self._now = max(self._now, now)
-        if is_keepalive(data):
+        # A keep-alive starts with CR or LF, so other datagrams skip the Python call.
+        if (not data or data[0] in b"\r\n") and is_keepalive(data):
             return
         try:
             message = parse_datagram(data, self.config.limits)
@@ -140,6 +141,7 @@ class UserAgent(RefreshCore):
     def receive_message(self, message: SipRequest | SipResponse, peer: Peer, now: float) -> None:
         """Handle one parsed message (from a stream transport or `receive`)."""
         self._now = max(self._now, now)
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         try:
             if isinstance(message, SipResponse):
                 self._on_response(message)
@@ -184,7 +186,7 @@ class UserAgent(RefreshCore):
             local_uri=info.to.uri_text,
             remote_uri=info.from_.uri_text,
             remote_target=info.contact[0].uri_text if info.contact else info.from_.uri_text,
-            route_set=[str(route) for route in info.record_route],
+            route_set=[str(route) for route in info.record_route] if info.record_route else [],
             remote_seq=info.cseq.number,
         )
         self._dialogs[session.dialog.id] = handle
@@ -194,13 +196,13 @@ class UserAgent(RefreshCore):
             200,
             to_tag=session.local_tag,
             contact=True,
-            extra=self._session_timer_headers(session),
+            extra=self._session_timer_headers(session) if session.session_expires else None,
             body=sdp,
             record_route=True,
         )
         session.change(CallState.ANSWERED, "answer")
         self._disarm("call", handle, "unanswered")
-        if not self._call_peer[handle].reliable:
+        if self._call_peer[handle].transport == "udp":
             session.retransmit_interval = self.config.timers.t1
             self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
         self._arm("call", handle, "ack", self._now + 64 * self.config.timers.t1)
@@ -225,6 +227,7 @@ class UserAgent(RefreshCore):
     def hangup(self, handle: str, now: float) -> None:
         """End the call from our side; idempotent. Before the answer this sends 480."""
         self._now = max(self._now, now)
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         session = self.calls.get(handle)
         if session is not None:
             self._hang_up(session, "hangup", 480)
@@ -393,47 +396,54 @@ class UserAgent(RefreshCore):
 
     def _on_request(self, request: SipRequest, peer: Peer) -> None:
         info = request.parsed
+        method = request.method
         stamp_via(request, peer)
         key = server_key(request)
-        logger.debug("request %s cseq %s from %s", request.method, info.cseq.number, peer.host)
-        if request.method == "ACK":
+        if self._debug:
+            logger.debug("request %s cseq %s from %s", method, info.cseq.number, peer.host)
+        if method == "ACK":
             self._on_ack(request, key)
             return
         transaction = self._server.get(key)
         if transaction is not None:
             self._apply(key, transaction.on_request(request))
             return
-        if self._absorb(key):
+        if key in self._lingering and self._absorb(key):
             return
-        if info.to.tag is None and not self._within_rate(request, peer):
+        to_tag = info.to.tag
+        limited = to_tag is None and self._rate_limiter is not None
+        if limited and not self._within_rate(request, peer):
             return
-        if request.method == "INVITE" and info.to.tag is None and self._at_call_limit():
+        if method == "INVITE" and to_tag is None and self._at_call_limit():
             self._reject_at_call_limit(request, peer)
             return
         created: ServerTransaction
-        if request.method == "INVITE":
-            created = ServerInviteTransaction(key, request, peer.reliable, self.config.timers)
+        reliable = peer.transport != "udp"
+        if method == "INVITE":
+            created = ServerInviteTransaction(key, request, reliable, self.config.timers)
         else:
-            created = ServerNonInviteTransaction(key, request, peer.reliable, self.config.timers)
+            created = ServerNonInviteTransaction(key, request, reliable, self.config.timers)
         self._server[key] = created
         self._server_peer[key] = response_peer(request, peer, self.config.force_rport)
-        if request.method == "CANCEL":
+        if method == "CANCEL":
             self._on_cancel(key)
             return
-        if request.method == "INVITE":
+        if method == "INVITE":
             self._respond(key, 100)
-        rejection = checks.check_request(request, self.allowed) or self._check_merged(request, key)
-        if rejection is None and info.to.tag is None and request.method in ("INVITE", "REGISTER"):
-            rejection = self._authenticate(request, peer)
+        rejection = checks.check_request(request, self.allowed)
+        if rejection is None and to_tag is None:
+            rejection = self._check_merged(request, key)
+            if rejection is None and method in ("INVITE", "REGISTER"):
+                rejection = self._authenticate(request, peer)
         if rejection is not None:
             self._respond(key, rejection.status, rejection.reason, extra=rejection.headers)
-        elif request.method == "OPTIONS":
+        elif method == "OPTIONS":
             self._respond(key, 200, extra=checks.capabilities(self.allowed))
-        elif request.method == "REGISTER":
+        elif method == "REGISTER":
             self._on_register(request, key)
-        elif info.to.tag is not None:
+        elif to_tag is not None:
             self._on_dialog_request(request, key)
-        elif request.method == "INVITE":
+        elif method == "INVITE":
             self._new_call(request, key, peer)
         else:
             # BYE, INFO or UPDATE outside a dialog (§12.2.2).
@@ -551,12 +561,15 @@ class UserAgent(RefreshCore):
         tokens = random_hex(20)
         handle = tokens[:8]
         session = InviteSession(handle, request, key, tokens[8:], session_expires=expires)
-        session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        if request.body:
+            session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle
-        self._inbound_by_caller[(request.parsed.call_id, request.parsed.from_.tag or "")] = handle
+        info = request.parsed
+        self._inbound_by_caller[(info.call_id, info.from_.tag or "")] = handle
         self._call_peer[handle] = peer
-        logger.debug("call %s: INVITE received over %s", handle, peer.transport)
+        if self._debug:
+            logger.debug("call %s: INVITE received over %s", handle, peer.transport)
         self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
         self._events.append(CallOffered(session, peer))
 
@@ -596,7 +609,8 @@ class UserAgent(RefreshCore):
         method = request.method
         if method == "BYE":
             self._respond(key, 200)
-            logger.debug("call %s: BYE received", session.handle)
+            if self._debug:
+                logger.debug("call %s: BYE received", session.handle)
             self._end(session, "bye")
         elif method == "INFO":
             self._respond(key, 200)
@@ -711,22 +725,25 @@ class UserAgent(RefreshCore):
             return
         self._disarm("call", session.handle, "2xx", "ack")
         session.change(CallState.CONFIRMED, "ACK")
-        sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+        sdp = sdp_body(request.headers.get("Content-Type"), request.body) if request.body else None
         if sdp is not None:
             session.remote_sdp = sdp
-        logger.debug("call %s: confirmed by ACK", session.handle)
+        if self._debug:
+            logger.debug("call %s: confirmed by ACK", session.handle)
         self._events.append(CallConfirmed(session.handle, sdp))
         if session.pending_end is not None:
             self._send_bye(session)
             self._end(session, session.pending_end)
             return
-        self._arm_session_timer(session)
+        if session.session_expires:
+            self._arm_session_timer(session)
 
     # ----- responses
 
     def _on_response(self, response: SipResponse) -> None:
-        branch = response.parsed.top_via.branch
-        key = client_key(branch or "", response.parsed.cseq.method)
+        info = response.parsed
+        branch = info.vias[0].branch
+        key = client_key(branch or "", info.cseq.method)
         transaction = self._client.get(key)
         if transaction is None:
             logger.debug("dropped a response that matches no client transaction")
@@ -739,32 +756,35 @@ class UserAgent(RefreshCore):
     # ----- calls
 
     def _end(self, session: InviteSession, reason: str) -> None:
-        if session.ended:
+        if session.state is CallState.TERMINATED:
             return
+        handle = session.handle
         session.change(CallState.TERMINATED, reason)
         session.end_reason = reason
         if session.refer_key is not None:
             self._respond(session.refer_key, 603)
             session.refer_key = None
-        self._disarm("call", session.handle, *_CALL_TIMERS)
+        # This stops every call timer as `_disarm` would, without its Python call.
+        timers = self._timers
+        for name in _CALL_TIMERS:
+            timers.pop(("call", handle, name), None)
         if session.dialog is not None:
             self._dialogs.pop(session.dialog.id, None)
         # A BYE, its 200 or a timer ends most calls, and those run outside the
         # call's task, so the record names the call itself rather than
         # relying on the task's call id (voxgate.logs.CallIdFilter keeps it).
-        logger.info(
-            "call %s: ended (%s)", session.handle, reason, extra={"call_id": session.handle}
-        )
-        self._events.append(CallTerminated(session.handle, reason))
-        self.calls.pop(session.handle, None)
-        self._call_peer.pop(session.handle, None)
+        logger.info("call %s: ended (%s)", handle, reason, extra={"call_id": handle})
+        self._events.append(CallTerminated(handle, reason))
+        self.calls.pop(handle, None)
+        self._call_peer.pop(handle, None)
         invite = session.invite.parsed
         caller = (invite.call_id, invite.from_.tag or "")
-        if self._inbound_by_caller.get(caller) == session.handle:
+        if self._inbound_by_caller.get(caller) == handle:
             del self._inbound_by_caller[caller]
 
     def _send_bye(self, session: InviteSession) -> None:
-        logger.debug("call %s: sending BYE", session.handle)
+        if self._debug:
+            logger.debug("call %s: sending BYE", session.handle)
         self._send_request(session, "BYE")
 
     # ----- hooks of TransactionUser

@@ -47,7 +47,8 @@ def is_ip(host: str) -> bool:
 
 def stamp_via(request: SipRequest, peer: Peer) -> None:
     """Add `received` and fill `rport` in the top Via (§18.2.1, RFC 3581 §4)."""
-    via = request.parsed.top_via
+    # `parsed` raises for a request the parser did not validate.
+    via = (request.info if request.info is not None else request.parsed).vias[0]
     changed = False
     # RFC 3581 §4: with rport, received is added even when the host matches.
     if via.host.strip("[]") != peer.host or "rport" in via.params:
@@ -103,6 +104,16 @@ def in_dialog_peer(dialog: Dialog, source: Peer) -> Peer:
     INVITE came on is reused while it is open.
     """
     target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
+    return _in_dialog_peer(target, source)
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_dialog_peer(target: str, source: Peer) -> Peer:
+    """Pick where in-dialog requests for the name-addr `target` go (see `in_dialog_peer`).
+
+    It is a pure function of its arguments, cached because the calls from one
+    trunk or proxy share their targets and source.
+    """
     try:
         uri = parse_name_addr(target).uri
     except SipSyntaxError:

@@ -29,6 +29,7 @@ layer sends and absorbs it.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,14 @@ class Terminated:
 
 Effect = Send | StartTimer | StopTimer | Deliver | TimedOut | Terminated
 
+# Effects without a varying field are immutable, so one instance of each serves
+# every transaction and saves building a frozen dataclass per use. StartTimer
+# repeats a few (timer, delay) pairs, so a cache hands out shared ones too, and
+# a cache hit runs no Python code.
+_STOP = {timer: StopTimer(timer) for timer in Timer}
+_start_timer = functools.lru_cache(maxsize=256)(StartTimer)
+_TERMINATED = Terminated()
+
 
 # Builds the ACK for a non-2xx final response: (INVITE, response) -> ACK (§17.1.1.3).
 AckBuilder = Callable[[SipRequest, SipResponse], SipRequest]
@@ -136,7 +145,7 @@ class _Transaction:
             logger.debug("%s %s: %s -> %s", self.kind, self.key, self.state.value, new.value)
         self.state = new
         if new is State.TERMINATED:
-            effects.append(Terminated())
+            effects.append(_TERMINATED)
 
     def _illegal(self, event: str) -> SipUsageError:
         return SipUsageError(
@@ -165,9 +174,9 @@ class ServerInviteTransaction(_Transaction):
         effects: list[Effect] = []
         if request.method == "ACK":
             if self.state is State.COMPLETED:
-                effects += [StopTimer(Timer.G), StopTimer(Timer.H)]
+                effects += [_STOP[Timer.G], _STOP[Timer.H]]
                 self._change(State.CONFIRMED, effects)
-                effects.append(StartTimer(Timer.I, 0.0 if self.reliable else self.timers.t4))
+                effects.append(_start_timer(Timer.I, 0.0 if self.reliable else self.timers.t4))
             return effects
         if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_response is not None:
             effects.append(Send(self.last_response))
@@ -185,21 +194,21 @@ class ServerInviteTransaction(_Transaction):
             # response is not kept for the 32 s of Timer L.
             self.last_response = None
             self._change(State.ACCEPTED, effects)
-            effects.append(StartTimer(Timer.L, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.L, 64 * self.timers.t1))
             return effects
         self._change(State.COMPLETED, effects)
         if not self.reliable:
-            effects.append(StartTimer(Timer.G, self._interval_g))
-        effects.append(StartTimer(Timer.H, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.G, self._interval_g))
+        effects.append(_start_timer(Timer.H, 64 * self.timers.t1))
         return effects
 
     def on_timer(self, timer: Timer) -> list[Effect]:
         effects: list[Effect] = []
         if timer is Timer.G and self.state is State.COMPLETED and self.last_response:
             self._interval_g = self._doubled(self._interval_g, cap=True)
-            effects += [Send(self.last_response), StartTimer(Timer.G, self._interval_g)]
+            effects += [Send(self.last_response), _start_timer(Timer.G, self._interval_g)]
         elif timer is Timer.H and self.state is State.COMPLETED:
-            effects += [StopTimer(Timer.G), TimedOut(Timer.H)]
+            effects += [_STOP[Timer.G], TimedOut(Timer.H)]
             self._change(State.TERMINATED, effects)
         elif (timer is Timer.I and self.state is State.CONFIRMED) or (
             timer is Timer.L and self.state is State.ACCEPTED
@@ -211,7 +220,7 @@ class ServerInviteTransaction(_Transaction):
         """Drop the transaction at once (transport error, shutdown)."""
         effects: list[Effect] = []
         if self.state is not State.TERMINATED:
-            effects += [StopTimer(timer) for timer in (Timer.G, Timer.H, Timer.I, Timer.L)]
+            effects += [_STOP[timer] for timer in (Timer.G, Timer.H, Timer.I, Timer.L)]
             self._change(State.TERMINATED, effects)
         return effects
 
@@ -236,7 +245,7 @@ class ServerNonInviteTransaction(_Transaction):
                 self._change(State.PROCEEDING, effects)
             return effects
         self._change(State.COMPLETED, effects)
-        effects.append(StartTimer(Timer.J, 0.0 if self.reliable else 64 * self.timers.t1))
+        effects.append(_start_timer(Timer.J, 0.0 if self.reliable else 64 * self.timers.t1))
         return effects
 
     def on_timer(self, timer: Timer) -> list[Effect]:
@@ -264,29 +273,29 @@ class ClientInviteTransaction(_Transaction):
     def start(self) -> list[Effect]:
         effects: list[Effect] = [Send(self.request)]
         if not self.reliable:
-            effects.append(StartTimer(Timer.A, self._interval_a))
-        effects.append(StartTimer(Timer.B, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.A, self._interval_a))
+        effects.append(_start_timer(Timer.B, 64 * self.timers.t1))
         return effects
 
     def on_response(self, response: SipResponse, build_ack: AckBuilder) -> list[Effect]:
         effects: list[Effect] = []
         status = response.status
         if self.state in (State.CALLING, State.PROCEEDING):
-            effects += [StopTimer(Timer.A)]
+            effects += [_STOP[Timer.A]]
             if status < 200:
                 if self.state is State.CALLING:
-                    effects.append(StopTimer(Timer.B))
+                    effects.append(_STOP[Timer.B])
                     self._change(State.PROCEEDING, effects)
                 effects.append(Deliver(response))
             elif status < 300:
-                effects += [StopTimer(Timer.B), Deliver(response)]
+                effects += [_STOP[Timer.B], Deliver(response)]
                 self._change(State.ACCEPTED, effects)
-                effects.append(StartTimer(Timer.M, 64 * self.timers.t1))
+                effects.append(_start_timer(Timer.M, 64 * self.timers.t1))
             else:
                 self.ack = build_ack(self.request, response)
-                effects += [StopTimer(Timer.B), Send(self.ack), Deliver(response)]
+                effects += [_STOP[Timer.B], Send(self.ack), Deliver(response)]
                 self._change(State.COMPLETED, effects)
-                effects.append(StartTimer(Timer.D, 0.0 if self.reliable else 32.0))
+                effects.append(_start_timer(Timer.D, 0.0 if self.reliable else 32.0))
         elif self.state is State.ACCEPTED and 200 <= status < 300:
             effects.append(Deliver(response))
         elif self.state is State.COMPLETED and status >= 300 and self.ack is not None:
@@ -297,9 +306,9 @@ class ClientInviteTransaction(_Transaction):
         effects: list[Effect] = []
         if timer is Timer.A and self.state is State.CALLING:
             self._interval_a *= 2
-            effects += [Send(self.request), StartTimer(Timer.A, self._interval_a)]
+            effects += [Send(self.request), _start_timer(Timer.A, self._interval_a)]
         elif timer is Timer.B and self.state is State.CALLING:
-            effects += [StopTimer(Timer.A), TimedOut(Timer.B)]
+            effects += [_STOP[Timer.A], TimedOut(Timer.B)]
             self._change(State.TERMINATED, effects)
         elif (timer is Timer.D and self.state is State.COMPLETED) or (
             timer is Timer.M and self.state is State.ACCEPTED
@@ -320,8 +329,8 @@ class ClientNonInviteTransaction(_Transaction):
     def start(self) -> list[Effect]:
         effects: list[Effect] = [Send(self.request)]
         if not self.reliable:
-            effects.append(StartTimer(Timer.E, self._interval_e))
-        effects.append(StartTimer(Timer.F, 64 * self.timers.t1))
+            effects.append(_start_timer(Timer.E, self._interval_e))
+        effects.append(_start_timer(Timer.F, 64 * self.timers.t1))
         return effects
 
     def on_response(self, response: SipResponse) -> list[Effect]:
@@ -333,9 +342,9 @@ class ClientNonInviteTransaction(_Transaction):
                 self._change(State.PROCEEDING, effects)
             effects.append(Deliver(response))
             return effects
-        effects += [StopTimer(Timer.E), StopTimer(Timer.F), Deliver(response)]
+        effects += [_STOP[Timer.E], _STOP[Timer.F], Deliver(response)]
         self._change(State.COMPLETED, effects)
-        effects.append(StartTimer(Timer.K, 0.0 if self.reliable else self.timers.t4))
+        effects.append(_start_timer(Timer.K, 0.0 if self.reliable else self.timers.t4))
         return effects
 
     def on_timer(self, timer: Timer) -> list[Effect]:
@@ -346,9 +355,9 @@ class ClientNonInviteTransaction(_Transaction):
                 self._interval_e = self.timers.t2
             else:
                 self._interval_e = self._doubled(self._interval_e, cap=True)
-            effects += [Send(self.request), StartTimer(Timer.E, self._interval_e)]
+            effects += [Send(self.request), _start_timer(Timer.E, self._interval_e)]
         elif timer is Timer.F and self.state in (State.TRYING, State.PROCEEDING):
-            effects += [StopTimer(Timer.E), TimedOut(Timer.F)]
+            effects += [_STOP[Timer.E], TimedOut(Timer.F)]
             self._change(State.TERMINATED, effects)
         elif timer is Timer.K and self.state is State.COMPLETED:
             self._change(State.TERMINATED, effects)
@@ -366,11 +375,14 @@ def server_key(request: SipRequest) -> str:
     INVITE). Without one (RFC 2543 peers, or a bare magic cookie) it falls
     back to Request-URI, From tag, Call-ID, CSeq number and top Via.
     """
-    info = request.parsed
-    via = info.top_via
+    # `parsed` raises for a request the parser did not validate.
+    info = request.info if request.info is not None else request.parsed
+    via = info.vias[0]
     method = "INVITE" if request.method == "ACK" else request.method
-    if via.rfc3261_branch:
-        return f"{via.branch}|{via.sent_by}|{method}"
+    branch = via.branch
+    # The test of `Via.rfc3261_branch`, on the branch read once.
+    if branch is not None and branch.startswith("z9hG4bK") and len(branch) > 7:
+        return f"{branch}|{via.sent_by}|{method}"
     parts = ("2543", request.uri, info.from_.tag or "", info.call_id, str(info.cseq.number))
     return "|".join((*parts, method, str(via)))
 

@@ -26,6 +26,9 @@ from signaling.sip.routing import Peer
 
 logger = logging.getLogger("sip.transport")
 
+# Source addresses whose `Peer` the UDP transport keeps. A full cache is cleared.
+PEER_CACHE_SIZE = 4096
+
 # getsockopt option of Linux's asm-generic/socket.h, absent from the socket module.
 SO_MEMINFO = 55
 _MEMINFO_BYTES = 9 * 4
@@ -41,16 +44,24 @@ class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: DatagramHandler) -> None:
         self._on_datagram = on_datagram
         self._transport: asyncio.DatagramTransport | None = None
+        # `Peer` is immutable and a peer sends many datagrams, so each source
+        # address maps to one `Peer`, built once.
+        self._peers: dict[tuple[object, ...], Peer] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        host, port = str(addr[0]), int(str(addr[1]))
+        peer = self._peers.get(addr)
+        if peer is None:
+            peer = Peer("udp", str(addr[0]), int(str(addr[1])))
+            if len(self._peers) >= PEER_CACHE_SIZE:
+                self._peers.clear()
+            self._peers[addr] = peer
         try:
-            self._on_datagram(data, Peer("udp", host, port))
+            self._on_datagram(data, peer)
         except Exception:
-            logger.exception("failed to handle a datagram from %s:%s", host, port)
+            logger.exception("failed to handle a datagram from %s:%s", peer.host, peer.port)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier sends (port unreachable ...) land here.

@@ -28,6 +28,7 @@ import bisect
 import heapq
 import itertools
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -63,6 +64,12 @@ TimerKey = tuple[str, str, Timer | str]
 
 # Stale heap entries tolerated beyond the number of armed timers before a rebuild.
 _HEAP_SLACK = 1024
+# The timers that the server and the client transactions of RFC 3261 §17 arm.
+_SERVER_TIMERS = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
+_CLIENT_TIMERS = (Timer.A, Timer.B, Timer.D, Timer.E, Timer.F, Timer.K, Timer.M)
+# The wait timers of a server transaction after its final response (Accepted
+# INVITE, Completed non-INVITE), which `_linger` replaces by a lingering entry.
+_LINGER_TIMERS = (Timer.L, Timer.J)
 
 
 @dataclass(slots=True)
@@ -90,6 +97,12 @@ class TransactionUser:
     def __init__(self, config: CoreConfig, allowed: tuple[str, ...]) -> None:
         self.config = config
         self.allowed = allowed
+        # Header values of every final response to an INVITE, and by transport the
+        # Contact and the Via up to its parameters, built on first use from `config`.
+        self._allow_value = ", ".join(allowed)
+        self._supported_value = ", ".join(checks.SUPPORTED_OPTIONS)
+        self._contacts: dict[str, str] = {}
+        self._via_prefix: dict[str, str] = {}
         self._outgoing: list[Outgoing] = []
         self._timers: dict[TimerKey, float] = {}
         # A heap of (deadline, sequence, key); entries whose deadline no longer
@@ -108,6 +121,18 @@ class TransactionUser:
         self._client_peer: dict[str, Peer] = {}
         self._client_owner: dict[str, str] = {}
         self._now = 0.0
+        self.earliest_armed = math.inf
+        """The earliest deadline armed since the adapter last set this to infinity.
+
+        An adapter whose own timer is set later than this calls `next_deadline()`
+        again. Lingering entries take their deadlines from Timer L and J, which
+        count here when they are armed.
+        """
+        # Whether this logger emits DEBUG records, as read by the last `tick`, and in
+        # `UserAgent` by the last `receive_message` or `hangup`. Debug lines on the
+        # path of every call check it first, because `logger.debug` costs a Python
+        # call and a level check even when it logs nothing.
+        self._debug = logger.isEnabledFor(logging.DEBUG)
 
     def take_outgoing(self) -> list[Outgoing]:
         items, self._outgoing = self._outgoing, []
@@ -126,6 +151,7 @@ class TransactionUser:
     def tick(self, now: float) -> None:
         """End the lingering entries due at `now`, then fire every timer due, earliest first."""
         self._now = max(self._now, now)
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         ends = self._lingering_ends
         while ends and ends[0][0] <= now:
             self._end_lingering(*ends.popleft())
@@ -144,7 +170,8 @@ class TransactionUser:
     def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> None:
         """Send `request` through a new client non-INVITE transaction."""
         key = client_key(branch, request.method)
-        transaction = ClientNonInviteTransaction(key, request, peer.reliable, self.config.timers)
+        reliable = peer.transport != "udp"
+        transaction = ClientNonInviteTransaction(key, request, reliable, self.config.timers)
         self._client[key] = transaction
         self._client_peer[key] = peer
         if owner:
@@ -161,13 +188,20 @@ class TransactionUser:
         return self.config.port
 
     def _via(self, branch: str, peer: Peer) -> str:
-        transport = peer.transport.upper()
-        port = self._port_for(peer)
-        return f"SIP/2.0/{transport} {self._host()}:{port};branch={branch};rport"
+        prefix = self._via_prefix.get(peer.transport)
+        if prefix is None:
+            prefix = f"SIP/2.0/{peer.transport.upper()} {self._host()}:{self._port_for(peer)}"
+            self._via_prefix[peer.transport] = prefix
+        return f"{prefix};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
-        params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
-        return f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+        transport = peer.transport if peer is not None else ""
+        contact = self._contacts.get(transport)
+        if contact is None:
+            params = f";transport={peer.transport}" if peer is not None and peer.reliable else ""
+            contact = f"<sip:{self._host()}:{self._port_for(peer)}{params}>"
+            self._contacts[transport] = contact
+        return contact
 
     def _respond(
         self,
@@ -186,14 +220,15 @@ class TransactionUser:
         if transaction is None:
             return None
         request = transaction.request
-        headers = list(extra or ())
+        headers = list(extra) if extra else []
         if contact:
             headers.append(("Contact", self._contact(self._server_peer.get(key))))
-        if record_route:
-            headers += [("Record-Route", value) for value in request.headers.raw("Record-Route")]
+        routes = request.headers.raw("Record-Route") if record_route else None
+        if routes:
+            headers += [("Record-Route", value) for value in routes]
         if status >= 200 and request.method == "INVITE":
-            headers.append(("Allow", ", ".join(self.allowed)))
-            headers.append(("Supported", ", ".join(checks.SUPPORTED_OPTIONS)))
+            headers.append(("Allow", self._allow_value))
+            headers.append(("Supported", self._supported_value))
         headers.append(("Server", self.config.user_agent))
         if status > 100 and to_tag is None and request.parsed.to.tag is None:
             to_tag = new_tag()
@@ -222,50 +257,65 @@ class TransactionUser:
         peer = (self._client_peer if client else self._server_peer).get(key)
         kind = "client" if client else "server"
         sent: bytes | None = None
+        linger_timer: Timer | None = None
+        linger_deadline = 0.0
+        # `_arm` and `_disarm` are inlined: transactions start and stop most timers.
+        timers = self._timers
         for effect in effects:
-            if isinstance(effect, Send) and peer is not None:
-                sent = to_bytes(effect.message)
-                self._outgoing.append(Outgoing(sent, peer))
+            if isinstance(effect, Send):
+                if peer is not None:
+                    sent = to_bytes(effect.message)
+                    self._outgoing.append(Outgoing(sent, peer))
             elif isinstance(effect, StartTimer):
-                self._arm(kind, key, effect.timer, self._now + effect.delay)
+                deadline = self._now + effect.delay
+                if not client and effect.timer in _LINGER_TIMERS and deadline > self._now:
+                    # `_linger` below arms it unless the transaction lingers.
+                    linger_timer, linger_deadline = effect.timer, deadline
+                    continue
+                timer_key = (kind, key, effect.timer)
+                timers[timer_key] = deadline
+                heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), timer_key))
+                if deadline < self.earliest_armed:
+                    self.earliest_armed = deadline
             elif isinstance(effect, StopTimer):
-                self._disarm(kind, key, effect.timer)
+                timers.pop((kind, key, effect.timer), None)
             elif isinstance(effect, TimedOut):
                 self._on_timed_out(key, effect.timer, client)
             elif isinstance(effect, Terminated):
                 self._forget(kind, key)
             elif isinstance(effect, Deliver):
-                logger.debug("response %s for %s", effect.response.status, key)
+                if self._debug:
+                    logger.debug("response %s for %s", effect.response.status, key)
                 self._on_client_response(key, effect.response)
-        if not client and sent is not None:
-            self._linger(key, sent)
+        if linger_timer is not None:
+            self._linger(key, sent, linger_timer, linger_deadline)
 
-    def _linger(self, key: str, sent: bytes) -> None:
-        """Replace the server transaction `key` by a lingering entry once it only waits.
+    def _linger(self, key: str, sent: bytes | None, timer: Timer, deadline: float) -> None:
+        """Replace the server transaction `key` by a lingering entry until `deadline`.
 
-        `sent` is the response the transaction has just sent. Only a final response
-        can leave it waiting for Timer L or J, and only on an unreliable transport
-        does that wait last (on TCP and TLS Timer J is zero).
+        The transaction has just sent `sent`, its final response, and started
+        `timer` (L or J) to end at `deadline`, which is later than now. Timer J
+        is zero on TCP and TLS, so there `_apply` arms it instead. A transaction
+        that is not in Accepted or Completed gets `timer` armed as usual.
         """
         transaction = self._server.get(key)
-        if isinstance(transaction, ServerInviteTransaction):
-            if transaction.state is not State.ACCEPTED:
-                return
-            timer, response = Timer.L, None
-        elif isinstance(transaction, ServerNonInviteTransaction):
-            if transaction.state is not State.COMPLETED:
-                return
-            timer, response = Timer.J, sent
-        else:
-            return
-        deadline = self._timers.get(("server", key, timer))
         peer = self._server_peer.get(key)
-        if deadline is None or deadline <= self._now or peer is None:
+        response: bytes | None = None
+        if isinstance(transaction, ServerInviteTransaction):
+            waiting = transaction.state is State.ACCEPTED
+        elif isinstance(transaction, ServerNonInviteTransaction):
+            waiting = transaction.state is State.COMPLETED
+            response = sent
+        else:
+            waiting = False
+        if not waiting or peer is None or sent is None:
+            self._arm("server", key, timer, deadline)
             return
-        del self._timers[("server", key, timer)]
         del self._server[key]
         del self._server_peer[key]
         self._lingering[key] = (response, peer.transport, peer.host, peer.port, deadline)
+        if deadline < self.earliest_armed:
+            self.earliest_armed = deadline
         ends = self._lingering_ends
         if ends and deadline < ends[-1][0]:
             # Timer L and J both last 64*T1, so this runs only for other timer settings.
@@ -323,11 +373,13 @@ class TransactionUser:
             self._client_peer.pop(key, None)
             self._client_owner.pop(key, None)
             self._on_client_forgotten(key)
-        # A transaction arms timers only through `_apply`, whose names are `Timer`
-        # members, so popping each member reaches all of them without a scan.
-        for timer in Timer:
-            self._timers.pop((kind, key, timer), None)
-        self._compact_timer_heap()
+        # A transaction arms timers only through `_apply`, and only those of its own
+        # state machine, so popping these reaches all of them without a scan.
+        timers = self._timers
+        for timer in _SERVER_TIMERS if kind == "server" else _CLIENT_TIMERS:
+            timers.pop((kind, key, timer), None)
+        if len(self._timer_heap) > 2 * len(timers) + _HEAP_SLACK:
+            self._compact_timer_heap()
 
     # ----- timers
 
@@ -335,6 +387,8 @@ class TransactionUser:
         key = (kind, owner, name)
         self._timers[key] = deadline
         heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), key))
+        if deadline < self.earliest_armed:
+            self.earliest_armed = deadline
 
     def _disarm(self, kind: str, owner: str, *names: Timer | str) -> None:
         """Stop the timers `names` of `owner`, skipping any that is not armed."""

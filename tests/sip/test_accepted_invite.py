@@ -7,10 +7,12 @@ retransmissions or resend the final response until Timer L or J ends.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from signaling.sip.core import CoreConfig
-from signaling.sip.transaction import ServerInviteTransaction
+from signaling.sip.transaction import ServerInviteTransaction, Timer
 from tests.sip.support import (
     ANSWER_SDP,
     OFFER_SDP,
@@ -107,6 +109,19 @@ def test_lingering_entries_end_with_timers() -> None:
     assert harness.core._lingering == {}
     assert harness.core._call_by_invite == {}
     assert harness.core.next_deadline() is None
+
+
+def test_lingering_entry_counts_as_armed() -> None:
+    harness = CoreHarness()
+    handle = answered(harness)
+    tag = harness.core.calls[handle].local_tag
+    harness.core.earliest_armed = math.inf
+    harness.feed(sip_request("BYE", branch="z9hG4bK-bye1", to_tag=tag, cseq=2))
+
+    # The 200 to the BYE starts Timer J, and only the lingering entry keeps its deadline.
+    bye_key = next(key for key in harness.core._lingering if key.startswith("z9hG4bK-bye1|"))
+    assert harness.core.earliest_armed == harness.core._lingering[bye_key][4]
+    assert not any(name is Timer.J for _, _, name in harness.core._timers)
 
 
 def test_lingering_entries_end_in_deadline_order() -> None:
