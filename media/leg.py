@@ -668,7 +668,8 @@ class MediaLeg:
         if self._playback is not None:
             self._playback.finish(None)
         self._input_ready.set()
-        logger.debug("call %s: media leg closed", self.call_id)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("call %s: media leg closed", self.call_id)
 
     def _raise_if_closed(self) -> None:
         if self._closed:

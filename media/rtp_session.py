@@ -565,14 +565,15 @@ class RtpSession(asyncio.DatagramProtocol):
         self._core.idle_handler = None
         if handler is not None:
             handler.on_transport_closed()
-        logger.debug(
-            "call %s: rtp closed, received %d sent %d malformed %d wrong source %d",
-            self.call_id,
-            self.stats.packets_received,
-            self.stats.packets_sent,
-            self.stats.malformed,
-            self.stats.wrong_source,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "call %s: rtp closed, received %d sent %d malformed %d wrong source %d",
+                self.call_id,
+                self.stats.packets_received,
+                self.stats.packets_sent,
+                self.stats.malformed,
+                self.stats.wrong_source,
+            )
 
     async def _wait_sockets_closed(self) -> None:
         """Wait until the loop has closed both sockets, so that their ports can be bound again.
