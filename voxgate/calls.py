@@ -248,7 +248,8 @@ class SipCallHandler:
             self._legs.answered(call.call_id)
             # The offer was parsed above; its SDP is not parsed again for the hold check.
             self._watch_media(call, session, description_holds(offer))
-            logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
             return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
             await leg.close()
@@ -516,7 +517,8 @@ async def run_ivr(session: IvrSession, ended: asyncio.Future[Any]) -> SessionRes
     finally:
         flow_running = False
         ended.remove_done_callback(start_grace)
-    logger.debug("flow ended: %s (%s)", result.outcome, result.reason)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("flow ended: %s (%s)", result.outcome, result.reason)
     return result
 
 
