@@ -246,8 +246,7 @@ class SipCallHandler:
             except CallEnded as exc:
                 return _ended_by_peer(str(exc), answered=False)
             self._legs.answered(call.call_id)
-            # The offer was parsed above; its SDP is not parsed again for the hold check.
-            self._watch_media(call, session, description_holds(offer))
+            self._watch_media(call, session, _answer_holds(answer, offer))
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
             return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
@@ -558,6 +557,21 @@ def sdp_holds(body: bytes | None) -> bool:
     except sdp.SdpError:
         return False
     return description_holds(parsed)
+
+
+def _answer_holds(answer: sdp.AudioAnswer, offer: sdp.SessionDescription) -> bool:
+    """Return what `description_holds(offer)` returns, from our answer where it can.
+
+    Our direction mirrors the offered one and drops send when the offer's
+    address is a hold address (RFC 3264 section 8.4), so it differs from
+    sendrecv exactly when the answered stream is on hold. `description_holds`
+    reads the first non-rejected audio stream, which is the answered one
+    whenever we answered the first stream. An answer to a later stream goes
+    through `description_holds`.
+    """
+    if answer.media_index == 0:
+        return answer.direction != "sendrecv"
+    return description_holds(offer)
 
 
 def description_holds(parsed: sdp.SessionDescription) -> bool:
