@@ -157,7 +157,7 @@ class SipCallHandler:
             await self._bridge_in(call, bridge_header)
             return
         self.active_calls += 1
-        end = CallEnd("failed")
+        end = _FAILED
         self._legs.started(
             call.call_id, channel=Channel.SIP, caller=call.caller, called=call.called
         )
@@ -527,6 +527,11 @@ class CallEnd:
 
     reason: str
     status: int | None = None
+
+
+# The end of a call that raised before `_handle` returned one. CallEnd is frozen, so one
+# instance serves every call.
+_FAILED = CallEnd("failed")
 
 
 async def _reject(call: InboundCall, status: int, text: str) -> CallEnd:
