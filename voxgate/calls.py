@@ -62,18 +62,11 @@ class SipCallChannel(MediaLegChannel):
     def __init__(self, call: InboundCall, leg: MediaLeg) -> None:
         super().__init__(leg)
         self._call = call
-
-    @property
-    def call_id(self) -> str:
-        return self._call.call_id
-
-    @property
-    def caller(self) -> str:
-        return self._call.caller
-
-    @property
-    def called(self) -> str:
-        return self._call.called
+        # Copied as plain attributes: an inbound call never changes them, and a property
+        # costs a Python call per read.
+        self.call_id: str = call.call_id
+        self.caller: str = call.caller
+        self.called: str = call.called
 
     async def hangup(self) -> None:
         await self._call.hangup()
