@@ -288,7 +288,7 @@ class IvrSession:
                 log.warning("call %s: max_steps reached in flow %s", self._call_id, self._flow.flow)
                 await self._safe_hangup()
                 raise _SessionEnd(Outcome.FAILED, "max_steps reached")
-            flow = self._frame.flow
+            flow = self._frames[-1].flow
             step = flow.steps.get(step_id)
             if step is None:
                 log.error("call %s: flow %s has no step %s", self._call_id, flow.flow, step_id)
