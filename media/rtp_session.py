@@ -66,7 +66,7 @@ from typing import Any, cast
 from ivr.channel import DtmfInput
 from media import rtcp
 from media.audio import PcmAudio
-from media.codecs import Codec, get_codec
+from media.codecs import Codec, Coder, get_codec
 from media.frame_batch import FrameFeatures
 from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
@@ -155,6 +155,16 @@ def _g711_silence_payload(codec_name: str) -> bytes:
     return codec.new_encoder()(bytes(2 * frame_samples(codec.sample_rate)))
 
 
+@functools.cache
+def _g711_coders(codec_name: str) -> tuple[Coder, Coder]:
+    """Return the encoder and decoder of the stateless G.711 codec `codec_name`.
+
+    Every session can share them, and the cache lookup by name costs no Python call.
+    """
+    codec = get_codec(codec_name)
+    return codec.new_encoder(), codec.new_decoder()
+
+
 def _bind_arguments(family: int, host: str, port: int) -> dict[str, Any]:
     """Return the `create_datagram_endpoint` arguments for a socket on `host:port`.
 
@@ -222,10 +232,13 @@ class RtpSession(asyncio.DatagramProtocol):
         self.config = config
         self.call_id = call_id
         self.codec: Codec = get_codec(config.codec_name)
-        self._encode = self.codec.new_encoder()
-        self._decode = self.codec.new_decoder()
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
         g711_alaw = _G711_ALAW.get(self.codec.name)
+        if g711_alaw is not None:
+            self._encode, self._decode = _g711_coders(self.codec.name)
+        else:
+            self._encode = self.codec.new_encoder()
+            self._decode = self.codec.new_decoder()
         # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps
         # state and encodes `_silence_pcm` on each idle tick.
         self._silence_payload = (
