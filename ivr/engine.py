@@ -176,8 +176,8 @@ class IvrSession:
         }
         # Built by `_interpreter` at the first gather or subflow.
         self._turns: TurnInterpreter | None = None
-        # Whether the "ivr" logger takes debug records, read once at the start of `run`:
-        # a guarded line then costs no Python call while debug is off.
+        # Whether the "ivr" logger takes debug records. `run` reads it once at its start,
+        # so a guarded debug line costs no Python call while debug is off.
         self._debug = False
 
     @property

@@ -133,7 +133,8 @@ class MediaLeg:
         self._frame_bytes = frame_samples(self.sample_rate) * 2
         self._inputs: deque[CallerInput] = deque()
         # The event that `next_input` waits on, built when it first has to wait, so a leg
-        # that never waits for input does without it. Queuing an input and closing set it.
+        # that never waits for input does without it. Queuing an input and closing the
+        # leg set it, and taking the last input and `clear_inputs` clear it.
         self._input_ready: asyncio.Event | None = None
         self._playback: _Playback | None = None
         self._closed = False

@@ -81,7 +81,7 @@ def two_streams(first: str, second: str) -> bytes:
         two_streams("m=audio 4000 RTP/AVP 18", "m=audio 4002 RTP/AVP 0\r\na=sendonly"),
         # The first audio stream is not RTP/AVP.
         two_streams("m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\na=inactive", "m=audio 4002 RTP/AVP 0"),
-        # A rejected first stream and a video stream come before the answered one.
+        # A rejected audio stream, or a video stream, comes before the answered one.
         two_streams("m=audio 0 RTP/AVP 0\r\na=sendonly", "m=audio 4002 RTP/AVP 0"),
         two_streams("m=video 4000 RTP/AVP 96\r\na=sendonly", "m=audio 4002 RTP/AVP 0"),
     ],
