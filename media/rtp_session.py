@@ -260,11 +260,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._clock_key: int | None = None
         self._frame_sent_early = False
         self._closed = False
-        self._dtmf = DtmfReceiver(
-            config.telephone_event_clock_rate,
-            end_timeout_ms=config.dtmf_end_timeout_ms,
-            call_id=call_id,
-        )
+        # Built by `_receive_event` at the first telephone-event packet.
+        self._dtmf: DtmfReceiver | None = None
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
         # 16 bytes from the OS random source (through the buffered pool of
         # `signaling.sip.tokens`) give SSRC, first sequence number, first
@@ -719,8 +716,15 @@ class RtpSession(asyncio.DatagramProtocol):
         )
 
     def _receive_event(self, timestamp: int, ssrc: int, payload: bytes) -> None:
+        receiver = self._dtmf
+        if receiver is None:
+            receiver = self._dtmf = DtmfReceiver(
+                self.config.telephone_event_clock_rate,
+                end_timeout_ms=self.config.dtmf_end_timeout_ms,
+                call_id=self.call_id,
+            )
         try:
-            digits = self._dtmf.receive(ssrc, timestamp, payload, self._now_ms())
+            digits = receiver.receive(ssrc, timestamp, payload, self._now_ms())
         except ValueError as exc:
             self.stats.malformed += 1
             logger.debug("call %s: dropped telephone-event: %s", self.call_id, exc)
@@ -805,8 +809,9 @@ class RtpSession(asyncio.DatagramProtocol):
         try:
             if self._on_inactive is not None and tick >= core.next_activity_tick:
                 self._check_activity(tick)
-            if self._dtmf.active:
-                self._deliver_digits(self._dtmf.poll(self._now_ms()))
+            receiver = self._dtmf
+            if receiver is not None and receiver.active:
+                self._deliver_digits(receiver.poll(self._now_ms()))
             if time.monotonic() >= core.next_rtcp_s:
                 self._send_rtcp()
             idle_handler = core.idle_handler
@@ -834,7 +839,7 @@ class RtpSession(asyncio.DatagramProtocol):
             or self._dtmf_queue
             or self._gap_ticks
             or self._frame_sent_early
-            or self._dtmf.active
+            or (self._dtmf is not None and self._dtmf.active)
         )
 
     def _log_tick_error(self, receiving: bool, error: Exception) -> None:
