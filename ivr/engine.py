@@ -176,6 +176,9 @@ class IvrSession:
         }
         # Built by `_interpreter` at the first gather or subflow.
         self._turns: TurnInterpreter | None = None
+        # Whether the "ivr" logger takes debug records. `run` reads it once at its start,
+        # so a guarded debug line costs no Python call while debug is off.
+        self._debug = False
 
     @property
     def state(self) -> SessionState:
@@ -196,8 +199,7 @@ class IvrSession:
     def _set_state(self, new: SessionState) -> None:
         if new not in _TRANSITIONS[self._state]:
             raise RuntimeError(f"IVR session cannot go from {self._state.value} to {new.value}")
-        # Guarded, because reading an enum's value runs Python code even when debug is off.
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug("call %s: session %s -> %s", self._call_id, self._state.value, new.value)
         self._state = new
 
@@ -231,9 +233,15 @@ class IvrSession:
     # -- the walk ---------------------------------------------------------
 
     async def run(self) -> SessionResult:
-        """Run the flow until the call is queued, transferred or ended."""
+        """Run the flow until the call is queued, transferred or ended.
+
+        The debug lines of the run follow the level that the "ivr" logger had
+        when the run started.
+        """
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._set_state(SessionState.RUNNING)
-        log.debug("call %s: flow %s started", self._call_id, self._flow.flow)
+        if self._debug:
+            log.debug("call %s: flow %s started", self._call_id, self._flow.flow)
         outcome, reason = Outcome.FAILED, "flow ended"
         try:
             await self._walk()
@@ -246,8 +254,9 @@ class IvrSession:
             outcome, reason = Outcome.FAILED, f"internal error: {type(exc).__name__}"
             await self._safe_hangup()
         self._set_state(SessionState.ENDED)
-        # str() of a StrEnum member is its value, without the Python code that `.value` runs.
-        log.debug("call %s: flow %s ended: %s", self._call_id, self._flow.flow, outcome)
+        if self._debug:
+            # str() of a StrEnum member is its value, without the Python code that `.value` runs.
+            log.debug("call %s: flow %s ended: %s", self._call_id, self._flow.flow, outcome)
         self.emit(EventKind.SESSION_ENDED, None, outcome=str(outcome), reason=reason)
         return SessionResult(
             outcome=outcome,
@@ -279,7 +288,7 @@ class IvrSession:
                 log.warning("call %s: max_steps reached in flow %s", self._call_id, self._flow.flow)
                 await self._safe_hangup()
                 raise _SessionEnd(Outcome.FAILED, "max_steps reached")
-            flow = self._frame.flow
+            flow = self._frames[-1].flow
             step = flow.steps.get(step_id)
             if step is None:
                 log.error("call %s: flow %s has no step %s", self._call_id, flow.flow, step_id)
@@ -287,7 +296,8 @@ class IvrSession:
                 raise _SessionEnd(Outcome.FAILED, f"unknown step {step_id}")
             label = step_id if len(self._frames) == 1 else f"{flow.flow}/{step_id}"
             self._path.append(label)
-            log.debug("call %s: step %s (%s)", self._call_id, label, step.type)
+            if self._debug:
+                log.debug("call %s: step %s (%s)", self._call_id, label, step.type)
             self.emit(EventKind.STEP_ENTERED, label, type=step.type)
             if step.recording is not None:
                 self._control_recording(label, step.recording)

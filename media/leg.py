@@ -132,7 +132,10 @@ class MediaLeg:
         self.sample_rate = sample_rate
         self._frame_bytes = frame_samples(self.sample_rate) * 2
         self._inputs: deque[CallerInput] = deque()
-        self._input_ready = asyncio.Event()
+        # The event that `next_input` waits on, built when it first has to wait, so a leg
+        # that never waits for input does without it. Queuing an input and closing the
+        # leg set it, and taking the last input and `clear_inputs` clear it.
+        self._input_ready: asyncio.Event | None = None
         self._playback: _Playback | None = None
         self._closed = False
         self._recognizer_config: RecognizerConfig | None = None
@@ -158,7 +161,8 @@ class MediaLeg:
         """True while `next_frame` returns None and calls nothing: no playback, outbound
         source or outbound tap. A transport may then send its idle packet without calling
         `next_frame` (see `RtpSession.clock_send`). False does not promise a frame."""
-        self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
+        # Built at the first digit.
+        self._dtmf_merger: DtmfMerger | None = None
         self._inband: InbandDtmfDetector | None = None
         self._core: _rtpcore.LegCore | None = None
         transport.attach(self)
@@ -264,22 +268,27 @@ class MediaLeg:
             self._raise_if_closed()
             if self._inputs:
                 item = self._inputs.popleft()
-                if not self._inputs:
+                if not self._inputs and self._input_ready is not None:
                     self._input_ready.clear()
                 return item
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
+            # No input is queued and the leg is open here, so a new event starts clear.
+            ready = self._input_ready
+            if ready is None:
+                ready = self._input_ready = asyncio.Event()
             try:
                 async with asyncio.timeout(remaining):
-                    await self._input_ready.wait()
+                    await ready.wait()
             except TimeoutError:
                 return None
 
     def clear_inputs(self) -> None:
         """Drop queued inputs and results of utterances that already ended."""
         self._inputs.clear()
-        self._input_ready.clear()
+        if self._input_ready is not None:
+            self._input_ready.clear()
         in_progress = self._utterance is not None
         self._cleared_through = self._last_utterance_id - (1 if in_progress else 0)
 
@@ -490,7 +499,10 @@ class MediaLeg:
 
     def _accept_dtmf(self, digit: DtmfInput, source: DtmfSource) -> None:
         now_ms = int(asyncio.get_running_loop().time() * 1000)
-        if not self._dtmf_merger.accept(digit, source, now_ms):
+        merger = self._dtmf_merger
+        if merger is None:
+            merger = self._dtmf_merger = DtmfMerger(self.config.dtmf_merge_window_ms)
+        if not merger.accept(digit, source, now_ms):
             logger.debug("call %s: duplicate dtmf from %s dropped", self.call_id, source.value)
             return
         logger.debug("call %s: dtmf digit from %s", self.call_id, source.value)
@@ -644,13 +656,14 @@ class MediaLeg:
             self._inputs.popleft()
             logger.warning("call %s: input queue full, dropped the oldest input", self.call_id)
         self._inputs.append(item)
-        self._input_ready.set()
+        if self._input_ready is not None:
+            self._input_ready.set()
 
     def _take_first(self, kind: type[DtmfInput] | type[SpeechStarted]) -> CallerInput | None:
         for item in self._inputs:
             if isinstance(item, kind):
                 self._inputs.remove(item)
-                if not self._inputs:
+                if not self._inputs and self._input_ready is not None:
                     self._input_ready.clear()
                 return item
         return None
@@ -667,8 +680,10 @@ class MediaLeg:
         self._closed = True
         if self._playback is not None:
             self._playback.finish(None)
-        self._input_ready.set()
-        logger.debug("call %s: media leg closed", self.call_id)
+        if self._input_ready is not None:
+            self._input_ready.set()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("call %s: media leg closed", self.call_id)
 
     def _raise_if_closed(self) -> None:
         if self._closed:

@@ -66,7 +66,7 @@ from typing import Any, cast
 from ivr.channel import DtmfInput
 from media import rtcp
 from media.audio import PcmAudio
-from media.codecs import Codec, get_codec
+from media.codecs import Codec, Coder, get_codec
 from media.frame_batch import FrameFeatures
 from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
@@ -155,6 +155,16 @@ def _g711_silence_payload(codec_name: str) -> bytes:
     return codec.new_encoder()(bytes(2 * frame_samples(codec.sample_rate)))
 
 
+@functools.cache
+def _g711_coders(codec_name: str) -> tuple[Coder, Coder]:
+    """Return the encoder and decoder of the stateless G.711 codec `codec_name`.
+
+    Every session can share them, and the cache lookup by name costs no Python call.
+    """
+    codec = get_codec(codec_name)
+    return codec.new_encoder(), codec.new_decoder()
+
+
 def _bind_arguments(family: int, host: str, port: int) -> dict[str, Any]:
     """Return the `create_datagram_endpoint` arguments for a socket on `host:port`.
 
@@ -222,10 +232,13 @@ class RtpSession(asyncio.DatagramProtocol):
         self.config = config
         self.call_id = call_id
         self.codec: Codec = get_codec(config.codec_name)
-        self._encode = self.codec.new_encoder()
-        self._decode = self.codec.new_decoder()
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
         g711_alaw = _G711_ALAW.get(self.codec.name)
+        if g711_alaw is not None:
+            self._encode, self._decode = _g711_coders(self.codec.name)
+        else:
+            self._encode = self.codec.new_encoder()
+            self._decode = self.codec.new_decoder()
         # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps
         # state and encodes `_silence_pcm` on each idle tick.
         self._silence_payload = (
@@ -247,11 +260,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._clock_key: int | None = None
         self._frame_sent_early = False
         self._closed = False
-        self._dtmf = DtmfReceiver(
-            config.telephone_event_clock_rate,
-            end_timeout_ms=config.dtmf_end_timeout_ms,
-            call_id=call_id,
-        )
+        # Built by `_receive_event` at the first telephone-event packet.
+        self._dtmf: DtmfReceiver | None = None
         self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
         # 16 bytes from the OS random source (through the buffered pool of
         # `signaling.sip.tokens`) give SSRC, first sequence number, first
@@ -565,14 +575,15 @@ class RtpSession(asyncio.DatagramProtocol):
         self._core.idle_handler = None
         if handler is not None:
             handler.on_transport_closed()
-        logger.debug(
-            "call %s: rtp closed, received %d sent %d malformed %d wrong source %d",
-            self.call_id,
-            self.stats.packets_received,
-            self.stats.packets_sent,
-            self.stats.malformed,
-            self.stats.wrong_source,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "call %s: rtp closed, received %d sent %d malformed %d wrong source %d",
+                self.call_id,
+                self.stats.packets_received,
+                self.stats.packets_sent,
+                self.stats.malformed,
+                self.stats.wrong_source,
+            )
 
     async def _wait_sockets_closed(self) -> None:
         """Wait until the loop has closed both sockets, so that their ports can be bound again.
@@ -705,8 +716,15 @@ class RtpSession(asyncio.DatagramProtocol):
         )
 
     def _receive_event(self, timestamp: int, ssrc: int, payload: bytes) -> None:
+        receiver = self._dtmf
+        if receiver is None:
+            receiver = self._dtmf = DtmfReceiver(
+                self.config.telephone_event_clock_rate,
+                end_timeout_ms=self.config.dtmf_end_timeout_ms,
+                call_id=self.call_id,
+            )
         try:
-            digits = self._dtmf.receive(ssrc, timestamp, payload, self._now_ms())
+            digits = receiver.receive(ssrc, timestamp, payload, self._now_ms())
         except ValueError as exc:
             self.stats.malformed += 1
             logger.debug("call %s: dropped telephone-event: %s", self.call_id, exc)
@@ -791,8 +809,9 @@ class RtpSession(asyncio.DatagramProtocol):
         try:
             if self._on_inactive is not None and tick >= core.next_activity_tick:
                 self._check_activity(tick)
-            if self._dtmf.active:
-                self._deliver_digits(self._dtmf.poll(self._now_ms()))
+            receiver = self._dtmf
+            if receiver is not None and receiver.active:
+                self._deliver_digits(receiver.poll(self._now_ms()))
             if time.monotonic() >= core.next_rtcp_s:
                 self._send_rtcp()
             idle_handler = core.idle_handler
@@ -820,7 +839,7 @@ class RtpSession(asyncio.DatagramProtocol):
             or self._dtmf_queue
             or self._gap_ticks
             or self._frame_sent_early
-            or self._dtmf.active
+            or (self._dtmf is not None and self._dtmf.active)
         )
 
     def _log_tick_error(self, receiving: bool, error: Exception) -> None:

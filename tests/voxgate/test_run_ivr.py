@@ -121,3 +121,42 @@ async def test_cancel_stops_flow_not_leg() -> None:
         await asyncio.wait_for(running, 5.0)
     assert other_tasks() == set()
     assert not ended.done()
+
+
+async def test_cancel_during_grace_stops_flow() -> None:
+    caller = WaitingCaller()
+    channel = TextChannel(caller)
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    running = asyncio.ensure_future(run_ivr(session_for(GATHER_FLOW, channel), ended))
+    await asyncio.wait_for(caller.asked.wait(), 5.0)
+    ended.set_result("bye")
+    # One loop iteration runs the done callback that arms the grace timer.
+    await asyncio.sleep(0)
+
+    running.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 5.0)
+    assert other_tasks() == set()
+
+
+async def test_grace_expiry_leaves_task_uncancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calls, "FLOW_END_GRACE_S", 0.05)
+    caller = WaitingCaller()
+    channel = TextChannel(caller)
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def run_and_count() -> tuple[object, int]:
+        result = await run_ivr(session_for(GATHER_FLOW, channel), ended)
+        task = asyncio.current_task()
+        assert task is not None
+        return result, task.cancelling()
+
+    running = asyncio.ensure_future(run_and_count())
+    await asyncio.wait_for(caller.asked.wait(), 5.0)
+
+    ended.set_result("bye")
+
+    result, cancelling = await asyncio.wait_for(running, 5.0)
+    assert result is None
+    assert cancelling == 0

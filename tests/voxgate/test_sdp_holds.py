@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from signaling import sdp
-from voxgate.calls import description_holds, sdp_holds
+from voxgate.calls import _answer_holds, description_holds, sdp_holds
+from voxgate.rtp_setup import SUPPORTED_CODECS
 
 
 def offer(
@@ -55,3 +56,44 @@ def test_sdp_holds(body: bytes | None, held: bool) -> None:
 )
 def test_parsed_sdp_holds_alike(body: bytes, held: bool) -> None:
     assert description_holds(sdp.parse(body)) is held
+
+
+def two_streams(first: str, second: str) -> bytes:
+    """Return an offer of two media sections, each given as its m= line and attribute lines."""
+    lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
+    return ("\r\n".join([*lines, first, second]) + "\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        offer(),
+        offer(media_direction="sendrecv"),
+        offer(media_direction="recvonly"),
+        offer(host="0.0.0.0"),
+        offer(host="0.0.0.0", media_direction="recvonly"),
+        offer(media_direction="sendonly"),
+        offer(media_direction="inactive"),
+        offer(session_direction="inactive"),
+        offer(session_direction="sendonly", media_direction="sendrecv"),
+        # The first audio stream has no common codec, so the answer takes the second.
+        two_streams("m=audio 4000 RTP/AVP 18\r\na=sendonly", "m=audio 4002 RTP/AVP 0"),
+        two_streams("m=audio 4000 RTP/AVP 18", "m=audio 4002 RTP/AVP 0\r\na=sendonly"),
+        # The first audio stream is not RTP/AVP.
+        two_streams("m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\na=inactive", "m=audio 4002 RTP/AVP 0"),
+        # A rejected audio stream, or a video stream, comes before the answered one.
+        two_streams("m=audio 0 RTP/AVP 0\r\na=sendonly", "m=audio 4002 RTP/AVP 0"),
+        two_streams("m=video 4000 RTP/AVP 96\r\na=sendonly", "m=audio 4002 RTP/AVP 0"),
+    ],
+)
+def test_answer_holds_as_offer(body: bytes) -> None:
+    parsed = sdp.parse(body)
+    answer = sdp.answer_audio(
+        parsed,
+        SUPPORTED_CODECS,
+        local_host="127.0.0.1",
+        local_port=5000,
+        session_id=1,
+        session_version=1,
+    )
+    assert _answer_holds(answer, parsed) is description_holds(parsed)
