@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +20,14 @@ from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_no
 from voxgate.callevents import CallEvent, CallLegEvents, Channel, EventHub, from_acd_event
 from voxgate.cdr import CallDetailRecord, Disposition
 from voxgate.cdrapi import add_cdr_routes
-from voxgate.cdrstore import SCHEMA_VERSION, CdrConfig, CdrRecorder, CdrSchemaError, CdrStore
+from voxgate.cdrstore import (
+    SCHEMA_VERSION,
+    CdrConfig,
+    CdrRecorder,
+    CdrSchemaError,
+    CdrStore,
+    _string_list_json,
+)
 
 
 @pytest.fixture
@@ -425,3 +433,38 @@ async def test_unstarted_recorder_loses_record(tmp_path: Path, hub: EventHub) ->
 
     assert recorder.lost == 1
     await asyncio.wait_for(recorder.flush(), 5.0)
+
+
+def make_record(call_id: str, **fields: Any) -> CallDetailRecord:
+    """Return a self-service SIP record of `call_id`; `fields` overrides its columns."""
+    values: dict[str, Any] = {
+        "call_id": call_id, "node_id": NODE_ID, "channel": "sip", "caller": CALLER,
+        "called": CALLED, "started_at": START_TIME, "answered_at": START_TIME + 0.5,
+        "ended_at": START_TIME + 3, "flow": "main", "ivr_path": ["bye"],
+        "ivr_outcome": "hangup", "intent": None, "intent_score": None, "sentiment": [],
+        "queue": None, "priority": None, "priority_reason": None, "wait_s": None,
+        "agent_id": None, "talk_s": None, "disposition": Disposition.SELF_SERVICE,
+        "end_reason": "ivr_hangup", "recording_path": None, "recording_pauses": [],
+    }  # fmt: skip
+    values.update(fields)
+    return CallDetailRecord(**values)
+
+
+def test_store_writes_ivr_path_as_json_dumps(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.db"
+    steps = ["menu", 'say "hi"', "back\\slash", "línea", "\u2028", "\U0001f600", ""]
+    record = make_record("steps", ivr_path=steps)
+    store = CdrStore(path)
+    store.insert([record])
+    assert store.get("steps") == record
+    store.close()
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT ivr_path FROM cdr WHERE call_id = 'steps'").fetchone()
+    assert row == (json.dumps(steps),)
+
+
+@pytest.mark.parametrize(
+    "value", [[], ["bye"], ["a", "b"], ["\x00\x1f", "é"], [1, "a"], [None], [1.5]]
+)
+def test_string_list_json_matches_json_dumps(value: list[Any]) -> None:
+    assert _string_list_json(value) == json.dumps(value)
