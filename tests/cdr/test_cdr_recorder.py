@@ -468,3 +468,47 @@ def test_store_writes_ivr_path_as_json_dumps(tmp_path: Path) -> None:
 )
 def test_string_list_json_matches_json_dumps(value: list[Any]) -> None:
     assert _string_list_json(value) == json.dumps(value)
+
+
+def test_store_batch_keeps_last_record_per_call(tmp_path: Path) -> None:
+    store = CdrStore(tmp_path / "cdr.db")
+    store.insert([make_record("call-old", end_reason="first")])
+    # 70 records: two multi-row statements of 32 rows and 6 rows after them.
+    batch = [make_record(f"call-{index}", ended_at=START_TIME + index) for index in range(70)]
+    repeats = {10: "call-3", 40: "call-5", 66: "call-7", 68: "call-old", 69: "call-67"}
+    for index, call_id in repeats.items():
+        batch[index] = make_record(call_id, ended_at=START_TIME + index, end_reason="repeat")
+    store.insert(batch)
+
+    latest = {record.call_id: record for record in batch}
+    latest.setdefault("call-old", make_record("call-old", end_reason="first"))
+    for call_id, record in latest.items():
+        assert store.get(call_id) == record, call_id
+    recent = store.recent(500)
+    assert len(recent) == len(latest)
+    assert [record.ended_at for record in recent] == sorted(
+        (record.ended_at for record in latest.values()), reverse=True
+    )
+    store.close()
+
+
+@pytest.mark.parametrize("count", [1, 31, 32, 33, 64, 65])
+def test_store_writes_every_record_of_batch(tmp_path: Path, count: int) -> None:
+    store = CdrStore(tmp_path / "cdr.db")
+    batch = [make_record(f"call-{index}", ended_at=START_TIME + index) for index in range(count)]
+    store.insert(batch)
+    assert store.recent(500) == batch[::-1]
+    store.close()
+
+
+def test_store_failed_batch_writes_nothing(tmp_path: Path) -> None:
+    store = CdrStore(tmp_path / "cdr.db")
+    batch = [make_record(f"call-{index}") for index in range(40)]
+    # node_id is NOT NULL, so the 36th record, in the rows after the first statement, fails.
+    batch[35] = make_record("call-35", node_id=None)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(batch)
+    assert store.recent(500) == []
+    store.insert(batch[:35])
+    assert len(store.recent(500)) == 35
+    store.close()
