@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +20,14 @@ from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_no
 from voxgate.callevents import CallEvent, CallLegEvents, Channel, EventHub, from_acd_event
 from voxgate.cdr import CallDetailRecord, Disposition
 from voxgate.cdrapi import add_cdr_routes
-from voxgate.cdrstore import SCHEMA_VERSION, CdrConfig, CdrRecorder, CdrSchemaError, CdrStore
+from voxgate.cdrstore import (
+    SCHEMA_VERSION,
+    CdrConfig,
+    CdrRecorder,
+    CdrSchemaError,
+    CdrStore,
+    _string_list_json,
+)
 
 
 @pytest.fixture
@@ -425,3 +433,82 @@ async def test_unstarted_recorder_loses_record(tmp_path: Path, hub: EventHub) ->
 
     assert recorder.lost == 1
     await asyncio.wait_for(recorder.flush(), 5.0)
+
+
+def make_record(call_id: str, **fields: Any) -> CallDetailRecord:
+    """Return a self-service SIP record of `call_id`; `fields` overrides its columns."""
+    values: dict[str, Any] = {
+        "call_id": call_id, "node_id": NODE_ID, "channel": "sip", "caller": CALLER,
+        "called": CALLED, "started_at": START_TIME, "answered_at": START_TIME + 0.5,
+        "ended_at": START_TIME + 3, "flow": "main", "ivr_path": ["bye"],
+        "ivr_outcome": "hangup", "intent": None, "intent_score": None, "sentiment": [],
+        "queue": None, "priority": None, "priority_reason": None, "wait_s": None,
+        "agent_id": None, "talk_s": None, "disposition": Disposition.SELF_SERVICE,
+        "end_reason": "ivr_hangup", "recording_path": None, "recording_pauses": [],
+    }  # fmt: skip
+    values.update(fields)
+    return CallDetailRecord(**values)
+
+
+def test_store_writes_ivr_path_as_json_dumps(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.db"
+    steps = ["menu", 'say "hi"', "back\\slash", "línea", "\u2028", "\U0001f600", ""]
+    record = make_record("steps", ivr_path=steps)
+    store = CdrStore(path)
+    store.insert([record])
+    assert store.get("steps") == record
+    store.close()
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT ivr_path FROM cdr WHERE call_id = 'steps'").fetchone()
+    assert row == (json.dumps(steps),)
+
+
+@pytest.mark.parametrize(
+    "value", [[], ["bye"], ["a", "b"], ["\x00\x1f", "é"], [1, "a"], [None], [1.5]]
+)
+def test_string_list_json_matches_json_dumps(value: list[Any]) -> None:
+    assert _string_list_json(value) == json.dumps(value)
+
+
+def test_store_batch_keeps_last_record_per_call(tmp_path: Path) -> None:
+    store = CdrStore(tmp_path / "cdr.db")
+    store.insert([make_record("call-old", end_reason="first")])
+    # 70 records: two multi-row statements of 32 rows and 6 rows after them.
+    batch = [make_record(f"call-{index}", ended_at=START_TIME + index) for index in range(70)]
+    repeats = {10: "call-3", 40: "call-5", 66: "call-7", 68: "call-old", 69: "call-67"}
+    for index, call_id in repeats.items():
+        batch[index] = make_record(call_id, ended_at=START_TIME + index, end_reason="repeat")
+    store.insert(batch)
+
+    latest = {record.call_id: record for record in batch}
+    latest.setdefault("call-old", make_record("call-old", end_reason="first"))
+    for call_id, record in latest.items():
+        assert store.get(call_id) == record, call_id
+    recent = store.recent(500)
+    assert len(recent) == len(latest)
+    assert [record.ended_at for record in recent] == sorted(
+        (record.ended_at for record in latest.values()), reverse=True
+    )
+    store.close()
+
+
+@pytest.mark.parametrize("count", [1, 31, 32, 33, 64, 65])
+def test_store_writes_every_record_of_batch(tmp_path: Path, count: int) -> None:
+    store = CdrStore(tmp_path / "cdr.db")
+    batch = [make_record(f"call-{index}", ended_at=START_TIME + index) for index in range(count)]
+    store.insert(batch)
+    assert store.recent(500) == batch[::-1]
+    store.close()
+
+
+def test_store_failed_batch_writes_nothing(tmp_path: Path) -> None:
+    store = CdrStore(tmp_path / "cdr.db")
+    batch = [make_record(f"call-{index}") for index in range(40)]
+    # node_id is NOT NULL, so the 36th record, in the rows after the first statement, fails.
+    batch[35] = make_record("call-35", node_id=None)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(batch)
+    assert store.recent(500) == []
+    store.insert(batch[:35])
+    assert len(store.recent(500)) == 35
+    store.close()
