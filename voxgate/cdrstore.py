@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from voxgate.callevents import CallEvent, CallKind, EventHub
-from voxgate.cdr import CallDetailRecord, CallTrace, Disposition
+from voxgate.cdr import EVENT_HANDLERS, CallDetailRecord, CallTrace, Disposition
 
 logger = logging.getLogger("voxgate.cdr")
 
@@ -309,7 +309,12 @@ class CdrRecorder:
             trace = self._open_trace(event)
             if trace is None:
                 return
-        trace.apply(event)
+        # The body of `trace.apply(event)`, without its Python call.
+        at = event.time
+        trace.last_event_at = at
+        handler = EVENT_HANDLERS.get(kind)
+        if handler is not None:
+            handler(trace, at, event.payload)
 
     def _open_trace(self, event: CallEvent) -> CallTrace | None:
         """Start the trace of a call's first event; return None when that event ends the call."""
