@@ -16,7 +16,7 @@ import operator
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -254,9 +254,13 @@ class CdrRecorder:
         self.config = config
         self._hub = hub
         self._clock = clock
-        self._traces: OrderedDict[str, CallTrace] = OrderedDict()
-        # Ids of calls already written, so that a late event cannot reopen one.
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        # Open traces, oldest first. Plain dicts and sets keep these two collections,
+        # because OrderedDict's insert and delete cost about 0.2 µs more per call.
+        self._traces: dict[str, CallTrace] = {}
+        # Ids of calls already written, so that a late event cannot reopen one, and
+        # their order, oldest first. An id enters both only once, when its call ends.
+        self._ended: set[str] = set()
+        self._ended_order: deque[str] = deque()
         # Finished records for the writer task. A deque with counters in place of an
         # asyncio.Queue, whose put and get ran about ten Python functions per record.
         self._pending: deque[CallDetailRecord] = deque()
@@ -331,15 +335,17 @@ class CdrRecorder:
         trace = CallTrace(event.call_id, event.node_id, event.time)
         self._traces[event.call_id] = trace
         if len(self._traces) > self.config.max_open_calls:
-            call_id, oldest = self._traces.popitem(last=False)
+            call_id = next(iter(self._traces))
+            oldest = self._traces.pop(call_id)
             logger.warning("call %s: too many open calls; writing its CDR early", call_id)
             self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
         return trace
 
     def _remember_ended(self, call_id: str) -> None:
-        self._ended[call_id] = None
-        if len(self._ended) > self.config.max_open_calls:
-            self._ended.popitem(last=False)
+        self._ended.add(call_id)
+        self._ended_order.append(call_id)
+        if len(self._ended_order) > self.config.max_open_calls:
+            self._ended.remove(self._ended_order.popleft())
 
     def _queue(self, record: CallDetailRecord) -> None:
         if self._wake is None:

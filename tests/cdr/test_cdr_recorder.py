@@ -289,6 +289,30 @@ async def test_open_call_bound_evicts_oldest(tmp_path: Path, hub: EventHub) -> N
         await recorder.close()
 
 
+async def test_ended_call_bound_forgets_oldest(tmp_path: Path, hub: EventHub) -> None:
+    config = CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID, max_open_calls=2)
+    recorder = CdrRecorder(config, hub)
+    await recorder.start()
+    try:
+        node = make_node(hub)
+        for index in range(3):
+            call_id = f"call-f{index}"
+            node.legs.started(call_id, channel=Channel.SIP, caller=CALLER, called=CALLED)
+            node.legs.ended(call_id, reason="caller_hangup")
+        assert recorder.open_calls == 0
+
+        # The two latest ended calls are remembered, so their late events are ignored.
+        node.legs.answered("call-f1")
+        node.legs.answered("call-f2")
+        assert recorder.open_calls == 0
+
+        # The oldest one was forgotten, so its late event opens a new trace.
+        node.legs.answered("call-f0")
+        assert recorder.open_calls == 1
+    finally:
+        await recorder.close()
+
+
 async def test_http_routes_serve_cdrs(hub: EventHub, recorder: CdrRecorder) -> None:
     node = make_node(hub)
     node.legs.started("call-h", channel=Channel.SIP, caller=CALLER, called=CALLED)
