@@ -117,6 +117,10 @@ class AcdQueueService:
         self.tickets[call_id] = (ticket, self._acd.clock.now())
         return QueuePlacement(ticket.position, ticket.eta_s)
 
+    def has_ticket(self, call_id: str) -> bool:
+        """Return whether the IVR queued the call and its ticket was not taken yet."""
+        return call_id in self.tickets
+
     def take_ticket(self, call_id: str) -> tuple[QueueTicket, float] | None:
         """Return and forget the ticket of a call that the IVR queued, and its ACD join time."""
         return self.tickets.pop(call_id, None)

@@ -56,6 +56,15 @@ async def test_enqueue_returns_position_and_keeps_ticket() -> None:
     assert service.take_ticket("c1") is None
 
 
+async def test_has_ticket_until_taken() -> None:
+    service = AcdQueueService(make_acd())
+    assert not service.has_ticket("c1")
+    await service.enqueue("c1", QueueRequest(queue="general", priority=0))
+    assert service.has_ticket("c1")
+    assert service.take_ticket("c1") is not None
+    assert not service.has_ticket("c1")
+
+
 async def test_enqueue_requires_node_skill() -> None:
     acd = make_acd()
     service = AcdQueueService(acd, "node:test-node")
