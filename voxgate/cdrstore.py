@@ -254,8 +254,9 @@ class CdrRecorder:
         self.config = config
         self._hub = hub
         self._clock = clock
-        # Open traces, oldest first. Plain dicts and sets keep these two collections,
-        # because OrderedDict's insert and delete cost about 0.2 µs more per call.
+        # Open traces, oldest first, because a dict keeps insertion order. A dict and a
+        # set replace OrderedDict here, whose insert and delete cost about 0.2 µs more
+        # per call (timeit, CPython 3.11, 2-vCPU VM).
         self._traces: dict[str, CallTrace] = {}
         # Ids of calls already written, so that a late event cannot reopen one, and
         # their order, oldest first. An id enters both only once, when its call ends.
