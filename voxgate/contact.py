@@ -246,9 +246,9 @@ class ContactCenter:
         the end reason of a call that waited in the queue (`caller_hangup`,
         `agent_hangup`, `callback_requested`, `transferred` to a number,
         `node_stopped` or `rtp_timeout`), or None when the caller never waited.
-        For a call that `queue_service.has_ticket` reports without a ticket, this
-        returns None at once and changes nothing, so a handler may skip the call
-        and the `CallerLeg` it would build.
+        For a call without a ticket (`queue_service.has_ticket` returns False),
+        this returns None at once and changes nothing, so a handler may skip the
+        call and the `CallerLeg` it would build.
         """
         placed = self.queue_service.take_ticket(leg.call_id)
         if placed is None:

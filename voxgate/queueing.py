@@ -118,7 +118,7 @@ class AcdQueueService:
         return QueuePlacement(ticket.position, ticket.eta_s)
 
     def has_ticket(self, call_id: str) -> bool:
-        """Return whether the IVR queued the call and its ticket was not taken yet."""
+        """Return True if the IVR queued the call and `take_ticket` has not taken its ticket."""
         return call_id in self.tickets
 
     def take_ticket(self, call_id: str) -> tuple[QueueTicket, float] | None:
