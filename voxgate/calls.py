@@ -452,7 +452,8 @@ class SipCallHandler:
         try:
             result = await run_ivr(session, call.end_future)
             self._legs.flow_result(call.call_id, result)
-            if contact is not None:
+            # Only a call that the IVR queued has a ticket, and serve_queued skips any other.
+            if contact is not None and contact.queue_service.has_ticket(call.call_id):
                 caller_leg = CallerLeg(
                     call_id=call.call_id,
                     caller=call.caller,
