@@ -86,6 +86,16 @@ class _Selection:
     offered: Codec
     dtmf: Codec | None
 
+    def codec(self) -> Codec:
+        """Return our codec with the payload type and fmtp of the offered one."""
+        return Codec(
+            self.ours.name,
+            self.ours.clock_rate,
+            self.ours.channels,
+            self.offered.payload_type,
+            self.offered.fmtp,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _StreamPlan:
@@ -331,13 +341,7 @@ def accept_answer(
 
     ptime = _milliseconds(answered_media, "ptime") or _milliseconds(offered_media, "ptime")
     ptime_ms = _round_ptime(ptime or DEFAULT_PTIME_MS, selection.ours)
-    codec = Codec(
-        selection.ours.name,
-        selection.ours.clock_rate,
-        selection.ours.channels,
-        selection.offered.payload_type,
-        selection.offered.fmtp,
-    )
+    codec = selection.codec()
     return NegotiatedAudio(
         codec=codec,
         dtmf=selection.dtmf,
@@ -411,13 +415,7 @@ def _plan_stream(
     answered = _answer_stream(offered, selection, 0, ptime_ms)
     m_line, *attribute_lines = answered.to_lines()
     tail_lines = [m_line.removeprefix("m=audio 0"), *attribute_lines]
-    codec = Codec(
-        selection.ours.name,
-        selection.ours.clock_rate,
-        selection.ours.channels,
-        selection.offered.payload_type,
-        selection.offered.fmtp,
-    )
+    codec = selection.codec()
     return _StreamPlan(
         selection=selection,
         codec=codec,
