@@ -47,6 +47,11 @@ def register_codec(codec: Codec) -> None:
 
 def get_codec(name: str) -> Codec:
     """Return the codec for an SDP encoding name (case-insensitive). Raises KeyError if unknown."""
+    codec = _REGISTRY.get(name.upper())
+    if codec is not None:
+        # A registered codec is returned without the Python call of `_load_optional_codecs`,
+        # because loading the optional codecs never replaces a registered one.
+        return codec
     _load_optional_codecs()
     try:
         return _REGISTRY[name.upper()]

@@ -63,6 +63,8 @@ class ClockMember(Protocol):
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PacketClock] = (
     weakref.WeakKeyDictionary()
 )
+# The clock that `for_loop` returned last.
+_last_clock: PacketClock | None = None
 
 
 class PacketClock:
@@ -89,9 +91,16 @@ class PacketClock:
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop) -> PacketClock:
         """Return the clock of `loop`, creating it on first use."""
+        global _last_clock
+        clock = _last_clock
+        if clock is not None and clock._loop is loop:
+            # A process runs its calls on one loop, and this check spares the Python call
+            # of `WeakKeyDictionary.get` per session.
+            return clock
         clock = _clocks.get(loop)
         if clock is None:
             clock = _clocks[loop] = cls(loop)
+        _last_clock = clock
         return clock
 
     @property

@@ -95,6 +95,12 @@ ACTIVITY_CHECK_TICKS = 25
 MAX_REMEMBERED_SSRCS = 8
 # The G.711 codecs by name: True for A-law, False for µ-law.
 _G711_ALAW = {"PCMU": False, "PCMA": True}
+# The jitter settings of every config that sets none. Because it is one instance,
+# `_empty_jitter_buffer` can match a config by identity.
+_DEFAULT_JITTER = JitterConfig()
+# By codec name, the jitter config and the empty buffer that `_empty_jitter_buffer`
+# returned last.
+_empty_jitter_buffers: dict[str, tuple[JitterConfig, JitterBuffer]] = {}
 
 
 class RtpPortPool:
@@ -143,9 +149,25 @@ class RtpSessionConfig:
     max_lag_ms: int = 300
     dtmf_gap_ms: int = 60
     dtmf_end_timeout_ms: int = 600
-    jitter: JitterConfig = field(default_factory=JitterConfig)
+    jitter: JitterConfig = _DEFAULT_JITTER
     rtcp_mux: bool = False
     rtcp_interval_s: float = 5.0
+
+
+def _empty_jitter_buffer(codec: Codec, config: JitterConfig) -> JitterBuffer:
+    """Return a jitter buffer for `codec` and `config` that sessions share until their first audio.
+
+    `RtpSession._receive_audio` gives a session a buffer of its own at its
+    first audio packet, before any push, so nothing is ever pushed into the
+    shared one. Popping a buffer that was never pushed returns None and
+    changes no state, so a session that receives no audio builds no buffer of its own.
+    """
+    entry = _empty_jitter_buffers.get(codec.name)
+    if entry is not None and entry[0] is config:
+        return entry[1]
+    buffer = JitterBuffer(codec.sample_rate, codec.clock_rate, config=config)
+    _empty_jitter_buffers[codec.name] = (config, buffer)
+    return buffer
 
 
 @functools.cache
@@ -272,7 +294,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._dtmf_queue: deque[tuple[str, int]] = deque()
         self._gap_ticks = 0
         self._audio_ssrc: int | None = None
-        self.jitter = self._new_jitter_buffer()
+        self.jitter = _empty_jitter_buffer(self.codec, config.jitter)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self.reception = ReceptionStatistics(self.codec.clock_rate)

@@ -106,6 +106,20 @@ async def test_clock_is_shared_per_loop() -> None:
     assert PacketClock.for_loop(loop) is PacketClock.for_loop(loop)
 
 
+async def test_clock_differs_between_loops() -> None:
+    running = asyncio.get_running_loop()
+    other = asyncio.new_event_loop()
+    try:
+        running_clock = PacketClock.for_loop(running)
+        other_clock = PacketClock.for_loop(other)
+
+        assert other_clock is not running_clock
+        assert PacketClock.for_loop(running) is running_clock
+        assert PacketClock.for_loop(other) is other_clock
+    finally:
+        other.close()
+
+
 async def test_prompt_first_frame_sent_at_once(port_pool: RtpPortPool) -> None:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind((LOOPBACK, 0))

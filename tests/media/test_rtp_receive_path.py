@@ -102,3 +102,24 @@ async def test_fast_path_matches_full_path(codec_name: str) -> None:
     assert fast.reception.ssrc == full.reception.ssrc == 8
     assert fast_frames == full_frames
     assert len(fast_frames) > 20
+
+
+async def test_empty_jitter_buffer_shared_until_audio() -> None:
+    config = RtpSessionConfig()
+    first = RtpSession(config, call_id="first", remote=CALLER)
+    second = RtpSession(config, call_id="second", remote=CALLER)
+    first.connection_made(_NullTransport())  # type: ignore[arg-type]
+    shared = first.jitter
+    assert second.jitter is shared
+
+    payload = g711.ulaw_encode(tone_pcm(8000, 0.02, hz=700.0))
+    for index in range(5):
+        packet = RtpPacket(0, index, 160 * index, 7, payload)
+        first.datagram_received(packet.serialize(), CALLER)
+
+    assert first.jitter is not shared
+    assert first.jitter.stats.received == 5
+    assert first.jitter.pop() is not None
+    assert second.jitter is shared
+    assert shared.stats.received == 0
+    assert shared.pop() is None
