@@ -29,7 +29,10 @@ class Peer:
         return self.transport != "udp"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, because the core builds one per datagram it sends, and a frozen
+# dataclass sets its fields through object.__setattr__: its two-field __init__
+# took about 3 times as long (timeit, CPython 3.11). Outgoing is unhashable.
+@dataclass(slots=True)
 class Outgoing:
     data: bytes
     peer: Peer
