@@ -202,6 +202,10 @@ class AuthDecision:
     reason: str = ""
 
 
+# The decision for a request that may proceed without credentials, shared because it is frozen.
+_ALLOWED = AuthDecision(None)
+
+
 class Authenticator:
     """Checks source networks and digest credentials; has no I/O."""
 
@@ -253,9 +257,9 @@ class Authenticator:
         REGISTER always needs credentials.
         """
         if not self.config.enabled:
-            return AuthDecision(None)
+            return _ALLOWED
         if method != "REGISTER" and self.is_trusted(source_host):
-            return AuthDecision(None)
+            return _ALLOWED
         if not self.config.users:
             return AuthDecision(403, reason="source address is not trusted")
         stale = False

@@ -32,7 +32,8 @@ class Rejection:
 
 
 def check_request(request: SipRequest, allowed: tuple[str, ...]) -> Rejection | None:
-    info = request.parsed
+    # `parsed` raises for a request the parser did not validate.
+    info = request.info if request.info is not None else request.parsed
     method = request.method
     if info.max_forwards == 0 and method != "OPTIONS":
         # VoxGate bridges calls onward as a B2BUA, so a spent hop budget ends here

@@ -43,7 +43,14 @@ from signaling.sip.events import (
     ReofferReceived,
     RequestAnswered,
 )
-from signaling.sip.message import SipRequest, SipResponse, build_response, sdp_body, to_bytes
+from signaling.sip.message import (
+    MessageInfo,
+    SipRequest,
+    SipResponse,
+    build_response,
+    sdp_body,
+    to_bytes,
+)
 from signaling.sip.parser import (
     InvalidRequest,
     is_keepalive,
@@ -402,7 +409,7 @@ class UserAgent(RefreshCore):
         if self._debug:
             logger.debug("request %s cseq %s from %s", method, info.cseq.number, peer.host)
         if method == "ACK":
-            self._on_ack(request, key)
+            self._on_ack(request, info, key)
             return
         transaction = self._server.get(key)
         if transaction is not None:
@@ -432,7 +439,7 @@ class UserAgent(RefreshCore):
             self._respond(key, 100)
         rejection = checks.check_request(request, self.allowed)
         if rejection is None and to_tag is None:
-            rejection = self._check_merged(request, key)
+            rejection = self._check_merged(request, info, key)
             if rejection is None and method in ("INVITE", "REGISTER"):
                 rejection = self._authenticate(request, peer)
         if rejection is not None:
@@ -444,7 +451,7 @@ class UserAgent(RefreshCore):
         elif to_tag is not None:
             self._on_dialog_request(request, key)
         elif method == "INVITE":
-            self._new_call(request, key, peer)
+            self._new_call(request, info, key, peer)
         else:
             # BYE, INFO or UPDATE outside a dialog (§12.2.2).
             self._respond(key, 481)
@@ -506,11 +513,8 @@ class UserAgent(RefreshCore):
         identity = f"{info.call_id}|{info.from_.tag}|{info.cseq.number}|{branch}".encode()
         return hashlib.blake2s(identity, key=self._stateless_tag_key, digest_size=8).hexdigest()
 
-    def _check_merged(self, request: SipRequest, key: str) -> Rejection | None:
-        """Detect a request that forked back to us by another path (§8.2.2.2)."""
-        info = request.parsed
-        if info.to.tag is not None:
-            return None
+    def _check_merged(self, request: SipRequest, info: MessageInfo, key: str) -> Rejection | None:
+        """Detect a request without a To tag that forked back to us by another path (§8.2.2.2)."""
         merge = (info.from_.tag or "", info.call_id, info.cseq.number, request.method)
         other = self._merge_keys.get(merge)
         if (
@@ -524,6 +528,9 @@ class UserAgent(RefreshCore):
         return None
 
     def _authenticate(self, request: SipRequest, peer: Peer) -> Rejection | None:
+        if not self.authenticator.config.enabled:
+            # Without users or trusted networks, `Authenticator.check` lets every request proceed.
+            return None
         authorizations = request.headers.raw("Authorization")
         decision = self.authenticator.check(
             request.method, request.uri, authorizations, peer.host, self._now
@@ -551,7 +558,7 @@ class UserAgent(RefreshCore):
         status, headers = result
         self._respond(key, status, extra=headers)
 
-    def _new_call(self, request: SipRequest, key: str, peer: Peer) -> None:
+    def _new_call(self, request: SipRequest, info: MessageInfo, key: str, peer: Peer) -> None:
         expires = checks.session_expires(request, self.config.min_session_expires)
         if isinstance(expires, Rejection):
             self._respond(key, expires.status, expires.reason, extra=expires.headers)
@@ -565,7 +572,6 @@ class UserAgent(RefreshCore):
             session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle
-        info = request.parsed
         self._inbound_by_caller[(info.call_id, info.from_.tag or "")] = handle
         self._call_peer[handle] = peer
         if self._debug:
@@ -573,12 +579,11 @@ class UserAgent(RefreshCore):
         self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
         self._events.append(CallOffered(session, peer))
 
-    def _dialog_session(self, request: SipRequest) -> InviteSession | None:
-        info = request.parsed
+    def _dialog_session(self, info: MessageInfo) -> InviteSession | None:
         handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
         return self.calls.get(handle) if handle else None
 
-    def _answered_call_for_ack(self, request: SipRequest) -> InviteSession | None:
+    def _answered_call_for_ack(self, info: MessageInfo) -> InviteSession | None:
         """Find the answered call that an ACK with another To tag acknowledges.
 
         NOTE: RFC 3261 §12.2.2 matches an ACK by its dialog ID, but pyVoIP
@@ -586,7 +591,6 @@ class UserAgent(RefreshCore):
         tag and CSeq number match one answered, unacknowledged INVITE
         confirms that call. Only a party that saw the INVITE can build such an ACK.
         """
-        info = request.parsed
         handle = self._inbound_by_caller.get((info.call_id, info.from_.tag or ""))
         session = self.calls.get(handle) if handle is not None else None
         if (
@@ -599,7 +603,7 @@ class UserAgent(RefreshCore):
         return None
 
     def _on_dialog_request(self, request: SipRequest, key: str) -> None:
-        session = self._dialog_session(request)
+        session = self._dialog_session(request.parsed)
         if session is None or session.dialog is None or session.ended:
             self._respond(key, 481)
             return
@@ -707,7 +711,7 @@ class UserAgent(RefreshCore):
             session.remote_sdp = sdp
             self._events.append(CallConfirmed(session.handle, sdp))
 
-    def _on_ack(self, request: SipRequest, key: str) -> None:
+    def _on_ack(self, request: SipRequest, info: MessageInfo, key: str) -> None:
         transaction = self._server.get(key)
         if isinstance(transaction, ServerInviteTransaction) and transaction.state in (
             State.COMPLETED,
@@ -715,13 +719,13 @@ class UserAgent(RefreshCore):
         ):
             self._apply(key, transaction.on_request(request))
             return
-        session = self._dialog_session(request) or self._answered_call_for_ack(request)
+        session = self._dialog_session(info) or self._answered_call_for_ack(info)
         if session is not None and session.state is CallState.CONFIRMED:
             self._on_reinvite_ack(session, request)
             return
         if session is None or session.state is not CallState.ANSWERED:
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
-        if request.parsed.cseq.number != session.invite.parsed.cseq.number:
+        if info.cseq.number != session.invite.parsed.cseq.number:
             return
         self._disarm("call", session.handle, "2xx", "ack")
         session.change(CallState.CONFIRMED, "ACK")

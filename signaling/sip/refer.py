@@ -31,7 +31,6 @@ from signaling.sip.events import ReferProgress, ReferReceived
 from signaling.sip.headers import parse_name_addr
 from signaling.sip.message import SipRequest
 from signaling.sip.routing import in_dialog_peer
-from signaling.sip.transaction import client_key
 from signaling.sip.uac import OutboundCore
 
 logger = logging.getLogger("sip.refer")
@@ -104,8 +103,7 @@ class ReferCore(OutboundCore):
         request = dialog.build_request(
             method, self._via(branch, peer), extra=headers, body=body, content_type=content_type
         )
-        self._start_client(request, branch, peer)
-        return client_key(branch, method)
+        return self._start_client(request, branch, peer)
 
     # ----- outbound REFER
 

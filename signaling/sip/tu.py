@@ -167,8 +167,8 @@ class TransactionUser:
             except Exception:
                 logger.exception("timer %s for %s %s failed", name, kind, owner)
 
-    def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> None:
-        """Send `request` through a new client non-INVITE transaction."""
+    def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> str:
+        """Send `request` through a new client non-INVITE transaction and return its key."""
         key = client_key(branch, request.method)
         reliable = peer.transport != "udp"
         transaction = ClientNonInviteTransaction(key, request, reliable, self.config.timers)
@@ -177,6 +177,7 @@ class TransactionUser:
         if owner:
             self._client_owner[key] = owner
         self._apply(key, transaction.start(), client=True)
+        return key
 
     def _host(self) -> str:
         host = self.config.host
