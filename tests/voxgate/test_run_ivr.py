@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ivr.engine import IvrSession, Outcome
+from ivr.engine import IvrSession, Outcome, SessionResult
 from ivr.prompts import SilentSynthesizer
 from ivr.textchannel import TextChannel
 from tests.ivr.helpers import flow_from_text
@@ -63,6 +63,17 @@ def other_tasks() -> set[asyncio.Task[object]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
 
 
+async def start_gather_flow() -> tuple[
+    WaitingCaller, asyncio.Future[str], asyncio.Future[SessionResult | None]
+]:
+    """Start `run_ivr` on the gather flow and return once the flow waits for the caller."""
+    caller = WaitingCaller()
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    running = asyncio.ensure_future(run_ivr(session_for(GATHER_FLOW, TextChannel(caller)), ended))
+    await asyncio.wait_for(caller.asked.wait(), 5.0)
+    return caller, ended, running
+
+
 async def test_flow_end_returns_result() -> None:
     channel = TextChannel(WaitingCaller())
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -78,11 +89,7 @@ async def test_flow_end_returns_result() -> None:
 
 async def test_leg_end_waits_grace_then_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(calls, "FLOW_END_GRACE_S", 0.05)
-    caller = WaitingCaller()
-    channel = TextChannel(caller)
-    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    running = asyncio.ensure_future(run_ivr(session_for(GATHER_FLOW, channel), ended))
-    await asyncio.wait_for(caller.asked.wait(), 5.0)
+    _, ended, running = await start_gather_flow()
 
     ended.set_result("bye")
 
@@ -92,11 +99,7 @@ async def test_leg_end_waits_grace_then_none(monkeypatch: pytest.MonkeyPatch) ->
 
 
 async def test_leg_end_keeps_late_flow_result() -> None:
-    caller = WaitingCaller()
-    channel = TextChannel(caller)
-    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    running = asyncio.ensure_future(run_ivr(session_for(GATHER_FLOW, channel), ended))
-    await asyncio.wait_for(caller.asked.wait(), 5.0)
+    caller, ended, running = await start_gather_flow()
 
     # The leg ends first, and the flow returns within the grace time.
     ended.set_result("bye")
@@ -109,11 +112,7 @@ async def test_leg_end_keeps_late_flow_result() -> None:
 
 
 async def test_cancel_stops_flow_not_leg() -> None:
-    caller = WaitingCaller()
-    channel = TextChannel(caller)
-    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    running = asyncio.ensure_future(run_ivr(session_for(GATHER_FLOW, channel), ended))
-    await asyncio.wait_for(caller.asked.wait(), 5.0)
+    _, ended, running = await start_gather_flow()
 
     running.cancel()
 
@@ -124,11 +123,7 @@ async def test_cancel_stops_flow_not_leg() -> None:
 
 
 async def test_cancel_during_grace_stops_flow() -> None:
-    caller = WaitingCaller()
-    channel = TextChannel(caller)
-    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    running = asyncio.ensure_future(run_ivr(session_for(GATHER_FLOW, channel), ended))
-    await asyncio.wait_for(caller.asked.wait(), 5.0)
+    _, ended, running = await start_gather_flow()
     ended.set_result("bye")
     # One loop iteration runs the done callback that arms the grace timer.
     await asyncio.sleep(0)
