@@ -1,4 +1,4 @@
-"""Random outbound programs shared by the fuzz tests that compare two RTP sessions.
+"""Random outbound programs and core set-up shared by the fuzz tests that compare two RTP sessions.
 
 Each tick of such a test draws one number. `OutboundActions.apply` turns a low
 draw into the same prompt, digit, outbound source or tap change on every side.
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from media.audio import PcmAudio
 from media.leg import MediaLeg
-from media.rtp_session import RtpSession
+from media.rtp_session import RtpSession, RtpStats
 
 # Draws below this are outbound actions, and the test owns the range above it.
 OUTBOUND_SHARE = 0.14
@@ -33,6 +33,25 @@ class OutboundSide(Protocol):
     def prompts(self) -> list[asyncio.Task[Any]]: ...
 
     def tap(self, frame: PcmAudio | None) -> None: ...
+
+
+def core_arguments(core: Any, stats: RtpStats) -> tuple[Any, ...]:
+    """Return the constructor arguments of a session core that starts where `core` started.
+
+    The new core has the SSRC, sequence, timestamp and codec settings of `core`
+    (a C `SessionCore` or a `PythonSessionCore`) and counts into `stats`.
+    """
+    return (
+        core.ssrc,
+        core.sequence,
+        core.timestamp,
+        core.timestamp_step,
+        core.payload_type,
+        core.max_lag_ms,
+        core.frame_ms,
+        stats,
+        core.silence,
+    )
 
 
 def outbound_source(

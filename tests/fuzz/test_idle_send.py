@@ -24,7 +24,7 @@ from media.audio import PcmAudio
 from media.leg import MediaLeg
 from media.rtp_session import RtpSession, RtpSessionConfig
 from tests.fuzz.mutate import SEED
-from tests.fuzz.outbound import OutboundActions
+from tests.fuzz.outbound import OutboundActions, core_arguments
 
 TICKS = 400
 RUNS = 12
@@ -90,15 +90,7 @@ async def _compare(seed: int, codec: str, payload_type: int) -> tuple[int, int]:
     replaced = reference.session._core
     reference.session._ssrc = subject.session._ssrc
     reference.session._core = reference.session.clock_core = type(core)(
-        core.ssrc,
-        core.sequence,
-        core.timestamp,
-        core.timestamp_step,
-        core.payload_type,
-        core.max_lag_ms,
-        core.frame_ms,
-        reference.session.stats,
-        core.silence,
+        *core_arguments(core, reference.session.stats)
     )
     for name in (
         "transport",

@@ -41,7 +41,7 @@ from media.rtp_session import RtpSession, RtpSessionConfig
 from media.session_core import PythonSessionCore
 from media.transport import FRAME_MS
 from tests.fuzz.mutate import SEED
-from tests.fuzz.outbound import OutboundActions
+from tests.fuzz.outbound import OutboundActions, core_arguments
 
 TICKS = 500
 RUNS = 8
@@ -107,17 +107,7 @@ class _Side:
             core = template._core
             self.session._ssrc = core.ssrc
             self.session._cname = template._cname
-            python_core = PythonSessionCore(
-                core.ssrc,
-                core.sequence,
-                core.timestamp,
-                core.timestamp_step,
-                core.payload_type,
-                core.max_lag_ms,
-                core.frame_ms,
-                self.session.stats,
-                core.silence,
-            )
+            python_core = PythonSessionCore(*core_arguments(core, self.session.stats))
             python_core.remote = REMOTE
             python_core.jitter = self.session.jitter
             python_core.reception = self.session.reception
