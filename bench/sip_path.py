@@ -349,7 +349,7 @@ def logging_to_file(level: str, path: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            # The handler batches lines, so write what it still holds before the file closes.
+            # The handler batches lines, so write its buffered lines before the file closes.
             handler.close()
             root.removeHandler(handler)
             for old in saved_handlers:

@@ -104,9 +104,9 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     `delay_s` 0 in its next iteration (`call_soon`), else `delay_s` later. Lines keep
     the order of their records.
 
-    The default 0 keeps the file current for anyone who reads it while the node runs:
-    a line logged before a reply is sent is written before the loop next waits for
-    I/O, which a test that checks the log once its SIP peer got the reply relies on.
+    The default 0 keeps the file current for anyone who reads it while the node runs.
+    A line logged before a reply is sent is written before the loop next waits for
+    I/O, and a test that checks the log once its SIP peer got the reply relies on it.
     For 2,300 calls of `bench/sip_path.py` (counted with strace), a write per line made
     2,364 writes and the default 919. A `delay_s` of 0.05 s made 145, but it saved no
     CPU measurable beside the noise of several per cent per call of that benchmark.
