@@ -59,16 +59,9 @@ def rtp_config(negotiated: sdp.NegotiatedAudio) -> RtpSessionConfig:
 
     Raises ValueError when a negotiated codec has no payload type.
     """
-    codec, dtmf = negotiated.codec, negotiated.dtmf
-    audio_type = codec.payload_type
-    if audio_type is None:
-        raise _missing_payload_type(codec)
-    event_type = None
-    if dtmf is not None:
-        event_type = dtmf.payload_type
-        if event_type is None:
-            raise _missing_payload_type(dtmf)
-    return _cached_config(codec.name, audio_type, event_type)
+    dtmf = negotiated.dtmf
+    event_type = payload_type(dtmf) if dtmf is not None else None
+    return _cached_config(negotiated.codec.name, payload_type(negotiated.codec), event_type)
 
 
 # RtpSessionConfig is frozen, so calls that negotiated the same codec and payload types
@@ -96,12 +89,8 @@ def offered_dtmf_payload_type(media: sdp.MediaDescription) -> int | None:
 def payload_type(codec: sdp.Codec) -> int:
     """Return the codec's payload type, or raise ValueError when it has none."""
     if codec.payload_type is None:
-        raise _missing_payload_type(codec)
+        raise ValueError(f"negotiated codec {codec.name} has no payload type")
     return codec.payload_type
-
-
-def _missing_payload_type(codec: sdp.Codec) -> ValueError:
-    return ValueError(f"negotiated codec {codec.name} has no payload type")
 
 
 async def apply_answer(
