@@ -202,11 +202,35 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
     limits, one that is not UTF-8, and every syntax error listed in the module
     docstring. No other exception escapes for any input.
 
-    NOTE: parsed bodies are not cached. SIPp repeats one offer byte for byte,
-    but trunks and phones change the o= line and the media port in every
-    call, so such a cache would speed up the benchmark and miss in service.
+    Trunks and phones send the same offer in call after call except for the
+    o= line and the media ports. So a body under the default limits is looked
+    up by its shape, the text without those fields (see `_shape_of`). For a
+    known shape, the description parsed before is copied with the checked o=
+    line and ports of this body. Every other body, and every body whose o=
+    line or port would fail or take another path of the parser, goes through
+    the full parse.
     """
     text = _decode(body, limits)
+    if limits is not DEFAULT_LIMITS or len(text) > _SHAPE_MAX_CHARS:
+        return _parse_text(text, limits)
+    shape = _shape_of(text)
+    if shape is None:
+        return _parse_text(text, limits)
+    key, origin_value, ports = shape
+    known = _SHAPES.get(key)
+    if known is not None:
+        parsed = _with_fields(known, origin_value, ports)
+        return parsed if parsed is not None else _parse_text(text, limits)
+    parsed = _parse_text(text, limits)
+    if _has_fields(parsed, origin_value, ports):
+        if len(_SHAPES) >= _SHAPE_CACHE_SIZE:
+            _SHAPES.clear()
+        _SHAPES[key] = parsed
+    return parsed
+
+
+def _parse_text(text: str, limits: SdpLimits) -> SessionDescription:
+    """Parse decoded text line by line, which `parse` calls when no known shape applies."""
     raw_lines = text.split("\n")
     if raw_lines[-1] == "":
         raw_lines.pop()
@@ -269,6 +293,118 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
     if session is None:
         raise SdpError("session description is empty")
     return session.build(media)
+
+
+# The shapes of recent bodies and the description parsed for each. A body of
+# up to 4096 characters (a phone's offer has 200-600) keeps the cache under
+# about 1 MB. When the cache is full it is emptied, so one peer that changes
+# its offer in every call costs a full parse per call and no more memory.
+_SHAPE_MAX_CHARS = 4096
+_SHAPE_CACHE_SIZE = 256
+_SHAPES: dict[tuple[str, ...], SessionDescription] = {}
+
+
+def _shape_of(text: str) -> tuple[tuple[str, ...], str, list[str]] | None:
+    """Split a body into its shape, the value of its first o= line and the port of each m= line.
+
+    The shape is the text between those fields, so two bodies with one shape
+    differ only in them. The port is the text between the first and second
+    blank of an m= line. Returns None for a body without an o= line, or with
+    an m= line of fewer than two blanks after the o= line.
+    """
+    origin_start = text.find("\no=")
+    if origin_start < 0:
+        return None
+    origin_start += 3
+    origin_end = text.find("\n", origin_start)
+    if origin_end < 0:
+        origin_end = len(text)
+    if text[origin_end - 1] == "\r":
+        origin_end -= 1
+    pieces = [text[:origin_start]]
+    ports: list[str] = []
+    position = origin_end
+    while (line_start := text.find("\nm=", position)) >= 0:
+        port_start = text.find(" ", line_start + 3) + 1
+        port_end = text.find(" ", port_start) if port_start else -1
+        if port_end < 0:
+            return None
+        pieces.append(text[position:port_start])
+        ports.append(text[port_start:port_end])
+        position = port_end
+    pieces.append(text[position:])
+    return tuple(pieces), text[origin_start:origin_end], ports
+
+
+def _has_fields(parsed: SessionDescription, origin_value: str, ports: list[str]) -> bool:
+    """True when `_shape_of` cut out exactly the o= value and the plain m= ports of `parsed`.
+
+    Only then may a body of the same shape be built from `parsed` by `_with_fields`.
+    """
+    if parsed.origin.to_value() != origin_value or len(parsed.media) != len(ports):
+        return False
+    return all(
+        media.port_count is None and _is_port(port) and int(port) == media.port
+        for media, port in zip(parsed.media, ports, strict=True)
+    )
+
+
+def _with_fields(
+    known: SessionDescription, origin_value: str, ports: list[str]
+) -> SessionDescription | None:
+    """Return `known` with this body's o= line and ports, or None when the full parse must run.
+
+    The full parse of this body differs from that of `known` only in those
+    fields, and only when each takes the same path: an o= value that the line
+    loop keeps as it is (no CR, NUL or trailing blank) and that splits into
+    six fields, and ports of 1-5 ASCII digits up to 65535. Anything else
+    returns None, so the full parse raises its own error for it.
+    """
+    if "\r" in origin_value or "\0" in origin_value or origin_value.endswith("\t"):
+        return None
+    parts = origin_value.split(" ")
+    if len(parts) != 6 or not all(parts):
+        return None
+    if not all(map(_is_port, ports)):
+        return None
+    media = tuple(
+        [
+            MediaDescription(
+                m.media,
+                int(port),
+                m.proto,
+                m.formats,
+                m.port_count,
+                m.information,
+                m.connections,
+                m.bandwidths,
+                m.key,
+                m.attributes,
+            )
+            for m, port in zip(known.media, ports, strict=True)
+        ]
+    )
+    return SessionDescription(
+        Origin(*parts),
+        known.session_name,
+        known.version,
+        known.information,
+        known.uri,
+        known.emails,
+        known.phones,
+        known.connection,
+        known.bandwidths,
+        known.timings,
+        known.zone,
+        known.key,
+        known.attributes,
+        media,
+    )
+
+
+def _is_port(text: str) -> bool:
+    """True for the port text that `_parse_media_line` reads without raising: 0-65535."""
+    return text.isdigit() and text.isascii() and len(text) <= 5 and int(text) <= 65535
 
 
 def _decode(body: bytes | str, limits: SdpLimits) -> str:

@@ -277,3 +277,30 @@ def test_invalid_body_raises_every_time() -> None:
     for _ in range(2):
         with pytest.raises(SdpError, match="m= port"):
             parse(body)
+
+
+def test_known_shape_takes_new_origin_and_ports() -> None:
+    parse(BASIC)
+    body = BASIC.replace(b"alice 2890844526 2890844527", b"bob 7 8").replace(b"49170", b"5004")
+
+    parsed = parse(body)
+
+    assert parsed == parse(body, limits=SdpLimits())
+    assert parsed.origin == Origin("bob", "7", "8", "IN", "IP4", "192.0.2.10")
+    assert [media.port for media in parsed.media] == [5004, 0]
+    assert parsed.to_bytes() == body
+
+
+def test_known_shape_with_invalid_fields_raises() -> None:
+    parse(BASIC)
+    cases = [
+        (BASIC.replace(b"49170", b"65536"), "line 9: m= port is not a number in 0-65535"),
+        (BASIC.replace(b"m=video 0", b"m=video 0x"), "line 16: m= port is not a number in 0-65535"),
+        (BASIC.replace(b"alice ", b""), "line 2: invalid o= line"),
+        (BASIC.replace(b"192.0.2.10\r\ns=", b"192.0.2.10\r\r\ns="), "line 2: line contains a CR"),
+    ]
+    for body, message in cases:
+        with pytest.raises(SdpError) as caught:
+            parse(body)
+
+        assert str(caught.value).startswith(message)
