@@ -140,7 +140,7 @@ def answer_audio(
     and SdpError when the chosen stream has no connection address. Raises
     ValueError for invalid arguments.
     """
-    ours = tuple([c for c in supported if not c.is_telephone_event])
+    ours = _audio_codecs(supported)
     if not ours:
         raise ValueError("supported codecs must include at least one audio codec")
     if not 0 < local_port <= 65535:
@@ -162,7 +162,7 @@ def answer_audio(
         if host is None:
             problems.append(f"stream {index + 1}: connection address is not IPv4 or IPv6 unicast")
             continue
-        plan = _plan_stream(media.proto, media.formats, media.attributes, ours, accept_dtmf, prefer)
+        plan = _recent_plan(media, ours, accept_dtmf, prefer)
         if plan is None:
             offered = ", ".join(_describe(c) for c in offered_codecs(media)) or "nothing usable"
             problems.append(f"stream {index + 1} offers {offered}")
@@ -389,6 +389,75 @@ def _is_multicast(host: str) -> bool:
         return ipaddress.ip_address(host).is_multicast
     except ValueError:
         return False
+
+
+# The audio codecs of the last `supported` tuple passed to `answer_audio`. A
+# server passes one tuple in every call, so its codecs are filtered once.
+_last_audio_codecs: tuple[object, tuple[Codec, ...]] = (None, ())
+
+
+def _audio_codecs(supported: Sequence[Codec]) -> tuple[Codec, ...]:
+    """Return the codecs of `supported` that are not telephone-event, in order."""
+    global _last_audio_codecs
+    last_supported, last_codecs = _last_audio_codecs
+    if supported is last_supported:
+        return last_codecs
+    codecs = tuple([c for c in supported if not c.is_telephone_event])
+    # Only a tuple is kept, because a list could change before the next call.
+    if type(supported) is tuple:
+        _last_audio_codecs = (supported, codecs)
+    return codecs
+
+
+# Recent results of `_plan_stream`, by the id of the offered attribute tuple,
+# with every argument of the call. Descriptions that `parse` builds from one
+# known shape share that tuple, so a lookup here skips hashing the attributes
+# and codecs for the key of `_plan_stream`'s cache. Each entry keeps its
+# tuple alive, so the id cannot belong to another object while it is stored.
+_RECENT_PLANS_SIZE = 256
+_recent_plans: dict[
+    int,
+    tuple[
+        tuple[Attribute, ...],
+        tuple[str, ...],
+        str,
+        tuple[Codec, ...],
+        bool,
+        Codec | None,
+        _StreamPlan | None,
+    ],
+] = {}
+
+
+def _recent_plan(
+    media: MediaDescription, ours: tuple[Codec, ...], accept_dtmf: bool, prefer: Codec | None
+) -> _StreamPlan | None:
+    """Return `_plan_stream` of an offered section, from `_recent_plans` if all arguments match."""
+    attributes = media.attributes
+    entry = _recent_plans.get(id(attributes))
+    if (
+        entry is not None
+        and entry[0] is attributes
+        and entry[1] == media.formats
+        and entry[2] == media.proto
+        and entry[3] is ours
+        and entry[4] == accept_dtmf
+        and entry[5] is prefer
+    ):
+        return entry[6]
+    plan = _plan_stream(media.proto, media.formats, attributes, ours, accept_dtmf, prefer)
+    if len(_recent_plans) >= _RECENT_PLANS_SIZE:
+        _recent_plans.clear()
+    _recent_plans[id(attributes)] = (
+        attributes,
+        media.formats,
+        media.proto,
+        ours,
+        accept_dtmf,
+        prefer,
+        plan,
+    )
+    return plan
 
 
 @functools.lru_cache(maxsize=256)

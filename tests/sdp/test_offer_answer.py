@@ -271,6 +271,58 @@ def test_telephone_event_can_be_declined() -> None:
     assert b"telephone-event" not in result.sdp
 
 
+def test_one_offer_answered_with_other_arguments() -> None:
+    description = offer("m=audio 5004 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+    supported_list = [PCMU, PCMA]
+
+    first = answer(description)
+    declined = answer_audio(
+        description,
+        SIP_CODECS,
+        local_host="198.51.100.7",
+        local_port=40000,
+        session_id=555,
+        session_version=2,
+        accept_dtmf=False,
+    )
+    preferred = answer_audio(
+        description,
+        SIP_CODECS,
+        local_host="198.51.100.7",
+        local_port=40000,
+        session_id=555,
+        session_version=2,
+        prefer=PCMU,
+    )
+    only_pcmu = answer(description, (PCMU,))
+    from_list = answer_audio(
+        description,
+        supported_list,
+        local_host="198.51.100.7",
+        local_port=40000,
+        session_id=555,
+        session_version=1,
+    )
+    supported_list[:] = [PCMU]
+    from_changed_list = answer_audio(
+        description,
+        supported_list,
+        local_host="198.51.100.7",
+        local_port=40000,
+        session_id=555,
+        session_version=1,
+    )
+
+    assert first.codec == Codec("PCMA", 8000, 1, 8)
+    assert first.dtmf is not None
+    assert preferred.codec == Codec("PCMU", 8000, 1, 0)
+    assert declined.codec == Codec("PCMA", 8000, 1, 8)
+    assert declined.dtmf is None
+    assert only_pcmu.codec == Codec("PCMU", 8000, 1, 0)
+    assert from_list.codec == Codec("PCMA", 8000, 1, 8)
+    assert from_changed_list.codec == Codec("PCMU", 8000, 1, 0)
+
+
 def test_media_connection_overrides_session() -> None:
     result = answer(offer("m=audio 5004 RTP/AVP 0\r\nc=IN IP4 192.0.2.99\r\n"))
 
