@@ -72,8 +72,12 @@ def check_content(request: SipRequest) -> Rejection | None:
     if encoding and any(item.lower() != "identity" for item in encoding):
         return Rejection(415, headers=[("Accept-Encoding", "identity")])
     content_type = headers.get("Content-Type")
-    if content_type is None or media_type(content_type) not in ACCEPTED_BODIES:
+    body_type = media_type(content_type) if content_type is not None else None
+    if body_type not in ACCEPTED_BODIES:
         return Rejection(415, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
+    if body_type == "application/sdp":
+        # `sdp_body` returns such a body as it is, so only a multipart body needs the check.
+        return None
     try:
         sdp_body(content_type, request.body)
     except SipSyntaxError as error:
