@@ -310,8 +310,10 @@ def _shape_of(text: str) -> tuple[tuple[str, ...], str, list[str]] | None:
 
     The shape is the text between those fields, so two bodies with one shape
     differ only in them. The port is the text between the first and second
-    blank of an m= line. Returns None for a body without an o= line, or with
-    an m= line of fewer than two blanks after the o= line.
+    blank after "m=". In a malformed body it may run past the end of the
+    line, and then it is no port of digits, which `_has_fields` and
+    `_with_fields` reject. Returns None for a body without an o= line, or when
+    fewer than two blanks follow the "m=" of an m= line after the o= line.
     """
     origin_start = text.find("\no=")
     if origin_start < 0:
