@@ -63,6 +63,10 @@ log = logging.getLogger("ivr")
 FlowResolver = Callable[[str], Flow | None]
 
 
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class SessionState(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -154,7 +158,7 @@ class IvrSession:
         self._http = http
         self._recordings = recordings
         self._clock = clock
-        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._now = now or _utc_now
         self._intents = intents
         self._sentiment = sentiment
         # Read once: a call keeps its Call-ID, and the property runs Python code on each read.
@@ -257,16 +261,18 @@ class IvrSession:
             # str() of a StrEnum member is its value, without the Python code that `.value` runs.
             log.debug("call %s: flow %s ended: %s", self._call_id, self._flow.flow, outcome)
         self.emit(EventKind.SESSION_ENDED, None, outcome=str(outcome), reason=reason)
+        # A session runs once, so the result takes over the lists that only the run
+        # appends to. `variables` is public and is copied.
         return SessionResult(
             outcome=outcome,
             reason=reason,
-            path=list(self._path),
+            path=self._path,
             variables=dict(self.variables),
             queue_request=self._queue_request,
             transfer_target=self._transfer_target,
             sentiment=list(self._turns.sentiment_scores) if self._turns is not None else [],
-            prompts=list(self._prompts),
-            recording=list(self._recording_states),
+            prompts=self._prompts,
+            recording=self._recording_states,
         )
 
     async def _safe_hangup(self) -> None:
