@@ -438,7 +438,7 @@ class SipCallHandler:
     ) -> CallEnd:
         contact = self._contact
         if self._recordings is not None:
-            channel.recording = self._recordings.attach(leg, call.call_id)
+            self._recordings.attach_to(channel, call.call_id)
         session = IvrSession(
             flow,
             channel,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from media.call_recording import CallRecording, RecordingSummary
+from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from voxgate.callevents import CallLegEvents
 
@@ -56,13 +57,30 @@ class CallRecordings:
         name = f"{now:%Y%m%dT%H%M%S}Z-{safe}-{digest}.wav"
         return self.config.directory / f"{now:%Y-%m-%d}" / name
 
-    def attach(self, leg: MediaLeg, call_id: str) -> CallRecording:
+    def attach_to(self, channel: MediaLegChannel, call_id: str) -> None:
+        """Give the answered call on `channel` its recording, started now when recording is enabled.
+
+        Otherwise the channel builds the recording at the flow's first recording
+        action, because most calls never record.
+        """
+        if self.config.enabled:
+            channel.recording = self.attach(channel.leg, call_id)
+        else:
+            channel.recording_factory = functools.partial(
+                self.attach, channel.leg, call_id, self._clock()
+            )
+
+    def attach(
+        self, leg: MediaLeg, call_id: str, answered_at: float | None = None
+    ) -> CallRecording:
         """Give the call on `leg` its recording, started now when recording is enabled.
 
-        The file name carries the time of this call (its answer), but it is built
-        only when the recording starts, because most calls never record.
+        The file name carries the time of this call's answer, `answered_at` (Unix
+        seconds, now by default). It is built only when the recording starts,
+        because most calls never record.
         """
-        answered_at = self._clock()
+        if answered_at is None:
+            answered_at = self._clock()
         recording = CallRecording(
             leg,
             functools.partial(self.path_for, call_id, answered_at),
