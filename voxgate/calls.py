@@ -449,8 +449,9 @@ class SipCallHandler:
         )
         result: SessionResult | None = None
         queue_end: str | None = None
+        ended = call.end_future
         try:
-            result = await run_ivr(session, call.end_future)
+            result = await run_ivr(session, ended)
             self._legs.flow_result(call.call_id, result)
             # Only a call that the IVR queued has a ticket, and serve_queued skips any other.
             if contact is not None and contact.queue_service.has_ticket(call.call_id):
@@ -471,7 +472,6 @@ class SipCallHandler:
             # The end reason of a call that ended before we hung up, else None. An ended
             # call is read from its future, because `wait_ended` and `hangup` would only
             # return at once, each through a coroutine.
-            ended = call.end_future
             peer_reason: str | None = None
             if not ended.done():
                 await call.hangup()
