@@ -286,7 +286,7 @@ class IvrSession:
             log.exception("call %s: hangup failed", self._call_id)
 
     async def _walk(self) -> tuple[Outcome, str]:
-        """Walk the steps; return the outcome of a hangup step or of the flow's last step.
+        """Walk the steps and return the outcome of a hangup step or of the flow's last step.
 
         Every other end of the session raises `_SessionEnd` or `CallEnded`.
         """
@@ -313,8 +313,9 @@ class IvrSession:
             if step.recording is not None:
                 self._control_recording(label, step.recording)
             if isinstance(step, HangupStep):
-                # Most calls end here, so this end returns: raising `_SessionEnd` through
-                # this coroutine and `_run_step` cost about 0.6 µs more (CPython 3.11).
+                # Most calls end here, and raising `_SessionEnd` through this coroutine and
+                # `_run_step` cost about 0.6 µs more than a return (timeit of a similar chain
+                # of coroutines, CPython 3.11, 2-vCPU VM).
                 if step.prompt is not None:
                     await self._play(step_id, step.prompt)
                 await self._safe_hangup()
@@ -329,7 +330,7 @@ class IvrSession:
         return target if target is not None else self._frame.flow.following(step_id)
 
     async def _run_step(self, step_id: str, step: Step) -> str | None:
-        """Run one step other than a hangup step (`_walk` runs those); return the next step id."""
+        """Run one step, other than a hangup step (`_walk` runs those), and return the next id."""
         match step:
             case SayStep():
                 await self._play(step_id, step.prompt(), barge_in=step.barge_in)
