@@ -140,7 +140,10 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            # The formatter directly, without the Python call of `Handler.format`.
+            formatter = self.formatter
+            text = formatter.format(record) if formatter is not None else self.format(record)
+            line = text + self.terminator
             self._lines.append(line)
             self._chars += len(line)
             loop = asyncio._get_running_loop()
