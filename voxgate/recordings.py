@@ -1,8 +1,9 @@
 """Call recordings of one node: where the files go, when they start, and their event.
 
-`CallRecordings.attach` gives each answered call a `CallRecording` on the
-caller's media leg. With `enabled` it starts at once, else the flow's
-`recording: start` option starts it. When it stops (by the flow, at hangup
+`CallRecordings.attach_to` gives each answered call a `CallRecording` on the
+caller's media leg. With `enabled` it is built and started at once, else the
+call channel builds it at the flow's first `recording` option, and
+`recording: start` starts it. When it stops (by the flow, at hangup
 or on a write error) the node publishes `call.recording` with the file's
 path and its pauses, before the call's `call.ended`, so the CDR gets both.
 Files are named `<directory>/<YYYY-MM-DD>/<UTC time>-<call id>-<hash>.wav`:
