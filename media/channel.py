@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ivr.channel import CallerInput, RecognizerConfig
 from ivr.recording import CallRecordingState, RecordingAction
@@ -18,13 +19,15 @@ class MediaLegChannel:
 
     A channel class for one kind of call leg subclasses it and adds the
     signaling half: `call_id`, `caller`, `called`, `hangup` and `transfer`.
-    The node sets `recording` to the call's `CallRecording`, which the
-    flow's `recording` step options then control; without one they do nothing.
+    The node sets `recording` to the call's `CallRecording`, or sets
+    `recording_factory` to build it at the first recording action. The
+    flow's `recording` step options control it; without either they do nothing.
     """
 
     def __init__(self, leg: MediaLeg) -> None:
         self.leg = leg
         self.recording: CallRecording | None = None
+        self.recording_factory: Callable[[], CallRecording] | None = None
 
     @property
     def speech_available(self) -> bool:
@@ -58,6 +61,10 @@ class MediaLegChannel:
     def control_recording(self, action: RecordingAction) -> CallRecordingState:
         recording = self.recording
         if recording is None:
-            logger.info("call %s: recording %s ignored: recording is off", self.leg.call_id, action)
-            return CallRecordingState.OFF
+            if self.recording_factory is None:
+                logger.info(
+                    "call %s: recording %s ignored: recording is off", self.leg.call_id, action
+                )
+                return CallRecordingState.OFF
+            recording = self.recording = self.recording_factory()
         return recording.control(action)

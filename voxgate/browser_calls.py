@@ -85,7 +85,7 @@ class BrowserCallHandler:
         )
         contact = self._contact
         if self._recordings is not None:
-            channel.recording = self._recordings.attach(channel.leg, call.call_id)
+            self._recordings.attach_to(channel, call.call_id)
         session = IvrSession(
             flow,
             channel,

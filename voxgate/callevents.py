@@ -254,9 +254,9 @@ def ivr_event_callback(
     """Return the `events` callback for an `IvrSession` that publishes on `hub`."""
 
     def publish(event: IvrEvent) -> None:
-        # The body of `from_ivr_event`, inlined to save a Python call per event.
-        payload: dict[str, Any] = {"flow": event.flow, "step": event.step}
-        payload.update(event.payload)
+        # The body of `from_ivr_event`, inlined to save a Python call per event. The dict
+        # display keeps the key order of `update` and costs no method call.
+        payload: dict[str, Any] = {"flow": event.flow, "step": event.step, **event.payload}
         hub.publish(CallEvent(f"ivr.{event.kind}", event.call_id, node_id, clock(), payload))
 
     return publish

@@ -140,7 +140,10 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            # `Handler.format` only picks the formatter, at the cost of a Python call per line.
+            formatter = self.formatter
+            text = formatter.format(record) if formatter is not None else self.format(record)
+            line = text + self.terminator
             self._lines.append(line)
             self._chars += len(line)
             loop = asyncio._get_running_loop()

@@ -1,8 +1,9 @@
 """Call recordings of one node: where the files go, when they start, and their event.
 
-`CallRecordings.attach` gives each answered call a `CallRecording` on the
-caller's media leg. With `enabled` it starts at once, else the flow's
-`recording: start` option starts it. When it stops (by the flow, at hangup
+`CallRecordings.attach_to` gives each answered call a `CallRecording` on the
+caller's media leg. With `enabled` it is built and started at once, else the
+call channel builds it at the flow's first `recording` option, and
+`recording: start` starts it. When it stops (by the flow, at hangup
 or on a write error) the node publishes `call.recording` with the file's
 path and its pauses, before the call's `call.ended`, so the CDR gets both.
 Files are named `<directory>/<YYYY-MM-DD>/<UTC time>-<call id>-<hash>.wav`:
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from media.call_recording import CallRecording, RecordingSummary
+from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from voxgate.callevents import CallLegEvents
 
@@ -56,13 +58,30 @@ class CallRecordings:
         name = f"{now:%Y%m%dT%H%M%S}Z-{safe}-{digest}.wav"
         return self.config.directory / f"{now:%Y-%m-%d}" / name
 
-    def attach(self, leg: MediaLeg, call_id: str) -> CallRecording:
+    def attach_to(self, channel: MediaLegChannel, call_id: str) -> None:
+        """Give the answered call on `channel` its recording, started now when recording is enabled.
+
+        Otherwise the channel builds the recording at the flow's first recording
+        action, because most calls never record.
+        """
+        if self.config.enabled:
+            channel.recording = self.attach(channel.leg, call_id)
+        else:
+            channel.recording_factory = functools.partial(
+                self.attach, channel.leg, call_id, self._clock()
+            )
+
+    def attach(
+        self, leg: MediaLeg, call_id: str, answered_at: float | None = None
+    ) -> CallRecording:
         """Give the call on `leg` its recording, started now when recording is enabled.
 
-        The file name carries the time of this call (its answer), but it is built
-        only when the recording starts, because most calls never record.
+        The file name carries the time of this call's answer, `answered_at` (Unix
+        seconds, now by default). It is built only when the recording starts,
+        because most calls never record.
         """
-        answered_at = self._clock()
+        if answered_at is None:
+            answered_at = self._clock()
         recording = CallRecording(
             leg,
             functools.partial(self.path_for, call_id, answered_at),

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from media.channel import MediaLegChannel
 from media.leg import MediaLeg
 from media.memory import MemoryTransport
 from voxgate.callevents import CallEvent, CallLegEvents, Channel, EventHub
@@ -130,6 +131,39 @@ def test_flow_started_file_named_at_answer(tmp_path: Path) -> None:
     assert summary.path.parent == tmp_path / "2026-12-04"
     assert summary.path.name.startswith("20261204T123005Z-call-10-")
     assert summary.path.is_file()
+
+
+def test_attach_to_builds_recording_at_first_action(tmp_path: Path) -> None:
+    now = [NOON]
+    recordings = CallRecordings(
+        RecordingConfig(tmp_path), CallLegEvents(EventHub(), "n"), clock=lambda: now[0]
+    )
+    transport = MemoryTransport(8000)
+    channel = MediaLegChannel(MediaLeg(transport, call_id="call-12"))
+    recordings.attach_to(channel, "call-12")
+    assert channel.recording is None
+    assert channel.recording_state.value == "off"
+
+    now[0] += 13 * 3600  # the flow starts recording on the next UTC day
+    assert channel.control_recording("start").value == "recording"
+    transport.tick()
+    assert channel.recording is not None
+    summary = channel.recording.close()
+
+    assert summary is not None
+    assert summary.path.parent == tmp_path / "2026-12-04"
+    assert summary.path.name.startswith("20261204T123005Z-call-12-")
+
+
+def test_attach_to_starts_enabled_recording(tmp_path: Path) -> None:
+    recordings = CallRecordings(
+        RecordingConfig(tmp_path, enabled=True), CallLegEvents(EventHub(), "n")
+    )
+    channel = MediaLegChannel(MediaLeg(MemoryTransport(8000), call_id="call-13"))
+    recordings.attach_to(channel, "call-13")
+    assert channel.recording is not None
+    assert channel.recording_state.value == "recording"
+    assert channel.recording.close() is not None
 
 
 def test_unstarted_recording_builds_no_path(tmp_path: Path) -> None:
