@@ -71,7 +71,12 @@ from media.frame_batch import FrameFeatures
 from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
-from media.rtcp import ReceptionStatistics, ReportBlock
+from media.rtcp import (
+    NativeReceptionStatistics,
+    PythonReceptionStatistics,
+    ReceptionStatistics,
+    ReportBlock,
+)
 from media.rtp import RtpPacket
 from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
 from media.session_core import MAX_DATAGRAM, SessionCore
@@ -101,6 +106,8 @@ _DEFAULT_JITTER = JitterConfig()
 # By codec name, the jitter config and the empty buffer that `_empty_jitter_buffer`
 # returned last.
 _empty_jitter_buffers: dict[str, tuple[JitterConfig, JitterBuffer]] = {}
+
+_Reception = NativeReceptionStatistics | PythonReceptionStatistics
 
 
 class RtpPortPool:
@@ -244,6 +251,60 @@ class _OutgoingEvent:
 class RtpSession(asyncio.DatagramProtocol):
     """One RTP stream pair (receive and send) on one local UDP port."""
 
+    # A node builds one session per call. Slots spare each of them an instance dict of
+    # about fifty keys, which is too many for the keys to be shared between instances.
+    __slots__ = (
+        "__weakref__",
+        "_activity_seen",
+        "_audio_ssrc",
+        "_clock",
+        "_clock_key",
+        "_closed",
+        "_cname",
+        "_core",
+        "_decode",
+        "_dtmf",
+        "_dtmf_queue",
+        "_encode",
+        "_events",
+        "_frame_receiver_read",
+        "_frame_sent_early",
+        "_gap_ticks",
+        "_handler",
+        "_hold_timeout_s",
+        "_latch",
+        "_loop",
+        "_on_inactive",
+        "_pair",
+        "_quiet_since",
+        "_reception",
+        "_release_port",
+        "_remote",
+        "_rtcp_sent",
+        "_rtcp_transport",
+        "_sent_at_last_report",
+        "_silence_payload",
+        "_silence_pcm",
+        "_socket_pool",
+        "_sockets_lost",
+        "_ssrc",
+        "_ssrcs_seen",
+        "_stale_streams",
+        "_timeout_s",
+        "_timestamp_step",
+        "_transport",
+        "call_id",
+        "clock_core",
+        "codec",
+        "config",
+        "datagram_received",
+        "jitter",
+        "on_hold",
+        "remote_report",
+        "round_trip_ms",
+        "stats",
+    )
+
     def __init__(
         self,
         config: RtpSessionConfig,
@@ -297,7 +358,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self.jitter = _empty_jitter_buffer(self.codec, config.jitter)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
-        self.reception = ReceptionStatistics(self.codec.clock_rate)
+        # Built by the `reception` property at the first audio packet or RTCP report, so a
+        # call that receives neither builds none.
+        self._reception: _Reception | None = None
         self.remote_report: ReportBlock | None = None
         """The peer's latest reception report about our stream (loss, jitter)."""
         self.round_trip_ms: float | None = None
@@ -338,14 +401,17 @@ class RtpSession(asyncio.DatagramProtocol):
         )
         self._core.remote = remote
         self._core.jitter = self.jitter
-        self._core.reception = self.reception
         self._core.g711_alaw = g711_alaw
         self._core.session_ref = weakref.ref(self)
         self.clock_core = self._core
         """The core that `PacketClock` runs this session's ticks on."""
         # The event loop looks up `datagram_received` on the protocol for each datagram. This
-        # instance attribute makes it the core's method, so a datagram reaches C without a
-        # Python frame. The class's method below does the same with one more call.
+        # slot holds the core's method, so a datagram reaches C without a Python frame. For
+        # the usual packet of a latched G.711 stream (a plain header from the latched source
+        # with the audio payload type and the current SSRC), that one call (in C when
+        # media._rtpcore is built) checks the header, decodes the payload into the jitter
+        # buffer and updates the RTCP reception statistics. The core hands any other packet
+        # to `_receive_datagram`.
         self.datagram_received = self._core.datagram_received  # type: ignore[method-assign]
 
     # -- setup -----------------------------------------------------------
@@ -481,6 +547,16 @@ class RtpSession(asyncio.DatagramProtocol):
     @property
     def ssrc(self) -> int:
         return self._ssrc
+
+    @property
+    def reception(self) -> _Reception:
+        """The RTCP reception statistics of the audio stream received (RFC 3550 A.1, A.8)."""
+        reception = self._reception
+        if reception is None:
+            reception = self._reception = self._core.reception = ReceptionStatistics(
+                self.codec.clock_rate
+            )
+        return reception
 
     def set_remote(self, remote: tuple[str, int] | None) -> None:
         """Point the stream at a new SDP address (None: on hold) and latch again."""
@@ -631,14 +707,6 @@ class RtpSession(asyncio.DatagramProtocol):
 
     # -- receive ---------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        # The usual packet of a latched G.711 stream: a plain header from the latched
-        # source with the audio payload type and the current SSRC. One call (in C when
-        # media._rtpcore is built) checks the header, decodes the payload into the
-        # jitter buffer and updates the RTCP reception statistics. The core hands any
-        # other packet to `_receive_datagram`.
-        self._core.datagram_received(data, addr)
-
     def _receive_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = (str(addr[0]), int(addr[1]))
         if len(data) > MAX_DATAGRAM:
@@ -718,7 +786,10 @@ class RtpSession(asyncio.DatagramProtocol):
             self._receive_event(timestamp, ssrc, payload)
 
     def _receive_audio(self, sequence: int, timestamp: int, ssrc: int, payload: bytes) -> None:
-        self.reception.update(ssrc, sequence, timestamp, time.time())
+        reception = self._reception
+        if reception is None:
+            reception = self.reception
+        reception.update(ssrc, sequence, timestamp, time.time())
         if ssrc != self._audio_ssrc:
             if self._audio_ssrc is not None:
                 logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
@@ -980,7 +1051,8 @@ class RtpSession(asyncio.DatagramProtocol):
             # A closed session's pooled socket may already carry another call.
             return
         now = time.time()
-        block = self.reception.report_block(now)
+        # Without reception statistics nothing was received, and the report has no block.
+        block = self._reception.report_block(now) if self._reception is not None else None
         blocks = (block,) if block is not None else ()
         report: rtcp.RtcpPacket
         if self.stats.packets_sent > self._sent_at_last_report:
