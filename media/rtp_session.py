@@ -108,6 +108,9 @@ _DEFAULT_JITTER = JitterConfig()
 _empty_jitter_buffers: dict[str, tuple[JitterConfig, JitterBuffer]] = {}
 
 _Reception = NativeReceptionStatistics | PythonReceptionStatistics
+# A session's random seed: SSRC, first sequence number, first timestamp, CNAME suffix.
+_SEED = struct.Struct("!IHI6s")
+_NO_STREAMS: frozenset[tuple[Address, int]] = frozenset()
 
 
 class RtpPortPool:
@@ -314,22 +317,20 @@ class RtpSession(asyncio.DatagramProtocol):
     ) -> None:
         self.config = config
         self.call_id = call_id
-        self.codec: Codec = get_codec(config.codec_name)
+        codec = self.codec = get_codec(config.codec_name)
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        g711_alaw = _G711_ALAW.get(self.codec.name)
+        g711_alaw = _G711_ALAW.get(codec.name)
+        # G.711 is stateless, so its coders are shared and its silence payload is encoded
+        # once per process. G.722 keeps state and encodes `_silence_pcm` on each idle tick.
         if g711_alaw is not None:
-            self._encode, self._decode = _g711_coders(self.codec.name)
+            self._encode, self._decode = _g711_coders(codec.name)
+            self._silence_payload: bytes | None = _g711_silence_payload(codec.name)
+            self._silence_pcm = b""
         else:
-            self._encode = self.codec.new_encoder()
-            self._decode = self.codec.new_decoder()
-        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps
-        # state and encodes `_silence_pcm` on each idle tick.
-        self._silence_payload = (
-            _g711_silence_payload(self.codec.name) if g711_alaw is not None else None
-        )
-        self._silence_pcm = (
-            bytes(2 * frame_samples(self.codec.sample_rate)) if g711_alaw is None else b""
-        )
+            self._encode = codec.new_encoder()
+            self._decode = codec.new_decoder()
+            self._silence_payload = None
+            self._silence_pcm = bytes(2 * frame_samples(codec.sample_rate))
         self.stats = RtpStats()
         self._remote = remote
         self._latch = LatchState.WAITING
@@ -345,17 +346,19 @@ class RtpSession(asyncio.DatagramProtocol):
         self._closed = False
         # Built by `_receive_event` at the first telephone-event packet.
         self._dtmf: DtmfReceiver | None = None
-        self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
+        self._timestamp_step = codec.clock_rate * FRAME_MS // 1000
         # 16 bytes from the OS random source (through the buffered pool of
         # `signaling.sip.tokens`) give SSRC, first sequence number, first
         # timestamp (RFC 3550 §5.1) and the CNAME's suffix.
-        seed = random_bytes(16)
-        self._ssrc = int.from_bytes(seed[0:4])
-        self._events: deque[_OutgoingEvent] = deque()
-        self._dtmf_queue: deque[tuple[str, int]] = deque()
+        ssrc, first_sequence, first_timestamp, cname_suffix = _SEED.unpack(random_bytes(16))
+        self._ssrc: int = ssrc
+        # The digits to send and the events being sent, built by `send_dtmf` and
+        # `_send_event_packet` at the first digit.
+        self._dtmf_queue: deque[tuple[str, int]] | None = None
+        self._events: deque[_OutgoingEvent] | None = None
         self._gap_ticks = 0
         self._audio_ssrc: int | None = None
-        self.jitter = _empty_jitter_buffer(self.codec, config.jitter)
+        self.jitter = _empty_jitter_buffer(codec, config.jitter)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         # Built by the `reception` property at the first audio packet or RTCP report, so a
@@ -366,15 +369,15 @@ class RtpSession(asyncio.DatagramProtocol):
         self.round_trip_ms: float | None = None
         self._sent_at_last_report = 0
         self._rtcp_sent = False
-        self._cname = f"voxgate-{seed[10:16].hex()}"
+        self._cname = f"voxgate-{cname_suffix.hex()}"
         self._release_port: Callable[[], None] | None = None
         # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
         self._pair: RtpSocketPair | None = None
         self._socket_pool: RtpSocketPool | None = None
         # The previous call's (source, SSRC) streams on a pooled pair, and the SSRCs
         # this session took from its latched source (at most MAX_REMEMBERED_SSRCS).
-        self._stale_streams: frozenset[tuple[Address, int]] = frozenset()
-        self._ssrcs_seen: set[int] = set()
+        self._stale_streams: frozenset[tuple[Address, int]] = _NO_STREAMS
+        self._ssrcs_seen: set[int] | None = None
         # Resolved by connection_lost of the RTP socket (first) and the RTCP socket.
         self._sockets_lost: list[asyncio.Future[None]] = []
         # The peer's media timeout (`watch_inactivity`); None while unwatched.
@@ -389,9 +392,9 @@ class RtpSession(asyncio.DatagramProtocol):
         # `media.session_core`). On a G.711 session that sends silence when idle, `attach`
         # makes a handler with an `outbound_idle` flag (a `MediaLeg`) its `idle_handler`.
         self._core = SessionCore(
-            self._ssrc,
-            int.from_bytes(seed[4:6]),
-            int.from_bytes(seed[6:10]),
+            ssrc,
+            first_sequence,
+            first_timestamp,
             self._timestamp_step,
             config.payload_type,
             config.max_lag_ms,
@@ -640,8 +643,19 @@ class RtpSession(asyncio.DatagramProtocol):
         # RFC 3550 section 6.3.7: no BYE from a participant that sent no RTP or RTCP.
         if self.stats.packets_sent or self._rtcp_sent:
             self._send_rtcp(bye=True)
-        if self._pair is not None:
-            self._release_pair()
+        pair = self._pair
+        if pair is not None:
+            # Give the pair back with the streams of this call, so that the next session on
+            # it drops their late packets (see `media.rtp_sockets`).
+            streams = _NO_STREAMS
+            source = self._remote
+            if self._latch is LatchState.LATCHED and source is not None and self._ssrcs_seen:
+                streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
+            # `_transport` stays for `local_address`; `_closed` already stops every send on it.
+            self._rtcp_transport = None
+            pool = self._socket_pool
+            assert pool is not None
+            pool.release(pair, streams)
             self._finish_close()
             return
         self._close_sockets()
@@ -651,17 +665,6 @@ class RtpSession(asyncio.DatagramProtocol):
             # Even when the caller is cancelled meanwhile, the port goes back
             # and the handler learns of the end.
             self._finish_close()
-
-    def _release_pair(self) -> None:
-        pair, pool = self._pair, self._socket_pool
-        assert pair is not None and pool is not None
-        streams: frozenset[tuple[Address, int]] = frozenset()
-        if self._latch is LatchState.LATCHED and self._remote is not None:
-            source = self._remote
-            streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
-        # `_transport` stays for `local_address`; `_closed` already stops every send on it.
-        self._rtcp_transport = None
-        pool.release(pair, streams)
 
     def _finish_close(self) -> None:
         if self._release_port is not None:
@@ -777,8 +780,11 @@ class RtpSession(asyncio.DatagramProtocol):
         elif source != self._remote:
             self.stats.wrong_source += 1
             return
-        if ssrc not in self._ssrcs_seen and len(self._ssrcs_seen) < MAX_REMEMBERED_SSRCS:
-            self._ssrcs_seen.add(ssrc)
+        seen = self._ssrcs_seen
+        if seen is None:
+            seen = self._ssrcs_seen = set()
+        if ssrc not in seen and len(seen) < MAX_REMEMBERED_SSRCS:
+            seen.add(ssrc)
 
         if is_audio:
             self._receive_audio(sequence, timestamp, ssrc, payload)
@@ -857,9 +863,12 @@ class RtpSession(asyncio.DatagramProtocol):
         """Queue digits to send as RFC 4733 events. Raises ValueError for a non-DTMF character."""
         if self.config.telephone_event_payload_type is None:
             raise RuntimeError("telephone-event was not negotiated for this session")
+        queue = self._dtmf_queue
+        if queue is None:
+            queue = self._dtmf_queue = deque()
         for digit in digits:
             build_event_payloads(digit, duration_ms)  # validates before queueing
-            self._dtmf_queue.append((digit, duration_ms))
+            queue.append((digit, duration_ms))
         self._update_python_due()
 
     @property
@@ -1006,24 +1015,28 @@ class RtpSession(asyncio.DatagramProtocol):
         core.timestamp = (core.timestamp + self._timestamp_step) & 0xFFFFFFFF
 
     def _send_event_packet(self) -> bool:
-        if not self._events:
+        events = self._events
+        if not events:
             if self._gap_ticks > 0:
                 self._gap_ticks -= 1
                 return False
-            if not self._dtmf_queue:
+            queue = self._dtmf_queue
+            if not queue:
                 return False
-            digit, duration_ms = self._dtmf_queue.popleft()
+            digit, duration_ms = queue.popleft()
             payloads = build_event_payloads(
                 digit, duration_ms, clock_rate=self.config.telephone_event_clock_rate
             )
-            self._events.append(_OutgoingEvent(deque(payloads), self._core.timestamp))
-        event = self._events[0]
+            if events is None:
+                events = self._events = deque()
+            events.append(_OutgoingEvent(deque(payloads), self._core.timestamp))
+        event = events[0]
         payload_type = self.config.telephone_event_payload_type
         assert payload_type is not None
         self._core.send(payload_type, event.payloads.popleft(), event.timestamp, event.first)
         event.first = False
         if not event.payloads:
-            self._events.popleft()
+            events.popleft()
             self._gap_ticks = self.config.dtmf_gap_ms // FRAME_MS
         return True
 
@@ -1103,6 +1116,8 @@ class RtpSession(asyncio.DatagramProtocol):
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
     """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
+
+    __slots__ = ("_lost", "_session")
 
     def __init__(self, session: RtpSession, *, track_close: bool = True) -> None:
         self._session = session

@@ -154,9 +154,11 @@ class RtpSocketPair:
 
     def set_idle(self) -> None:
         """Point both sockets at the idle protocol, which drops what arrives."""
-        for transport in (self.rtp, self.rtcp):
-            if transport is not None:
-                transport.set_protocol(self.idle_protocol)
+        idle, rtp, rtcp = self.idle_protocol, self.rtp, self.rtcp
+        if rtp is not None:
+            rtp.set_protocol(idle)
+        if rtcp is not None:
+            rtcp.set_protocol(idle)
 
     def close(self) -> None:
         """Close both sockets; the port goes back to the range once both are closed."""
@@ -259,9 +261,10 @@ class RtpSocketPool:
         The pair is closed instead of kept when the pool is closed or already
         keeps `max_idle` pairs.
         """
-        if pair not in self._in_use:
+        try:
+            self._in_use.remove(pair)
+        except KeyError:
             return
-        self._in_use.discard(pair)
         pair.set_idle()
         if self._closed or len(self._idle) >= self._max_idle:
             pair.close()
