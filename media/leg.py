@@ -108,6 +108,8 @@ class _Playback:
 
 # Shared by the legs without a config of their own; LegConfig and its parts are frozen.
 _DEFAULT_CONFIG = LegConfig()
+# The bytes of one 20 ms frame of 16-bit PCM at each supported rate.
+_FRAME_BYTES = {rate: 2 * frame_samples(rate) for rate in SUPPORTED_RATES}
 
 
 class MediaLeg:
@@ -122,7 +124,8 @@ class MediaLeg:
         models: ModelCatalog | None = None,
     ) -> None:
         sample_rate = transport.sample_rate
-        if sample_rate not in SUPPORTED_RATES:
+        frame_bytes = _FRAME_BYTES.get(sample_rate)
+        if frame_bytes is None:
             raise ValueError(
                 f"transport sample rate {sample_rate} Hz is not one of {SUPPORTED_RATES}"
             )
@@ -130,7 +133,7 @@ class MediaLeg:
         self.config = config or _DEFAULT_CONFIG
         self._transport = transport
         self.sample_rate = sample_rate
-        self._frame_bytes = frame_samples(self.sample_rate) * 2
+        self._frame_bytes = frame_bytes
         self._inputs: deque[CallerInput] = deque()
         # The event that `next_input` waits on, built when it first has to wait, so a leg
         # that never waits for input does without it. Queuing an input and closing the

@@ -305,6 +305,7 @@ class RtpSession(asyncio.DatagramProtocol):
         "on_hold",
         "remote_report",
         "round_trip_ms",
+        "sample_rate",
         "stats",
     )
 
@@ -318,6 +319,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self.config = config
         self.call_id = call_id
         codec = self.codec = get_codec(config.codec_name)
+        # A plain attribute instead of a property: `MediaLeg` reads it for each new leg.
+        self.sample_rate: int = codec.sample_rate
+        """The rate of the PCM frames exchanged with the handler, in Hz."""
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
         g711_alaw = _G711_ALAW.get(codec.name)
         # G.711 is stateless, so its coders are shared and its silence payload is encoded
@@ -542,10 +546,6 @@ class RtpSession(asyncio.DatagramProtocol):
     @property
     def latch_state(self) -> LatchState:
         return self._latch
-
-    @property
-    def sample_rate(self) -> int:
-        return self.codec.sample_rate
 
     @property
     def ssrc(self) -> int:
