@@ -319,7 +319,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self.config = config
         self.call_id = call_id
         codec = self.codec = get_codec(config.codec_name)
-        # A plain attribute instead of a property: `MediaLeg` reads it for each new leg.
+        # A plain attribute, because `MediaLeg` reads it for each new leg and a property
+        # would cost a Python call.
         self.sample_rate: int = codec.sample_rate
         """The rate of the PCM frames exchanged with the handler, in Hz."""
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
@@ -413,12 +414,12 @@ class RtpSession(asyncio.DatagramProtocol):
         self.clock_core = self._core
         """The core that `PacketClock` runs this session's ticks on."""
         # The event loop looks up `datagram_received` on the protocol for each datagram. This
-        # slot holds the core's method, so a datagram reaches C without a Python frame. For
-        # the usual packet of a latched G.711 stream (a plain header from the latched source
-        # with the audio payload type and the current SSRC), that one call (in C when
-        # media._rtpcore is built) checks the header, decodes the payload into the jitter
-        # buffer and updates the RTCP reception statistics. The core hands any other packet
-        # to `_receive_datagram`.
+        # slot is the core's bound method, so a datagram reaches C without a Python frame.
+        # The usual packet of a latched G.711 stream has a plain header from the latched
+        # source with the audio payload type and the current SSRC. For such a packet, that
+        # one call (in C when media._rtpcore is built) checks the header, decodes the payload
+        # into the jitter buffer and updates the RTCP reception statistics. The core hands
+        # any other packet to `_receive_datagram`.
         self.datagram_received = self._core.datagram_received  # type: ignore[method-assign]
 
     # -- setup -----------------------------------------------------------
@@ -553,7 +554,7 @@ class RtpSession(asyncio.DatagramProtocol):
 
     @property
     def reception(self) -> _Reception:
-        """The RTCP reception statistics of the audio stream received (RFC 3550 A.1, A.8)."""
+        """RTCP reception statistics of the received audio stream (RFC 3550 A.1, A.8)."""
         reception = self._reception
         if reception is None:
             reception = self._reception = self._core.reception = ReceptionStatistics(
@@ -1064,7 +1065,7 @@ class RtpSession(asyncio.DatagramProtocol):
             # A closed session's pooled socket may already carry another call.
             return
         now = time.time()
-        # Without reception statistics nothing was received, and the report has no block.
+        # A session without reception statistics received no audio, so its report has no block.
         block = self._reception.report_block(now) if self._reception is not None else None
         blocks = (block,) if block is not None else ()
         report: rtcp.RtcpPacket
