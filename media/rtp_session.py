@@ -78,7 +78,7 @@ from media.rtcp import (
     ReportBlock,
 )
 from media.rtp import RtpPacket
-from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
+from media.rtp_sockets import NO_STREAM_CALLBACK, Address, RtpSocketPair, RtpSocketPool
 from media.session_core import MAX_DATAGRAM, SessionCore
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 from signaling.sip.tokens import random_bytes
@@ -308,6 +308,8 @@ class RtpSession(asyncio.DatagramProtocol):
         "sample_rate",
         "stats",
     )
+    # Spares `set_protocol` a caught AttributeError (see `media.rtp_sockets`).
+    data_received = NO_STREAM_CALLBACK
 
     def __init__(
         self,
@@ -1119,6 +1121,8 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
     """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
 
     __slots__ = ("_lost", "_session")
+    # Spares `set_protocol` a caught AttributeError (see `media.rtp_sockets`).
+    data_received = NO_STREAM_CALLBACK
 
     def __init__(self, session: RtpSession, *, track_close: bool = True) -> None:
         self._session = session
