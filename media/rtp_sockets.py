@@ -62,8 +62,8 @@ Address = tuple[str, int]
 
 # uvloop 0.23's `set_protocol` reads the new protocol's `data_received` (a method of stream
 # protocols) and raises and catches AttributeError when it is missing. That costs about 300
-# of the 400 ns of the call (timeit on a 2-core VM), and a pooled pair's sockets change
-# protocol four times per call. The datagram protocols of a pair therefore set
+# of the 400 ns of the call (timeit on a 2-core VM), and the sockets of a pooled pair change
+# protocol up to four times per call. The datagram protocols of a pair therefore set
 # `data_received` to this value, which neither uvloop nor asyncio calls on a UDP transport.
 NO_STREAM_CALLBACK = None
 
