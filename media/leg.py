@@ -108,6 +108,8 @@ class _Playback:
 
 # Shared by the legs without a config of their own; LegConfig and its parts are frozen.
 _DEFAULT_CONFIG = LegConfig()
+# The bytes of one 20 ms frame of 16-bit PCM at each supported rate.
+_FRAME_BYTES = {rate: 2 * frame_samples(rate) for rate in SUPPORTED_RATES}
 
 
 class MediaLeg:
@@ -122,7 +124,8 @@ class MediaLeg:
         models: ModelCatalog | None = None,
     ) -> None:
         sample_rate = transport.sample_rate
-        if sample_rate not in SUPPORTED_RATES:
+        frame_bytes = _FRAME_BYTES.get(sample_rate)
+        if frame_bytes is None:
             raise ValueError(
                 f"transport sample rate {sample_rate} Hz is not one of {SUPPORTED_RATES}"
             )
@@ -130,8 +133,9 @@ class MediaLeg:
         self.config = config or _DEFAULT_CONFIG
         self._transport = transport
         self.sample_rate = sample_rate
-        self._frame_bytes = frame_samples(self.sample_rate) * 2
-        self._inputs: deque[CallerInput] = deque()
+        self._frame_bytes = frame_bytes
+        # The caller inputs that `next_input` returns, built by `_push_input` at the first one.
+        self._inputs: deque[CallerInput] | None = None
         # The event that `next_input` waits on, built when it first has to wait, so a leg
         # that never waits for input does without it. Queuing an input and closing the
         # leg set it, and taking the last input and `clear_inputs` clear it.
@@ -151,7 +155,8 @@ class MediaLeg:
         self._utterance: _Utterance | None = None
         self._last_utterance_id = 0
         self._cleared_through = 0
-        self._dropped_results: set[int] = set()
+        # Built at the first result to drop.
+        self._dropped_results: set[int] | None = None
         self._recognizing_id = 0
         self._bad_frames = 0
         self._outbound_source: Callable[[], PcmAudio | None] | None = None
@@ -266,9 +271,10 @@ class MediaLeg:
         deadline = loop.time() + timeout_s
         while True:
             self._raise_if_closed()
-            if self._inputs:
-                item = self._inputs.popleft()
-                if not self._inputs and self._input_ready is not None:
+            inputs = self._inputs
+            if inputs:
+                item = inputs.popleft()
+                if not inputs and self._input_ready is not None:
                     self._input_ready.clear()
                 return item
             remaining = deadline - loop.time()
@@ -286,7 +292,8 @@ class MediaLeg:
 
     def clear_inputs(self) -> None:
         """Drop queued inputs and results of utterances that already ended."""
-        self._inputs.clear()
+        if self._inputs is not None:
+            self._inputs.clear()
         if self._input_ready is not None:
             self._input_ready.clear()
         in_progress = self._utterance is not None
@@ -611,6 +618,8 @@ class MediaLeg:
             return
         backchannel = event.voiced_ms < self.config.barge_in_min_speech_ms
         if (utterance.during_prompt and backchannel) or utterance.contains_tones:
+            if self._dropped_results is None:
+                self._dropped_results = set()
             self._dropped_results.add(utterance.utterance_id)
         self._flush_recognizer_audio(utterance)
         self._recognizer.end(event.end_ms)
@@ -640,9 +649,10 @@ class MediaLeg:
     def _on_result(self, utterance_id: int, result: SpeechInput) -> None:
         if self._closed or utterance_id <= self._cleared_through:
             return
-        if utterance_id in self._dropped_results:
+        dropped = self._dropped_results
+        if dropped is not None and utterance_id in dropped:
             if result.is_final:
-                self._dropped_results.discard(utterance_id)
+                dropped.discard(utterance_id)
             return
         if not result.is_final and not self.config.deliver_partial_results:
             return
@@ -652,18 +662,24 @@ class MediaLeg:
     # -- internals ------------------------------------------------------
 
     def _push_input(self, item: CallerInput) -> None:
-        if len(self._inputs) >= self.config.max_queued_inputs:
-            self._inputs.popleft()
+        inputs = self._inputs
+        if inputs is None:
+            inputs = self._inputs = deque()
+        if len(inputs) >= self.config.max_queued_inputs:
+            inputs.popleft()
             logger.warning("call %s: input queue full, dropped the oldest input", self.call_id)
-        self._inputs.append(item)
+        inputs.append(item)
         if self._input_ready is not None:
             self._input_ready.set()
 
     def _take_first(self, kind: type[DtmfInput] | type[SpeechStarted]) -> CallerInput | None:
-        for item in self._inputs:
+        inputs = self._inputs
+        if inputs is None:
+            return None
+        for item in inputs:
             if isinstance(item, kind):
-                self._inputs.remove(item)
-                if not self._inputs and self._input_ready is not None:
+                inputs.remove(item)
+                if not inputs and self._input_ready is not None:
                     self._input_ready.clear()
                 return item
         return None

@@ -71,9 +71,14 @@ from media.frame_batch import FrameFeatures
 from media.jitter import JitterBuffer, JitterConfig
 from media.packet_clock import PacketClock
 from media.rfc4733 import DtmfReceiver, build_event_payloads
-from media.rtcp import ReceptionStatistics, ReportBlock
+from media.rtcp import (
+    NativeReceptionStatistics,
+    PythonReceptionStatistics,
+    ReceptionStatistics,
+    ReportBlock,
+)
 from media.rtp import RtpPacket
-from media.rtp_sockets import Address, RtpSocketPair, RtpSocketPool
+from media.rtp_sockets import NO_STREAM_CALLBACK, Address, RtpSocketPair, RtpSocketPool
 from media.session_core import MAX_DATAGRAM, SessionCore
 from media.transport import FRAME_MS, FrameHandler, frame_samples
 from signaling.sip.tokens import random_bytes
@@ -101,6 +106,11 @@ _DEFAULT_JITTER = JitterConfig()
 # By codec name, the jitter config and the empty buffer that `_empty_jitter_buffer`
 # returned last.
 _empty_jitter_buffers: dict[str, tuple[JitterConfig, JitterBuffer]] = {}
+
+_Reception = NativeReceptionStatistics | PythonReceptionStatistics
+# A session's random seed: SSRC, first sequence number, first timestamp, CNAME suffix.
+_SEED = struct.Struct("!IHI6s")
+_NO_STREAMS: frozenset[tuple[Address, int]] = frozenset()
 
 
 class RtpPortPool:
@@ -244,6 +254,63 @@ class _OutgoingEvent:
 class RtpSession(asyncio.DatagramProtocol):
     """One RTP stream pair (receive and send) on one local UDP port."""
 
+    # A node builds one session per call. Slots spare each of them an instance dict of
+    # about fifty keys, which is too many for the keys to be shared between instances.
+    __slots__ = (
+        "__weakref__",
+        "_activity_seen",
+        "_audio_ssrc",
+        "_clock",
+        "_clock_key",
+        "_closed",
+        "_cname",
+        "_core",
+        "_decode",
+        "_dtmf",
+        "_dtmf_queue",
+        "_encode",
+        "_events",
+        "_frame_receiver_read",
+        "_frame_sent_early",
+        "_gap_ticks",
+        "_handler",
+        "_hold_timeout_s",
+        "_latch",
+        "_loop",
+        "_on_inactive",
+        "_pair",
+        "_quiet_since",
+        "_reception",
+        "_release_port",
+        "_remote",
+        "_rtcp_sent",
+        "_rtcp_transport",
+        "_sent_at_last_report",
+        "_silence_payload",
+        "_silence_pcm",
+        "_socket_pool",
+        "_sockets_lost",
+        "_ssrc",
+        "_ssrcs_seen",
+        "_stale_streams",
+        "_timeout_s",
+        "_timestamp_step",
+        "_transport",
+        "call_id",
+        "clock_core",
+        "codec",
+        "config",
+        "datagram_received",
+        "jitter",
+        "on_hold",
+        "remote_report",
+        "round_trip_ms",
+        "sample_rate",
+        "stats",
+    )
+    # Spares `set_protocol` a caught AttributeError (see `media.rtp_sockets`).
+    data_received = NO_STREAM_CALLBACK
+
     def __init__(
         self,
         config: RtpSessionConfig,
@@ -253,22 +320,24 @@ class RtpSession(asyncio.DatagramProtocol):
     ) -> None:
         self.config = config
         self.call_id = call_id
-        self.codec: Codec = get_codec(config.codec_name)
+        codec = self.codec = get_codec(config.codec_name)
+        # A plain attribute, because `MediaLeg` reads it for each new leg and a property
+        # would cost a Python call.
+        self.sample_rate: int = codec.sample_rate
+        """The rate of the PCM frames exchanged with the handler, in Hz."""
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        g711_alaw = _G711_ALAW.get(self.codec.name)
+        g711_alaw = _G711_ALAW.get(codec.name)
+        # G.711 is stateless, so its coders are shared and its silence payload is encoded
+        # once per process. G.722 keeps state and encodes `_silence_pcm` on each idle tick.
         if g711_alaw is not None:
-            self._encode, self._decode = _g711_coders(self.codec.name)
+            self._encode, self._decode = _g711_coders(codec.name)
+            self._silence_payload: bytes | None = _g711_silence_payload(codec.name)
+            self._silence_pcm = b""
         else:
-            self._encode = self.codec.new_encoder()
-            self._decode = self.codec.new_decoder()
-        # G.711 is stateless, so its silence payload is encoded once per process; G.722 keeps
-        # state and encodes `_silence_pcm` on each idle tick.
-        self._silence_payload = (
-            _g711_silence_payload(self.codec.name) if g711_alaw is not None else None
-        )
-        self._silence_pcm = (
-            bytes(2 * frame_samples(self.codec.sample_rate)) if g711_alaw is None else b""
-        )
+            self._encode = codec.new_encoder()
+            self._decode = codec.new_decoder()
+            self._silence_payload = None
+            self._silence_pcm = bytes(2 * frame_samples(codec.sample_rate))
         self.stats = RtpStats()
         self._remote = remote
         self._latch = LatchState.WAITING
@@ -284,34 +353,38 @@ class RtpSession(asyncio.DatagramProtocol):
         self._closed = False
         # Built by `_receive_event` at the first telephone-event packet.
         self._dtmf: DtmfReceiver | None = None
-        self._timestamp_step = self.codec.clock_rate * FRAME_MS // 1000
+        self._timestamp_step = codec.clock_rate * FRAME_MS // 1000
         # 16 bytes from the OS random source (through the buffered pool of
         # `signaling.sip.tokens`) give SSRC, first sequence number, first
         # timestamp (RFC 3550 §5.1) and the CNAME's suffix.
-        seed = random_bytes(16)
-        self._ssrc = int.from_bytes(seed[0:4])
-        self._events: deque[_OutgoingEvent] = deque()
-        self._dtmf_queue: deque[tuple[str, int]] = deque()
+        ssrc, first_sequence, first_timestamp, cname_suffix = _SEED.unpack(random_bytes(16))
+        self._ssrc: int = ssrc
+        # The digits to send and the events being sent, built by `send_dtmf` and
+        # `_send_event_packet` at the first digit.
+        self._dtmf_queue: deque[tuple[str, int]] | None = None
+        self._events: deque[_OutgoingEvent] | None = None
         self._gap_ticks = 0
         self._audio_ssrc: int | None = None
-        self.jitter = _empty_jitter_buffer(self.codec, config.jitter)
+        self.jitter = _empty_jitter_buffer(codec, config.jitter)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
-        self.reception = ReceptionStatistics(self.codec.clock_rate)
+        # Built by the `reception` property at the first audio packet or RTCP report, so a
+        # call that receives neither builds none.
+        self._reception: _Reception | None = None
         self.remote_report: ReportBlock | None = None
         """The peer's latest reception report about our stream (loss, jitter)."""
         self.round_trip_ms: float | None = None
         self._sent_at_last_report = 0
         self._rtcp_sent = False
-        self._cname = f"voxgate-{seed[10:16].hex()}"
+        self._cname = f"voxgate-{cname_suffix.hex()}"
         self._release_port: Callable[[], None] | None = None
         # The pooled socket pair this session runs on (`open_on_pair`), and its pool.
         self._pair: RtpSocketPair | None = None
         self._socket_pool: RtpSocketPool | None = None
         # The previous call's (source, SSRC) streams on a pooled pair, and the SSRCs
         # this session took from its latched source (at most MAX_REMEMBERED_SSRCS).
-        self._stale_streams: frozenset[tuple[Address, int]] = frozenset()
-        self._ssrcs_seen: set[int] = set()
+        self._stale_streams: frozenset[tuple[Address, int]] = _NO_STREAMS
+        self._ssrcs_seen: set[int] | None = None
         # Resolved by connection_lost of the RTP socket (first) and the RTCP socket.
         self._sockets_lost: list[asyncio.Future[None]] = []
         # The peer's media timeout (`watch_inactivity`); None while unwatched.
@@ -326,9 +399,9 @@ class RtpSession(asyncio.DatagramProtocol):
         # `media.session_core`). On a G.711 session that sends silence when idle, `attach`
         # makes a handler with an `outbound_idle` flag (a `MediaLeg`) its `idle_handler`.
         self._core = SessionCore(
-            self._ssrc,
-            int.from_bytes(seed[4:6]),
-            int.from_bytes(seed[6:10]),
+            ssrc,
+            first_sequence,
+            first_timestamp,
             self._timestamp_step,
             config.payload_type,
             config.max_lag_ms,
@@ -338,14 +411,17 @@ class RtpSession(asyncio.DatagramProtocol):
         )
         self._core.remote = remote
         self._core.jitter = self.jitter
-        self._core.reception = self.reception
         self._core.g711_alaw = g711_alaw
         self._core.session_ref = weakref.ref(self)
         self.clock_core = self._core
         """The core that `PacketClock` runs this session's ticks on."""
         # The event loop looks up `datagram_received` on the protocol for each datagram. This
-        # instance attribute makes it the core's method, so a datagram reaches C without a
-        # Python frame. The class's method below does the same with one more call.
+        # slot is the core's bound method, so a datagram reaches C without a Python frame.
+        # The usual packet of a latched G.711 stream has a plain header from the latched
+        # source with the audio payload type and the current SSRC. For such a packet, that
+        # one call (in C when media._rtpcore is built) checks the header, decodes the payload
+        # into the jitter buffer and updates the RTCP reception statistics. The core hands
+        # any other packet to `_receive_datagram`.
         self.datagram_received = self._core.datagram_received  # type: ignore[method-assign]
 
     # -- setup -----------------------------------------------------------
@@ -475,12 +551,18 @@ class RtpSession(asyncio.DatagramProtocol):
         return self._latch
 
     @property
-    def sample_rate(self) -> int:
-        return self.codec.sample_rate
-
-    @property
     def ssrc(self) -> int:
         return self._ssrc
+
+    @property
+    def reception(self) -> _Reception:
+        """RTCP reception statistics of the received audio stream (RFC 3550 A.1, A.8)."""
+        reception = self._reception
+        if reception is None:
+            reception = self._reception = self._core.reception = ReceptionStatistics(
+                self.codec.clock_rate
+            )
+        return reception
 
     def set_remote(self, remote: tuple[str, int] | None) -> None:
         """Point the stream at a new SDP address (None: on hold) and latch again."""
@@ -564,8 +646,19 @@ class RtpSession(asyncio.DatagramProtocol):
         # RFC 3550 section 6.3.7: no BYE from a participant that sent no RTP or RTCP.
         if self.stats.packets_sent or self._rtcp_sent:
             self._send_rtcp(bye=True)
-        if self._pair is not None:
-            self._release_pair()
+        pair = self._pair
+        if pair is not None:
+            # Give the pair back with the streams of this call, so that the next session on
+            # it drops their late packets (see `media.rtp_sockets`).
+            streams = _NO_STREAMS
+            source = self._remote
+            if self._latch is LatchState.LATCHED and source is not None and self._ssrcs_seen:
+                streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
+            # `_transport` stays for `local_address`; `_closed` already stops every send on it.
+            self._rtcp_transport = None
+            pool = self._socket_pool
+            assert pool is not None
+            pool.release(pair, streams)
             self._finish_close()
             return
         self._close_sockets()
@@ -575,17 +668,6 @@ class RtpSession(asyncio.DatagramProtocol):
             # Even when the caller is cancelled meanwhile, the port goes back
             # and the handler learns of the end.
             self._finish_close()
-
-    def _release_pair(self) -> None:
-        pair, pool = self._pair, self._socket_pool
-        assert pair is not None and pool is not None
-        streams: frozenset[tuple[Address, int]] = frozenset()
-        if self._latch is LatchState.LATCHED and self._remote is not None:
-            source = self._remote
-            streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
-        # `_transport` stays for `local_address`; `_closed` already stops every send on it.
-        self._rtcp_transport = None
-        pool.release(pair, streams)
 
     def _finish_close(self) -> None:
         if self._release_port is not None:
@@ -630,14 +712,6 @@ class RtpSession(asyncio.DatagramProtocol):
             self._core.latched = new is LatchState.LATCHED
 
     # -- receive ---------------------------------------------------------
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        # The usual packet of a latched G.711 stream: a plain header from the latched
-        # source with the audio payload type and the current SSRC. One call (in C when
-        # media._rtpcore is built) checks the header, decodes the payload into the
-        # jitter buffer and updates the RTCP reception statistics. The core hands any
-        # other packet to `_receive_datagram`.
-        self._core.datagram_received(data, addr)
 
     def _receive_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = (str(addr[0]), int(addr[1]))
@@ -709,8 +783,11 @@ class RtpSession(asyncio.DatagramProtocol):
         elif source != self._remote:
             self.stats.wrong_source += 1
             return
-        if ssrc not in self._ssrcs_seen and len(self._ssrcs_seen) < MAX_REMEMBERED_SSRCS:
-            self._ssrcs_seen.add(ssrc)
+        seen = self._ssrcs_seen
+        if seen is None:
+            seen = self._ssrcs_seen = set()
+        if ssrc not in seen and len(seen) < MAX_REMEMBERED_SSRCS:
+            seen.add(ssrc)
 
         if is_audio:
             self._receive_audio(sequence, timestamp, ssrc, payload)
@@ -718,7 +795,10 @@ class RtpSession(asyncio.DatagramProtocol):
             self._receive_event(timestamp, ssrc, payload)
 
     def _receive_audio(self, sequence: int, timestamp: int, ssrc: int, payload: bytes) -> None:
-        self.reception.update(ssrc, sequence, timestamp, time.time())
+        reception = self._reception
+        if reception is None:
+            reception = self.reception
+        reception.update(ssrc, sequence, timestamp, time.time())
         if ssrc != self._audio_ssrc:
             if self._audio_ssrc is not None:
                 logger.debug("call %s: rtp ssrc changed, jitter buffer reset", self.call_id)
@@ -786,9 +866,12 @@ class RtpSession(asyncio.DatagramProtocol):
         """Queue digits to send as RFC 4733 events. Raises ValueError for a non-DTMF character."""
         if self.config.telephone_event_payload_type is None:
             raise RuntimeError("telephone-event was not negotiated for this session")
+        queue = self._dtmf_queue
+        if queue is None:
+            queue = self._dtmf_queue = deque()
         for digit in digits:
             build_event_payloads(digit, duration_ms)  # validates before queueing
-            self._dtmf_queue.append((digit, duration_ms))
+            queue.append((digit, duration_ms))
         self._update_python_due()
 
     @property
@@ -935,24 +1018,28 @@ class RtpSession(asyncio.DatagramProtocol):
         core.timestamp = (core.timestamp + self._timestamp_step) & 0xFFFFFFFF
 
     def _send_event_packet(self) -> bool:
-        if not self._events:
+        events = self._events
+        if not events:
             if self._gap_ticks > 0:
                 self._gap_ticks -= 1
                 return False
-            if not self._dtmf_queue:
+            queue = self._dtmf_queue
+            if not queue:
                 return False
-            digit, duration_ms = self._dtmf_queue.popleft()
+            digit, duration_ms = queue.popleft()
             payloads = build_event_payloads(
                 digit, duration_ms, clock_rate=self.config.telephone_event_clock_rate
             )
-            self._events.append(_OutgoingEvent(deque(payloads), self._core.timestamp))
-        event = self._events[0]
+            if events is None:
+                events = self._events = deque()
+            events.append(_OutgoingEvent(deque(payloads), self._core.timestamp))
+        event = events[0]
         payload_type = self.config.telephone_event_payload_type
         assert payload_type is not None
         self._core.send(payload_type, event.payloads.popleft(), event.timestamp, event.first)
         event.first = False
         if not event.payloads:
-            self._events.popleft()
+            events.popleft()
             self._gap_ticks = self.config.dtmf_gap_ms // FRAME_MS
         return True
 
@@ -980,7 +1067,8 @@ class RtpSession(asyncio.DatagramProtocol):
             # A closed session's pooled socket may already carry another call.
             return
         now = time.time()
-        block = self.reception.report_block(now)
+        # A session without reception statistics received no audio, so its report has no block.
+        block = self._reception.report_block(now) if self._reception is not None else None
         blocks = (block,) if block is not None else ()
         report: rtcp.RtcpPacket
         if self.stats.packets_sent > self._sent_at_last_report:
@@ -1031,6 +1119,10 @@ class RtpSession(asyncio.DatagramProtocol):
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
     """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
+
+    __slots__ = ("_lost", "_session")
+    # Spares `set_protocol` a caught AttributeError (see `media.rtp_sockets`).
+    data_received = NO_STREAM_CALLBACK
 
     def __init__(self, session: RtpSession, *, track_close: bool = True) -> None:
         self._session = session

@@ -244,8 +244,8 @@ class SipCallHandler:
                 logger.debug("call answered with %s; running flow %s", answer.codec.name, flow.flow)
             return await self._run_flow(call, flow, SipCallChannel(call, leg), leg)
         finally:
+            # The leg's transport is `session`, so this closes the session too.
             await leg.close()
-            await session.close()
 
     async def _open_media(
         self, call: InboundCall, offer: sdp.SessionDescription

@@ -201,7 +201,7 @@ def leg_state(leg: MediaLeg) -> tuple[object, ...]:
     inband = leg._inband
     assert endpointer is not None  # built by the first frame
     return (
-        list(leg._inputs),
+        list(leg._inputs or ()),
         leg._utterance,
         leg._last_utterance_id,
         endpointer.state,

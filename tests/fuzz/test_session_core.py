@@ -50,6 +50,10 @@ INTRUDER = ("127.0.0.1", 40004)
 EVENT_PAYLOAD_TYPE = 101
 
 
+class _PatchableSession(RtpSession):
+    """An `RtpSession` with an instance dict, so that a test can replace its methods."""
+
+
 class _CaptureTransport:
     """A datagram transport that stores what is sent."""
 
@@ -101,7 +105,7 @@ class _Side:
 
     def __init__(self, config: RtpSessionConfig, template: RtpSession | None) -> None:
         self.call_id = "subject" if template is None else "reference"
-        self.session = RtpSession(config, call_id=self.call_id, remote=REMOTE)
+        self.session = _PatchableSession(config, call_id=self.call_id, remote=REMOTE)
         if template is not None:
             # The reference: a Python core with the subject's SSRC, sequence and timestamp.
             core = template._core

@@ -16,6 +16,10 @@ CALLER = ("127.0.0.1", 40_000)
 INTRUDER = ("127.0.0.1", 40_002)
 
 
+class _ManualClockSession(RtpSession):
+    """An `RtpSession` with an instance dict, so that a test can replace `_now_ms`."""
+
+
 class _NullTransport:
     """A datagram transport that drops what is sent, so the test drives the session alone."""
 
@@ -63,7 +67,7 @@ def datagrams(codec_name: str) -> list[tuple[bytes, tuple[str, int]]]:
 
 async def receive_all(codec_name: str, *, fast_path: bool) -> tuple[RtpSession, list[bytes]]:
     config = RtpSessionConfig(codec_name=codec_name, payload_type=0 if codec_name == "PCMU" else 8)
-    session = RtpSession(config, call_id="receive-path", remote=("127.0.0.1", 39_998))
+    session = _ManualClockSession(config, call_id="receive-path", remote=("127.0.0.1", 39_998))
     session.connection_made(_NullTransport())  # type: ignore[arg-type]
     if not fast_path:
         session._core.g711_alaw = None  # every packet takes the full path

@@ -98,7 +98,7 @@ async def test_clear_inputs_drops_typed_ahead_digits(session_pair: SessionPair) 
     a.attach(RecordingHandler())
     leg_b = MediaLeg(b, call_id="b")
     a.send_dtmf("12")
-    await wait_for(lambda: len(leg_b._inputs) == 2)
+    await wait_for(lambda: len(leg_b._inputs or ()) == 2)
     leg_b.clear_inputs()
     assert await leg_b.next_input(0.1) is None
 
