@@ -84,6 +84,14 @@ _INSERT_SQL = f"INSERT OR REPLACE INTO cdr ({', '.join(_NAMES)}) VALUES {_ROW_PL
 _ROWS_PER_STATEMENT = 32
 _INSERT_ROWS_SQL = _INSERT_SQL + (", " + _ROW_PLACEHOLDERS) * (_ROWS_PER_STATEMENT - 1)
 
+# SQLite page cache of the connection, in KiB (a negative `PRAGMA cache_size`). A batch of
+# CdrConfig.batch_size (1,000) rows with random call ids changes about one index page per
+# row. With SQLite's default of 2,000 KiB, batches of 500 such rows spilled pages to the WAL
+# before their commit. They took 8.7 write and 3.6 read calls per row in place of 6.6 and
+# 1.7, on a file of 200,000 rows (SQLite 3.40, 2-vCPU VM). 8,000 KiB has room for the pages of
+# 1,000 rows.
+_CACHE_KIB = 8_000
+
 # Statements that bring a file from the key's version to the next one.
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -109,6 +117,7 @@ class CdrStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
             self._create_schema()
         except BaseException:
             self._db.close()
