@@ -447,6 +447,30 @@ async def test_flush_waits_for_later_records(hub: EventHub, recorder: CdrRecorde
     assert recorder.written == 3
 
 
+async def test_flush_cuts_batch_wait(tmp_path: Path, hub: EventHub) -> None:
+    # The batch wait is an hour, so the bounded flush below passes only if flush ends it.
+    config = CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID, batch_wait_s=3600.0)
+    recorder = CdrRecorder(config, hub)
+    await recorder.start()
+    legs = CallLegEvents(hub, NODE_ID)
+    try:
+        legs.started("call-1", channel=Channel.SIP, caller=CALLER, called=CALLED)
+        legs.ended("call-1", reason="caller_hangup")
+        # The writer wakes for the record and starts its batch wait.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await asyncio.wait_for(recorder.flush(), 5.0)
+        assert recorder.written == 1
+        assert await recorder.get("call-1") is not None
+
+        legs.started("call-2", channel=Channel.SIP, caller=CALLER, called=CALLED)
+        legs.ended("call-2", reason="caller_hangup")
+        await asyncio.wait_for(recorder.flush(), 5.0)
+        assert recorder.written == 2
+    finally:
+        await asyncio.wait_for(recorder.close(), 5.0)
+
+
 async def test_unstarted_recorder_loses_record(tmp_path: Path, hub: EventHub) -> None:
     recorder = CdrRecorder(CdrConfig(path=tmp_path / "cdr.db", node_id=NODE_ID), hub)
     hub.listen(recorder.on_event)
