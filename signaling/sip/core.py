@@ -750,7 +750,9 @@ class UserAgent(RefreshCore):
         key = client_key(branch or "", info.cseq.method)
         transaction = self._client.get(key)
         if transaction is None:
-            logger.debug("dropped a response that matches no client transaction")
+            # A lingering entry absorbs the response, as its Completed transaction did.
+            if key not in self._client_lingering:
+                logger.debug("dropped a response that matches no client transaction")
             return
         if isinstance(transaction, ClientInviteTransaction):
             self._apply(key, transaction.on_response(response, ack_for_failure), client=True)
@@ -820,7 +822,9 @@ class UserAgent(RefreshCore):
             self._on_registration_timeout(key)
 
     def _on_client_forgotten(self, key: str) -> None:
-        self._on_outbound_forgotten(key)
+        # Only the key of a client INVITE transaction can belong to an outbound call.
+        if key.endswith("|INVITE"):
+            self._on_outbound_forgotten(key)
 
     def _end_answered(self, session: InviteSession, reason: str) -> None:
         self._send_bye(session)
