@@ -207,7 +207,8 @@ class UserAgent(RefreshCore):
             raise SipUsageError(f"unknown call {handle}")
         if session.state not in (CallState.INCOMING, CallState.EARLY):
             raise SipUsageError(f"call {handle}: answer not allowed in state {session.state.value}")
-        info = session.invite.parsed
+        info = session.invite.info
+        assert info is not None, "a session's INVITE passed the checks of `_on_request`"
         dialog = session.dialog = Dialog(
             call_id=info.call_id,
             local_tag=session.local_tag,
@@ -410,9 +411,10 @@ class UserAgent(RefreshCore):
             self._drive(registration, lambda: registration.on_timeout(self._now), new_branch())
 
     def _hang_up(self, session: InviteSession, reason: str, status: int) -> None:
-        if session.ended or session.pending_end is not None:
+        state = session.state
+        if state is CallState.TERMINATED or session.pending_end is not None:
             return
-        if session.state in (CallState.INCOMING, CallState.EARLY):
+        if state in (CallState.INCOMING, CallState.EARLY):
             self._respond(session.transaction_key, status, to_tag=session.local_tag)
             self._end(session, reason)
         elif session.state is CallState.ANSWERED:
@@ -426,7 +428,8 @@ class UserAgent(RefreshCore):
     # ----- requests
 
     def _on_request(self, request: SipRequest, peer: Peer) -> None:
-        info = request.parsed
+        # `parsed` raises for a request the parser did not validate.
+        info = request.info if request.info is not None else request.parsed
         method = request.method
         stamp_via(request, peer)
         key = server_key(request)
@@ -754,13 +757,19 @@ class UserAgent(RefreshCore):
         ):
             self._apply(key, transaction.on_request(request))
             return
-        session = self._dialog_session(info) or self._answered_call_for_ack(info)
+        # `_dialog_session` inlined, which saves a Python call per call.
+        handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
+        session = self.calls.get(handle) if handle else None
+        if session is None:
+            session = self._answered_call_for_ack(info)
         if session is not None and session.state is CallState.CONFIRMED:
             self._on_reinvite_ack(session, request)
             return
         if session is None or session.state is not CallState.ANSWERED:
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
-        if info.cseq.number != session.invite.parsed.cseq.number:
+        invite = session.invite.info
+        assert invite is not None, "a session's INVITE passed the checks of `_on_request`"
+        if info.cseq.number != invite.cseq.number:
             return
         self._disarm("call", session.handle, "2xx", "ack")
         session.change(CallState.CONFIRMED, "ACK")
@@ -780,7 +789,7 @@ class UserAgent(RefreshCore):
     # ----- responses
 
     def _on_response(self, response: SipResponse) -> None:
-        info = response.parsed
+        info = response.info if response.info is not None else response.parsed
         branch = info.vias[0].branch
         key = client_key(branch or "", info.cseq.method)
         transaction = self._client.get(key)
@@ -820,7 +829,8 @@ class UserAgent(RefreshCore):
         self._events.append(CallTerminated(handle, reason))
         self.calls.pop(handle, None)
         self._call_peer.pop(handle, None)
-        invite = session.invite.parsed
+        invite = session.invite.info
+        assert invite is not None, "a session's INVITE passed the checks of `_on_request`"
         caller = (invite.call_id, invite.from_.tag or "")
         if self._inbound_by_caller.get(caller) == handle:
             del self._inbound_by_caller[caller]

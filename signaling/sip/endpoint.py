@@ -149,9 +149,8 @@ class DialogCall:
         # Told of each re-INVITE's or UPDATE's SDP (None without one) before it is answered.
         self.on_remote_sdp: Callable[[bytes | None], None] | None = None
         self.on_refer: Callable[[str], Awaitable[bool]] | None = None
-        # The endpoint's loop, set by `start`. On CPython 3.11 each
-        # `asyncio.get_running_loop` makes a getpid system call, and an inbound
-        # call creates three futures.
+        # The endpoint's loop, set by `start`, for the futures of the call. On
+        # CPython 3.11 each `asyncio.get_running_loop` makes a getpid system call.
         loop = endpoint._loop if endpoint._loop is not None else asyncio.get_running_loop()
         self._loop = loop
         self._ended: asyncio.Future[str] = loop.create_future()
@@ -239,12 +238,26 @@ class InboundCall(DialogCall):
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
         self._invite_headers = session.invite.headers
-        loop = self._loop
-        self.ack_sdp: asyncio.Future[bytes | None] = loop.create_future()
+        # Made on the first read of `ack_sdp`: only a call with a delayed offer waits for it.
+        self._ack_sdp: asyncio.Future[bytes | None] | None = None
+        # The SDP of the first ACK, once `_acked`.
+        self._ack_sdp_value: bytes | None = None
         # Resolved by the ACK or by the end of the call, whichever comes first;
         # `_acked` tells which. Only `answer` awaits it.
-        self._settled: asyncio.Future[None] = loop.create_future()
+        self._settled: asyncio.Future[None] = self._loop.create_future()
         self._acked = False
+
+    @property
+    def ack_sdp(self) -> asyncio.Future[bytes | None]:
+        """A future of the ACK's SDP or None; it is cancelled when the call ends without an ACK."""
+        future = self._ack_sdp
+        if future is None:
+            future = self._ack_sdp = self._loop.create_future()
+            if self._acked:
+                future.set_result(self._ack_sdp_value)
+            elif self._settled.done():
+                future.cancel()
+        return future
 
     def header(self, name: str) -> str | None:
         """Return the first value of header `name` in the INVITE (case-insensitive), or None."""
@@ -312,10 +325,12 @@ class InboundCall(DialogCall):
     def _confirm(self, sdp: bytes | None) -> None:
         if sdp is not None:
             self.remote_sdp = sdp
-        if not self.ack_sdp.done():
-            self.ack_sdp.set_result(sdp)
+        ack_sdp = self._ack_sdp
+        if ack_sdp is not None and not ack_sdp.done():
+            ack_sdp.set_result(sdp)
         if not self._settled.done():
             self._acked = True
+            self._ack_sdp_value = sdp
             self._settled.set_result(None)
 
     def _finish(self, reason: str, status: int | None = None) -> None:
@@ -324,8 +339,9 @@ class InboundCall(DialogCall):
         # No SDP comes after the end, and the handler's callback usually refers
         # back to this call: dropping it spares the garbage collector a cycle.
         self.on_remote_sdp = None
-        if not self.ack_sdp.done():
-            self.ack_sdp.cancel()
+        ack_sdp = self._ack_sdp
+        if ack_sdp is not None and not ack_sdp.done():
+            ack_sdp.cancel()
         if not self._settled.done():
             self._settled.set_result(None)
 
