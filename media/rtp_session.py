@@ -628,7 +628,10 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._clock_key is None:
             # RFC 3550 section 6.2: the first report waits half the interval.
             self._schedule_rtcp(0.5)
-            self._clock = PacketClock.for_loop(asyncio.get_running_loop())
+            # The loop kept by `open_on_pair` or `connection_made` spares the getpid
+            # system call of `asyncio.get_running_loop` on CPython 3.11.
+            loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+            self._clock = PacketClock.for_loop(loop)
             self._clock_key = self._clock.add(self)
 
     async def close(self) -> None:

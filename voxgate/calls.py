@@ -439,6 +439,7 @@ class SipCallHandler:
         contact = self._contact
         if self._recordings is not None:
             self._recordings.attach_to(channel, call.call_id)
+        ended = call.end_future
         session = IvrSession(
             flow,
             channel,
@@ -446,10 +447,12 @@ class SipCallHandler:
             flows=self._flows.get,
             queue=contact.queue_service if contact is not None else None,
             events=self._ivr_events,
+            # The loop's clock, which the session reads without `asyncio.get_running_loop`
+            # and its getpid system call (CPython 3.11) on each event.
+            clock=ended.get_loop().time,
         )
         result: SessionResult | None = None
         queue_end: str | None = None
-        ended = call.end_future
         try:
             result = await run_ivr(session, ended)
             self._legs.flow_result(call.call_id, result)
@@ -495,14 +498,16 @@ async def run_ivr(session: IvrSession, ended: asyncio.Future[Any]) -> SessionRes
     its result after the leg ends, so a hangup step is not taken for the
     caller's hangup.
     """
-    loop = asyncio.get_running_loop()
+    # The loop of `ended` is the running loop, and asking the future for it spares the
+    # getpid system call of `asyncio.get_running_loop` on CPython 3.11.
+    loop = ended.get_loop()
     # The flow runs in this task, so a call costs no second task. When the leg ends
     # during the flow, `start_grace` arms a timer that cancels the task after
     # FLOW_END_GRACE_S, as `asyncio.timeout` does. The except clause then uses the
     # count of `uncancel` to separate that cancellation from one by our caller. A call
     # whose leg ends after its flow arms no timer and enters no Timeout, which costs
     # five Python calls on CPython 3.11.
-    task = asyncio.current_task()
+    task = asyncio.current_task(loop)
     assert task is not None, "run_ivr must run in a task"
     cancelling = task.cancelling()
     expiry: asyncio.TimerHandle | None = None

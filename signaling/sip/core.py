@@ -28,6 +28,7 @@ import secrets
 from collections.abc import Callable
 
 from signaling.sip import checks
+from signaling.sip import parser as sip_parser
 from signaling.sip.auth import Authenticator
 from signaling.sip.checks import Rejection
 from signaling.sip.dialog import CallState, Dialog, InviteSession, new_branch
@@ -54,7 +55,7 @@ from signaling.sip.message import (
 from signaling.sip.parser import (
     InvalidRequest,
     is_keepalive,
-    parse_datagram,
+    python_parse_datagram,
     salvage_request,
 )
 from signaling.sip.ping import Ping, PingConfig
@@ -122,19 +123,36 @@ class UserAgent(RefreshCore):
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram; never raises for peer input."""
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
         # A keep-alive starts with CR or LF, so other datagrams skip the Python call.
         if (not data or data[0] in b"\r\n") and is_keepalive(data):
             return
+        limits = self.config.limits
         try:
-            message = parse_datagram(data, self.config.limits)
+            # `parse_datagram` inlined: the C parser returns None for a datagram
+            # that only the Python parser handles, and tests turn it off.
+            native = sip_parser.native
+            message = native.parse_datagram(data, limits) if native is not None else None
+            if message is None:
+                message = python_parse_datagram(data, limits)
         except SipSyntaxError as error:
             self._reject_unparsed(data, error, peer)
             return
         except Exception:
             logger.exception("parser failed on a datagram from %s", peer.host)
             return
-        self.receive_message(message, peer, now)
+        # The rest is `receive_message`, inlined to save a Python call per datagram.
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+        try:
+            if isinstance(message, SipResponse):
+                self._on_response(message)
+            else:
+                self._on_request(message, peer)
+        except SipSyntaxError as error:
+            logger.debug("invalid message from %s: %s", peer.host, error.reason)
+        except Exception:
+            logger.exception("failed to handle a message from %s", peer.host)
 
     def _reject_unparsed(self, data: bytes, error: SipSyntaxError, peer: Peer) -> None:
         request = error.request if isinstance(error, InvalidRequest) else None
@@ -146,8 +164,9 @@ class UserAgent(RefreshCore):
         self._send_stateless(request, error.status, error.reason, peer)
 
     def receive_message(self, message: SipRequest | SipResponse, peer: Peer, now: float) -> None:
-        """Handle one parsed message (from a stream transport or `receive`)."""
-        self._now = max(self._now, now)
+        """Handle one parsed message from a stream transport; `receive` does the same inline."""
+        if now > self._now:
+            self._now = now
         self._debug = logger.isEnabledFor(logging.DEBUG)
         try:
             if isinstance(message, SipResponse):
@@ -181,12 +200,16 @@ class UserAgent(RefreshCore):
 
     def answer(self, handle: str, sdp: bytes, now: float) -> None:
         """Send the 2xx with `sdp` and retransmit it until the ACK (§13.3.1.4)."""
-        self._now = max(self._now, now)
-        session = self._session(handle)
+        if now > self._now:
+            self._now = now
+        session = self.calls.get(handle)  # `_session` inlined
+        if session is None:
+            raise SipUsageError(f"unknown call {handle}")
         if session.state not in (CallState.INCOMING, CallState.EARLY):
             raise SipUsageError(f"call {handle}: answer not allowed in state {session.state.value}")
-        info = session.invite.parsed
-        session.dialog = Dialog(
+        info = session.invite.info
+        assert info is not None, "a session's INVITE passed the checks of `_on_request`"
+        dialog = session.dialog = Dialog(
             call_id=info.call_id,
             local_tag=session.local_tag,
             remote_tag=info.from_.tag or "",
@@ -196,7 +219,8 @@ class UserAgent(RefreshCore):
             route_set=[str(route) for route in info.record_route] if info.record_route else [],
             remote_seq=info.cseq.number,
         )
-        self._dialogs[session.dialog.id] = handle
+        # `Dialog.id` inlined, as in `_end`.
+        self._dialogs[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = handle
         session.local_sdp = sdp
         session.answer = self._respond(
             session.transaction_key,
@@ -233,7 +257,8 @@ class UserAgent(RefreshCore):
 
     def hangup(self, handle: str, now: float) -> None:
         """End the call from our side; idempotent. Before the answer this sends 480."""
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
         self._debug = logger.isEnabledFor(logging.DEBUG)
         session = self.calls.get(handle)
         if session is not None:
@@ -386,9 +411,10 @@ class UserAgent(RefreshCore):
             self._drive(registration, lambda: registration.on_timeout(self._now), new_branch())
 
     def _hang_up(self, session: InviteSession, reason: str, status: int) -> None:
-        if session.ended or session.pending_end is not None:
+        state = session.state
+        if state is CallState.TERMINATED or session.pending_end is not None:
             return
-        if session.state in (CallState.INCOMING, CallState.EARLY):
+        if state in (CallState.INCOMING, CallState.EARLY):
             self._respond(session.transaction_key, status, to_tag=session.local_tag)
             self._end(session, reason)
         elif session.state is CallState.ANSWERED:
@@ -402,7 +428,8 @@ class UserAgent(RefreshCore):
     # ----- requests
 
     def _on_request(self, request: SipRequest, peer: Peer) -> None:
-        info = request.parsed
+        # `parsed` raises for a request the parser did not validate.
+        info = request.info if request.info is not None else request.parsed
         method = request.method
         stamp_via(request, peer)
         key = server_key(request)
@@ -421,7 +448,14 @@ class UserAgent(RefreshCore):
         limited = to_tag is None and self._rate_limiter is not None
         if limited and not self._within_rate(request, peer):
             return
-        if method == "INVITE" and to_tag is None and self._at_call_limit():
+        # The cheap tests of `_at_call_limit` come first, which spares most INVITEs its call.
+        max_calls = self.config.max_calls
+        if (
+            method == "INVITE"
+            and to_tag is None
+            and (self.overloaded or max_calls is not None)
+            and self._at_call_limit()
+        ):
             self._reject_at_call_limit(request, peer)
             return
         created: ServerTransaction
@@ -440,7 +474,11 @@ class UserAgent(RefreshCore):
         rejection = checks.check_request(request, self.allowed)
         if rejection is None and to_tag is None:
             rejection = self._check_merged(request, info, key)
-            if rejection is None and method in ("INVITE", "REGISTER"):
+            if (
+                rejection is None
+                and method in ("INVITE", "REGISTER")
+                and self.authenticator.config.enabled
+            ):
                 rejection = self._authenticate(request, peer)
         if rejection is not None:
             self._respond(key, rejection.status, rejection.reason, extra=rejection.headers)
@@ -719,13 +757,19 @@ class UserAgent(RefreshCore):
         ):
             self._apply(key, transaction.on_request(request))
             return
-        session = self._dialog_session(info) or self._answered_call_for_ack(info)
+        # `_dialog_session` inlined, which saves a Python call per call.
+        handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
+        session = self.calls.get(handle) if handle else None
+        if session is None:
+            session = self._answered_call_for_ack(info)
         if session is not None and session.state is CallState.CONFIRMED:
             self._on_reinvite_ack(session, request)
             return
         if session is None or session.state is not CallState.ANSWERED:
             return  # a retransmitted or stray ACK is absorbed (§17.2.1, §13.3.2.4)
-        if info.cseq.number != session.invite.parsed.cseq.number:
+        invite = session.invite.info
+        assert invite is not None, "a session's INVITE passed the checks of `_on_request`"
+        if info.cseq.number != invite.cseq.number:
             return
         self._disarm("call", session.handle, "2xx", "ack")
         session.change(CallState.CONFIRMED, "ACK")
@@ -745,12 +789,14 @@ class UserAgent(RefreshCore):
     # ----- responses
 
     def _on_response(self, response: SipResponse) -> None:
-        info = response.parsed
+        info = response.info if response.info is not None else response.parsed
         branch = info.vias[0].branch
         key = client_key(branch or "", info.cseq.method)
         transaction = self._client.get(key)
         if transaction is None:
-            logger.debug("dropped a response that matches no client transaction")
+            # A lingering entry absorbs the response, as its Completed transaction did.
+            if key not in self._client_lingering:
+                logger.debug("dropped a response that matches no client transaction")
             return
         if isinstance(transaction, ClientInviteTransaction):
             self._apply(key, transaction.on_response(response, ack_for_failure), client=True)
@@ -772,8 +818,10 @@ class UserAgent(RefreshCore):
         timers = self._timers
         for name in _CALL_TIMERS:
             timers.pop(("call", handle, name), None)
-        if session.dialog is not None:
-            self._dialogs.pop(session.dialog.id, None)
+        dialog = session.dialog
+        if dialog is not None:
+            # `Dialog.id` inlined, which saves a Python call per call.
+            self._dialogs.pop((dialog.call_id, dialog.local_tag, dialog.remote_tag), None)
         # A BYE, its 200 or a timer ends most calls, and those run outside the
         # call's task, so the record names the call itself rather than
         # relying on the task's call id (voxgate.logs.CallIdFilter keeps it).
@@ -781,7 +829,8 @@ class UserAgent(RefreshCore):
         self._events.append(CallTerminated(handle, reason))
         self.calls.pop(handle, None)
         self._call_peer.pop(handle, None)
-        invite = session.invite.parsed
+        invite = session.invite.info
+        assert invite is not None, "a session's INVITE passed the checks of `_on_request`"
         caller = (invite.call_id, invite.from_.tag or "")
         if self._inbound_by_caller.get(caller) == handle:
             del self._inbound_by_caller[caller]
@@ -802,7 +851,13 @@ class UserAgent(RefreshCore):
             self._on_refresh_response(owner[8:], key, response)
         elif owner.startswith("ping:"):
             self._on_ping_response(owner[5:], key, response)
-        elif not self._on_outbound_response(key, response):
+        elif owner:
+            if not self._on_outbound_response(key, response):
+                self._on_registration_response(key, response)
+        elif "" in self.registrations:
+            # Requests without an owner (BYE, CANCEL, NOTIFY) belong to no outbound call.
+            # `_start_client` keeps no empty owner, so a registration named ""
+            # owns those keys too, as it owns its REGISTERs.
             self._on_registration_response(key, response)
 
     def _on_timed_out(self, key: str, timer: Timer, client: bool) -> None:
@@ -820,7 +875,9 @@ class UserAgent(RefreshCore):
             self._on_registration_timeout(key)
 
     def _on_client_forgotten(self, key: str) -> None:
-        self._on_outbound_forgotten(key)
+        # Only the key of a client INVITE transaction can belong to an outbound call.
+        if key.endswith("|INVITE"):
+            self._on_outbound_forgotten(key)
 
     def _end_answered(self, session: InviteSession, reason: str) -> None:
         self._send_bye(session)

@@ -20,6 +20,12 @@ final response, as the transaction did. Lingering entries end from a queue
 of their own, not from the timer heap. Timer L and J last 64*T1 alike, so
 entries end in the order they began. The heap and its timer table then
 hold about as many entries as there are calls in progress.
+
+A client non-INVITE transaction in Completed (the BYE of every call we end)
+only waits out Timer K (T4 on UDP) to absorb retransmitted responses, so it
+lingers the same way: its key and deadline stay in a second table with a
+queue of its own, and `_on_client_forgotten` runs when Timer K would have
+ended the transaction.
 """
 
 from __future__ import annotations
@@ -67,9 +73,11 @@ _HEAP_SLACK = 1024
 # The timers that the server and the client transactions of RFC 3261 §17 arm.
 _SERVER_TIMERS = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
 _CLIENT_TIMERS = (Timer.A, Timer.B, Timer.D, Timer.E, Timer.F, Timer.K, Timer.M)
-# The wait timers of a server transaction after its final response (Accepted
-# INVITE, Completed non-INVITE), which `_linger` replaces by a lingering entry.
-_LINGER_TIMERS = (Timer.L, Timer.J)
+# The wait timers of a transaction after its final response, which a lingering
+# entry replaces: Timer L (Accepted server INVITE) and J (Completed server
+# non-INVITE) through `_linger`, Timer K (Completed client non-INVITE) through
+# `_linger_client`.
+_LINGER_TIMERS = frozenset((Timer.L, Timer.J, Timer.K))
 
 
 @dataclass(slots=True)
@@ -117,6 +125,10 @@ class TransactionUser:
         self._lingering: dict[str, tuple[bytes | None, str, str, int, float]] = {}
         # (deadline, key) of the lingering entries, earliest deadline first.
         self._lingering_ends: deque[tuple[float, str]] = deque()
+        # Client non-INVITE transactions past their final response: the deadline
+        # of Timer K by key, and (deadline, key) earliest first.
+        self._client_lingering: dict[str, float] = {}
+        self._client_lingering_ends: deque[tuple[float, str]] = deque()
         self._client: dict[str, ClientTransaction] = {}
         self._client_peer: dict[str, Peer] = {}
         self._client_owner: dict[str, str] = {}
@@ -145,7 +157,10 @@ class TransactionUser:
         deadline = heap[0][0] if heap else None
         ends = self._lingering_ends
         if ends and (deadline is None or ends[0][0] < deadline):
-            return ends[0][0]
+            deadline = ends[0][0]
+        client_ends = self._client_lingering_ends
+        if client_ends and (deadline is None or client_ends[0][0] < deadline):
+            deadline = client_ends[0][0]
         return deadline
 
     def tick(self, now: float) -> None:
@@ -155,6 +170,18 @@ class TransactionUser:
         ends = self._lingering_ends
         while ends and ends[0][0] <= now:
             self._end_lingering(*ends.popleft())
+        # Ending a lingering client entry is inlined: the BYE of every call leaves one.
+        client_ends = self._client_lingering_ends
+        client_lingering = self._client_lingering
+        while client_ends and client_ends[0][0] <= now:
+            lingering_deadline, lingering_key = client_ends.popleft()
+            if client_lingering.get(lingering_key) != lingering_deadline:
+                continue
+            del client_lingering[lingering_key]
+            try:
+                self._on_client_forgotten(lingering_key)
+            except Exception:
+                logger.exception("ending the lingering client entry %s failed", lingering_key)
         while True:
             deadline = self.next_deadline()
             if deadline is None or deadline > now:
@@ -255,41 +282,52 @@ class TransactionUser:
 
     def _apply(self, key: str, effects: list[Effect], client: bool = False) -> None:
         """Carry out a transaction's effects."""
-        peer = (self._client_peer if client else self._server_peer).get(key)
-        kind = "client" if client else "server"
+        if client:
+            peer = self._client_peer.get(key)
+            kind = "client"
+        else:
+            peer = self._server_peer.get(key)
+            kind = "server"
         sent: bytes | None = None
         linger_timer: Timer | None = None
         linger_deadline = 0.0
         # `_arm` and `_disarm` are inlined: transactions start and stop most timers.
         timers = self._timers
         for effect in effects:
-            if isinstance(effect, Send):
+            # No effect class has subclasses, so comparing the type is the check
+            # that isinstance makes, without a C call per effect and class.
+            if type(effect) is Send:
                 if peer is not None:
                     sent = to_bytes(effect.message)
                     self._outgoing.append(Outgoing(sent, peer))
-            elif isinstance(effect, StartTimer):
+            elif type(effect) is StartTimer:
+                timer = effect.timer
                 deadline = self._now + effect.delay
-                if not client and effect.timer in _LINGER_TIMERS and deadline > self._now:
-                    # `_linger` below arms it unless the transaction lingers.
-                    linger_timer, linger_deadline = effect.timer, deadline
+                if timer in _LINGER_TIMERS and deadline > self._now:
+                    # `_linger` or `_linger_client` below arms it unless the transaction lingers.
+                    linger_timer, linger_deadline = timer, deadline
                     continue
-                timer_key = (kind, key, effect.timer)
+                timer_key = (kind, key, timer)
                 timers[timer_key] = deadline
                 heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), timer_key))
                 if deadline < self.earliest_armed:
                     self.earliest_armed = deadline
-            elif isinstance(effect, StopTimer):
+            elif type(effect) is StopTimer:
                 timers.pop((kind, key, effect.timer), None)
-            elif isinstance(effect, TimedOut):
-                self._on_timed_out(key, effect.timer, client)
-            elif isinstance(effect, Terminated):
-                self._forget(kind, key)
-            elif isinstance(effect, Deliver):
+            elif type(effect) is Deliver:
+                response = effect.response
                 if self._debug:
-                    logger.debug("response %s for %s", effect.response.status, key)
-                self._on_client_response(key, effect.response)
+                    logger.debug("response %s for %s", response.status, key)
+                self._on_client_response(key, response)
+            elif type(effect) is Terminated:
+                self._forget(kind, key)
+            elif type(effect) is TimedOut:
+                self._on_timed_out(key, effect.timer, client)
         if linger_timer is not None:
-            self._linger(key, sent, linger_timer, linger_deadline)
+            if client:
+                self._linger_client(key, linger_timer, linger_deadline)
+            else:
+                self._linger(key, sent, linger_timer, linger_deadline)
 
     def _linger(self, key: str, sent: bytes | None, timer: Timer, deadline: float) -> None:
         """Replace the server transaction `key` by a lingering entry until `deadline`.
@@ -333,6 +371,37 @@ class TransactionUser:
             self._on_server_forgotten(key)
         except Exception:
             logger.exception("ending the lingering entry %s failed", key)
+
+    def _linger_client(self, key: str, timer: Timer, deadline: float) -> None:
+        """Replace the client transaction `key` by a lingering entry until `deadline`.
+
+        The transaction has just delivered its final response and started
+        `timer` (K) to end at `deadline`, which is later than now. Timer K is
+        zero on TCP and TLS, so there `_apply` arms it instead. A transaction
+        that is not a Completed non-INVITE gets `timer` armed as usual.
+        """
+        transaction = self._client.get(key)
+        if (
+            not isinstance(transaction, ClientNonInviteTransaction)
+            or transaction.state is not State.COMPLETED
+        ):
+            self._arm("client", key, timer, deadline)
+            return
+        # In Completed the transaction absorbs every response and sends nothing,
+        # and the effects of its final response stopped its other timers.
+        del self._client[key]
+        self._client_peer.pop(key, None)
+        self._client_owner.pop(key, None)
+        self._client_lingering[key] = deadline
+        if deadline < self.earliest_armed:
+            self.earliest_armed = deadline
+        ends = self._client_lingering_ends
+        if ends and deadline < ends[-1][0]:
+            # Timer K always lasts T4 and `_now` never decreases, so entries come
+            # in deadline order, and this only guards that order.
+            bisect.insort(ends, (deadline, key))
+        else:
+            ends.append((deadline, key))
 
     def _absorb(self, key: str) -> bool:
         """Resend the final response for a retransmission to a lingering `key`; False if none."""

@@ -126,6 +126,7 @@ async def test_answer_raises_when_call_ends_before_ack(peer: UdpPeer) -> None:
         assert call.ended
         assert call.end_future.result() == "bye"
         assert await call.wait_ended() == "bye"
+        assert call.ack_sdp.cancelled()
     finally:
         await endpoint.stop()
 
