@@ -188,6 +188,24 @@ class UserAgent(RefreshCore):
         else:
             logger.debug("dropped an invalid message from %s: %s", peer.host, error.reason)
 
+    def send_trying(self, now: float) -> None:
+        """Send 100 Trying to each new INVITE that has had no response yet.
+
+        The adapter calls it after the application had its first chance to
+        answer the INVITEs of the last datagrams, and `trying_due` says when
+        there is something to send. An INVITE answered before then gets no
+        100, which RFC 3261 §17.2.1 allows for a response within 200 ms.
+        """
+        self._now = max(self._now, now)
+        trying, self._trying = self._trying, {}
+        for key in trying:
+            self._respond(key, 100)
+
+    @property
+    def trying_due(self) -> bool:
+        """Whether an INVITE waits for its 100 Trying (see `send_trying`)."""
+        return bool(self._trying)
+
     # ----- application commands
 
     def ring(self, handle: str, now: float) -> None:
@@ -440,6 +458,10 @@ class UserAgent(RefreshCore):
             return
         transaction = self._server.get(key)
         if transaction is not None:
+            if key in self._trying:
+                # A retransmission before `send_trying`: the 100 answers it now.
+                self._respond(key, 100)
+                return
             self._apply(key, transaction.on_request(request))
             return
         if key in self._lingering and self._absorb(key):
@@ -470,7 +492,10 @@ class UserAgent(RefreshCore):
             self._on_cancel(key)
             return
         if method == "INVITE":
-            self._respond(key, 100)
+            # §17.2.1: a UAS that responds within 200 ms may skip the 100 Trying. It
+            # waits for `send_trying`, which the adapter calls once the work that
+            # this datagram started has run, and a response sent before drops it.
+            self._trying[key] = None
         rejection = checks.check_request(request, self.allowed)
         if rejection is None and to_tag is None:
             rejection = self._check_merged(request, info, key)

@@ -449,6 +449,8 @@ class SipEndpoint:
         # core's earliest deadline (see `_pump`), and the deadline it was set for.
         self._timer: asyncio.Handle | None = None
         self._timer_deadline = math.inf
+        # The pending call of `_send_trying` (see `_defer_trying`).
+        self._trying_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The loop's clock once `start` has run. It is the bound `loop.time`, which
         # spares a Python call on each datagram and command.
@@ -732,6 +734,8 @@ class SipEndpoint:
             self._check_queue()
         core.receive(data, peer, self._now())
         self._pump()
+        if core._trying:
+            self._defer_trying()
 
     def _check_queue(self) -> None:
         """Switch the core's overload rejection by the bytes waiting in the UDP socket."""
@@ -749,8 +753,11 @@ class SipEndpoint:
             self._core.overloaded = False
 
     def _on_message(self, message: SipMessage, peer: Peer) -> None:
-        self.core.receive_message(message, peer, self._now())
+        core = self.core
+        core.receive_message(message, peer, self._now())
         self._pump()
+        if core._trying:
+            self._defer_trying()
 
     def _on_invalid(self, error: SipSyntaxError, peer: Peer) -> None:
         self.core.reject_invalid(error, peer)
@@ -818,6 +825,28 @@ class SipEndpoint:
         # and re-creating the timer on every change cost two calls in most messages.
         if core.earliest_armed < self._timer_deadline:
             self._arm_timer(core)
+
+    def _defer_trying(self) -> None:
+        """Send the 100 Trying of new INVITEs after the callbacks queued so far.
+
+        Those callbacks include the first step of each new call's handler, so
+        a handler that answers in that step sends its response first, and the
+        100 is dropped. Each received message moves the send behind the
+        handlers it started; commands do not, so under load the 100 of an
+        INVITE whose handler waits still goes out within a loop iteration.
+        """
+        if self._loop is None:
+            return
+        if self._trying_handle is not None:
+            self._trying_handle.cancel()
+        self._trying_handle = self._loop.call_soon(self._send_trying)
+
+    def _send_trying(self) -> None:
+        self._trying_handle = None
+        core = self._core
+        if core is not None:
+            core.send_trying(self._now())
+            self._pump()
 
     def _arm_timer(self, core: UserAgent) -> None:
         """Set the loop's timer to the core's next deadline, or clear it when there is none."""

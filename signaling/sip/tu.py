@@ -119,6 +119,9 @@ class TransactionUser:
         self._timer_sequence = itertools.count()
         self._server: dict[str, ServerTransaction] = {}
         self._server_peer: dict[str, Peer] = {}
+        # New INVITE server transactions whose 100 Trying waits for `send_trying`,
+        # in arrival order (see `UserAgent._on_request`). A response sent first drops it.
+        self._trying: dict[str, None] = {}
         # Server transactions past their final response, by key: the response to
         # send again for a retransmitted request (None for an Accepted INVITE,
         # which absorbs them), the peer's transport, host and port, and the deadline.
@@ -244,6 +247,8 @@ class TransactionUser:
         record_route: bool = False,
     ) -> SipResponse | None:
         """Send a response through the server transaction `key` and return it."""
+        if self._trying:
+            self._trying.pop(key, None)
         transaction = self._server.get(key)
         if transaction is None:
             return None

@@ -191,8 +191,14 @@ class CoreHarness:
         return [parse_loose(item.data) for item in outgoing]
 
     def feed(self, data: bytes) -> list[SipMessage]:
-        """Deliver one datagram; return the messages the core sent in reaction."""
+        """Deliver one datagram; return the messages the core sent in reaction.
+
+        The 100 Trying of a new INVITE goes out at the end, as the endpoint
+        sends it once the application had its first chance to answer.
+        """
         self.core.receive(data, self.peer, self.now)
+        if self.core.trying_due:
+            self.core.send_trying(self.now)
         return self._collect()
 
     def run(self, command: Callable[[UserAgent, float], None]) -> list[SipMessage]:

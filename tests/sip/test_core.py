@@ -201,13 +201,41 @@ def test_retransmitted_invite_resends_ringing() -> None:
     assert len(harness.offered()) == 1
 
 
+def test_answered_invite_skips_100() -> None:
+    harness = CoreHarness()
+    harness.core.receive(INVITE, harness.peer, harness.now)
+    harness.events += harness.core.take_events()
+    handle = harness.offered()[0].session.handle
+
+    harness.core.answer(handle, ANSWER_SDP, harness.now)
+    harness.core.send_trying(harness.now)
+    sent = harness.run(lambda core, now: None)
+
+    assert statuses(sent) == [200]
+    assert not harness.core.trying_due
+
+
+def test_retransmitted_invite_gets_100() -> None:
+    harness = CoreHarness()
+    harness.core.receive(INVITE, harness.peer, harness.now)
+    assert harness.core.trying_due
+
+    retransmitted = harness.feed(INVITE)
+    harness.core.send_trying(harness.now)
+    later = harness.run(lambda core, now: None)
+
+    assert statuses(retransmitted) == [100]
+    assert later == []
+    assert len(harness.offered()) == 1
+
+
 def test_merged_request_gets_482() -> None:
     harness = CoreHarness()
     offered_call(harness)
 
     sent = harness.feed(sip_request("INVITE", branch="z9hG4bK-other", body=OFFER_SDP))
 
-    assert statuses(sent) == [100, 482]
+    assert statuses(sent) == [482]
 
 
 def test_requests_outside_dialog_get_481() -> None:
@@ -280,7 +308,7 @@ def test_max_forwards_zero() -> None:
         b"Max-Forwards: 70", b"Max-Forwards: 0"
     )
 
-    assert statuses(harness.feed(invite)) == [100, 483]
+    assert statuses(harness.feed(invite)) == [483]
     assert statuses(harness.feed(options)) == [200]
 
 
@@ -326,8 +354,8 @@ def test_reinvite_while_pending_gets_500() -> None:
         sip_request("UPDATE", branch="z9hG4bK-u", to_tag=tag, cseq=4, body=OFFER_SDP)
     )
 
-    assert statuses(second) == [100, 500]
-    assert responses(second)[1].headers.get("Retry-After") is not None
+    assert statuses(second) == [500]
+    assert responses(second)[0].headers.get("Retry-After") is not None
     assert statuses(update) == [491]
 
 
@@ -356,8 +384,8 @@ def test_require_100rel_gets_420() -> None:
 
     sent = responses(CoreHarness().feed(invite))
 
-    assert [response.status for response in sent] == [100, 420]
-    assert sent[1].headers.get_list("Unsupported") == ["100rel"]
+    assert [response.status for response in sent] == [420]
+    assert sent[0].headers.get_list("Unsupported") == ["100rel"]
 
 
 def test_session_timer_accepted_and_enforced() -> None:
@@ -408,8 +436,8 @@ def test_session_timer_too_small_gets_422() -> None:
 
     sent = responses(CoreHarness().feed(invite))
 
-    assert [response.status for response in sent] == [100, 422]
-    assert sent[1].headers.get("Min-SE") == "90"
+    assert [response.status for response in sent] == [422]
+    assert sent[0].headers.get("Min-SE") == "90"
 
 
 def test_session_timer_declined_without_support() -> None:
@@ -440,8 +468,8 @@ def test_unsupported_body_gets_415() -> None:
 
     sent = responses(CoreHarness().feed(invite))
 
-    assert [response.status for response in sent] == [100, 415]
-    assert "application/sdp" in sent[1].headers.get_list("Accept")
+    assert [response.status for response in sent] == [415]
+    assert "application/sdp" in sent[0].headers.get_list("Accept")
 
 
 def test_multipart_offer_exposes_sdp_part() -> None:
@@ -481,7 +509,7 @@ def test_digest_sha256_and_md5_accepted() -> None:
     uri = "sip:15550100000@127.0.0.1"
     for index in (0, 1):
         harness = auth_harness()
-        challenge = responses(harness.feed(INVITE))[1]
+        challenge = responses(harness.feed(INVITE))[0]
         value = challenge.headers.raw("WWW-Authenticate")[index]
 
         header = "Authorization: " + authorization(value, "INVITE", uri)
@@ -497,7 +525,7 @@ def test_digest_sha256_and_md5_accepted() -> None:
 def test_digest_wrong_password_and_replay() -> None:
     harness = auth_harness()
     uri = "sip:15550100000@127.0.0.1"
-    challenge = responses(harness.feed(INVITE))[1].headers.raw("WWW-Authenticate")[0]
+    challenge = responses(harness.feed(INVITE))[0].headers.raw("WWW-Authenticate")[0]
     wrong = "Authorization: " + authorization(challenge, "INVITE", uri, password="guess")
     good = "Authorization: " + authorization(challenge, "INVITE", uri)
 
@@ -507,10 +535,10 @@ def test_digest_wrong_password_and_replay() -> None:
         sip_request("INVITE", call_id="c9", cseq=1, branch="z9hG4bK-4", extra=(good,))
     )
 
-    assert statuses(refused) == [100, 401]
+    assert statuses(refused) == [401]
     assert statuses(accepted) == [100]
-    assert statuses(replayed) == [100, 401]
-    assert "stale=true" in responses(replayed)[1].headers.raw("WWW-Authenticate")[0]
+    assert statuses(replayed) == [401]
+    assert "stale=true" in responses(replayed)[0].headers.raw("WWW-Authenticate")[0]
 
 
 def test_trusted_network_skips_digest() -> None:
@@ -528,7 +556,7 @@ def test_untrusted_source_without_users_gets_403() -> None:
 
     sent = harness.feed(INVITE)
 
-    assert statuses(sent) == [100, 403]
+    assert statuses(sent) == [403]
 
 
 def test_register_challenge_then_binding() -> None:

@@ -22,16 +22,18 @@ from tests.sip.support import (
 
 
 class GatedHandler:
-    """Rings, then waits for the test to open the gate before answering."""
+    """Rings (unless `ring_first` is off), then waits for the test to open the gate to answer."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
+        self.ring_first = True
         self.calls: asyncio.Queue[InboundCall] = asyncio.Queue()
         self.outcomes: asyncio.Queue[str] = asyncio.Queue()
 
     async def on_invite(self, call: InboundCall) -> None:
         self.calls.put_nowait(call)
-        await call.ring()
+        if self.ring_first:
+            await call.ring()
         await self.gate.wait()
         try:
             await call.answer(ANSWER_SDP)
@@ -61,6 +63,35 @@ async def started(handler: object, **settings: object) -> SipEndpoint:
 
 def invite_from(peer: UdpPeer, body: bytes = OFFER_SDP, call_id: str = "e1") -> bytes:
     return sip_request("INVITE", call_id=call_id, port=peer.port, body=body)
+
+
+async def test_answered_invite_gets_no_100(peer: UdpPeer) -> None:
+    endpoint = await started(ScriptedHandler(mode="answer"))
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+
+        first = await peer.next(5.0)
+
+        assert status_of(first) == 200
+    finally:
+        await endpoint.stop()
+
+
+async def test_waiting_handler_sends_100(peer: UdpPeer) -> None:
+    handler = GatedHandler()
+    handler.ring_first = False
+    endpoint = await started(handler)
+    try:
+        peer.send(invite_from(peer), endpoint.port)
+
+        first = await peer.next(5.0)
+        handler.gate.set()
+        second = await peer.next(5.0)
+
+        assert status_of(first) == 100
+        assert status_of(second) == 200
+    finally:
+        await endpoint.stop()
 
 
 async def test_answer_after_cancel_raises_call_ended(peer: UdpPeer) -> None:

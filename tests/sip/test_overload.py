@@ -50,16 +50,18 @@ def invite(peer: UdpPeer, number: int) -> bytes:
     )
 
 
-async def final_or_trying(peer: UdpPeer, count: int) -> dict[str, tuple[int, str | None]]:
-    """Collect the first 100 or 503 of `count` calls: Call-ID -> (status, Retry-After)."""
+async def first_responses(peer: UdpPeer, count: int) -> dict[str, tuple[int, str | None]]:
+    """Collect the first response of `count` calls: Call-ID -> (status, Retry-After).
+
+    The handler rings at once, so an accepted INVITE gets 180 without a 100 Trying.
+    """
     first: dict[str, tuple[int, str | None]] = {}
     while len(first) < count:
         data = await peer.next(max_seconds=10.0)
-        status = status_of(data)
         headers = parse_datagram(data).headers
         call_id = headers.get("Call-ID") or ""
-        if status in (100, 503) and call_id not in first:
-            first[call_id] = (status, headers.get("Retry-After"))
+        if call_id not in first:
+            first[call_id] = (status_of(data) or 0, headers.get("Retry-After"))
     return first
 
 
@@ -69,18 +71,19 @@ async def test_burst_gets_503_then_recovers(endpoint: SipEndpoint, peer: UdpPeer
     for number in range(BURST):
         peer.send(invite(peer, number), endpoint.port)
 
-    burst = await final_or_trying(peer, BURST)
+    burst = await first_responses(peer, BURST)
     rejected = [retry for status, retry in burst.values() if status == 503]
-    accepted = [status for status, _ in burst.values() if status == 100]
+    accepted = [status for status, _ in burst.values() if status == 180]
 
     assert rejected, "no INVITE of the burst was rejected"
     assert accepted, "every INVITE of the burst was rejected"
+    assert len(rejected) + len(accepted) == BURST
     assert set(rejected) == {"3"}
 
     peer.send(invite(peer, BURST), endpoint.port)
-    after = await final_or_trying(peer, 1)
+    after = await first_responses(peer, 1)
 
-    assert list(after.values()) == [(100, None)]
+    assert list(after.values()) == [(180, None)]
 
 
 async def test_guard_off_once_queue_drains(endpoint: SipEndpoint, peer: UdpPeer) -> None:
@@ -89,13 +92,13 @@ async def test_guard_off_once_queue_drains(endpoint: SipEndpoint, peer: UdpPeer)
     burst = 40
     for number in range(burst):
         peer.send(invite(peer, number), endpoint.port)
-    first = await final_or_trying(peer, burst)
+    first = await first_responses(peer, burst)
     assert any(status == 503 for status, _ in first.values())
 
     peer.send(invite(peer, burst), endpoint.port)
-    after = await final_or_trying(peer, 1)
+    after = await first_responses(peer, 1)
 
-    assert list(after.values()) == [(100, None)]
+    assert list(after.values()) == [(180, None)]
 
 
 async def test_queued_bytes_counts_waiting_datagrams(peer: UdpPeer) -> None:
