@@ -464,14 +464,16 @@ def freeze_startup_objects() -> None:
     collector's CPU from about 70 to 25 µs per call, and young collections
     took up to 8 ms. With SIPp at 1,000 calls/s, after 40 s of warm-up,
     10,000 still started a young collection every 1.7 s. Each walked
-    20,000-75,000 live objects, mostly BYE client transactions that wait
-    out Timer K with their requests and header tuples. Each collected
-    nothing and took up to 29 ms, and the collector cost about 11 µs of
-    CPU per call. With 50,000 the count stayed near 15,000 and no
-    collection ran in 100 s, and the process kept about 160,000 tracked
-    objects (bench/sip_load.py's server on a 2-vCPU VM). Cyclic garbage raises the
-    count for good, so the collector still runs once about 50,000 garbage
-    objects have piled up, and their memory stays in use until then.
+    20,000-75,000 live objects, mostly BYE client transactions waiting out
+    Timer K with their requests and header tuples. (Those now linger as a
+    key and a deadline, see `signaling.sip.tu`, so fewer objects live.)
+    Each collected nothing and took up to 29 ms, and the collector cost
+    about 11 µs of CPU per call. With 50,000 the count stayed near 15,000
+    and no collection ran in 100 s, and the process kept about 160,000
+    tracked objects (bench/sip_load.py's server on a 2-vCPU VM). Cyclic
+    garbage raises the count for good, so the collector still runs once
+    about 50,000 garbage objects have piled up, and their memory stays in
+    use until then.
     """
     gc.collect()
     gc.freeze()

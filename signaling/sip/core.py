@@ -459,7 +459,7 @@ class UserAgent(RefreshCore):
         transaction = self._server.get(key)
         if transaction is not None:
             if key in self._trying:
-                # A retransmission before `send_trying`: the 100 answers it now.
+                # A retransmission that arrives before `send_trying` gets the 100 now.
                 self._respond(key, 100)
                 return
             self._apply(key, transaction.on_request(request))
