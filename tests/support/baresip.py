@@ -68,6 +68,8 @@ MODULE_PATH = Path("/usr/lib/baresip/modules")
 SAMPLE_RATE = 8000
 STOP_TIMEOUT_S = 5.0
 MAX_NETSTRING = 1 << 20
+# Lines of baresip's console output that a timeout error carries.
+LOG_TAIL_LINES = 40
 
 # Reasons baresip 1.0.0 puts in CALL_CLOSED: "%m" of ECONNRESET when the
 # peer sent BYE, and ua_hangup's default when we hung up.
@@ -232,11 +234,13 @@ class BaresipClient:
 
     # Call control
 
-    def dial(self, uri: str, timeout_s: float = 5.0) -> None:
+    def dial(self, uri: str, timeout_s: float = 10.0) -> None:
         """Place a call to `uri` (for example `sip:ivr@127.0.0.1:5060`).
 
         The wait methods then look only at events after this dial, so one
-        client can place several calls in a row.
+        client can place several calls in a row. The reply to the command
+        once took more than 5 s in a full test run on an idle 2-vCPU machine,
+        so `timeout_s` defaults to the 10 s that the tests give the answer.
         """
         with self._condition:
             self._hangup_requested = False
@@ -476,7 +480,10 @@ class BaresipClient:
                     return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise BaresipError(f"timed out after {timeout_s} s waiting for {what}")
+                    tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
+                    raise BaresipError(
+                        f"timed out after {timeout_s} s waiting for {what}; baresip log:\n{tail}"
+                    )
                 self._condition.wait(remaining)
 
     def _wait_for_call_until(self, moment: float) -> None:
