@@ -679,6 +679,10 @@ def test_response_via_gets_received_and_rport() -> None:
     assert harness.sent[0].peer == Peer("udp", "127.0.0.9", 40000)
 
 
+def ended_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if ": ended (" in record.getMessage()]
+
+
 def test_ended_log_line_carries_call_id(caplog: pytest.LogCaptureFixture) -> None:
     harness = CoreHarness()
     handle, tag = answered_call(harness)
@@ -686,11 +690,38 @@ def test_ended_log_line_carries_call_id(caplog: pytest.LogCaptureFixture) -> Non
     id_filter = CallIdFilter()
 
     # The BYE arrives outside any call's task, where the context's call id is "-".
-    with caplog.at_level(logging.INFO, logger="sip.core"):
+    with caplog.at_level(logging.DEBUG, logger="sip.core"):
         harness.feed(sip_request("BYE", branch="z9hG4bK-bye", to_tag=tag, cseq=2))
 
-    ended = [record for record in caplog.records if record.getMessage().endswith("ended (bye)")]
-    assert len(ended) == 1
+    ended = ended_records(caplog)
+    assert [record.levelno for record in ended] == [logging.DEBUG]
     assert id_filter.filter(ended[0])
     assert getattr(ended[0], "call_id", None) == handle
     assert f"[{handle}] call {handle}: ended (bye)" in formatter.format(ended[0])
+
+
+def test_normal_ends_log_nothing_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    by_caller, by_node = CoreHarness(), CoreHarness()
+    _, tag = answered_call(by_caller)
+    handle, _ = answered_call(by_node)
+
+    with caplog.at_level(logging.INFO, logger="sip.core"):
+        by_caller.feed(sip_request("BYE", branch="z9hG4bK-bye", to_tag=tag, cseq=2))
+        by_node.run(lambda core, now: core.hangup(handle, now))
+
+    assert [event.reason for event in by_caller.ended() + by_node.ended()] == ["bye", "hangup"]
+    assert ended_records(caplog) == []
+
+
+def test_timeout_end_logs_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    harness = CoreHarness()
+    handle = offered_call(harness)
+    harness.run(lambda core, now: core.answer(handle, ANSWER_SDP, now))
+
+    with caplog.at_level(logging.INFO, logger="sip.core"):
+        harness.advance(33.0)
+
+    ended = ended_records(caplog)
+    assert [(record.levelno, record.getMessage()) for record in ended] == [
+        (logging.INFO, f"call {handle}: ended (timeout)")
+    ]
