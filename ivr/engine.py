@@ -166,7 +166,7 @@ class IvrSession:
         self._channel = channel
         self._synthesizer = synthesizer
         if events is not None and event_fields is not None:
-            raise ValueError("give an IVR session events or event_fields, not both")
+            raise ValueError("events and event_fields were both given; pass only one of them")
         self._events = events
         self._event_fields = event_fields
         self._queue = queue
@@ -265,7 +265,7 @@ class IvrSession:
         """
         debug = self._debug = log.isEnabledFor(logging.DEBUG)
         if self._state is not _NEW:
-            self._set_state(_RUNNING)  # raises: a session runs once
+            self._set_state(_RUNNING)  # Raises RuntimeError, because a session runs once.
         # The body of `_set_state` for NEW -> RUNNING and, below, RUNNING -> ENDED, the two
         # moves of every session, without its Python call.
         if debug:

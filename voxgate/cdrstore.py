@@ -341,7 +341,7 @@ class CdrRecorder:
                     self._writer_idle = False
                     self._wake.set()
             else:
-                self._queue(record)  # which counts and logs the lost record
+                self._queue(record)  # `_queue` counts and logs the lost record.
             return
         if trace is None:
             if kind == _STARTED_KIND:
@@ -389,7 +389,7 @@ class CdrRecorder:
         return trace
 
     def _evict_oldest(self) -> None:
-        """Write the record of the oldest open call, which `max_open_calls` has no room for."""
+        """Queue the oldest open call's record (`evicted`) to stay within `max_open_calls`."""
         call_id = next(iter(self._traces))
         oldest = self._traces.pop(call_id)
         logger.warning("call %s: too many open calls; writing its CDR early", call_id)

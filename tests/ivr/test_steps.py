@@ -470,7 +470,7 @@ async def test_session_logs_state_changes(caplog: pytest.LogCaptureFixture) -> N
 def test_session_takes_one_event_callback() -> None:
     flow = flow_from_text("flow: t\nsteps:\n" + BYE)
     events: list[IvrEvent] = []
-    with pytest.raises(ValueError, match="events or event_fields"):
+    with pytest.raises(ValueError, match="events and event_fields"):
         IvrSession(
             flow,
             TextChannel(scripted([])),
