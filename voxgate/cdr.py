@@ -203,6 +203,8 @@ class CallTrace:
 
 
 def _call_started(trace: CallTrace, at: float, payload: Any) -> None:
+    # `CdrRecorder.on_event` inlines this body for a call.started that opens a trace, so
+    # a change here belongs there too.
     trace.started_at = at
     trace.channel = payload.get("channel")
     trace.caller = payload.get("caller")

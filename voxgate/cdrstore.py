@@ -32,6 +32,7 @@ logger = logging.getLogger("voxgate.cdr")
 
 # Read once: an enum's `value` runs Python code on every read, and every call event is checked.
 _ENDED_KIND = CallKind.ENDED.value
+_STARTED_KIND = CallKind.STARTED.value
 
 SCHEMA_VERSION = 2
 
@@ -311,28 +312,59 @@ class CdrRecorder:
         call_id = event.call_id
         if call_id is None:
             return
+        kind = event.kind
+        traces = self._traces
         # A call id is in `_traces` or in `_ended`, never in both, so only an
         # event of no open call needs the second lookup.
-        trace = self._traces.get(call_id)
+        trace = traces.pop(call_id, None) if kind == _ENDED_KIND else traces.get(call_id)
         if trace is None and call_id in self._ended:
-            logger.debug("call %s: %s after the call ended; ignored", call_id, event.kind)
+            logger.debug("call %s: %s after the call ended; ignored", call_id, kind)
             return
-        kind = event.kind
+        at = event.time
         if kind == _ENDED_KIND:
-            self._remember_ended(call_id)
             if trace is None:
-                trace = CallTrace(call_id, event.node_id, event.time)
-            else:
-                del self._traces[call_id]
+                trace = CallTrace(call_id, event.node_id, at)
+            # The body of `_remember_ended`, without its Python call.
+            ended_order = self._ended_order
+            self._ended.add(call_id)
+            ended_order.append(call_id)
+            if len(ended_order) > self.config.max_open_calls:
+                self._ended.remove(ended_order.popleft())
             payload = event.payload
-            self._queue(trace.finish(event.time, payload.get("reason"), payload.get("status")))
+            record = trace.finish(at, payload.get("reason"), payload.get("status"))
+            pending = self._pending
+            if self._wake is not None and len(pending) < self.config.max_pending:
+                # The body of `_queue` for a record that it queues, without its Python call.
+                pending.append(record)
+                self._queued += 1
+                if self._writer_idle:
+                    self._writer_idle = False
+                    self._wake.set()
+            else:
+                self._queue(record)  # `_queue` counts and logs the lost record.
             return
         if trace is None:
+            if kind == _STARTED_KIND:
+                # The first event of most calls. This opens the trace as `_open_trace`
+                # does and applies `_call_started` (voxgate.cdr) without their two
+                # Python calls.
+                trace = CallTrace(call_id, event.node_id, at)
+                traces[call_id] = trace
+                if len(traces) > self.config.max_open_calls:
+                    self._evict_oldest()
+                payload = event.payload
+                trace.last_event_at = at
+                trace.started_at = at
+                trace.channel = payload.get("channel")
+                trace.caller = payload.get("caller")
+                trace.called = payload.get("called")
+                trace.callback_of = payload.get("callback_of")
+                trace.callback_attempt = payload.get("attempt")
+                return
             trace = self._open_trace(event)
             if trace is None:
                 return
         # The body of `trace.apply(event)`, without its Python call.
-        at = event.time
         trace.last_event_at = at
         handler = EVENT_HANDLERS.get(kind)
         if handler is not None:
@@ -353,11 +385,15 @@ class CdrRecorder:
         trace = CallTrace(event.call_id, event.node_id, event.time)
         self._traces[event.call_id] = trace
         if len(self._traces) > self.config.max_open_calls:
-            call_id = next(iter(self._traces))
-            oldest = self._traces.pop(call_id)
-            logger.warning("call %s: too many open calls; writing its CDR early", call_id)
-            self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
+            self._evict_oldest()
         return trace
+
+    def _evict_oldest(self) -> None:
+        """Queue the oldest open call's record (`evicted`) to stay within `max_open_calls`."""
+        call_id = next(iter(self._traces))
+        oldest = self._traces.pop(call_id)
+        logger.warning("call %s: too many open calls; writing its CDR early", call_id)
+        self._queue(oldest.finish(oldest.last_event_at, "evicted", None))
 
     def _remember_ended(self, call_id: str) -> None:
         self._ended.add(call_id)

@@ -6,14 +6,19 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from acd.events import AgentStateChanged, CallerOffered
 from acd.model import AgentState, Offer, OfferKind
-from ivr.engine import Outcome, SessionResult
+from ivr.engine import IvrSession, Outcome, SessionResult
 from ivr.events import EventKind, IvrEvent
+from ivr.loader import parse_flow
+from ivr.prompts import SilentSynthesizer
 from ivr.services import QueueRequest
+from ivr.textchannel import TextChannel, scripted
+from tests.cdr.journey import FLOW
 from voxgate.callevents import (
     CallEvent,
     CallLegEvents,
@@ -21,6 +26,8 @@ from voxgate.callevents import (
     EventHub,
     from_acd_event,
     from_ivr_event,
+    ivr_event_callback,
+    ivr_event_fields_callback,
 )
 
 
@@ -108,6 +115,49 @@ def test_ivr_event_keeps_flow_step_and_payload() -> None:
     assert converted.call_id == "c1"
     assert converted.time == 1234.0
     assert converted.payload == {"flow": "care", "step": "ask", "intent": "refund"}
+
+
+def test_ivr_fields_callback_publishes_converted_event() -> None:
+    hub = EventHub()
+    seen: list[CallEvent] = []
+    hub.listen(seen.append)
+    ivr = IvrEvent(EventKind.INTENT_SCORED, "c1", "care", "ask", 3.5, {"intent": "refund"})
+    ivr_event_fields_callback(hub, "node-a", lambda: 1234.0)(
+        ivr.kind, ivr.call_id, ivr.flow, ivr.step, ivr.at, dict(ivr.payload)
+    )
+    expected = from_ivr_event(ivr, "node-a", 1234.0)
+    assert seen == [expected]
+    assert list(seen[0].payload) == ["flow", "step", "intent"]
+
+
+def test_ivr_fields_callback_names_every_kind() -> None:
+    hub = EventHub()
+    seen: list[CallEvent] = []
+    hub.listen(seen.append)
+    publish = ivr_event_fields_callback(hub, "node-a", lambda: 1.0)
+    for kind in EventKind:
+        publish(kind, "c1", "care", None, 0.0, {})
+    assert [e.kind for e in seen] == [f"ivr.{kind.value}" for kind in EventKind]
+    assert all(type(e.kind) is str for e in seen)
+
+
+async def test_ivr_fields_callback_matches_event_callback() -> None:
+    by_instance: list[CallEvent] = []
+    by_fields: list[CallEvent] = []
+    instance_hub, fields_hub = EventHub(), EventHub()
+    instance_hub.listen(by_instance.append)
+    fields_hub.listen(by_fields.append)
+    callbacks: list[dict[str, Any]] = [
+        {"events": ivr_event_callback(instance_hub, "node-a", lambda: 7.0)},
+        {"event_fields": ivr_event_fields_callback(fields_hub, "node-a", lambda: 7.0)},
+    ]
+    for callback in callbacks:
+        flow, _ = parse_flow(FLOW, "care.yaml")
+        channel = TextChannel(scripted(["I want a refund"]), call_id="c1")
+        await IvrSession(flow, channel, SilentSynthesizer(), clock=channel.clock, **callback).run()
+    assert len(by_instance) > 4
+    assert by_fields == by_instance
+    assert [list(e.payload) for e in by_fields] == [list(e.payload) for e in by_instance]
 
 
 def test_acd_offer_event_leaves_out_context() -> None:

@@ -18,7 +18,7 @@ from acd.events import CallerLeft
 from ivr.engine import Outcome
 from tests.cdr.journey import CALLED, CALLER, NODE_ID, START_TIME, Node, make_node
 from voxgate.callevents import CallEvent, CallLegEvents, Channel, EventHub, from_acd_event
-from voxgate.cdr import CallDetailRecord, Disposition
+from voxgate.cdr import CallDetailRecord, CallTrace, Disposition
 from voxgate.cdrapi import add_cdr_routes
 from voxgate.cdrstore import (
     SCHEMA_VERSION,
@@ -269,6 +269,32 @@ async def test_recent_orders_by_end_time(hub: EventHub, recorder: CdrRecorder) -
     await recorder.flush()
     recent = await recorder.recent(3)
     assert [row.call_id for row in recent] == ["call-r4", "call-r3", "call-r2"]
+
+
+async def test_started_call_row_matches_trace(hub: EventHub, recorder: CdrRecorder) -> None:
+    started = {
+        "channel": "sip",
+        "caller": CALLER,
+        "called": CALLED,
+        "callback_of": "call-r",
+        "attempt": 2,
+    }
+    events = [
+        CallEvent("call.started", "call-s", NODE_ID, START_TIME, started),
+        CallEvent("call.answered", "call-s", NODE_ID, START_TIME + 2, {}),
+    ]
+    trace = CallTrace("call-s", NODE_ID, START_TIME)
+    for event in events:
+        trace.apply(event)
+        hub.publish(event)
+    hub.publish(CallEvent("call.ended", "call-s", NODE_ID, START_TIME + 9, {"reason": "busy"}))
+    await recorder.flush()
+
+    row = await recorder.get("call-s")
+    assert row == trace.finish(START_TIME + 9, "busy", None)
+    assert row is not None
+    assert row.callback_of == "call-r"
+    assert row.callback_attempt == 2
 
 
 async def test_open_call_bound_evicts_oldest(tmp_path: Path, hub: EventHub) -> None:

@@ -7,6 +7,7 @@ import logging
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -420,6 +421,63 @@ async def test_event_callback_error_does_not_stop_call() -> None:
     ).run()
     assert result.outcome is Outcome.HANGUP
     assert result.path == ["a", "bye"]
+
+
+async def test_event_fields_match_events() -> None:
+    flow = flow_from_text(
+        "flow: t\nsteps:\n  a: {type: say, text: hi}\n"
+        "  ask:\n    type: gather\n    dtmf: {max_digits: 1}\n    into: key\n" + HANDLERS + BYE
+    )
+    run = await run_flow(flow, ["#5"])
+    fields: list[IvrEvent] = []
+
+    def collect(*event: Any) -> None:
+        fields.append(IvrEvent(*event))
+
+    channel = TextChannel(scripted(["#5"]))
+    result = await IvrSession(
+        flow, channel, SilentSynthesizer(), event_fields=collect, clock=channel.clock
+    ).run()
+    assert result.path == run.result.path
+    assert len(run.events) > 4
+    assert fields == run.events
+
+
+async def test_event_fields_error_does_not_stop_call() -> None:
+    flow = flow_from_text("flow: t\nsteps:\n  a: {type: say, text: hi}\n" + BYE)
+    channel = TextChannel(scripted([]))
+
+    def broken(*event: Any) -> None:
+        raise RuntimeError("sink down")
+
+    result = await IvrSession(
+        flow, channel, SilentSynthesizer(), event_fields=broken, clock=channel.clock
+    ).run()
+    assert result.outcome is Outcome.HANGUP
+    assert result.path == ["a", "bye"]
+
+
+async def test_session_logs_state_changes(caplog: pytest.LogCaptureFixture) -> None:
+    flow = flow_from_text("flow: t\nsteps:\n" + BYE)
+    channel = TextChannel(scripted([]), call_id="c7")
+    session = IvrSession(flow, channel, SilentSynthesizer(), clock=channel.clock)
+    with caplog.at_level(logging.DEBUG, logger="ivr"):
+        await session.run()
+    changes = [r.getMessage() for r in caplog.records if "session" in r.getMessage()]
+    assert changes == ["call c7: session new -> running", "call c7: session running -> ended"]
+
+
+def test_session_takes_one_event_callback() -> None:
+    flow = flow_from_text("flow: t\nsteps:\n" + BYE)
+    events: list[IvrEvent] = []
+    with pytest.raises(ValueError, match="events and event_fields"):
+        IvrSession(
+            flow,
+            TextChannel(scripted([])),
+            SilentSynthesizer(),
+            events=events.append,
+            event_fields=lambda *event: None,
+        )
 
 
 async def test_session_runs_only_once() -> None:
