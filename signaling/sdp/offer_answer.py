@@ -140,7 +140,10 @@ def answer_audio(
     and SdpError when the chosen stream has no connection address. Raises
     ValueError for invalid arguments.
     """
-    ours = _audio_codecs(supported)
+    # The identity check of `_audio_codecs`, written out to save its Python call per answer.
+    last_supported, ours = _last_audio_codecs
+    if supported is not last_supported:
+        ours = _audio_codecs(supported)
     if not ours:
         raise ValueError("supported codecs must include at least one audio codec")
     if not 0 < local_port <= 65535:
@@ -150,6 +153,73 @@ def answer_audio(
         raise ValueError("session id and session version must not be negative")
     addrtype = _address_type(local_host)
 
+    # A peer that sends one body in every call gets one description from `parse`, so the
+    # choice made for the last offer serves again when the offer and arguments are the same.
+    global _last_choice
+    last = _last_choice
+    if (
+        last is not None
+        and last[0] is offer
+        and last[1] is ours
+        and last[2] == accept_dtmf
+        and last[3] is prefer
+    ):
+        choice = last[4]
+    else:
+        choice = _choose_stream(offer, ours, accept_dtmf, prefer)
+        _last_choice = (offer, ours, accept_dtmf, prefer, choice)
+
+    # The body is written as text here, in the layout of `SessionDescription.to_bytes`
+    # for an answer with session name "-", one t=0 0 line and a session-level c= line.
+    plan = choice.plan
+    body = (
+        f"v=0\r\no={username} {session_id!s} {session_version!s} IN {addrtype} {local_host}\r\n"
+        f"s=-\r\nc=IN {addrtype} {local_host}\r\nt=0 0\r\n{choice.sections_before}"
+        f"m=audio {local_port}{plan.section_tail}a={choice.direction}\r\n{choice.sections_after}"
+    )
+    return AudioAnswer(
+        sdp=body.encode("utf-8"),
+        codec=plan.codec,
+        dtmf=plan.selection.dtmf,
+        remote_host=choice.host,
+        remote_port=choice.remote_port,
+        direction=choice.direction,
+        ptime_ms=plan.ptime_ms,
+        media_index=choice.index,
+    )
+
+
+# Not frozen, because a frozen dataclass takes about four times as long to build, and
+# `answer_audio` builds one for each offer that it did not answer last.
+@dataclass(slots=True)
+class _StreamChoice:
+    """The stream of an offer that `answer_audio` answers, and the rest of the answer's media.
+
+    `sections_before` and `sections_after` are the text of the sections
+    rejected with port 0 before and after the answered one. Never changed
+    once built.
+    """
+
+    index: int
+    plan: _StreamPlan
+    host: str
+    remote_port: int
+    direction: str
+    sections_before: str
+    sections_after: str
+
+
+def _choose_stream(
+    offer: SessionDescription,
+    ours: tuple[Codec, ...],
+    accept_dtmf: bool,
+    prefer: Codec | None,
+) -> _StreamChoice:
+    """Choose the audio stream to answer and our direction for it (see `answer_audio`).
+
+    Raises NoCommonCodec when no audio stream is usable and SdpError when
+    the chosen stream has no connection address.
+    """
     chosen: tuple[int, _StreamPlan, str] | None = None
     problems: list[str] = []
     for index, media in enumerate(offer.media):
@@ -177,31 +247,26 @@ def answer_audio(
 
     index, plan, host = chosen
     offered_direction = plan.media_direction or offer.direction or "sendrecv"
-    direction = _ANSWER_DIRECTIONS[offered_direction, host in HOLD_ADDRESSES]
-
-    # The body is written as text here, in the layout of `SessionDescription.to_bytes`
-    # for an answer with session name "-", one t=0 0 line and a session-level c= line.
     # Streams other than the answered one are rejected with port 0 (RFC 3264 section 6).
-    body = [
-        f"v=0\r\no={username} {session_id!s} {session_version!s} IN {addrtype} {local_host}\r\n"
-        f"s=-\r\nc=IN {addrtype} {local_host}\r\nt=0 0\r\n"
-    ]
-    for position, offered_media in enumerate(offer.media):
-        if position == index:
-            body.append(f"m=audio {local_port}{plan.section_tail}a={direction}\r\n")
-        else:
-            body.append(_rejected_section(offered_media))
-
-    return AudioAnswer(
-        sdp="".join(body).encode("utf-8"),
-        codec=plan.codec,
-        dtmf=plan.selection.dtmf,
-        remote_host=host,
-        remote_port=offer.media[index].port,
-        direction=direction,
-        ptime_ms=plan.ptime_ms,
-        media_index=index,
+    sections = offer.media
+    # An offer of one stream, the usual case, has no other section to reject.
+    after = "".join(map(_rejected_section, sections[index + 1 :])) if len(sections) > 1 else ""
+    return _StreamChoice(
+        index,
+        plan,
+        host,
+        sections[index].port,
+        _ANSWER_DIRECTIONS[offered_direction, host in HOLD_ADDRESSES],
+        "".join(map(_rejected_section, sections[:index])) if index else "",
+        after,
     )
+
+
+# The arguments of the last `_choose_stream` call from `answer_audio`, and its result.
+# It keeps the offer alive, so an offer that `is` the stored one is that very offer.
+_last_choice: (
+    tuple[SessionDescription, tuple[Codec, ...], bool, Codec | None, _StreamChoice] | None
+) = None
 
 
 def build_audio_offer(
