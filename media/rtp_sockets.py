@@ -242,17 +242,36 @@ class RtpSocketPool:
         free port, and OSError when BIND_ATTEMPTS ports in a row are held by
         other processes.
         """
+        pair = self.reuse()
+        if pair is None:
+            pair = await self._bind_pair()
+            self._in_use.add(pair)
+            self.bound += 1
+        return pair
+
+    def reuse(self) -> RtpSocketPair | None:
+        """Hand out a drained released pair past its quarantine, or None when none is ready.
+
+        A caller that gets None binds a new pair with `acquire`. Calling this
+        first spares the coroutine of `acquire` when a pair is ready. Raises
+        RuntimeError when the pool is closed.
+        """
         if self._closed:
             raise RuntimeError("the RTP socket pool is closed")
+        idle = self._idle
+        if not idle:
+            return None
         now = self._clock()
-        while self._idle:
-            pair = self._idle[0]
+        while idle:
+            pair = idle[0]
             if pair.reusable_at > now and self._ports.free_count > 0:
                 break
             # NOTE: with the port range used up, a pair leaves quarantine early;
             # the drain and the stale-stream check still apply to it.
-            self._idle.popleft()
-            if pair.is_broken():
+            idle.popleft()
+            # `RtpSocketPair.is_broken`, written out to save its Python call per call.
+            rtp, rtcp = pair.rtp, pair.rtcp
+            if rtp is None or rtcp is None or rtp.is_closing() or rtcp.is_closing():
                 # The loop closed a socket after an error; the port returns when both are closed.
                 pair.close()
                 continue
@@ -260,10 +279,7 @@ class RtpSocketPool:
             self._in_use.add(pair)
             self.reused += 1
             return pair
-        pair = await self._bind_pair()
-        self._in_use.add(pair)
-        self.bound += 1
-        return pair
+        return None
 
     def release(self, pair: RtpSocketPair, stale_streams: frozenset[tuple[Address, int]]) -> None:
         """Take back a pair whose session ended, remembering that call's streams.
@@ -275,7 +291,12 @@ class RtpSocketPool:
             self._in_use.remove(pair)
         except KeyError:
             return
-        pair.set_idle()
+        # `RtpSocketPair.set_idle`, written out to save its Python call per call.
+        idle, rtp, rtcp = pair.idle_protocol, pair.rtp, pair.rtcp
+        if rtp is not None:
+            rtp.set_protocol(idle)
+        if rtcp is not None:
+            rtcp.set_protocol(idle)
         if self._closed or len(self._idle) >= self._max_idle:
             pair.close()
             return

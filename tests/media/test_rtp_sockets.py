@@ -204,6 +204,31 @@ async def test_quarantined_pair_not_handed_out(port_pool: RtpPortPool) -> None:
     pool.close()
 
 
+async def test_reuse_hands_out_only_ready_pairs(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    previous, _ = peers
+    clock = FakeClock()
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.5, clock=clock)
+    assert pool.reuse() is None
+    pair = await pool.acquire()
+    await RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9)).close()
+
+    assert pool.reuse() is None
+    clock.now += 0.5
+    previous.sendto(rtp_packet(ssrc=1111, sequence=1), ("127.0.0.1", pair.port))
+    assert pool.reuse() is pair
+    assert pair.dropped == 1
+    assert pool.reuse() is None
+    assert pool.reused == 1
+    assert pool.in_use_count == 1
+
+    pool.give_back(pair)
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.reuse()
+
+
 async def test_quarantine_ends_early_when_range_used_up() -> None:
     low = 20000 + 2 * secrets.randbelow(15000)
     ports = RtpPortPool(low, low + 1)
