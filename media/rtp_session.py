@@ -545,13 +545,22 @@ class RtpSession(asyncio.DatagramProtocol):
             session._stale_streams = frozenset(
                 stream for stream in pair.stale_streams if stream[0] != remote
             )
-        session._loop = asyncio.get_running_loop()
-        session._core.loop_time = session._loop.time
+        # The loop that bound the pair runs its sessions. Reading it from the pair spares
+        # the getpid system call of `asyncio.get_running_loop` on CPython 3.11.
+        loop = session._loop = pair.loop if pair.loop is not None else asyncio.get_running_loop()
+        session._core.loop_time = loop.time
         session._transport = session._core.transport = pair.rtp
         pair.rtp.set_protocol(session)
         if not config.rtcp_mux:
             session._rtcp_transport = pair.rtcp
-            pair.rtcp.set_protocol(_RtcpProtocol(session, track_close=False))
+            # One RTCP protocol serves every session of the pair in turn, and `close` clears
+            # its session.
+            rtcp_protocol = pair.rtcp_protocol
+            if rtcp_protocol is None:
+                rtcp_protocol = pair.rtcp_protocol = _RtcpProtocol(session, track_close=False)
+            else:
+                rtcp_protocol._session = session
+            pair.rtcp.set_protocol(rtcp_protocol)
         return session
 
     def on_close_release(self, release: Callable[[], None]) -> None:
@@ -691,6 +700,9 @@ class RtpSession(asyncio.DatagramProtocol):
                 streams = frozenset((source, ssrc) for ssrc in self._ssrcs_seen)
             # `_transport` stays for `local_address`; `_closed` already stops every send on it.
             self._rtcp_transport = None
+            if pair.rtcp_protocol is not None:
+                # The pair keeps its RTCP protocol for the next session, but not this session.
+                pair.rtcp_protocol._session = None
             pool = self._socket_pool
             assert pool is not None
             pool.release(pair, streams)
@@ -1153,28 +1165,35 @@ class RtpSession(asyncio.DatagramProtocol):
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
-    """The RTCP socket of a session without rtcp-mux, handing datagrams to the session."""
+    """The RTCP socket of a session without rtcp-mux, handing datagrams to the session.
+
+    A pooled pair keeps one for all its sessions (`RtpSocketPair.rtcp_protocol`).
+    Its session is None between them, while the idle protocol has the socket.
+    """
 
     __slots__ = ("_lost", "_session")
     # Spares `set_protocol` a caught AttributeError (see `media.rtp_sockets`).
     data_received = NO_STREAM_CALLBACK
 
     def __init__(self, session: RtpSession, *, track_close: bool = True) -> None:
-        self._session = session
+        self._session: RtpSession | None = session
         self._lost: asyncio.Future[None] | None = None
         if track_close:
             self._lost = asyncio.get_running_loop().create_future()
             session._sockets_lost.append(self._lost)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._session._pair is not None:
-            self._session._pair.socket_closed()
+        session = self._session
+        if session is not None and session._pair is not None:
+            session._pair.socket_closed()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if len(data) <= MAX_DATAGRAM:
-            self._session.rtcp_received(data, (str(addr[0]), int(addr[1])))
+        session = self._session
+        if session is not None and len(data) <= MAX_DATAGRAM:
+            session.rtcp_received(data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
-        logger.debug("call %s: rtcp socket error: %s", self._session.call_id, exc)
+        call_id = self._session.call_id if self._session is not None else "-"
+        logger.debug("call %s: rtcp socket error: %s", call_id, exc)

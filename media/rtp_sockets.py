@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from media.rtp_session import RtpPortPool
+    from media.rtp_session import RtpPortPool, _RtcpProtocol
 
 logger = logging.getLogger("media.rtp")
 
@@ -101,7 +101,11 @@ class RtpSocketPair:
         self.port = port
         self.rtp: asyncio.DatagramTransport | None = None
         self.rtcp: asyncio.DatagramTransport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop that the sockets were bound on, which runs the pair's sessions."""
         self.idle_protocol = _IdleProtocol(self)
+        self.rtcp_protocol: _RtcpProtocol | None = None
+        """The RTCP protocol that `RtpSession.open_on_pair` keeps for the pair's sessions."""
         self.stale_streams: frozenset[tuple[Address, int]] = frozenset()
         """The (source address, SSRC) streams of the previous call on this pair."""
         self.reusable_at = 0.0
@@ -188,6 +192,7 @@ class RtpSocketPair:
             # of leaving it to the garbage collector (two transports per closed pair).
             self.rtp = None
             self.rtcp = None
+            self.rtcp_protocol = None
             self._drain_poll = None
             self._drain_transports = {}
             self.idle_protocol._pair = None
@@ -358,6 +363,7 @@ class RtpSocketPool:
             raise
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: pair.idle_protocol, sock=sock)
+        pair.loop = loop
         pair.socket_opened()
         return transport
 

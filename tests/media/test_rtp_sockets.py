@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from media import rtcp
 from media.rtp import RtpPacket
 from media.rtp_session import LatchState, RtpPortPool, RtpSession, RtpSessionConfig
 from media.rtp_sockets import RtpSocketPair, RtpSocketPool
@@ -184,6 +185,30 @@ async def test_new_stream_from_old_source_latches(
     assert second.stats.stale_source == 1
     assert second.stats.packets_received == 2
     await second.close()
+    pool.close()
+
+
+async def test_rtcp_reaches_each_session_in_turn(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    peer, _ = peers
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.0)
+    report = rtcp.serialize(rtcp.ReceiverReport(4242, ()))
+    pair = await pool.acquire()
+    first = RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=address(peer))
+    peer.sendto(report, ("127.0.0.1", pair.port + 1))
+    await wait_for(lambda: first.stats.rtcp_received == 1)
+    await first.close()
+
+    assert await pool.acquire() is pair
+    second = RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=address(peer))
+    peer.sendto(report, ("127.0.0.1", pair.port + 1))
+    await wait_for(lambda: second.stats.rtcp_received == 1)
+
+    assert first.stats.rtcp_received == 1
+    await second.close()
+    assert pair.rtcp_protocol is not None
+    assert pair.rtcp_protocol._session is None
     pool.close()
 
 
