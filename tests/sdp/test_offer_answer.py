@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from signaling.sdp import (
@@ -67,6 +69,26 @@ def test_answer_body_for_plain_pcmu_offer() -> None:
     assert result.direction == "sendrecv"
     assert result.ptime_ms == 20
     assert result.media_index == 0
+
+
+def test_answer_equals_dataclass_built_one() -> None:
+    result = answer(offer("m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"))
+
+    built = AudioAnswer(
+        sdp=result.sdp,
+        codec=result.codec,
+        dtmf=result.dtmf,
+        remote_host=result.remote_host,
+        remote_port=result.remote_port,
+        direction=result.direction,
+        ptime_ms=result.ptime_ms,
+        media_index=result.media_index,
+    )
+    assert result == built
+    assert hash(result) == hash(built)
+    assert repr(result) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.remote_port = 1  # type: ignore[misc]
 
 
 def test_answer_body_matches_model_serialization() -> None:
