@@ -280,7 +280,11 @@ class RtpSocketPool:
                 # The loop closed a socket after an error; the port returns when both are closed.
                 pair.close()
                 continue
-            pair.drain()
+            # The poll of `drain` first, which spares the Python call of `drain` for a pair with
+            # nothing queued, the usual case. A pair with datagrams queued is polled twice.
+            poll = pair._drain_poll
+            if poll is None or poll.poll(0):
+                pair.drain()
             self._in_use.add(pair)
             self.reused += 1
             return pair

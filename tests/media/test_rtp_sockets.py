@@ -248,6 +248,17 @@ async def test_reuse_hands_out_only_ready_pairs(
     assert pool.reused == 1
     assert pool.in_use_count == 1
 
+    # The second reuse of a pair polls it with the poll object of the first.
+    await RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9)).close()
+    clock.now += 0.5
+    assert pool.reuse() is pair
+    assert pair.dropped == 1
+    await RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9)).close()
+    clock.now += 0.5
+    previous.sendto(rtp_packet(ssrc=1111, sequence=2), ("127.0.0.1", pair.port))
+    assert pool.reuse() is pair
+    assert pair.dropped == 2
+
     pool.give_back(pair)
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):
