@@ -280,8 +280,8 @@ class RtpSocketPool:
                 # The loop closed a socket after an error; the port returns when both are closed.
                 pair.close()
                 continue
-            # The poll of `drain` first, which spares the Python call of `drain` for a pair with
-            # nothing queued, the usual case. A pair with datagrams queued is polled twice.
+            # Poll first, as `drain` does, so that a pair with nothing queued (the usual case)
+            # costs no Python call of `drain`. A pair with datagrams queued is polled twice.
             poll = pair._drain_poll
             if poll is None or poll.poll(0):
                 pair.drain()
