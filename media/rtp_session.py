@@ -218,6 +218,23 @@ def _g711_coders(codec_name: str) -> tuple[Coder, Coder]:
     return codec.new_encoder(), codec.new_decoder()
 
 
+@functools.cache
+def _session_codec(codec_name: str) -> tuple[Codec, tuple[bool, Coder, Coder, bytes] | None]:
+    """Return the codec called `codec_name` and, for G.711, the parts that sessions share.
+
+    The parts are whether the payload is A-law, the encoder, the decoder and
+    one frame of encoded silence. The cache lookup by name costs a session no
+    Python call, where `get_codec` and the G.711 lookups cost one each. Raises
+    KeyError for an unknown codec.
+    """
+    codec = get_codec(codec_name)
+    g711_alaw = _G711_ALAW.get(codec.name)
+    if g711_alaw is None:
+        return codec, None
+    encode, decode = _g711_coders(codec.name)
+    return codec, (g711_alaw, encode, decode, _g711_silence_payload(codec.name))
+
+
 def _bind_arguments(family: int, host: str, port: int) -> dict[str, Any]:
     """Return the `create_datagram_endpoint` arguments for a socket on `host:port`.
 
@@ -341,20 +358,22 @@ class RtpSession(asyncio.DatagramProtocol):
     ) -> None:
         self.config = config
         self.call_id = call_id
-        codec = self.codec = get_codec(config.codec_name)
+        codec, g711 = _session_codec(config.codec_name)
+        self.codec = codec
         # A plain attribute, because `MediaLeg` reads it for each new leg and a property
         # would cost a Python call.
         self.sample_rate: int = codec.sample_rate
         """The rate of the PCM frames exchanged with the handler, in Hz."""
         # Whether the payload is A-law, for the G.711 receive shortcut; None for other codecs.
-        g711_alaw = _G711_ALAW.get(codec.name)
+        g711_alaw: bool | None
         # G.711 is stateless, so its coders are shared and its silence payload is encoded
         # once per process. G.722 keeps state and encodes `_silence_pcm` on each idle tick.
-        if g711_alaw is not None:
-            self._encode, self._decode = _g711_coders(codec.name)
-            self._silence_payload: bytes | None = _g711_silence_payload(codec.name)
+        if g711 is not None:
+            g711_alaw, self._encode, self._decode, silence_payload = g711
+            self._silence_payload: bytes | None = silence_payload
             self._silence_pcm = b""
         else:
+            g711_alaw = None
             self._encode = codec.new_encoder()
             self._decode = codec.new_decoder()
             self._silence_payload = None
