@@ -206,21 +206,7 @@ def answer_audio(
         raise ValueError("session id and session version must not be negative")
     addrtype = _address_type(local_host)
 
-    # A peer that sends one body in every call gets one description from `parse`, so the
-    # choice made for the last offer serves again when the offer and arguments are the same.
-    global _last_choice
-    last = _last_choice
-    if (
-        last is not None
-        and last[0] is offer
-        and last[1] is ours
-        and last[2] == accept_dtmf
-        and last[3] is prefer
-    ):
-        choice = last[4]
-    else:
-        choice = _choose_stream(offer, ours, accept_dtmf, prefer)
-        _last_choice = (offer, ours, accept_dtmf, prefer, choice)
+    choice = _choose_stream(offer, ours, accept_dtmf, prefer)
 
     # The body is written as text here, in the layout of `SessionDescription.to_bytes`
     # for an answer with session name "-", one t=0 0 line and a session-level c= line.
@@ -313,13 +299,6 @@ def _choose_stream(
         "".join(map(_rejected_section, sections[:index])) if index else "",
         after,
     )
-
-
-# The arguments of the last `_choose_stream` call from `answer_audio`, and its result.
-# It keeps the offer alive, so an offer that `is` the stored one is that very offer.
-_last_choice: (
-    tuple[SessionDescription, tuple[Codec, ...], bool, Codec | None, _StreamChoice] | None
-) = None
 
 
 def build_audio_offer(

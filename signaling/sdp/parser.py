@@ -203,36 +203,18 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
     docstring. No other exception escapes for any input.
 
     Trunks and phones send the same offer in call after call except for the
-    o= line and the media ports, and a load generator such as SIPp sends the
-    same body every time. So a body under the default limits that was parsed
-    recently returns the same (frozen) description again. Any other body under
-    the default limits is looked up by its shape, the text without those
-    fields (see `_shape_of`). For a known shape, the description parsed before
-    is copied with the checked o= line and ports of this body. Every other
-    body, and every body whose o= line or port would fail or take another path
-    of the parser, goes through the full parse.
+    o= line and the media ports. So a body under the default limits is looked
+    up by its shape, the text without those fields (see `_shape_of`). For a
+    known shape, the description parsed before is copied with the checked o=
+    line and ports of this body. Every other body, and every body whose o=
+    line or port would fail or take another path of the parser, goes through
+    the full parse.
     """
-    # The exact types, because a bytearray cannot be a key and a subclass may override equality.
-    cacheable = limits is DEFAULT_LIMITS and (type(body) is bytes or type(body) is str)
-    if cacheable:
-        parsed = _BODIES.get(body)
-        if parsed is not None:
-            return parsed
+    # No cache by the whole body: only a load generator such as SIPp sends one body in
+    # every call, while phones and trunks change the o= line and the port in each.
     text = _decode(body, limits)
     if limits is not DEFAULT_LIMITS or len(text) > _SHAPE_MAX_CHARS:
         return _parse_text(text, limits)
-    parsed = _parse_shaped(text, limits)
-    if not cacheable:
-        return parsed
-    # Only a description that parsed is kept, so a body that fails raises each time.
-    if len(_BODIES) >= _SHAPE_CACHE_SIZE:
-        _BODIES.clear()
-    _BODIES[body] = parsed
-    return parsed
-
-
-def _parse_shaped(text: str, limits: SdpLimits) -> SessionDescription:
-    """Parse a body of up to _SHAPE_MAX_CHARS characters, from its known shape where possible."""
     shape = _shape_of(text)
     if shape is None:
         return _parse_text(text, limits)
@@ -315,16 +297,14 @@ def _parse_text(text: str, limits: SdpLimits) -> SessionDescription:
     return session.build(media)
 
 
-# The shapes of recent bodies and the description parsed for each, and the
-# recent bodies themselves (bytes or text, as passed to `parse`) with theirs.
-# Only bodies of up to 4096 characters are kept (the offer of
-# bench/sip_path.py has about 200), and at most 256 in each cache. When a
-# cache is full it is emptied, so a peer that changes its offer in every call
-# costs a full parse per call and no more memory.
+# The shapes of recent bodies and the description parsed for each. Only
+# bodies of up to 4096 characters are kept (the offer of bench/sip_path.py has
+# about 200), so 256 keys take at most about 1 MB. When the cache is full it is
+# emptied, so a peer that changes its offer in every call costs a full parse
+# per call and no more memory.
 _SHAPE_MAX_CHARS = 4096
 _SHAPE_CACHE_SIZE = 256
 _SHAPES: dict[tuple[str, ...], SessionDescription] = {}
-_BODIES: dict[bytes | str, SessionDescription] = {}
 
 
 def _shape_of(text: str) -> tuple[tuple[str, ...], str, list[str]] | None:
