@@ -256,21 +256,51 @@ class SipCallHandler:
 
         The session's port goes back when the session closes. With a socket
         pool the session runs on a pooled socket pair; without one, a port
-        from the range is bound, and a port that another process holds is
-        skipped, up to PORT_ATTEMPTS times.
+        from the range is bound (`_open_range_media`).
         """
-        if self._socket_pool is not None:
-            return await self._open_pooled_media(call, offer, self._socket_pool)
+        pool = self._socket_pool
+        if pool is None:
+            return await self._open_range_media(call, offer)
+        try:
+            # A released pair is usually ready, and taking it without `acquire` spares a coroutine.
+            pair = pool.reuse()
+            if pair is None:
+                pair = await pool.acquire()
+        except RuntimeError:
+            logger.warning("rejecting call: the RTP port pool is exhausted")
+            return await _reject(call, 503, "No media port available")
+        except OSError as exc:
+            logger.warning("rejecting call: no usable RTP port: %s", exc)
+            return await _reject(call, 503, "No media port available")
+        answer = self._write_answer(offer, pair.port)
+        if not isinstance(answer, sdp.AudioAnswer):
+            end = await _reject(call, *answer)
+            pool.give_back(pair)
+            return end
+        session = RtpSession.open_on_pair(
+            pool,
+            pair,
+            rtp_config(answer),
+            remote=(answer.remote_host, answer.remote_port),
+            call_id=call.call_id,
+        )
+        return answer, session
+
+    async def _open_range_media(
+        self, call: InboundCall, offer: sdp.SessionDescription
+    ) -> tuple[sdp.AudioAnswer, RtpSession] | CallEnd:
+        """Bind a port from the range for `_open_media`, skipping up to PORT_ATTEMPTS busy ones."""
         for _ in range(PORT_ATTEMPTS):
             try:
                 port = self._port_pool.acquire()
             except RuntimeError:
                 logger.warning("rejecting call: the RTP port pool is exhausted")
                 return await _reject(call, 503, "No media port available")
-            answer = await self._answer_offer(call, offer, port)
-            if isinstance(answer, CallEnd):
+            answer = self._write_answer(offer, port)
+            if not isinstance(answer, sdp.AudioAnswer):
+                end = await _reject(call, *answer)
                 self._port_pool.release(port)
-                return answer
+                return end
             try:
                 session = await RtpSession.open(
                     rtp_config(answer),
@@ -288,34 +318,14 @@ class SipCallHandler:
         logger.warning("rejecting call: no usable RTP port after %d tries", PORT_ATTEMPTS)
         return await _reject(call, 503, "No media port available")
 
-    async def _open_pooled_media(
-        self, call: InboundCall, offer: sdp.SessionDescription, pool: RtpSocketPool
-    ) -> tuple[sdp.AudioAnswer, RtpSession] | CallEnd:
-        try:
-            pair = await pool.acquire()
-        except RuntimeError:
-            logger.warning("rejecting call: the RTP port pool is exhausted")
-            return await _reject(call, 503, "No media port available")
-        except OSError as exc:
-            logger.warning("rejecting call: no usable RTP port: %s", exc)
-            return await _reject(call, 503, "No media port available")
-        answer = await self._answer_offer(call, offer, pair.port)
-        if isinstance(answer, CallEnd):
-            pool.give_back(pair)
-            return answer
-        session = RtpSession.open_on_pair(
-            pool,
-            pair,
-            rtp_config(answer),
-            remote=(answer.remote_host, answer.remote_port),
-            call_id=call.call_id,
-        )
-        return answer, session
+    def _write_answer(
+        self, offer: sdp.SessionDescription, port: int
+    ) -> sdp.AudioAnswer | tuple[int, str]:
+        """Write our SDP answer for RTP on `port`, or return the status and reason to reject with.
 
-    async def _answer_offer(
-        self, call: InboundCall, offer: sdp.SessionDescription, port: int
-    ) -> sdp.AudioAnswer | CallEnd:
-        """Write our SDP answer for RTP on `port`, or reject the call and return its end."""
+        A plain function and not a coroutine, because the answer is written
+        in nearly every call and only a rejection has to wait.
+        """
         try:
             return sdp.answer_audio(
                 offer,
@@ -327,10 +337,10 @@ class SipCallHandler:
             )
         except sdp.NoCommonCodec as exc:
             logger.info("rejecting call: %s", exc)
-            return await _reject(call, 488, "No common codec")
+            return 488, "No common codec"
         except sdp.SdpError as exc:
             logger.info("rejecting call: unusable SDP offer: %s", exc)
-            return await _reject(call, 400, "Invalid SDP offer")
+            return 400, "Invalid SDP offer"
 
     async def _handle_delayed_offer(self, call: InboundCall, flow: Flow) -> CallEnd:
         """Answer an INVITE without SDP with our offer and take the answer from the ACK.

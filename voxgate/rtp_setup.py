@@ -59,9 +59,18 @@ def rtp_config(negotiated: sdp.NegotiatedAudio) -> RtpSessionConfig:
 
     Raises ValueError when a negotiated codec has no payload type.
     """
-    dtmf = negotiated.dtmf
+    global _last_config
+    codec, dtmf = negotiated.codec, negotiated.dtmf
+    # `answer_audio` returns the codec objects of a cached plan, so calls that answered one
+    # offer pass the same two objects, and this check spares two Python calls of
+    # `payload_type` and the cache lookup.
+    last_codec, last_dtmf, config = _last_config
+    if codec is last_codec and dtmf is last_dtmf:
+        return config
     event_type = payload_type(dtmf) if dtmf is not None else None
-    return _cached_config(negotiated.codec.name, payload_type(negotiated.codec), event_type)
+    config = _cached_config(codec.name, payload_type(codec), event_type)
+    _last_config = (codec, dtmf, config)
+    return config
 
 
 # RtpSessionConfig is frozen, so calls that negotiated the same codec and payload types
@@ -76,6 +85,16 @@ def _cached_config(
         payload_type=audio_payload_type,
         telephone_event_payload_type=telephone_event_payload_type,
     )
+
+
+# The codec objects of the last `rtp_config` call and its result. Codec is frozen, so the
+# same objects always give the same config. A negotiated codec is never None, so the
+# first entry matches no call.
+_last_config: tuple[sdp.Codec | None, sdp.Codec | None, RtpSessionConfig] = (
+    None,
+    None,
+    RtpSessionConfig(),
+)
 
 
 def offered_dtmf_payload_type(media: sdp.MediaDescription) -> int | None:

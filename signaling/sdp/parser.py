@@ -210,6 +210,8 @@ def parse(body: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> SessionDe
     line or port would fail or take another path of the parser, goes through
     the full parse.
     """
+    # No cache by the whole body: only a load generator such as SIPp sends one body in
+    # every call, while phones and trunks change the o= line and the port in each.
     text = _decode(body, limits)
     if limits is not DEFAULT_LIMITS or len(text) > _SHAPE_MAX_CHARS:
         return _parse_text(text, limits)

@@ -30,6 +30,15 @@ def test_port_pool_even_ports_reused() -> None:
     assert pool.acquire() == 20004
 
 
+def test_sessions_draw_distinct_seeds() -> None:
+    # Three blocks of seeds and part of a fourth.
+    sessions = [RtpSession(RtpSessionConfig()) for _ in range(200)]
+
+    assert len({session.ssrc for session in sessions}) == 200
+    assert len({session._cname for session in sessions}) == 200
+    assert all(re.fullmatch(r"voxgate-[0-9a-f]{12}", session._cname) for session in sessions)
+
+
 async def test_played_tone_arrives_at_peer(session_pair: SessionPair) -> None:
     a, b = session_pair
     received = RecordingHandler()

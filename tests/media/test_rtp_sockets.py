@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from media import rtcp
 from media.rtp import RtpPacket
 from media.rtp_session import LatchState, RtpPortPool, RtpSession, RtpSessionConfig
 from media.rtp_sockets import RtpSocketPair, RtpSocketPool
@@ -187,6 +188,30 @@ async def test_new_stream_from_old_source_latches(
     pool.close()
 
 
+async def test_rtcp_reaches_each_session_in_turn(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    peer, _ = peers
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.0)
+    report = rtcp.serialize(rtcp.ReceiverReport(4242, ()))
+    pair = await pool.acquire()
+    first = RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=address(peer))
+    peer.sendto(report, ("127.0.0.1", pair.port + 1))
+    await wait_for(lambda: first.stats.rtcp_received == 1)
+    await first.close()
+
+    assert await pool.acquire() is pair
+    second = RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=address(peer))
+    peer.sendto(report, ("127.0.0.1", pair.port + 1))
+    await wait_for(lambda: second.stats.rtcp_received == 1)
+
+    assert first.stats.rtcp_received == 1
+    await second.close()
+    assert pair.rtcp_protocol is not None
+    assert pair.rtcp_protocol._session is None
+    pool.close()
+
+
 async def test_quarantined_pair_not_handed_out(port_pool: RtpPortPool) -> None:
     clock = FakeClock()
     pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.5, clock=clock)
@@ -202,6 +227,42 @@ async def test_quarantined_pair_not_handed_out(port_pool: RtpPortPool) -> None:
     assert pool.reused == 1
     assert pool.bound == 2
     pool.close()
+
+
+async def test_reuse_hands_out_only_ready_pairs(
+    port_pool: RtpPortPool, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    previous, _ = peers
+    clock = FakeClock()
+    pool = RtpSocketPool(port_pool, LOOPBACK, max_idle=4, quarantine_s=0.5, clock=clock)
+    assert pool.reuse() is None
+    pair = await pool.acquire()
+    await RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9)).close()
+
+    assert pool.reuse() is None
+    clock.now += 0.5
+    previous.sendto(rtp_packet(ssrc=1111, sequence=1), ("127.0.0.1", pair.port))
+    assert pool.reuse() is pair
+    assert pair.dropped == 1
+    assert pool.reuse() is None
+    assert pool.reused == 1
+    assert pool.in_use_count == 1
+
+    # The second reuse of a pair polls it with the poll object of the first.
+    await RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9)).close()
+    clock.now += 0.5
+    assert pool.reuse() is pair
+    assert pair.dropped == 1
+    await RtpSession.open_on_pair(pool, pair, RtpSessionConfig(), remote=(LOOPBACK, 9)).close()
+    clock.now += 0.5
+    previous.sendto(rtp_packet(ssrc=1111, sequence=2), ("127.0.0.1", pair.port))
+    assert pool.reuse() is pair
+    assert pair.dropped == 2
+
+    pool.give_back(pair)
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.reuse()
 
 
 async def test_quarantine_ends_early_when_range_used_up() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from signaling.sdp import (
@@ -17,6 +19,7 @@ from signaling.sdp import (
     NoCommonCodec,
     Origin,
     SdpError,
+    SdpLimits,
     SessionDescription,
     accept_answer,
     answer_audio,
@@ -66,6 +69,26 @@ def test_answer_body_for_plain_pcmu_offer() -> None:
     assert result.direction == "sendrecv"
     assert result.ptime_ms == 20
     assert result.media_index == 0
+
+
+def test_answer_equals_dataclass_built_one() -> None:
+    result = answer(offer("m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"))
+
+    built = AudioAnswer(
+        sdp=result.sdp,
+        codec=result.codec,
+        dtmf=result.dtmf,
+        remote_host=result.remote_host,
+        remote_port=result.remote_port,
+        direction=result.direction,
+        ptime_ms=result.ptime_ms,
+        media_index=result.media_index,
+    )
+    assert result == built
+    assert hash(result) == hash(built)
+    assert repr(result) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.remote_port = 1  # type: ignore[misc]
 
 
 def test_answer_body_matches_model_serialization() -> None:
@@ -368,6 +391,45 @@ def test_repeated_section_takes_new_port_and_hold() -> None:
     assert b"a=inactive\r\n" in second.sdp
     assert second.codec == first.codec
     assert second.dtmf == first.dtmf
+
+
+def test_same_offer_answered_with_new_port_and_id() -> None:
+    body = (
+        b"v=0\r\no=peer 10 10 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+        b"m=video 5006 RTP/AVP 31\r\n"
+        b"m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        b"m=audio 5008 RTP/AVP 8\r\n"
+    )
+    description = parse(body)
+    answer(description)
+
+    second = answer_audio(
+        description,
+        SIP_CODECS,
+        local_host="198.51.100.8",
+        local_port=40002,
+        session_id=556,
+        session_version=3,
+    )
+
+    fresh = answer_audio(
+        parse(body, limits=SdpLimits()),
+        SIP_CODECS,
+        local_host="198.51.100.8",
+        local_port=40002,
+        session_id=556,
+        session_version=3,
+    )
+    assert second == fresh
+    assert second.sdp == (
+        b"v=0\r\no=voxgate 556 3 IN IP4 198.51.100.8\r\ns=-\r\nc=IN IP4 198.51.100.8\r\n"
+        b"t=0 0\r\n"
+        b"m=video 0 RTP/AVP 31\r\n"
+        b"m=audio 40002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n"
+        b"a=sendrecv\r\n"
+        b"m=audio 0 RTP/AVP 8\r\n"
+    )
 
 
 @pytest.mark.parametrize(

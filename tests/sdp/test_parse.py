@@ -279,6 +279,20 @@ def test_invalid_body_raises_every_time() -> None:
             parse(body)
 
 
+def test_repeated_body_parses_equal_each_time() -> None:
+    first = parse(BASIC)
+
+    again = parse(bytes(bytearray(BASIC)))
+    # A caller without type checks may pass a bytearray, which cannot be a cache key.
+    from_bytearray = parse(bytearray(BASIC))  # type: ignore[arg-type]
+    from_text = parse(BASIC.decode())
+
+    assert again == first
+    assert from_bytearray == first
+    assert from_text == first
+    assert again == parse(BASIC, limits=SdpLimits())
+
+
 def test_known_shape_takes_new_origin_and_ports() -> None:
     parse(BASIC)
     body = BASIC.replace(b"alice 2890844526 2890844527", b"bob 7 8").replace(b"49170", b"5004")
