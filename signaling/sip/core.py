@@ -23,6 +23,7 @@ dialog or the application. Peer input never raises out of `receive`.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import secrets
 from collections.abc import Callable
@@ -75,10 +76,13 @@ from signaling.sip.transaction import (
     client_key,
     server_key,
 )
+from signaling.sip.tu import _HEAP_SLACK
 from signaling.sip.tu import CoreConfig as CoreConfig
 from signaling.sip.uac import ack_for_failure
 
 logger = logging.getLogger("sip.core")
+# The logger of `InviteSession.change`, which the core's inlined state changes check.
+_dialog_logger = logging.getLogger("sip.dialog")
 
 CALL_METHODS = (
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
@@ -230,7 +234,7 @@ class UserAgent(RefreshCore):
         dialog = session.dialog = Dialog(
             call_id=info.call_id,
             local_tag=session.local_tag,
-            remote_tag=info.from_.tag or "",
+            remote_tag=info.from_.params.get("tag") or "",  # `NameAddr.tag` inlined
             local_uri=info.to.uri_text,
             remote_uri=info.from_.uri_text,
             remote_target=info.contact[0].uri_text if info.contact else info.from_.uri_text,
@@ -249,12 +253,34 @@ class UserAgent(RefreshCore):
             body=sdp,
             record_route=True,
         )
-        session.change(CallState.ANSWERED, "answer")
-        self._disarm("call", handle, "unanswered")
+        # `InviteSession.change` inlined unless it logs: INCOMING and EARLY may move to ANSWERED.
+        if _dialog_logger.isEnabledFor(logging.DEBUG):
+            session.change(CallState.ANSWERED, "answer")
+        else:
+            session.state = CallState.ANSWERED
+        # `_disarm` and `_arm` inlined, which saves three Python calls per call.
+        timers = self._timers
+        heap = self._timer_heap
+        timers.pop(("call", handle, "unanswered"), None)
+        if len(heap) > 2 * len(timers) + _HEAP_SLACK:
+            self._compact_timer_heap()
+            heap = self._timer_heap
+        now = self._now
+        t1 = self.config.timers.t1
         if self._call_peer[handle].transport == "udp":
-            session.retransmit_interval = self.config.timers.t1
-            self._arm("call", handle, "2xx", self._now + session.retransmit_interval)
-        self._arm("call", handle, "ack", self._now + 64 * self.config.timers.t1)
+            session.retransmit_interval = t1
+            timer_key = ("call", handle, "2xx")
+            deadline = now + t1
+            timers[timer_key] = deadline
+            heapq.heappush(heap, (deadline, next(self._timer_sequence), timer_key))
+            if deadline < self.earliest_armed:
+                self.earliest_armed = deadline
+        timer_key = ("call", handle, "ack")
+        deadline = now + 64 * t1
+        timers[timer_key] = deadline
+        heapq.heappush(heap, (deadline, next(self._timer_sequence), timer_key))
+        if deadline < self.earliest_armed:
+            self.earliest_armed = deadline
 
     def reject(self, handle: str, status: int, reason: str | None, now: float) -> None:
         """Send the final response `status` (300-699); a 503 carries Retry-After."""
@@ -440,7 +466,11 @@ class UserAgent(RefreshCore):
             # the ACK timeout), so the BYE waits for either.
             session.pending_end = reason
         else:
-            self._send_bye(session)
+            # `_send_bye` inlined unless it logs.
+            if self._debug:
+                self._send_bye(session)
+            else:
+                self._send_request(session, "BYE")
             self._end(session, reason)
 
     # ----- requests
@@ -449,8 +479,20 @@ class UserAgent(RefreshCore):
         # `parsed` raises for a request the parser did not validate.
         info = request.info if request.info is not None else request.parsed
         method = request.method
-        stamp_via(request, peer)
-        key = server_key(request)
+        via = info.vias[0]
+        params = via.params
+        # `stamp_via` runs only when it changes the Via, which is rare from peers
+        # with a public address and saves a Python call per request.
+        if "rport" in params or via.host.strip("[]") != peer.host:
+            stamp_via(request, peer)
+        # `server_key` inlined for an RFC 3261 branch, which saves a Python call per request.
+        branch = params.get("branch")
+        if branch is not None and branch.startswith("z9hG4bK") and len(branch) > 7:
+            port = via.port
+            sent_by = via.host if port is None else f"{via.host}:{port}"
+            key = f"{branch}|{sent_by}|{'INVITE' if method == 'ACK' else method}"
+        else:
+            key = server_key(request)
         if self._debug:
             logger.debug("request %s cseq %s from %s", method, info.cseq.number, peer.host)
         if method == "ACK":
@@ -466,7 +508,7 @@ class UserAgent(RefreshCore):
             return
         if key in self._lingering and self._absorb(key):
             return
-        to_tag = info.to.tag
+        to_tag = info.to.params.get("tag")  # `NameAddr.tag` inlined
         limited = to_tag is None and self._rate_limiter is not None
         if limited and not self._within_rate(request, peer):
             return
@@ -578,7 +620,9 @@ class UserAgent(RefreshCore):
 
     def _check_merged(self, request: SipRequest, info: MessageInfo, key: str) -> Rejection | None:
         """Detect a request without a To tag that forked back to us by another path (§8.2.2.2)."""
-        merge = (info.from_.tag or "", info.call_id, info.cseq.number, request.method)
+        # `NameAddr.tag` inlined here and in `_new_call`, `_on_ack` and `_end`, which
+        # run for every call.
+        merge = (info.from_.params.get("tag") or "", info.call_id, info.cseq.number, request.method)
         other = self._merge_keys.get(merge)
         if (
             other is not None
@@ -635,11 +679,17 @@ class UserAgent(RefreshCore):
             session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle
-        self._inbound_by_caller[(info.call_id, info.from_.tag or "")] = handle
+        self._inbound_by_caller[(info.call_id, info.from_.params.get("tag") or "")] = handle
         self._call_peer[handle] = peer
         if self._debug:
             logger.debug("call %s: INVITE received over %s", handle, peer.transport)
-        self._arm("call", handle, "unanswered", self._now + self.config.answer_timeout)
+        # `_arm` inlined, which saves a Python call per call.
+        timer_key = ("call", handle, "unanswered")
+        deadline = self._now + self.config.answer_timeout
+        self._timers[timer_key] = deadline
+        heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), timer_key))
+        if deadline < self.earliest_armed:
+            self.earliest_armed = deadline
         self._events.append(CallOffered(session, peer))
 
     def _dialog_session(self, info: MessageInfo) -> InviteSession | None:
@@ -783,7 +833,8 @@ class UserAgent(RefreshCore):
             self._apply(key, transaction.on_request(request))
             return
         # `_dialog_session` inlined, which saves a Python call per call.
-        handle = self._dialogs.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
+        to_tag = info.to.params.get("tag") or ""
+        handle = self._dialogs.get((info.call_id, to_tag, info.from_.params.get("tag") or ""))
         session = self.calls.get(handle) if handle else None
         if session is None:
             session = self._answered_call_for_ack(info)
@@ -796,14 +847,24 @@ class UserAgent(RefreshCore):
         assert invite is not None, "a session's INVITE passed the checks of `_on_request`"
         if info.cseq.number != invite.cseq.number:
             return
-        self._disarm("call", session.handle, "2xx", "ack")
-        session.change(CallState.CONFIRMED, "ACK")
+        # `_disarm` inlined, which saves a Python call per call.
+        handle = session.handle
+        timers = self._timers
+        timers.pop(("call", handle, "2xx"), None)
+        timers.pop(("call", handle, "ack"), None)
+        if len(self._timer_heap) > 2 * len(timers) + _HEAP_SLACK:
+            self._compact_timer_heap()
+        # `InviteSession.change` inlined unless it logs: ANSWERED may move to CONFIRMED.
+        if _dialog_logger.isEnabledFor(logging.DEBUG):
+            session.change(CallState.CONFIRMED, "ACK")
+        else:
+            session.state = CallState.CONFIRMED
         sdp = sdp_body(request.headers.get("Content-Type"), request.body) if request.body else None
         if sdp is not None:
             session.remote_sdp = sdp
         if self._debug:
-            logger.debug("call %s: confirmed by ACK", session.handle)
-        self._events.append(CallConfirmed(session.handle, sdp))
+            logger.debug("call %s: confirmed by ACK", handle)
+        self._events.append(CallConfirmed(handle, sdp))
         if session.pending_end is not None:
             self._send_bye(session)
             self._end(session, session.pending_end)
@@ -815,8 +876,10 @@ class UserAgent(RefreshCore):
 
     def _on_response(self, response: SipResponse) -> None:
         info = response.info if response.info is not None else response.parsed
-        branch = info.vias[0].branch
-        key = client_key(branch or "", info.cseq.method)
+        # `Via.branch` and `client_key` inlined, which saves two Python calls per response.
+        branch = info.vias[0].params.get("branch") or ""
+        method = info.cseq.method
+        key = f"{branch}|{'INVITE' if method == 'ACK' else method}"
         transaction = self._client.get(key)
         if transaction is None:
             # A lingering entry absorbs the response, as its Completed transaction did.
@@ -834,7 +897,11 @@ class UserAgent(RefreshCore):
         if session.state is CallState.TERMINATED:
             return
         handle = session.handle
-        session.change(CallState.TERMINATED, reason)
+        # `InviteSession.change` inlined unless it logs: every other state may move to TERMINATED.
+        if _dialog_logger.isEnabledFor(logging.DEBUG):
+            session.change(CallState.TERMINATED, reason)
+        else:
+            session.state = CallState.TERMINATED
         session.end_reason = reason
         if session.refer_key is not None:
             self._respond(session.refer_key, 603)
@@ -856,7 +923,7 @@ class UserAgent(RefreshCore):
         self._call_peer.pop(handle, None)
         invite = session.invite.info
         assert invite is not None, "a session's INVITE passed the checks of `_on_request`"
-        caller = (invite.call_id, invite.from_.tag or "")
+        caller = (invite.call_id, invite.from_.params.get("tag") or "")
         if self._inbound_by_caller.get(caller) == handle:
             del self._inbound_by_caller[caller]
 

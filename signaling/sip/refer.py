@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import re
 
-from signaling.sip.dialog import CallState, InviteSession, new_branch
+from signaling.sip.dialog import CallState, InviteSession
 from signaling.sip.errors import SipSyntaxError, SipUsageError
 from signaling.sip.events import ReferProgress, ReferReceived
 from signaling.sip.headers import parse_name_addr
 from signaling.sip.message import SipRequest
 from signaling.sip.routing import in_dialog_peer
+from signaling.sip.tokens import random_hex
 from signaling.sip.uac import OutboundCore
 
 logger = logging.getLogger("sip.refer")
@@ -95,7 +96,7 @@ class ReferCore(OutboundCore):
         if dialog is None or source is None:
             return None
         peer = in_dialog_peer(dialog, source)
-        branch = new_branch()
+        branch = "z9hG4bK" + random_hex(16)  # `new_branch` inlined
         headers = [("User-Agent", self.config.user_agent), *(extra or ())]
         if method in ("REFER", "NOTIFY"):
             # RFC 3515 §2.1 and RFC 6665 §8.2.1: both carry a Contact.

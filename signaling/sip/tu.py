@@ -39,9 +39,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from signaling.sip import checks
+from signaling.sip import message as sip_message
 from signaling.sip.auth import AuthConfig
 from signaling.sip.dialog import new_tag
-from signaling.sip.message import REASON_PHRASES, SipRequest, SipResponse, build_response, to_bytes
+from signaling.sip.message import (
+    REASON_PHRASES,
+    SipRequest,
+    SipResponse,
+    build_response,
+    python_build_response,
+    to_bytes,
+)
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
 from signaling.sip.ratelimit import RateLimit
 from signaling.sip.routing import Outgoing, Peer, response_peer
@@ -61,7 +69,6 @@ from signaling.sip.transaction import (
     TimedOut,
     Timer,
     TimerConfig,
-    client_key,
 )
 
 logger = logging.getLogger("sip.core")
@@ -199,7 +206,8 @@ class TransactionUser:
 
     def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> str:
         """Send `request` through a new client non-INVITE transaction and return its key."""
-        key = client_key(branch, request.method)
+        method = request.method
+        key = f"{branch}|{'INVITE' if method == 'ACK' else method}"  # `client_key` inlined
         reliable = peer.transport != "udp"
         transaction = ClientNonInviteTransaction(key, request, reliable, self.config.timers)
         self._client[key] = transaction
@@ -265,15 +273,33 @@ class TransactionUser:
         headers.append(("Server", self.config.user_agent))
         if status > 100 and to_tag is None and request.parsed.to.tag is None:
             to_tag = new_tag()
-        response = build_response(
-            request,
-            status,
-            reason,
-            to_tag=to_tag,
-            headers=headers,
-            body=body,
-            content_type="application/sdp" if body else None,
+        # `build_response` inlined, which saves a Python call per response. The C
+        # builder returns None for the arguments that it leaves to the Python one.
+        content_type = "application/sdp" if body else None
+        native = sip_message.native
+        response = (
+            native.build_response(
+                request,
+                status,
+                reason or REASON_PHRASES.get(status, "Unknown"),
+                to_tag,
+                headers,
+                body,
+                content_type,
+            )
+            if native is not None
+            else None
         )
+        if response is None:
+            response = python_build_response(
+                request,
+                status,
+                reason,
+                to_tag=to_tag,
+                headers=headers,
+                body=body,
+                content_type=content_type,
+            )
         self._apply(key, transaction.send_response(response))
         return response
 
