@@ -305,10 +305,17 @@ class UserAgent(RefreshCore):
             self._now = now
         self._debug = logger.isEnabledFor(logging.DEBUG)
         session = self.calls.get(handle)
-        if session is not None:
-            self._hang_up(session, "hangup", 480)
-        else:
+        if session is None:
             self.cancel_call(handle, now, "hangup")
+        elif (
+            session.state is CallState.CONFIRMED and session.pending_end is None and not self._debug
+        ):
+            # `_hang_up` and `_send_bye` inlined for a confirmed call, the usual
+            # case, while `_send_bye` would not log.
+            self._send_request(session, "BYE")
+            self._end(session, "hangup")
+        else:
+            self._hang_up(session, "hangup", 480)
 
     def answer_reoffer(self, handle: str, sdp: bytes | None, now: float) -> None:
         """Answer the pending re-INVITE or UPDATE: 200 with `sdp`, or 488 for None."""
@@ -455,6 +462,7 @@ class UserAgent(RefreshCore):
             self._drive(registration, lambda: registration.on_timeout(self._now), new_branch())
 
     def _hang_up(self, session: InviteSession, reason: str, status: int) -> None:
+        # `hangup` repeats the case of a confirmed call inline.
         state = session.state
         if state is CallState.TERMINATED or session.pending_end is not None:
             return
@@ -666,7 +674,15 @@ class UserAgent(RefreshCore):
         self._respond(key, status, extra=headers)
 
     def _new_call(self, request: SipRequest, info: MessageInfo, key: str, peer: Peer) -> None:
-        expires = checks.session_expires(request, self.config.min_session_expires)
+        # One read of the header index stands for two `Headers.get` calls, and
+        # `checks.session_expires` returns None without its header, so most calls
+        # spare three Python calls.
+        table = request.headers.by_key()
+        expires = (
+            checks.session_expires(request, self.config.min_session_expires)
+            if "session-expires" in table
+            else None
+        )
         if isinstance(expires, Rejection):
             self._respond(key, expires.status, expires.reason, extra=expires.headers)
             return
@@ -676,7 +692,8 @@ class UserAgent(RefreshCore):
         handle = tokens[:8]
         session = InviteSession(handle, request, key, tokens[8:], session_expires=expires)
         if request.body:
-            session.remote_sdp = sdp_body(request.headers.get("Content-Type"), request.body)
+            content_type = table.get("content-type")
+            session.remote_sdp = sdp_body(content_type[0] if content_type else None, request.body)
         self.calls[handle] = session
         self._call_by_invite[key] = handle
         self._inbound_by_caller[(info.call_id, info.from_.params.get("tag") or "")] = handle
@@ -928,6 +945,7 @@ class UserAgent(RefreshCore):
             del self._inbound_by_caller[caller]
 
     def _send_bye(self, session: InviteSession) -> None:
+        # `hangup` and `_hang_up` repeat this inline while it would not log.
         if self._debug:
             logger.debug("call %s: sending BYE", session.handle)
         self._send_request(session, "BYE")

@@ -141,6 +141,7 @@ class DialogCall:
     """
 
     def __init__(self, endpoint: SipEndpoint, handle: str) -> None:
+        # `InboundCall.__init__` repeats these lines.
         self._endpoint = endpoint
         self._handle = handle
         self.call_id: str = handle
@@ -227,13 +228,34 @@ class InboundCall(DialogCall):
     """
 
     def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:
-        super().__init__(endpoint, session.handle)
-        info = session.invite.parsed
-        request_uri = session.invite.request_uri
+        # `DialogCall.__init__` repeated, which saves a Python call per call.
+        handle = session.handle
+        self._endpoint = endpoint
+        self._handle = handle
+        self.call_id = handle
+        self.on_info = None
+        self.on_reoffer = None
+        self.on_remote_sdp = None
+        self.on_refer = None
+        loop = endpoint._loop if endpoint._loop is not None else asyncio.get_running_loop()
+        self._loop = loop
+        self._ended = loop.create_future()
+        self._refer_result = None
+        invite = session.invite
+        # `parsed` raises for a request the parser did not validate.
+        info = invite.info if invite.info is not None else invite.parsed
         self.sip_call_id: str = info.call_id
-        self.caller: str = _user_part(info.from_.uri_text, info.from_.uri)
-        called = _user_part(session.invite.uri, request_uri)
-        self.called: str = called or _user_part(info.to.uri_text, info.to.uri)
+        # `_user_part` inlined for SIP URIs whose user part has no escapes, the usual case.
+        from_uri = info.from_.uri
+        user = from_uri.user if from_uri is not None else None
+        if user is None or "%" in user:
+            user = _user_part(info.from_.uri_text, from_uri)
+        self.caller: str = user
+        request_uri = invite.request_uri
+        user = request_uri.user if request_uri is not None else None
+        if user is None or "%" in user:
+            user = _user_part(invite.uri, request_uri)
+        self.called: str = user or _user_part(info.to.uri_text, info.to.uri)
         self.remote_sdp: bytes | None = session.remote_sdp
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
@@ -737,8 +759,12 @@ class SipEndpoint:
         # as after the 200 to our BYE, so the test here spares its Python call.
         if core._outgoing or core._events or core.earliest_armed < self._timer_deadline:
             self._pump()
-        if core._trying:
-            self._defer_trying()
+        loop = self._loop
+        if core._trying and loop is not None:
+            # `_defer_trying` inlined, which saves a Python call per INVITE.
+            if self._trying_handle is not None:
+                self._trying_handle.cancel()
+            self._trying_handle = loop.call_soon(self._send_trying)
 
     def _check_queue(self) -> None:
         """Switch the core's overload rejection by the bytes waiting in the UDP socket."""
@@ -827,7 +853,11 @@ class SipEndpoint:
                 if type(event) is CallOffered:
                     inbound = InboundCall(self, event.session, event.source)
                     calls[inbound.call_id] = inbound
-                    self._spawn(self._run_handler(inbound), inbound.call_id)
+                    # `_spawn` inlined.
+                    loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+                    task: asyncio.Task[None] = loop.create_task(self._run_handler(inbound))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
                 elif type(event) is CallConfirmed:
                     call = calls.get(event.handle)
                     if call is not None:
@@ -854,6 +884,7 @@ class SipEndpoint:
         100 is dropped. Each received message moves the send behind the
         handlers it started; commands do not, so under load the 100 of an
         INVITE whose handler waits still goes out within a loop iteration.
+        `_on_datagram` repeats this method inline.
         """
         if self._loop is None:
             return
@@ -931,6 +962,7 @@ class SipEndpoint:
             self._spawn(self._run_reoffer(call, event.sdp), call.call_id)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], call_id: str) -> None:
+        # `_pump` repeats these lines for the handler task of each new call.
         # `loop.create_task` is what `asyncio.ensure_future` ends in, without its
         # three Python calls that check the argument's type.
         loop = self._loop if self._loop is not None else asyncio.get_running_loop()

@@ -101,8 +101,11 @@ class ReferCore(OutboundCore):
         if method in ("REFER", "NOTIFY"):
             # RFC 3515 §2.1 and RFC 6665 §8.2.1: both carry a Contact.
             headers.append(("Contact", self._contact(peer)))
+        # `_via` inlined for a transport whose Via prefix is built already.
+        prefix = self._via_prefix.get(peer.transport)
+        via = f"{prefix};branch={branch};rport" if prefix is not None else self._via(branch, peer)
         request = dialog.build_request(
-            method, self._via(branch, peer), extra=headers, body=body, content_type=content_type
+            method, via, extra=headers, body=body, content_type=content_type
         )
         return self._start_client(request, branch, peer)
 

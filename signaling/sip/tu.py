@@ -227,6 +227,7 @@ class TransactionUser:
         return self.config.port
 
     def _via(self, branch: str, peer: Peer) -> str:
+        # `ReferCore._send_request` repeats the case of a built prefix inline.
         prefix = self._via_prefix.get(peer.transport)
         if prefix is None:
             prefix = f"SIP/2.0/{peer.transport.upper()} {self._host()}:{self._port_for(peer)}"
@@ -234,6 +235,7 @@ class TransactionUser:
         return f"{prefix};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
+        # `_respond` repeats the case of a built Contact inline.
         transport = peer.transport if peer is not None else ""
         contact = self._contacts.get(transport)
         if contact is None:
@@ -263,7 +265,10 @@ class TransactionUser:
         request = transaction.request
         headers = list(extra) if extra else []
         if contact:
-            headers.append(("Contact", self._contact(self._server_peer.get(key))))
+            # `_contact` inlined for a transport whose Contact is built already.
+            peer = self._server_peer.get(key)
+            value = self._contacts.get(peer.transport) if peer is not None else None
+            headers.append(("Contact", value if value is not None else self._contact(peer)))
         routes = request.headers.raw("Record-Route") if record_route else None
         if routes:
             headers += [("Record-Route", value) for value in routes]
@@ -485,6 +490,7 @@ class TransactionUser:
     # ----- timers
 
     def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
+        # `_apply`, `UserAgent.answer` and `UserAgent._new_call` repeat this inline.
         key = (kind, owner, name)
         self._timers[key] = deadline
         heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), key))
@@ -492,7 +498,10 @@ class TransactionUser:
             self.earliest_armed = deadline
 
     def _disarm(self, kind: str, owner: str, *names: Timer | str) -> None:
-        """Stop the timers `names` of `owner`, skipping any that is not armed."""
+        """Stop the timers `names` of `owner`, skipping any that is not armed.
+
+        `UserAgent.answer` and `UserAgent._on_ack` repeat this method inline.
+        """
         timers = self._timers
         for name in names:
             timers.pop((kind, owner, name), None)
