@@ -231,15 +231,19 @@ class UserAgent(RefreshCore):
             raise SipUsageError(f"call {handle}: answer not allowed in state {session.state.value}")
         info = session.invite.info
         assert info is not None, "a session's INVITE passed the checks of `_on_request`"
+        # Positional arguments, in the order of the fields: a class called with
+        # keywords gets them in a dict, which took about 200 ns more here
+        # (timeit, CPython 3.11).
         dialog = session.dialog = Dialog(
-            call_id=info.call_id,
-            local_tag=session.local_tag,
-            remote_tag=info.from_.params.get("tag") or "",  # `NameAddr.tag` inlined
-            local_uri=info.to.uri_text,
-            remote_uri=info.from_.uri_text,
-            remote_target=info.contact[0].uri_text if info.contact else info.from_.uri_text,
-            route_set=[str(route) for route in info.record_route] if info.record_route else [],
-            remote_seq=info.cseq.number,
+            info.call_id,
+            session.local_tag,
+            info.from_.params.get("tag") or "",  # remote_tag, `NameAddr.tag` inlined
+            info.to.uri_text,  # local_uri
+            info.from_.uri_text,  # remote_uri
+            info.contact[0].uri_text if info.contact else info.from_.uri_text,  # remote_target
+            [str(route) for route in info.record_route] if info.record_route else [],  # route_set
+            0,  # local_seq
+            info.cseq.number,  # remote_seq
         )
         # `Dialog.id` inlined, as in `_end`.
         self._dialogs[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = handle
@@ -549,10 +553,12 @@ class UserAgent(RefreshCore):
         rejection = checks.check_request(request, self.allowed)
         if rejection is None and to_tag is None:
             rejection = self._check_merged(request, info, key)
+            # `AuthConfig.enabled` inlined, which saves a Python call per call.
+            auth = self.authenticator.config
             if (
                 rejection is None
                 and method in ("INVITE", "REGISTER")
-                and self.authenticator.config.enabled
+                and (auth.users or auth.trusted_networks)
             ):
                 rejection = self._authenticate(request, peer)
         if rejection is not None:
@@ -690,7 +696,9 @@ class UserAgent(RefreshCore):
         # Call-ID) and the To tag (12 hex digits, the size `new_tag` draws).
         tokens = random_hex(20)
         handle = tokens[:8]
-        session = InviteSession(handle, request, key, tokens[8:], session_expires=expires)
+        # Without keywords, which cost a dict per call (see `answer`).
+        session = InviteSession(handle, request, key, tokens[8:])
+        session.session_expires = expires
         if request.body:
             content_type = table.get("content-type")
             session.remote_sdp = sdp_body(content_type[0] if content_type else None, request.body)

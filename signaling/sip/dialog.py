@@ -55,7 +55,10 @@ def new_branch() -> str:
 
 @dataclass(slots=True)
 class Dialog:
-    """Dialog state of §12; for our UAS side, local is the To and remote the From."""
+    """Dialog state of §12; for our UAS side, local is the To and remote the From.
+
+    `UserAgent.answer` passes the fields by position, in this order.
+    """
 
     call_id: str
     local_tag: str
