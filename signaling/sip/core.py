@@ -701,7 +701,13 @@ class UserAgent(RefreshCore):
         session.session_expires = expires
         if request.body:
             content_type = table.get("content-type")
-            session.remote_sdp = sdp_body(content_type[0] if content_type else None, request.body)
+            if content_type and content_type[0] == "application/sdp":
+                # What `sdp_body` returns for this type, without its Python call.
+                session.remote_sdp = request.body
+            else:
+                session.remote_sdp = sdp_body(
+                    content_type[0] if content_type else None, request.body
+                )
         self.calls[handle] = session
         self._call_by_invite[key] = handle
         self._inbound_by_caller[(info.call_id, info.from_.params.get("tag") or "")] = handle
