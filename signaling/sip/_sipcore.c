@@ -1311,8 +1311,8 @@ lookup_key(PyObject *canonical)
 /* Header names as received -> (canonical name, lookup key). A peer spells the same few
  * names in every message, and an entry spares the Python string of the name, its hash
  * and two dict lookups per header line. The canonical name is a pure function of the
- * name as received, so an entry never goes stale; `configure` empties the table, since
- * it may bring other spellings. Names longer than NAME_CACHE_BYTES are not kept. */
+ * name as received, so an entry never goes stale. `configure` empties the table,
+ * because it may bring other spellings. Names longer than NAME_CACHE_BYTES are not kept. */
 #define NAME_CACHE_SLOTS 256
 #define NAME_CACHE_BYTES 32
 

@@ -257,7 +257,8 @@ class UserAgent(RefreshCore):
             body=sdp,
             record_route=True,
         )
-        # `InviteSession.change` inlined unless it logs: INCOMING and EARLY may move to ANSWERED.
+        # `InviteSession.change` inlined unless it logs. The state is INCOMING or EARLY,
+        # which may move to ANSWERED.
         if _dialog_logger.isEnabledFor(logging.DEBUG):
             session.change(CallState.ANSWERED, "answer")
         else:
@@ -493,8 +494,8 @@ class UserAgent(RefreshCore):
         method = request.method
         via = info.vias[0]
         params = via.params
-        # `stamp_via` runs only when it changes the Via, which is rare from peers
-        # with a public address and saves a Python call per request.
+        # `stamp_via` runs only when it changes the Via (a host other than the source,
+        # or rport), which saves a Python call for the other requests.
         if "rport" in params or via.host.strip("[]") != peer.host:
             stamp_via(request, peer)
         # `server_key` inlined for an RFC 3261 branch, which saves a Python call per request.
@@ -885,7 +886,7 @@ class UserAgent(RefreshCore):
         timers.pop(("call", handle, "ack"), None)
         if len(self._timer_heap) > 2 * len(timers) + _HEAP_SLACK:
             self._compact_timer_heap()
-        # `InviteSession.change` inlined unless it logs: ANSWERED may move to CONFIRMED.
+        # `InviteSession.change` inlined unless it logs. ANSWERED may move to CONFIRMED.
         if _dialog_logger.isEnabledFor(logging.DEBUG):
             session.change(CallState.CONFIRMED, "ACK")
         else:
@@ -928,7 +929,8 @@ class UserAgent(RefreshCore):
         if session.state is CallState.TERMINATED:
             return
         handle = session.handle
-        # `InviteSession.change` inlined unless it logs: every other state may move to TERMINATED.
+        # `InviteSession.change` inlined unless it logs. Every state but TERMINATED
+        # may move to TERMINATED.
         if _dialog_logger.isEnabledFor(logging.DEBUG):
             session.change(CallState.TERMINATED, reason)
         else:

@@ -156,10 +156,7 @@ class DialogCall:
         self._loop = loop
         self._ended: asyncio.Future[str] = loop.create_future()
         self.end_future: asyncio.Future[str] = self._ended
-        """A future with the end reason, for done callbacks; cancelling it is a bug.
-
-        An attribute rather than a property, which saves a Python call per read.
-        """
+        """A future with the end reason, for done callbacks; cancelling it is a bug."""
         self._refer_result: asyncio.Future[int] | None = None
 
     @property

@@ -244,8 +244,8 @@ class Headers:
 
     def raw(self, name: str) -> list[str]:
         """Return the values of every field named `name`, unsplit."""
-        # `_values` inlined here and in `get_list` and `__contains__`: the UA core
-        # calls these for every INVITE.
+        # `_values` is inlined here and in `get_list` and `__contains__`, because the
+        # UA core calls these for every INVITE.
         index: Mapping[str, tuple[str, ...]] | None = self._index
         if index is None:
             index = self.by_key()
