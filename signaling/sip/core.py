@@ -89,6 +89,9 @@ CALL_METHODS = (
 )  # fmt: skip
 # Every timer a call can arm, which `_end` stops.
 _CALL_TIMERS = ("2xx", "ack", "session", "unanswered", "re2xx", "reack", "refresh")
+# Those a confirmed call can have armed: `answer` stopped its "unanswered" timer,
+# `_on_ack` its "2xx" and "ack" timers, and only an answered call arms them again.
+_CONFIRMED_CALL_TIMERS = ("session", "re2xx", "reack", "refresh")
 
 
 class UserAgent(RefreshCore):
@@ -929,6 +932,7 @@ class UserAgent(RefreshCore):
         if session.state is CallState.TERMINATED:
             return
         handle = session.handle
+        state = session.state
         # `InviteSession.change` inlined unless it logs. Every state but TERMINATED
         # may move to TERMINATED.
         if _dialog_logger.isEnabledFor(logging.DEBUG):
@@ -941,7 +945,7 @@ class UserAgent(RefreshCore):
             session.refer_key = None
         # This stops every call timer as `_disarm` would, without its Python call.
         timers = self._timers
-        for name in _CALL_TIMERS:
+        for name in _CONFIRMED_CALL_TIMERS if state is CallState.CONFIRMED else _CALL_TIMERS:
             timers.pop(("call", handle, name), None)
         dialog = session.dialog
         if dialog is not None:
