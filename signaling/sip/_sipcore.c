@@ -1253,9 +1253,19 @@ typedef struct {
         max_body_bytes;
 } Limits;
 
+/* The `parser.Limits` object that `read_limits` read last, held so that its id stays
+ * unique, and its values. Limits is a frozen dataclass and a node passes one object
+ * with every datagram, so this spares five attribute reads per datagram. */
+static PyObject *last_limits = NULL;
+static Limits last_limits_values;
+
 static int
 read_limits(PyObject *limits, Limits *out)
 {
+    if (limits == last_limits) {
+        *out = last_limits_values;
+        return 0;
+    }
     Py_ssize_t *fields[5] = {&out->max_message_bytes, &out->max_header_bytes,
                              &out->max_line_bytes, &out->max_headers, &out->max_body_bytes};
     for (int k = 0; k < 5; k++) {
@@ -1269,6 +1279,9 @@ read_limits(PyObject *limits, Limits *out)
             return -1;
         }
     }
+    Py_INCREF(limits);
+    Py_XSETREF(last_limits, limits);
+    last_limits_values = *out;
     return 0;
 }
 
@@ -1295,6 +1308,91 @@ lookup_key(PyObject *canonical)
     return key;
 }
 
+/* Header names as received -> (canonical name, lookup key). A peer spells the same few
+ * names in every message, and an entry spares the Python string of the name, its hash
+ * and two dict lookups per header line. The canonical name is a pure function of the
+ * name as received, so an entry never goes stale. `configure` empties the table,
+ * because it may bring other spellings. Names longer than NAME_CACHE_BYTES are not kept. */
+#define NAME_CACHE_SLOTS 256
+#define NAME_CACHE_BYTES 32
+
+typedef struct {
+    Py_ssize_t n; /* 0 for an empty slot */
+    char text[NAME_CACHE_BYTES];
+    PyObject *canonical;
+    PyObject *key;
+} NameCacheEntry;
+
+static NameCacheEntry name_cache[NAME_CACHE_SLOTS];
+
+static NameCacheEntry *
+name_cache_slot(Span name)
+{
+    size_t hash = (size_t)name.n;
+    for (Py_ssize_t i = 0; i < name.n; i++) {
+        hash = hash * 31 + (unsigned char)name.s[i];
+    }
+    return &name_cache[hash % NAME_CACHE_SLOTS];
+}
+
+static void
+clear_name_cache(void)
+{
+    for (int k = 0; k < NAME_CACHE_SLOTS; k++) {
+        name_cache[k].n = 0;
+        Py_CLEAR(name_cache[k].canonical);
+        Py_CLEAR(name_cache[k].key);
+    }
+}
+
+/* Sets *canonical and *key to new references for the header name `name_span`, as
+ * `headers.canonical_name` and `lookup_key` give them. Returns -1 on an error or for a
+ * name that the fast path does not serve. */
+static int
+canonical_and_key(Span name_span, PyObject **canonical, PyObject **key)
+{
+    NameCacheEntry *entry = name_cache_slot(name_span);
+    if (entry->n == name_span.n && memcmp(entry->text, name_span.s, (size_t)name_span.n) == 0) {
+        *canonical = Py_NewRef(entry->canonical);
+        *key = Py_NewRef(entry->key);
+        return 0;
+    }
+    PyObject *name = make_str(name_span);
+    if (name == NULL) {
+        return -1;
+    }
+    PyObject *found = PyDict_GetItemWithError(spellings, name);
+    if (found != NULL) {
+        Py_INCREF(found);
+    }
+    else if (!PyErr_Occurred()) {
+        found = PyObject_CallOneArg(canonical_name, name);
+    }
+    Py_DECREF(name);
+    if (found == NULL) {
+        return -1;
+    }
+    if (!PyUnicode_Check(found)) {
+        Py_DECREF(found);
+        return -1;
+    }
+    PyObject *found_key = lookup_key(found);
+    if (found_key == NULL) {
+        Py_DECREF(found);
+        return -1;
+    }
+    if (name_span.n <= NAME_CACHE_BYTES) {
+        entry->n = 0;
+        Py_XSETREF(entry->canonical, Py_NewRef(found));
+        Py_XSETREF(entry->key, Py_NewRef(found_key));
+        memcpy(entry->text, name_span.s, (size_t)name_span.n);
+        entry->n = name_span.n;
+    }
+    *canonical = found;
+    *key = found_key;
+    return 0;
+}
+
 /* Builds a `Headers` with its lookup index from the header lines, and stores the index in
  * *index_out as a new reference. */
 static PyObject *
@@ -1317,26 +1415,10 @@ build_headers(const Span *lines, Py_ssize_t line_count, PyObject **index_out)
             goto fail; /* a folded or invalid line */
         }
         Span value_span = span_strip((Span){line.s + i + 1, line.n - i - 1});
-        PyObject *name = make_str(name_span);
-        if (name == NULL) {
+        PyObject *canonical, *key;
+        if (canonical_and_key(name_span, &canonical, &key) < 0) {
             goto fail;
         }
-        PyObject *canonical = PyDict_GetItemWithError(spellings, name);
-        if (canonical != NULL) {
-            Py_INCREF(canonical);
-        }
-        else if (!PyErr_Occurred()) {
-            canonical = PyObject_CallOneArg(canonical_name, name);
-        }
-        Py_DECREF(name);
-        if (canonical == NULL) {
-            goto fail;
-        }
-        if (!PyUnicode_Check(canonical)) {
-            Py_DECREF(canonical);
-            goto fail;
-        }
-        PyObject *key = lookup_key(canonical);
         PyObject *value = make_str(value_span);
         PyObject *item = NULL;
         if (key != NULL && value != NULL) {
@@ -2104,6 +2186,7 @@ sipcore_configure(PyObject *module, PyObject *args)
     Py_XSETREF(spellings, spelling_map);
     Py_INCREF(canonical);
     Py_XSETREF(canonical_name, canonical);
+    clear_name_cache();
     Py_INCREF(host_check);
     Py_XSETREF(python_parse_host, host_check);
     Py_INCREF(error_type);

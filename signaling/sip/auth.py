@@ -189,6 +189,7 @@ class AuthConfig:
 
     @property
     def enabled(self) -> bool:
+        # `UserAgent._on_request` repeats this test inline.
         return bool(self.users or self.trusted_networks)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from signaling.sip.errors import SipSyntaxError
-from signaling.sip.headers import media_type, parse_tokens
+from signaling.sip.headers import media_type, parse_tokens, split_list
 from signaling.sip.message import SipRequest, sdp_body
 
 # Methods we recognize but may not serve get 405 with Allow; any other gets 501.
@@ -45,8 +45,10 @@ def check_request(request: SipRequest, allowed: tuple[str, ...]) -> Rejection | 
     if method == "REGISTER" and (info.to.uri is None or info.from_.uri is None):
         # §10.3 step 2: the address of record must be a SIP URI.
         return Rejection(416, "address of record is not a SIP URI")
-    require = request.headers.get_list("Require") if method != "CANCEL" else None
-    if require:
+    # `Headers.get_list` inlined, which saves a Python call per request.
+    require_fields = request.headers.by_key().get("require") if method != "CANCEL" else None
+    if require_fields:
+        require = [item for value in require_fields for item in split_list(value)]
         try:
             required = parse_tokens(require)
         except SipSyntaxError:
@@ -61,18 +63,27 @@ def check_request(request: SipRequest, allowed: tuple[str, ...]) -> Rejection | 
 
 def check_content(request: SipRequest) -> Rejection | None:
     """Check Accept, Content-Encoding and Content-Type of an offer-carrying request (§8.2.3)."""
-    headers = request.headers
-    if "Accept" in headers:
-        accept = {media_type(item) for item in headers.get_list("Accept")}
+    # One read of the header index stands for `in`, `get_list` and `get`, which
+    # saves three Python calls per INVITE.
+    table = request.headers.by_key()
+    accept_fields = table.get("accept")
+    if accept_fields:
+        accept = {media_type(item) for value in accept_fields for item in split_list(value)}
         if not {"application/sdp", "application/*", "*/*"} & accept:
             return Rejection(406, headers=[("Accept", "application/sdp")])
     if not request.body:
         return None
-    encoding = headers.get_list("Content-Encoding")
-    if encoding and any(item.lower() != "identity" for item in encoding):
+    encoding_fields = table.get("content-encoding")
+    if encoding_fields and any(
+        item.lower() != "identity" for value in encoding_fields for item in split_list(value)
+    ):
         return Rejection(415, headers=[("Accept-Encoding", "identity")])
-    content_type = headers.get("Content-Type")
-    body_type = media_type(content_type) if content_type is not None else None
+    content_type_fields = table.get("content-type")
+    content_type = content_type_fields[0] if content_type_fields else None
+    if content_type == "application/sdp":
+        body_type: str | None = content_type  # what `media_type` returns for it
+    else:
+        body_type = media_type(content_type) if content_type is not None else None
     if body_type not in ACCEPTED_BODIES:
         return Rejection(415, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
     if body_type == "application/sdp":

@@ -49,12 +49,16 @@ def new_tag() -> str:
 
 
 def new_branch() -> str:
+    # `ReferCore._send_request` repeats this inline.
     return "z9hG4bK" + random_hex(16)
 
 
 @dataclass(slots=True)
 class Dialog:
-    """Dialog state of §12; for our UAS side, local is the To and remote the From."""
+    """Dialog state of §12; for our UAS side, local is the To and remote the From.
+
+    `UserAgent.answer` passes the fields by position, in this order.
+    """
 
     call_id: str
     local_tag: str
@@ -158,7 +162,11 @@ class InviteSession:
     refer_pending: bool = False  # a REFER was accepted and its final NOTIFY is not sent yet
 
     def change(self, new: CallState, event: str) -> None:
-        """Move to `new`; raise `SipUsageError` naming the event for an illegal move."""
+        """Move to `new`; raise `SipUsageError` naming the event for an illegal move.
+
+        `UserAgent.answer`, `_on_ack` and `_end` set the state themselves
+        while this logger is not at DEBUG, for moves they know to be legal.
+        """
         if new not in _TRANSITIONS[self.state]:
             raise SipUsageError(
                 f"call {self.handle}: {event} is not allowed in state {self.state.value}"

@@ -141,6 +141,7 @@ class DialogCall:
     """
 
     def __init__(self, endpoint: SipEndpoint, handle: str) -> None:
+        # `InboundCall.__init__` repeats these lines.
         self._endpoint = endpoint
         self._handle = handle
         self.call_id: str = handle
@@ -154,16 +155,13 @@ class DialogCall:
         loop = endpoint._loop if endpoint._loop is not None else asyncio.get_running_loop()
         self._loop = loop
         self._ended: asyncio.Future[str] = loop.create_future()
+        self.end_future: asyncio.Future[str] = self._ended
+        """A future with the end reason, for done callbacks; cancelling it is a bug."""
         self._refer_result: asyncio.Future[int] | None = None
 
     @property
     def ended(self) -> bool:
         return self._ended.done()
-
-    @property
-    def end_future(self) -> asyncio.Future[str]:
-        """A future with the end reason, for done callbacks; cancelling it is a bug."""
-        return self._ended
 
     async def wait_ended(self) -> str:
         """Wait for the end and return its reason (bye, hangup, cancel, timeout, ...)."""
@@ -227,13 +225,35 @@ class InboundCall(DialogCall):
     """
 
     def __init__(self, endpoint: SipEndpoint, session: InviteSession, source: Peer) -> None:
-        super().__init__(endpoint, session.handle)
-        info = session.invite.parsed
-        request_uri = session.invite.request_uri
+        # `DialogCall.__init__` repeated, which saves a Python call per call.
+        handle = session.handle
+        self._endpoint = endpoint
+        self._handle = handle
+        self.call_id = handle
+        self.on_info = None
+        self.on_reoffer = None
+        self.on_remote_sdp = None
+        self.on_refer = None
+        loop = endpoint._loop if endpoint._loop is not None else asyncio.get_running_loop()
+        self._loop = loop
+        self._ended = loop.create_future()
+        self.end_future = self._ended
+        self._refer_result = None
+        invite = session.invite
+        # `parsed` raises for a request the parser did not validate.
+        info = invite.info if invite.info is not None else invite.parsed
         self.sip_call_id: str = info.call_id
-        self.caller: str = _user_part(info.from_.uri_text, info.from_.uri)
-        called = _user_part(session.invite.uri, request_uri)
-        self.called: str = called or _user_part(info.to.uri_text, info.to.uri)
+        # `_user_part` inlined for SIP URIs whose user part has no escapes, the usual case.
+        from_uri = info.from_.uri
+        user = from_uri.user if from_uri is not None else None
+        if user is None or "%" in user:
+            user = _user_part(info.from_.uri_text, from_uri)
+        self.caller: str = user
+        request_uri = invite.request_uri
+        user = request_uri.user if request_uri is not None else None
+        if user is None or "%" in user:
+            user = _user_part(invite.uri, request_uri)
+        self.called: str = user or _user_part(info.to.uri_text, info.to.uri)
         self.remote_sdp: bytes | None = session.remote_sdp
         self.source: tuple[str, int] = (source.host, source.port)
         self.transport: str = source.transport
@@ -733,9 +753,16 @@ class SipEndpoint:
         if core.overloaded or self._datagrams % QUEUE_CHECK_INTERVAL == 0:
             self._check_queue()
         core.receive(data, peer, self._now())
-        self._pump()
-        if core._trying:
-            self._defer_trying()
+        # `_pump` has nothing to do without datagrams, events or an earlier deadline,
+        # as after the 200 to our BYE, so the test here spares its Python call.
+        if core._outgoing or core._events or core.earliest_armed < self._timer_deadline:
+            self._pump()
+        loop = self._loop
+        if core._trying and loop is not None:
+            # `_defer_trying` inlined, which saves a Python call per INVITE.
+            if self._trying_handle is not None:
+                self._trying_handle.cancel()
+            self._trying_handle = loop.call_soon(self._send_trying)
 
     def _check_queue(self) -> None:
         """Switch the core's overload rejection by the bytes waiting in the UDP socket."""
@@ -817,8 +844,29 @@ class SipEndpoint:
             # Sending never reaches back into the core, but a dispatched event can.
             if not events:
                 break
+            calls = self._calls
             for event in events:
-                self._dispatch(event)
+                # The three events of every inbound call are handled here, which
+                # saves a Python call of `_dispatch` each.
+                if type(event) is CallOffered:
+                    inbound = InboundCall(self, event.session, event.source)
+                    calls[inbound.call_id] = inbound
+                    # `_spawn` inlined.
+                    loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+                    task: asyncio.Task[None] = loop.create_task(self._run_handler(inbound))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif type(event) is CallConfirmed:
+                    call = calls.get(event.handle)
+                    if call is not None:
+                        call._confirm(event.sdp)
+                elif type(event) is CallTerminated:
+                    call = calls.get(event.handle)
+                    if call is not None:
+                        call._finish(event.reason, event.status)
+                        calls.pop(event.handle, None)
+                else:
+                    self._dispatch(event)
         # The loop's timer stays armed when the deadline it was set for is disarmed or
         # moves later. It then fires early, `tick` finds nothing due, and `_on_timer`
         # arms it again for the next deadline. That costs one wakeup, where cancelling
@@ -834,6 +882,7 @@ class SipEndpoint:
         100 is dropped. Each received message moves the send behind the
         handlers it started; commands do not, so under load the 100 of an
         INVITE whose handler waits still goes out within a loop iteration.
+        `_on_datagram` repeats this method inline.
         """
         if self._loop is None:
             return
@@ -875,13 +924,9 @@ class SipEndpoint:
             self._tcp.send(item.data, peer)
 
     def _dispatch(self, event: CoreEvent) -> None:
+        """Handle an event other than the three that `_pump` handles itself."""
         # No event class has subclasses, so comparing the type is the check that
         # isinstance makes, without a C call per event and class.
-        if type(event) is CallOffered:
-            inbound = InboundCall(self, event.session, event.source)
-            self._calls[inbound.call_id] = inbound
-            self._spawn(self._run_handler(inbound), inbound.call_id)
-            return
         if type(event) is RegistrationChanged or type(event) is PingChanged:
             self._registration_changed.set()
             self._registration_changed = asyncio.Event()
@@ -897,12 +942,7 @@ class SipEndpoint:
         if call_or_none is None:
             return
         call = call_or_none
-        if type(event) is CallConfirmed:
-            call._confirm(event.sdp)
-        elif type(event) is CallTerminated:
-            call._finish(event.reason, event.status)
-            self._calls.pop(event.handle, None)
-        elif type(event) is CallProgress:
+        if type(event) is CallProgress:
             if isinstance(call, OutboundCall):
                 call._progress(event.status, event.sdp)
         elif type(event) is ReferProgress:
@@ -920,6 +960,7 @@ class SipEndpoint:
             self._spawn(self._run_reoffer(call, event.sdp), call.call_id)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], call_id: str) -> None:
+        # `_pump` repeats these lines for the handler task of each new call.
         # `loop.create_task` is what `asyncio.ensure_future` ends in, without its
         # three Python calls that check the argument's type.
         loop = self._loop if self._loop is not None else asyncio.get_running_loop()

@@ -244,7 +244,12 @@ class Headers:
 
     def raw(self, name: str) -> list[str]:
         """Return the values of every field named `name`, unsplit."""
-        return list(self._values(name))
+        # `_values` is inlined here and in `get_list` and `__contains__`, because the
+        # UA core calls these for every INVITE.
+        index: Mapping[str, tuple[str, ...]] | None = self._index
+        if index is None:
+            index = self.by_key()
+        return list(index.get(_lookup_key(name), ()))
 
     def _values(self, name: str) -> tuple[str, ...]:
         index: Mapping[str, tuple[str, ...]] | None = self._index
@@ -275,8 +280,11 @@ class Headers:
 
     def get_list(self, name: str) -> list[str]:
         """Return the elements of a list header across all its fields (§7.3.1)."""
+        index: Mapping[str, tuple[str, ...]] | None = self._index
+        if index is None:
+            index = self.by_key()
         elements: list[str] = []
-        for value in self._values(name):
+        for value in index.get(_lookup_key(name), ()):
             elements.extend(split_list(value))
         return elements
 
@@ -284,7 +292,12 @@ class Headers:
         return len(self._values(name))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self._values(name))
+        if not isinstance(name, str):
+            return False
+        index: Mapping[str, tuple[str, ...]] | None = self._index
+        if index is None:
+            index = self.by_key()
+        return _lookup_key(name) in index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(list(self._items))

@@ -206,7 +206,7 @@ def build_response(
     `headers` are added after those, and then Content-Type when there is a body.
     The C extension builds the response of a validated request when the arguments
     have the usual types, and `python_build_response`, the reference, builds every
-    other one.
+    other one. `TransactionUser._respond` repeats this function inline.
     """
     reason = reason or REASON_PHRASES.get(status, "Unknown")
     if native is not None:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import re
 
-from signaling.sip.dialog import CallState, InviteSession, new_branch
+from signaling.sip.dialog import CallState, InviteSession
 from signaling.sip.errors import SipSyntaxError, SipUsageError
 from signaling.sip.events import ReferProgress, ReferReceived
 from signaling.sip.headers import parse_name_addr
 from signaling.sip.message import SipRequest
 from signaling.sip.routing import in_dialog_peer
+from signaling.sip.tokens import random_hex
 from signaling.sip.uac import OutboundCore
 
 logger = logging.getLogger("sip.refer")
@@ -95,13 +96,16 @@ class ReferCore(OutboundCore):
         if dialog is None or source is None:
             return None
         peer = in_dialog_peer(dialog, source)
-        branch = new_branch()
+        branch = "z9hG4bK" + random_hex(16)  # `new_branch` inlined
         headers = [("User-Agent", self.config.user_agent), *(extra or ())]
         if method in ("REFER", "NOTIFY"):
             # RFC 3515 §2.1 and RFC 6665 §8.2.1: both carry a Contact.
             headers.append(("Contact", self._contact(peer)))
+        # `_via` inlined for a transport whose Via prefix is built already.
+        prefix = self._via_prefix.get(peer.transport)
+        via = f"{prefix};branch={branch};rport" if prefix is not None else self._via(branch, peer)
         request = dialog.build_request(
-            method, self._via(branch, peer), extra=headers, body=body, content_type=content_type
+            method, via, extra=headers, body=body, content_type=content_type
         )
         return self._start_client(request, branch, peer)
 

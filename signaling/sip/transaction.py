@@ -133,6 +133,8 @@ class State(enum.Enum):
 class _Transaction:
     kind = "transaction"
 
+    # The subclasses that run for every call repeat these lines in their own
+    # `__init__`, which saves the Python call of `super().__init__`.
     def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
         self.key = key
         self.request = request
@@ -167,8 +169,13 @@ class ServerInviteTransaction(_Transaction):
     kind = "server INVITE"
 
     def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
-        super().__init__(key, request, reliable, timers)
+        # `_Transaction.__init__` repeated, with the first state of this machine.
+        self.key = key
+        self.request = request
+        self.reliable = reliable
+        self.timers = timers
         self.state = State.PROCEEDING
+        self.last_response: SipResponse | None = None
         self._interval_g = timers.t1
 
     def on_request(self, request: SipRequest) -> list[Effect]:
@@ -195,7 +202,11 @@ class ServerInviteTransaction(_Transaction):
             # Accepted never sends again (the TU retransmits the 2xx), so the
             # response is not kept for the 32 s of Timer L.
             self.last_response = None
-            self._change(State.ACCEPTED, effects)
+            # `_change` inlined unless it logs, which saves a Python call per call.
+            if logger.isEnabledFor(logging.DEBUG):
+                self._change(State.ACCEPTED, effects)
+            else:
+                self.state = State.ACCEPTED
             effects.append(_start_timer(Timer.L, 64 * self.timers.t1))
             return effects
         self._change(State.COMPLETED, effects)
@@ -267,8 +278,13 @@ class ClientInviteTransaction(_Transaction):
     kind = "client INVITE"
 
     def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
-        super().__init__(key, request, reliable, timers)
+        # `_Transaction.__init__` repeated, with the first state of this machine.
+        self.key = key
+        self.request = request
+        self.reliable = reliable
+        self.timers = timers
         self.state = State.CALLING
+        self.last_response: SipResponse | None = None
         self._interval_a = timers.t1
         self.ack: SipRequest | None = None
 
@@ -325,7 +341,13 @@ class ClientNonInviteTransaction(_Transaction):
     kind = "client non-INVITE"
 
     def __init__(self, key: str, request: SipRequest, reliable: bool, timers: TimerConfig) -> None:
-        super().__init__(key, request, reliable, timers)
+        # `_Transaction.__init__` repeated.
+        self.key = key
+        self.request = request
+        self.reliable = reliable
+        self.timers = timers
+        self.state = State.TRYING
+        self.last_response: SipResponse | None = None
         self._interval_e = timers.t1
 
     def start(self) -> list[Effect]:
@@ -345,7 +367,11 @@ class ClientNonInviteTransaction(_Transaction):
             effects.append(Deliver(response))
             return effects
         effects += [_STOP[Timer.E], _STOP[Timer.F], Deliver(response)]
-        self._change(State.COMPLETED, effects)
+        # `_change` inlined unless it logs, which saves a Python call per call.
+        if logger.isEnabledFor(logging.DEBUG):
+            self._change(State.COMPLETED, effects)
+        else:
+            self.state = State.COMPLETED
         effects.append(_start_timer(Timer.K, 0.0 if self.reliable else self.timers.t4))
         return effects
 
@@ -376,6 +402,7 @@ def server_key(request: SipRequest) -> str:
     With an RFC 3261 branch the key is branch, sent-by and method (ACK maps to
     INVITE). Without one (RFC 2543 peers, or a bare magic cookie) it falls
     back to Request-URI, From tag, Call-ID, CSeq number and top Via.
+    `UserAgent._on_request` repeats the first case inline.
     """
     # `parsed` raises for a request the parser did not validate.
     info = request.info if request.info is not None else request.parsed
@@ -393,5 +420,8 @@ def server_key(request: SipRequest) -> str:
 
 
 def client_key(branch: str, method: str) -> str:
-    """Match responses to client transactions: branch and CSeq method (§17.1.3)."""
+    """Match responses to client transactions: branch and CSeq method (§17.1.3).
+
+    `TransactionUser._start_client` and `UserAgent._on_response` repeat it inline.
+    """
     return f"{branch}|{'INVITE' if method == 'ACK' else method}"

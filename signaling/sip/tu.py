@@ -39,9 +39,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from signaling.sip import checks
+from signaling.sip import message as sip_message
 from signaling.sip.auth import AuthConfig
 from signaling.sip.dialog import new_tag
-from signaling.sip.message import REASON_PHRASES, SipRequest, SipResponse, build_response, to_bytes
+from signaling.sip.message import (
+    REASON_PHRASES,
+    SipRequest,
+    SipResponse,
+    build_response,
+    python_build_response,
+    to_bytes,
+)
 from signaling.sip.parser import DEFAULT_LIMITS, Limits
 from signaling.sip.ratelimit import RateLimit
 from signaling.sip.routing import Outgoing, Peer, response_peer
@@ -61,7 +69,6 @@ from signaling.sip.transaction import (
     TimedOut,
     Timer,
     TimerConfig,
-    client_key,
 )
 
 logger = logging.getLogger("sip.core")
@@ -199,7 +206,8 @@ class TransactionUser:
 
     def _start_client(self, request: SipRequest, branch: str, peer: Peer, owner: str = "") -> str:
         """Send `request` through a new client non-INVITE transaction and return its key."""
-        key = client_key(branch, request.method)
+        method = request.method
+        key = f"{branch}|{'INVITE' if method == 'ACK' else method}"  # `client_key` inlined
         reliable = peer.transport != "udp"
         transaction = ClientNonInviteTransaction(key, request, reliable, self.config.timers)
         self._client[key] = transaction
@@ -219,6 +227,7 @@ class TransactionUser:
         return self.config.port
 
     def _via(self, branch: str, peer: Peer) -> str:
+        # `ReferCore._send_request` repeats the case of a built prefix inline.
         prefix = self._via_prefix.get(peer.transport)
         if prefix is None:
             prefix = f"SIP/2.0/{peer.transport.upper()} {self._host()}:{self._port_for(peer)}"
@@ -226,6 +235,7 @@ class TransactionUser:
         return f"{prefix};branch={branch};rport"
 
     def _contact(self, peer: Peer | None) -> str:
+        # `_respond` repeats the case of a built Contact inline.
         transport = peer.transport if peer is not None else ""
         contact = self._contacts.get(transport)
         if contact is None:
@@ -255,7 +265,10 @@ class TransactionUser:
         request = transaction.request
         headers = list(extra) if extra else []
         if contact:
-            headers.append(("Contact", self._contact(self._server_peer.get(key))))
+            # `_contact` inlined for a transport whose Contact is built already.
+            peer = self._server_peer.get(key)
+            value = self._contacts.get(peer.transport) if peer is not None else None
+            headers.append(("Contact", value if value is not None else self._contact(peer)))
         routes = request.headers.raw("Record-Route") if record_route else None
         if routes:
             headers += [("Record-Route", value) for value in routes]
@@ -265,15 +278,33 @@ class TransactionUser:
         headers.append(("Server", self.config.user_agent))
         if status > 100 and to_tag is None and request.parsed.to.tag is None:
             to_tag = new_tag()
-        response = build_response(
-            request,
-            status,
-            reason,
-            to_tag=to_tag,
-            headers=headers,
-            body=body,
-            content_type="application/sdp" if body else None,
+        # `build_response` inlined, which saves a Python call per response. The C
+        # builder returns None for the arguments that it leaves to the Python one.
+        content_type = "application/sdp" if body else None
+        native = sip_message.native
+        response = (
+            native.build_response(
+                request,
+                status,
+                reason or REASON_PHRASES.get(status, "Unknown"),
+                to_tag,
+                headers,
+                body,
+                content_type,
+            )
+            if native is not None
+            else None
         )
+        if response is None:
+            response = python_build_response(
+                request,
+                status,
+                reason,
+                to_tag=to_tag,
+                headers=headers,
+                body=body,
+                content_type=content_type,
+            )
         self._apply(key, transaction.send_response(response))
         return response
 
@@ -459,6 +490,7 @@ class TransactionUser:
     # ----- timers
 
     def _arm(self, kind: str, owner: str, name: Timer | str, deadline: float) -> None:
+        # `_apply`, `UserAgent.answer` and `UserAgent._new_call` repeat this inline.
         key = (kind, owner, name)
         self._timers[key] = deadline
         heapq.heappush(self._timer_heap, (deadline, next(self._timer_sequence), key))
@@ -466,7 +498,10 @@ class TransactionUser:
             self.earliest_armed = deadline
 
     def _disarm(self, kind: str, owner: str, *names: Timer | str) -> None:
-        """Stop the timers `names` of `owner`, skipping any that is not armed."""
+        """Stop the timers `names` of `owner`, skipping any that is not armed.
+
+        `UserAgent.answer` and `UserAgent._on_ack` repeat this method inline.
+        """
         timers = self._timers
         for name in names:
             timers.pop((kind, owner, name), None)

@@ -230,6 +230,22 @@ def test_sipcore_matches_python_under_small_limits() -> None:
     assert decided >= len(items) // 100
 
 
+def test_sipcore_header_name_table_matches_python() -> None:
+    """The C parser's table of header names (256 slots) maps each spelling as the reference does.
+
+    300 extra names, in several spellings and one longer than the 32 bytes that
+    the table keeps, push the call messages' names out of their slots and back,
+    and every message is parsed twice.
+    """
+    names = [f"X-Name-{number}" for number in range(300)]
+    names += ["subject", "SUBJECT", "s", "User-Agent", "user-agent", "X-" + "a" * 40]
+    ok = call_messages()[1]
+    with_names = [ok.replace(b"\r\nl: 0", f"\r\n{name}: x\r\nl: 0".encode()) for name in names]
+    items = (with_names + call_messages()) * 2
+    decided = check_all("header names", items)
+    assert decided == len(items)
+
+
 # ---- Serialization: `_sipcore.to_bytes` against `message.python_to_bytes`
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -725,3 +726,63 @@ def test_timeout_end_logs_at_info(caplog: pytest.LogCaptureFixture) -> None:
     assert [(record.levelno, record.getMessage()) for record in ended] == [
         (logging.INFO, f"call {handle}: ended (timeout)")
     ]
+
+
+def timer_invite() -> bytes:
+    return sip_request("INVITE", body=OFFER_SDP, extra=("Session-Expires: 120", "Supported: timer"))
+
+
+def end_confirmed_by_hangup(harness: CoreHarness) -> str:
+    handle, _ = answered_call(harness)
+    harness.run(lambda core, now: core.hangup(handle, now))
+    return handle
+
+
+def end_session_timer_call_by_bye(harness: CoreHarness) -> str:
+    handle = offered_call(harness, timer_invite())
+    ok = responses(harness.run(lambda core, now: core.answer(handle, ANSWER_SDP, now)))[0]
+    tag = ok.parsed.to.tag or ""
+    harness.feed(sip_request("ACK", branch="z9hG4bK-a", to_tag=tag))
+    harness.feed(sip_request("BYE", branch="z9hG4bK-bye", to_tag=tag, cseq=2))
+    return handle
+
+
+def end_during_reinvite_by_hangup(harness: CoreHarness) -> str:
+    handle, tag = answered_call(harness)
+    harness.feed(reinvite(tag, 2, "z9hG4bK-re1"))
+    harness.run(lambda core, now: core.answer_reoffer(handle, ANSWER_SDP, now))
+    harness.run(lambda core, now: core.hangup(handle, now))
+    return handle
+
+
+def end_before_ack_by_hangup(harness: CoreHarness) -> str:
+    handle = offered_call(harness)
+    ok = responses(harness.run(lambda core, now: core.answer(handle, ANSWER_SDP, now)))[0]
+    harness.run(lambda core, now: core.hangup(handle, now))
+    harness.feed(sip_request("ACK", branch="z9hG4bK-a", to_tag=ok.parsed.to.tag))
+    return handle
+
+
+def end_before_answer_by_hangup(harness: CoreHarness) -> str:
+    handle = offered_call(harness, timer_invite())
+    harness.run(lambda core, now: core.hangup(handle, now))
+    return handle
+
+
+@pytest.mark.parametrize(
+    "end_call",
+    [
+        end_confirmed_by_hangup,
+        end_session_timer_call_by_bye,
+        end_during_reinvite_by_hangup,
+        end_before_ack_by_hangup,
+        end_before_answer_by_hangup,
+    ],
+)
+def test_ended_call_keeps_no_timers(end_call: Callable[[CoreHarness], str]) -> None:
+    harness = CoreHarness()
+
+    handle = end_call(harness)
+
+    assert [event.handle for event in harness.ended()] == [handle]
+    assert [key for key in harness.core._timers if key[:2] == ("call", handle)] == []
