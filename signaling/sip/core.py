@@ -98,7 +98,7 @@ _CONFIRMED_CALL_TIMERS = ("session", "re2xx", "reack", "refresh")
 # every other end (cancel, timeout, shutdown) stays INFO. The CDR and the
 # `call.ended` event record every end. At 1,000 calls/s a line per call would be
 # three times what journald's default rate limit lets a service log (10,000 lines
-# per 30 s), and journald drops the lines past it, warnings included.
+# per 30 s, journald.conf(5)), and journald drops every line past it, warnings too.
 QUIET_ENDS = frozenset({"bye", "hangup"})
 
 
