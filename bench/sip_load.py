@@ -622,7 +622,12 @@ def parse_args() -> argparse.Namespace:
         help="another VoxGate source tree, run as server 'baseline' in every round",
     )
     parser.add_argument("--json", type=Path, help="write every step result to this file")
-    parser.add_argument("--workdir", type=Path, help="keep SIPp and server output here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="write SIPp and server output here (default: a new /tmp/sip-load-* folder, "
+        "which is kept and named at the end)",
+    )
     parser.add_argument(
         "--summarize",
         type=Path,

@@ -488,4 +488,4 @@ class CdrRecorder:
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
             self.store = None
-        logger.info("CDR store closed after %d records (%d lost)", self.written, self.lost)
+        logger.info("CDR store closed: %d records written, %d lost", self.written, self.lost)
