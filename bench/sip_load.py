@@ -625,8 +625,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workdir",
         type=Path,
-        help="write SIPp and server output here (default: a new /tmp/sip-load-* folder, "
-        "which is kept and named at the end)",
+        help="folder for the SIPp and server output; without it, a new /tmp/sip-load-* "
+        "folder, which is kept and named at the end",
     )
     parser.add_argument(
         "--summarize",
