@@ -45,7 +45,7 @@ class IvrEvent:
 
 EventCallback = Callable[[IvrEvent], None]
 
-EventFieldsCallback = Callable[[EventKind, str, str, str | None, float, dict[str, Any]], None]
+EventFieldsCallback = Callable[[EventKind, str, str, str | None, float, Mapping[str, Any]], None]
 """A callback that takes the fields of an `IvrEvent` as arguments, in field order.
 
 A session given one builds no `IvrEvent`, whose construction took 180 ns (timeit,

@@ -22,7 +22,7 @@ from media.tts import Synthesizer
 from signaling.webrtc.call import WebRtcCall
 from signaling.webrtc.channel import WebRtcChannel
 from signaling.webrtc.protocol import ErrorCode, Presence, ProtocolError, TransferKind
-from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_callback
+from voxgate.callevents import CallLegEvents, Channel, EventHub, ivr_event_fields_callback
 from voxgate.calls import end_reason, run_ivr
 from voxgate.contact import ContactCenter
 from voxgate.logs import call_id_var
@@ -55,7 +55,7 @@ class BrowserCallHandler:
         self._models = models
         hub = hub if hub is not None else EventHub()
         self._legs = CallLegEvents(hub, node_id)
-        self._ivr_events = ivr_event_callback(hub, node_id)
+        self._ivr_event_fields = ivr_event_fields_callback(hub, node_id)
         self._recordings = (
             CallRecordings(recordings, self._legs) if recordings is not None else None
         )
@@ -92,7 +92,7 @@ class BrowserCallHandler:
             self._synthesizer,
             flows=self._flows.get,
             queue=contact.queue_service if contact is not None else None,
-            events=self._ivr_events,
+            event_fields=self._ivr_event_fields,
         )
 
         async def wait_ended() -> None:

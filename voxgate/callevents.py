@@ -2,7 +2,7 @@
 
 Theory of operation. Every component that takes part in a call publishes a
 `CallEvent` on the node's `EventHub`: the IVR session through
-`ivr_event_callback`, the ACD through `attach_acd`, and the call legs (SIP
+`ivr_event_fields_callback`, the ACD through `attach_acd`, and the call legs (SIP
 and WebRTC) through `CallLegEvents`. The hub hands each event to listeners
 at once (the CDR recorder, the webhook sender) and to subscriptions
 (the SSE and WebSocket streams). A subscription holds a bounded queue: when
@@ -251,13 +251,15 @@ def from_ivr_event(event: IvrEvent, node_id: str, now: float) -> CallEvent:
 def ivr_event_callback(
     hub: EventHub, node_id: str, clock: Callable[[], float] = time.time
 ) -> EventCallback:
-    """Return the `events` callback for an `IvrSession` that publishes on `hub`."""
+    """Return the `events` callback for an `IvrSession` that publishes on `hub`.
+
+    The node's sessions take `ivr_event_fields_callback`, which publishes the
+    same events without an `IvrEvent` in between.
+    """
+    publish_fields = ivr_event_fields_callback(hub, node_id, clock)
 
     def publish(event: IvrEvent) -> None:
-        # The body of `from_ivr_event`, inlined to save a Python call per event. The dict
-        # display keeps the key order of `update` and costs no method call.
-        payload: dict[str, Any] = {"flow": event.flow, "step": event.step, **event.payload}
-        hub.publish(CallEvent(f"ivr.{event.kind}", event.call_id, node_id, clock(), payload))
+        publish_fields(event.kind, event.call_id, event.flow, event.step, event.at, event.payload)
 
     return publish
 
@@ -270,10 +272,7 @@ _IVR_KINDS = {kind: f"ivr.{kind}" for kind in EventKind}
 def ivr_event_fields_callback(
     hub: EventHub, node_id: str, clock: Callable[[], float] = time.time
 ) -> EventFieldsCallback:
-    """Return the `event_fields` callback for an `IvrSession` that publishes on `hub`.
-
-    It publishes the events of `ivr_event_callback` without an `IvrEvent` in between.
-    """
+    """Return the `event_fields` callback for an `IvrSession` that publishes on `hub`."""
 
     def publish(
         kind: EventKind,
@@ -281,10 +280,11 @@ def ivr_event_fields_callback(
         flow: str,
         step: str | None,
         at: float,
-        payload: dict[str, Any],
+        payload: Mapping[str, Any],
     ) -> None:
-        # The body of `from_ivr_event`, as in `ivr_event_callback`. `at` is on the session
-        # clock, so the event takes `clock()`.
+        # The body of `from_ivr_event`, inlined to save a Python call per event. `at` is on
+        # the session clock, so the event takes `clock()`. The dict display keeps the key
+        # order of `update` and costs no method call.
         try:
             event_kind = _IVR_KINDS[kind]
         except KeyError:  # A plain str that matches no EventKind member.
