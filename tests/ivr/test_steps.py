@@ -409,15 +409,17 @@ async def test_menu_without_speech_uses_keys_only() -> None:
     assert pressed.result.path == ["main", "billing", "bye"]
 
 
-async def test_event_callback_error_does_not_stop_call() -> None:
+@pytest.mark.parametrize("callback", ["events", "event_fields"])
+async def test_event_callback_error_does_not_stop_call(callback: str) -> None:
     flow = flow_from_text("flow: t\nsteps:\n  a: {type: say, text: hi}\n" + BYE)
     channel = TextChannel(scripted([]))
 
-    def broken(event: IvrEvent) -> None:
+    def broken(*event: Any) -> None:
         raise RuntimeError("sink down")
 
+    options: dict[str, Any] = {callback: broken}
     result = await IvrSession(
-        flow, channel, SilentSynthesizer(), events=broken, clock=channel.clock
+        flow, channel, SilentSynthesizer(), clock=channel.clock, **options
     ).run()
     assert result.outcome is Outcome.HANGUP
     assert result.path == ["a", "bye"]
@@ -441,20 +443,6 @@ async def test_event_fields_match_events() -> None:
     assert result.path == run.result.path
     assert len(run.events) > 4
     assert fields == run.events
-
-
-async def test_event_fields_error_does_not_stop_call() -> None:
-    flow = flow_from_text("flow: t\nsteps:\n  a: {type: say, text: hi}\n" + BYE)
-    channel = TextChannel(scripted([]))
-
-    def broken(*event: Any) -> None:
-        raise RuntimeError("sink down")
-
-    result = await IvrSession(
-        flow, channel, SilentSynthesizer(), event_fields=broken, clock=channel.clock
-    ).run()
-    assert result.outcome is Outcome.HANGUP
-    assert result.path == ["a", "bye"]
 
 
 async def test_session_logs_state_changes(caplog: pytest.LogCaptureFixture) -> None:
