@@ -1118,6 +1118,7 @@ class RtpSession(asyncio.DatagramProtocol):
         return (host, port) if self.config.rtcp_mux else (host, port + 1)
 
     def _schedule_rtcp(self, share: float) -> None:
+        # `attach` repeats this inline for the first report of a session.
         interval = self.config.rtcp_interval_s * share
         # RFC 3550 section 6.3.1: randomize the interval to 0.5-1.5 times its value. The
         # factor only keeps participants from reporting in step, so it needs no secret source.
